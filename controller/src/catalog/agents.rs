@@ -1,0 +1,187 @@
+//! Agents and the instances they own. An instance belongs to the first agent that registers
+//! it; another agent claiming the same name is refused, so one host cannot write into another
+//! host's backups by naming its instance.
+
+use sqlx::Row;
+
+use super::{Catalog, CatalogError, Result, now};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub name: String,
+    pub agent: String,
+    pub engine: String,
+    pub server_version: String,
+    pub system_identifier: String,
+    pub databases: Vec<String>,
+    pub error: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub name: String,
+    pub agent_version: String,
+    pub tools: Vec<(String, String)>,
+    pub last_seen: i64,
+    pub instances: Vec<InstanceRow>,
+}
+
+fn json_err(e: serde_json::Error) -> CatalogError {
+    CatalogError::Corrupt(e.to_string())
+}
+
+fn instance_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow> {
+    Ok(InstanceRow {
+        name: r.get("name"),
+        agent: r.get("agent"),
+        engine: r.get("engine"),
+        server_version: r.get("server_version"),
+        system_identifier: r.get("system_identifier"),
+        databases: serde_json::from_str(r.get::<&str, _>("databases")).map_err(json_err)?,
+        error: r.get("error"),
+    })
+}
+
+impl Catalog {
+    /// Record an agent and its instances. Returns the instances that belong to another agent
+    /// (name, owner); when there are any, nothing is written.
+    pub async fn register_agent(
+        &self,
+        name: &str,
+        agent_version: &str,
+        tools: &[(String, String)],
+        instances: &[InstanceRow],
+    ) -> Result<Vec<(String, String)>> {
+        let mut tx = self.pool.begin().await?;
+        let mut conflicts = Vec::new();
+        for inst in instances {
+            let owner: Option<String> = sqlx::query("SELECT agent FROM instances WHERE name = ?")
+                .bind(&inst.name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
+            if let Some(owner) = owner.filter(|o| o != name) {
+                conflicts.push((inst.name.clone(), owner));
+            }
+        }
+        if !conflicts.is_empty() {
+            return Ok(conflicts);
+        }
+        let t = now();
+        let tools_json = serde_json::to_string(tools).map_err(json_err)?;
+        sqlx::query(
+            "INSERT INTO agents (name, agent_version, tools, registered_at, last_seen) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version,
+               tools = excluded.tools, last_seen = excluded.last_seen",
+        )
+        .bind(name)
+        .bind(agent_version)
+        .bind(&tools_json)
+        .bind(t)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        for inst in instances {
+            sqlx::query(
+                "INSERT INTO instances (name, agent, engine, server_version, system_identifier, databases, error, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET engine = excluded.engine,
+                   server_version = excluded.server_version, system_identifier = excluded.system_identifier,
+                   databases = excluded.databases, error = excluded.error, updated_at = excluded.updated_at",
+            )
+            .bind(&inst.name)
+            .bind(name)
+            .bind(&inst.engine)
+            .bind(&inst.server_version)
+            .bind(&inst.system_identifier)
+            .bind(serde_json::to_string(&inst.databases).map_err(json_err)?)
+            .bind(&inst.error)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(conflicts)
+    }
+
+    pub async fn touch_agent(&self, name: &str) -> Result<()> {
+        sqlx::query("UPDATE agents SET last_seen = ? WHERE name = ?")
+            .bind(now())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn instance(&self, name: &str) -> Result<Option<InstanceRow>> {
+        sqlx::query("SELECT * FROM instances WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(instance_from_row)
+            .transpose()
+    }
+
+    pub async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+        Ok(self.agents().await?.into_iter().find(|a| a.name == name))
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentRow>> {
+        let instances = sqlx::query("SELECT * FROM instances ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(instance_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.get("name");
+                Ok(AgentRow {
+                    agent_version: r.get("agent_version"),
+                    tools: serde_json::from_str(r.get::<&str, _>("tools")).map_err(json_err)?,
+                    last_seen: r.get("last_seen"),
+                    instances: instances.iter().filter(|i| i.agent == name).cloned().collect(),
+                    name,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::test_catalog;
+
+    fn inst(name: &str) -> InstanceRow {
+        InstanceRow {
+            name: name.into(),
+            agent: String::new(),
+            engine: "postgresql".into(),
+            server_version: "15.18".into(),
+            system_identifier: "123".into(),
+            databases: vec!["app".into()],
+            error: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_stays_with_the_agent_that_registered_it() {
+        let (cat, _dir) = test_catalog().await;
+        let none = cat.register_agent("db1", "0.1", &[], &[inst("orders")]).await.unwrap();
+        assert!(none.is_empty());
+        // Re-registering is fine; another agent claiming it is not, and writes nothing.
+        assert!(cat.register_agent("db1", "0.2", &[], &[inst("orders")]).await.unwrap().is_empty());
+        let conflicts =
+            cat.register_agent("db2", "0.1", &[], &[inst("shop"), inst("orders")]).await.unwrap();
+        assert_eq!(conflicts, vec![("orders".to_string(), "db1".to_string())]);
+        assert!(cat.instance("shop").await.unwrap().is_none());
+        assert!(cat.agent("db2").await.unwrap().is_none());
+        let a = cat.agent("db1").await.unwrap().unwrap();
+        assert_eq!(a.agent_version, "0.2");
+        assert_eq!(a.instances[0].databases, vec!["app".to_string()]);
+        assert_eq!(cat.instance("orders").await.unwrap().unwrap().agent, "db1");
+    }
+}

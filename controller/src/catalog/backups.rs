@@ -1,0 +1,412 @@
+//! Backups, their parts and manifests, and the chunks known to be stored.
+//!
+//! A backup is `running` until the controller has seen every part stored and verified and the
+//! agent's checks pass; only then `complete`. Any failure makes it `failed` with a reason, and
+//! a finished backup never changes state again.
+
+use sqlx::Row;
+use tidemark_core::ids::{BackupId, ChunkId, JobId};
+
+use super::{Catalog, CatalogError, Result, now};
+
+#[derive(Debug, Clone, Default)]
+pub struct PartRow {
+    pub name: String,
+    pub format: String,
+    pub stored: bool,
+    pub stats: PartStats,
+    pub check_status: String,
+    pub check_detail: String,
+}
+
+/// What was learnt while a part was uploaded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartStats {
+    pub raw_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub stream_sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupRow {
+    pub id: BackupId,
+    pub instance: String,
+    pub agent: String,
+    pub kind: String,
+    pub status: String,
+    pub job_id: Option<JobId>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub reason: String,
+    pub server_version: String,
+    pub tool_version: String,
+    pub warnings: Vec<String>,
+    pub parts: Vec<PartRow>,
+}
+
+impl BackupRow {
+    pub fn part(&self, name: &str) -> Option<&PartRow> {
+        self.parts.iter().find(|p| p.name == name)
+    }
+}
+
+/// One line of a part's manifest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ManifestEntry {
+    pub seq: u64,
+    pub id: ChunkId,
+    pub raw_len: u32,
+}
+
+/// A chunk that was newly written to the store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewChunk {
+    pub id: ChunkId,
+    pub raw_len: u32,
+    pub stored_len: u64,
+}
+
+fn chunk_id(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<ChunkId> {
+    ChunkId::from_slice(r.get::<&[u8], _>(col)).map_err(|e| CatalogError::Corrupt(e.to_string()))
+}
+
+impl Catalog {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_backup(
+        &self,
+        instance: &str,
+        agent: &str,
+        kind: &str,
+        job: Option<JobId>,
+        parts: &[String],
+        warnings: &[String],
+        server_version: &str,
+        tool_version: &str,
+    ) -> Result<BackupId> {
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query(
+            "INSERT INTO backups (instance, agent, kind, status, job_id, started_at, server_version, tool_version)
+             VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+        )
+        .bind(instance)
+        .bind(agent)
+        .bind(kind)
+        .bind(job.map(|j| j.0))
+        .bind(now())
+        .bind(server_version)
+        .bind(tool_version)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        for part in parts {
+            sqlx::query("INSERT INTO backup_parts (backup_id, name, status) VALUES (?, ?, 'expected')")
+                .bind(id)
+                .bind(part)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (seq, w) in warnings.iter().enumerate() {
+            sqlx::query("INSERT INTO backup_warnings (backup_id, seq, message) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(seq as i64)
+                .bind(w)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(BackupId(id))
+    }
+
+    pub async fn backup(&self, id: BackupId) -> Result<Option<BackupRow>> {
+        let Some(r) = sqlx::query("SELECT * FROM backups WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut b = self.backup_from_row(&r).await?;
+        b.warnings = sqlx::query("SELECT message FROM backup_warnings WHERE backup_id = ? ORDER BY seq")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(Some(b))
+    }
+
+    /// Backups, newest first; warnings are counted, not loaded.
+    pub async fn list_backups(&self, instance: Option<&str>) -> Result<Vec<BackupRow>> {
+        let rows = sqlx::query(
+            "SELECT b.*, (SELECT COUNT(*) FROM backup_warnings w WHERE w.backup_id = b.id) AS n_warnings
+             FROM backups b WHERE (?1 IS NULL OR b.instance = ?1) ORDER BY b.id DESC",
+        )
+        .bind(instance)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut b = self.backup_from_row(r).await?;
+            let n: i64 = r.get("n_warnings");
+            b.warnings = vec![String::new(); n as usize];
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    async fn backup_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<BackupRow> {
+        let id = BackupId(r.get("id"));
+        let parts = sqlx::query("SELECT * FROM backup_parts WHERE backup_id = ? ORDER BY rowid")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|p| PartRow {
+                name: p.get("name"),
+                format: p.get("format"),
+                stored: p.get::<&str, _>("status") == "stored",
+                stats: PartStats {
+                    raw_bytes: p.get::<i64, _>("raw_bytes") as u64,
+                    chunks: p.get::<i64, _>("chunks") as u64,
+                    new_chunks: p.get::<i64, _>("new_chunks") as u64,
+                    new_bytes: p.get::<i64, _>("new_bytes") as u64,
+                    stream_sha256: p.get("stream_sha256"),
+                },
+                check_status: p.get("check_status"),
+                check_detail: p.get("check_detail"),
+            })
+            .collect();
+        Ok(BackupRow {
+            id,
+            instance: r.get("instance"),
+            agent: r.get("agent"),
+            kind: r.get("kind"),
+            status: r.get("status"),
+            job_id: r.get::<Option<i64>, _>("job_id").map(JobId),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+            reason: r.get("reason"),
+            server_version: r.get("server_version"),
+            tool_version: r.get("tool_version"),
+            warnings: Vec::new(),
+            parts,
+        })
+    }
+
+    /// Append manifest lines of a part being uploaded, with the chunks they newly stored, in
+    /// one transaction. The chunks are already durable in the store when this is called.
+    pub async fn add_manifest(
+        &self,
+        backup: BackupId,
+        part: &str,
+        entries: &[ManifestEntry],
+        new_chunks: &[NewChunk],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        for c in new_chunks {
+            sqlx::query(
+                "INSERT INTO chunks (id, raw_len, stored_len, created_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(c.id.0.as_slice())
+            .bind(c.raw_len as i64)
+            .bind(c.stored_len as i64)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO part_chunks (backup_id, part, seq, chunk_id, raw_len) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(backup.0)
+            .bind(part)
+            .bind(e.seq as i64)
+            .bind(e.id.0.as_slice())
+            .bind(e.raw_len as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forget a part's manifest lines (its upload is being retried from the start).
+    pub async fn clear_manifest(&self, backup: BackupId, part: &str) -> Result<()> {
+        sqlx::query("DELETE FROM part_chunks WHERE backup_id = ? AND part = ?")
+            .bind(backup.0)
+            .bind(part)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_part_stored(
+        &self,
+        backup: BackupId,
+        part: &str,
+        format: &str,
+        stats: &PartStats,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE backup_parts SET status = 'stored', format = ?, raw_bytes = ?, chunks = ?,
+               new_chunks = ?, new_bytes = ?, stream_sha256 = ?
+             WHERE backup_id = ? AND name = ?",
+        )
+        .bind(format)
+        .bind(stats.raw_bytes as i64)
+        .bind(stats.chunks as i64)
+        .bind(stats.new_chunks as i64)
+        .bind(stats.new_bytes as i64)
+        .bind(&stats.stream_sha256)
+        .bind(backup.0)
+        .bind(part)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_part_check(&self, backup: BackupId, part: &str, ok: bool, detail: &str) -> Result<()> {
+        sqlx::query("UPDATE backup_parts SET check_status = ?, check_detail = ? WHERE backup_id = ? AND name = ?")
+            .bind(if ok { "ok" } else { "failed" })
+            .bind(detail)
+            .bind(backup.0)
+            .bind(part)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Finish a running backup as complete or failed. Returns false if it had already
+    /// finished, in which case nothing changes.
+    pub async fn finish_backup(&self, id: BackupId, complete: bool, reason: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE backups SET status = ?, reason = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(if complete { "complete" } else { "failed" })
+        .bind(reason)
+        .bind(now())
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn fail_backups_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE backups SET status = 'failed', reason = ?, finished_at = ? WHERE agent = ? AND status = 'running'",
+        )
+        .bind(reason)
+        .bind(now())
+        .bind(agent)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// The dedup query: which of these chunks are durably stored?
+    pub async fn have_chunks(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let found = sqlx::query("SELECT 1 FROM chunks WHERE id = ?")
+                .bind(id.0.as_slice())
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some();
+            out.push(found);
+        }
+        Ok(out)
+    }
+
+    /// A chunk was found corrupt or missing: stop vouching for it, so the next upload of the
+    /// same content stores it again.
+    pub async fn forget_chunk(&self, id: &ChunkId) -> Result<()> {
+        sqlx::query("DELETE FROM chunks WHERE id = ?").bind(id.0.as_slice()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` manifest lines of a part with `seq >= from`.
+    pub async fn manifest_page(
+        &self,
+        backup: BackupId,
+        part: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<ManifestEntry>> {
+        sqlx::query(
+            "SELECT seq, chunk_id, raw_len FROM part_chunks WHERE backup_id = ? AND part = ? AND seq >= ?
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(backup.0)
+        .bind(part)
+        .bind(from as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ManifestEntry {
+                seq: r.get::<i64, _>("seq") as u64,
+                id: chunk_id(r, "chunk_id")?,
+                raw_len: r.get::<i64, _>("raw_len") as u32,
+            })
+        })
+        .collect()
+    }
+
+    /// Chunks a part needs that the catalog no longer vouches for (found corrupt or missing).
+    pub async fn unavailable_chunks(&self, backup: BackupId, part: &str, limit: u32) -> Result<Vec<ChunkId>> {
+        sqlx::query(
+            "SELECT DISTINCT p.chunk_id FROM part_chunks p LEFT JOIN chunks c ON c.id = p.chunk_id
+             WHERE p.backup_id = ? AND p.part = ? AND c.id IS NULL LIMIT ?",
+        )
+        .bind(backup.0)
+        .bind(part)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| chunk_id(r, "chunk_id"))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::test_catalog;
+
+    #[tokio::test]
+    async fn manifest_pages_in_order_and_unavailable_chunks_are_named() {
+        let (cat, _dir) = test_catalog().await;
+        let b = cat
+            .create_backup("orders", "db1", "logical", None, &["db:app".into()], &["w".into()], "15", "15")
+            .await
+            .unwrap();
+        let ids: Vec<ChunkId> = (0..5u8).map(|i| ChunkId::of(&[i])).collect();
+        let entries: Vec<ManifestEntry> =
+            ids.iter().enumerate().map(|(i, id)| ManifestEntry { seq: i as u64, id: *id, raw_len: 1 }).collect();
+        let new: Vec<NewChunk> = ids.iter().map(|id| NewChunk { id: *id, raw_len: 1, stored_len: 9 }).collect();
+        cat.add_manifest(b, "db:app", &entries[..3], &new[..3]).await.unwrap();
+        cat.add_manifest(b, "db:app", &entries[3..], &new[3..]).await.unwrap();
+        assert_eq!(cat.manifest_page(b, "db:app", 0, 2).await.unwrap(), entries[..2]);
+        assert_eq!(cat.manifest_page(b, "db:app", 2, 10).await.unwrap(), entries[2..]);
+        assert_eq!(cat.have_chunks(&[ids[0], ChunkId::of(b"x")]).await.unwrap(), vec![true, false]);
+
+        assert!(cat.unavailable_chunks(b, "db:app", 10).await.unwrap().is_empty());
+        cat.forget_chunk(&ids[3]).await.unwrap();
+        assert_eq!(cat.unavailable_chunks(b, "db:app", 10).await.unwrap(), vec![ids[3]]);
+
+        assert!(cat.finish_backup(b, false, "pg_dump failed").await.unwrap());
+        assert!(!cat.finish_backup(b, true, "").await.unwrap(), "a failed backup stays failed");
+        let row = cat.backup(b).await.unwrap().unwrap();
+        assert_eq!((row.status.as_str(), row.reason.as_str()), ("failed", "pg_dump failed"));
+        assert_eq!(row.warnings, vec!["w".to_string()]);
+    }
+}

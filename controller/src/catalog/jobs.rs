@@ -1,0 +1,176 @@
+//! Jobs: work the controller hands to an agent (a backup, a restore) and what became of it.
+
+use sqlx::Row;
+use tidemark_core::ids::{BackupId, JobId};
+
+use super::{Catalog, CatalogError, Result, now};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            other => return Err(CatalogError::Corrupt(format!("job state {other:?}"))),
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: JobId,
+    pub kind: String,
+    pub agent: String,
+    pub instance: String,
+    pub params: serde_json::Value,
+    pub state: JobState,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub message: String,
+    pub backup_id: Option<BackupId>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl Catalog {
+    pub async fn create_job(
+        &self,
+        kind: &str,
+        agent: &str,
+        instance: &str,
+        params: &serde_json::Value,
+        bytes_total: u64,
+    ) -> Result<JobId> {
+        let id = sqlx::query(
+            "INSERT INTO jobs (kind, agent, instance, params, state, bytes_total, created_at)
+             VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+        )
+        .bind(kind)
+        .bind(agent)
+        .bind(instance)
+        .bind(params.to_string())
+        .bind(bytes_total as i64)
+        .bind(now())
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(JobId(id))
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<Option<JobRow>> {
+        let Some(r) = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(JobRow {
+            id,
+            kind: r.get("kind"),
+            agent: r.get("agent"),
+            instance: r.get("instance"),
+            params: serde_json::from_str(r.get::<&str, _>("params"))
+                .map_err(|e| CatalogError::Corrupt(e.to_string()))?,
+            state: JobState::parse(r.get::<&str, _>("state"))?,
+            bytes_done: r.get::<i64, _>("bytes_done") as u64,
+            bytes_total: r.get::<i64, _>("bytes_total") as u64,
+            message: r.get("message"),
+            backup_id: r.get::<Option<i64>, _>("backup_id").map(BackupId),
+            created_at: r.get("created_at"),
+            finished_at: r.get("finished_at"),
+        }))
+    }
+
+    /// Move a job on. A finished job stays finished: a late report cannot revive it.
+    /// Returns false when the job was already finished.
+    pub async fn update_job(
+        &self,
+        id: JobId,
+        state: JobState,
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+        message: &str,
+    ) -> Result<bool> {
+        let finished = state.is_terminal().then(now);
+        let n = sqlx::query(
+            "UPDATE jobs SET state = ?, bytes_done = ?, bytes_total = COALESCE(?, bytes_total),
+               message = ?, finished_at = ?
+             WHERE id = ? AND state IN ('queued', 'running')",
+        )
+        .bind(state.as_str())
+        .bind(bytes_done as i64)
+        .bind(bytes_total.map(|b| b as i64))
+        .bind(message)
+        .bind(finished)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn link_job_backup(&self, job: JobId, backup: BackupId) -> Result<()> {
+        sqlx::query("UPDATE jobs SET backup_id = ? WHERE id = ?")
+            .bind(backup.0)
+            .bind(job.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Fail every unfinished job of an agent (it disconnected).
+    pub async fn fail_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET state = 'failed', message = ?, finished_at = ?
+             WHERE agent = ? AND state IN ('queued', 'running')",
+        )
+        .bind(reason)
+        .bind(now())
+        .bind(agent)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::test_catalog;
+
+    #[tokio::test]
+    async fn a_finished_job_cannot_be_revived() {
+        let (cat, _dir) = test_catalog().await;
+        let id = cat.create_job("backup", "db1", "orders", &serde_json::json!({}), 0).await.unwrap();
+        assert!(cat.update_job(id, JobState::Running, 10, None, "").await.unwrap());
+        assert!(cat.update_job(id, JobState::Failed, 10, None, "boom").await.unwrap());
+        assert!(!cat.update_job(id, JobState::Succeeded, 20, None, "").await.unwrap());
+        let j = cat.job(id).await.unwrap().unwrap();
+        assert_eq!(j.state, JobState::Failed);
+        assert_eq!(j.message, "boom");
+        assert!(j.finished_at.is_some());
+    }
+}

@@ -1,0 +1,87 @@
+//! The catalog: what the stored bytes mean. Agents and their instances, backups and their
+//! parts, each part's manifest (its chunks in order), the chunks known to be durably stored,
+//! and jobs. SQLite in the controller's data directory, created and upgraded by migrations.
+
+mod agents;
+mod backups;
+mod jobs;
+mod migrations;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use agents::{AgentRow, InstanceRow};
+pub use backups::{BackupRow, ManifestEntry, PartRow, PartStats};
+pub use jobs::{JobRow, JobState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("catalog migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+    #[error("catalog holds malformed data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+#[derive(Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Catalog {
+    /// Open (creating if needed) the catalog at `path` and bring its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk when it returns; the catalog's word is the product.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        migrations::run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// After a restart nothing is in flight: whatever was running was interrupted.
+    pub async fn fail_interrupted(&self, reason: &str) -> Result<(u64, u64)> {
+        let b = sqlx::query(
+            "UPDATE backups SET status = 'failed', reason = ?, finished_at = ? WHERE status = 'running'",
+        )
+        .bind(reason)
+        .bind(now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let j = sqlx::query(
+            "UPDATE jobs SET state = 'failed', message = ?, finished_at = ? WHERE state IN ('queued', 'running')",
+        )
+        .bind(reason)
+        .bind(now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((b, j))
+    }
+}
+
+#[cfg(test)]
+pub(crate) async fn test_catalog() -> (Catalog, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = Catalog::open(&dir.path().join("catalog.db")).await.unwrap();
+    (cat, dir)
+}

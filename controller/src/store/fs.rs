@@ -1,0 +1,140 @@
+//! A content-addressed store on a local filesystem: `chunks/ab/abcdef…`.
+//!
+//! A chunk becomes visible only complete and durable: it is written to a temp file, fsynced,
+//! renamed into place and the directory fsynced. A crash leaves at most a stray temp file,
+//! never a short chunk under a real name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use tidemark_core::ids::ChunkId;
+
+use super::{ChunkStore, StoreError};
+
+/// Cheap to clone: blocking file work runs on its own thread with a handle of its own.
+#[derive(Clone)]
+pub struct FsStore {
+    root: Arc<PathBuf>,
+    tmp_seq: Arc<AtomicU64>,
+}
+
+impl FsStore {
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for dir in ["chunks", "tmp", "quarantine"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(|e| StoreError::io(p.display(), e))?;
+        }
+        // Temp files left by a crash are never referenced; clear them.
+        if let Ok(entries) = fs::read_dir(root.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(Self { root: Arc::new(root.to_path_buf()), tmp_seq: Arc::new(AtomicU64::new(0)) })
+    }
+
+    pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join("chunks").join(&hex[..2]).join(hex)
+    }
+
+    fn put_blocking(&self, id: &ChunkId, encoded: &[u8]) -> Result<bool, StoreError> {
+        let path = self.chunk_path(id);
+        if path.exists() {
+            return Ok(false);
+        }
+        let dir = path.parent().expect("chunk path has a parent");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir.display(), e))?;
+            sync_dir(&self.root.join("chunks"))?;
+        }
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.root.join("tmp").join(format!("{}.{}.{seq}", id.to_hex(), std::process::id()));
+        let io = |e| StoreError::io(tmp.display(), e);
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io)?;
+        f.write_all(encoded).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        // rename replaces atomically; a racing put of the same id wrote the same bytes.
+        fs::rename(&tmp, &path).map_err(|e| StoreError::io(path.display(), e))?;
+        sync_dir(dir)?;
+        Ok(true)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir.display(), e))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::io("blocking task", std::io::Error::other(e))))
+}
+
+#[async_trait]
+impl ChunkStore for FsStore {
+    async fn put(&self, id: &ChunkId, encoded: &[u8]) -> Result<bool, StoreError> {
+        let this = self.clone();
+        let (id, encoded) = (*id, encoded.to_vec());
+        blocking(move || this.put_blocking(&id, &encoded)).await
+    }
+
+    async fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let (path, id) = (self.chunk_path(id), *id);
+        blocking(move || match fs::read(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::NotFound(id)),
+            other => other.map_err(|e| StoreError::io(path.display(), e)),
+        })
+        .await
+    }
+
+    async fn exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let path = self.chunk_path(id);
+        blocking(move || Ok(path.exists())).await
+    }
+
+    async fn quarantine(&self, id: &ChunkId) -> Result<(), StoreError> {
+        let path = self.chunk_path(id);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let dest = self.root.join("quarantine").join(format!("{}.{stamp}", id.to_hex()));
+        blocking(move || match fs::rename(&path, &dest) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|e| StoreError::io(path.display(), e)),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::conformance::run(Arc::new(FsStore::open(dir.path()).unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn leaves_no_temp_files_and_clears_stale_ones_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let id = ChunkId::of(b"x");
+        store.put(&id, b"TMZ1...").await.unwrap();
+        assert!(store.chunk_path(&id).exists());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        fs::write(dir.path().join("tmp").join("stale"), b"half").unwrap();
+        FsStore::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}
