@@ -6,4 +6,92 @@ mod catalog;
 mod config;
 mod store;
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tidemark_core::identity::Role;
+use tidemark_core::tls::TlsMaterial;
+
+use crate::config::ControllerConfig;
+
+#[derive(Parser)]
+#[command(name = "tidemark-controller", version, about = "Tidemark controller: catalog, chunk store and gRPC services")]
+struct Args {
+    /// Path to the controller's TOML config.
+    #[arg(long, env = "TIDEMARK_CONTROLLER_CONFIG")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = match ControllerConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tidemark-controller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidemark-controller: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: ControllerConfig) -> anyhow::Result<()> {
+    let tls = TlsMaterial::load(&config.tls)?;
+    if tls.identity.role != Role::Controller {
+        anyhow::bail!(
+            "certificate {} is for {}, not a controller; issue one with: tidemark pki issue --name controller:HOST",
+            config.tls.cert.display(),
+            tls.identity
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let catalog = catalog::Catalog::open(&config.data_dir.join("catalog.db"))
+        .await
+        .with_context(|| format!("opening the catalog in {}", config.data_dir.display()))?;
+    let (b, j) = catalog.fail_interrupted("the controller restarted while this was running").await?;
+    if b + j > 0 {
+        tracing::warn!(backups = b, jobs = j, "marked work interrupted by the last shutdown as failed");
+    }
+    let store = match config.store.kind {
+        config::StoreKind::Fs => store::fs::FsStore::open(config.store_path())?,
+    };
+    let state = Arc::new(api::State { catalog, store: Arc::new(store), sessions: Default::default() });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Written after binding so that whoever waits for it can connect at once.
+    let addr_file = config.data_dir.join("controller.addr");
+    std::fs::write(&addr_file, format!("{addr}\n")).with_context(|| format!("writing {}", addr_file.display()))?;
+    tracing::info!(%addr, identity = %tls.identity, "controller listening");
+    api::serve(state, &tls, listener, shutdown_signal()).await?;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -13,4 +13,5 @@ pub mod config;
 pub mod duration;
 pub mod identity;
 pub mod ids;
+pub mod timefmt;
 pub mod tls;

@@ -1,1 +1,71 @@
-fn main() {}
+//! tidemark: the operator CLI for a Tidemark fleet.
+//!
+//! Exit codes: 0 ok, 1 the operation failed, 2 usage or config error, 3 controller
+//! unreachable or not authorised.
+
+mod client;
+mod cmd;
+mod output;
+mod progress;
+mod wait;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::{CliError, Exit};
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(name = "tidemark", version, about = "Operate a Tidemark backup fleet")]
+struct Cli {
+    /// CLI config: the controller's address and this operator's certificate.
+    #[arg(long, global = true, env = "TIDEMARK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    output: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List agents, whether they are connected, and their instances.
+    Agents,
+    /// List backups (newest first), or show one.
+    Backups(cmd::backups::Args),
+    /// Take a backup of an instance now.
+    Backup(cmd::backup::Args),
+    /// Restore a logical backup into a new database on an agent's instance.
+    Restore(cmd::restore::Args),
+    /// Make the fleet's CA and certificates.
+    Pki(cmd::pki::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let config = cli.config.as_deref();
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Agents => cmd::agents::run(config, cli.output).await,
+            Cmd::Backups(a) => cmd::backups::run(config, cli.output, a).await,
+            Cmd::Backup(a) => cmd::backup::run(config, cli.output, a).await,
+            Cmd::Restore(a) => cmd::restore::run(config, cli.output, a).await,
+            Cmd::Pki(a) => cmd::pki::run(cli.output, a),
+        }
+    });
+    match result {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code as u8),
+        Err(CliError { exit, message, hint }) => {
+            eprintln!("tidemark: {message}");
+            if let Some(h) = hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(exit as u8)
+        }
+    }
+}

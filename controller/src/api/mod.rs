@@ -1,1 +1,72 @@
+//! The controller's gRPC services and the state they share.
 
+mod admin_service;
+mod agent_service;
+mod auth;
+mod convert;
+mod error;
+mod read;
+mod sessions;
+mod upload;
+
+use std::sync::Arc;
+
+use tidemark_core::ids::ChunkId;
+use tidemark_core::tls::TlsMaterial;
+use tidemark_proto::MAX_MESSAGE_BYTES;
+use tidemark_proto::admin_service_server::AdminServiceServer;
+use tidemark_proto::agent_service_server::AgentServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::catalog::Catalog;
+use crate::store::ChunkStore;
+use crate::store::verified::{self, ReadError, VerifiedChunk};
+use error::ApiResult;
+use sessions::Sessions;
+
+pub struct State {
+    pub catalog: Catalog,
+    pub store: Arc<dyn ChunkStore>,
+    pub sessions: Arc<Sessions>,
+}
+
+impl State {
+    /// Read a chunk with its digest checked. A chunk found missing or corrupt is also dropped
+    /// from the catalog, so that it is no longer offered for dedup and a later upload of the
+    /// same content heals it.
+    pub async fn read_chunk(&self, id: &ChunkId) -> ApiResult<VerifiedChunk> {
+        match verified::get(self.store.as_ref(), id).await {
+            Ok(c) => Ok(c),
+            Err(e @ (ReadError::Missing(_) | ReadError::Corrupt { .. })) => {
+                self.catalog.forget_chunk(id).await?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Serve both services on `listener` until `shutdown` resolves.
+pub async fn serve(
+    state: Arc<State>,
+    tls: &TlsMaterial,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let agent = AgentServiceServer::new(agent_service::AgentApi { state: state.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(admin_service::AdminApi { state })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .tls_config(tls.server_config())?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .add_service(agent)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use agents::{AgentRow, InstanceRow};
-pub use backups::{BackupRow, ManifestEntry, PartRow, PartStats};
+pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use jobs::{JobRow, JobState};
 
 #[derive(Debug, thiserror::Error)]

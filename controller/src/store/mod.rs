@@ -3,6 +3,7 @@
 //! [`verified`], around the trait, so every implementation gets them.
 
 pub mod fs;
+#[cfg(test)]
 pub mod mem;
 pub mod verified;
 
@@ -30,6 +31,8 @@ pub trait ChunkStore: Send + Sync + 'static {
     async fn put(&self, id: &ChunkId, encoded: &[u8]) -> Result<bool, StoreError>;
     /// The stored bytes, unverified; use [`verified::get`] to read chunks.
     async fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError>;
+    /// Used by the conformance suite now, and by verify (a later issue).
+    #[allow(dead_code)]
     async fn exists(&self, id: &ChunkId) -> Result<bool, StoreError>;
     /// Move a chunk that failed verification out of the way, keeping its bytes for
     /// inspection; afterwards the chunk reads as not found, and a new upload can heal it.

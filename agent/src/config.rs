@@ -1,0 +1,145 @@
+//! The agent's config file.
+//!
+//! ```toml
+//! version = 1
+//! controller = "https://backup1.example:7420"
+//! spool-dir = "/var/tmp"              # only for pg_restore --jobs, which needs a seekable file
+//!
+//! [tls]
+//! ca = "/etc/tidemark/pki/ca.crt"
+//! cert = "/etc/tidemark/pki/agent-db1.crt"   # its common name agent:db1 names this host
+//! key = "/etc/tidemark/pki/agent-db1.key"
+//!
+//! [[instance]]
+//! name = "orders-pg"                  # fleet-unique
+//! engine = "postgresql"
+//! host = "/var/run/postgresql"        # libpq host: socket directory or address
+//! port = 5432
+//! user = "postgres"
+//! passfile = "/etc/tidemark/pgpass"   # optional, a libpq password file
+//! bin-dir = "/usr/lib/postgresql/15/bin"
+//! databases = ["orders"]              # optional; default: every database that allows connections
+//! long-transaction-warning = "1h"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tidemark_core::config::{self, ConfigError, TlsFiles};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentConfig {
+    #[allow(dead_code)]
+    pub version: u32,
+    pub controller: String,
+    pub tls: TlsFiles,
+    pub spool_dir: Option<PathBuf>,
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<InstanceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InstanceConfig {
+    pub name: String,
+    pub engine: Engine,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_user")]
+    pub user: String,
+    pub passfile: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+    pub databases: Option<Vec<String>>,
+    /// Warn when a transaction has been open longer than this when a dump starts.
+    #[serde(default = "default_long_txn", with = "tidemark_core::duration::serde_text")]
+    pub long_transaction_warning: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    Postgresql,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgresql => "postgresql",
+        }
+    }
+}
+
+fn default_port() -> u16 {
+    5432
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_long_txn() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut c: AgentConfig = config::load(path)?;
+        let base = config::base_dir(path);
+        c.tls = c.tls.resolved(&base);
+        c.spool_dir = c.spool_dir.map(|p| config::resolve(&base, &p));
+        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+        let mut seen = std::collections::HashSet::new();
+        for i in &mut c.instances {
+            if !seen.insert(i.name.clone()) {
+                return Err(invalid(format!("instance {:?} is listed twice", i.name)));
+            }
+            let ok = !i.name.is_empty() && i.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !ok {
+                return Err(invalid(format!("instance name {:?} may hold only letters, digits, '-', '_' and '.'", i.name)));
+            }
+            i.passfile = i.passfile.as_ref().map(|p| config::resolve(&base, p));
+            i.bin_dir = i.bin_dir.as_ref().map(|p| config::resolve(&base, p));
+            if let Some(pf) = &i.passfile {
+                config::check_secret_file("password file", pf)?;
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&InstanceConfig> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
+        let c = AgentConfig::load(&path).unwrap();
+        let i = &c.instances[0];
+        assert_eq!(i.engine, Engine::Postgresql);
+        assert_eq!(i.long_transaction_warning, Duration::from_secs(3600));
+        assert_eq!(i.databases.as_deref(), Some(&["orders".to_string()][..]));
+    }
+
+    #[test]
+    fn duplicate_and_badly_named_instances_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        let head = "version = 1\ncontroller = \"https://c:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        std::fs::write(&p, format!("{head}[[instance]]\nname = \"x\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n[[instance]]\nname = \"x\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n")).unwrap();
+        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("listed twice"));
+        std::fs::write(&p, format!("{head}[[instance]]\nname = \"a b\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n")).unwrap();
+        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("may hold only"));
+        std::fs::write(&p, format!("{head}[[instance]]\nname = \"x\"\nengine = \"oracle\"\nhost = \"/tmp\"\n")).unwrap();
+        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("oracle"));
+    }
+}

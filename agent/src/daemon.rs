@@ -1,0 +1,179 @@
+//! The agent's life: dial the controller, register, keep the job stream open and run the
+//! jobs that arrive; on any disconnection, reconnect with capped exponential backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidemark_core::tls::TlsMaterial;
+use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::{InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, ToolVersion, job};
+use tonic::transport::Channel;
+
+use crate::config::{AgentConfig, Engine};
+use crate::engine::postgres::{self, Pg};
+use crate::job::{JobContext, JobResult};
+use crate::progress::Progress;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<()> {
+    let endpoint = tls.endpoint(&config.controller, None)?;
+    let name = tls.identity.name.clone();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match session(&config, &endpoint, &name).await {
+            Ok(()) => {
+                tracing::warn!("job stream closed by the controller; reconnecting");
+                backoff = Duration::from_secs(1);
+            }
+            Err(SessionError::Refused(msg)) => {
+                // A refused registration is a configuration problem; retrying slowly lets
+                // an operator fix the fleet side without restarting the agent.
+                tracing::error!(controller = %config.controller, "registration refused: {msg}");
+                backoff = MAX_BACKOFF;
+            }
+            Err(SessionError::Transport(msg)) => {
+                tracing::warn!(controller = %config.controller, retry_in = ?backoff, "cannot reach the controller: {msg}");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum SessionError {
+    Refused(String),
+    Transport(String),
+}
+
+impl From<tonic::Status> for SessionError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code::*;
+        match s.code() {
+            PermissionDenied | InvalidArgument | Unauthenticated | FailedPrecondition => {
+                SessionError::Refused(s.message().to_string())
+            }
+            _ => SessionError::Transport(format!("{}: {}", s.code(), s.message())),
+        }
+    }
+}
+
+async fn session(config: &Arc<AgentConfig>, endpoint: &tonic::transport::Endpoint, name: &str) -> Result<(), SessionError> {
+    let channel = endpoint.connect().await.map_err(|e| SessionError::Transport(error_chain(&e)))?;
+    let mut client = AgentServiceClient::new(channel)
+        .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
+    let (tools, instances) = describe(config).await;
+    let reg = client
+        .register(RegisterRequest { host: name.to_string(), agent_version: env!("CARGO_PKG_VERSION").into(), tools, instances })
+        .await?
+        .into_inner();
+    tracing::info!(identity = %reg.identity, controller = %config.controller, "registered");
+    let mut jobs = client.jobs(JobsRequest { session: reg.session }).await?.into_inner();
+    while let Some(job) = jobs.message().await? {
+        let (client, config) = (client.clone(), config.clone());
+        tokio::spawn(async move { run_job(client, config, job).await });
+    }
+    Ok(())
+}
+
+/// The full cause of a transport error (tonic nests the TLS reason several levels down).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// Tool versions and instance facts for registration. An instance that cannot be reached
+/// is still registered, with the error, so `tidemark agents` shows the problem.
+async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>) {
+    let mut tools = Vec::new();
+    let mut instances = Vec::new();
+    for inst in &config.instances {
+        match inst.engine {
+            Engine::Postgresql => {
+                let pg = Pg::new(inst.clone());
+                for t in ["pg_dump", "pg_restore"] {
+                    let version = pg.tool_version(t).await.unwrap_or_else(|e| format!("unavailable: {e}"));
+                    if !tools.iter().any(|v: &ToolVersion| v.name == t && v.version == version) {
+                        tools.push(ToolVersion { name: t.into(), version });
+                    }
+                }
+                let (server_version, databases, error) = match (pg.server_version().await, pg.databases().await) {
+                    (Ok(v), Ok(d)) => (v, d, String::new()),
+                    (Err(e), _) | (_, Err(e)) => (String::new(), Vec::new(), e.to_string()),
+                };
+                if !error.is_empty() {
+                    tracing::warn!(instance = %inst.name, %error, "instance unreachable");
+                }
+                instances.push(InstanceInfo {
+                    name: inst.name.clone(),
+                    engine: inst.engine.as_str().into(),
+                    server_version,
+                    system_identifier: pg.system_identifier().await,
+                    databases,
+                    error,
+                });
+            }
+        }
+    }
+    (tools, instances)
+}
+
+async fn run_job(mut client: AgentServiceClient<Channel>, config: Arc<AgentConfig>, job: tidemark_proto::Job) {
+    let id = job.job_id;
+    let report = |state: JobState, progress: &Progress, message: String| JobReport {
+        job_id: id,
+        state: state as i32,
+        bytes_done: progress.done(),
+        bytes_total: progress.total(),
+        message,
+    };
+    let progress = Progress::default();
+    let _ = client.report_job(report(JobState::Running, &progress, String::new())).await;
+    let ctx = JobContext { client: client.clone(), job_id: id, progress: progress.clone(), spool_dir: config.spool_dir() };
+    let reporter = progress.report_every_second(client.clone(), id);
+    let result = execute(&ctx, &config, job.spec).await;
+    drop(reporter);
+    let (state, message) = match result {
+        Ok(m) => (JobState::Succeeded, m),
+        Err(f) => (JobState::Failed, f.0),
+    };
+    tracing::info!(job = id, state = ?state, %message, "job finished");
+    // The final report must arrive: retry briefly through a blip.
+    for attempt in 0..5 {
+        match client.report_job(report(state, &progress, message.clone())).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(job = id, attempt, error = %e, "reporting job result failed");
+                tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+            }
+        }
+    }
+}
+
+async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>) -> JobResult {
+    let instance_of = |name: &str| {
+        config.instance(name).cloned().ok_or_else(|| format!("instance {name} is not in this agent's config"))
+    };
+    match spec {
+        Some(job::Spec::Backup(b)) => {
+            let pg = Pg::new(instance_of(&b.instance)?);
+            match b.kind.as_str() {
+                "logical" => postgres::logical::run(ctx, &pg).await,
+                other => Err(format!("backup kind {other:?} is not supported by this agent").into()),
+            }
+        }
+        Some(job::Spec::Restore(r)) => {
+            let pg = Pg::new(instance_of(&r.instance)?);
+            ctx.progress.set_total(0);
+            postgres::restore::run(ctx, &pg, &r).await
+        }
+        None => Err("the controller sent a job this agent does not understand; upgrade the agent".into()),
+    }
+}

@@ -1,0 +1,131 @@
+//! PostgreSQL: connection settings shared by every tool run, and small catalog queries
+//! through psql (the agent links no database driver).
+
+pub mod logical;
+pub mod restore;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::config::InstanceConfig;
+use crate::tool::{self, ToolError};
+
+/// One configured PostgreSQL instance and how to reach it.
+#[derive(Clone)]
+pub struct Pg {
+    pub cfg: InstanceConfig,
+}
+
+/// A libpq connection string naming only a database: safe for any database name, where a
+/// bare `-d NAME` would be parsed as a connection string if it held `=`.
+pub fn dbname_conninfo(db: &str) -> String {
+    format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `"name"` as an SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'text'` as an SQL literal (standard_conforming_strings is on since 9.1).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl Pg {
+    pub fn new(cfg: InstanceConfig) -> Self {
+        Self { cfg }
+    }
+
+    pub fn program(&self, name: &str) -> PathBuf {
+        match &self.cfg.bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    /// A command for one of the PostgreSQL client tools, with the connection in its
+    /// environment (never in argv, where passwords would show in ps).
+    pub fn command(&self, tool: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(self.program(tool));
+        for var in ["PGDATABASE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGPASSWORD"] {
+            c.env_remove(var);
+        }
+        c.env("PGHOST", &self.cfg.host)
+            .env("PGPORT", self.cfg.port.to_string())
+            .env("PGUSER", &self.cfg.user)
+            .env("PGAPPNAME", "tidemark-agent")
+            .env("PGCONNECT_TIMEOUT", "10");
+        if let Some(pf) = &self.cfg.passfile {
+            c.env("PGPASSFILE", pf);
+        }
+        c
+    }
+
+    /// Run one SQL statement in `db` and return its unaligned, tuples-only output.
+    pub async fn query(&self, db: &str, sql: &str) -> Result<String, ToolError> {
+        let mut cmd = self.command("psql");
+        cmd.args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-F", "\t", "-d"])
+            .arg(dbname_conninfo(db))
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null());
+        let program = self.program("psql").display().to_string();
+        let out = tokio::time::timeout(Duration::from_secs(60), tokio::process::Command::from(cmd).output())
+            .await
+            .map_err(|_| ToolError::Failed { tool: "psql".into(), status: "timed out after 60s".into(), stderr: String::new() })?
+            .map_err(|source| ToolError::Spawn { program, source })?;
+        if !out.status.success() {
+            return Err(ToolError::Failed {
+                tool: "psql".into(),
+                status: tool::describe(out.status),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+
+    pub async fn server_version(&self) -> Result<String, ToolError> {
+        self.query("postgres", "SHOW server_version").await
+    }
+
+    /// The cluster's system identifier; needs superuser or pg_monitor-like rights, so a
+    /// failure to read it is not fatal.
+    pub async fn system_identifier(&self) -> String {
+        self.query("postgres", "SELECT system_identifier FROM pg_control_system()").await.unwrap_or_default()
+    }
+
+    /// The databases a logical backup dumps: the configured list, or every database that
+    /// allows connections (templates excluded).
+    pub async fn databases(&self) -> Result<Vec<String>, ToolError> {
+        if let Some(list) = &self.cfg.databases {
+            return Ok(list.clone());
+        }
+        let out = self
+            .query("postgres", "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname")
+            .await?;
+        Ok(out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+    }
+
+    /// `pg_dump (PostgreSQL) 15.18`.
+    pub async fn tool_version(&self, tool: &str) -> Result<String, ToolError> {
+        let mut cmd = self.command(tool);
+        cmd.arg("--version").stdin(Stdio::null());
+        let program = self.program(tool).display().to_string();
+        let out = tokio::process::Command::from(cmd).output().await.map_err(|source| ToolError::Spawn { program, source })?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_names() {
+        assert_eq!(dbname_conninfo("a'b\\c=d"), "dbname='a\\'b\\\\c=d'");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,288 @@
+//! The service agents call. Every call takes the agent's name from its certificate, and an
+//! agent may only touch its own instances, backups and jobs.
+
+use std::sync::Arc;
+
+use tidemark_core::identity::Role;
+use tidemark_core::ids::{BackupId, ChunkId, JobId};
+use tidemark_proto as pb;
+use tidemark_proto::agent_service_server::AgentService;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::State;
+use super::auth::require;
+use super::error::{ApiError, ApiResult};
+use super::read::{self, PartStream};
+use super::sessions::JobStream;
+use super::upload;
+use crate::catalog::{BackupRow, InstanceRow, JobRow, JobState};
+
+pub struct AgentApi {
+    pub state: Arc<State>,
+}
+
+/// Largest dedup query accepted in one call.
+const MAX_HAVE_CHUNKS: usize = 4096;
+
+/// Engines this controller can back up.
+const ENGINES: &[&str] = &["postgresql"];
+
+fn agent_name<T>(req: &Request<T>, what: &str) -> ApiResult<String> {
+    Ok(require(req, &[Role::Agent], what)?.name)
+}
+
+impl AgentApi {
+    async fn own_backup(&self, agent: &str, id: BackupId) -> ApiResult<BackupRow> {
+        let b = self
+            .state
+            .catalog
+            .backup(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))?;
+        if b.agent != agent {
+            return Err(ApiError::PermissionDenied(format!(
+                "backup {id} belongs to agent {}, not to agent {agent}",
+                b.agent
+            )));
+        }
+        Ok(b)
+    }
+
+    async fn own_job(&self, agent: &str, id: JobId) -> ApiResult<JobRow> {
+        let j = self
+            .state
+            .catalog
+            .job(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+        if j.agent != agent {
+            return Err(ApiError::PermissionDenied(format!("job {id} was given to agent {}, not to agent {agent}", j.agent)));
+        }
+        Ok(j)
+    }
+
+    /// May `agent` read `part` of `backup`? Its own backups, while it checks them, and any
+    /// complete backup that a running restore job of its names.
+    async fn may_read(&self, agent: &str, b: &BackupRow, part: &str, job: JobId) -> ApiResult<()> {
+        if job.0 == 0 {
+            if b.agent == agent && b.status == "running" {
+                return Ok(());
+            }
+            return Err(ApiError::PermissionDenied(format!(
+                "agent {agent} may read backup {} only for a restore job that names it",
+                b.id
+            )));
+        }
+        let j = self.own_job(agent, job).await?;
+        let names_it = j.kind == "restore"
+            && j.params.get("backup_id").and_then(|v| v.as_i64()) == Some(b.id.0)
+            && j.params.get("part").and_then(|v| v.as_str()) == Some(part);
+        if !names_it || j.state.is_terminal() {
+            return Err(ApiError::PermissionDenied(format!(
+                "job {job} does not let agent {agent} read part {part} of backup {}",
+                b.id
+            )));
+        }
+        if b.status != "complete" {
+            return Err(ApiError::FailedPrecondition(format!(
+                "backup {} is {}, not complete; only complete backups can be restored",
+                b.id, b.status
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let agent = agent_name(&req, "register as an agent")?;
+        let r = req.into_inner();
+        if r.host != agent {
+            return Err(ApiError::PermissionDenied(format!(
+                "the certificate is for agent:{agent} but the agent says its host is {:?}; set host = \"{agent}\" in its config or issue it a certificate for agent:{}",
+                r.host, r.host
+            ))
+            .into());
+        }
+        let mut instances = Vec::new();
+        for i in &r.instances {
+            if !ENGINES.contains(&i.engine.as_str()) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "instance {} has engine {:?}; this controller supports {}",
+                    i.name,
+                    i.engine,
+                    ENGINES.join(", ")
+                ))
+                .into());
+            }
+            instances.push(InstanceRow {
+                name: i.name.clone(),
+                agent: agent.clone(),
+                engine: i.engine.clone(),
+                server_version: i.server_version.clone(),
+                system_identifier: i.system_identifier.clone(),
+                databases: i.databases.clone(),
+                error: i.error.clone(),
+            });
+        }
+        let tools: Vec<(String, String)> = r.tools.iter().map(|t| (t.name.clone(), t.version.clone())).collect();
+        let conflicts = self.state.catalog.register_agent(&agent, &r.agent_version, &tools, &instances).await.map_err(ApiError::from)?;
+        if let Some((name, owner)) = conflicts.first() {
+            return Err(ApiError::PermissionDenied(format!(
+                "instance {name} is already registered to agent {owner}; instance names are fleet-unique, so rename it in agent {agent}'s config"
+            ))
+            .into());
+        }
+        tracing::info!(agent = %agent, instances = instances.len(), "agent registered");
+        Ok(Response::new(pb::RegisterResponse {
+            identity: format!("agent:{agent}"),
+            session: self.state.sessions.new_session_id(),
+        }))
+    }
+
+    type JobsStream = JobStream;
+
+    async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<JobStream>, Status> {
+        let agent = agent_name(&req, "take jobs")?;
+        if self.state.catalog.agent(&agent).await.map_err(ApiError::from)?.is_none() {
+            return Err(ApiError::FailedPrecondition(format!("agent {agent} must register before taking jobs")).into());
+        }
+        self.state.catalog.touch_agent(&agent).await.map_err(ApiError::from)?;
+        let session = req.into_inner().session;
+        Ok(Response::new(self.state.sessions.attach(&agent, session, self.state.catalog.clone())))
+    }
+
+    async fn report_job(&self, req: Request<pb::JobReport>) -> Result<Response<pb::JobReportAck>, Status> {
+        let agent = agent_name(&req, "report on jobs")?;
+        let r = req.into_inner();
+        self.own_job(&agent, JobId(r.job_id)).await?;
+        let state = match pb::JobState::try_from(r.state) {
+            Ok(pb::JobState::Running) => JobState::Running,
+            Ok(pb::JobState::Succeeded) => JobState::Succeeded,
+            Ok(pb::JobState::Failed) => JobState::Failed,
+            _ => return Err(ApiError::InvalidArgument(format!("job state {} cannot be reported", r.state)).into()),
+        };
+        let total = (r.bytes_total > 0).then_some(r.bytes_total);
+        self.state
+            .catalog
+            .update_job(JobId(r.job_id), state, r.bytes_done, total, &r.message)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::JobReportAck {}))
+    }
+
+    async fn begin_backup(&self, req: Request<pb::BeginBackupRequest>) -> Result<Response<pb::BeginBackupResponse>, Status> {
+        let agent = agent_name(&req, "begin a backup")?;
+        let r = req.into_inner();
+        let inst = self.state.catalog.instance(&r.instance).await.map_err(ApiError::from)?.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "instance {} is not registered; agents register the instances in their config",
+                r.instance
+            ))
+        })?;
+        if inst.agent != agent {
+            return Err(ApiError::PermissionDenied(format!(
+                "instance {} belongs to agent {}; agent {agent} may only back up its own instances",
+                r.instance, inst.agent
+            ))
+            .into());
+        }
+        if r.kind != "logical" {
+            return Err(ApiError::InvalidArgument(format!("backup kind {:?} is not supported; use logical", r.kind)).into());
+        }
+        let mut parts = r.parts.clone();
+        parts.sort();
+        parts.dedup();
+        if parts.is_empty() || parts.len() != r.parts.len() {
+            return Err(ApiError::InvalidArgument("a backup needs one or more distinct parts".into()).into());
+        }
+        let job = (r.job_id != 0).then_some(JobId(r.job_id));
+        if let Some(j) = job {
+            self.own_job(&agent, j).await?;
+        }
+        let id = self
+            .state
+            .catalog
+            .create_backup(&r.instance, &agent, &r.kind, job, &r.parts, &r.warnings, &r.server_version, &r.tool_version)
+            .await
+            .map_err(ApiError::from)?;
+        if let Some(j) = job {
+            self.state.catalog.link_job_backup(j, id).await.map_err(ApiError::from)?;
+        }
+        tracing::info!(backup = %id, instance = %r.instance, agent = %agent, "backup started");
+        Ok(Response::new(pb::BeginBackupResponse { backup_id: id.0 }))
+    }
+
+    async fn have_chunks(&self, req: Request<pb::HaveChunksRequest>) -> Result<Response<pb::HaveChunksResponse>, Status> {
+        agent_name(&req, "query chunks")?;
+        let ids = req
+            .into_inner()
+            .ids
+            .iter()
+            .map(|b| ChunkId::from_slice(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        if ids.len() > MAX_HAVE_CHUNKS {
+            return Err(ApiError::InvalidArgument(format!("at most {MAX_HAVE_CHUNKS} chunk ids per query")).into());
+        }
+        let present = self.state.catalog.have_chunks(&ids).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::HaveChunksResponse { present }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: Request<Streaming<pb::UploadPartMessage>>,
+    ) -> Result<Response<pb::UploadPartResponse>, Status> {
+        let agent = agent_name(&req, "upload backups")?;
+        let resp = upload::receive(&self.state, &agent, req.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    type ReadPartStream = PartStream;
+
+    async fn read_part(&self, req: Request<pb::ReadPartRequest>) -> Result<Response<PartStream>, Status> {
+        let agent = agent_name(&req, "read backups")?;
+        let r = req.into_inner();
+        let b = self.own_or_any_backup(BackupId(r.backup_id)).await?;
+        self.may_read(&agent, &b, &r.part, JobId(r.job_id)).await?;
+        Ok(Response::new(read::stream_part(self.state.clone(), b.id, &r.part).await?))
+    }
+
+    async fn finish_backup(&self, req: Request<pb::FinishBackupRequest>) -> Result<Response<pb::FinishBackupResponse>, Status> {
+        let agent = agent_name(&req, "finish a backup")?;
+        let r = req.into_inner();
+        let id = BackupId(r.backup_id);
+        let b = self.own_backup(&agent, id).await?;
+        let cat = &self.state.catalog;
+        for c in &r.checks {
+            if b.part(&c.part).is_none() {
+                return Err(ApiError::InvalidArgument(format!("backup {id} has no part {:?}", c.part)).into());
+            }
+            cat.set_part_check(id, &c.part, c.ok, &c.detail).await.map_err(ApiError::from)?;
+        }
+        let problem = if !r.error.is_empty() {
+            Some(r.error.clone())
+        } else if let Some(p) = b.parts.iter().find(|p| !p.stored) {
+            Some(format!("part {} was never stored", p.name))
+        } else if let Some(p) = b.parts.iter().find(|p| !r.checks.iter().any(|c| c.part == p.name)) {
+            Some(format!("part {} was not checked after storing", p.name))
+        } else {
+            r.checks.iter().find(|c| !c.ok).map(|c| format!("structural check of part {} failed: {}", c.part, c.detail))
+        };
+        cat.finish_backup(id, problem.is_none(), problem.as_deref().unwrap_or("")).await.map_err(ApiError::from)?;
+        let after = self.own_backup(&agent, id).await?;
+        tracing::info!(backup = %id, status = %after.status, reason = %after.reason, "backup finished");
+        Ok(Response::new(pb::FinishBackupResponse { status: after.status, reason: after.reason }))
+    }
+}
+
+impl AgentApi {
+    async fn own_or_any_backup(&self, id: BackupId) -> ApiResult<BackupRow> {
+        self.state
+            .catalog
+            .backup(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))
+    }
+}

@@ -1,0 +1,84 @@
+//! Streaming a stored part back: its chunks in order, each verified as it is read, then a
+//! trailer with the digest recorded at upload so the reader can check the whole stream.
+
+use std::sync::Arc;
+
+use tidemark_core::ids::BackupId;
+use tidemark_proto::read_part_message::Msg;
+use tidemark_proto::{EncodedChunk, PartTrailer, ReadPartMessage};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::State;
+use super::error::{ApiError, ApiResult};
+
+const PAGE: u32 = 256;
+
+pub type PartStream = ReceiverStream<Result<ReadPartMessage, Status>>;
+
+/// Start streaming `part` of `backup`. Refuses up front when the catalog already knows a
+/// chunk of it is missing or corrupt; a chunk found corrupt while streaming ends the stream
+/// with an error naming it.
+pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> ApiResult<PartStream> {
+    let row = state
+        .catalog
+        .backup(backup)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("backup {backup} does not exist")))?;
+    let p = row
+        .part(part)
+        .filter(|p| p.stored)
+        .ok_or_else(|| ApiError::NotFound(format!("backup {backup} has no stored part {part:?}")))?
+        .clone();
+    let gone = state.catalog.unavailable_chunks(backup, part, 3).await?;
+    if let Some(first) = gone.first() {
+        return Err(ApiError::DataLoss(format!(
+            "backup {backup} part {part} cannot be read: chunk {first} is missing or was found corrupt{}",
+            if gone.len() > 1 { " (and others)" } else { "" }
+        )));
+    }
+    let (tx, rx) = mpsc::channel(2);
+    let part = part.to_string();
+    tokio::spawn(async move {
+        let mut next = 0u64;
+        loop {
+            let page = match state.catalog.manifest_page(backup, &part, next, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                    return;
+                }
+            };
+            if page.is_empty() {
+                break;
+            }
+            for entry in page {
+                if entry.seq != next {
+                    let e = ApiError::DataLoss(format!("backup {backup} part {part}: manifest line {next} is missing"));
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+                next += 1;
+                let msg = match state.read_chunk(&entry.id).await {
+                    Ok(c) => Ok(ReadPartMessage {
+                        msg: Some(Msg::Chunk(EncodedChunk {
+                            id: entry.id.0.to_vec(),
+                            raw_len: entry.raw_len,
+                            data: c.encoded,
+                        })),
+                    }),
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = msg.is_err();
+                if tx.send(msg).await.is_err() || failed {
+                    return; // reader went away, or we just told it why we stopped
+                }
+            }
+        }
+        let stream_sha256 = hex::decode(&p.stats.stream_sha256).unwrap_or_default();
+        let trailer = PartTrailer { stream_sha256, raw_bytes: p.stats.raw_bytes, chunk_count: p.stats.chunks };
+        let _ = tx.send(Ok(ReadPartMessage { msg: Some(Msg::Trailer(trailer)) })).await;
+    });
+    Ok(ReceiverStream::new(rx))
+}

@@ -1,0 +1,117 @@
+//! Finding and calling the controller: the CLI config (`--config` or `TIDEMARK_CONFIG`),
+//! the mTLS connection, and the mapping of every failure to a stable exit code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tidemark_core::config::{self, TlsFiles};
+use tidemark_core::tls::TlsMaterial;
+use tidemark_proto::admin_service_client::AdminServiceClient;
+use tonic::transport::Channel;
+
+/// Exit codes scripts can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The operation ran and failed (a backup failed, a restore was refused).
+    Failed = 1,
+    /// Bad usage or configuration.
+    Usage = 2,
+    /// The controller is unreachable, or refused who we are.
+    Unreachable = 3,
+}
+
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self { exit, message: message.into(), hint: None }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code::*;
+        let message = s.message().to_string();
+        match s.code() {
+            InvalidArgument => CliError::new(Exit::Usage, message),
+            Unauthenticated | PermissionDenied => CliError::new(Exit::Unreachable, message),
+            Unavailable | DeadlineExceeded | Unknown | Cancelled => {
+                let detail = transport_detail(&s);
+                let bad_cert = detail.contains("certificate") || detail.contains("Certificate") || detail.contains("alert");
+                let err = CliError::new(Exit::Unreachable, format!("cannot talk to the controller: {detail}"));
+                if bad_cert {
+                    err.hint("the TLS handshake failed: the certificate must be issued by the fleet CA (tidemark pki issue)")
+                } else {
+                    err
+                }
+            }
+            _ => CliError::new(Exit::Failed, message),
+        }
+    }
+}
+
+fn transport_detail(s: &tonic::Status) -> String {
+    let mut text = s.message().to_string();
+    let mut src = std::error::Error::source(s);
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        src = cause.source();
+    }
+    text
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CliConfig {
+    #[allow(dead_code)]
+    pub version: u32,
+    pub controller: String,
+    pub tls: TlsFiles,
+}
+
+pub fn load_config(path: Option<&Path>) -> Result<(PathBuf, CliConfig), CliError> {
+    let path = path.map(Path::to_path_buf).ok_or_else(|| {
+        CliError::new(Exit::Usage, "no config: pass --config FILE or set TIDEMARK_CONFIG")
+            .hint("the config names the controller and this operator's certificate; see deploy/tidemark.example.toml")
+    })?;
+    let mut c: CliConfig = config::load(&path).map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
+    c.tls = c.tls.resolved(&config::base_dir(&path));
+    Ok((path, c))
+}
+
+pub async fn connect(config_path: Option<&Path>) -> Result<AdminServiceClient<Channel>, CliError> {
+    let (_, cfg) = load_config(config_path)?;
+    let tls = TlsMaterial::load(&cfg.tls).map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
+    let endpoint = tls
+        .endpoint(&cfg.controller, Some(Duration::from_secs(60)))
+        .map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(c) = src {
+            msg.push_str(": ");
+            msg.push_str(&c.to_string());
+            src = c.source();
+        }
+        CliError::new(Exit::Unreachable, format!("cannot reach the controller at {}: {msg}", cfg.controller))
+            .hint("is tidemark-controller running, and is `controller` in the config right?")
+    })?;
+    Ok(AdminServiceClient::new(channel)
+        .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES))
+}

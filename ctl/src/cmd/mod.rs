@@ -1,0 +1,7 @@
+//! One file per command.
+
+pub mod agents;
+pub mod backup;
+pub mod backups;
+pub mod pki;
+pub mod restore;
