@@ -54,7 +54,10 @@ pub struct InstanceConfig {
     pub bin_dir: Option<PathBuf>,
     pub databases: Option<Vec<String>>,
     /// Warn when a transaction has been open longer than this when a dump starts.
-    #[serde(default = "default_long_txn", with = "tidemark_core::duration::serde_text")]
+    #[serde(
+        default = "default_long_txn",
+        with = "tidemark_core::duration::serde_text"
+    )]
     pub long_transaction_warning: Duration,
 }
 
@@ -88,15 +91,24 @@ impl AgentConfig {
         let base = config::base_dir(path);
         c.tls = c.tls.resolved(&base);
         c.spool_dir = c.spool_dir.map(|p| config::resolve(&base, &p));
-        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
         let mut seen = std::collections::HashSet::new();
         for i in &mut c.instances {
             if !seen.insert(i.name.clone()) {
                 return Err(invalid(format!("instance {:?} is listed twice", i.name)));
             }
-            let ok = !i.name.is_empty() && i.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            let ok = !i.name.is_empty()
+                && i.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
             if !ok {
-                return Err(invalid(format!("instance name {:?} may hold only letters, digits, '-', '_' and '.'", i.name)));
+                return Err(invalid(format!(
+                    "instance name {:?} may hold only letters, digits, '-', '_' and '.'",
+                    i.name
+                )));
             }
             i.passfile = i.passfile.as_ref().map(|p| config::resolve(&base, p));
             i.bin_dir = i.bin_dir.as_ref().map(|p| config::resolve(&base, p));
@@ -136,10 +148,35 @@ mod tests {
         let p = dir.path().join("a.toml");
         let head = "version = 1\ncontroller = \"https://c:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
         std::fs::write(&p, format!("{head}[[instance]]\nname = \"x\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n[[instance]]\nname = \"x\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n")).unwrap();
-        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("listed twice"));
-        std::fs::write(&p, format!("{head}[[instance]]\nname = \"a b\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n")).unwrap();
-        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("may hold only"));
-        std::fs::write(&p, format!("{head}[[instance]]\nname = \"x\"\nengine = \"oracle\"\nhost = \"/tmp\"\n")).unwrap();
-        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("oracle"));
+        assert!(
+            AgentConfig::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("listed twice")
+        );
+        std::fs::write(
+            &p,
+            format!(
+                "{head}[[instance]]\nname = \"a b\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n"
+            ),
+        )
+        .unwrap();
+        assert!(
+            AgentConfig::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("may hold only")
+        );
+        std::fs::write(
+            &p,
+            format!("{head}[[instance]]\nname = \"x\"\nengine = \"oracle\"\nhost = \"/tmp\"\n"),
+        )
+        .unwrap();
+        assert!(
+            AgentConfig::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("oracle")
+        );
     }
 }

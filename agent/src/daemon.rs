@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::agent_service_client::AgentServiceClient;
-use tidemark_proto::{InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, ToolVersion, job};
+use tidemark_proto::{
+    InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, ToolVersion, job,
+};
 use tonic::transport::Channel;
 
 use crate::config::{AgentConfig, Engine};
@@ -58,18 +60,35 @@ impl From<tonic::Status> for SessionError {
     }
 }
 
-async fn session(config: &Arc<AgentConfig>, endpoint: &tonic::transport::Endpoint, name: &str) -> Result<(), SessionError> {
-    let channel = endpoint.connect().await.map_err(|e| SessionError::Transport(error_chain(&e)))?;
+async fn session(
+    config: &Arc<AgentConfig>,
+    endpoint: &tonic::transport::Endpoint,
+    name: &str,
+) -> Result<(), SessionError> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| SessionError::Transport(error_chain(&e)))?;
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
     let (tools, instances) = describe(config).await;
     let reg = client
-        .register(RegisterRequest { host: name.to_string(), agent_version: env!("CARGO_PKG_VERSION").into(), tools, instances })
+        .register(RegisterRequest {
+            host: name.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            tools,
+            instances,
+        })
         .await?
         .into_inner();
     tracing::info!(identity = %reg.identity, controller = %config.controller, "registered");
-    let mut jobs = client.jobs(JobsRequest { session: reg.session }).await?.into_inner();
+    let mut jobs = client
+        .jobs(JobsRequest {
+            session: reg.session,
+        })
+        .await?
+        .into_inner();
     while let Some(job) = jobs.message().await? {
         let (client, config) = (client.clone(), config.clone());
         tokio::spawn(async move { run_job(client, config, job).await });
@@ -99,15 +118,25 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
             Engine::Postgresql => {
                 let pg = Pg::new(inst.clone());
                 for t in ["pg_dump", "pg_restore"] {
-                    let version = pg.tool_version(t).await.unwrap_or_else(|e| format!("unavailable: {e}"));
-                    if !tools.iter().any(|v: &ToolVersion| v.name == t && v.version == version) {
-                        tools.push(ToolVersion { name: t.into(), version });
+                    let version = pg
+                        .tool_version(t)
+                        .await
+                        .unwrap_or_else(|e| format!("unavailable: {e}"));
+                    if !tools
+                        .iter()
+                        .any(|v: &ToolVersion| v.name == t && v.version == version)
+                    {
+                        tools.push(ToolVersion {
+                            name: t.into(),
+                            version,
+                        });
                     }
                 }
-                let (server_version, databases, error) = match (pg.server_version().await, pg.databases().await) {
-                    (Ok(v), Ok(d)) => (v, d, String::new()),
-                    (Err(e), _) | (_, Err(e)) => (String::new(), Vec::new(), e.to_string()),
-                };
+                let (server_version, databases, error) =
+                    match (pg.server_version().await, pg.databases().await) {
+                        (Ok(v), Ok(d)) => (v, d, String::new()),
+                        (Err(e), _) | (_, Err(e)) => (String::new(), Vec::new(), e.to_string()),
+                    };
                 if !error.is_empty() {
                     tracing::warn!(instance = %inst.name, %error, "instance unreachable");
                 }
@@ -125,7 +154,11 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
     (tools, instances)
 }
 
-async fn run_job(mut client: AgentServiceClient<Channel>, config: Arc<AgentConfig>, job: tidemark_proto::Job) {
+async fn run_job(
+    mut client: AgentServiceClient<Channel>,
+    config: Arc<AgentConfig>,
+    job: tidemark_proto::Job,
+) {
     let id = job.job_id;
     let report = |state: JobState, progress: &Progress, message: String| JobReport {
         job_id: id,
@@ -135,8 +168,15 @@ async fn run_job(mut client: AgentServiceClient<Channel>, config: Arc<AgentConfi
         message,
     };
     let progress = Progress::default();
-    let _ = client.report_job(report(JobState::Running, &progress, String::new())).await;
-    let ctx = JobContext { client: client.clone(), job_id: id, progress: progress.clone(), spool_dir: config.spool_dir() };
+    let _ = client
+        .report_job(report(JobState::Running, &progress, String::new()))
+        .await;
+    let ctx = JobContext {
+        client: client.clone(),
+        job_id: id,
+        progress: progress.clone(),
+        spool_dir: config.spool_dir(),
+    };
     let reporter = progress.report_every_second(client.clone(), id);
     let result = execute(&ctx, &config, job.spec).await;
     drop(reporter);
@@ -147,7 +187,10 @@ async fn run_job(mut client: AgentServiceClient<Channel>, config: Arc<AgentConfi
     tracing::info!(job = id, state = ?state, %message, "job finished");
     // The final report must arrive: retry briefly through a blip.
     for attempt in 0..5 {
-        match client.report_job(report(state, &progress, message.clone())).await {
+        match client
+            .report_job(report(state, &progress, message.clone()))
+            .await
+        {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(job = id, attempt, error = %e, "reporting job result failed");
@@ -159,14 +202,19 @@ async fn run_job(mut client: AgentServiceClient<Channel>, config: Arc<AgentConfi
 
 async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>) -> JobResult {
     let instance_of = |name: &str| {
-        config.instance(name).cloned().ok_or_else(|| format!("instance {name} is not in this agent's config"))
+        config
+            .instance(name)
+            .cloned()
+            .ok_or_else(|| format!("instance {name} is not in this agent's config"))
     };
     match spec {
         Some(job::Spec::Backup(b)) => {
             let pg = Pg::new(instance_of(&b.instance)?);
             match b.kind.as_str() {
                 "logical" => postgres::logical::run(ctx, &pg).await,
-                other => Err(format!("backup kind {other:?} is not supported by this agent").into()),
+                other => {
+                    Err(format!("backup kind {other:?} is not supported by this agent").into())
+                }
             }
         }
         Some(job::Spec::Restore(r)) => {
@@ -174,6 +222,8 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
             ctx.progress.set_total(0);
             postgres::restore::run(ctx, &pg, &r).await
         }
-        None => Err("the controller sent a job this agent does not understand; upgrade the agent".into()),
+        None => Err(
+            "the controller sent a job this agent does not understand; upgrade the agent".into(),
+        ),
     }
 }

@@ -16,11 +16,23 @@ use crate::progress::Progress;
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error("reading backup {backup} part {part}: {}", .status.message())]
-    Rpc { backup: BackupId, part: String, status: tonic::Status },
+    Rpc {
+        backup: BackupId,
+        part: String,
+        status: tonic::Status,
+    },
     #[error("reading backup {backup} part {part}: {what}")]
-    Corrupt { backup: BackupId, part: String, what: String },
+    Corrupt {
+        backup: BackupId,
+        part: String,
+        what: String,
+    },
     #[error("writing backup {backup} part {part} out: {source}")]
-    Sink { backup: BackupId, part: String, source: std::io::Error },
+    Sink {
+        backup: BackupId,
+        part: String,
+        source: std::io::Error,
+    },
 }
 
 /// Stream `part` of `backup` into `sink`; returns the bytes written.
@@ -32,10 +44,27 @@ pub async fn download_part<W: AsyncWrite + Unpin>(
     sink: &mut W,
     progress: &Progress,
 ) -> Result<u64, DownloadError> {
-    let rpc = |status| DownloadError::Rpc { backup, part: part.to_string(), status };
-    let corrupt = |what: String| DownloadError::Corrupt { backup, part: part.to_string(), what };
-    let req = ReadPartRequest { backup_id: backup.0, part: part.to_string(), job_id: job };
-    let mut stream = client.clone().read_part(req).await.map_err(rpc)?.into_inner();
+    let rpc = |status| DownloadError::Rpc {
+        backup,
+        part: part.to_string(),
+        status,
+    };
+    let corrupt = |what: String| DownloadError::Corrupt {
+        backup,
+        part: part.to_string(),
+        what,
+    };
+    let req = ReadPartRequest {
+        backup_id: backup.0,
+        part: part.to_string(),
+        job_id: job,
+    };
+    let mut stream = client
+        .clone()
+        .read_part(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
     let mut hasher = Sha256::new();
     let (mut bytes, mut chunks) = (0u64, 0u64);
     loop {
@@ -57,7 +86,11 @@ pub async fn download_part<W: AsyncWrite + Unpin>(
                 let plain = plain.map_err(|e| corrupt(e.to_string()))?;
                 sink.write_all(&plain)
                     .await
-                    .map_err(|source| DownloadError::Sink { backup, part: part.to_string(), source })?;
+                    .map_err(|source| DownloadError::Sink {
+                        backup,
+                        part: part.to_string(),
+                        source,
+                    })?;
                 bytes += plain.len() as u64;
                 chunks += 1;
                 progress.add(plain.len() as u64);
@@ -73,7 +106,11 @@ pub async fn download_part<W: AsyncWrite + Unpin>(
                         hex::encode(&t.stream_sha256)
                     )));
                 }
-                sink.flush().await.map_err(|source| DownloadError::Sink { backup, part: part.to_string(), source })?;
+                sink.flush().await.map_err(|source| DownloadError::Sink {
+                    backup,
+                    part: part.to_string(),
+                    source,
+                })?;
                 return Ok(bytes);
             }
             None => return Err(corrupt("the stream ended before its trailer".into())),

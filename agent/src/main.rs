@@ -21,7 +21,11 @@ use tidemark_core::tls::TlsMaterial;
 use crate::config::AgentConfig;
 
 #[derive(Parser)]
-#[command(name = "tidemark-agent", version, about = "Tidemark agent: backs up the database instances on this host")]
+#[command(
+    name = "tidemark-agent",
+    version,
+    about = "Tidemark agent: backs up the database instances on this host"
+)]
 struct Args {
     /// Path to the agent's TOML config.
     #[arg(long, env = "TIDEMARK_AGENT_CONFIG")]

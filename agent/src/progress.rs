@@ -30,7 +30,11 @@ impl Progress {
     }
 
     /// Report progress of `job` every second until the returned handle is dropped.
-    pub fn report_every_second(&self, mut client: AgentServiceClient<Channel>, job: i64) -> ReporterGuard {
+    pub fn report_every_second(
+        &self,
+        mut client: AgentServiceClient<Channel>,
+        job: i64,
+    ) -> ReporterGuard {
         let me = self.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -11,11 +11,21 @@ pub const STDERR_TAIL: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     #[error("cannot run {program}: {source}{}", hint(.source))]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("{tool} {status}{}", tail(.stderr))]
-    Failed { tool: String, status: String, stderr: String },
+    Failed {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{tool}: {source}")]
-    Io { tool: String, source: std::io::Error },
+    Io {
+        tool: String,
+        source: std::io::Error,
+    },
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
@@ -27,7 +37,11 @@ fn hint(e: &std::io::Error) -> &'static str {
 }
 
 fn tail(stderr: &str) -> String {
-    if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) }
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", stderr.trim())
+    }
 }
 
 /// "exited with status 1", "was killed by signal 9".
@@ -61,7 +75,10 @@ pub fn read_tail(mut r: impl Read) -> String {
 
 /// The program's file name, for messages.
 pub fn name_of(program: &Path) -> String {
-    program.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| program.display().to_string())
+    program
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| program.display().to_string())
 }
 
 #[cfg(test)]
@@ -74,7 +91,10 @@ mod tests {
         let t = read_tail(text.as_bytes());
         assert_eq!(t.len(), STDERR_TAIL);
         assert!(t.ends_with("THE END"));
-        let e = ToolError::Spawn { program: "pg_dump".into(), source: std::io::ErrorKind::NotFound.into() };
+        let e = ToolError::Spawn {
+            program: "pg_dump".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
         assert!(e.to_string().contains("set bin-dir"), "{e}");
     }
 }

@@ -17,7 +17,9 @@ use tidemark_core::chunker::{Chunk, StreamSummary, chunk_stream};
 use tidemark_core::ids::{BackupId, ChunkId};
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::upload_part_message::Msg;
-use tidemark_proto::{EncodedChunk, HaveChunksRequest, PartHeader, PartTrailer, UploadPartMessage, UploadPartResponse};
+use tidemark_proto::{
+    EncodedChunk, HaveChunksRequest, PartHeader, PartTrailer, UploadPartMessage, UploadPartResponse,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -57,10 +59,13 @@ pub async fn upload_tool_output(
 ) -> Result<UploadPartResponse, UploadError> {
     let program = cmd.get_program().to_owned();
     let tool_name = tool::name_of(program.as_ref());
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|source| ToolError::Spawn { program: program.to_string_lossy().into_owned(), source })?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
+        program: program.to_string_lossy().into_owned(),
+        source,
+    })?;
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let stderr_tail = tokio::task::spawn_blocking(move || tool::read_tail(stderr));
@@ -70,7 +75,9 @@ pub async fn upload_tool_output(
     let chunker = tokio::task::spawn_blocking(move || {
         let result = chunk_stream(stdout, |c| {
             counter.add(c.data.len() as u64);
-            chunk_tx.blocking_send(c).map_err(|_| io::Error::other("upload stopped"))
+            chunk_tx
+                .blocking_send(c)
+                .map_err(|_| io::Error::other("upload stopped"))
         });
         if result.is_err() {
             // The upload gave up (or reading failed): stop the tool rather than let it block.
@@ -80,23 +87,52 @@ pub async fn upload_tool_output(
     });
 
     let (msg_tx, msg_rx) = mpsc::channel::<UploadPartMessage>(2);
-    let header = PartHeader { backup_id: part.backup.0, part: part.name.into(), format: part.format.into() };
-    msg_tx.send(UploadPartMessage { msg: Some(Msg::Header(header)) }).await.expect("receiver alive");
+    let header = PartHeader {
+        backup_id: part.backup.0,
+        part: part.name.into(),
+        format: part.format.into(),
+    };
+    msg_tx
+        .send(UploadPartMessage {
+            msg: Some(Msg::Header(header)),
+        })
+        .await
+        .expect("receiver alive");
     let mut rpc_client = client.clone();
-    let rpc = tokio::spawn(async move { rpc_client.upload_part(ReceiverStream::new(msg_rx)).await });
+    let rpc =
+        tokio::spawn(async move { rpc_client.upload_part(ReceiverStream::new(msg_rx)).await });
 
     let pumped = pump(client.clone(), chunk_rx, &msg_tx).await;
     let (chunked, exit) = chunker.await.expect("chunker task");
     let stderr = stderr_tail.await.unwrap_or_default();
-    let rpc_err = |status| UploadError::Rpc { part: part.name.to_string(), status };
+    let rpc_err = |status| UploadError::Rpc {
+        part: part.name.to_string(),
+        status,
+    };
 
-    let exit = exit.map_err(|source| ToolError::Io { tool: tool_name.clone(), source })?;
+    let exit = exit.map_err(|source| ToolError::Io {
+        tool: tool_name.clone(),
+        source,
+    })?;
     let failure: Option<UploadError> = if !exit.success() {
-        Some(ToolError::Failed { tool: tool_name.clone(), status: tool::describe(exit), stderr }.into())
+        Some(
+            ToolError::Failed {
+                tool: tool_name.clone(),
+                status: tool::describe(exit),
+                stderr,
+            }
+            .into(),
+        )
     } else if let Err(e) = pumped {
         Some(e)
     } else if let Err(e) = &chunked {
-        Some(ToolError::Io { tool: tool_name.clone(), source: io::Error::new(e.kind(), e.to_string()) }.into())
+        Some(
+            ToolError::Io {
+                tool: tool_name.clone(),
+                source: io::Error::new(e.kind(), e.to_string()),
+            }
+            .into(),
+        )
     } else {
         None
     };
@@ -112,9 +148,17 @@ pub async fn upload_tool_output(
         return Err(f);
     }
     let summary: StreamSummary = chunked.expect("checked above");
-    let trailer = PartTrailer { stream_sha256: summary.sha256.to_vec(), raw_bytes: summary.bytes, chunk_count: summary.chunks };
+    let trailer = PartTrailer {
+        stream_sha256: summary.sha256.to_vec(),
+        raw_bytes: summary.bytes,
+        chunk_count: summary.chunks,
+    };
     // If the controller already gave up, the send fails and its reason comes from the rpc.
-    let _ = msg_tx.send(UploadPartMessage { msg: Some(Msg::Trailer(trailer)) }).await;
+    let _ = msg_tx
+        .send(UploadPartMessage {
+            msg: Some(Msg::Trailer(trailer)),
+        })
+        .await;
     drop(msg_tx);
     let resp = rpc
         .await
@@ -141,7 +185,10 @@ async fn pump(
     out: &mpsc::Sender<UploadPartMessage>,
 ) -> Result<(), UploadError> {
     let (enc_tx, mut enc_rx) = mpsc::channel::<JoinHandle<EncodedChunk>>(ENCODE_AHEAD);
-    let rpc_err = |status| UploadError::Rpc { part: String::new(), status };
+    let rpc_err = |status| UploadError::Rpc {
+        part: String::new(),
+        status,
+    };
     let feeder = async move {
         let mut sent: HashSet<ChunkId> = HashSet::new();
         while let Some(first) = chunks.recv().await {
@@ -152,22 +199,38 @@ async fn pump(
                     Err(_) => break,
                 }
             }
-            let ask: Vec<Vec<u8>> =
-                batch.iter().filter(|c| !sent.contains(&c.id)).map(|c| c.id.0.to_vec()).collect();
+            let ask: Vec<Vec<u8>> = batch
+                .iter()
+                .filter(|c| !sent.contains(&c.id))
+                .map(|c| c.id.0.to_vec())
+                .collect();
             let present = if ask.is_empty() {
                 Vec::new()
             } else {
-                client.have_chunks(HaveChunksRequest { ids: ask.clone() }).await.map_err(rpc_err)?.into_inner().present
+                client
+                    .have_chunks(HaveChunksRequest { ids: ask.clone() })
+                    .await
+                    .map_err(rpc_err)?
+                    .into_inner()
+                    .present
             };
-            let stored: HashSet<&[u8]> =
-                ask.iter().zip(&present).filter(|(_, p)| **p).map(|(id, _)| id.as_slice()).collect();
+            let stored: HashSet<&[u8]> = ask
+                .iter()
+                .zip(&present)
+                .filter(|(_, p)| **p)
+                .map(|(id, _)| id.as_slice())
+                .collect();
             for c in batch {
                 let skip = sent.contains(&c.id) || stored.contains(c.id.0.as_slice());
                 sent.insert(c.id);
                 let job = tokio::task::spawn_blocking(move || EncodedChunk {
                     id: c.id.0.to_vec(),
                     raw_len: c.data.len() as u32,
-                    data: if skip { Vec::new() } else { chunk::encode(&c.data) },
+                    data: if skip {
+                        Vec::new()
+                    } else {
+                        chunk::encode(&c.data)
+                    },
                 });
                 if enc_tx.send(job).await.is_err() {
                     return Ok(()); // the sender below stopped; it reports why
@@ -179,7 +242,13 @@ async fn pump(
     let sender = async {
         while let Some(job) = enc_rx.recv().await {
             let encoded = job.await.expect("encode task");
-            if out.send(UploadPartMessage { msg: Some(Msg::Chunk(encoded)) }).await.is_err() {
+            if out
+                .send(UploadPartMessage {
+                    msg: Some(Msg::Chunk(encoded)),
+                })
+                .await
+                .is_err()
+            {
                 return Err(UploadError::Rpc {
                     part: String::new(),
                     status: tonic::Status::unavailable("upload stream closed by the controller"),

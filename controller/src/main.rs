@@ -18,7 +18,11 @@ use tidemark_core::tls::TlsMaterial;
 use crate::config::ControllerConfig;
 
 #[derive(Parser)]
-#[command(name = "tidemark-controller", version, about = "Tidemark controller: catalog, chunk store and gRPC services")]
+#[command(
+    name = "tidemark-controller",
+    version,
+    about = "Tidemark controller: catalog, chunk store and gRPC services"
+)]
 struct Args {
     /// Path to the controller's TOML config.
     #[arg(long, env = "TIDEMARK_CONTROLLER_CONFIG")]
@@ -65,14 +69,24 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let catalog = catalog::Catalog::open(&config.data_dir.join("catalog.db"))
         .await
         .with_context(|| format!("opening the catalog in {}", config.data_dir.display()))?;
-    let (b, j) = catalog.fail_interrupted("the controller restarted while this was running").await?;
+    let (b, j) = catalog
+        .fail_interrupted("the controller restarted while this was running")
+        .await?;
     if b + j > 0 {
-        tracing::warn!(backups = b, jobs = j, "marked work interrupted by the last shutdown as failed");
+        tracing::warn!(
+            backups = b,
+            jobs = j,
+            "marked work interrupted by the last shutdown as failed"
+        );
     }
     let store = match config.store.kind {
         config::StoreKind::Fs => store::fs::FsStore::open(config.store_path())?,
     };
-    let state = Arc::new(api::State { catalog, store: Arc::new(store), sessions: Default::default() });
+    let state = Arc::new(api::State {
+        catalog,
+        store: Arc::new(store),
+        sessions: Default::default(),
+    });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -80,7 +94,8 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Written after binding so that whoever waits for it can connect at once.
     let addr_file = config.data_dir.join("controller.addr");
-    std::fs::write(&addr_file, format!("{addr}\n")).with_context(|| format!("writing {}", addr_file.display()))?;
+    std::fs::write(&addr_file, format!("{addr}\n"))
+        .with_context(|| format!("writing {}", addr_file.display()))?;
     tracing::info!(%addr, identity = %tls.identity, "controller listening");
     api::serve(state, &tls, listener, shutdown_signal()).await?;
     tracing::info!("controller stopped");

@@ -22,7 +22,11 @@ pub enum ChunkError {
     #[error("chunk {id} does not decompress: {reason}")]
     Undecodable { id: ChunkId, reason: String },
     #[error("chunk {id} decodes to {actual} bytes, its header says {expected}")]
-    WrongLength { id: ChunkId, expected: usize, actual: usize },
+    WrongLength {
+        id: ChunkId,
+        expected: usize,
+        actual: usize,
+    },
     #[error("chunk {id} does not match its id: its content hashes to {actual}")]
     DigestMismatch { id: ChunkId, actual: ChunkId },
 }
@@ -47,7 +51,9 @@ pub fn decode(id: &ChunkId, encoded: &[u8]) -> Result<Vec<u8>, ChunkError> {
         .map_err(|_| undecodable("no valid zstd frame header".into()))?
         .ok_or_else(|| undecodable("zstd frame does not record its size".into()))?;
     if size > MAX_CHUNK_BYTES as u64 {
-        return Err(undecodable(format!("claims {size} bytes, above the {MAX_CHUNK_BYTES} limit")));
+        return Err(undecodable(format!(
+            "claims {size} bytes, above the {MAX_CHUNK_BYTES} limit"
+        )));
     }
     let plaintext =
         zstd::bulk::decompress(body, size as usize).map_err(|e| undecodable(e.to_string()))?;
@@ -78,13 +84,19 @@ mod tests {
         assert_eq!(decode(&id, &enc).unwrap(), plain);
 
         let other = ChunkId::of(b"other");
-        assert!(matches!(decode(&other, &enc), Err(ChunkError::DigestMismatch { .. })));
+        assert!(matches!(
+            decode(&other, &enc),
+            Err(ChunkError::DigestMismatch { .. })
+        ));
         for i in [4, 10, enc.len() / 2, enc.len() - 1] {
             let mut flipped = enc.clone();
             flipped[i] ^= 0x40;
             assert!(decode(&id, &flipped).is_err(), "flip at {i} went unnoticed");
         }
         assert!(decode(&id, &enc[..enc.len() - 3]).is_err());
-        assert!(matches!(decode(&id, &enc[4..]), Err(ChunkError::UnknownEncoding { .. })));
+        assert!(matches!(
+            decode(&id, &enc[4..]),
+            Err(ChunkError::UnknownEncoding { .. })
+        ));
     }
 }

@@ -26,7 +26,11 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256::new(), bytes: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
 }
 
@@ -81,7 +85,10 @@ pub fn chunk_stream<R: Read>(
             })?;
             chunks += 1;
             chunked_bytes += piece.data.len() as u64;
-            sink(Chunk { id: ChunkId::of(&piece.data), data: piece.data })?;
+            sink(Chunk {
+                id: ChunkId::of(&piece.data),
+                data: piece.data,
+            })?;
         }
     }
     let (sha256, bytes) = reader.finish();
@@ -90,7 +97,11 @@ pub fn chunk_stream<R: Read>(
             "chunker lost bytes: read {bytes}, chunked {chunked_bytes}"
         )));
     }
-    Ok(StreamSummary { sha256, bytes, chunks })
+    Ok(StreamSummary {
+        sha256,
+        bytes,
+        chunks,
+    })
 }
 
 #[cfg(test)]
@@ -139,11 +150,18 @@ mod tests {
     fn an_insertion_changes_only_nearby_chunks() {
         let data = pseudo_random(16 * 1024 * 1024, 3);
         let mut edited = data.clone();
-        edited.splice(8 * 1024 * 1024..8 * 1024 * 1024, b"inserted row".iter().copied());
+        edited.splice(
+            8 * 1024 * 1024..8 * 1024 * 1024,
+            b"inserted row".iter().copied(),
+        );
         let (a, _) = ids(&data);
         let (b, _) = ids(&edited);
         let shared = b.iter().filter(|id| a.contains(id)).count();
-        assert!(shared + 2 >= b.len(), "only {shared} of {} chunks shared", b.len());
+        assert!(
+            shared + 2 >= b.len(),
+            "only {shared} of {} chunks shared",
+            b.len()
+        );
     }
 
     #[test]

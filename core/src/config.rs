@@ -14,7 +14,10 @@ pub const CONFIG_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error(
@@ -22,11 +25,19 @@ pub enum ConfigError {
     )]
     Version { path: PathBuf, found: u32 },
     #[error("{what} {path} cannot be read: {source}")]
-    File { what: &'static str, path: PathBuf, source: std::io::Error },
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "{what} {path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}"
     )]
-    Permissions { what: &'static str, path: PathBuf, mode: u32 },
+    Permissions {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
 }
 
 #[derive(Deserialize)]
@@ -37,8 +48,10 @@ struct VersionOnly {
 /// Parse `path` as `T`, after checking its `version`. Relative paths inside are the caller's
 /// to resolve with [`resolve`] against [`base_dir`].
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
     let invalid = |e: toml::de::Error| ConfigError::Invalid {
         path: path.into(),
         message: e.to_string().trim_end().replace('\n', " "),
@@ -50,7 +63,12 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
         .and_then(|t| t.try_into().map_err(invalid))?;
     match v.version {
         Some(CONFIG_VERSION) => {}
-        Some(found) => return Err(ConfigError::Version { path: path.into(), found }),
+        Some(found) => {
+            return Err(ConfigError::Version {
+                path: path.into(),
+                found,
+            });
+        }
         None => {
             return Err(ConfigError::Invalid {
                 path: path.into(),
@@ -63,20 +81,34 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 
 /// The directory relative paths in a config file are taken from.
 pub fn base_dir(config_path: &Path) -> PathBuf {
-    config_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 /// Refuse a secret file that others can read.
 pub fn check_secret_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
-    let meta = fs::metadata(path)
-        .map_err(|source| ConfigError::File { what, path: path.into(), source })?;
+    let meta = fs::metadata(path).map_err(|source| ConfigError::File {
+        what,
+        path: path.into(),
+        source,
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(ConfigError::Permissions { what, path: path.into(), mode });
+        return Err(ConfigError::Permissions {
+            what,
+            path: path.into(),
+            mode,
+        });
     }
     Ok(())
 }

@@ -14,7 +14,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "m" | "min" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
-        other => return Err(format!("{text:?}: unknown unit {other:?}; use s, m, h or d")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; use s, m, h or d"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }

@@ -53,10 +53,14 @@ impl FromStr for Identity {
     type Err = IdentityError;
 
     fn from_str(s: &str) -> Result<Self, IdentityError> {
-        let (role, name) = s.split_once(':').ok_or_else(|| IdentityError::Malformed(s.into()))?;
+        let (role, name) = s
+            .split_once(':')
+            .ok_or_else(|| IdentityError::Malformed(s.into()))?;
         let valid_name = !name.is_empty()
             && name.len() <= 253
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid_name {
             return Err(IdentityError::Malformed(s.into()));
         }
@@ -64,7 +68,10 @@ impl FromStr for Identity {
             .into_iter()
             .find(|r| r.as_str() == role)
             .ok_or_else(|| IdentityError::UnknownRole(s.into()))?;
-        Ok(Identity { role, name: name.to_string() })
+        Ok(Identity {
+            role,
+            name: name.to_string(),
+        })
     }
 }
 
@@ -99,9 +106,21 @@ mod tests {
         assert_eq!(id.role, Role::Agent);
         assert_eq!(id.name, "db-1.example");
         assert_eq!(id.to_string(), "agent:db-1.example");
-        assert!(matches!("db1".parse::<Identity>(), Err(IdentityError::Malformed(_))));
-        assert!(matches!("root:x".parse::<Identity>(), Err(IdentityError::UnknownRole(_))));
-        assert!(matches!("agent:".parse::<Identity>(), Err(IdentityError::Malformed(_))));
-        assert!(matches!("agent:a b".parse::<Identity>(), Err(IdentityError::Malformed(_))));
+        assert!(matches!(
+            "db1".parse::<Identity>(),
+            Err(IdentityError::Malformed(_))
+        ));
+        assert!(matches!(
+            "root:x".parse::<Identity>(),
+            Err(IdentityError::UnknownRole(_))
+        ));
+        assert!(matches!(
+            "agent:".parse::<Identity>(),
+            Err(IdentityError::Malformed(_))
+        ));
+        assert!(matches!(
+            "agent:a b".parse::<Identity>(),
+            Err(IdentityError::Malformed(_))
+        ));
     }
 }

@@ -15,7 +15,9 @@ impl ChunkId {
     }
 
     pub fn from_slice(bytes: &[u8]) -> Result<Self, IdError> {
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| IdError::ChunkIdLength(bytes.len()))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| IdError::ChunkIdLength(bytes.len()))?;
         Ok(Self(arr))
     }
 

@@ -19,7 +19,11 @@ pub enum TlsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{what} {path} holds no usable PEM: {reason}")]
-    Pem { what: &'static str, path: String, reason: String },
+    Pem {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error("certificate {path}: {source}")]
     Identity { path: String, source: IdentityError },
     #[error("controller address {0:?} is not a URL like https://controller.example:7420")]
@@ -38,12 +42,26 @@ pub struct TlsMaterial {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path)
-        .map_err(|source| ConfigError::File { what, path: path.into(), source }.into())
+    std::fs::read(path).map_err(|source| {
+        ConfigError::File {
+            what,
+            path: path.into(),
+            source,
+        }
+        .into()
+    })
 }
 
-fn first_cert(what: &'static str, path: &Path, pem: &[u8]) -> Result<CertificateDer<'static>, TlsError> {
-    let pem_err = |reason: String| TlsError::Pem { what, path: path.display().to_string(), reason };
+fn first_cert(
+    what: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<CertificateDer<'static>, TlsError> {
+    let pem_err = |reason: String| TlsError::Pem {
+        what,
+        path: path.display().to_string(),
+        reason,
+    };
     CertificateDer::pem_slice_iter(pem)
         .next()
         .ok_or_else(|| pem_err("no CERTIFICATE block".into()))?
@@ -67,7 +85,12 @@ impl TlsMaterial {
             path: files.cert.display().to_string(),
             source,
         })?;
-        Ok(Self { ca_pem, cert_pem, key_pem, identity })
+        Ok(Self {
+            ca_pem,
+            cert_pem,
+            key_pem,
+            identity,
+        })
     }
 
     /// Server side: require a client certificate signed by the fleet CA.
@@ -85,7 +108,11 @@ impl TlsMaterial {
 
     /// An endpoint for `address` (`https://host:port`) with timeouts on connecting and on
     /// every request, so a cut link cannot hang a caller forever.
-    pub fn endpoint(&self, address: &str, request_timeout: Option<Duration>) -> Result<Endpoint, TlsError> {
+    pub fn endpoint(
+        &self,
+        address: &str,
+        request_timeout: Option<Duration>,
+    ) -> Result<Endpoint, TlsError> {
         if !address.starts_with("https://") {
             return Err(TlsError::BadAddress(address.into()));
         }

@@ -31,7 +31,11 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { exit, message: message.into(), hint: None }
+        Self {
+            exit,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -48,10 +52,21 @@ impl From<tonic::Status> for CliError {
             Unauthenticated | PermissionDenied => CliError::new(Exit::Unreachable, message),
             Unavailable | DeadlineExceeded | Unknown | Cancelled => {
                 let detail = transport_detail(&s);
-                let bad_cert = detail.contains("certificate") || detail.contains("Certificate") || detail.contains("alert");
-                let err = CliError::new(Exit::Unreachable, format!("cannot talk to the controller: {detail}"));
-                if bad_cert {
-                    err.hint("the TLS handshake failed: the certificate must be issued by the fleet CA (tidemark pki issue)")
+                let lower = detail.to_lowercase();
+                let tls_trouble = ["certificate", "alert", "connection closed", "handshake"]
+                    .iter()
+                    .any(|w| lower.contains(w));
+                let err = CliError::new(
+                    Exit::Unreachable,
+                    format!("cannot talk to the controller: {detail}"),
+                );
+                if tls_trouble {
+                    // With TLS 1.3 the server checks the client certificate after the client
+                    // thinks the handshake is done, so a refusal shows up only as a closed
+                    // connection.
+                    err.hint(
+                        "the controller closes the connection when it refuses a client certificate: check that `cert` in the config was issued by this fleet's CA (tidemark pki issue)",
+                    )
                 } else {
                     err
                 }
@@ -89,7 +104,8 @@ pub fn load_config(path: Option<&Path>) -> Result<(PathBuf, CliConfig), CliError
         CliError::new(Exit::Usage, "no config: pass --config FILE or set TIDEMARK_CONFIG")
             .hint("the config names the controller and this operator's certificate; see deploy/tidemark.example.toml")
     })?;
-    let mut c: CliConfig = config::load(&path).map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
+    let mut c: CliConfig =
+        config::load(&path).map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
     c.tls = c.tls.resolved(&config::base_dir(&path));
     Ok((path, c))
 }
@@ -108,8 +124,11 @@ pub async fn connect(config_path: Option<&Path>) -> Result<AdminServiceClient<Ch
             msg.push_str(&c.to_string());
             src = c.source();
         }
-        CliError::new(Exit::Unreachable, format!("cannot reach the controller at {}: {msg}", cfg.controller))
-            .hint("is tidemark-controller running, and is `controller` in the config right?")
+        CliError::new(
+            Exit::Unreachable,
+            format!("cannot reach the controller at {}: {msg}", cfg.controller),
+        )
+        .hint("is tidemark-controller running, and is `controller` in the config right?")
     })?;
     Ok(AdminServiceClient::new(channel)
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)

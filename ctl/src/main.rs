@@ -46,7 +46,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let config = cli.config.as_deref();
     let result = rt.block_on(async {
         match cli.cmd {
@@ -60,7 +63,11 @@ fn main() -> ExitCode {
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(code) => ExitCode::from(code as u8),
-        Err(CliError { exit, message, hint }) => {
+        Err(CliError {
+            exit,
+            message,
+            hint,
+        }) => {
             eprintln!("tidemark: {message}");
             if let Some(h) = hint {
                 eprintln!("hint: {h}");

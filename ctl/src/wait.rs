@@ -9,14 +9,26 @@ use tonic::transport::Channel;
 use crate::client::CliError;
 use crate::progress::ProgressLine;
 
-pub async fn until_done(client: &mut AdminServiceClient<Channel>, job: JobInfo, label: &str) -> Result<JobInfo, CliError> {
+pub async fn until_done(
+    client: &mut AdminServiceClient<Channel>,
+    job: JobInfo,
+    label: &str,
+) -> Result<JobInfo, CliError> {
     let start = Instant::now();
     let mut bar = ProgressLine::new();
     let mut info = job;
     while info.state == "queued" || info.state == "running" {
-        bar.update(label, info.bytes_done, info.bytes_total, start.elapsed().as_secs_f64());
+        bar.update(
+            label,
+            info.bytes_done,
+            info.bytes_total,
+            start.elapsed().as_secs_f64(),
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        info = client.get_job(GetJobRequest { id: info.id }).await?.into_inner();
+        info = client
+            .get_job(GetJobRequest { id: info.id })
+            .await?
+            .into_inner();
     }
     bar.finish();
     Ok(info)

@@ -25,7 +25,11 @@ fn admin<T>(req: &Request<T>, what: &str) -> ApiResult<()> {
 
 /// The part a restore reads: the named database, or the backup's only one.
 fn restore_part(b: &BackupRow, database: &str) -> ApiResult<String> {
-    let dbs: Vec<&str> = b.parts.iter().filter_map(|p| p.name.strip_prefix("db:")).collect();
+    let dbs: Vec<&str> = b
+        .parts
+        .iter()
+        .filter_map(|p| p.name.strip_prefix("db:"))
+        .collect();
     if !database.is_empty() {
         if dbs.contains(&database) {
             return Ok(format!("db:{database}"));
@@ -38,7 +42,10 @@ fn restore_part(b: &BackupRow, database: &str) -> ApiResult<String> {
     }
     match dbs.as_slice() {
         [one] => Ok(format!("db:{one}")),
-        [] => Err(ApiError::FailedPrecondition(format!("backup {} holds no database dump", b.id))),
+        [] => Err(ApiError::FailedPrecondition(format!(
+            "backup {} holds no database dump",
+            b.id
+        ))),
         many => Err(ApiError::InvalidArgument(format!(
             "backup {} holds several databases ({}); pick one with --database",
             b.id,
@@ -49,7 +56,12 @@ fn restore_part(b: &BackupRow, database: &str) -> ApiResult<String> {
 
 impl AdminApi {
     async fn job_info(&self, id: JobId) -> ApiResult<pb::JobInfo> {
-        let j = self.state.catalog.job(id).await?.ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+        let j = self
+            .state
+            .catalog
+            .job(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
         Ok(convert::job(&j))
     }
 
@@ -64,10 +76,16 @@ impl AdminApi {
         spec: pb::job::Spec,
     ) -> ApiResult<pb::JobInfo> {
         let cat = &self.state.catalog;
-        let id = cat.create_job(kind, agent, instance, &params, bytes_total).await?;
-        let job = pb::Job { job_id: id.0, spec: Some(spec) };
+        let id = cat
+            .create_job(kind, agent, instance, &params, bytes_total)
+            .await?;
+        let job = pb::Job {
+            job_id: id.0,
+            spec: Some(spec),
+        };
         if let Err(e) = self.state.sessions.send(agent, job).await {
-            cat.update_job(id, JobState::Failed, 0, None, &e.to_string()).await?;
+            cat.update_job(id, JobState::Failed, 0, None, &e.to_string())
+                .await?;
             return Err(e);
         }
         tracing::info!(job = %id, kind, agent, instance, "job dispatched");
@@ -77,46 +95,97 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn list_agents(&self, req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         admin(&req, "list agents")?;
         let agents = self.state.catalog.agents().await.map_err(ApiError::from)?;
-        let agents = agents.iter().map(|a| convert::agent(a, self.state.sessions.is_connected(&a.name))).collect();
+        let agents = agents
+            .iter()
+            .map(|a| convert::agent(a, self.state.sessions.is_connected(&a.name)))
+            .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
-    async fn list_backups(&self, req: Request<pb::ListBackupsRequest>) -> Result<Response<pb::ListBackupsResponse>, Status> {
+    async fn list_backups(
+        &self,
+        req: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
         admin(&req, "list backups")?;
         let r = req.into_inner();
         let filter = (!r.instance.is_empty()).then_some(r.instance.as_str());
-        let rows = self.state.catalog.list_backups(filter).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListBackupsResponse { backups: rows.iter().map(convert::backup_summary).collect() }))
+        let rows = self
+            .state
+            .catalog
+            .list_backups(filter)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListBackupsResponse {
+            backups: rows.iter().map(convert::backup_summary).collect(),
+        }))
     }
 
-    async fn get_backup(&self, req: Request<pb::GetBackupRequest>) -> Result<Response<pb::BackupDetail>, Status> {
+    async fn get_backup(
+        &self,
+        req: Request<pb::GetBackupRequest>,
+    ) -> Result<Response<pb::BackupDetail>, Status> {
         admin(&req, "read backups")?;
         let id = BackupId(req.into_inner().id);
-        let b = self.state.catalog.backup(id).await.map_err(ApiError::from)?;
+        let b = self
+            .state
+            .catalog
+            .backup(id)
+            .await
+            .map_err(ApiError::from)?;
         let b = b.ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))?;
         Ok(Response::new(convert::backup_detail(&b)))
     }
 
-    async fn start_backup(&self, req: Request<pb::StartBackupRequest>) -> Result<Response<pb::JobInfo>, Status> {
+    async fn start_backup(
+        &self,
+        req: Request<pb::StartBackupRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
         admin(&req, "start backups")?;
         let r = req.into_inner();
-        let kind = if r.kind.is_empty() { "logical".to_string() } else { r.kind };
+        let kind = if r.kind.is_empty() {
+            "logical".to_string()
+        } else {
+            r.kind
+        };
         if kind != "logical" {
-            return Err(ApiError::InvalidArgument(format!("backup kind {kind:?} is not supported yet; use --kind logical")).into());
+            return Err(ApiError::InvalidArgument(format!(
+                "backup kind {kind:?} is not supported yet; use --kind logical"
+            ))
+            .into());
         }
-        let inst = self.state.catalog.instance(&r.instance).await.map_err(ApiError::from)?;
+        let inst = self
+            .state
+            .catalog
+            .instance(&r.instance)
+            .await
+            .map_err(ApiError::from)?;
         let inst = inst.ok_or_else(|| {
-            ApiError::NotFound(format!("no instance {:?} is registered; tidemark agents lists them", r.instance))
+            ApiError::NotFound(format!(
+                "no instance {:?} is registered; tidemark agents lists them",
+                r.instance
+            ))
         })?;
-        let spec = pb::job::Spec::Backup(pb::BackupJob { instance: inst.name.clone(), kind: kind.clone() });
+        let spec = pb::job::Spec::Backup(pb::BackupJob {
+            instance: inst.name.clone(),
+            kind: kind.clone(),
+        });
         let params = json!({ "instance": inst.name, "kind": kind });
-        Ok(Response::new(self.dispatch("backup", &inst.agent, &inst.name, params, 0, spec).await?))
+        Ok(Response::new(
+            self.dispatch("backup", &inst.agent, &inst.name, params, 0, spec)
+                .await?,
+        ))
     }
 
-    async fn start_restore(&self, req: Request<pb::StartRestoreRequest>) -> Result<Response<pb::JobInfo>, Status> {
+    async fn start_restore(
+        &self,
+        req: Request<pb::StartRestoreRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
         admin(&req, "start restores")?;
         let r = req.into_inner();
         let cat = &self.state.catalog;
@@ -124,7 +193,11 @@ impl AdminService for AdminApi {
         let b = cat.backup(id).await.map_err(ApiError::from)?;
         let b = b.ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))?;
         if b.status != "complete" {
-            let why = if b.reason.is_empty() { String::new() } else { format!(" ({})", b.reason) };
+            let why = if b.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", b.reason)
+            };
             return Err(ApiError::FailedPrecondition(format!(
                 "backup {id} is {}, not complete{why}; only complete backups can be restored",
                 b.status
@@ -132,16 +205,27 @@ impl AdminService for AdminApi {
             .into());
         }
         if r.into_database.is_empty() {
-            return Err(ApiError::InvalidArgument("name the new database with --into-database".into()).into());
+            return Err(ApiError::InvalidArgument(
+                "name the new database with --into-database".into(),
+            )
+            .into());
         }
         let part = restore_part(&b, &r.database)?;
         let host = r.host.strip_prefix("agent:").unwrap_or(&r.host);
         let agent = cat.agent(host).await.map_err(ApiError::from)?;
-        let agent = agent.ok_or_else(|| ApiError::NotFound(format!("no agent {host:?} has registered; tidemark agents lists them")))?;
+        let agent = agent.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no agent {host:?} has registered; tidemark agents lists them"
+            ))
+        })?;
         let owned: Vec<&str> = agent.instances.iter().map(|i| i.name.as_str()).collect();
         let instance = if !r.target_instance.is_empty() {
             if !owned.contains(&r.target_instance.as_str()) {
-                return Err(ApiError::NotFound(format!("agent {host} has no instance {:?}", r.target_instance)).into());
+                return Err(ApiError::NotFound(format!(
+                    "agent {host} has no instance {:?}",
+                    r.target_instance
+                ))
+                .into());
             }
             r.target_instance.clone()
         } else if owned.contains(&b.instance.as_str()) {
@@ -155,7 +239,12 @@ impl AdminService for AdminApi {
             ))
             .into());
         };
-        if let Some(bad) = cat.unavailable_chunks(id, &part, 1).await.map_err(ApiError::from)?.first() {
+        if let Some(bad) = cat
+            .unavailable_chunks(id, &part, 1)
+            .await
+            .map_err(ApiError::from)?
+            .first()
+        {
             return Err(ApiError::DataLoss(format!(
                 "backup {id} cannot be restored: chunk {bad} of part {part} is missing or was found corrupt"
             ))
@@ -175,12 +264,26 @@ impl AdminService for AdminApi {
             "backup_id": id.0, "part": part, "instance": instance, "into_database": r.into_database,
             "clean": r.clean, "jobs": job.jobs, "no_owner": r.no_owner,
         });
-        let info = self.dispatch("restore", host, &instance, params, total, pb::job::Spec::Restore(job)).await?;
+        let info = self
+            .dispatch(
+                "restore",
+                host,
+                &instance,
+                params,
+                total,
+                pb::job::Spec::Restore(job),
+            )
+            .await?;
         Ok(Response::new(info))
     }
 
-    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::JobInfo>, Status> {
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
         admin(&req, "read jobs")?;
-        Ok(Response::new(self.job_info(JobId(req.into_inner().id)).await?))
+        Ok(Response::new(
+            self.job_info(JobId(req.into_inner().id)).await?,
+        ))
     }
 }

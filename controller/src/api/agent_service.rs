@@ -56,7 +56,10 @@ impl AgentApi {
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
         if j.agent != agent {
-            return Err(ApiError::PermissionDenied(format!("job {id} was given to agent {}, not to agent {agent}", j.agent)));
+            return Err(ApiError::PermissionDenied(format!(
+                "job {id} was given to agent {}, not to agent {agent}",
+                j.agent
+            )));
         }
         Ok(j)
     }
@@ -95,7 +98,10 @@ impl AgentApi {
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let agent = agent_name(&req, "register as an agent")?;
         let r = req.into_inner();
         if r.host != agent {
@@ -126,8 +132,17 @@ impl AgentService for AgentApi {
                 error: i.error.clone(),
             });
         }
-        let tools: Vec<(String, String)> = r.tools.iter().map(|t| (t.name.clone(), t.version.clone())).collect();
-        let conflicts = self.state.catalog.register_agent(&agent, &r.agent_version, &tools, &instances).await.map_err(ApiError::from)?;
+        let tools: Vec<(String, String)> = r
+            .tools
+            .iter()
+            .map(|t| (t.name.clone(), t.version.clone()))
+            .collect();
+        let conflicts = self
+            .state
+            .catalog
+            .register_agent(&agent, &r.agent_version, &tools, &instances)
+            .await
+            .map_err(ApiError::from)?;
         if let Some((name, owner)) = conflicts.first() {
             return Err(ApiError::PermissionDenied(format!(
                 "instance {name} is already registered to agent {owner}; instance names are fleet-unique, so rename it in agent {agent}'s config"
@@ -145,15 +160,36 @@ impl AgentService for AgentApi {
 
     async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<JobStream>, Status> {
         let agent = agent_name(&req, "take jobs")?;
-        if self.state.catalog.agent(&agent).await.map_err(ApiError::from)?.is_none() {
-            return Err(ApiError::FailedPrecondition(format!("agent {agent} must register before taking jobs")).into());
+        if self
+            .state
+            .catalog
+            .agent(&agent)
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "agent {agent} must register before taking jobs"
+            ))
+            .into());
         }
-        self.state.catalog.touch_agent(&agent).await.map_err(ApiError::from)?;
+        self.state
+            .catalog
+            .touch_agent(&agent)
+            .await
+            .map_err(ApiError::from)?;
         let session = req.into_inner().session;
-        Ok(Response::new(self.state.sessions.attach(&agent, session, self.state.catalog.clone())))
+        Ok(Response::new(self.state.sessions.attach(
+            &agent,
+            session,
+            self.state.catalog.clone(),
+        )))
     }
 
-    async fn report_job(&self, req: Request<pb::JobReport>) -> Result<Response<pb::JobReportAck>, Status> {
+    async fn report_job(
+        &self,
+        req: Request<pb::JobReport>,
+    ) -> Result<Response<pb::JobReportAck>, Status> {
         let agent = agent_name(&req, "report on jobs")?;
         let r = req.into_inner();
         self.own_job(&agent, JobId(r.job_id)).await?;
@@ -161,7 +197,13 @@ impl AgentService for AgentApi {
             Ok(pb::JobState::Running) => JobState::Running,
             Ok(pb::JobState::Succeeded) => JobState::Succeeded,
             Ok(pb::JobState::Failed) => JobState::Failed,
-            _ => return Err(ApiError::InvalidArgument(format!("job state {} cannot be reported", r.state)).into()),
+            _ => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "job state {} cannot be reported",
+                    r.state
+                ))
+                .into());
+            }
         };
         let total = (r.bytes_total > 0).then_some(r.bytes_total);
         self.state
@@ -172,15 +214,24 @@ impl AgentService for AgentApi {
         Ok(Response::new(pb::JobReportAck {}))
     }
 
-    async fn begin_backup(&self, req: Request<pb::BeginBackupRequest>) -> Result<Response<pb::BeginBackupResponse>, Status> {
+    async fn begin_backup(
+        &self,
+        req: Request<pb::BeginBackupRequest>,
+    ) -> Result<Response<pb::BeginBackupResponse>, Status> {
         let agent = agent_name(&req, "begin a backup")?;
         let r = req.into_inner();
-        let inst = self.state.catalog.instance(&r.instance).await.map_err(ApiError::from)?.ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "instance {} is not registered; agents register the instances in their config",
-                r.instance
-            ))
-        })?;
+        let inst = self
+            .state
+            .catalog
+            .instance(&r.instance)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "instance {} is not registered; agents register the instances in their config",
+                    r.instance
+                ))
+            })?;
         if inst.agent != agent {
             return Err(ApiError::PermissionDenied(format!(
                 "instance {} belongs to agent {}; agent {agent} may only back up its own instances",
@@ -189,13 +240,20 @@ impl AgentService for AgentApi {
             .into());
         }
         if r.kind != "logical" {
-            return Err(ApiError::InvalidArgument(format!("backup kind {:?} is not supported; use logical", r.kind)).into());
+            return Err(ApiError::InvalidArgument(format!(
+                "backup kind {:?} is not supported; use logical",
+                r.kind
+            ))
+            .into());
         }
         let mut parts = r.parts.clone();
         parts.sort();
         parts.dedup();
         if parts.is_empty() || parts.len() != r.parts.len() {
-            return Err(ApiError::InvalidArgument("a backup needs one or more distinct parts".into()).into());
+            return Err(ApiError::InvalidArgument(
+                "a backup needs one or more distinct parts".into(),
+            )
+            .into());
         }
         let job = (r.job_id != 0).then_some(JobId(r.job_id));
         if let Some(j) = job {
@@ -204,17 +262,33 @@ impl AgentService for AgentApi {
         let id = self
             .state
             .catalog
-            .create_backup(&r.instance, &agent, &r.kind, job, &r.parts, &r.warnings, &r.server_version, &r.tool_version)
+            .create_backup(
+                &r.instance,
+                &agent,
+                &r.kind,
+                job,
+                &r.parts,
+                &r.warnings,
+                &r.server_version,
+                &r.tool_version,
+            )
             .await
             .map_err(ApiError::from)?;
         if let Some(j) = job {
-            self.state.catalog.link_job_backup(j, id).await.map_err(ApiError::from)?;
+            self.state
+                .catalog
+                .link_job_backup(j, id)
+                .await
+                .map_err(ApiError::from)?;
         }
         tracing::info!(backup = %id, instance = %r.instance, agent = %agent, "backup started");
         Ok(Response::new(pb::BeginBackupResponse { backup_id: id.0 }))
     }
 
-    async fn have_chunks(&self, req: Request<pb::HaveChunksRequest>) -> Result<Response<pb::HaveChunksResponse>, Status> {
+    async fn have_chunks(
+        &self,
+        req: Request<pb::HaveChunksRequest>,
+    ) -> Result<Response<pb::HaveChunksResponse>, Status> {
         agent_name(&req, "query chunks")?;
         let ids = req
             .into_inner()
@@ -224,9 +298,17 @@ impl AgentService for AgentApi {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         if ids.len() > MAX_HAVE_CHUNKS {
-            return Err(ApiError::InvalidArgument(format!("at most {MAX_HAVE_CHUNKS} chunk ids per query")).into());
+            return Err(ApiError::InvalidArgument(format!(
+                "at most {MAX_HAVE_CHUNKS} chunk ids per query"
+            ))
+            .into());
         }
-        let present = self.state.catalog.have_chunks(&ids).await.map_err(ApiError::from)?;
+        let present = self
+            .state
+            .catalog
+            .have_chunks(&ids)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::HaveChunksResponse { present }))
     }
 
@@ -241,15 +323,23 @@ impl AgentService for AgentApi {
 
     type ReadPartStream = PartStream;
 
-    async fn read_part(&self, req: Request<pb::ReadPartRequest>) -> Result<Response<PartStream>, Status> {
+    async fn read_part(
+        &self,
+        req: Request<pb::ReadPartRequest>,
+    ) -> Result<Response<PartStream>, Status> {
         let agent = agent_name(&req, "read backups")?;
         let r = req.into_inner();
         let b = self.own_or_any_backup(BackupId(r.backup_id)).await?;
         self.may_read(&agent, &b, &r.part, JobId(r.job_id)).await?;
-        Ok(Response::new(read::stream_part(self.state.clone(), b.id, &r.part).await?))
+        Ok(Response::new(
+            read::stream_part(self.state.clone(), b.id, &r.part).await?,
+        ))
     }
 
-    async fn finish_backup(&self, req: Request<pb::FinishBackupRequest>) -> Result<Response<pb::FinishBackupResponse>, Status> {
+    async fn finish_backup(
+        &self,
+        req: Request<pb::FinishBackupRequest>,
+    ) -> Result<Response<pb::FinishBackupResponse>, Status> {
         let agent = agent_name(&req, "finish a backup")?;
         let r = req.into_inner();
         let id = BackupId(r.backup_id);
@@ -257,23 +347,41 @@ impl AgentService for AgentApi {
         let cat = &self.state.catalog;
         for c in &r.checks {
             if b.part(&c.part).is_none() {
-                return Err(ApiError::InvalidArgument(format!("backup {id} has no part {:?}", c.part)).into());
+                return Err(ApiError::InvalidArgument(format!(
+                    "backup {id} has no part {:?}",
+                    c.part
+                ))
+                .into());
             }
-            cat.set_part_check(id, &c.part, c.ok, &c.detail).await.map_err(ApiError::from)?;
+            cat.set_part_check(id, &c.part, c.ok, &c.detail)
+                .await
+                .map_err(ApiError::from)?;
         }
         let problem = if !r.error.is_empty() {
             Some(r.error.clone())
         } else if let Some(p) = b.parts.iter().find(|p| !p.stored) {
             Some(format!("part {} was never stored", p.name))
-        } else if let Some(p) = b.parts.iter().find(|p| !r.checks.iter().any(|c| c.part == p.name)) {
+        } else if let Some(p) = b
+            .parts
+            .iter()
+            .find(|p| !r.checks.iter().any(|c| c.part == p.name))
+        {
             Some(format!("part {} was not checked after storing", p.name))
         } else {
-            r.checks.iter().find(|c| !c.ok).map(|c| format!("structural check of part {} failed: {}", c.part, c.detail))
+            r.checks
+                .iter()
+                .find(|c| !c.ok)
+                .map(|c| format!("structural check of part {} failed: {}", c.part, c.detail))
         };
-        cat.finish_backup(id, problem.is_none(), problem.as_deref().unwrap_or("")).await.map_err(ApiError::from)?;
+        cat.finish_backup(id, problem.is_none(), problem.as_deref().unwrap_or(""))
+            .await
+            .map_err(ApiError::from)?;
         let after = self.own_backup(&agent, id).await?;
         tracing::info!(backup = %id, status = %after.status, reason = %after.reason, "backup finished");
-        Ok(Response::new(pb::FinishBackupResponse { status: after.status, reason: after.reason }))
+        Ok(Response::new(pb::FinishBackupResponse {
+            status: after.status,
+            reason: after.reason,
+        }))
     }
 }
 

@@ -21,7 +21,14 @@ pub fn agent(a: &AgentRow, connected: bool) -> pb::AgentInfo {
         connected,
         last_seen: a.last_seen,
         agent_version: a.agent_version.clone(),
-        tools: a.tools.iter().map(|(name, version)| pb::ToolVersion { name: name.clone(), version: version.clone() }).collect(),
+        tools: a
+            .tools
+            .iter()
+            .map(|(name, version)| pb::ToolVersion {
+                name: name.clone(),
+                version: version.clone(),
+            })
+            .collect(),
         instances: a.instances.iter().map(instance).collect(),
     }
 }

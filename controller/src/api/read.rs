@@ -55,7 +55,9 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
             }
             for entry in page {
                 if entry.seq != next {
-                    let e = ApiError::DataLoss(format!("backup {backup} part {part}: manifest line {next} is missing"));
+                    let e = ApiError::DataLoss(format!(
+                        "backup {backup} part {part}: manifest line {next} is missing"
+                    ));
                     let _ = tx.send(Err(e.into())).await;
                     return;
                 }
@@ -77,8 +79,16 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
             }
         }
         let stream_sha256 = hex::decode(&p.stats.stream_sha256).unwrap_or_default();
-        let trailer = PartTrailer { stream_sha256, raw_bytes: p.stats.raw_bytes, chunk_count: p.stats.chunks };
-        let _ = tx.send(Ok(ReadPartMessage { msg: Some(Msg::Trailer(trailer)) })).await;
+        let trailer = PartTrailer {
+            stream_sha256,
+            raw_bytes: p.stats.raw_bytes,
+            chunk_count: p.stats.chunks,
+        };
+        let _ = tx
+            .send(Ok(ReadPartMessage {
+                msg: Some(Msg::Trailer(trailer)),
+            }))
+            .await;
     });
     Ok(ReceiverStream::new(rx))
 }

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -34,16 +34,28 @@ impl Sessions {
     }
 
     pub fn is_connected(&self, agent: &str) -> bool {
-        self.live.lock().unwrap().get(agent).is_some_and(|s| !s.tx.is_closed())
+        self.live
+            .lock()
+            .unwrap()
+            .get(agent)
+            .is_some_and(|s| !s.tx.is_closed())
     }
 
     /// Open the job stream of `agent`, replacing an older one.
     pub fn attach(self: &Arc<Self>, agent: &str, id: u64, catalog: Catalog) -> JobStream {
         let (tx, rx) = mpsc::channel(16);
-        self.live.lock().unwrap().insert(agent.to_string(), Session { id, tx });
+        self.live
+            .lock()
+            .unwrap()
+            .insert(agent.to_string(), Session { id, tx });
         JobStream {
             rx: ReceiverStream::new(rx),
-            _guard: DetachGuard { sessions: self.clone(), agent: agent.to_string(), id, catalog },
+            _guard: DetachGuard {
+                sessions: self.clone(),
+                agent: agent.to_string(),
+                id,
+                catalog,
+            },
         }
     }
 
@@ -54,7 +66,10 @@ impl Sessions {
                 "agent {agent} is not connected; start tidemark-agent on that host (tidemark agents shows who is)"
             ))
         };
-        tx.ok_or_else(not_connected)?.send(Ok(job)).await.map_err(|_| not_connected())
+        tx.ok_or_else(not_connected)?
+            .send(Ok(job))
+            .await
+            .map_err(|_| not_connected())
     }
 }
 

@@ -36,9 +36,20 @@ pub async fn receive(
     mut stream: Streaming<UploadPartMessage>,
 ) -> ApiResult<UploadPartResponse> {
     let header = match stream.message().await {
-        Ok(Some(UploadPartMessage { msg: Some(Msg::Header(h)) })) => h,
-        Ok(_) => return Err(ApiError::InvalidArgument("a part upload must start with its header".into())),
-        Err(status) => return Err(ApiError::InvalidArgument(format!("part upload broke: {}", status.message()))),
+        Ok(Some(UploadPartMessage {
+            msg: Some(Msg::Header(h)),
+        })) => h,
+        Ok(_) => {
+            return Err(ApiError::InvalidArgument(
+                "a part upload must start with its header".into(),
+            ));
+        }
+        Err(status) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "part upload broke: {}",
+                status.message()
+            )));
+        }
     };
     let backup = BackupId(header.backup_id);
     let row = state
@@ -66,7 +77,10 @@ pub async fn receive(
             )));
         }
         Some(p) if p.stored => {
-            return Err(ApiError::FailedPrecondition(format!("part {} of backup {backup} is already stored", p.name)));
+            return Err(ApiError::FailedPrecondition(format!(
+                "part {} of backup {backup} is already stored",
+                p.name
+            )));
         }
         Some(_) => {}
     }
@@ -133,14 +147,18 @@ impl PartUpload<'_> {
                 Some(Msg::Chunk(c)) => self.chunk(c).await?,
                 Some(Msg::Trailer(t)) => return self.finish(t, format).await,
                 Some(Msg::Header(_)) | None => {
-                    return Err(ApiError::InvalidArgument("unexpected message in a part upload".into()).into());
+                    return Err(ApiError::InvalidArgument(
+                        "unexpected message in a part upload".into(),
+                    )
+                    .into());
                 }
             }
         }
     }
 
     async fn chunk(&mut self, c: EncodedChunk) -> Result<(), Failure> {
-        let id = ChunkId::from_slice(&c.id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let id =
+            ChunkId::from_slice(&c.id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let plain_len = if c.data.is_empty() {
             // A dedup hit: the agent trusts our copy, so check it is really there and intact.
             let stored = self.state.read_chunk(&id).await?;
@@ -160,14 +178,20 @@ impl PartUpload<'_> {
             .map_err(|e| ApiError::InvalidArgument(format!("decoding chunk {id}: {e}")))?;
             self.hasher = hasher;
             let len = decoded.map_err(|e| {
-                ApiError::InvalidArgument(format!("{e}; the chunk was rejected, nothing was stored for it"))
+                ApiError::InvalidArgument(format!(
+                    "{e}; the chunk was rejected, nothing was stored for it"
+                ))
             })?;
             if self.state.store.put(&id, &data).await? {
                 self.stats.new_chunks += 1;
                 self.stats.new_bytes += data.len() as u64;
             }
             // Recorded even when another backup stored it first: the row is idempotent.
-            self.pending_new.push(NewChunk { id, raw_len: len as u32, stored_len: data.len() as u64 });
+            self.pending_new.push(NewChunk {
+                id,
+                raw_len: len as u32,
+                stored_len: data.len() as u64,
+            });
             len
         };
         if plain_len != c.raw_len as usize {
@@ -177,7 +201,11 @@ impl PartUpload<'_> {
             ))
             .into());
         }
-        self.pending.push(ManifestEntry { seq: self.stats.chunks, id, raw_len: c.raw_len });
+        self.pending.push(ManifestEntry {
+            seq: self.stats.chunks,
+            id,
+            raw_len: c.raw_len,
+        });
         self.stats.chunks += 1;
         self.stats.raw_bytes += plain_len as u64;
         if self.pending.len() >= MANIFEST_BATCH {
@@ -187,13 +215,20 @@ impl PartUpload<'_> {
     }
 
     async fn flush(&mut self) -> Result<(), Failure> {
-        self.state.catalog.add_manifest(self.backup, &self.part, &self.pending, &self.pending_new).await?;
+        self.state
+            .catalog
+            .add_manifest(self.backup, &self.part, &self.pending, &self.pending_new)
+            .await?;
         self.pending.clear();
         self.pending_new.clear();
         Ok(())
     }
 
-    async fn finish(&mut self, t: PartTrailer, format: &str) -> Result<UploadPartResponse, Failure> {
+    async fn finish(
+        &mut self,
+        t: PartTrailer,
+        format: &str,
+    ) -> Result<UploadPartResponse, Failure> {
         let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         let mismatch = |what: String| {
             Failure::Api(ApiError::InvalidArgument(format!(
@@ -202,10 +237,16 @@ impl PartUpload<'_> {
             )))
         };
         if t.chunk_count != self.stats.chunks {
-            return Err(mismatch(format!("agent sent {} chunks, trailer says {}", self.stats.chunks, t.chunk_count)));
+            return Err(mismatch(format!(
+                "agent sent {} chunks, trailer says {}",
+                self.stats.chunks, t.chunk_count
+            )));
         }
         if t.raw_bytes != self.stats.raw_bytes {
-            return Err(mismatch(format!("received {} bytes, trailer says {}", self.stats.raw_bytes, t.raw_bytes)));
+            return Err(mismatch(format!(
+                "received {} bytes, trailer says {}",
+                self.stats.raw_bytes, t.raw_bytes
+            )));
         }
         if t.stream_sha256.as_slice() != digest.as_slice() {
             return Err(mismatch(format!(
@@ -216,7 +257,10 @@ impl PartUpload<'_> {
         }
         self.flush().await?;
         self.stats.stream_sha256 = hex::encode(digest);
-        self.state.catalog.mark_part_stored(self.backup, &self.part, format, &self.stats).await?;
+        self.state
+            .catalog
+            .mark_part_stored(self.backup, &self.part, format, &self.stats)
+            .await?;
         tracing::info!(backup = %self.backup, part = %self.part, bytes = self.stats.raw_bytes,
             chunks = self.stats.chunks, new_bytes = self.stats.new_bytes, "part stored");
         Ok(UploadPartResponse {

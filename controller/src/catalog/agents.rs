@@ -134,7 +134,9 @@ impl Catalog {
             .iter()
             .map(instance_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let rows = sqlx::query("SELECT * FROM agents ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let name: String = r.get("name");
@@ -142,7 +144,11 @@ impl Catalog {
                     agent_version: r.get("agent_version"),
                     tools: serde_json::from_str(r.get::<&str, _>("tools")).map_err(json_err)?,
                     last_seen: r.get("last_seen"),
-                    instances: instances.iter().filter(|i| i.agent == name).cloned().collect(),
+                    instances: instances
+                        .iter()
+                        .filter(|i| i.agent == name)
+                        .cloned()
+                        .collect(),
                     name,
                 })
             })
@@ -170,12 +176,22 @@ mod tests {
     #[tokio::test]
     async fn an_instance_stays_with_the_agent_that_registered_it() {
         let (cat, _dir) = test_catalog().await;
-        let none = cat.register_agent("db1", "0.1", &[], &[inst("orders")]).await.unwrap();
+        let none = cat
+            .register_agent("db1", "0.1", &[], &[inst("orders")])
+            .await
+            .unwrap();
         assert!(none.is_empty());
         // Re-registering is fine; another agent claiming it is not, and writes nothing.
-        assert!(cat.register_agent("db1", "0.2", &[], &[inst("orders")]).await.unwrap().is_empty());
-        let conflicts =
-            cat.register_agent("db2", "0.1", &[], &[inst("shop"), inst("orders")]).await.unwrap();
+        assert!(
+            cat.register_agent("db1", "0.2", &[], &[inst("orders")])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let conflicts = cat
+            .register_agent("db2", "0.1", &[], &[inst("shop"), inst("orders")])
+            .await
+            .unwrap();
         assert_eq!(conflicts, vec![("orders".to_string(), "db1".to_string())]);
         assert!(cat.instance("shop").await.unwrap().is_none());
         assert!(cat.agent("db2").await.unwrap().is_none());

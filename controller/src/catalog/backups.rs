@@ -101,11 +101,13 @@ impl Catalog {
         .await?
         .last_insert_rowid();
         for part in parts {
-            sqlx::query("INSERT INTO backup_parts (backup_id, name, status) VALUES (?, ?, 'expected')")
-                .bind(id)
-                .bind(part)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO backup_parts (backup_id, name, status) VALUES (?, ?, 'expected')",
+            )
+            .bind(id)
+            .bind(part)
+            .execute(&mut *tx)
+            .await?;
         }
         for (seq, w) in warnings.iter().enumerate() {
             sqlx::query("INSERT INTO backup_warnings (backup_id, seq, message) VALUES (?, ?, ?)")
@@ -128,13 +130,14 @@ impl Catalog {
             return Ok(None);
         };
         let mut b = self.backup_from_row(&r).await?;
-        b.warnings = sqlx::query("SELECT message FROM backup_warnings WHERE backup_id = ? ORDER BY seq")
-            .bind(id.0)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        b.warnings =
+            sqlx::query("SELECT message FROM backup_warnings WHERE backup_id = ? ORDER BY seq")
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
         Ok(Some(b))
     }
 
@@ -270,7 +273,13 @@ impl Catalog {
         Ok(())
     }
 
-    pub async fn set_part_check(&self, backup: BackupId, part: &str, ok: bool, detail: &str) -> Result<()> {
+    pub async fn set_part_check(
+        &self,
+        backup: BackupId,
+        part: &str,
+        ok: bool,
+        detail: &str,
+    ) -> Result<()> {
         sqlx::query("UPDATE backup_parts SET check_status = ?, check_detail = ? WHERE backup_id = ? AND name = ?")
             .bind(if ok { "ok" } else { "failed" })
             .bind(detail)
@@ -327,7 +336,10 @@ impl Catalog {
     /// A chunk was found corrupt or missing: stop vouching for it, so the next upload of the
     /// same content stores it again.
     pub async fn forget_chunk(&self, id: &ChunkId) -> Result<()> {
-        sqlx::query("DELETE FROM chunks WHERE id = ?").bind(id.0.as_slice()).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM chunks WHERE id = ?")
+            .bind(id.0.as_slice())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -361,7 +373,12 @@ impl Catalog {
     }
 
     /// Chunks a part needs that the catalog no longer vouches for (found corrupt or missing).
-    pub async fn unavailable_chunks(&self, backup: BackupId, part: &str, limit: u32) -> Result<Vec<ChunkId>> {
+    pub async fn unavailable_chunks(
+        &self,
+        backup: BackupId,
+        part: &str,
+        limit: u32,
+    ) -> Result<Vec<ChunkId>> {
         sqlx::query(
             "SELECT DISTINCT p.chunk_id FROM part_chunks p LEFT JOIN chunks c ON c.id = p.chunk_id
              WHERE p.backup_id = ? AND p.part = ? AND c.id IS NULL LIMIT ?",
@@ -386,27 +403,77 @@ mod tests {
     async fn manifest_pages_in_order_and_unavailable_chunks_are_named() {
         let (cat, _dir) = test_catalog().await;
         let b = cat
-            .create_backup("orders", "db1", "logical", None, &["db:app".into()], &["w".into()], "15", "15")
+            .create_backup(
+                "orders",
+                "db1",
+                "logical",
+                None,
+                &["db:app".into()],
+                &["w".into()],
+                "15",
+                "15",
+            )
             .await
             .unwrap();
         let ids: Vec<ChunkId> = (0..5u8).map(|i| ChunkId::of(&[i])).collect();
-        let entries: Vec<ManifestEntry> =
-            ids.iter().enumerate().map(|(i, id)| ManifestEntry { seq: i as u64, id: *id, raw_len: 1 }).collect();
-        let new: Vec<NewChunk> = ids.iter().map(|id| NewChunk { id: *id, raw_len: 1, stored_len: 9 }).collect();
-        cat.add_manifest(b, "db:app", &entries[..3], &new[..3]).await.unwrap();
-        cat.add_manifest(b, "db:app", &entries[3..], &new[3..]).await.unwrap();
-        assert_eq!(cat.manifest_page(b, "db:app", 0, 2).await.unwrap(), entries[..2]);
-        assert_eq!(cat.manifest_page(b, "db:app", 2, 10).await.unwrap(), entries[2..]);
-        assert_eq!(cat.have_chunks(&[ids[0], ChunkId::of(b"x")]).await.unwrap(), vec![true, false]);
+        let entries: Vec<ManifestEntry> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ManifestEntry {
+                seq: i as u64,
+                id: *id,
+                raw_len: 1,
+            })
+            .collect();
+        let new: Vec<NewChunk> = ids
+            .iter()
+            .map(|id| NewChunk {
+                id: *id,
+                raw_len: 1,
+                stored_len: 9,
+            })
+            .collect();
+        cat.add_manifest(b, "db:app", &entries[..3], &new[..3])
+            .await
+            .unwrap();
+        cat.add_manifest(b, "db:app", &entries[3..], &new[3..])
+            .await
+            .unwrap();
+        assert_eq!(
+            cat.manifest_page(b, "db:app", 0, 2).await.unwrap(),
+            entries[..2]
+        );
+        assert_eq!(
+            cat.manifest_page(b, "db:app", 2, 10).await.unwrap(),
+            entries[2..]
+        );
+        assert_eq!(
+            cat.have_chunks(&[ids[0], ChunkId::of(b"x")]).await.unwrap(),
+            vec![true, false]
+        );
 
-        assert!(cat.unavailable_chunks(b, "db:app", 10).await.unwrap().is_empty());
+        assert!(
+            cat.unavailable_chunks(b, "db:app", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         cat.forget_chunk(&ids[3]).await.unwrap();
-        assert_eq!(cat.unavailable_chunks(b, "db:app", 10).await.unwrap(), vec![ids[3]]);
+        assert_eq!(
+            cat.unavailable_chunks(b, "db:app", 10).await.unwrap(),
+            vec![ids[3]]
+        );
 
         assert!(cat.finish_backup(b, false, "pg_dump failed").await.unwrap());
-        assert!(!cat.finish_backup(b, true, "").await.unwrap(), "a failed backup stays failed");
+        assert!(
+            !cat.finish_backup(b, true, "").await.unwrap(),
+            "a failed backup stays failed"
+        );
         let row = cat.backup(b).await.unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.reason.as_str()), ("failed", "pg_dump failed"));
+        assert_eq!(
+            (row.status.as_str(), row.reason.as_str()),
+            ("failed", "pg_dump failed")
+        );
         assert_eq!(row.warnings, vec!["w".to_string()]);
     }
 }

@@ -164,10 +164,25 @@ mod tests {
     #[tokio::test]
     async fn a_finished_job_cannot_be_revived() {
         let (cat, _dir) = test_catalog().await;
-        let id = cat.create_job("backup", "db1", "orders", &serde_json::json!({}), 0).await.unwrap();
-        assert!(cat.update_job(id, JobState::Running, 10, None, "").await.unwrap());
-        assert!(cat.update_job(id, JobState::Failed, 10, None, "boom").await.unwrap());
-        assert!(!cat.update_job(id, JobState::Succeeded, 20, None, "").await.unwrap());
+        let id = cat
+            .create_job("backup", "db1", "orders", &serde_json::json!({}), 0)
+            .await
+            .unwrap();
+        assert!(
+            cat.update_job(id, JobState::Running, 10, None, "")
+                .await
+                .unwrap()
+        );
+        assert!(
+            cat.update_job(id, JobState::Failed, 10, None, "boom")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !cat.update_job(id, JobState::Succeeded, 20, None, "")
+                .await
+                .unwrap()
+        );
         let j = cat.job(id).await.unwrap().unwrap();
         assert_eq!(j.state, JobState::Failed);
         assert_eq!(j.message, "boom");

@@ -48,7 +48,10 @@ mod tests {
         super::super::Catalog::open(&path).await.unwrap();
         let cat = super::super::Catalog::open(&path).await.unwrap();
         let n: i64 = sqlx::Row::get(
-            &sqlx::query("SELECT COUNT(*) FROM schema_migrations").fetch_one(&cat.pool).await.unwrap(),
+            &sqlx::query("SELECT COUNT(*) FROM schema_migrations")
+                .fetch_one(&cat.pool)
+                .await
+                .unwrap(),
             0,
         );
         assert_eq!(n, super::MIGRATIONS.len() as i64);

@@ -34,7 +34,10 @@ impl FsStore {
                 let _ = fs::remove_file(e.path());
             }
         }
-        Ok(Self { root: Arc::new(root.to_path_buf()), tmp_seq: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            root: Arc::new(root.to_path_buf()),
+            tmp_seq: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
@@ -53,9 +56,16 @@ impl FsStore {
             sync_dir(&self.root.join("chunks"))?;
         }
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.root.join("tmp").join(format!("{}.{}.{seq}", id.to_hex(), std::process::id()));
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{}.{seq}", id.to_hex(), std::process::id()));
         let io = |e| StoreError::io(tmp.display(), e);
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(encoded).map_err(io)?;
         f.sync_all().map_err(io)?;
         drop(f);
@@ -67,7 +77,9 @@ impl FsStore {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir.display(), e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir.display(), e))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -106,7 +118,10 @@ impl ChunkStore for FsStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let dest = self.root.join("quarantine").join(format!("{}.{stamp}", id.to_hex()));
+        let dest = self
+            .root
+            .join("quarantine")
+            .join(format!("{}.{stamp}", id.to_hex()));
         blocking(move || match fs::rename(&path, &dest) {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             other => other.map_err(|e| StoreError::io(path.display(), e)),

@@ -25,7 +25,12 @@ impl ChunkStore for MemStore {
     }
 
     async fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        self.chunks.lock().unwrap().get(id).cloned().ok_or(StoreError::NotFound(*id))
+        self.chunks
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or(StoreError::NotFound(*id))
     }
 
     async fn exists(&self, id: &ChunkId) -> Result<bool, StoreError> {

@@ -15,12 +15,18 @@ pub enum StoreError {
     #[error("chunk {0} is not in the store")]
     NotFound(ChunkId),
     #[error("chunk store i/o on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
     pub fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
-        StoreError::Io { path: path.to_string(), source }
+        StoreError::Io {
+            path: path.to_string(),
+            source,
+        }
     }
 }
 
@@ -54,7 +60,10 @@ pub mod conformance {
         assert!(!store.exists(&id).await.unwrap());
         assert!(matches!(store.get(&id).await, Err(StoreError::NotFound(_))));
         assert!(store.put(&id, &enc).await.unwrap(), "first put stores");
-        assert!(!store.put(&id, &enc).await.unwrap(), "second put is a no-op");
+        assert!(
+            !store.put(&id, &enc).await.unwrap(),
+            "second put is a no-op"
+        );
         assert!(store.exists(&id).await.unwrap());
         assert_eq!(store.get(&id).await.unwrap(), enc);
 
@@ -75,7 +84,10 @@ pub mod conformance {
         store.quarantine(&id).await.unwrap();
         assert!(!store.exists(&id).await.unwrap());
         assert!(matches!(store.get(&id).await, Err(StoreError::NotFound(_))));
-        assert!(store.put(&id, &enc).await.unwrap(), "a quarantined chunk can be re-uploaded");
+        assert!(
+            store.put(&id, &enc).await.unwrap(),
+            "a quarantined chunk can be re-uploaded"
+        );
         assert_eq!(store.get(&id).await.unwrap(), enc);
     }
 }

@@ -38,7 +38,10 @@ pub async fn get(store: &dyn ChunkStore, id: &ChunkId) -> Result<VerifiedChunk, 
         Err(e) => {
             tracing::error!(chunk = %id, error = %e, "corrupt chunk in store; quarantining");
             store.quarantine(id).await.map_err(ReadError::Store)?;
-            Err(ReadError::Corrupt { id: *id, reason: e.to_string() })
+            Err(ReadError::Corrupt {
+                id: *id,
+                reason: e.to_string(),
+            })
         }
     }
 }

@@ -11,7 +11,11 @@ use crate::output::{Format, print_json, print_table};
 
 pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError> {
     let mut c = client::connect(config).await?;
-    let agents = c.list_agents(ListAgentsRequest {}).await?.into_inner().agents;
+    let agents = c
+        .list_agents(ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents;
     if format == Format::Json {
         let v: Vec<_> = agents
             .iter()
@@ -32,20 +36,51 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
     }
     let mut rows = Vec::new();
     for a in &agents {
-        let status = if a.connected { "connected" } else { "disconnected" }.to_string();
+        let status = if a.connected {
+            "connected"
+        } else {
+            "disconnected"
+        }
+        .to_string();
         let first = |rows: &mut Vec<Vec<String>>, inst: Vec<String>| {
             let mut row = vec![a.name.clone(), status.clone(), timefmt::utc(a.last_seen)];
             row.extend(inst);
             rows.push(row);
         };
         if a.instances.is_empty() {
-            first(&mut rows, vec!["-".into(), "-".into(), "-".into(), "-".into()]);
+            first(
+                &mut rows,
+                vec!["-".into(), "-".into(), "-".into(), "-".into()],
+            );
         }
         for i in &a.instances {
-            let state = if i.error.is_empty() { i.databases.join(",") } else { format!("error: {}", i.error) };
-            first(&mut rows, vec![i.name.clone(), i.engine.clone(), i.server_version.clone(), state]);
+            let state = if i.error.is_empty() {
+                i.databases.join(",")
+            } else {
+                format!("error: {}", i.error)
+            };
+            first(
+                &mut rows,
+                vec![
+                    i.name.clone(),
+                    i.engine.clone(),
+                    i.server_version.clone(),
+                    state,
+                ],
+            );
         }
     }
-    print_table(&["AGENT", "STATUS", "LAST SEEN", "INSTANCE", "ENGINE", "VERSION", "DATABASES"], &rows);
+    print_table(
+        &[
+            "AGENT",
+            "STATUS",
+            "LAST SEEN",
+            "INSTANCE",
+            "ENGINE",
+            "VERSION",
+            "DATABASES",
+        ],
+        &rows,
+    );
     Ok(Exit::Ok)
 }

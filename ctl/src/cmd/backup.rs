@@ -25,12 +25,23 @@ pub struct Args {
 
 pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Exit, CliError> {
     let mut c = client::connect(config).await?;
-    let job = c.start_backup(StartBackupRequest { instance: args.instance.clone(), kind: args.kind }).await?.into_inner();
+    let job = c
+        .start_backup(StartBackupRequest {
+            instance: args.instance.clone(),
+            kind: args.kind,
+        })
+        .await?
+        .into_inner();
     if !args.wait {
         if format == Format::Json {
-            print_json(&json!({"job_id": job.id, "agent": job.agent, "instance": job.instance, "state": job.state}));
+            print_json(
+                &json!({"job_id": job.id, "agent": job.agent, "instance": job.instance, "state": job.state}),
+            );
         } else {
-            println!("job {} started: {} backup of {} on agent {}", job.id, job.kind, job.instance, job.agent);
+            println!(
+                "job {} started: {} backup of {} on agent {}",
+                job.id, job.kind, job.instance, job.agent
+            );
         }
         return Ok(Exit::Ok);
     }
@@ -41,14 +52,24 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
         if format == Format::Json {
             print_json(&json!({"job_id": job.id, "state": job.state, "message": job.message}));
         }
-        return Err(CliError::new(Exit::Failed, format!("backup of {} failed: {}", args.instance, job.message)));
+        return Err(CliError::new(
+            Exit::Failed,
+            format!("backup of {} failed: {}", args.instance, job.message),
+        ));
     }
-    let b = c.get_backup(GetBackupRequest { id: job.backup_id }).await?.into_inner();
+    let b = c
+        .get_backup(GetBackupRequest { id: job.backup_id })
+        .await?
+        .into_inner();
     if format == Format::Json {
         print_json(&detail_json(&b));
     } else {
         print_detail(&b, format);
     }
     let status = b.summary.as_ref().map(|s| s.status.as_str()).unwrap_or("");
-    Ok(if status == "complete" { Exit::Ok } else { Exit::Failed })
+    Ok(if status == "complete" {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }

@@ -32,7 +32,9 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
         print_detail(&b, format);
         return Ok(Exit::Ok);
     }
-    let req = ListBackupsRequest { instance: args.instance.unwrap_or_default() };
+    let req = ListBackupsRequest {
+        instance: args.instance.unwrap_or_default(),
+    };
     let list = c.list_backups(req).await?.into_inner().backups;
     if format == Format::Json {
         print_json(&list.iter().map(summary_json).collect::<Vec<_>>());
@@ -56,7 +58,13 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
             ]
         })
         .collect();
-    print_table(&["ID", "INSTANCE", "KIND", "STATUS", "STARTED", "DURATION", "SIZE", "NEW", "WARNINGS", "REASON"], &rows);
+    print_table(
+        &[
+            "ID", "INSTANCE", "KIND", "STATUS", "STARTED", "DURATION", "SIZE", "NEW", "WARNINGS",
+            "REASON",
+        ],
+        &rows,
+    );
     Ok(Exit::Ok)
 }
 
@@ -64,7 +72,9 @@ fn duration(b: &BackupSummary) -> String {
     if b.finished_at == 0 {
         "-".into()
     } else {
-        tidemark_core::duration::human(std::time::Duration::from_secs((b.finished_at - b.started_at).max(0) as u64))
+        tidemark_core::duration::human(std::time::Duration::from_secs(
+            (b.finished_at - b.started_at).max(0) as u64,
+        ))
     }
 }
 
@@ -78,7 +88,11 @@ pub fn summary_json(b: &BackupSummary) -> Value {
 }
 
 pub fn detail_json(b: &BackupDetail) -> Value {
-    let mut v = b.summary.as_ref().map(summary_json).unwrap_or_else(|| json!({}));
+    let mut v = b
+        .summary
+        .as_ref()
+        .map(summary_json)
+        .unwrap_or_else(|| json!({}));
     v["warnings"] = json!(b.warnings);
     v["job_id"] = json!(b.job_id);
     v["server_version"] = json!(b.server_version);
@@ -113,7 +127,15 @@ pub fn print_detail(b: &BackupDetail, format: Format) {
     }
     field("started", timefmt::utc(s.started_at));
     field("finished", timefmt::utc(s.finished_at));
-    field("size", format!("{} in {} chunks, {} new in the store", bytes(s.raw_bytes), s.chunks, bytes(s.new_bytes)));
+    field(
+        "size",
+        format!(
+            "{} in {} chunks, {} new in the store",
+            bytes(s.raw_bytes),
+            s.chunks,
+            bytes(s.new_bytes)
+        ),
+    );
     field("server", b.server_version.clone());
     field("tool", b.tool_version.clone());
     println!();
@@ -121,11 +143,26 @@ pub fn print_detail(b: &BackupDetail, format: Format) {
         .parts
         .iter()
         .map(|p| {
-            let check = if p.check.is_empty() { "-".to_string() } else { format!("{}: {}", p.check, p.check_detail) };
-            vec![p.name.clone(), p.format.clone(), p.status.clone(), bytes(p.raw_bytes), p.chunks.to_string(), bytes(p.new_bytes), check]
+            let check = if p.check.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{}: {}", p.check, p.check_detail)
+            };
+            vec![
+                p.name.clone(),
+                p.format.clone(),
+                p.status.clone(),
+                bytes(p.raw_bytes),
+                p.chunks.to_string(),
+                bytes(p.new_bytes),
+                check,
+            ]
         })
         .collect();
-    print_table(&["PART", "FORMAT", "STATUS", "SIZE", "CHUNKS", "NEW", "CHECK"], &rows);
+    print_table(
+        &["PART", "FORMAT", "STATUS", "SIZE", "CHUNKS", "NEW", "CHECK"],
+        &rows,
+    );
     if !b.warnings.is_empty() {
         println!();
         for w in &b.warnings {

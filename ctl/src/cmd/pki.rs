@@ -10,7 +10,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use serde_json::json;
 use tidemark_core::identity::{Identity, Role};
@@ -60,7 +61,12 @@ fn failed(msg: impl Into<String>) -> CliError {
 pub fn run(format: Format, args: Args) -> Result<Exit, CliError> {
     let written = match args.cmd {
         Cmd::Init { dir, days } => init(&dir, days)?,
-        Cmd::Issue { dir, name, san, days } => issue(&dir, &name, &san, days)?,
+        Cmd::Issue {
+            dir,
+            name,
+            san,
+            days,
+        } => issue(&dir, &name, &san, days)?,
     };
     if format == Format::Json {
         print_json(&json!({ "files": written }));
@@ -80,71 +86,128 @@ fn validity(params: &mut CertificateParams, days: i64) {
 
 /// Write a new file, refusing to replace an existing one.
 fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), CliError> {
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            failed(format!("{} already exists; refusing to overwrite it", path.display()))
-        } else {
-            failed(format!("writing {}: {e}", path.display()))
-        }
-    })?;
-    f.write_all(contents.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| failed(format!("writing {}: {e}", path.display())))
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                failed(format!(
+                    "{} already exists; refusing to overwrite it",
+                    path.display()
+                ))
+            } else {
+                failed(format!("writing {}: {e}", path.display()))
+            }
+        })?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| failed(format!("writing {}: {e}", path.display())))
 }
 
 fn init(dir: &Path, days: i64) -> Result<Vec<PathBuf>, CliError> {
     fs::create_dir_all(dir).map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
     let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
     if key.exists() || crt.exists() {
-        return Err(failed(format!("{} already holds a CA; refusing to overwrite it", dir.display())));
+        return Err(failed(format!(
+            "{} already holds a CA; refusing to overwrite it",
+            dir.display()
+        )));
     }
     let kp = KeyPair::generate().map_err(|e| failed(format!("generating the CA key: {e}")))?;
     let mut params = CertificateParams::new(Vec::new()).map_err(|e| failed(e.to_string()))?;
-    params.distinguished_name.push(DnType::CommonName, "Tidemark fleet CA");
+    // A name of its own, so that certificates of two fleets' CAs are never confused.
+    let tag: String = kp
+        .public_key_raw()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("Tidemark fleet CA {tag}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     validity(&mut params, days);
-    let cert = params.self_signed(&kp).map_err(|e| failed(format!("signing the CA certificate: {e}")))?;
+    let cert = params
+        .self_signed(&kp)
+        .map_err(|e| failed(format!("signing the CA certificate: {e}")))?;
     write_new(&key, &kp.serialize_pem(), 0o600)?;
     write_new(&crt, &cert.pem(), 0o644)?;
     Ok(vec![crt, key])
 }
 
 fn issue(dir: &Path, name: &str, sans: &[String], days: i64) -> Result<Vec<PathBuf>, CliError> {
-    let id: Identity = name.parse().map_err(|e: tidemark_core::identity::IdentityError| usage(e.to_string()))?;
+    let id: Identity = name
+        .parse()
+        .map_err(|e: tidemark_core::identity::IdentityError| usage(e.to_string()))?;
     if !sans.is_empty() && id.role != Role::Controller {
         return Err(usage("--san applies to controller certificates only"));
     }
     let ca_key_path = dir.join("ca.key");
     let read = |p: &Path| {
         fs::read_to_string(p).map_err(|e| {
-            failed(format!("reading {}: {e}", p.display())).hint(format!("create the CA first: tidemark pki init --dir {}", dir.display()))
+            failed(format!("reading {}: {e}", p.display())).hint(format!(
+                "create the CA first: tidemark pki init --dir {}",
+                dir.display()
+            ))
         })
     };
     let ca_key_pem = read(&ca_key_path)?;
-    let mode = fs::metadata(&ca_key_path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    let mode = fs::metadata(&ca_key_path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
     if mode & 0o077 != 0 {
-        return Err(failed(format!("{} is readable by others (mode {mode:04o}); run: chmod 600 {}", ca_key_path.display(), ca_key_path.display())));
+        return Err(failed(format!(
+            "{} is readable by others (mode {mode:04o}); run: chmod 600 {}",
+            ca_key_path.display(),
+            ca_key_path.display()
+        )));
     }
     let ca_cert_pem = read(&dir.join("ca.crt"))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| failed(format!("{}: {e}", ca_key_path.display())))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).map_err(|e| failed(format!("{}/ca.crt: {e}", dir.display())))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .map_err(|e| failed(format!("{}: {e}", ca_key_path.display())))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)
+        .map_err(|e| failed(format!("{}/ca.crt: {e}", dir.display())))?;
 
     let mut names = vec![id.name.clone()];
     names.extend(sans.iter().cloned());
     let mut params = CertificateParams::new(names).map_err(|e| usage(format!("{name}: {e}")))?;
-    params.distinguished_name.push(DnType::CommonName, id.to_string());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, id.to_string());
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = match id.role {
-        Role::Controller => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Controller => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
         _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     validity(&mut params, days);
     let kp = KeyPair::generate().map_err(|e| failed(format!("generating a key: {e}")))?;
-    let cert = params.signed_by(&kp, &issuer).map_err(|e| failed(format!("signing {name}: {e}")))?;
+    let cert = params
+        .signed_by(&kp, &issuer)
+        .map_err(|e| failed(format!("signing {name}: {e}")))?;
     let stem = format!("{}-{}", id.role.as_str(), id.name);
-    let (crt, key) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+    let (crt, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
     if crt.exists() {
-        return Err(failed(format!("{} already exists; refusing to overwrite it", crt.display())));
+        return Err(failed(format!(
+            "{} already exists; refusing to overwrite it",
+            crt.display()
+        )));
     }
     write_new(&key, &kp.serialize_pem(), 0o600)?;
     write_new(&crt, &cert.pem(), 0o644)?;

@@ -65,7 +65,10 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
             "bytes": job.bytes_done, "message": job.message,
         }));
     } else if args.no_wait {
-        println!("job {} started: restore of backup {} on agent {}", job.id, args.backup, job.agent);
+        println!(
+            "job {} started: restore of backup {} on agent {}",
+            job.id, args.backup, job.agent
+        );
     } else if job.state == "succeeded" {
         println!("{}", job.message);
     }

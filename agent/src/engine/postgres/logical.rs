@@ -23,7 +23,10 @@ const FORMAT_SQL: &str = "sql";
 pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     let databases = pg.databases().await?;
     if databases.is_empty() {
-        return Err(JobFailure(format!("instance {} has no database to dump", pg.cfg.name)));
+        return Err(JobFailure(format!(
+            "instance {} has no database to dump",
+            pg.cfg.name
+        )));
     }
     let warnings = long_transactions(pg).await;
     let mut parts = vec![GLOBALS.to_string()];
@@ -40,26 +43,52 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
         server_version,
         tool_version,
     };
-    let backup = BackupId(client.begin_backup(begin).await.map_err(|s| s.message().to_string())?.into_inner().backup_id);
+    let backup = BackupId(
+        client
+            .begin_backup(begin)
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner()
+            .backup_id,
+    );
     tracing::info!(%backup, instance = %pg.cfg.name, parts = parts.len(), warnings = warnings.len(), "logical backup started");
 
     match dump_and_check(ctx, pg, backup, &databases).await {
         Ok((checks, stored, new)) => {
-            let finish = FinishBackupRequest { backup_id: backup.0, error: String::new(), checks };
-            let r = client.finish_backup(finish).await.map_err(|s| s.message().to_string())?.into_inner();
+            let finish = FinishBackupRequest {
+                backup_id: backup.0,
+                error: String::new(),
+                checks,
+            };
+            let r = client
+                .finish_backup(finish)
+                .await
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
             if r.status != "complete" {
-                return Err(JobFailure(format!("backup {backup} {}: {}", r.status, r.reason)));
+                return Err(JobFailure(format!(
+                    "backup {backup} {}: {}",
+                    r.status, r.reason
+                )));
             }
             Ok(format!(
                 "backup {backup} complete: {} parts, {} dumped, {} new in the store{}",
                 parts.len(),
                 human_bytes(stored),
                 human_bytes(new),
-                if warnings.is_empty() { String::new() } else { format!(", {} warning(s)", warnings.len()) }
+                if warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warning(s)", warnings.len())
+                }
             ))
         }
         Err(f) => {
-            let finish = FinishBackupRequest { backup_id: backup.0, error: f.0.clone(), checks: Vec::new() };
+            let finish = FinishBackupRequest {
+                backup_id: backup.0,
+                error: f.0.clone(),
+                checks: Vec::new(),
+            };
             if let Err(s) = client.finish_backup(finish).await {
                 tracing::warn!(%backup, error = %s, "could not record the backup's failure");
             }
@@ -78,16 +107,25 @@ async fn dump_and_check(
     let (mut stored, mut new) = (0, 0);
     let mut globals = pg.command("pg_dumpall");
     globals.args(["--globals-only", "--no-password", "-l", "postgres"]);
-    let part = Part { backup, name: GLOBALS, format: FORMAT_SQL };
+    let part = Part {
+        backup,
+        name: GLOBALS,
+        format: FORMAT_SQL,
+    };
     let ack = upload_tool_output(&ctx.client, part, globals, &ctx.progress).await?;
     stored += ack.raw_bytes;
     new += ack.new_bytes;
     for db in databases {
         let mut dump = pg.command("pg_dump");
         // -Z0: chunking can only deduplicate an uncompressed stream; zstd compresses after.
-        dump.args(["--format=custom", "--compress=0", "--no-password", "-d"]).arg(dbname_conninfo(db));
+        dump.args(["--format=custom", "--compress=0", "--no-password", "-d"])
+            .arg(dbname_conninfo(db));
         let name = format!("db:{db}");
-        let part = Part { backup, name: &name, format: FORMAT_CUSTOM };
+        let part = Part {
+            backup,
+            name: &name,
+            format: FORMAT_CUSTOM,
+        };
         let ack = upload_tool_output(&ctx.client, part, dump, &ctx.progress).await?;
         stored += ack.raw_bytes;
         new += ack.new_bytes;
@@ -130,14 +168,28 @@ async fn long_transactions(pg: &Pg) -> Vec<String> {
 /// The globals are SQL text; a complete dump ends with pg_dumpall's closing banner.
 async fn check_globals(ctx: &JobContext, backup: BackupId) -> PartCheck {
     let mut buf: Vec<u8> = Vec::new();
-    let detail = match download_part(&ctx.client, backup, GLOBALS, 0, &mut buf, &Default::default()).await {
+    let detail = match download_part(
+        &ctx.client,
+        backup,
+        GLOBALS,
+        0,
+        &mut buf,
+        &Default::default(),
+    )
+    .await
+    {
         Err(e) => Err(e.to_string()),
         Ok(n) => {
             let text = String::from_utf8_lossy(&buf);
             if text.contains("PostgreSQL database cluster dump complete") {
-                Ok(format!("pg_dumpall globals, {n} bytes, ends with its completion banner"))
+                Ok(format!(
+                    "pg_dumpall globals, {n} bytes, ends with its completion banner"
+                ))
             } else {
-                Err("the globals dump lacks pg_dumpall's completion banner; it is truncated".to_string())
+                Err(
+                    "the globals dump lacks pg_dumpall's completion banner; it is truncated"
+                        .to_string(),
+                )
             }
         }
     };
@@ -148,35 +200,68 @@ async fn check_globals(ctx: &JobContext, backup: BackupId) -> PartCheck {
 /// of contents. pg_restore may stop reading once it has the TOC; that is fine if it exits 0.
 async fn check_custom_dump(ctx: &JobContext, pg: &Pg, backup: BackupId, part: &str) -> PartCheck {
     let mut cmd = pg.command("pg_restore");
-    cmd.arg("--list").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let program = pg.program("pg_restore").display().to_string();
-    let mut child = match tokio::process::Command::from(cmd).kill_on_drop(true).spawn() {
+    let mut child = match tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+    {
         Ok(c) => c,
-        Err(source) => return part_check(part, Err(tool::ToolError::Spawn { program, source }.to_string())),
+        Err(source) => {
+            return part_check(
+                part,
+                Err(tool::ToolError::Spawn { program, source }.to_string()),
+            );
+        }
     };
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let feed = async {
-        let r = download_part(&ctx.client, backup, part, 0, &mut stdin, &Default::default()).await;
+        let r = download_part(
+            &ctx.client,
+            backup,
+            part,
+            0,
+            &mut stdin,
+            &Default::default(),
+        )
+        .await;
         drop(stdin);
         r
     };
     let read_out = async {
         let (mut out, mut err) = (String::new(), String::new());
-        let _ = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+        let _ = tokio::join!(
+            stdout.read_to_string(&mut out),
+            stderr.read_to_string(&mut err)
+        );
         (out, err)
     };
     let (fed, (out, err)) = tokio::join!(feed, read_out);
     let status = child.wait().await;
     let detail = match (status, fed) {
         (Err(e), _) => Err(format!("pg_restore --list: {e}")),
-        (Ok(s), _) if !s.success() => Err(format!("pg_restore --list {}: {}", tool::describe(s), err.trim())),
+        (Ok(s), _) if !s.success() => Err(format!(
+            "pg_restore --list {}: {}",
+            tool::describe(s),
+            err.trim()
+        )),
         // A sink error only means pg_restore stopped reading after the TOC.
-        (Ok(_), Err(e)) if !matches!(e, crate::download::DownloadError::Sink { .. }) => Err(e.to_string()),
+        (Ok(_), Err(e)) if !matches!(e, crate::download::DownloadError::Sink { .. }) => {
+            Err(e.to_string())
+        }
         (Ok(_), _) => {
-            let entries = out.lines().filter(|l| !l.trim().is_empty() && !l.starts_with(';')).count();
-            Ok(format!("pg_restore --list read the archive: {entries} TOC entries"))
+            let entries = out
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+                .count();
+            Ok(format!(
+                "pg_restore --list read the archive: {entries} TOC entries"
+            ))
         }
     };
     part_check(part, detail)
@@ -184,7 +269,15 @@ async fn check_custom_dump(ctx: &JobContext, pg: &Pg, backup: BackupId, part: &s
 
 fn part_check(part: &str, detail: Result<String, String>) -> PartCheck {
     match detail {
-        Ok(d) => PartCheck { part: part.into(), ok: true, detail: d },
-        Err(d) => PartCheck { part: part.into(), ok: false, detail: d },
+        Ok(d) => PartCheck {
+            part: part.into(),
+            ok: true,
+            detail: d,
+        },
+        Err(d) => PartCheck {
+            part: part.into(),
+            ok: false,
+            detail: d,
+        },
     }
 }

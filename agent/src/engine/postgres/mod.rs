@@ -49,7 +49,13 @@ impl Pg {
     /// environment (never in argv, where passwords would show in ps).
     pub fn command(&self, tool: &str) -> std::process::Command {
         let mut c = std::process::Command::new(self.program(tool));
-        for var in ["PGDATABASE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGPASSWORD"] {
+        for var in [
+            "PGDATABASE",
+            "PGSERVICE",
+            "PGSERVICEFILE",
+            "PGOPTIONS",
+            "PGPASSWORD",
+        ] {
             c.env_remove(var);
         }
         c.env("PGHOST", &self.cfg.host)
@@ -66,16 +72,34 @@ impl Pg {
     /// Run one SQL statement in `db` and return its unaligned, tuples-only output.
     pub async fn query(&self, db: &str, sql: &str) -> Result<String, ToolError> {
         let mut cmd = self.command("psql");
-        cmd.args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-F", "\t", "-d"])
-            .arg(dbname_conninfo(db))
-            .arg("-c")
-            .arg(sql)
-            .stdin(Stdio::null());
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-F",
+            "\t",
+            "-d",
+        ])
+        .arg(dbname_conninfo(db))
+        .arg("-c")
+        .arg(sql)
+        .stdin(Stdio::null());
         let program = self.program("psql").display().to_string();
-        let out = tokio::time::timeout(Duration::from_secs(60), tokio::process::Command::from(cmd).output())
-            .await
-            .map_err(|_| ToolError::Failed { tool: "psql".into(), status: "timed out after 60s".into(), stderr: String::new() })?
-            .map_err(|source| ToolError::Spawn { program, source })?;
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::from(cmd).output(),
+        )
+        .await
+        .map_err(|_| ToolError::Failed {
+            tool: "psql".into(),
+            status: "timed out after 60s".into(),
+            stderr: String::new(),
+        })?
+        .map_err(|source| ToolError::Spawn { program, source })?;
         if !out.status.success() {
             return Err(ToolError::Failed {
                 tool: "psql".into(),
@@ -93,7 +117,12 @@ impl Pg {
     /// The cluster's system identifier; needs superuser or pg_monitor-like rights, so a
     /// failure to read it is not fatal.
     pub async fn system_identifier(&self) -> String {
-        self.query("postgres", "SELECT system_identifier FROM pg_control_system()").await.unwrap_or_default()
+        self.query(
+            "postgres",
+            "SELECT system_identifier FROM pg_control_system()",
+        )
+        .await
+        .unwrap_or_default()
     }
 
     /// The databases a logical backup dumps: the configured list, or every database that
@@ -105,7 +134,11 @@ impl Pg {
         let out = self
             .query("postgres", "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname")
             .await?;
-        Ok(out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 
     /// `pg_dump (PostgreSQL) 15.18`.
@@ -113,7 +146,10 @@ impl Pg {
         let mut cmd = self.command(tool);
         cmd.arg("--version").stdin(Stdio::null());
         let program = self.program(tool).display().to_string();
-        let out = tokio::process::Command::from(cmd).output().await.map_err(|source| ToolError::Spawn { program, source })?;
+        let out = tokio::process::Command::from(cmd)
+            .output()
+            .await
+            .map_err(|source| ToolError::Spawn { program, source })?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }

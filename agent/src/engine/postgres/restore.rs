@@ -18,7 +18,13 @@ use crate::tool::{self, ToolError};
 pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
     let db = &job.into_database;
     let exists = pg
-        .query("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = {}", quote_literal(db)))
+        .query(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = {}",
+                quote_literal(db)
+            ),
+        )
         .await?
         == "1";
     if exists {
@@ -39,7 +45,11 @@ pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
             )));
         }
     } else {
-        pg.query("postgres", &format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db))).await?;
+        pg.query(
+            "postgres",
+            &format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db)),
+        )
+        .await?;
     }
     let backup = BackupId(job.backup_id);
     match restore_into(ctx, pg, job, backup).await {
@@ -52,9 +62,19 @@ pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
         Err(f) => {
             let mut msg = format!("restore of backup {backup} into {db} failed: {}", f.0);
             if !exists {
-                match pg.query("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db))).await {
-                    Ok(_) => msg.push_str(&format!("; the partly restored database {db} was dropped")),
-                    Err(e) => msg.push_str(&format!("; dropping the partly restored database {db} failed too: {e}")),
+                match pg
+                    .query(
+                        "postgres",
+                        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db)),
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        msg.push_str(&format!("; the partly restored database {db} was dropped"))
+                    }
+                    Err(e) => msg.push_str(&format!(
+                        "; dropping the partly restored database {db} failed too: {e}"
+                    )),
                 }
             }
             Err(JobFailure(msg))
@@ -64,7 +84,8 @@ pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
 
 fn pg_restore_command(pg: &Pg, job: &RestoreJob) -> std::process::Command {
     let mut cmd = pg.command("pg_restore");
-    cmd.args(["--exit-on-error", "--no-password", "-d"]).arg(dbname_conninfo(&job.into_database));
+    cmd.args(["--exit-on-error", "--no-password", "-d"])
+        .arg(dbname_conninfo(&job.into_database));
     if job.clean {
         cmd.args(["--clean", "--if-exists"]);
     }
@@ -76,7 +97,12 @@ fn pg_restore_command(pg: &Pg, job: &RestoreJob) -> std::process::Command {
 
 /// Stream into pg_restore's stdin, or, for parallel restore (which needs a seekable file),
 /// spool to a temp file first.
-async fn restore_into(ctx: &JobContext, pg: &Pg, job: &RestoreJob, backup: BackupId) -> Result<u64, JobFailure> {
+async fn restore_into(
+    ctx: &JobContext,
+    pg: &Pg,
+    job: &RestoreJob,
+    backup: BackupId,
+) -> Result<u64, JobFailure> {
     let mut cmd = pg_restore_command(pg, job);
     let spool = if job.jobs > 1 {
         let file = tempfile::Builder::new()
@@ -84,16 +110,28 @@ async fn restore_into(ctx: &JobContext, pg: &Pg, job: &RestoreJob, backup: Backu
             .tempfile_in(&ctx.spool_dir)
             .map_err(|e| format!("creating a spool file in {}: {e}", ctx.spool_dir.display()))?;
         let mut out = tokio::fs::File::create(file.path()).await?;
-        download_part(&ctx.client, backup, &job.part, ctx.job_id, &mut out, &ctx.progress).await?;
+        download_part(
+            &ctx.client,
+            backup,
+            &job.part,
+            ctx.job_id,
+            &mut out,
+            &ctx.progress,
+        )
+        .await?;
         out.sync_all().await?;
         cmd.arg(format!("--jobs={}", job.jobs)).arg(file.path());
         Some(file)
     } else {
         None
     };
-    cmd.stdin(if spool.is_some() { Stdio::null() } else { Stdio::piped() })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.stdin(if spool.is_some() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let program = pg.program("pg_restore").display().to_string();
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
@@ -109,7 +147,15 @@ async fn restore_into(ctx: &JobContext, pg: &Pg, job: &RestoreJob, backup: Backu
         match child.stdin.take() {
             None => Ok(0),
             Some(mut stdin) => {
-                let r = download_part(&ctx.client, backup, &job.part, ctx.job_id, &mut stdin, &ctx.progress).await;
+                let r = download_part(
+                    &ctx.client,
+                    backup,
+                    &job.part,
+                    ctx.job_id,
+                    &mut stdin,
+                    &ctx.progress,
+                )
+                .await;
                 drop(stdin);
                 r
             }
@@ -117,18 +163,34 @@ async fn restore_into(ctx: &JobContext, pg: &Pg, job: &RestoreJob, backup: Backu
     };
     let (fed, err) = tokio::join!(feed, collect_err);
     let status = child.wait().await?;
-    let err_tail: String = err.chars().rev().take(tool::STDERR_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
+    let err_tail: String = err
+        .chars()
+        .rev()
+        .take(tool::STDERR_TAIL)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     // A failed download is the cause even if pg_restore then failed on the short input;
     // a sink error only means pg_restore died first, and its stderr says why.
     let bytes = match fed {
         Err(e) if !matches!(e, DownloadError::Sink { .. }) => return Err(e.into()),
         _ if !status.success() => {
             let (status, stderr) = (tool::describe(status), err_tail);
-            return Err(ToolError::Failed { tool: "pg_restore".into(), status, stderr }.into());
+            return Err(ToolError::Failed {
+                tool: "pg_restore".into(),
+                status,
+                stderr,
+            }
+            .into());
         }
         Err(e) => return Err(e.into()),
         Ok(b) => b,
     };
     drop(spool);
-    Ok(if bytes > 0 { bytes } else { ctx.progress.done() })
+    Ok(if bytes > 0 {
+        bytes
+    } else {
+        ctx.progress.done()
+    })
 }

@@ -1,0 +1,351 @@
+//! A whole fleet for a test: a CA, a controller, agents, and an admin CLI, all real
+//! processes talking mTLS on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::pg::PgCluster;
+use crate::process::{Daemon, run, wait_for};
+use crate::{TestDir, bin};
+
+/// A fleet CA in `dir/NAME`.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn init(dir: &Path) -> Self {
+        let out = run(Command::new(bin("tidemark"))
+            .args(["pki", "init", "--dir"])
+            .arg(dir));
+        assert!(
+            out.status.success(),
+            "pki init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir: dir.into() }
+    }
+
+    /// Issue ROLE:NAME, or reuse the one issued before; returns (cert, key).
+    pub fn issue(&self, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+        let stem = name.replace(':', "-");
+        let files = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        if files.0.exists() {
+            return files;
+        }
+        let out = run(Command::new(bin("tidemark"))
+            .args(["pki", "issue", "--dir"])
+            .arg(&self.dir)
+            .args(["--name", name])
+            .args(extra));
+        assert!(
+            out.status.success(),
+            "pki issue {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        files
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    pub fn tls_toml(&self, cert: &Path, key: &Path) -> String {
+        format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.ca().display(),
+            cert.display(),
+            key.display()
+        )
+    }
+}
+
+pub struct Controller {
+    pub daemon: Daemon,
+    pub data_dir: PathBuf,
+    pub url: String,
+}
+
+impl Controller {
+    pub fn start(dir: &Path, pki: &Pki) -> Self {
+        let (cert, key) = pki.issue("controller:localhost", &["--san", "127.0.0.1"]);
+        let data_dir = dir.join("controller");
+        let config = dir.join("controller.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\nlisten = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n{}",
+                data_dir.display(),
+                pki.tls_toml(&cert, &key)
+            ),
+        )
+        .unwrap();
+        Self::start_with(dir, &config, data_dir)
+    }
+
+    /// Start (or restart) on an existing config.
+    pub fn start_with(dir: &Path, config: &Path, data_dir: PathBuf) -> Self {
+        let addr_file = data_dir.join("controller.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(bin("tidemark-controller"));
+        cmd.arg("--config").arg(config);
+        let mut daemon = Daemon::spawn("controller", cmd, &dir.join("controller.log"));
+        let addr = wait_for("the controller to listen", Duration::from_secs(20), || {
+            if let Some(status) = daemon.has_exited() {
+                panic!("controller exited with {status}: {}", daemon.log_text());
+            }
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        });
+        let port = addr.trim().rsplit(':').next().unwrap().to_string();
+        Self {
+            daemon,
+            data_dir,
+            url: format!("https://localhost:{port}"),
+        }
+    }
+
+    /// Paths of every chunk file in the filesystem store.
+    pub fn chunk_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let root = self.data_dir.join("store/chunks");
+        for fan in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(fan.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                out.push(f.path());
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// An operator's CLI, configured through a config file like a real one.
+pub struct Cli {
+    pub config: PathBuf,
+}
+
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    fn from(out: Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+impl Cli {
+    pub fn new(dir: &Path, pki: &Pki, identity: &str, controller_url: &str) -> Self {
+        let (cert, key) = pki.issue(identity, &[]);
+        Self::with_files(dir, &pki.ca(), &cert, &key, controller_url)
+    }
+
+    pub fn with_files(
+        dir: &Path,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        controller_url: &str,
+    ) -> Self {
+        let config = dir.join(format!(
+            "cli-{}.toml",
+            cert.file_stem().unwrap().to_string_lossy()
+        ));
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\ncontroller = \"{controller_url}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        Self { config }
+    }
+
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        CliOutput::from(run(Command::new(bin("tidemark"))
+            .env("TIDEMARK_CONFIG", &self.config)
+            .args(args)))
+    }
+
+    /// Run with `--output json`, asserting success.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.run(&a);
+        assert_eq!(
+            out.code, 0,
+            "tidemark {args:?} failed: {}{}",
+            out.stdout, out.stderr
+        );
+        out.json()
+    }
+}
+
+pub struct Agent {
+    pub daemon: Daemon,
+    pub name: String,
+    pub config: PathBuf,
+}
+
+impl Agent {
+    /// Start agent NAME with `instances` (TOML `[[instance]]` tables) and wait until the
+    /// controller lists it as connected.
+    pub fn start(
+        dir: &Path,
+        pki: &Pki,
+        name: &str,
+        controller: &Controller,
+        admin: &Cli,
+        instances: &str,
+    ) -> Self {
+        let (cert, key) = pki.issue(&format!("agent:{name}"), &[]);
+        let config = dir.join(format!("agent-{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\ncontroller = \"{}\"\nspool-dir = \"{}\"\n{}{}",
+                controller.url,
+                dir.display(),
+                pki.tls_toml(&cert, &key),
+                instances
+            ),
+        )
+        .unwrap();
+        let agent = Self::spawn(dir, name, &config);
+        agent.wait_connected(admin);
+        agent
+    }
+
+    pub fn spawn(dir: &Path, name: &str, config: &Path) -> Self {
+        let mut cmd = Command::new(bin("tidemark-agent"));
+        cmd.arg("--config").arg(config);
+        let daemon = Daemon::spawn(
+            &format!("agent {name}"),
+            cmd,
+            &dir.join(format!("agent-{name}.log")),
+        );
+        Self {
+            daemon,
+            name: name.into(),
+            config: config.into(),
+        }
+    }
+
+    /// Start the agent process again (after a kill), logging to a new file.
+    pub fn restart(&mut self, dir: &Path, admin: &Cli) {
+        self.daemon.kill9();
+        let mut cmd = Command::new(bin("tidemark-agent"));
+        cmd.arg("--config").arg(&self.config);
+        let log = dir.join(format!("agent-{}-restarted.log", self.name));
+        self.daemon = Daemon::spawn(&format!("agent {} (restarted)", self.name), cmd, &log);
+        self.wait_connected(admin);
+    }
+
+    pub fn wait_connected(&self, admin: &Cli) {
+        wait_for(
+            &format!("agent {} to connect", self.name),
+            Duration::from_secs(30),
+            || {
+                let agents = admin.json(&["agents"]);
+                agents
+                    .as_array()?
+                    .iter()
+                    .any(|a| a["name"] == self.name.as_str() && a["connected"] == true)
+                    .then_some(())
+            },
+        );
+    }
+}
+
+/// The `[[instance]]` table for a test cluster.
+pub fn pg_instance_toml(name: &str, pg: &PgCluster, extra: &str) -> String {
+    format!(
+        "[[instance]]\nname = \"{name}\"\nengine = \"postgresql\"\nhost = \"{}\"\nuser = \"postgres\"\nbin-dir = \"{}\"\n{extra}\n",
+        pg.socket_dir.display(),
+        crate::pg::PG_BIN
+    )
+}
+
+/// The common setup: one PostgreSQL cluster, a controller, agent `db1` owning instance
+/// `demo-pg`, and an admin CLI.
+pub struct Fleet {
+    pub dir: TestDir,
+    pub pg: PgCluster,
+    pub pki: Pki,
+    pub controller: Controller,
+    pub admin: Cli,
+    pub agent: Agent,
+}
+
+impl Fleet {
+    pub fn start(label: &str) -> Self {
+        Self::start_with(label, "")
+    }
+
+    /// `instance_extra` is appended to demo-pg's instance table (e.g. `databases = [...]`).
+    pub fn start_with(label: &str, instance_extra: &str) -> Self {
+        let dir = TestDir::new(label);
+        let pg = PgCluster::start(dir.path());
+        let pki = Pki::init(&dir.path().join("pki"));
+        let controller = Controller::start(dir.path(), &pki);
+        let admin = Cli::new(dir.path(), &pki, "admin:ops", &controller.url);
+        let instance = pg_instance_toml("demo-pg", &pg, instance_extra);
+        let agent = Agent::start(dir.path(), &pki, "db1", &controller, &admin, &instance);
+        Self {
+            dir,
+            pg,
+            pki,
+            controller,
+            admin,
+            agent,
+        }
+    }
+
+    /// Run a logical backup of demo-pg to the end; returns the backup's JSON detail and the
+    /// CLI's exit code.
+    pub fn backup(&self) -> (Value, i32) {
+        let out = self.admin.run(&[
+            "backup",
+            "--instance",
+            "demo-pg",
+            "--kind",
+            "logical",
+            "--wait",
+            "--output",
+            "json",
+        ]);
+        (out.json(), out.code)
+    }
+
+    pub fn restore(&self, backup: i64, args: &[&str]) -> crate::fleet::CliOutput {
+        let id = backup.to_string();
+        let mut a = vec!["restore", "--backup", &id, "--host", "db1"];
+        a.extend(args);
+        self.admin.run(&a)
+    }
+}

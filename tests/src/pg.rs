@@ -1,0 +1,163 @@
+//! Throwaway PostgreSQL clusters: initdb into the test dir, a unix socket only (no TCP port
+//! to collide on), run as the postgres user when the tests run as root.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::run;
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct PgCluster {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    /// The socket directory, which libpq takes as its host.
+    pub socket_dir: PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+impl PgCluster {
+    /// initdb and start a cluster under `parent/pg`.
+    pub fn start(parent: &Path) -> Self {
+        let initdb = Path::new(PG_BIN).join("initdb");
+        assert!(
+            initdb.exists(),
+            "{} is missing: install PostgreSQL 15 (apt-get install postgresql-15); .ci/run does this",
+            initdb.display()
+        );
+        let dir = parent.join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        let owner = if crate::running_as_root() {
+            let ids = crate::user_ids("postgres")
+                .expect("the postgres OS user must exist (PostgreSQL refuses to run as root)");
+            std::os::unix::fs::chown(&dir, Some(ids.0), Some(ids.1)).unwrap();
+            Some(ids)
+        } else {
+            None
+        };
+        let me = Self {
+            data: dir.join("data"),
+            socket_dir: dir.clone(),
+            dir,
+            owner,
+        };
+        let out = run(me
+            .server_cmd("initdb")
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&me.data));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conf = format!(
+            "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nshared_buffers = 32MB\nmax_connections = 30\n",
+            me.socket_dir.display()
+        );
+        let pgconf = me.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&pgconf).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&pgconf, text).unwrap();
+        let out = run(me
+            .server_cmd("pg_ctl")
+            .arg("-D")
+            .arg(&me.data)
+            .arg("-l")
+            .arg(me.dir.join("server.log"))
+            .args(["-w", "start"]));
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            me.server_log()
+        );
+        me
+    }
+
+    fn server_cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(Path::new(PG_BIN).join(tool));
+        if let Some((uid, gid)) = self.owner {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// A psql command connected to `db` as the superuser.
+    pub fn psql_cmd(&self, db: &str) -> Command {
+        let mut c = Command::new(Path::new(PG_BIN).join("psql"));
+        c.arg("-h").arg(&self.socket_dir).args([
+            "-U",
+            "postgres",
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+        ]);
+        c
+    }
+
+    /// Run SQL and return its trimmed, unaligned output; panics on error.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let out = run(self.psql_cmd(db).arg("-c").arg(sql));
+        assert!(
+            out.status.success(),
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = run(self.psql_cmd(db).arg("-c").arg(sql));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// One md5 per user table, over its rows in a stable order: equal fingerprints mean
+    /// equal data.
+    pub fn fingerprint(&self, db: &str) -> Vec<(String, String)> {
+        let tables = self.sql(
+            db,
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+        );
+        tables
+            .lines()
+            .map(|t| {
+                let md5 = self.sql(db, &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x"));
+                (t.to_string(), md5)
+            })
+            .collect()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = run(self.server_cmd("pg_ctl").arg("-D").arg(&self.data).args([
+            "-m",
+            "immediate",
+            "stop",
+        ]));
+    }
+}

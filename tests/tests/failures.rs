@@ -1,0 +1,152 @@
+//! What happens when things go wrong: a failing pg_dump, an agent killed mid-stream, a
+//! chunk corrupted on disk. Nothing half-stored may look complete, and nothing corrupt may
+//! be restored.
+
+use std::time::Duration;
+
+use tidemark_tests::fleet::Fleet;
+use tidemark_tests::process::wait_for;
+
+#[test]
+fn pg_dump_failure_gives_a_failed_backup_carrying_the_stderr_reason() {
+    let f = Fleet::start_with("dumpfail", "databases = [\"no_such_db\"]");
+    let (b, code) = f.backup();
+    assert_eq!(code, 1, "{b}");
+    assert_eq!(b["status"], "failed");
+    let reason = b["reason"].as_str().unwrap();
+    assert!(reason.contains("pg_dump exited with status 1"), "{reason}");
+    assert!(
+        reason.contains("database \"no_such_db\" does not exist"),
+        "stderr tail missing: {reason}"
+    );
+    // The part is not stored, and the failed backup cannot be restored.
+    let part = b["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "db:no_such_db")
+        .unwrap();
+    assert_eq!(part["status"], "missing");
+    let out = f.restore(b["id"].as_i64().unwrap(), &["--into-database", "x"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("not complete"), "{}", out.stderr);
+}
+
+#[test]
+fn an_agent_killed_mid_stream_leaves_a_failed_backup_that_cannot_be_restored() {
+    let mut f = Fleet::start_with("kill9", "databases = [\"bulk\"]");
+    f.pg.sql("postgres", "CREATE DATABASE bulk");
+    f.pg.sql(
+        "bulk",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS v FROM generate_series(1, 1500000) g",
+    );
+    let out = f.admin.run(&["backup", "--instance", "demo-pg"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Kill the agent once the stream has started moving bytes.
+    let backup_id = wait_for(
+        "the backup to start streaming",
+        Duration::from_secs(30),
+        || {
+            let list = f.admin.json(&["backups"]);
+            let b = list.as_array()?.first()?.clone();
+            (b["status"] == "running")
+                .then(|| b["id"].as_i64())
+                .flatten()
+        },
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    f.agent.daemon.kill9();
+    let id = backup_id.to_string();
+    let b = wait_for(
+        "the backup to be marked failed",
+        Duration::from_secs(30),
+        || {
+            let b = f.admin.json(&["backups", "show", &id]);
+            (b["status"] != "running").then_some(b)
+        },
+    );
+    assert_eq!(b["status"], "failed", "{b}");
+    let reason = b["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("disconnected") || reason.contains("interrupted"),
+        "{reason}"
+    );
+    assert!(
+        b["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["status"] == "missing"),
+        "a killed backup cannot have stored every part: {b}"
+    );
+    // Bring the agent back: the failed backup is refused, a new one works.
+    f.agent.restart(f.dir.path(), &f.admin);
+    let out = f.restore(backup_id, &["--into-database", "bulk_copy"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("failed, not complete"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        f.pg.try_sql("bulk_copy", "SELECT 1").is_err(),
+        "a refused restore must not create the database"
+    );
+    let (next, code) = f.backup();
+    assert_eq!(
+        (code, next["status"].as_str()),
+        (0, Some("complete")),
+        "{next}"
+    );
+}
+
+#[test]
+fn a_chunk_corrupted_on_disk_makes_restore_refuse_and_name_it() {
+    let f = Fleet::start_with("corrupt", "databases = [\"app\"]");
+    f.pg.sql("postgres", "CREATE DATABASE app");
+    f.pg.sql(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 300000) g",
+    );
+    let (b, code) = f.backup();
+    assert_eq!(code, 0, "{b}");
+    let id = b["id"].as_i64().unwrap();
+
+    // Flip one byte in the middle of every stored chunk.
+    let files = f.controller.chunk_files();
+    assert!(files.len() >= 3, "expected several chunks, found {files:?}");
+    for path in &files {
+        let mut bytes = std::fs::read(path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(path, bytes).unwrap();
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+
+    let out = f.restore(id, &["--into-database", "app_copy"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        names
+            .iter()
+            .any(|n| out.stderr.contains(&format!("chunk {n}"))),
+        "the error must name the corrupt chunk: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("corrupt"), "{}", out.stderr);
+    assert!(
+        f.pg.try_sql("app_copy", "SELECT 1").is_err(),
+        "the partly restored database must be dropped"
+    );
+    // The bad chunk was quarantined; a second attempt is refused before anything starts.
+    let out = f.restore(id, &["--into-database", "app_copy2"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("missing or was found corrupt"),
+        "{}",
+        out.stderr
+    );
+    assert!(f.pg.try_sql("app_copy2", "SELECT 1").is_err());
+}

@@ -1,0 +1,249 @@
+//! Identity comes from certificates, and each identity may do only its own job.
+
+use std::time::Duration;
+
+use tidemark_core::chunk;
+use tidemark_core::config::TlsFiles;
+use tidemark_core::ids::ChunkId;
+use tidemark_core::tls::TlsMaterial;
+use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::upload_part_message::Msg;
+use tidemark_proto::{
+    BeginBackupRequest, EncodedChunk, InstanceInfo, PartHeader, RegisterRequest, UploadPartMessage,
+};
+use tidemark_tests::fleet::{Agent, Cli, Fleet, Pki, pg_instance_toml};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A raw gRPC client holding `identity`'s certificate, for calls the real agent would never
+/// make.
+fn raw_agent(
+    f: &Fleet,
+    identity: &str,
+    rt: &tokio::runtime::Runtime,
+) -> AgentServiceClient<Channel> {
+    let (cert, key) = f.pki.issue(identity, &[]);
+    let tls = TlsMaterial::load(&TlsFiles {
+        ca: f.pki.ca(),
+        cert,
+        key,
+    })
+    .unwrap();
+    let channel = rt
+        .block_on(
+            tls.endpoint(&f.controller.url, Some(Duration::from_secs(30)))
+                .unwrap()
+                .connect(),
+        )
+        .unwrap();
+    AgentServiceClient::new(channel)
+}
+
+fn register(
+    rt: &tokio::runtime::Runtime,
+    c: &mut AgentServiceClient<Channel>,
+    host: &str,
+    instances: Vec<InstanceInfo>,
+) -> Result<(), tonic::Status> {
+    let req = RegisterRequest {
+        host: host.into(),
+        agent_version: "test".into(),
+        tools: vec![],
+        instances,
+    };
+    rt.block_on(c.register(req)).map(|_| ())
+}
+
+fn instance(name: &str) -> InstanceInfo {
+    InstanceInfo {
+        name: name.into(),
+        engine: "postgresql".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_client_certificate_from_a_foreign_ca_is_rejected() {
+    let f = Fleet::start("foreignca");
+    let foreign = Pki::init(&f.dir.path().join("foreign-pki"));
+    let (cert, key) = foreign.issue("admin:mallory", &[]);
+    // Trusts the real CA for the server, but presents a certificate the fleet CA never signed.
+    let cli = Cli::with_files(f.dir.path(), &f.pki.ca(), &cert, &key, &f.controller.url);
+    let out = cli.run(&["agents"]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("certificate"),
+        "the error must say what was wrong: {}",
+        out.stderr
+    );
+
+    // An agent with such a certificate never gets registered.
+    let (acert, akey) = foreign.issue("agent:rogue", &[]);
+    let cfg = f.dir.path().join("agent-rogue.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 1\ncontroller = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}",
+            f.controller.url,
+            f.pki.ca().display(),
+            acert.display(),
+            akey.display(),
+            pg_instance_toml("rogue-pg", &f.pg, "")
+        ),
+    )
+    .unwrap();
+    let rogue = Agent::spawn(f.dir.path(), "rogue", &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    let agents = f.admin.json(&["agents"]);
+    assert!(!agents.to_string().contains("rogue"), "{agents}");
+    assert!(
+        rogue
+            .daemon
+            .log_text()
+            .contains("cannot reach the controller"),
+        "{}",
+        rogue.daemon.log_text()
+    );
+}
+
+#[test]
+fn identities_may_do_only_their_own_job() {
+    let f = Fleet::start("roles");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // An agent certificate cannot use the admin service.
+    let (cert, key) = f.pki.issue("agent:db9", &[]);
+    let as_agent = Cli::with_files(f.dir.path(), &f.pki.ca(), &cert, &key, &f.controller.url);
+    let out = as_agent.run(&["agents"]);
+    assert_eq!(out.code, 3);
+    assert!(
+        out.stderr.contains("agent:db9 may not list agents"),
+        "{}",
+        out.stderr
+    );
+
+    // Another agent cannot claim demo-pg, nor pretend to be another host.
+    let mut db2 = raw_agent(&f, "agent:db2", &rt);
+    let e = register(&rt, &mut db2, "db2", vec![instance("demo-pg")]).unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("already registered to agent db1"),
+        "{}",
+        e.message()
+    );
+    let e = register(&rt, &mut db2, "db1", vec![]).unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("certificate is for agent:db2"),
+        "{}",
+        e.message()
+    );
+    register(&rt, &mut db2, "db2", vec![instance("other-pg")]).unwrap();
+
+    // ...nor back it up.
+    let begin = BeginBackupRequest {
+        instance: "demo-pg".into(),
+        kind: "logical".into(),
+        parts: vec!["db:app".into()],
+        ..Default::default()
+    };
+    let e = rt.block_on(db2.begin_backup(begin.clone())).unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("belongs to agent db1"),
+        "{}",
+        e.message()
+    );
+
+    // ...nor write into a backup db1 began.
+    let mut db1 = raw_agent(&f, "agent:db1", &rt);
+    let backup = rt
+        .block_on(db1.begin_backup(begin))
+        .unwrap()
+        .into_inner()
+        .backup_id;
+    let header = UploadPartMessage {
+        msg: Some(Msg::Header(PartHeader {
+            backup_id: backup,
+            part: "db:app".into(),
+            format: "sql".into(),
+        })),
+    };
+    let e = rt
+        .block_on(db2.upload_part(tokio_stream::iter(vec![header])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+
+    // The CLI reports it too: db2's instance exists, but the admin can only start what the
+    // owning agent runs; and a restore onto an unknown host is refused.
+    let out = f.admin.run(&[
+        "restore",
+        "--backup",
+        &backup.to_string(),
+        "--host",
+        "db2",
+        "--into-database",
+        "x",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("not complete"), "{}", out.stderr);
+}
+
+#[test]
+fn a_chunk_whose_bytes_do_not_match_its_id_is_rejected() {
+    let f = Fleet::start("badchunk");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut db1 = raw_agent(&f, "agent:db1", &rt);
+    let begin = BeginBackupRequest {
+        instance: "demo-pg".into(),
+        kind: "logical".into(),
+        parts: vec!["db:app".into()],
+        ..Default::default()
+    };
+    let backup = rt
+        .block_on(db1.begin_backup(begin))
+        .unwrap()
+        .into_inner()
+        .backup_id;
+
+    let claimed = b"the bytes the id promises".repeat(100);
+    let sent = b"different bytes entirely!".repeat(100);
+    let msgs = vec![
+        UploadPartMessage {
+            msg: Some(Msg::Header(PartHeader {
+                backup_id: backup,
+                part: "db:app".into(),
+                format: "sql".into(),
+            })),
+        },
+        UploadPartMessage {
+            msg: Some(Msg::Chunk(EncodedChunk {
+                id: ChunkId::of(&claimed).0.to_vec(),
+                raw_len: sent.len() as u32,
+                data: chunk::encode(&sent),
+            })),
+        },
+    ];
+    let e = rt
+        .block_on(db1.upload_part(tokio_stream::iter(msgs)))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("does not match its id"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        f.controller.chunk_files().is_empty(),
+        "nothing may be stored for a rejected chunk"
+    );
+    let b = f.admin.json(&["backups", "show", &backup.to_string()]);
+    assert_eq!(b["status"], "failed", "{b}");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its id"),
+        "{b}"
+    );
+}
