@@ -67,6 +67,9 @@ pub async fn upload_tool_output(
         source,
     })?;
     let stdout = child.stdout.take().expect("piped stdout");
+    // A 1 MiB pipe instead of 64 KiB: fewer wake-ups of the tool and of the chunker. Best
+    // effort; the kernel may cap it (/proc/sys/fs/pipe-max-size).
+    let _ = rustix::pipe::fcntl_setpipe_size(&stdout, 1 << 20);
     let stderr = child.stderr.take().expect("piped stderr");
     let stderr_tail = tokio::task::spawn_blocking(move || tool::read_tail(stderr));
 

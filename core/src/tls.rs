@@ -32,6 +32,11 @@ pub enum TlsError {
     Transport(String),
 }
 
+/// HTTP/2 flow-control windows for both ends: room for a few chunks in flight per stream.
+/// The 64 KiB default makes every chunk wait for window updates.
+pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// The loaded, checked PEM files of one process.
 pub struct TlsMaterial {
     ca_pem: Vec<u8>,
@@ -121,6 +126,8 @@ impl TlsMaterial {
             .tls_config(self.client_config())
             .map_err(|e| TlsError::Transport(e.to_string()))?
             .connect_timeout(Duration::from_secs(10))
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);

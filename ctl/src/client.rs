@@ -134,3 +134,39 @@ pub async fn connect(config_path: Option<&Path>) -> Result<AdminServiceClient<Ch
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tidemark.example.toml");
+        let (_, c) = load_config(Some(&p)).unwrap();
+        assert!(c.controller.starts_with("https://"));
+        assert!(c.tls.key.ends_with("admin-alice.key"));
+    }
+
+    #[test]
+    fn status_codes_map_to_stable_exit_codes() {
+        use tonic::Status;
+        assert_eq!(
+            CliError::from(Status::invalid_argument("x")).exit,
+            Exit::Usage
+        );
+        assert_eq!(
+            CliError::from(Status::permission_denied("x")).exit,
+            Exit::Unreachable
+        );
+        assert_eq!(
+            CliError::from(Status::unavailable("x")).exit,
+            Exit::Unreachable
+        );
+        assert_eq!(
+            CliError::from(Status::failed_precondition("x")).exit,
+            Exit::Failed
+        );
+        assert_eq!(CliError::from(Status::data_loss("x")).exit, Exit::Failed);
+        assert_eq!(CliError::from(Status::not_found("x")).exit, Exit::Failed);
+    }
+}

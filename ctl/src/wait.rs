@@ -24,7 +24,7 @@ pub async fn until_done(
             info.bytes_total,
             start.elapsed().as_secs_f64(),
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         info = client
             .get_job(GetJobRequest { id: info.id })
             .await?

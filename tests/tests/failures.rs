@@ -150,3 +150,50 @@ fn a_chunk_corrupted_on_disk_makes_restore_refuse_and_name_it() {
     );
     assert!(f.pg.try_sql("app_copy2", "SELECT 1").is_err());
 }
+
+#[test]
+fn agents_reconnect_after_a_controller_restart_and_interrupted_work_is_failed() {
+    let mut f = Fleet::start_with("restart", "databases = [\"bulk\"]");
+    f.pg.sql("postgres", "CREATE DATABASE bulk");
+    f.pg.sql(
+        "bulk",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS v FROM generate_series(1, 1500000) g",
+    );
+    // Pin the port the controller got, so the agent's config stays right across the restart.
+    let config = f.dir.path().join("controller.toml");
+    let port = f.controller.url.rsplit(':').next().unwrap().to_string();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).unwrap();
+
+    let out = f.admin.run(&["backup", "--instance", "demo-pg"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = wait_for("the backup to start", Duration::from_secs(30), || {
+        let list = f.admin.json(&["backups"]);
+        let b = list.as_array()?.first()?.clone();
+        (b["status"] == "running")
+            .then(|| b["id"].as_i64())
+            .flatten()
+    });
+    f.controller.daemon.kill9();
+    let data_dir = f.controller.data_dir.clone();
+    f.controller = tidemark_tests::fleet::Controller::start_with(f.dir.path(), &config, data_dir);
+    f.agent.wait_connected(&f.admin);
+
+    let b = f.admin.json(&["backups", "show", &id.to_string()]);
+    assert_eq!(b["status"], "failed", "{b}");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap()
+            .contains("controller restarted"),
+        "{b}"
+    );
+    let (next, code) = f.backup();
+    assert_eq!(
+        (code, next["status"].as_str()),
+        (0, Some("complete")),
+        "{next}"
+    );
+}

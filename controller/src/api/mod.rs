@@ -64,6 +64,9 @@ pub async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .tls_config(tls.server_config())?
+        // Room for a few chunks in flight per stream; the 64 KiB default stalls uploads.
+        .initial_stream_window_size(Some(tidemark_core::tls::STREAM_WINDOW))
+        .initial_connection_window_size(Some(tidemark_core::tls::CONNECTION_WINDOW))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_service(agent)

@@ -4,11 +4,15 @@
 //! part counts as stored only when that digest, the byte count and the chunk count all match
 //! the agent's trailer. The response is the agent's durable acknowledgement.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use tidemark_core::chunk;
 use tidemark_core::ids::{BackupId, ChunkId};
 use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{EncodedChunk, PartTrailer, UploadPartMessage, UploadPartResponse};
+use tokio::task::JoinHandle;
 use tonic::Streaming;
 
 use super::State;
@@ -17,9 +21,11 @@ use crate::catalog::{ManifestEntry, NewChunk, PartStats};
 
 /// Manifest lines are committed to the catalog in batches of this many.
 const MANIFEST_BATCH: usize = 64;
+/// Chunks being checked and stored at once, per upload (each holds up to 8 MiB).
+const IN_FLIGHT: usize = 4;
 
-struct PartUpload<'a> {
-    state: &'a State,
+struct PartUpload {
+    state: Arc<State>,
     backup: BackupId,
     part: String,
     hasher: Sha256,
@@ -31,7 +37,7 @@ struct PartUpload<'a> {
 /// Run an upload. Any failure after the header fails the backup with the reason, except a
 /// stream the agent closed early on purpose (it reports its own reason through FinishBackup).
 pub async fn receive(
-    state: &State,
+    state: &Arc<State>,
     agent: &str,
     mut stream: Streaming<UploadPartMessage>,
 ) -> ApiResult<UploadPartResponse> {
@@ -86,7 +92,7 @@ pub async fn receive(
     }
     state.catalog.clear_manifest(backup, &header.part).await?;
     let mut up = PartUpload {
-        state,
+        state: state.clone(),
         backup,
         part: header.part.clone(),
         hasher: Sha256::new(),
@@ -113,6 +119,69 @@ pub async fn receive(
     })
 }
 
+/// A chunk checked against its id and durably stored, or found intact in the store.
+struct Checked {
+    id: ChunkId,
+    plaintext: Vec<u8>,
+    /// Set when the agent sent the bytes (not a dedup reference).
+    new: Option<NewChunk>,
+    newly_stored: bool,
+}
+
+/// Verify one uploaded chunk and store it. Runs concurrently with its neighbours, so that
+/// decoding, hashing and fsync latency overlap; results are taken back in stream order.
+async fn check_and_store(state: Arc<State>, c: EncodedChunk) -> ApiResult<Checked> {
+    let id = ChunkId::from_slice(&c.id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let checked = if c.data.is_empty() {
+        // A dedup hit: the agent trusts our copy, so check it is really there and intact.
+        let stored = state.read_chunk(&id).await?;
+        Checked {
+            id,
+            plaintext: stored.plaintext,
+            new: None,
+            newly_stored: false,
+        }
+    } else {
+        let data = c.data;
+        let (data, decoded) = tokio::task::spawn_blocking(move || {
+            let decoded = chunk::decode(&id, &data);
+            (data, decoded)
+        })
+        .await
+        .map_err(|e| ApiError::InvalidArgument(format!("decoding chunk {id}: {e}")))?;
+        let plaintext = decoded.map_err(|e| {
+            ApiError::InvalidArgument(format!(
+                "{e}; the chunk was rejected, nothing was stored for it"
+            ))
+        })?;
+        let newly_stored = state.store.put(&id, &data).await?;
+        let new = NewChunk {
+            id,
+            raw_len: plaintext.len() as u32,
+            stored_len: data.len() as u64,
+        };
+        Checked {
+            id,
+            plaintext,
+            new: Some(new),
+            newly_stored,
+        }
+    };
+    if checked.plaintext.len() != c.raw_len as usize {
+        return Err(ApiError::InvalidArgument(format!(
+            "chunk {id} is {} bytes but was announced as {}",
+            checked.plaintext.len(),
+            c.raw_len
+        )));
+    }
+    Ok(checked)
+}
+
+async fn joined(task: JoinHandle<ApiResult<Checked>>) -> ApiResult<Checked> {
+    task.await
+        .map_err(|e| ApiError::InvalidArgument(format!("chunk task failed: {e}")))?
+}
+
 enum Failure {
     /// The agent closed the stream without a trailer.
     EndedEarly,
@@ -125,12 +194,13 @@ impl<E: Into<ApiError>> From<E> for Failure {
     }
 }
 
-impl PartUpload<'_> {
+impl PartUpload {
     async fn run(
         &mut self,
         stream: &mut Streaming<UploadPartMessage>,
         format: &str,
     ) -> Result<UploadPartResponse, Failure> {
+        let mut in_flight: VecDeque<JoinHandle<ApiResult<Checked>>> = VecDeque::new();
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m.msg,
@@ -144,8 +214,19 @@ impl PartUpload<'_> {
                 }
             };
             match msg {
-                Some(Msg::Chunk(c)) => self.chunk(c).await?,
-                Some(Msg::Trailer(t)) => return self.finish(t, format).await,
+                Some(Msg::Chunk(c)) => {
+                    if in_flight.len() >= IN_FLIGHT {
+                        let done = in_flight.pop_front().expect("non-empty");
+                        self.absorb(joined(done).await?).await?;
+                    }
+                    in_flight.push_back(tokio::spawn(check_and_store(self.state.clone(), c)));
+                }
+                Some(Msg::Trailer(t)) => {
+                    while let Some(done) = in_flight.pop_front() {
+                        self.absorb(joined(done).await?).await?;
+                    }
+                    return self.finish(t, format).await;
+                }
                 Some(Msg::Header(_)) | None => {
                     return Err(ApiError::InvalidArgument(
                         "unexpected message in a part upload".into(),
@@ -156,58 +237,24 @@ impl PartUpload<'_> {
         }
     }
 
-    async fn chunk(&mut self, c: EncodedChunk) -> Result<(), Failure> {
-        let id =
-            ChunkId::from_slice(&c.id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        let plain_len = if c.data.is_empty() {
-            // A dedup hit: the agent trusts our copy, so check it is really there and intact.
-            let stored = self.state.read_chunk(&id).await?;
-            self.hasher.update(&stored.plaintext);
-            stored.plaintext.len()
-        } else {
-            let (data, hasher) = (c.data, std::mem::take(&mut self.hasher));
-            let (data, hasher, decoded) = tokio::task::spawn_blocking(move || {
-                let mut hasher = hasher;
-                let decoded = chunk::decode(&id, &data).map(|p| {
-                    hasher.update(&p);
-                    p.len()
-                });
-                (data, hasher, decoded)
-            })
-            .await
-            .map_err(|e| ApiError::InvalidArgument(format!("decoding chunk {id}: {e}")))?;
-            self.hasher = hasher;
-            let len = decoded.map_err(|e| {
-                ApiError::InvalidArgument(format!(
-                    "{e}; the chunk was rejected, nothing was stored for it"
-                ))
-            })?;
-            if self.state.store.put(&id, &data).await? {
+    /// Take a checked chunk into the part, in stream order.
+    async fn absorb(&mut self, checked: Checked) -> Result<(), Failure> {
+        self.hasher.update(&checked.plaintext);
+        if let Some(new) = checked.new {
+            if checked.newly_stored {
                 self.stats.new_chunks += 1;
-                self.stats.new_bytes += data.len() as u64;
+                self.stats.new_bytes += new.stored_len;
             }
             // Recorded even when another backup stored it first: the row is idempotent.
-            self.pending_new.push(NewChunk {
-                id,
-                raw_len: len as u32,
-                stored_len: data.len() as u64,
-            });
-            len
-        };
-        if plain_len != c.raw_len as usize {
-            return Err(ApiError::InvalidArgument(format!(
-                "chunk {id} is {plain_len} bytes but was announced as {}",
-                c.raw_len
-            ))
-            .into());
+            self.pending_new.push(new);
         }
         self.pending.push(ManifestEntry {
             seq: self.stats.chunks,
-            id,
-            raw_len: c.raw_len,
+            id: checked.id,
+            raw_len: checked.plaintext.len() as u32,
         });
         self.stats.chunks += 1;
-        self.stats.raw_bytes += plain_len as u64;
+        self.stats.raw_bytes += checked.plaintext.len() as u64;
         if self.pending.len() >= MANIFEST_BATCH {
             self.flush().await?;
         }

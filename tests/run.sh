@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs all of Tidemark's tests on a Debian 12 machine with Rust: installs what the tests need
+# (idempotently), builds the binaries the end-to-end tests start, and runs the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. deploy/lib/common.sh
+
+need_packages postgresql-15 postgresql-client-15
+[ -x "$PG_BIN/initdb" ] || die "$PG_BIN/initdb is missing after installing postgresql-15"
+id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (postgresql-common creates it)"
+
+cargo build --workspace --bins --locked
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
