@@ -293,13 +293,14 @@ pub fn pg_instance_toml(name: &str, pg: &PgCluster, extra: &str) -> String {
 
 /// The common setup: one PostgreSQL cluster, a controller, agent `db1` owning instance
 /// `demo-pg`, and an admin CLI.
+/// Fields drop in order: processes first, the directory (with their logs) last.
 pub struct Fleet {
-    pub dir: TestDir,
-    pub pg: PgCluster,
-    pub pki: Pki,
-    pub controller: Controller,
-    pub admin: Cli,
     pub agent: Agent,
+    pub controller: Controller,
+    pub pg: PgCluster,
+    pub admin: Cli,
+    pub pki: Pki,
+    pub dir: TestDir,
 }
 
 impl Fleet {

@@ -204,7 +204,13 @@ impl PartUpload {
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m.msg,
-                Ok(None) => return Err(Failure::EndedEarly),
+                Ok(None) => {
+                    // A chunk already received may still prove bad; that is the failure then.
+                    while let Some(done) = in_flight.pop_front() {
+                        joined(done).await?;
+                    }
+                    return Err(Failure::EndedEarly);
+                }
                 Err(status) => {
                     return Err(ApiError::FailedPrecondition(format!(
                         "upload interrupted: {}",
