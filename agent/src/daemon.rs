@@ -68,7 +68,7 @@ async fn session(
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| SessionError::Transport(error_chain(&e)))?;
+        .map_err(|e| SessionError::Transport(tidemark_core::text::error_chain(&e)))?;
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
@@ -94,18 +94,6 @@ async fn session(
         tokio::spawn(async move { run_job(client, config, job).await });
     }
     Ok(())
-}
-
-/// The full cause of a transport error (tonic nests the TLS reason several levels down).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
 
 /// Tool versions and instance facts for registration. An instance that cannot be reached

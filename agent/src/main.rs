@@ -34,13 +34,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    tidemark_core::daemon::init_logging();
     let setup = AgentConfig::load(&args.config).map_err(|e| e.to_string()).and_then(|c| {
         let tls = TlsMaterial::load(&c.tls).map_err(|e| e.to_string())?;
         if tls.identity.role != Role::Agent {
@@ -63,7 +57,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         tokio::select! {
             r = daemon::run(Arc::new(config), tls) => r,
-            _ = shutdown_signal() => { tracing::info!("agent stopping"); Ok(()) }
+            _ = tidemark_core::daemon::shutdown_signal() => { tracing::info!("agent stopping"); Ok(()) }
         }
     });
     match result {
@@ -72,14 +66,5 @@ fn main() -> ExitCode {
             eprintln!("tidemark-agent: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

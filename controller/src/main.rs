@@ -31,13 +31,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    tidemark_core::daemon::init_logging();
     let config = match ControllerConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -97,16 +91,13 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     std::fs::write(&addr_file, format!("{addr}\n"))
         .with_context(|| format!("writing {}", addr_file.display()))?;
     tracing::info!(%addr, identity = %tls.identity, "controller listening");
-    api::serve(state, &tls, listener, shutdown_signal()).await?;
+    api::serve(
+        state,
+        &tls,
+        listener,
+        tidemark_core::daemon::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("controller stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -10,8 +10,10 @@
 pub mod chunk;
 pub mod chunker;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod identity;
 pub mod ids;
+pub mod text;
 pub mod timefmt;
 pub mod tls;

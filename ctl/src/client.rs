@@ -51,7 +51,7 @@ impl From<tonic::Status> for CliError {
             InvalidArgument => CliError::new(Exit::Usage, message),
             Unauthenticated | PermissionDenied => CliError::new(Exit::Unreachable, message),
             Unavailable | DeadlineExceeded | Unknown | Cancelled => {
-                let detail = transport_detail(&s);
+                let detail = tidemark_core::text::error_chain(&s);
                 let lower = detail.to_lowercase();
                 let tls_trouble = ["certificate", "alert", "connection closed", "handshake"]
                     .iter()
@@ -74,20 +74,6 @@ impl From<tonic::Status> for CliError {
             _ => CliError::new(Exit::Failed, message),
         }
     }
-}
-
-fn transport_detail(s: &tonic::Status) -> String {
-    let mut text = s.message().to_string();
-    let mut src = std::error::Error::source(s);
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
-        }
-        src = cause.source();
-    }
-    text
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,13 +103,7 @@ pub async fn connect(config_path: Option<&Path>) -> Result<AdminServiceClient<Ch
         .endpoint(&cfg.controller, Some(Duration::from_secs(60)))
         .map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
     let channel = endpoint.connect().await.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(c) = src {
-            msg.push_str(": ");
-            msg.push_str(&c.to_string());
-            src = c.source();
-        }
+        let msg = tidemark_core::text::error_chain(&e);
         CliError::new(
             Exit::Unreachable,
             format!("cannot reach the controller at {}: {msg}", cfg.controller),

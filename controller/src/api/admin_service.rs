@@ -56,12 +56,7 @@ fn restore_part(b: &BackupRow, database: &str) -> ApiResult<String> {
 
 impl AdminApi {
     async fn job_info(&self, id: JobId) -> ApiResult<pb::JobInfo> {
-        let j = self
-            .state
-            .catalog
-            .job(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+        let j = self.state.job(id).await?;
         Ok(convert::job(&j))
     }
 
@@ -132,13 +127,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::BackupDetail>, Status> {
         admin(&req, "read backups")?;
         let id = BackupId(req.into_inner().id);
-        let b = self
-            .state
-            .catalog
-            .backup(id)
-            .await
-            .map_err(ApiError::from)?;
-        let b = b.ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))?;
+        let b = self.state.backup(id).await?;
         Ok(Response::new(convert::backup_detail(&b)))
     }
 
@@ -190,8 +179,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let cat = &self.state.catalog;
         let id = BackupId(r.backup_id);
-        let b = cat.backup(id).await.map_err(ApiError::from)?;
-        let b = b.ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))?;
+        let b = self.state.backup(id).await?;
         if b.status != "complete" {
             let why = if b.reason.is_empty() {
                 String::new()

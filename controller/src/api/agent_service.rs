@@ -33,12 +33,7 @@ fn agent_name<T>(req: &Request<T>, what: &str) -> ApiResult<String> {
 
 impl AgentApi {
     async fn own_backup(&self, agent: &str, id: BackupId) -> ApiResult<BackupRow> {
-        let b = self
-            .state
-            .catalog
-            .backup(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))?;
+        let b = self.state.backup(id).await?;
         if b.agent != agent {
             return Err(ApiError::PermissionDenied(format!(
                 "backup {id} belongs to agent {}, not to agent {agent}",
@@ -49,12 +44,7 @@ impl AgentApi {
     }
 
     async fn own_job(&self, agent: &str, id: JobId) -> ApiResult<JobRow> {
-        let j = self
-            .state
-            .catalog
-            .job(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+        let j = self.state.job(id).await?;
         if j.agent != agent {
             return Err(ApiError::PermissionDenied(format!(
                 "job {id} was given to agent {}, not to agent {agent}",
@@ -329,7 +319,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<PartStream>, Status> {
         let agent = agent_name(&req, "read backups")?;
         let r = req.into_inner();
-        let b = self.own_or_any_backup(BackupId(r.backup_id)).await?;
+        let b = self.state.backup(BackupId(r.backup_id)).await?;
         self.may_read(&agent, &b, &r.part, JobId(r.job_id)).await?;
         Ok(Response::new(
             read::stream_part(self.state.clone(), b.id, &r.part).await?,
@@ -382,15 +372,5 @@ impl AgentService for AgentApi {
             status: after.status,
             reason: after.reason,
         }))
-    }
-}
-
-impl AgentApi {
-    async fn own_or_any_backup(&self, id: BackupId) -> ApiResult<BackupRow> {
-        self.state
-            .catalog
-            .backup(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("backup {id} does not exist")))
     }
 }

@@ -11,7 +11,7 @@ mod upload;
 
 use std::sync::Arc;
 
-use tidemark_core::ids::ChunkId;
+use tidemark_core::ids::{BackupId, ChunkId, JobId};
 use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::MAX_MESSAGE_BYTES;
 use tidemark_proto::admin_service_server::AdminServiceServer;
@@ -19,7 +19,7 @@ use tidemark_proto::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::catalog::Catalog;
+use crate::catalog::{BackupRow, Catalog, JobRow};
 use crate::store::ChunkStore;
 use crate::store::verified::{self, ReadError, VerifiedChunk};
 use error::ApiResult;
@@ -32,6 +32,22 @@ pub struct State {
 }
 
 impl State {
+    /// A backup from the catalog, or NotFound.
+    pub async fn backup(&self, id: BackupId) -> ApiResult<BackupRow> {
+        self.catalog
+            .backup(id)
+            .await?
+            .ok_or_else(|| error::ApiError::NotFound(format!("backup {id} does not exist")))
+    }
+
+    /// A job from the catalog, or NotFound.
+    pub async fn job(&self, id: JobId) -> ApiResult<JobRow> {
+        self.catalog
+            .job(id)
+            .await?
+            .ok_or_else(|| error::ApiError::NotFound(format!("job {id} does not exist")))
+    }
+
     /// Read a chunk with its digest checked. A chunk found missing or corrupt is also dropped
     /// from the catalog, so that it is no longer offered for dedup and a later upload of the
     /// same content heals it.

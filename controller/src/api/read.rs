@@ -21,11 +21,7 @@ pub type PartStream = ReceiverStream<Result<ReadPartMessage, Status>>;
 /// chunk of it is missing or corrupt; a chunk found corrupt while streaming ends the stream
 /// with an error naming it.
 pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> ApiResult<PartStream> {
-    let row = state
-        .catalog
-        .backup(backup)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("backup {backup} does not exist")))?;
+    let row = state.backup(backup).await?;
     let p = row
         .part(part)
         .filter(|p| p.stored)

@@ -58,11 +58,7 @@ pub async fn receive(
         }
     };
     let backup = BackupId(header.backup_id);
-    let row = state
-        .catalog
-        .backup(backup)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("backup {backup} does not exist")))?;
+    let row = state.backup(backup).await?;
     if row.agent != agent {
         return Err(ApiError::PermissionDenied(format!(
             "backup {backup} belongs to agent {}; agent {agent} may not write to it",

@@ -12,7 +12,9 @@ use tokio::io::AsyncReadExt;
 
 use super::{Pg, dbname_conninfo};
 use crate::download::download_part;
-use crate::job::{JobContext, JobFailure, JobResult, human_bytes};
+use tidemark_core::text::bytes as human_bytes;
+
+use crate::job::{JobContext, JobFailure, JobResult};
 use crate::tool;
 use crate::upload::{Part, upload_tool_output};
 

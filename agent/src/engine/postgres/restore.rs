@@ -12,7 +12,9 @@ use tokio::io::AsyncReadExt;
 
 use super::{Pg, dbname_conninfo, quote_ident, quote_literal};
 use crate::download::{DownloadError, download_part};
-use crate::job::{JobContext, JobFailure, JobResult, human_bytes};
+use tidemark_core::text::bytes as human_bytes;
+
+use crate::job::{JobContext, JobFailure, JobResult};
 use crate::tool::{self, ToolError};
 
 pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
