@@ -118,3 +118,37 @@ fn a_long_open_transaction_is_recorded_as_a_warning() {
         shown.stdout
     );
 }
+
+#[test]
+fn backup_and_restore_draw_progress_only_on_a_terminal() {
+    let f = Fleet::start("progress");
+    // script(1) gives the CLI a pseudo-terminal as stdout.
+    let on_tty = |args: &str| {
+        let cmd = format!("{} {args}", bin("tidemark").display());
+        let out = run(Command::new("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .env("TIDEMARK_CONFIG", &f.admin.config));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{cmd}: {text}");
+        text
+    };
+    let shown = on_tty("backup --instance demo-pg --wait");
+    assert!(
+        shown.contains("\r\x1b[2Kbackup demo-pg"),
+        "no progress line drawn: {shown:?}"
+    );
+    assert!(shown.contains("complete"), "{shown}");
+    let shown = on_tty("restore --backup 1 --host db1 --database postgres --into-database copy");
+    assert!(
+        shown.contains("\r\x1b[2Krestore copy"),
+        "no progress line drawn: {shown:?}"
+    );
+    // Without a terminal nothing is drawn, so scripts get clean output.
+    let plain = f.admin.run(&["backup", "--instance", "demo-pg", "--wait"]);
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert!(
+        !plain.stdout.contains('\r') && !plain.stdout.contains('\x1b'),
+        "{:?}",
+        plain.stdout
+    );
+}

@@ -47,8 +47,16 @@ impl FsStore {
 
     fn put_blocking(&self, id: &ChunkId, encoded: &[u8]) -> Result<bool, StoreError> {
         let path = self.chunk_path(id);
-        if path.exists() {
-            return Ok(false);
+        // A file can be here without the catalog knowing it (an upload that failed before
+        // its manifest was committed). Adopt it only if it holds exactly these verified
+        // bytes; otherwise replace it below, atomically.
+        match fs::read(&path) {
+            Ok(existing) if existing == encoded => return Ok(false),
+            Ok(_) => {
+                tracing::warn!(chunk = %id, "stored chunk differs from a verified upload; replacing it")
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(path.display(), e)),
         }
         let dir = path.parent().expect("chunk path has a parent");
         if !dir.exists() {
@@ -138,6 +146,21 @@ mod tests {
     async fn conformance() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::run(Arc::new(FsStore::open(dir.path()).unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_replaced_by_a_verified_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let id = ChunkId::of(b"x");
+        store.put(&id, b"good bytes").await.unwrap();
+        fs::write(store.chunk_path(&id), b"rotten").unwrap();
+        assert!(
+            store.put(&id, b"good bytes").await.unwrap(),
+            "the damaged copy is replaced"
+        );
+        assert_eq!(store.get(&id).await.unwrap(), b"good bytes");
+        assert!(!store.put(&id, b"good bytes").await.unwrap());
     }
 
     #[tokio::test]
