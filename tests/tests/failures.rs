@@ -197,3 +197,41 @@ fn agents_reconnect_after_a_controller_restart_and_interrupted_work_is_failed() 
         "{next}"
     );
 }
+
+#[test]
+fn a_missing_tool_is_named_with_a_hint() {
+    let f = Fleet::start("notool");
+    let instance = format!(
+        "[[instance]]\nname = \"other-pg\"\nengine = \"postgresql\"\nhost = \"{}\"\nbin-dir = \"/nonexistent/bin\"\n",
+        f.pg.socket_dir.display()
+    );
+    let _db2 = tidemark_tests::fleet::Agent::start(
+        f.dir.path(),
+        &f.pki,
+        "db2",
+        &f.controller,
+        &f.admin,
+        &instance,
+    );
+    let agents = f.admin.json(&["agents"]);
+    let db2 = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "db2")
+        .unwrap();
+    let err = db2["instances"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("/nonexistent/bin/psql") && err.contains("set bin-dir"),
+        "{err}"
+    );
+
+    let out = f.admin.run(&["backup", "--instance", "other-pg", "--wait"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("cannot run /nonexistent/bin/"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("set bin-dir"), "{}", out.stderr);
+}
