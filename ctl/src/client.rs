@@ -52,28 +52,37 @@ impl From<tonic::Status> for CliError {
             Unauthenticated | PermissionDenied => CliError::new(Exit::Unreachable, message),
             Unavailable | DeadlineExceeded | Unknown | Cancelled => {
                 let detail = tidemark_core::text::error_chain(&s);
-                let lower = detail.to_lowercase();
-                let tls_trouble = ["certificate", "alert", "connection closed", "handshake"]
-                    .iter()
-                    .any(|w| lower.contains(w));
+                // A status with a source came from our side of the connection (hyper, h2,
+                // rustls), not from the controller: the connection itself failed.
+                let dropped = std::error::Error::source(&s).is_some() || looks_like_tls(&detail);
                 let err = CliError::new(
                     Exit::Unreachable,
                     format!("cannot talk to the controller: {detail}"),
                 );
-                if tls_trouble {
-                    // With TLS 1.3 the server checks the client certificate after the client
-                    // thinks the handshake is done, so a refusal shows up only as a closed
-                    // connection.
-                    err.hint(
-                        "the controller closes the connection when it refuses a client certificate: check that `cert` in the config was issued by this fleet's CA (tidemark pki issue)",
-                    )
-                } else {
-                    err
-                }
+                if dropped { err.hint(CERT_HINT) } else { err }
             }
             _ => CliError::new(Exit::Failed, message),
         }
     }
+}
+
+/// With TLS 1.3 the server checks the client certificate after the client thinks the
+/// handshake is done, so a refused certificate shows up only as an alert, a closed
+/// connection or a broken pipe, depending on timing.
+const CERT_HINT: &str = "the controller dropped the connection, as it does when it refuses a client certificate: check that `cert` in the config was issued by this fleet's CA (tidemark pki issue)";
+
+fn looks_like_tls(detail: &str) -> bool {
+    let lower = detail.to_lowercase();
+    [
+        "certificate",
+        "alert",
+        "connection closed",
+        "broken pipe",
+        "handshake",
+        "tls",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,11 +113,15 @@ pub async fn connect(config_path: Option<&Path>) -> Result<AdminServiceClient<Ch
         .map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
     let channel = endpoint.connect().await.map_err(|e| {
         let msg = tidemark_core::text::error_chain(&e);
-        CliError::new(
+        let err = CliError::new(
             Exit::Unreachable,
             format!("cannot reach the controller at {}: {msg}", cfg.controller),
-        )
-        .hint("is tidemark-controller running, and is `controller` in the config right?")
+        );
+        if looks_like_tls(&msg) {
+            err.hint(CERT_HINT)
+        } else {
+            err.hint("is tidemark-controller running, and is `controller` in the config right?")
+        }
     })?;
     Ok(AdminServiceClient::new(channel)
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
@@ -125,6 +138,21 @@ mod tests {
         let (_, c) = load_config(Some(&p)).unwrap();
         assert!(c.controller.starts_with("https://"));
         assert!(c.tls.key.ends_with("admin-alice.key"));
+    }
+
+    #[test]
+    fn a_dropped_connection_hints_at_the_certificate_and_a_busy_server_does_not() {
+        let mut dropped = tonic::Status::unknown("transport error");
+        dropped.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "stream closed because of a broken pipe",
+        )));
+        let e = CliError::from(dropped);
+        assert_eq!(e.exit, Exit::Unreachable);
+        assert!(e.hint.unwrap().contains("fleet's CA"));
+        let busy = CliError::from(tonic::Status::unavailable("catalog: database is locked"));
+        assert_eq!(busy.exit, Exit::Unreachable);
+        assert!(busy.hint.is_none());
     }
 
     #[test]
