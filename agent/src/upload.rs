@@ -66,6 +66,7 @@ pub async fn upload_tool_output(
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
+    let pid = child.id();
     let stdout = child.stdout.take().expect("piped stdout");
     // A 1 MiB pipe instead of 64 KiB: fewer wake-ups of the tool and of the chunker. Best
     // effort; the kernel may cap it (/proc/sys/fs/pipe-max-size).
@@ -106,6 +107,14 @@ pub async fn upload_tool_output(
         tokio::spawn(async move { rpc_client.upload_part(ReceiverStream::new(msg_rx)).await });
 
     let pumped = pump(client.clone(), chunk_rx, &msg_tx).await;
+    if pumped.is_err() && !chunker.is_finished() {
+        // The upload failed: stop the tool now. A tool that is not writing (a pg_dump
+        // waiting for a lock) would otherwise never notice, and would hold its snapshot.
+        // The chunker has not reaped it yet, so the pid is still this child's.
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
     let (chunked, exit) = chunker.await.expect("chunker task");
     let stderr = stderr_tail.await.unwrap_or_default();
     let rpc_err = |status| UploadError::Rpc {
@@ -117,7 +126,11 @@ pub async fn upload_tool_output(
         tool: tool_name.clone(),
         source,
     })?;
-    let failure: Option<UploadError> = if !exit.success() {
+    // The upload's own failure comes first: when it stopped the tool, the tool's "killed by
+    // signal 9" is a consequence, not the cause.
+    let failure: Option<UploadError> = if let Err(e) = pumped {
+        Some(e)
+    } else if !exit.success() {
         Some(
             ToolError::Failed {
                 tool: tool_name.clone(),
@@ -126,8 +139,6 @@ pub async fn upload_tool_output(
             }
             .into(),
         )
-    } else if let Err(e) = pumped {
-        Some(e)
     } else if let Err(e) = &chunked {
         Some(
             ToolError::Io {
@@ -242,7 +253,9 @@ async fn pump(
         }
         Ok::<(), UploadError>(())
     };
-    let sender = async {
+    // `move`: when the sender stops, enc_rx must go with it, so the feeder's next send fails
+    // instead of waiting forever on a full queue.
+    let sender = async move {
         while let Some(job) = enc_rx.recv().await {
             let encoded = job.await.expect("encode task");
             if out

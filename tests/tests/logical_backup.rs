@@ -183,3 +183,37 @@ fn second_backup_of_unchanged_data_stores_little_and_agent_memory_stays_bounded(
         "agent peaked at {peak_kib} KiB while moving {raw} bytes: memory is not bounded"
     );
 }
+
+#[test]
+fn repetitive_data_that_repeats_chunks_back_to_back_backs_up_and_restores() {
+    let f = Fleet::start_with("repeats", "databases = [\"blobs\"]");
+    f.pg.sql("postgres", "CREATE DATABASE blobs");
+    // Constant bytes give FastCDC no cut points: a run of identical maximum-size chunks,
+    // each referenced while the first copy may still be on its way to disk.
+    f.pg.sql(
+        "blobs",
+        "CREATE TABLE b (id int, v text);
+         INSERT INTO b SELECT g, repeat('z', 40000000) FROM generate_series(1, 2) g",
+    );
+    let (b, code) = f.backup();
+    assert_eq!(code, 0, "{b}");
+    let part = b["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "db:blobs")
+        .unwrap()
+        .clone();
+    let chunks = part["chunks"].as_u64().unwrap();
+    let new_chunks = part["new_chunks"].as_u64().unwrap();
+    assert!(
+        chunks >= 6 && new_chunks < chunks / 2,
+        "expected repeated chunks: {part}"
+    );
+    let out = f.restore(
+        b["id"].as_i64().unwrap(),
+        &["--into-database", "blobs_copy"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(f.pg.fingerprint("blobs_copy"), f.pg.fingerprint("blobs"));
+}

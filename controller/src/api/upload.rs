@@ -196,13 +196,14 @@ impl PartUpload {
         stream: &mut Streaming<UploadPartMessage>,
         format: &str,
     ) -> Result<UploadPartResponse, Failure> {
-        let mut in_flight: VecDeque<JoinHandle<ApiResult<Checked>>> = VecDeque::new();
+        // Each task with the id of the chunk it checks.
+        let mut in_flight: VecDeque<(Vec<u8>, JoinHandle<ApiResult<Checked>>)> = VecDeque::new();
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m.msg,
                 Ok(None) => {
                     // A chunk already received may still prove bad; that is the failure then.
-                    while let Some(done) = in_flight.pop_front() {
+                    while let Some((_, done)) = in_flight.pop_front() {
                         joined(done).await?;
                     }
                     return Err(Failure::EndedEarly);
@@ -217,14 +218,20 @@ impl PartUpload {
             };
             match msg {
                 Some(Msg::Chunk(c)) => {
-                    if in_flight.len() >= IN_FLIGHT {
-                        let done = in_flight.pop_front().expect("non-empty");
+                    // A reference to a chunk whose first copy is still being stored must
+                    // wait for it (repetitive data repeats chunks back to back).
+                    let waits_for_copy =
+                        c.data.is_empty() && in_flight.iter().any(|(id, _)| *id == c.id);
+                    while in_flight.len() >= IN_FLIGHT || (waits_for_copy && !in_flight.is_empty())
+                    {
+                        let (_, done) = in_flight.pop_front().expect("non-empty");
                         self.absorb(joined(done).await?).await?;
                     }
-                    in_flight.push_back(tokio::spawn(check_and_store(self.state.clone(), c)));
+                    let id = c.id.clone();
+                    in_flight.push_back((id, tokio::spawn(check_and_store(self.state.clone(), c))));
                 }
                 Some(Msg::Trailer(t)) => {
-                    while let Some(done) = in_flight.pop_front() {
+                    while let Some((_, done)) = in_flight.pop_front() {
                         self.absorb(joined(done).await?).await?;
                     }
                     return self.finish(t, format).await;
