@@ -247,3 +247,75 @@ fn a_chunk_whose_bytes_do_not_match_its_id_is_rejected() {
         "{b}"
     );
 }
+
+#[test]
+fn an_agent_cannot_probe_or_reference_chunks_another_agent_stored() {
+    let f = Fleet::start("chunkowners");
+    let (b, code) = f.backup();
+    assert_eq!(code, 0, "{b}");
+    let file = f
+        .controller
+        .chunk_files()
+        .into_iter()
+        .next()
+        .expect("a stored chunk");
+    let theirs = hex_id(&file);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let mut db1 = raw_agent(&f, "agent:db1", &rt);
+    let mut db2 = raw_agent(&f, "agent:db2", &rt);
+    register(&rt, &mut db2, "db2", vec![instance("db2-pg")]).unwrap();
+    let ask = |c: &mut AgentServiceClient<Channel>| {
+        let req = tidemark_proto::HaveChunksRequest {
+            ids: vec![theirs.clone()],
+        };
+        rt.block_on(c.have_chunks(req))
+            .unwrap()
+            .into_inner()
+            .present
+    };
+    assert_eq!(
+        ask(&mut db1),
+        vec![true],
+        "the uploader's dedup query finds its chunk"
+    );
+    assert_eq!(ask(&mut db2), vec![false], "another agent learns nothing");
+
+    let begin = BeginBackupRequest {
+        instance: "db2-pg".into(),
+        kind: "logical".into(),
+        parts: vec!["db:x".into()],
+        ..Default::default()
+    };
+    let backup = rt
+        .block_on(db2.begin_backup(begin))
+        .unwrap()
+        .into_inner()
+        .backup_id;
+    let msgs = vec![
+        UploadPartMessage {
+            msg: Some(Msg::Header(PartHeader {
+                backup_id: backup,
+                part: "db:x".into(),
+                format: "sql".into(),
+            })),
+        },
+        UploadPartMessage {
+            msg: Some(Msg::Chunk(EncodedChunk {
+                id: theirs.clone(),
+                raw_len: 1,
+                data: Vec::new(),
+            })),
+        },
+    ];
+    let e = rt
+        .block_on(db2.upload_part(tokio_stream::iter(msgs)))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("never uploaded"), "{}", e.message());
+}
+
+fn hex_id(path: &std::path::Path) -> Vec<u8> {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    name.parse::<ChunkId>().unwrap().0.to_vec()
+}

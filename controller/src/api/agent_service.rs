@@ -279,7 +279,7 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::HaveChunksRequest>,
     ) -> Result<Response<pb::HaveChunksResponse>, Status> {
-        agent_name(&req, "query chunks")?;
+        let agent = agent_name(&req, "query chunks")?;
         let ids = req
             .into_inner()
             .ids
@@ -296,7 +296,7 @@ impl AgentService for AgentApi {
         let present = self
             .state
             .catalog
-            .have_chunks(&ids)
+            .have_chunks(&agent, &ids)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::HaveChunksResponse { present }))

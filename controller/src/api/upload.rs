@@ -4,7 +4,7 @@
 //! part counts as stored only when that digest, the byte count and the chunk count all match
 //! the agent's trailer. The response is the agent's durable acknowledgement.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -26,6 +26,9 @@ const IN_FLIGHT: usize = 4;
 
 struct PartUpload {
     state: Arc<State>,
+    agent: String,
+    /// Ids whose bytes arrived in this upload: references to them need no ownership check.
+    uploaded_here: HashSet<Vec<u8>>,
     backup: BackupId,
     part: String,
     hasher: Sha256,
@@ -89,6 +92,8 @@ pub async fn receive(
     state.catalog.clear_manifest(backup, &header.part).await?;
     let mut up = PartUpload {
         state: state.clone(),
+        agent: agent.to_string(),
+        uploaded_here: HashSet::new(),
         backup,
         part: header.part.clone(),
         hasher: Sha256::new(),
@@ -227,6 +232,7 @@ impl PartUpload {
                         let (_, done) = in_flight.pop_front().expect("non-empty");
                         self.absorb(joined(done).await?).await?;
                     }
+                    self.check_reference(&c).await?;
                     let id = c.id.clone();
                     in_flight.push_back((id, tokio::spawn(check_and_store(self.state.clone(), c))));
                 }
@@ -243,6 +249,28 @@ impl PartUpload {
                     .into());
                 }
             }
+        }
+    }
+
+    /// An agent may refer only to chunks it uploaded itself. A chunk id is a content hash;
+    /// knowing one must not let an agent read what another host stored.
+    async fn check_reference(&mut self, c: &EncodedChunk) -> ApiResult<()> {
+        if !c.data.is_empty() {
+            self.uploaded_here.insert(c.id.clone());
+            return Ok(());
+        }
+        if self.uploaded_here.contains(&c.id) {
+            return Ok(());
+        }
+        let id =
+            ChunkId::from_slice(&c.id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        if self.state.catalog.chunk_owned_by(&id, &self.agent).await? {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied(format!(
+                "agent {} refers to chunk {id}, which it never uploaded; send the chunk's bytes",
+                self.agent
+            )))
         }
     }
 

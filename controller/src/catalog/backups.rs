@@ -221,6 +221,14 @@ impl Catalog {
             .bind(t)
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "INSERT INTO chunk_owners (chunk_id, agent) SELECT ?, agent FROM backups WHERE id = ?
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(c.id.0.as_slice())
+            .bind(backup.0)
+            .execute(&mut *tx)
+            .await?;
         }
         for e in entries {
             sqlx::query(
@@ -318,19 +326,35 @@ impl Catalog {
         .rows_affected())
     }
 
-    /// The dedup query: which of these chunks are durably stored?
-    pub async fn have_chunks(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+    /// The dedup query: which of these chunks are durably stored and were uploaded by
+    /// `agent` itself?
+    pub async fn have_chunks(&self, agent: &str, ids: &[ChunkId]) -> Result<Vec<bool>> {
         let mut conn = self.pool.acquire().await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let found = sqlx::query("SELECT 1 FROM chunks WHERE id = ?")
-                .bind(id.0.as_slice())
-                .fetch_optional(&mut *conn)
-                .await?
-                .is_some();
+            let found = sqlx::query(
+                "SELECT 1 FROM chunks c JOIN chunk_owners o ON o.chunk_id = c.id WHERE c.id = ? AND o.agent = ?",
+            )
+            .bind(id.0.as_slice())
+            .bind(agent)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
             out.push(found);
         }
         Ok(out)
+    }
+
+    /// Has `agent` ever uploaded this chunk's bytes?
+    pub async fn chunk_owned_by(&self, id: &ChunkId, agent: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 FROM chunk_owners WHERE chunk_id = ? AND agent = ?")
+                .bind(id.0.as_slice())
+                .bind(agent)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 
     /// A chunk was found corrupt or missing: stop vouching for it, so the next upload of the
@@ -448,7 +472,9 @@ mod tests {
             entries[2..]
         );
         assert_eq!(
-            cat.have_chunks(&[ids[0], ChunkId::of(b"x")]).await.unwrap(),
+            cat.have_chunks("db1", &[ids[0], ChunkId::of(b"x")])
+                .await
+                .unwrap(),
             vec![true, false]
         );
 

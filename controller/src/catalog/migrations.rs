@@ -5,7 +5,10 @@ use sqlx::{Row, SqlitePool};
 
 use super::{CatalogError, Result, now};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_chunk_owners.sql")),
+];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {
     sqlx::query(
