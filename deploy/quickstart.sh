@@ -33,15 +33,28 @@ marker="$dir/.tidemark-demo"
 agent_name=demo-host
 
 stop_fleet() {
+    local p pid
     for p in agent controller; do
         if [ -f "$dir/run/$p.pid" ]; then
-            kill "$(cat "$dir/run/$p.pid")" 2>/dev/null || true
+            pid=$(cat "$dir/run/$p.pid")
+            # Only a number, and only our own binary: never kill what a pid file merely names.
+            case $pid in ''|*[!0-9]*) die "$dir/run/$p.pid does not hold a pid" ;; esac
+            if grep -q "tidemark-$p" "/proc/$pid/cmdline" 2>/dev/null; then
+                kill "$pid"
+            fi
             rm -f "$dir/run/$p.pid"
         fi
     done
-    pg_stop "$dir/pg"
+    pg_stop "$dir/pg" || die "PostgreSQL in $dir/pg did not stop; stop it by hand before reusing $dir"
 }
 
+# The demo directory must be ours and not a symlink (the default lives in a shared /tmp).
+check_owned() {
+    [ ! -L "$dir" ] || die "$dir is a symlink; pick another --dir"
+    [ ! -e "$dir" ] || [ -O "$dir" ] || die "$dir belongs to another user; pick another --dir"
+}
+
+check_owned
 if [ $stop -eq 1 ]; then
     [ -f "$marker" ] || die "$dir is not a quickstart fleet"
     stop_fleet
@@ -61,9 +74,10 @@ if [ -e "$dir" ]; then
     stop_fleet
     rm -rf "$dir"
 fi
+mkdir -m 755 "$dir"
+check_owned
 mkdir -p "$dir/run"
 touch "$marker"
-chmod 755 "$dir"
 if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$dir"; then
     die "the postgres user cannot reach $dir; pick a --dir under /tmp"
 fi
@@ -131,10 +145,15 @@ say "starting tidemark-agent ($agent_name)"
 setsid "$bin/tidemark-agent" --config "$dir/agent.toml" >"$dir/agent.log" 2>&1 </dev/null &
 echo $! >"$dir/run/agent.pid"
 export TIDEMARK_CONFIG=$dir/tidemark.toml
-for _ in $(seq 100); do
-    "$bin/tidemark" agents --output json 2>/dev/null | grep -q '"connected": true' && break
+connected=0
+for _ in $(seq 150); do
+    if "$bin/tidemark" agents --output json 2>/dev/null | grep -q '"connected": true'; then
+        connected=1
+        break
+    fi
     sleep 0.2
 done
+[ $connected -eq 1 ] || die "the agent did not connect; see $dir/agent.log"
 "$bin/tidemark" agents
 
 # --- back up, restore, compare ---------------------------------------------------------------

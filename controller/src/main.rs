@@ -80,6 +80,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         catalog,
         store: Arc::new(store),
         sessions: Default::default(),
+        uploading: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

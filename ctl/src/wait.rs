@@ -6,7 +6,10 @@ use tidemark_proto::admin_service_client::AdminServiceClient;
 use tidemark_proto::{GetJobRequest, JobInfo};
 use tonic::transport::Channel;
 
-use crate::client::CliError;
+use crate::client::{CliError, Exit};
+
+/// A connected agent starts a job at once; one still queued after this is not coming.
+const NOT_PICKED_UP: Duration = Duration::from_secs(60);
 use crate::progress::ProgressLine;
 
 pub async fn until_done(
@@ -18,6 +21,18 @@ pub async fn until_done(
     let mut bar = ProgressLine::new();
     let mut info = job;
     while info.state == "queued" || info.state == "running" {
+        if info.state == "queued" && start.elapsed() > NOT_PICKED_UP {
+            bar.finish();
+            return Err(CliError::new(
+                Exit::Failed,
+                format!(
+                    "job {} was not started by agent {} within {}s; is the agent healthy? (tidemark agents)",
+                    info.id,
+                    info.agent,
+                    NOT_PICKED_UP.as_secs()
+                ),
+            ));
+        }
         bar.update(
             label,
             info.bytes_done,

@@ -48,8 +48,10 @@ CONF
         || die "PostgreSQL did not start; see $dir/server.log"
 }
 
+# pg_stop DIR: stop the cluster in DIR/data if it runs; fails if it cannot be stopped.
 pg_stop() {
     local dir=$1
-    [ -f "$dir/data/postmaster.pid" ] && pg_server "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1
-    return 0
+    [ -f "$dir/data/postmaster.pid" ] || return 0
+    pg_server "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 \
+        || ! pg_server "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }

@@ -35,7 +35,7 @@ chmod 755 "$work"
 pids=()
 finish() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    pg_stop "$work/pg"
+    pg_stop "$work/pg" || true
     rm -rf "$work"
 }
 trap finish EXIT

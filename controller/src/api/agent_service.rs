@@ -168,6 +168,15 @@ impl AgentService for AgentApi {
             .touch_agent(&agent)
             .await
             .map_err(ApiError::from)?;
+        // Jobs sent down an earlier stream that the agent never started are lost with it.
+        self.state
+            .catalog
+            .fail_queued_jobs_of_agent(
+                &agent,
+                "the agent reconnected before starting this job; run it again",
+            )
+            .await
+            .map_err(ApiError::from)?;
         let session = req.into_inner().session;
         Ok(Response::new(self.state.sessions.attach(
             &agent,

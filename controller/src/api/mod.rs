@@ -29,6 +29,8 @@ pub struct State {
     pub catalog: Catalog,
     pub store: Arc<dyn ChunkStore>,
     pub sessions: Arc<Sessions>,
+    /// Parts being uploaded right now: one upload per part at a time.
+    pub uploading: upload::ActiveUploads,
 }
 
 impl State {

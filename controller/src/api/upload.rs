@@ -5,7 +5,7 @@
 //! the agent's trailer. The response is the agent's durable acknowledgement.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use tidemark_core::chunk;
@@ -89,6 +89,7 @@ pub async fn receive(
         }
         Some(_) => {}
     }
+    let _claim = state.uploading.claim(backup, &header.part)?;
     state.catalog.clear_manifest(backup, &header.part).await?;
     let mut up = PartUpload {
         state: state.clone(),
@@ -118,6 +119,34 @@ pub async fn receive(
         )),
         Failure::Api(e) => e,
     })
+}
+
+/// The parts being uploaded. A second upload of a part while the first runs would clear the
+/// first one's manifest lines under it.
+#[derive(Default)]
+pub struct ActiveUploads(Mutex<HashSet<(BackupId, String)>>);
+
+pub struct UploadClaim<'a> {
+    uploads: &'a ActiveUploads,
+    key: (BackupId, String),
+}
+
+impl ActiveUploads {
+    pub fn claim(&self, backup: BackupId, part: &str) -> ApiResult<UploadClaim<'_>> {
+        let key = (backup, part.to_string());
+        if !self.0.lock().unwrap().insert(key.clone()) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "part {part} of backup {backup} is already being uploaded"
+            )));
+        }
+        Ok(UploadClaim { uploads: self, key })
+    }
+}
+
+impl Drop for UploadClaim<'_> {
+    fn drop(&mut self) {
+        self.uploads.0.lock().unwrap().remove(&self.key);
+    }
 }
 
 /// A chunk checked against its id and durably stored, or found intact in the store.
@@ -341,10 +370,18 @@ impl PartUpload {
         }
         self.flush().await?;
         self.stats.stream_sha256 = hex::encode(digest);
-        self.state
+        let marked = self
+            .state
             .catalog
             .mark_part_stored(self.backup, &self.part, format, &self.stats)
             .await?;
+        if !marked {
+            return Err(ApiError::FailedPrecondition(format!(
+                "backup {} finished, or its part {} was stored, while this upload ran",
+                self.backup, self.part
+            ))
+            .into());
+        }
         tracing::info!(backup = %self.backup, part = %self.part, bytes = self.stats.raw_bytes,
             chunks = self.stats.chunks, new_bytes = self.stats.new_bytes, "part stored");
         Ok(UploadPartResponse {

@@ -256,17 +256,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// Mark a part stored; false if it already was, or its backup is no longer running.
     pub async fn mark_part_stored(
         &self,
         backup: BackupId,
         part: &str,
         format: &str,
         stats: &PartStats,
-    ) -> Result<()> {
-        sqlx::query(
+    ) -> Result<bool> {
+        let n = sqlx::query(
             "UPDATE backup_parts SET status = 'stored', format = ?, raw_bytes = ?, chunks = ?,
                new_chunks = ?, new_bytes = ?, stream_sha256 = ?
-             WHERE backup_id = ? AND name = ?",
+             WHERE backup_id = ? AND name = ? AND status = 'expected'
+               AND (SELECT status FROM backups WHERE id = backup_id) = 'running'",
         )
         .bind(format)
         .bind(stats.raw_bytes as i64)
@@ -277,8 +279,9 @@ impl Catalog {
         .bind(backup.0)
         .bind(part)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     pub async fn set_part_check(

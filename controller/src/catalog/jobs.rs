@@ -141,6 +141,21 @@ impl Catalog {
         Ok(())
     }
 
+    /// Fail jobs of an agent that it was sent but never started (they went down a job
+    /// stream that has since been replaced).
+    pub async fn fail_queued_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET state = 'failed', message = ?, finished_at = ?
+             WHERE agent = ? AND state = 'queued'",
+        )
+        .bind(reason)
+        .bind(now())
+        .bind(agent)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Fail every unfinished job of an agent (it disconnected).
     pub async fn fail_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
         Ok(sqlx::query(

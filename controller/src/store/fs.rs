@@ -28,6 +28,17 @@ impl FsStore {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| StoreError::io(p.display(), e))?;
         }
+        // All 256 fan-out directories exist and are durable from the start, so a put never
+        // depends on another put's directory creation having reached the disk.
+        let chunks = root.join("chunks");
+        for b in 0..=255u8 {
+            let d = chunks.join(format!("{b:02x}"));
+            if !d.exists() {
+                fs::create_dir(&d).map_err(|e| StoreError::io(d.display(), e))?;
+            }
+        }
+        sync_dir(&chunks)?;
+        sync_dir(root)?;
         // Temp files left by a crash are never referenced; clear them.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for e in entries.flatten() {
@@ -51,7 +62,15 @@ impl FsStore {
         // its manifest was committed). Adopt it only if it holds exactly these verified
         // bytes; otherwise replace it below, atomically.
         match fs::read(&path) {
-            Ok(existing) if existing == encoded => return Ok(false),
+            Ok(existing) if existing == encoded => {
+                // Another put may have renamed it in without having synced yet; make sure
+                // it is durable before our caller vouches for it.
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError::io(path.display(), e))?;
+                sync_dir(path.parent().expect("chunk path has a parent"))?;
+                return Ok(false);
+            }
             Ok(_) => {
                 tracing::warn!(chunk = %id, "stored chunk differs from a verified upload; replacing it")
             }
@@ -59,10 +78,6 @@ impl FsStore {
             Err(e) => return Err(StoreError::io(path.display(), e)),
         }
         let dir = path.parent().expect("chunk path has a parent");
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir.display(), e))?;
-            sync_dir(&self.root.join("chunks"))?;
-        }
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp =
             self.root

@@ -94,6 +94,11 @@ fn pg_restore_command(pg: &Pg, job: &RestoreJob) -> std::process::Command {
     if job.no_owner {
         cmd.arg("--no-owner");
     }
+    if job.jobs <= 1 {
+        // All or nothing: the stream's digest is checked only at its end, and with --clean
+        // an error halfway must not leave an existing database half replaced.
+        cmd.arg("--single-transaction");
+    }
     cmd
 }
 
@@ -145,6 +150,8 @@ async fn restore_into(
         let _ = stderr.read_to_string(&mut s).await;
         s
     };
+    // Not reaped until child.wait() below, so the pid stays this child's.
+    let pid = child.id();
     let feed = async {
         match child.stdin.take() {
             None => Ok(0),
@@ -158,6 +165,13 @@ async fn restore_into(
                     &ctx.progress,
                 )
                 .await;
+                if r.is_err() {
+                    // Kill pg_restore before it sees the end of its input: at EOF it would
+                    // commit whatever it had, though the stream failed its checks.
+                    if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
                 drop(stdin);
                 r
             }
