@@ -20,6 +20,7 @@
 //! bin-dir = "/usr/lib/postgresql/15/bin"
 //! databases = ["orders"]              # optional; default: every database that allows connections
 //! long-transaction-warning = "1h"
+//! lock-wait-timeout = "10m"          # optional: fail instead of waiting longer for a table lock
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ pub struct InstanceConfig {
     pub passfile: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
     pub databases: Option<Vec<String>>,
+    /// pg_dump's --lock-wait-timeout: fail rather than wait longer than this for a table
+    /// lock (another session's ALTER TABLE, say). Unset: wait as long as pg_dump would.
+    #[serde(default, with = "tidemark_core::duration::serde_text_opt")]
+    pub lock_wait_timeout: Option<Duration>,
     /// Warn when a transaction has been open longer than this when a dump starts.
     #[serde(
         default = "default_long_txn",
@@ -139,6 +144,7 @@ mod tests {
         let i = &c.instances[0];
         assert_eq!(i.engine, Engine::Postgresql);
         assert_eq!(i.long_transaction_warning, Duration::from_secs(3600));
+        assert_eq!(i.lock_wait_timeout, Some(Duration::from_secs(600)));
         assert_eq!(i.databases.as_deref(), Some(&["orders".to_string()][..]));
     }
 

@@ -34,6 +34,17 @@ pub mod serde_text {
     }
 }
 
+/// Serde adapter for optional duration fields.
+pub mod serde_text_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Human form for tables: `2h03m`, `45s`.
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();

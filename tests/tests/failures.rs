@@ -235,3 +235,41 @@ fn a_missing_tool_is_named_with_a_hint() {
     );
     assert!(out.stderr.contains("set bin-dir"), "{}", out.stderr);
 }
+
+#[test]
+fn a_table_lock_held_too_long_fails_the_dump_after_lock_wait_timeout() {
+    let f = Fleet::start_with(
+        "locked",
+        "databases = [\"app\"]\nlock-wait-timeout = \"2s\"",
+    );
+    f.pg.sql("postgres", "CREATE DATABASE app");
+    f.pg.sql(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
+    );
+    let mut holder =
+        f.pg.psql_cmd("app")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("psql");
+    use std::io::Write;
+    let stdin = holder.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let (b, code) = f.backup();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 1, "{b}");
+    assert_eq!(b["status"], "failed");
+    let reason = b["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pg_dump exited with status 1")
+            && reason.contains("LOCK TABLE public.t")
+            && reason.contains("timeout"),
+        "{reason}"
+    );
+}

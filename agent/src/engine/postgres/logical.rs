@@ -122,6 +122,9 @@ async fn dump_and_check(
         // -Z0: chunking can only deduplicate an uncompressed stream; zstd compresses after.
         dump.args(["--format=custom", "--compress=0", "--no-password", "-d"])
             .arg(dbname_conninfo(db));
+        if let Some(t) = pg.cfg.lock_wait_timeout {
+            dump.arg(format!("--lock-wait-timeout={}", t.as_millis()));
+        }
         let name = format!("db:{db}");
         let part = Part {
             backup,
