@@ -152,7 +152,7 @@ async fn run_job(
         job_id: id,
         state: state as i32,
         bytes_done: progress.done(),
-        bytes_total: progress.total(),
+        bytes_total: 0,
         message,
     };
     let progress = Progress::default();
@@ -207,7 +207,6 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
         }
         Some(job::Spec::Restore(r)) => {
             let pg = Pg::new(instance_of(&r.instance)?);
-            ctx.progress.set_total(0);
             postgres::restore::run(ctx, &pg, &r).await
         }
         None => Err(

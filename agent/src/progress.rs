@@ -12,21 +12,14 @@ use tonic::transport::Channel;
 #[derive(Clone, Default)]
 pub struct Progress {
     done: Arc<AtomicU64>,
-    total: Arc<AtomicU64>,
 }
 
 impl Progress {
     pub fn add(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn set_total(&self, n: u64) {
-        self.total.store(n, Ordering::Relaxed);
-    }
     pub fn done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
-    }
-    pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
     }
 
     /// Report progress of `job` every second until the returned handle is dropped.
@@ -44,7 +37,8 @@ impl Progress {
                     job_id: job,
                     state: JobState::Running as i32,
                     bytes_done: me.done(),
-                    bytes_total: me.total(),
+                    // 0: the controller keeps the total it knows (the part's size).
+                    bytes_total: 0,
                     message: String::new(),
                 };
                 if let Err(e) = client.report_job(report).await {

@@ -35,10 +35,6 @@ impl<R: Read> HashingReader<R> {
 }
 
 impl<R> HashingReader<R> {
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     pub fn finish(self) -> ([u8; 32], u64) {
         (self.hasher.finalize().into(), self.bytes)
     }

@@ -7,6 +7,39 @@ use std::time::Duration;
 use tidemark_tests::fleet::Fleet;
 use tidemark_tests::process::wait_for;
 
+/// ~150 MB of poorly compressible rows in database `bulk`: a dump that takes long enough to
+/// interrupt.
+fn load_bulk(f: &Fleet) {
+    f.pg.sql("postgres", "CREATE DATABASE bulk");
+    f.pg.sql(
+        "bulk",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS v FROM generate_series(1, 1500000) g",
+    );
+}
+
+/// Start a backup of demo-pg without waiting, and return its id once it is running.
+fn start_backup_and_wait_until_running(f: &Fleet) -> i64 {
+    let out = f.admin.run(&["backup", "--instance", "demo-pg"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    wait_for("the backup to start", Duration::from_secs(30), || {
+        let list = f.admin.json(&["backups"]);
+        let b = list.as_array()?.first()?.clone();
+        (b["status"] == "running")
+            .then(|| b["id"].as_i64())
+            .flatten()
+    })
+}
+
+/// After a failure, the next backup works.
+fn assert_next_backup_completes(f: &Fleet) {
+    let (next, code) = f.backup();
+    assert_eq!(
+        (code, next["status"].as_str()),
+        (0, Some("complete")),
+        "{next}"
+    );
+}
+
 #[test]
 fn pg_dump_failure_gives_a_failed_backup_carrying_the_stderr_reason() {
     let f = Fleet::start_with("dumpfail", "databases = [\"no_such_db\"]");
@@ -35,25 +68,9 @@ fn pg_dump_failure_gives_a_failed_backup_carrying_the_stderr_reason() {
 #[test]
 fn an_agent_killed_mid_stream_leaves_a_failed_backup_that_cannot_be_restored() {
     let mut f = Fleet::start_with("kill9", "databases = [\"bulk\"]");
-    f.pg.sql("postgres", "CREATE DATABASE bulk");
-    f.pg.sql(
-        "bulk",
-        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS v FROM generate_series(1, 1500000) g",
-    );
-    let out = f.admin.run(&["backup", "--instance", "demo-pg"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    load_bulk(&f);
     // Kill the agent once the stream has started moving bytes.
-    let backup_id = wait_for(
-        "the backup to start streaming",
-        Duration::from_secs(30),
-        || {
-            let list = f.admin.json(&["backups"]);
-            let b = list.as_array()?.first()?.clone();
-            (b["status"] == "running")
-                .then(|| b["id"].as_i64())
-                .flatten()
-        },
-    );
+    let backup_id = start_backup_and_wait_until_running(&f);
     std::thread::sleep(Duration::from_millis(700));
     f.agent.daemon.kill9();
     let id = backup_id.to_string();
@@ -92,12 +109,7 @@ fn an_agent_killed_mid_stream_leaves_a_failed_backup_that_cannot_be_restored() {
         f.pg.try_sql("bulk_copy", "SELECT 1").is_err(),
         "a refused restore must not create the database"
     );
-    let (next, code) = f.backup();
-    assert_eq!(
-        (code, next["status"].as_str()),
-        (0, Some("complete")),
-        "{next}"
-    );
+    assert_next_backup_completes(&f);
 }
 
 #[test]
@@ -154,11 +166,7 @@ fn a_chunk_corrupted_on_disk_makes_restore_refuse_and_name_it() {
 #[test]
 fn agents_reconnect_after_a_controller_restart_and_interrupted_work_is_failed() {
     let mut f = Fleet::start_with("restart", "databases = [\"bulk\"]");
-    f.pg.sql("postgres", "CREATE DATABASE bulk");
-    f.pg.sql(
-        "bulk",
-        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS v FROM generate_series(1, 1500000) g",
-    );
+    load_bulk(&f);
     // Pin the port the controller got, so the agent's config stays right across the restart.
     let config = f.dir.path().join("controller.toml");
     let port = f.controller.url.rsplit(':').next().unwrap().to_string();
@@ -167,15 +175,7 @@ fn agents_reconnect_after_a_controller_restart_and_interrupted_work_is_failed() 
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&config, text).unwrap();
 
-    let out = f.admin.run(&["backup", "--instance", "demo-pg"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let id = wait_for("the backup to start", Duration::from_secs(30), || {
-        let list = f.admin.json(&["backups"]);
-        let b = list.as_array()?.first()?.clone();
-        (b["status"] == "running")
-            .then(|| b["id"].as_i64())
-            .flatten()
-    });
+    let id = start_backup_and_wait_until_running(&f);
     f.controller.daemon.kill9();
     let data_dir = f.controller.data_dir.clone();
     f.controller = tidemark_tests::fleet::Controller::start_with(f.dir.path(), &config, data_dir);
@@ -190,12 +190,7 @@ fn agents_reconnect_after_a_controller_restart_and_interrupted_work_is_failed() 
             .contains("controller restarted"),
         "{b}"
     );
-    let (next, code) = f.backup();
-    assert_eq!(
-        (code, next["status"].as_str()),
-        (0, Some("complete")),
-        "{next}"
-    );
+    assert_next_backup_completes(&f);
 }
 
 #[test]

@@ -54,6 +54,23 @@ fn register(
     rt.block_on(c.register(req)).map(|_| ())
 }
 
+fn header(backup: i64, part: &str) -> UploadPartMessage {
+    let h = PartHeader {
+        backup_id: backup,
+        part: part.into(),
+        format: "sql".into(),
+    };
+    UploadPartMessage {
+        msg: Some(Msg::Header(h)),
+    }
+}
+
+fn chunk(c: EncodedChunk) -> UploadPartMessage {
+    UploadPartMessage {
+        msg: Some(Msg::Chunk(c)),
+    }
+}
+
 fn instance(name: &str) -> InstanceInfo {
     InstanceInfo {
         name: name.into(),
@@ -162,13 +179,7 @@ fn identities_may_do_only_their_own_job() {
         .unwrap()
         .into_inner()
         .backup_id;
-    let header = UploadPartMessage {
-        msg: Some(Msg::Header(PartHeader {
-            backup_id: backup,
-            part: "db:app".into(),
-            format: "sql".into(),
-        })),
-    };
+    let header = header(backup, "db:app");
     let e = rt
         .block_on(db2.upload_part(tokio_stream::iter(vec![header])))
         .unwrap_err();
@@ -209,20 +220,12 @@ fn a_chunk_whose_bytes_do_not_match_its_id_is_rejected() {
     let claimed = b"the bytes the id promises".repeat(100);
     let sent = b"different bytes entirely!".repeat(100);
     let msgs = vec![
-        UploadPartMessage {
-            msg: Some(Msg::Header(PartHeader {
-                backup_id: backup,
-                part: "db:app".into(),
-                format: "sql".into(),
-            })),
-        },
-        UploadPartMessage {
-            msg: Some(Msg::Chunk(EncodedChunk {
-                id: ChunkId::of(&claimed).0.to_vec(),
-                raw_len: sent.len() as u32,
-                data: chunk::encode(&sent),
-            })),
-        },
+        header(backup, "db:app"),
+        chunk(EncodedChunk {
+            id: ChunkId::of(&claimed).0.to_vec(),
+            raw_len: sent.len() as u32,
+            data: chunk::encode(&sent),
+        }),
     ];
     let e = rt
         .block_on(db1.upload_part(tokio_stream::iter(msgs)))
@@ -293,20 +296,12 @@ fn an_agent_cannot_probe_or_reference_chunks_another_agent_stored() {
         .into_inner()
         .backup_id;
     let msgs = vec![
-        UploadPartMessage {
-            msg: Some(Msg::Header(PartHeader {
-                backup_id: backup,
-                part: "db:x".into(),
-                format: "sql".into(),
-            })),
-        },
-        UploadPartMessage {
-            msg: Some(Msg::Chunk(EncodedChunk {
-                id: theirs.clone(),
-                raw_len: 1,
-                data: Vec::new(),
-            })),
-        },
+        header(backup, "db:x"),
+        chunk(EncodedChunk {
+            id: theirs.clone(),
+            raw_len: 1,
+            data: Vec::new(),
+        }),
     ];
     let e = rt
         .block_on(db2.upload_part(tokio_stream::iter(msgs)))
