@@ -4,6 +4,7 @@
 mod api;
 mod catalog;
 mod config;
+mod pitr;
 mod store;
 
 use std::path::PathBuf;

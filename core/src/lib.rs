@@ -17,3 +17,4 @@ pub mod ids;
 pub mod text;
 pub mod timefmt;
 pub mod tls;
+pub mod wal;

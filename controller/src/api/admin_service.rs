@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::State;
 use super::auth::require;
 use super::convert;
+use super::recovery;
 use super::error::{ApiError, ApiResult};
 use crate::catalog::{BackupRow, JobState};
 
@@ -128,7 +129,13 @@ impl AdminService for AdminApi {
         admin(&req, "read backups")?;
         let id = BackupId(req.into_inner().id);
         let b = self.state.backup(id).await?;
-        Ok(Response::new(convert::backup_detail(&b)))
+        let base = self
+            .state
+            .catalog
+            .base_backup(id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::backup_detail(&b, base.as_ref())))
     }
 
     async fn start_backup(
@@ -247,6 +254,7 @@ impl AdminService for AdminApi {
             clean: r.clean,
             jobs: r.jobs.max(1),
             no_owner: r.no_owner,
+            physical: None,
         };
         let params = json!({
             "backup_id": id.0, "part": part, "instance": instance, "into_database": r.into_database,
@@ -273,5 +281,38 @@ impl AdminService for AdminApi {
         Ok(Response::new(
             self.job_info(JobId(req.into_inner().id)).await?,
         ))
+    }
+
+    async fn start_pitr_restore(
+        &self,
+        req: Request<pb::StartPitrRestoreRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        admin(&req, "start restores")?;
+        let (host, params, job, total) =
+            recovery::plan_restore(&self.state, req.get_ref()).await?;
+        let instance = job.instance.clone();
+        let info = self
+            .dispatch("restore", &host, &instance, params, total, pb::job::Spec::Restore(job))
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn pitr_window(
+        &self,
+        req: Request<pb::PitrWindowRequest>,
+    ) -> Result<Response<pb::PitrWindowInfo>, Status> {
+        admin(&req, "read recovery windows")?;
+        let inst = recovery::instance(&self.state, &req.get_ref().instance).await?;
+        Ok(Response::new(recovery::window_info(&self.state, &inst).await?))
+    }
+
+    async fn fleet_status(
+        &self,
+        req: Request<pb::FleetStatusRequest>,
+    ) -> Result<Response<pb::FleetStatusResponse>, Status> {
+        admin(&req, "read the fleet status")?;
+        Ok(Response::new(pb::FleetStatusResponse {
+            instances: recovery::fleet_status(&self.state).await?,
+        }))
     }
 }

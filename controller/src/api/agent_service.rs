@@ -15,7 +15,9 @@ use super::error::{ApiError, ApiResult};
 use super::read::{self, PartStream};
 use super::sessions::JobStream;
 use super::upload;
-use crate::catalog::{BackupRow, InstanceRow, JobRow, JobState};
+use super::wal;
+use crate::catalog::{ArchiverRow, BackupRow, BaseBackupRow, InstanceRow, JobRow, JobState};
+use tidemark_core::wal::Lsn;
 
 pub struct AgentApi {
     pub state: Arc<State>,
@@ -23,6 +25,9 @@ pub struct AgentApi {
 
 /// Largest dedup query accepted in one call.
 const MAX_HAVE_CHUNKS: usize = 4096;
+
+/// Backup kinds: a pg_dump of each database, or a pg_basebackup of the cluster.
+pub const KINDS: &[&str] = &["logical", "base"];
 
 /// Engines this controller can back up.
 const ENGINES: &[&str] = &["postgresql"];
@@ -67,9 +72,14 @@ impl AgentApi {
             )));
         }
         let j = self.own_job(agent, job).await?;
+        let names_part = j.params.get("part").and_then(|v| v.as_str()) == Some(part)
+            || j.params
+                .get("parts")
+                .and_then(|v| v.as_array())
+                .is_some_and(|ps| ps.iter().any(|p| p.as_str() == Some(part)));
         let names_it = j.kind == "restore"
             && j.params.get("backup_id").and_then(|v| v.as_i64()) == Some(b.id.0)
-            && j.params.get("part").and_then(|v| v.as_str()) == Some(part);
+            && names_part;
         if !names_it || j.state.is_terminal() {
             return Err(ApiError::PermissionDenied(format!(
                 "job {job} does not let agent {agent} read part {part} of backup {}",
@@ -83,6 +93,59 @@ impl AgentApi {
             )));
         }
         Ok(())
+    }
+}
+
+enum BaseWal {
+    Archived,
+    Waiting(String),
+}
+
+impl AgentApi {
+    /// Record where a base backup sits in the WAL, and whether every segment from its start
+    /// to its stop is archived: until then it cannot be restored, so it is not complete.
+    async fn record_base(&self, b: &BackupRow, info: Option<&pb::BaseBackupInfo>) -> ApiResult<BaseWal> {
+        let info = info.ok_or_else(|| {
+            ApiError::InvalidArgument(format!("base backup {} finished without its WAL positions", b.id))
+        })?;
+        let lsn = |s: &str| Lsn::parse(s).map_err(ApiError::InvalidArgument);
+        let row = BaseBackupRow {
+            backup_id: b.id,
+            start_lsn: lsn(&info.start_lsn)?,
+            stop_lsn: lsn(&info.stop_lsn)?,
+            timeline: info.timeline,
+            system_identifier: info.system_identifier.clone(),
+            backup_label: info.backup_label.clone(),
+            start_time: info.start_time,
+            stop_time: info.stop_time,
+            tablespaces: info.tablespaces.clone().into_iter().collect(),
+        };
+        if row.stop_lsn < row.start_lsn || row.timeline == 0 {
+            return Err(ApiError::InvalidArgument(format!(
+                "base backup {}: stop {} before start {}, or no timeline",
+                b.id, row.stop_lsn, row.start_lsn
+            )));
+        }
+        self.state.catalog.record_base_backup(&row).await?;
+        let missing = wal::missing(
+            &self.state,
+            &b.agent,
+            &pb::WalMissingRequest {
+                instance: b.instance.clone(),
+                timeline: row.timeline,
+                start_lsn: info.start_lsn.clone(),
+                stop_lsn: info.stop_lsn.clone(),
+            },
+        )
+        .await?;
+        Ok(match missing.as_slice() {
+            [] => BaseWal::Archived,
+            [one] => BaseWal::Waiting(format!("waiting for WAL segment {one} to be archived")),
+            [first, .., last] => BaseWal::Waiting(format!(
+                "waiting for {} WAL segments ({first} .. {last}) to be archived",
+                missing.len()
+            )),
+        })
     }
 }
 
@@ -120,6 +183,8 @@ impl AgentService for AgentApi {
                 system_identifier: i.system_identifier.clone(),
                 databases: i.databases.clone(),
                 error: i.error.clone(),
+                data_directory: i.data_directory.clone(),
+                wal_segment_size: i.wal_segment_size,
             });
         }
         let tools: Vec<(String, String)> = r
@@ -238,10 +303,11 @@ impl AgentService for AgentApi {
             ))
             .into());
         }
-        if r.kind != "logical" {
+        if !KINDS.contains(&r.kind.as_str()) {
             return Err(ApiError::InvalidArgument(format!(
-                "backup kind {:?} is not supported; use logical",
-                r.kind
+                "backup kind {:?} is not supported; use {}",
+                r.kind,
+                KINDS.join(" or ")
             ))
             .into());
         }
@@ -356,6 +422,18 @@ impl AgentService for AgentApi {
                 .await
                 .map_err(ApiError::from)?;
         }
+        if b.kind == "base" && r.error.is_empty() && b.status == "running" {
+            match self.record_base(&b, r.base.as_ref()).await? {
+                BaseWal::Archived => {}
+                BaseWal::Waiting(reason) => {
+                    // Not complete until its WAL is archived; the agent asks again.
+                    return Ok(Response::new(pb::FinishBackupResponse {
+                        status: "running".into(),
+                        reason,
+                    }));
+                }
+            }
+        }
         let problem = if !r.error.is_empty() {
             Some(r.error.clone())
         } else if let Some(p) = b.parts.iter().find(|p| !p.stored) {
@@ -381,5 +459,70 @@ impl AgentService for AgentApi {
             status: after.status,
             reason: after.reason,
         }))
+    }
+
+    async fn push_wal(
+        &self,
+        req: Request<Streaming<pb::UploadPartMessage>>,
+    ) -> Result<Response<pb::PushWalResponse>, Status> {
+        let agent = agent_name(&req, "archive WAL")?;
+        Ok(Response::new(wal::push(&self.state, &agent, req.into_inner()).await?))
+    }
+
+    type FetchWalStream = PartStream;
+
+    async fn fetch_wal(
+        &self,
+        req: Request<pb::FetchWalRequest>,
+    ) -> Result<Response<PartStream>, Status> {
+        let agent = agent_name(&req, "fetch WAL")?;
+        Ok(Response::new(wal::fetch(&self.state, &agent, req.into_inner()).await?))
+    }
+
+    async fn wal_missing(
+        &self,
+        req: Request<pb::WalMissingRequest>,
+    ) -> Result<Response<pb::WalMissingResponse>, Status> {
+        let agent = agent_name(&req, "query the WAL archive")?;
+        let missing = wal::missing(&self.state, &agent, req.get_ref()).await?;
+        Ok(Response::new(pb::WalMissingResponse { missing }))
+    }
+
+    async fn report_status(
+        &self,
+        req: Request<pb::StatusReport>,
+    ) -> Result<Response<pb::StatusReportAck>, Status> {
+        let agent = agent_name(&req, "report status")?;
+        for s in req.into_inner().instances {
+            let inst = self
+                .state
+                .catalog
+                .instance(&s.instance)
+                .await
+                .map_err(ApiError::from)?;
+            if inst.as_ref().map(|i| i.agent.as_str()) != Some(agent.as_str()) {
+                return Err(ApiError::PermissionDenied(format!(
+                    "agent {agent} may report only on its own instances, not {}",
+                    s.instance
+                ))
+                .into());
+            }
+            self.state
+                .catalog
+                .set_archiver_status(&ArchiverRow {
+                    instance: s.instance,
+                    last_archived_at: s.last_archived_at,
+                    last_archived_wal: s.last_archived_wal,
+                    failed_count: s.failed_count,
+                    last_failed_at: s.last_failed_at,
+                    last_failed_wal: s.last_failed_wal,
+                    ready: s.ready,
+                    error: s.error,
+                    reported_at: 0,
+                })
+                .await
+                .map_err(ApiError::from)?;
+        }
+        Ok(Response::new(pb::StatusReportAck {}))
     }
 }

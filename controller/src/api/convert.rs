@@ -2,7 +2,7 @@
 
 use tidemark_proto as pb;
 
-use crate::catalog::{AgentRow, BackupRow, InstanceRow, JobRow, PartRow};
+use crate::catalog::{AgentRow, BackupRow, BaseBackupRow, InstanceRow, JobRow, PartRow};
 
 pub fn instance(i: &InstanceRow) -> pb::InstanceInfo {
     pb::InstanceInfo {
@@ -12,6 +12,8 @@ pub fn instance(i: &InstanceRow) -> pb::InstanceInfo {
         system_identifier: i.system_identifier.clone(),
         databases: i.databases.clone(),
         error: i.error.clone(),
+        data_directory: i.data_directory.clone(),
+        wal_segment_size: i.wal_segment_size,
     }
 }
 
@@ -66,7 +68,20 @@ fn part(p: &PartRow) -> pb::PartInfo {
     }
 }
 
-pub fn backup_detail(b: &BackupRow) -> pb::BackupDetail {
+pub fn base_backup(b: &BaseBackupRow) -> pb::BaseBackupInfo {
+    pb::BaseBackupInfo {
+        start_lsn: b.start_lsn.to_string(),
+        stop_lsn: b.stop_lsn.to_string(),
+        timeline: b.timeline,
+        system_identifier: b.system_identifier.clone(),
+        backup_label: b.backup_label.clone(),
+        start_time: b.start_time,
+        stop_time: b.stop_time,
+        tablespaces: b.tablespaces.clone().into_iter().collect(),
+    }
+}
+
+pub fn backup_detail(b: &BackupRow, base: Option<&BaseBackupRow>) -> pb::BackupDetail {
     pb::BackupDetail {
         summary: Some(backup_summary(b)),
         parts: b.parts.iter().map(part).collect(),
@@ -74,6 +89,7 @@ pub fn backup_detail(b: &BackupRow) -> pb::BackupDetail {
         job_id: b.job_id.map(|j| j.0).unwrap_or(0),
         server_version: b.server_version.clone(),
         tool_version: b.tool_version.clone(),
+        base: base.map(base_backup),
     }
 }
 

@@ -19,6 +19,8 @@ pub enum ApiError {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     /// Stored bytes are missing or do not match their id.
     #[error("{0}")]
     DataLoss(String),
@@ -45,6 +47,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::DataLoss(_) => Code::DataLoss,
             // Storage and catalog trouble is the controller's, and may pass: retryable.
             ApiError::Catalog(_) | ApiError::Store(_) => {

@@ -6,8 +6,10 @@ mod auth;
 mod convert;
 mod error;
 mod read;
+mod recovery;
 mod sessions;
 mod upload;
+mod wal;
 
 use std::sync::Arc;
 
@@ -29,7 +31,7 @@ pub struct State {
     pub catalog: Catalog,
     pub store: Arc<dyn ChunkStore>,
     pub sessions: Arc<Sessions>,
-    /// Parts being uploaded right now: one upload per part at a time.
+    /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,
 }
 

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::State;
+use crate::catalog::ManifestEntry;
 use super::error::{ApiError, ApiResult};
 
 const PAGE: u32 = 256;
@@ -58,33 +59,64 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
                     return;
                 }
                 next += 1;
-                let msg = match state.read_chunk(&entry.id).await {
-                    Ok(c) => Ok(ReadPartMessage {
-                        msg: Some(Msg::Chunk(EncodedChunk {
-                            id: entry.id.0.to_vec(),
-                            raw_len: entry.raw_len,
-                            data: c.encoded,
-                        })),
-                    }),
-                    Err(e) => Err(Status::from(e)),
-                };
-                let failed = msg.is_err();
-                if tx.send(msg).await.is_err() || failed {
-                    return; // reader went away, or we just told it why we stopped
+                if !send_chunk(&state, &tx, &entry).await {
+                    return;
                 }
             }
         }
-        let stream_sha256 = hex::decode(&p.stats.stream_sha256).unwrap_or_default();
-        let trailer = PartTrailer {
-            stream_sha256,
-            raw_bytes: p.stats.raw_bytes,
-            chunk_count: p.stats.chunks,
-        };
-        let _ = tx
-            .send(Ok(ReadPartMessage {
-                msg: Some(Msg::Trailer(trailer)),
-            }))
-            .await;
+        send_trailer(&tx, &p.stats.stream_sha256, p.stats.raw_bytes, p.stats.chunks).await;
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// Stream a short manifest held in memory (a WAL file's), then its trailer.
+pub fn stream_entries(
+    state: Arc<State>,
+    entries: Vec<ManifestEntry>,
+    sha256_hex: String,
+    raw_bytes: u64,
+) -> PartStream {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let count = entries.len() as u64;
+        for entry in &entries {
+            if !send_chunk(&state, &tx, entry).await {
+                return;
+            }
+        }
+        send_trailer(&tx, &sha256_hex, raw_bytes, count).await;
+    });
+    ReceiverStream::new(rx)
+}
+
+type Tx = mpsc::Sender<Result<ReadPartMessage, Status>>;
+
+/// Read one chunk (verified) and send it. False when the stream should stop: the reader
+/// went away, or the chunk could not be read and the reader was told why.
+async fn send_chunk(state: &State, tx: &Tx, entry: &ManifestEntry) -> bool {
+    let msg = match state.read_chunk(&entry.id).await {
+        Ok(c) => Ok(ReadPartMessage {
+            msg: Some(Msg::Chunk(EncodedChunk {
+                id: entry.id.0.to_vec(),
+                raw_len: entry.raw_len,
+                data: c.encoded,
+            })),
+        }),
+        Err(e) => Err(Status::from(e)),
+    };
+    let failed = msg.is_err();
+    tx.send(msg).await.is_ok() && !failed
+}
+
+async fn send_trailer(tx: &Tx, sha256_hex: &str, raw_bytes: u64, chunk_count: u64) {
+    let trailer = PartTrailer {
+        stream_sha256: hex::decode(sha256_hex).unwrap_or_default(),
+        raw_bytes,
+        chunk_count,
+    };
+    let _ = tx
+        .send(Ok(ReadPartMessage {
+            msg: Some(Msg::Trailer(trailer)),
+        }))
+        .await;
 }

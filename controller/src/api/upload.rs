@@ -24,17 +24,33 @@ const MANIFEST_BATCH: usize = 64;
 /// Chunks being checked and stored at once, per upload (each holds up to 8 MiB).
 const IN_FLIGHT: usize = 4;
 
-struct PartUpload {
+/// Where a verified stream's manifest lines go.
+pub(super) enum Sink {
+    /// A backup part: lines are committed in batches while the upload runs (a part can be
+    /// any size), and count only once the part is marked stored.
+    Part { backup: BackupId, part: String },
+    /// Kept in memory and committed by the caller in one transaction (a WAL file: a few
+    /// dozen lines).
+    Memory {
+        entries: Vec<ManifestEntry>,
+        new: Vec<NewChunk>,
+    },
+}
+
+/// Receives the chunks of one stream: verifies each, stores it, rebuilds the stream digest
+/// in order, and checks the trailer.
+pub(super) struct ChunkReceiver {
     state: Arc<State>,
     agent: String,
     /// Ids whose bytes arrived in this upload: references to them need no ownership check.
     uploaded_here: HashSet<Vec<u8>>,
-    backup: BackupId,
-    part: String,
+    /// What is being received, for messages ("part db:app", "WAL file 0000...").
+    label: String,
     hasher: Sha256,
     stats: PartStats,
     pending: Vec<ManifestEntry>,
     pending_new: Vec<NewChunk>,
+    pub(super) sink: Sink,
 }
 
 /// Run an upload. Any failure after the header fails the backup with the reason, except a
@@ -89,20 +105,25 @@ pub async fn receive(
         }
         Some(_) => {}
     }
-    let _claim = state.uploading.claim(backup, &header.part)?;
+    let _claim = state
+        .uploading
+        .claim(format!("backup {backup} part {}", header.part))?;
     state.catalog.clear_manifest(backup, &header.part).await?;
-    let mut up = PartUpload {
-        state: state.clone(),
-        agent: agent.to_string(),
-        uploaded_here: HashSet::new(),
-        backup,
-        part: header.part.clone(),
-        hasher: Sha256::new(),
-        stats: PartStats::default(),
-        pending: Vec::new(),
-        pending_new: Vec::new(),
+    let mut up = ChunkReceiver::new(
+        state,
+        agent,
+        format!("part {}", header.part),
+        Sink::Part {
+            backup,
+            part: header.part.clone(),
+        },
+    );
+    let result = match up.run(&mut stream).await {
+        Ok(stats) => mark_stored(state, backup, &header.part, &header.format, stats)
+            .await
+            .map_err(Failure::Api),
+        Err(f) => Err(f),
     };
-    let result = up.run(&mut stream, &header.format).await;
     match &result {
         Err(Failure::EndedEarly) => {}
         Err(Failure::Api(e)) => {
@@ -121,22 +142,48 @@ pub async fn receive(
     })
 }
 
-/// The parts being uploaded. A second upload of a part while the first runs would clear the
-/// first one's manifest lines under it.
+async fn mark_stored(
+    state: &State,
+    backup: BackupId,
+    part: &str,
+    format: &str,
+    stats: PartStats,
+) -> ApiResult<UploadPartResponse> {
+    if !state
+        .catalog
+        .mark_part_stored(backup, part, format, &stats)
+        .await?
+    {
+        return Err(ApiError::FailedPrecondition(format!(
+            "backup {backup} finished, or its part {part} was stored, while this upload ran"
+        )));
+    }
+    tracing::info!(backup = %backup, part = %part, bytes = stats.raw_bytes,
+        chunks = stats.chunks, new_bytes = stats.new_bytes, "part stored");
+    Ok(UploadPartResponse {
+        chunks: stats.chunks,
+        new_chunks: stats.new_chunks,
+        new_bytes: stats.new_bytes,
+        raw_bytes: stats.raw_bytes,
+    })
+}
+
+/// The streams being received, by what they write ("backup 3 part db:app", a WAL file). A
+/// second upload of a part while the first runs would clear the first one's manifest lines
+/// under it; two pushes of one WAL file would race to record it.
 #[derive(Default)]
-pub struct ActiveUploads(Mutex<HashSet<(BackupId, String)>>);
+pub struct ActiveUploads(Mutex<HashSet<String>>);
 
 pub struct UploadClaim<'a> {
     uploads: &'a ActiveUploads,
-    key: (BackupId, String),
+    key: String,
 }
 
 impl ActiveUploads {
-    pub fn claim(&self, backup: BackupId, part: &str) -> ApiResult<UploadClaim<'_>> {
-        let key = (backup, part.to_string());
+    pub fn claim(&self, key: String) -> ApiResult<UploadClaim<'_>> {
         if !self.0.lock().unwrap().insert(key.clone()) {
             return Err(ApiError::FailedPrecondition(format!(
-                "part {part} of backup {backup} is already being uploaded"
+                "{key} is already being uploaded"
             )));
         }
         Ok(UploadClaim { uploads: self, key })
@@ -212,7 +259,7 @@ async fn joined(task: JoinHandle<ApiResult<Checked>>) -> ApiResult<Checked> {
         .map_err(|e| ApiError::InvalidArgument(format!("chunk task failed: {e}")))?
 }
 
-enum Failure {
+pub(super) enum Failure {
     /// The agent closed the stream without a trailer.
     EndedEarly,
     Api(ApiError),
@@ -224,12 +271,27 @@ impl<E: Into<ApiError>> From<E> for Failure {
     }
 }
 
-impl PartUpload {
-    async fn run(
+impl ChunkReceiver {
+    pub(super) fn new(state: &Arc<State>, agent: &str, label: String, sink: Sink) -> Self {
+        Self {
+            state: state.clone(),
+            agent: agent.to_string(),
+            uploaded_here: HashSet::new(),
+            label,
+            hasher: Sha256::new(),
+            stats: PartStats::default(),
+            pending: Vec::new(),
+            pending_new: Vec::new(),
+            sink,
+        }
+    }
+
+    /// Receive chunks up to and including the trailer. Returns the stream's statistics, its
+    /// digest included, once the trailer matched what was received.
+    pub(super) async fn run(
         &mut self,
         stream: &mut Streaming<UploadPartMessage>,
-        format: &str,
-    ) -> Result<UploadPartResponse, Failure> {
+    ) -> Result<PartStats, Failure> {
         // Each task with the id of the chunk it checks.
         let mut in_flight: VecDeque<(Vec<u8>, JoinHandle<ApiResult<Checked>>)> = VecDeque::new();
         loop {
@@ -269,9 +331,9 @@ impl PartUpload {
                     while let Some((_, done)) = in_flight.pop_front() {
                         self.absorb(joined(done).await?).await?;
                     }
-                    return self.finish(t, format).await;
+                    return self.finish(t).await;
                 }
-                Some(Msg::Header(_)) | None => {
+                Some(Msg::Header(_)) | Some(Msg::Wal(_)) | None => {
                     return Err(ApiError::InvalidArgument(
                         "unexpected message in a part upload".into(),
                     )
@@ -328,25 +390,29 @@ impl PartUpload {
     }
 
     async fn flush(&mut self) -> Result<(), Failure> {
-        self.state
-            .catalog
-            .add_manifest(self.backup, &self.part, &self.pending, &self.pending_new)
-            .await?;
-        self.pending.clear();
-        self.pending_new.clear();
+        match &mut self.sink {
+            Sink::Part { backup, part } => {
+                self.state
+                    .catalog
+                    .add_manifest(*backup, part, &self.pending, &self.pending_new)
+                    .await?;
+                self.pending.clear();
+                self.pending_new.clear();
+            }
+            Sink::Memory { entries, new } => {
+                entries.append(&mut self.pending);
+                new.append(&mut self.pending_new);
+            }
+        }
         Ok(())
     }
 
-    async fn finish(
-        &mut self,
-        t: PartTrailer,
-        format: &str,
-    ) -> Result<UploadPartResponse, Failure> {
+    async fn finish(&mut self, t: PartTrailer) -> Result<PartStats, Failure> {
         let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         let mismatch = |what: String| {
             Failure::Api(ApiError::InvalidArgument(format!(
-                "part {} does not add up: {what}; it is not stored",
-                self.part
+                "{} does not add up: {what}; it is not stored",
+                self.label
             )))
         };
         if t.chunk_count != self.stats.chunks {
@@ -370,25 +436,6 @@ impl PartUpload {
         }
         self.flush().await?;
         self.stats.stream_sha256 = hex::encode(digest);
-        let marked = self
-            .state
-            .catalog
-            .mark_part_stored(self.backup, &self.part, format, &self.stats)
-            .await?;
-        if !marked {
-            return Err(ApiError::FailedPrecondition(format!(
-                "backup {} finished, or its part {} was stored, while this upload ran",
-                self.backup, self.part
-            ))
-            .into());
-        }
-        tracing::info!(backup = %self.backup, part = %self.part, bytes = self.stats.raw_bytes,
-            chunks = self.stats.chunks, new_bytes = self.stats.new_bytes, "part stored");
-        Ok(UploadPartResponse {
-            chunks: self.stats.chunks,
-            new_chunks: self.stats.new_chunks,
-            new_bytes: self.stats.new_bytes,
-            raw_bytes: self.stats.raw_bytes,
-        })
+        Ok(self.stats.clone())
     }
 }

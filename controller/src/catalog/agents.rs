@@ -15,6 +15,8 @@ pub struct InstanceRow {
     pub system_identifier: String,
     pub databases: Vec<String>,
     pub error: String,
+    pub data_directory: String,
+    pub wal_segment_size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ fn instance_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow> {
         system_identifier: r.get("system_identifier"),
         databases: serde_json::from_str(r.get::<&str, _>("databases")).map_err(json_err)?,
         error: r.get("error"),
+        data_directory: r.get("data_directory"),
+        wal_segment_size: r.get::<i64, _>("wal_segment_size") as u64,
     })
 }
 
@@ -83,11 +87,17 @@ impl Catalog {
         .await?;
         for inst in instances {
             sqlx::query(
-                "INSERT INTO instances (name, agent, engine, server_version, system_identifier, databases, error, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO instances (name, agent, engine, server_version, system_identifier, databases, error, updated_at,
+                   data_directory, wal_segment_size)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (name) DO UPDATE SET engine = excluded.engine,
-                   server_version = excluded.server_version, system_identifier = excluded.system_identifier,
-                   databases = excluded.databases, error = excluded.error, updated_at = excluded.updated_at",
+                   server_version = excluded.server_version, databases = excluded.databases,
+                   error = excluded.error, updated_at = excluded.updated_at,
+                   -- An instance unreachable at registration reports none of these: keep
+                   -- what is known rather than refuse its WAL until it is reachable again.
+                   system_identifier = CASE WHEN excluded.system_identifier = '' THEN system_identifier ELSE excluded.system_identifier END,
+                   data_directory = CASE WHEN excluded.data_directory = '' THEN data_directory ELSE excluded.data_directory END,
+                   wal_segment_size = CASE WHEN excluded.wal_segment_size = 0 THEN wal_segment_size ELSE excluded.wal_segment_size END",
             )
             .bind(&inst.name)
             .bind(name)
@@ -97,6 +107,8 @@ impl Catalog {
             .bind(serde_json::to_string(&inst.databases).map_err(json_err)?)
             .bind(&inst.error)
             .bind(t)
+            .bind(&inst.data_directory)
+            .bind(inst.wal_segment_size as i64)
             .execute(&mut *tx)
             .await?;
         }
@@ -170,6 +182,8 @@ mod tests {
             system_identifier: "123".into(),
             databases: vec!["app".into()],
             error: String::new(),
+            data_directory: "/srv/pg".into(),
+            wal_segment_size: 16 << 20,
         }
     }
 

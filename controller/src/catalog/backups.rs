@@ -68,7 +68,7 @@ pub struct NewChunk {
     pub stored_len: u64,
 }
 
-fn chunk_id(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<ChunkId> {
+pub(super) fn chunk_id(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<ChunkId> {
     ChunkId::from_slice(r.get::<&[u8], _>(col)).map_err(|e| CatalogError::Corrupt(e.to_string()))
 }
 

@@ -141,6 +141,23 @@ impl Catalog {
         Ok(())
     }
 
+    /// Does `agent` hold a physical restore of `instance` that is unfinished, or finished
+    /// after `since`? Such a restore may read the instance's WAL archive: recovery runs
+    /// during the job with --start, and after it when the operator starts the server.
+    pub async fn has_wal_grant(&self, agent: &str, instance: &str, since: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM jobs WHERE agent = ? AND kind = 'restore'
+               AND json_extract(params, '$.source_instance') = ?
+               AND (state IN ('queued', 'running') OR finished_at >= ?) LIMIT 1",
+        )
+        .bind(agent)
+        .bind(instance)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+
     /// Fail jobs of an agent that it was sent but never started (they went down a job
     /// stream that has since been replaced).
     pub async fn fail_queued_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {

@@ -8,6 +8,7 @@ use super::{CatalogError, Result, now};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_chunk_owners.sql")),
+    (3, include_str!("migrations/0003_wal_archive.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

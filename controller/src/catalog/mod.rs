@@ -4,8 +4,11 @@
 
 mod agents;
 mod backups;
+mod base;
 mod jobs;
 mod migrations;
+mod status;
+mod wal;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -18,6 +21,9 @@ use sqlx::sqlite::{
 pub use agents::{AgentRow, InstanceRow};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use jobs::{JobRow, JobState};
+pub use base::BaseBackupRow;
+pub use status::ArchiverRow;
+pub use wal::{WalFileRow, WalOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

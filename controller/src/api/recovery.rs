@@ -1,0 +1,214 @@
+//! Point-in-time recovery on the admin side: an instance's recovery window, the fleet
+//! status table built on it, and turning a restore request into a physical restore job.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use tidemark_core::ids::BackupId;
+use tidemark_core::wal;
+use tidemark_proto as pb;
+
+use super::State;
+use super::error::{ApiError, ApiResult};
+use crate::catalog::{BackupRow, InstanceRow};
+use crate::pitr::{Target, Window};
+
+pub async fn instance(state: &State, name: &str) -> ApiResult<InstanceRow> {
+    state.catalog.instance(name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no instance {name:?} is registered; tidemark agents lists them"
+        ))
+    })
+}
+
+pub async fn window(state: &State, inst: &InstanceRow) -> ApiResult<Window> {
+    let seg = if inst.wal_segment_size > 0 {
+        inst.wal_segment_size
+    } else {
+        wal::DEFAULT_SEGMENT_SIZE
+    };
+    let bases = state.catalog.complete_base_backups(&inst.name).await?;
+    let segments = state.catalog.wal_segments(&inst.name).await?;
+    Ok(Window::compute(&bases, &segments, seg))
+}
+
+pub async fn window_info(state: &State, inst: &InstanceRow) -> ApiResult<pb::PitrWindowInfo> {
+    let w = window(state, inst).await?;
+    let mut info = pb::PitrWindowInfo {
+        instance: inst.name.clone(),
+        base_backups: w.reaches.len() as i64,
+        wal_files: state.catalog.wal_file_count(&inst.name).await?,
+        newest_wal: w.newest_wal.clone().unwrap_or_default(),
+        gap: w.gap.clone().unwrap_or_default(),
+        detail: w.describe(),
+        ..Default::default()
+    };
+    if let (Some(o), Some(n)) = (w.oldest(), w.newest()) {
+        info.restorable = true;
+        info.oldest_time = o.base.stop_time;
+        info.oldest_lsn = o.base.stop_lsn.to_string();
+        info.newest_time = n.end_time;
+        info.newest_lsn = n.end_lsn.to_string();
+    }
+    Ok(info)
+}
+
+/// The newest finish time of a complete backup of `kind`, 0 when none.
+fn last_complete(backups: &[BackupRow], kind: &str) -> i64 {
+    backups
+        .iter()
+        .filter(|b| b.kind == kind && b.status == "complete")
+        .filter_map(|b| b.finished_at)
+        .max()
+        .unwrap_or(0)
+}
+
+pub async fn fleet_status(state: &State) -> ApiResult<Vec<pb::InstanceStatus>> {
+    let mut out = Vec::new();
+    for agent in state.catalog.agents().await? {
+        let connected = state.sessions.is_connected(&agent.name);
+        for inst in &agent.instances {
+            let backups = state.catalog.list_backups(Some(&inst.name)).await?;
+            let archiver = state.catalog.archiver_status(&inst.name).await?;
+            out.push(pb::InstanceStatus {
+                instance: inst.name.clone(),
+                agent: agent.name.clone(),
+                engine: inst.engine.clone(),
+                connected,
+                window: Some(window_info(state, inst).await?),
+                archiver_reported_at: archiver.as_ref().map(|a| a.reported_at).unwrap_or(0),
+                archiver: archiver.map(|a| pb::ArchiverStatus {
+                    instance: a.instance,
+                    last_archived_at: a.last_archived_at,
+                    last_archived_wal: a.last_archived_wal,
+                    failed_count: a.failed_count,
+                    last_failed_at: a.last_failed_at,
+                    last_failed_wal: a.last_failed_wal,
+                    ready: a.ready,
+                    error: a.error,
+                }),
+                last_base_backup: last_complete(&backups, "base"),
+                last_logical_backup: last_complete(&backups, "logical"),
+                alerts: state
+                    .catalog
+                    .alerts(&inst.name)
+                    .await?
+                    .into_iter()
+                    .map(|(t, kind, msg)| format!("{} {kind}: {msg}", tidemark_core::timefmt::utc(t)))
+                    .collect(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.instance.cmp(&b.instance));
+    Ok(out)
+}
+
+/// A physical restore job for `r`: (agent, job params, job).
+pub async fn plan_restore(
+    state: &State,
+    r: &pb::StartPitrRestoreRequest,
+) -> ApiResult<(String, serde_json::Value, pb::RestoreJob, u64)> {
+    let inst = instance(state, &r.instance).await?;
+    let target = Target::parse(&r.target_kind, &r.target).map_err(ApiError::InvalidArgument)?;
+    if !matches!(r.action.as_str(), "pause" | "promote") {
+        return Err(ApiError::InvalidArgument(format!(
+            "--action must be pause or promote, not {:?}",
+            r.action
+        )));
+    }
+    if !r.pgdata.starts_with('/') {
+        return Err(ApiError::InvalidArgument(format!(
+            "--pgdata must be an absolute path on the target host, not {:?}",
+            r.pgdata
+        )));
+    }
+    let host = r.host.strip_prefix("agent:").unwrap_or(&r.host).to_string();
+    if state.catalog.agent(&host).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no agent {host:?} has registered; tidemark agents lists them"
+        )));
+    }
+    let w = window(state, &inst).await?;
+    let reach = if r.backup_id != 0 {
+        w.reaches
+            .iter()
+            .find(|x| x.base.backup_id == BackupId(r.backup_id) && x.last_segno.is_some())
+            .ok_or_else(|| {
+                ApiError::FailedPrecondition(format!(
+                    "backup {} is not a restorable base backup of {} (it must be complete with its WAL archived)",
+                    r.backup_id, inst.name
+                ))
+            })?
+    } else {
+        w.choose(&inst.name, &target)
+            .map_err(ApiError::FailedPrecondition)?
+    };
+    let base = &reach.base;
+    let b = state.backup(base.backup_id).await?;
+    for p in &b.parts {
+        if let Some(bad) = state.catalog.unavailable_chunks(b.id, &p.name, 1).await?.first() {
+            return Err(ApiError::DataLoss(format!(
+                "backup {} cannot be restored: chunk {bad} of part {} is missing or was found corrupt",
+                b.id, p.name
+            )));
+        }
+    }
+    // Each tablespace goes where the map says (by OID or by old location), else back to
+    // its old location.
+    let mut tablespaces = HashMap::new();
+    for (oid, old) in &base.tablespaces {
+        let new = r
+            .tablespace_map
+            .get(oid)
+            .or_else(|| r.tablespace_map.get(old))
+            .cloned()
+            .unwrap_or_else(|| old.clone());
+        tablespaces.insert(oid.clone(), new);
+    }
+    for key in r.tablespace_map.keys() {
+        if !base.tablespaces.contains_key(key) && !base.tablespaces.values().any(|v| v == key) {
+            return Err(ApiError::InvalidArgument(format!(
+                "--tablespace-map {key}=...: backup {} has no tablespace with that OID or location (it has {})",
+                b.id,
+                if base.tablespaces.is_empty() {
+                    "none".to_string()
+                } else {
+                    base.tablespaces.iter().map(|(o, l)| format!("{o} at {l}")).collect::<Vec<_>>().join(", ")
+                }
+            )));
+        }
+    }
+    let target_value = match &target {
+        Target::Time(t) => tidemark_core::timefmt::pg_timestamp(*t),
+        Target::Lsn(l) => l.to_string(),
+        Target::Xid(x) | Target::Name(x) => x.clone(),
+        Target::Immediate | Target::Latest => String::new(),
+    };
+    let physical = pb::PhysicalRestore {
+        backup_id: b.id.0,
+        source_instance: inst.name.clone(),
+        pgdata: r.pgdata.clone(),
+        parts: b.parts.iter().map(|p| p.name.clone()).collect(),
+        tablespaces,
+        target_kind: r.target_kind.clone(),
+        target: target_value.clone(),
+        action: r.action.clone(),
+        archive: r.archive,
+        port: r.port,
+        start: r.start,
+        verify: !r.skip_verify,
+    };
+    let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
+    let params = json!({
+        "backup_id": b.id.0, "parts": physical.parts, "source_instance": inst.name,
+        "pgdata": r.pgdata, "target_kind": r.target_kind, "target": target_value,
+        "action": r.action, "start": r.start,
+    });
+    let job = pb::RestoreJob {
+        backup_id: b.id.0,
+        instance: inst.name.clone(),
+        physical: Some(physical),
+        ..Default::default()
+    };
+    Ok((host, params, job, total))
+}

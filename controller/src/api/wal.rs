@@ -1,0 +1,261 @@
+//! The WAL archive's front door: archive_command pushes (`tidemark-agent wal-push`),
+//! restore_command fetches (`tidemark-agent wal-fetch`), and the range check a base backup
+//! waits on.
+//!
+//! A push is accepted only from the agent that registered the instance, from the data
+//! directory it registered, for the cluster (system identifier) it registered. A restored
+//! clone has the same system identifier but another directory or host, so it can never add
+//! to the archive; nor can a standby with archive_mode = always on another host.
+
+use std::sync::Arc;
+
+use tidemark_core::wal::{self, Lsn, WalName};
+use tidemark_proto::upload_part_message::Msg;
+use tidemark_proto::{self as pb, UploadPartMessage};
+use tonic::Streaming;
+
+use super::State;
+use super::error::{ApiError, ApiResult};
+use super::read::{self, PartStream};
+use super::upload::{ChunkReceiver, Failure, Sink};
+use crate::catalog::{InstanceRow, WalFileRow, WalOutcome, now};
+
+/// How long after a restore job finishes its agent may still fetch WAL (the operator may
+/// start the restored server later).
+const FETCH_GRANT_SECS: i64 = 24 * 3600;
+
+fn segment_size(inst: &InstanceRow) -> u64 {
+    if inst.wal_segment_size > 0 {
+        inst.wal_segment_size
+    } else {
+        wal::DEFAULT_SEGMENT_SIZE
+    }
+}
+
+/// The instance `agent` archives from `header`'s cluster and directory, or why not.
+async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult<InstanceRow> {
+    let same_cluster: Vec<InstanceRow> = state
+        .catalog
+        .agents()
+        .await?
+        .into_iter()
+        .flat_map(|a| a.instances)
+        .filter(|i| !h.system_identifier.is_empty() && i.system_identifier == h.system_identifier)
+        .collect();
+    let own: Vec<&InstanceRow> = same_cluster.iter().filter(|i| i.agent == agent).collect();
+    if own.is_empty() {
+        let owners: Vec<String> = same_cluster
+            .iter()
+            .map(|i| format!("{} (agent {})", i.name, i.agent))
+            .collect();
+        return Err(ApiError::PermissionDenied(format!(
+            "agent {agent} has no instance with system identifier {:?}{}; WAL is accepted only from the agent of the cluster's registered primary",
+            h.system_identifier,
+            if owners.is_empty() {
+                String::new()
+            } else {
+                format!(", which is registered as {}", owners.join(", "))
+            }
+        )));
+    }
+    own.iter()
+        .find(|i| i.data_directory == h.data_directory)
+        .map(|i| (*i).clone())
+        .ok_or_else(|| {
+            ApiError::PermissionDenied(format!(
+                "archive_command ran in {:?}, but instance {} has its data directory at {:?}; a restored clone or copy must not archive into the primary's archive (set archive_mode = off there)",
+                h.data_directory, own[0].name, own[0].data_directory
+            ))
+        })
+}
+
+pub async fn push(
+    state: &Arc<State>,
+    agent: &str,
+    mut stream: Streaming<UploadPartMessage>,
+) -> ApiResult<pb::PushWalResponse> {
+    let header = match stream.message().await {
+        Ok(Some(UploadPartMessage {
+            msg: Some(Msg::Wal(h)),
+        })) => h,
+        Ok(_) => {
+            return Err(ApiError::InvalidArgument(
+                "a WAL push must start with its WalHeader".into(),
+            ));
+        }
+        Err(status) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "WAL push broke: {}",
+                status.message()
+            )));
+        }
+    };
+    let inst = primary_for(state, agent, &header).await?;
+    let name = WalName::parse(&header.name, segment_size(&inst))
+        .map_err(ApiError::InvalidArgument)?;
+    let _claim = state
+        .uploading
+        .claim(format!("WAL file {} of instance {}", header.name, inst.name))?;
+    let mut rx = ChunkReceiver::new(
+        state,
+        agent,
+        format!("WAL file {}", header.name),
+        Sink::Memory {
+            entries: Vec::new(),
+            new: Vec::new(),
+        },
+    );
+    let stats = rx.run(&mut stream).await.map_err(|f| match f {
+        Failure::EndedEarly => ApiError::FailedPrecondition(format!(
+            "push of {} ended without its trailer; nothing was archived",
+            header.name
+        )),
+        Failure::Api(e) => e,
+    })?;
+    if name.segno().is_some() && stats.raw_bytes != segment_size(&inst) {
+        return Err(ApiError::InvalidArgument(format!(
+            "{} is {} bytes, but instance {}'s WAL segments are {} bytes; nothing was archived",
+            header.name,
+            stats.raw_bytes,
+            inst.name,
+            segment_size(&inst)
+        )));
+    }
+    let Sink::Memory { entries, new } = rx.sink else {
+        unreachable!("a WAL push collects its manifest in memory")
+    };
+    let row = WalFileRow {
+        instance: inst.name.clone(),
+        name: header.name.clone(),
+        timeline: name.timeline(),
+        segno: name.segno(),
+        size: stats.raw_bytes,
+        sha256: stats.stream_sha256.clone(),
+        chunks: stats.chunks,
+        modified_at: header.modified_at,
+        stored_at: 0,
+        agent: agent.to_string(),
+    };
+    match state.catalog.add_wal(&row, &entries, &new).await? {
+        WalOutcome::Stored => {
+            tracing::debug!(instance = %inst.name, wal = %header.name, new_bytes = stats.new_bytes, "WAL archived");
+            Ok(pb::PushWalResponse {
+                instance: inst.name,
+                already_archived: false,
+            })
+        }
+        WalOutcome::Identical => Ok(pb::PushWalResponse {
+            instance: inst.name,
+            already_archived: true,
+        }),
+        WalOutcome::Conflict { archived_sha256 } => {
+            tracing::error!(instance = %inst.name, wal = %header.name, pushed = %row.sha256,
+                archived = %archived_sha256, "refused a different WAL file under an archived name");
+            Err(ApiError::AlreadyExists(format!(
+                "instance {} already has a different {} archived (sha256 {archived_sha256}, pushed {}); it was kept and an alert raised. Two clusters may be archiving as one instance",
+                inst.name, header.name, row.sha256
+            )))
+        }
+    }
+}
+
+/// The instance a fetch reads from: named, or found by its system identifier.
+async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> ApiResult<InstanceRow> {
+    if !r.instance.is_empty() {
+        let inst = state.catalog.instance(&r.instance).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("instance {} is not registered", r.instance))
+        })?;
+        if !r.system_identifier.is_empty() && r.system_identifier != inst.system_identifier {
+            return Err(ApiError::PermissionDenied(format!(
+                "this cluster's system identifier is {}, but instance {}'s is {}: its WAL does not belong here",
+                r.system_identifier, inst.name, inst.system_identifier
+            )));
+        }
+        return Ok(inst);
+    }
+    let matches: Vec<InstanceRow> = state
+        .catalog
+        .agents()
+        .await?
+        .into_iter()
+        .flat_map(|a| a.instances)
+        .filter(|i| !r.system_identifier.is_empty() && i.system_identifier == r.system_identifier)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ApiError::NotFound(format!(
+            "no registered instance has system identifier {:?}; pass --instance NAME to wal-fetch",
+            r.system_identifier
+        ))),
+        many => Err(ApiError::InvalidArgument(format!(
+            "instances {} share system identifier {}; pass --instance NAME to wal-fetch",
+            many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+            r.system_identifier
+        ))),
+    }
+}
+
+pub async fn fetch(state: &Arc<State>, agent: &str, r: pb::FetchWalRequest) -> ApiResult<PartStream> {
+    let inst = fetch_source(state, &r).await?;
+    let allowed = inst.agent == agent
+        || state
+            .catalog
+            .has_wal_grant(agent, &inst.name, now() - FETCH_GRANT_SECS)
+            .await?;
+    if !allowed {
+        return Err(ApiError::PermissionDenied(format!(
+            "agent {agent} may read instance {}'s WAL only during a restore of it onto this host",
+            inst.name
+        )));
+    }
+    WalName::parse(&r.name, segment_size(&inst)).map_err(ApiError::InvalidArgument)?;
+    let file = state
+        .catalog
+        .wal_file(&inst.name, &r.name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("{} is not in instance {}'s archive", r.name, inst.name))
+        })?;
+    if let Some(first) = state.catalog.unavailable_wal_chunks(&inst.name, &r.name).await?.first() {
+        return Err(ApiError::DataLoss(format!(
+            "archived {} of instance {} cannot be read: chunk {first} is missing or was found corrupt",
+            r.name, inst.name
+        )));
+    }
+    let entries = state.catalog.wal_manifest(&inst.name, &r.name).await?;
+    Ok(read::stream_entries(state.clone(), entries, file.sha256, file.size))
+}
+
+/// Segments from `start` to `stop` (inclusive) on `timeline` that are not archived.
+pub async fn missing(state: &State, agent: &str, r: &pb::WalMissingRequest) -> ApiResult<Vec<String>> {
+    let inst = state.catalog.instance(&r.instance).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("instance {} is not registered", r.instance))
+    })?;
+    if inst.agent != agent {
+        return Err(ApiError::PermissionDenied(format!(
+            "instance {} belongs to agent {}",
+            inst.name, inst.agent
+        )));
+    }
+    let seg = segment_size(&inst);
+    let (start, stop) = (
+        Lsn::parse(&r.start_lsn).map_err(ApiError::InvalidArgument)?,
+        Lsn::parse(&r.stop_lsn).map_err(ApiError::InvalidArgument)?,
+    );
+    if stop < start || stop.segno(seg) - start.segno(seg) > 1 << 20 {
+        return Err(ApiError::InvalidArgument(format!(
+            "WAL range {start}..{stop} is not a plausible backup range"
+        )));
+    }
+    // The stop LSN points just past the backup's last record: at a segment boundary, that
+    // record is in the segment before.
+    let last = Lsn(stop.0.saturating_sub(1)).segno(seg).max(start.segno(seg));
+    let mut out = Vec::new();
+    for segno in start.segno(seg)..=last {
+        let name = wal::segment_name(r.timeline, segno, seg);
+        if state.catalog.wal_file(&inst.name, &name).await?.is_none() {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
