@@ -4,6 +4,9 @@
 //! version = 1
 //! controller = "https://backup1.example:7420"
 //! spool-dir = "/var/tmp"              # only for pg_restore --jobs, which needs a seekable file
+//! wal-prefetch = 8                    # wal-fetch fetches this many segments ahead
+//! wal-retry-for = "30s"               # wal-push/wal-fetch retry an unreachable controller this long
+//! status-interval = "15s"             # how often archiver status is reported
 //!
 //! [tls]
 //! ca = "/etc/tidemark/pki/ca.crt"
@@ -37,8 +40,27 @@ pub struct AgentConfig {
     pub controller: String,
     pub tls: TlsFiles,
     pub spool_dir: Option<PathBuf>,
+    /// wal-fetch: how many segments after the requested one to fetch ahead (0: none).
+    #[serde(default = "default_prefetch")]
+    pub wal_prefetch: u32,
+    /// wal-push and wal-fetch: how long to keep retrying when the controller is
+    /// unreachable before giving up (wal-fetch then aborts recovery rather than ending it).
+    #[serde(
+        default = "default_wal_retry",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub wal_retry_for: Duration,
+    /// How often the daemon reports archiver status.
+    #[serde(
+        default = "default_status_interval",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub status_interval: Duration,
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstanceConfig>,
+    /// Where this config was read from (wal-fetch hands it to its prefetcher).
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +108,15 @@ fn default_port() -> u16 {
 fn default_user() -> String {
     "postgres".into()
 }
+fn default_prefetch() -> u32 {
+    8
+}
+fn default_wal_retry() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(15)
+}
 fn default_long_txn() -> Duration {
     Duration::from_secs(3600)
 }
@@ -93,6 +124,7 @@ fn default_long_txn() -> Duration {
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut c: AgentConfig = config::load(path)?;
+        c.path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let base = config::base_dir(path);
         c.tls = c.tls.resolved(&base);
         c.spool_dir = c.spool_dir.map(|p| config::resolve(&base, &p));

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::{
-    InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, ToolVersion, job,
+    InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, StatusReport, ToolVersion,
+    job,
 };
 use tonic::transport::Channel;
 
@@ -83,6 +84,8 @@ async fn session(
         .await?
         .into_inner();
     tracing::info!(identity = %reg.identity, controller = %config.controller, "registered");
+    let reporter = tokio::spawn(report_status(client.clone(), config.clone()));
+    let _stop_reporter = AbortOnDrop(reporter);
     let mut jobs = client
         .jobs(JobsRequest {
             session: reg.session,
@@ -94,6 +97,31 @@ async fn session(
         tokio::spawn(async move { run_job(client, config, job).await });
     }
     Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Report every instance's archiver status now and then, for `tidemark status` and the
+/// metrics (segments waiting to be archived, archive_command failures).
+async fn report_status(mut client: AgentServiceClient<Channel>, config: Arc<AgentConfig>) {
+    loop {
+        let mut instances = Vec::new();
+        for inst in &config.instances {
+            match inst.engine {
+                Engine::Postgresql => instances.push(Pg::new(inst.clone()).archiver_status().await),
+            }
+        }
+        if let Err(e) = client.report_status(StatusReport { instances }).await {
+            tracing::warn!(error = %e.message(), "reporting archiver status failed");
+        }
+        tokio::time::sleep(config.status_interval).await;
+    }
 }
 
 /// Tool versions and instance facts for registration. An instance that cannot be reached
@@ -128,6 +156,7 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
                 if !error.is_empty() {
                     tracing::warn!(instance = %inst.name, %error, "instance unreachable");
                 }
+                let (data_directory, wal_segment_size) = pg.storage().await.unwrap_or_default();
                 instances.push(InstanceInfo {
                     name: inst.name.clone(),
                     engine: inst.engine.as_str().into(),
@@ -135,6 +164,8 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
                     system_identifier: pg.system_identifier().await,
                     databases,
                     error,
+                    data_directory,
+                    wal_segment_size,
                 });
             }
         }

@@ -1,36 +1,29 @@
-//! Reading a stored part back from the controller into a sink (a pipe to pg_restore, a
-//! spool file). Every chunk is checked against its id, and the whole stream against the
-//! digest recorded when it was stored: a restore never consumes bytes it has not verified.
+//! Reading a stored stream back from the controller into a sink (a pipe to pg_restore or
+//! tar, a spool file, a WAL file). Every chunk is checked against its id, and the whole
+//! stream against the digest recorded when it was stored: a restore never consumes bytes
+//! it has not verified.
 
 use sha2::{Digest, Sha256};
 use tidemark_core::chunk;
 use tidemark_core::ids::{BackupId, ChunkId};
-use tidemark_proto::ReadPartRequest;
-use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::read_part_message::Msg;
+use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::{ReadPartMessage, ReadPartRequest};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use crate::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("reading backup {backup} part {part}: {}", .status.message())]
-    Rpc {
-        backup: BackupId,
-        part: String,
-        status: tonic::Status,
-    },
-    #[error("reading backup {backup} part {part}: {what}")]
-    Corrupt {
-        backup: BackupId,
-        part: String,
-        what: String,
-    },
-    #[error("writing backup {backup} part {part} out: {source}")]
+    #[error("reading {what}: {}", .status.message())]
+    Rpc { what: String, status: tonic::Status },
+    #[error("reading {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("writing {what} out: {source}")]
     Sink {
-        backup: BackupId,
-        part: String,
+        what: String,
         source: std::io::Error,
     },
 }
@@ -44,27 +37,43 @@ pub async fn download_part<W: AsyncWrite + Unpin>(
     sink: &mut W,
     progress: &Progress,
 ) -> Result<u64, DownloadError> {
-    let rpc = |status| DownloadError::Rpc {
-        backup,
-        part: part.to_string(),
-        status,
-    };
-    let corrupt = |what: String| DownloadError::Corrupt {
-        backup,
-        part: part.to_string(),
-        what,
-    };
+    let what = format!("backup {backup} part {part}");
     let req = ReadPartRequest {
         backup_id: backup.0,
         part: part.to_string(),
         job_id: job,
     };
-    let mut stream = client
+    let stream = client
         .clone()
         .read_part(req)
         .await
-        .map_err(rpc)?
+        .map_err(|status| DownloadError::Rpc {
+            what: what.clone(),
+            status,
+        })?
         .into_inner();
+    receive(stream, &what, sink, progress).await
+}
+
+/// Verify and write out a stream of chunks ending in its trailer; returns the bytes written.
+pub async fn receive<W: AsyncWrite + Unpin>(
+    mut stream: Streaming<ReadPartMessage>,
+    what: &str,
+    sink: &mut W,
+    progress: &Progress,
+) -> Result<u64, DownloadError> {
+    let rpc = |status| DownloadError::Rpc {
+        what: what.to_string(),
+        status,
+    };
+    let corrupt = |detail: String| DownloadError::Corrupt {
+        what: what.to_string(),
+        detail,
+    };
+    let sink_err = |source| DownloadError::Sink {
+        what: what.to_string(),
+        source,
+    };
     let mut hasher = Sha256::new();
     let (mut bytes, mut chunks) = (0u64, 0u64);
     loop {
@@ -84,13 +93,7 @@ pub async fn download_part<W: AsyncWrite + Unpin>(
                 .expect("decode task");
                 hasher = h;
                 let plain = plain.map_err(|e| corrupt(e.to_string()))?;
-                sink.write_all(&plain)
-                    .await
-                    .map_err(|source| DownloadError::Sink {
-                        backup,
-                        part: part.to_string(),
-                        source,
-                    })?;
+                sink.write_all(&plain).await.map_err(sink_err)?;
                 bytes += plain.len() as u64;
                 chunks += 1;
                 progress.add(plain.len() as u64);
@@ -106,11 +109,7 @@ pub async fn download_part<W: AsyncWrite + Unpin>(
                         hex::encode(&t.stream_sha256)
                     )));
                 }
-                sink.flush().await.map_err(|source| DownloadError::Sink {
-                    backup,
-                    part: part.to_string(),
-                    source,
-                })?;
+                sink.flush().await.map_err(sink_err)?;
                 return Ok(bytes);
             }
             None => return Err(corrupt("the stream ended before its trailer".into())),

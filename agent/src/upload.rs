@@ -1,4 +1,5 @@
-//! Streaming a tool's stdout to the controller as one part of a backup.
+//! Streaming bytes to the controller: a tool's stdout or a FIFO as one part of a backup, or
+//! a WAL file for the archive.
 //!
 //! ```text
 //! tool stdout ─► hash+count ─► FastCDC ─► [chunks, 2] ─► dedup query ─► zstd (≤3 at once)
@@ -9,7 +10,7 @@
 //! controller has stored every chunk and found the same stream digest the agent read.
 
 use std::collections::HashSet;
-use std::io;
+use std::io::{self, Read};
 use std::process::{Command, Stdio};
 
 use tidemark_core::chunk;
@@ -18,7 +19,8 @@ use tidemark_core::ids::{BackupId, ChunkId};
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{
-    EncodedChunk, HaveChunksRequest, PartHeader, PartTrailer, UploadPartMessage, UploadPartResponse,
+    EncodedChunk, HaveChunksRequest, PartHeader, PartTrailer, PushWalResponse, UploadPartMessage,
+    UploadPartResponse, WalHeader,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,12 +44,47 @@ pub enum UploadError {
     Rpc { part: String, status: tonic::Status },
     #[error("part {part}: {what}")]
     Mismatch { part: String, what: String },
+    /// Reading the stream failed (the tool's pipe, a file).
+    #[error("reading the stream: {0}")]
+    Read(io::Error),
 }
 
 pub struct Part<'a> {
     pub backup: BackupId,
     pub name: &'a str,
     pub format: &'a str,
+}
+
+/// What a stream is uploaded as: a part of a backup, or a WAL file for the archive.
+pub enum Target<'a> {
+    Part(Part<'a>),
+    Wal(WalHeader),
+}
+
+/// The controller's acknowledgement of a stream.
+pub enum Ack {
+    Part(UploadPartResponse),
+    Wal(PushWalResponse),
+}
+
+impl Target<'_> {
+    fn label(&self) -> String {
+        match self {
+            Target::Part(p) => p.name.to_string(),
+            Target::Wal(h) => h.name.clone(),
+        }
+    }
+
+    fn header(&self) -> Msg {
+        match self {
+            Target::Part(p) => Msg::Header(PartHeader {
+                backup_id: p.backup.0,
+                part: p.name.into(),
+                format: p.format.into(),
+            }),
+            Target::Wal(h) => Msg::Wal(h.clone()),
+        }
+    }
 }
 
 /// Run `cmd` and upload its stdout as `part`. Returns the controller's acknowledgement.
@@ -73,88 +110,111 @@ pub async fn upload_tool_output(
     let _ = rustix::pipe::fcntl_setpipe_size(&stdout, 1 << 20);
     let stderr = child.stderr.take().expect("piped stderr");
     let stderr_tail = tokio::task::spawn_blocking(move || tool::read_tail(stderr));
+    // Stop the tool when the upload fails: a tool that is not writing (a pg_dump waiting
+    // for a lock) would otherwise never notice, and would hold its snapshot. The child is
+    // reaped only below, after this can run, so the pid is still this child's.
+    let kill = move || {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    };
+    let uploaded = upload_stream(client, Target::Part(part), stdout, progress, kill).await;
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")
+        .map_err(|source| ToolError::Io {
+            tool: tool_name.clone(),
+            source,
+        })?;
+    let stderr = stderr_tail.await.unwrap_or_default();
+    match uploaded {
+        // The upload's own failure comes first: when it stopped the tool, the tool's
+        // "killed by signal 9" is a consequence, not the cause. A failed read of the pipe
+        // is the tool's failure, though, when the tool failed too.
+        Err(UploadError::Read(_)) | Ok(_) if !exit.success() => Err(ToolError::Failed {
+            tool: tool_name,
+            status: tool::describe(exit),
+            stderr,
+        }
+        .into()),
+        Err(UploadError::Read(source)) => Err(ToolError::Io {
+            tool: tool_name,
+            source,
+        }
+        .into()),
+        Err(e) => Err(e),
+        Ok(Ack::Part(resp)) => Ok(resp),
+        Ok(Ack::Wal(_)) => unreachable!("a part upload is acknowledged as a part"),
+    }
+}
 
+/// Upload everything `reader` yields as `target`. `abort` runs when the upload fails while
+/// the reader may still be producing (to stop the tool that writes it).
+pub async fn upload_stream<R: Read + Send + 'static>(
+    client: &AgentServiceClient<Channel>,
+    target: Target<'_>,
+    reader: R,
+    progress: &Progress,
+    abort: impl FnOnce() + Send + 'static,
+) -> Result<Ack, UploadError> {
+    let label = target.label();
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
     let counter = progress.clone();
     let chunker = tokio::task::spawn_blocking(move || {
-        let result = chunk_stream(stdout, |c| {
+        chunk_stream(reader, |c| {
             counter.add(c.data.len() as u64);
             chunk_tx
                 .blocking_send(c)
                 .map_err(|_| io::Error::other("upload stopped"))
-        });
-        if result.is_err() {
-            // The upload gave up (or reading failed): stop the tool rather than let it block.
-            let _ = child.kill();
-        }
-        (result, child.wait())
+        })
     });
 
     let (msg_tx, msg_rx) = mpsc::channel::<UploadPartMessage>(2);
-    let header = PartHeader {
-        backup_id: part.backup.0,
-        part: part.name.into(),
-        format: part.format.into(),
-    };
     msg_tx
         .send(UploadPartMessage {
-            msg: Some(Msg::Header(header)),
+            msg: Some(target.header()),
         })
         .await
         .expect("receiver alive");
     let mut rpc_client = client.clone();
-    let rpc =
-        tokio::spawn(async move { rpc_client.upload_part(ReceiverStream::new(msg_rx)).await });
+    let is_wal = matches!(target, Target::Wal(_));
+    let rpc = tokio::spawn(async move {
+        let stream = ReceiverStream::new(msg_rx);
+        if is_wal {
+            rpc_client.push_wal(stream).await.map(|r| Ack::Wal(r.into_inner()))
+        } else {
+            rpc_client
+                .upload_part(stream)
+                .await
+                .map(|r| Ack::Part(r.into_inner()))
+        }
+    });
 
     let pumped = pump(client.clone(), chunk_rx, &msg_tx).await;
+    let mut abort = Some(abort);
     if pumped.is_err() && !chunker.is_finished() {
-        // The upload failed: stop the tool now. A tool that is not writing (a pg_dump
-        // waiting for a lock) would otherwise never notice, and would hold its snapshot.
-        // The chunker has not reaped it yet, so the pid is still this child's.
-        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
+        (abort.take().expect("first use"))();
     }
-    let (chunked, exit) = chunker.await.expect("chunker task");
-    let stderr = stderr_tail.await.unwrap_or_default();
+    let chunked = chunker.await.expect("chunker task");
     let rpc_err = |status| UploadError::Rpc {
-        part: part.name.to_string(),
+        part: label.clone(),
         status,
     };
-
-    let exit = exit.map_err(|source| ToolError::Io {
-        tool: tool_name.clone(),
-        source,
-    })?;
-    // The upload's own failure comes first: when it stopped the tool, the tool's "killed by
-    // signal 9" is a consequence, not the cause.
-    let failure: Option<UploadError> = if let Err(e) = pumped {
-        Some(e)
-    } else if !exit.success() {
-        Some(
-            ToolError::Failed {
-                tool: tool_name.clone(),
-                status: tool::describe(exit),
-                stderr,
+    let failure: Option<UploadError> = match (pumped, &chunked) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Err(e)) => {
+            if let Some(a) = abort.take() {
+                a();
             }
-            .into(),
-        )
-    } else if let Err(e) = &chunked {
-        Some(
-            ToolError::Io {
-                tool: tool_name.clone(),
-                source: io::Error::new(e.kind(), e.to_string()),
-            }
-            .into(),
-        )
-    } else {
-        None
+            Some(UploadError::Read(io::Error::new(e.kind(), e.to_string())))
+        }
+        (Ok(()), Ok(_)) => None,
     };
     if let Some(f) = failure {
         // Ending the stream without a trailer tells the controller the part is not stored.
         drop(msg_tx);
         if let Ok(Err(status)) = rpc.await
-            && !matches!(f, UploadError::Tool(_))
+            && !matches!(f, UploadError::Read(_))
             && status.code() != tonic::Code::FailedPrecondition
         {
             return Err(rpc_err(status));
@@ -174,21 +234,22 @@ pub async fn upload_tool_output(
         })
         .await;
     drop(msg_tx);
-    let resp = rpc
+    let ack = rpc
         .await
         .map_err(|e| rpc_err(tonic::Status::internal(e.to_string())))?
-        .map_err(rpc_err)?
-        .into_inner();
-    if resp.chunks != summary.chunks || resp.raw_bytes != summary.bytes {
+        .map_err(rpc_err)?;
+    if let Ack::Part(resp) = &ack
+        && (resp.chunks != summary.chunks || resp.raw_bytes != summary.bytes)
+    {
         return Err(UploadError::Mismatch {
-            part: part.name.into(),
+            part: label,
             what: format!(
                 "controller acknowledged {} chunks / {} bytes, the agent sent {} / {}",
                 resp.chunks, resp.raw_bytes, summary.chunks, summary.bytes
             ),
         });
     }
-    Ok(resp)
+    Ok(ack)
 }
 
 /// Move chunks from the chunker to the upload stream: ask which the controller lacks,

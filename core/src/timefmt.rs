@@ -1,5 +1,13 @@
 //! Unix seconds as operators read them: `2026-11-25 20:01:02Z` (UTC, always).
 
+/// The current time in unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Format unix seconds as UTC; 0 (unset) formats as `-`.
 pub fn utc(secs: i64) -> String {
     if secs == 0 {

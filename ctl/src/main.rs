@@ -38,8 +38,13 @@ enum Cmd {
     Backups(cmd::backups::Args),
     /// Take a backup of an instance now.
     Backup(cmd::backup::Args),
-    /// Restore a logical backup into a new database on an agent's instance.
+    /// Restore: a logical backup into a new database (--backup --into-database), or a
+    /// point in time into a new data directory (--instance --pgdata and a target).
     Restore(cmd::restore::Args),
+    /// Show an instance's recovery window: the oldest and newest restorable points.
+    PitrWindow(cmd::pitr_window::Args),
+    /// The fleet at a glance: recovery windows, WAL archiving, backup ages, alerts.
+    Status,
     /// Make the fleet's CA and certificates.
     Pki(cmd::pki::Args),
 }
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
             Cmd::Backups(a) => cmd::backups::run(config, cli.output, a).await,
             Cmd::Backup(a) => cmd::backup::run(config, cli.output, a).await,
             Cmd::Restore(a) => cmd::restore::run(config, cli.output, a).await,
+            Cmd::PitrWindow(a) => cmd::pitr_window::run(config, cli.output, a).await,
+            Cmd::Status => cmd::status::run(config, cli.output).await,
             Cmd::Pki(a) => cmd::pki::run(cli.output, a),
         }
     });

@@ -1,4 +1,4 @@
-//! `tidemark backup --instance NAME --kind logical [--wait]`.
+//! `tidemark backup --instance NAME --kind logical|base [--wait]`.
 
 use std::path::Path;
 
@@ -15,8 +15,9 @@ pub struct Args {
     /// The instance to back up.
     #[arg(long)]
     instance: String,
-    /// What kind of backup.
-    #[arg(long, default_value = "logical", value_parser = ["logical"])]
+    /// What kind of backup: logical (pg_dump of each database) or base (pg_basebackup of
+    /// the cluster; complete once its WAL is archived).
+    #[arg(long, default_value = "logical", value_parser = ["logical", "base"])]
     kind: String,
     /// Wait until the backup is complete or failed; exit 1 if it failed.
     #[arg(long)]

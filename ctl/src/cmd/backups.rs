@@ -97,6 +97,14 @@ pub fn detail_json(b: &BackupDetail) -> Value {
     v["job_id"] = json!(b.job_id);
     v["server_version"] = json!(b.server_version);
     v["tool_version"] = json!(b.tool_version);
+    if let Some(base) = &b.base {
+        v["base"] = json!({
+            "start_lsn": base.start_lsn, "stop_lsn": base.stop_lsn, "timeline": base.timeline,
+            "system_identifier": base.system_identifier, "start_time": base.start_time,
+            "stop_time": base.stop_time, "tablespaces": base.tablespaces,
+            "backup_label": base.backup_label,
+        });
+    }
     v["parts"] = b
         .parts
         .iter()
@@ -138,6 +146,18 @@ pub fn print_detail(b: &BackupDetail, format: Format) {
     );
     field("server", b.server_version.clone());
     field("tool", b.tool_version.clone());
+    if let Some(base) = &b.base {
+        field(
+            "wal",
+            format!(
+                "{} .. {} on timeline {} (system identifier {})",
+                base.start_lsn, base.stop_lsn, base.timeline, base.system_identifier
+            ),
+        );
+        for (oid, loc) in &base.tablespaces {
+            field("tablespace", format!("{oid} at {loc}"));
+        }
+    }
     println!();
     let rows: Vec<Vec<String>> = b
         .parts

@@ -61,6 +61,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
                 backup_id: backup.0,
                 error: String::new(),
                 checks,
+                base: None,
             };
             let r = client
                 .finish_backup(finish)
@@ -90,6 +91,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
                 backup_id: backup.0,
                 error: f.0.clone(),
                 checks: Vec::new(),
+                base: None,
             };
             if let Err(s) = client.finish_backup(finish).await {
                 tracing::warn!(%backup, error = %s, "could not record the backup's failure");

@@ -125,6 +125,51 @@ impl Pg {
         .unwrap_or_default()
     }
 
+    /// The data directory (resolved through symlinks, as archive_command's working
+    /// directory will be) and the WAL segment size in bytes.
+    pub async fn storage(&self) -> Result<(String, u64), ToolError> {
+        let out = self
+            .query(
+                "postgres",
+                "SELECT current_setting('data_directory'), setting FROM pg_settings WHERE name = 'wal_segment_size'",
+            )
+            .await?;
+        let (dir, size) = out.split_once('\t').unwrap_or((&out, ""));
+        let dir = std::fs::canonicalize(dir)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| dir.to_string());
+        Ok((dir, size.trim().parse().unwrap_or(0)))
+    }
+
+    /// pg_stat_archiver and the count of segments waiting in archive_status.
+    pub async fn archiver_status(&self) -> tidemark_proto::ArchiverStatus {
+        let sql = "SELECT COALESCE(extract(epoch FROM last_archived_time)::bigint, 0), COALESCE(last_archived_wal, ''),
+              failed_count, COALESCE(extract(epoch FROM last_failed_time)::bigint, 0), COALESCE(last_failed_wal, ''),
+              (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
+            FROM pg_stat_archiver";
+        let mut s = tidemark_proto::ArchiverStatus {
+            instance: self.cfg.name.clone(),
+            ..Default::default()
+        };
+        match self.query("postgres", sql).await {
+            Ok(out) => {
+                let f: Vec<&str> = out.split('\t').collect();
+                if f.len() == 6 {
+                    s.last_archived_at = f[0].parse().unwrap_or(0);
+                    s.last_archived_wal = f[1].into();
+                    s.failed_count = f[2].parse().unwrap_or(0);
+                    s.last_failed_at = f[3].parse().unwrap_or(0);
+                    s.last_failed_wal = f[4].into();
+                    s.ready = f[5].parse().unwrap_or(0);
+                } else {
+                    s.error = format!("unexpected pg_stat_archiver output {out:?}");
+                }
+            }
+            Err(e) => s.error = e.to_string(),
+        }
+        s
+    }
+
     /// The databases a logical backup dumps: the configured list, or every database that
     /// allows connections (templates excluded).
     pub async fn databases(&self) -> Result<Vec<String>, ToolError> {

@@ -1,0 +1,63 @@
+//! `tidemark-agent wal-push` and `wal-fetch`: PostgreSQL's archive_command and
+//! restore_command. Each run is a short process that PostgreSQL starts in the data directory;
+//! its exit status is the whole answer, so every status means exactly one thing.
+
+pub mod fetch;
+pub mod push;
+
+use std::path::Path;
+use std::time::Duration;
+
+use tidemark_core::tls::TlsMaterial;
+use tidemark_proto::agent_service_client::AgentServiceClient;
+use tonic::transport::Channel;
+
+use crate::config::AgentConfig;
+
+/// The cluster's system identifier, from `global/pg_control` under `data_dir`: the first
+/// eight bytes of the control file, in the machine's byte order.
+pub fn system_identifier(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join("global/pg_control");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}; PostgreSQL runs archive_command and restore_command in the data directory",
+            path.display()
+        )
+    })?;
+    let head: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{} is too short to be a control file", path.display()))?;
+    Ok(u64::from_ne_bytes(head).to_string())
+}
+
+pub async fn connect(
+    config: &AgentConfig,
+    tls: &TlsMaterial,
+    timeout: Duration,
+) -> Result<AgentServiceClient<Channel>, String> {
+    let channel = tls
+        .endpoint(&config.controller, Some(timeout))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach the controller at {}: {}",
+                config.controller,
+                tidemark_core::text::error_chain(&e)
+            )
+        })?;
+    Ok(AgentServiceClient::new(channel)
+        .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES))
+}
+
+/// Is this failure worth retrying (the controller or its storage may come back)?
+pub fn transient(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unavailable | DeadlineExceeded | Unknown | Internal | ResourceExhausted | Aborted | Cancelled
+    )
+}

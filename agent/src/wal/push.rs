@@ -1,0 +1,80 @@
+//! archive_command: `tidemark-agent wal-push %p`. Exits 0 only once the controller has the
+//! file durably stored (or already had the identical file); anything else is non-zero and
+//! PostgreSQL keeps the file and tries again.
+
+use std::path::Path;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use tidemark_core::tls::TlsMaterial;
+use tidemark_proto::WalHeader;
+
+use super::{connect, system_identifier, transient};
+use crate::config::AgentConfig;
+use crate::progress::Progress;
+use crate::upload::{Ack, Target, UploadError, upload_stream};
+
+pub async fn run(config: &AgentConfig, tls: &TlsMaterial, path: &Path) -> Result<String, String> {
+    let data_dir = std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| format!("cannot resolve the working directory: {e}"))?;
+    let sysid = system_identifier(&data_dir)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} has no file name", path.display()))?
+        .to_string();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let modified_at = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let header = WalHeader {
+        system_identifier: sysid,
+        data_directory: data_dir.display().to_string(),
+        name: name.clone(),
+        modified_at,
+    };
+    let deadline = Instant::now() + config.wal_retry_for;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let attempt = push_once(config, tls, path, header.clone()).await;
+        match attempt {
+            Ok(already) => {
+                return Ok(if already {
+                    format!("{name} was already archived (identical)")
+                } else {
+                    format!("archived {name}")
+                });
+            }
+            Err((msg, retry)) if retry && Instant::now() + delay < deadline => {
+                tracing::warn!("pushing {name}: {msg}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err((msg, _)) => return Err(format!("{name} was not archived: {msg}")),
+        }
+    }
+}
+
+/// One attempt. Err carries the reason and whether trying again may help.
+async fn push_once(
+    config: &AgentConfig,
+    tls: &TlsMaterial,
+    path: &Path,
+    header: WalHeader,
+) -> Result<bool, (String, bool)> {
+    let client = connect(config, tls, Duration::from_secs(60))
+        .await
+        .map_err(|e| (e, true))?;
+    let file = std::fs::File::open(path).map_err(|e| (format!("cannot open {}: {e}", path.display()), false))?;
+    match upload_stream(&client, Target::Wal(header), file, &Progress::default(), || {}).await {
+        Ok(Ack::Wal(r)) => Ok(r.already_archived),
+        Ok(Ack::Part(_)) => unreachable!("a WAL push is acknowledged as WAL"),
+        Err(UploadError::Rpc { status, .. }) => {
+            Err((status.message().to_string(), transient(status.code())))
+        }
+        Err(e) => Err((e.to_string(), false)),
+    }
+}
