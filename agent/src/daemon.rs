@@ -7,8 +7,7 @@ use std::time::Duration;
 use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::{
-    InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, StatusReport, ToolVersion,
-    job,
+    InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, StatusReport, ToolVersion, job,
 };
 use tonic::transport::Channel;
 

@@ -6,8 +6,8 @@
 use sha2::{Digest, Sha256};
 use tidemark_core::chunk;
 use tidemark_core::ids::{BackupId, ChunkId};
-use tidemark_proto::read_part_message::Msg;
 use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::read_part_message::Msg;
 use tidemark_proto::{ReadPartMessage, ReadPartRequest};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::Streaming;

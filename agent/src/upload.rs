@@ -181,7 +181,10 @@ pub async fn upload_stream<R: Read + Send + 'static>(
     let rpc = tokio::spawn(async move {
         let stream = ReceiverStream::new(msg_rx);
         if is_wal {
-            rpc_client.push_wal(stream).await.map(|r| Ack::Wal(r.into_inner()))
+            rpc_client
+                .push_wal(stream)
+                .await
+                .map(|r| Ack::Wal(r.into_inner()))
         } else {
             rpc_client
                 .upload_part(stream)

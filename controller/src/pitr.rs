@@ -95,7 +95,9 @@ impl Window {
             .iter()
             .map(|b| {
                 let start = b.start_lsn.segno(seg_size);
-                let stop = Lsn(b.stop_lsn.0.saturating_sub(1)).segno(seg_size).max(start);
+                let stop = Lsn(b.stop_lsn.0.saturating_sub(1))
+                    .segno(seg_size)
+                    .max(start);
                 let last = run_end(start).filter(|last| *last >= stop);
                 Reach {
                     base: b.clone(),
@@ -109,14 +111,11 @@ impl Window {
             .iter()
             .next_back()
             .map(|(n, (_, tli))| wal::segment_name(*tli, *n, seg_size));
-        let gap = reaches
-            .iter()
-            .find_map(|r| r.last_segno)
-            .and_then(|last| {
-                let next = last + 1;
-                let beyond = segs.range(next..).next().is_some();
-                beyond.then(|| wal::segment_name(segs[&last].1, next, seg_size))
-            });
+        let gap = reaches.iter().find_map(|r| r.last_segno).and_then(|last| {
+            let next = last + 1;
+            let beyond = segs.range(next..).next().is_some();
+            beyond.then(|| wal::segment_name(segs[&last].1, next, seg_size))
+        });
         Window {
             reaches,
             gap,
@@ -147,7 +146,8 @@ impl Window {
                 utc(n.end_time),
                 n.end_lsn,
                 match &self.gap {
-                    Some(g) => format!("; WAL segment {g} is missing, so the window before it ends there"),
+                    Some(g) =>
+                        format!("; WAL segment {g} is missing, so the window before it ends there"),
                     None => String::new(),
                 }
             ),
@@ -166,9 +166,12 @@ impl Window {
                 self.describe()
             )
         };
-        let newest = self
-            .newest()
-            .ok_or_else(|| format!("instance {instance} cannot be restored: {}", self.describe()))?;
+        let newest = self.newest().ok_or_else(|| {
+            format!(
+                "instance {instance} cannot be restored: {}",
+                self.describe()
+            )
+        })?;
         match target {
             Target::Time(t) => {
                 let shown = pg_timestamp(*t);
@@ -243,10 +246,19 @@ mod tests {
         let w = Window::compute(&bases, &segs(2..=9), SEG);
         assert_eq!(w.gap, None);
         let at = |secs: i64| Target::Time(secs * 1_000_000);
-        assert_eq!(w.choose("pg", &at(1300)).unwrap().base.backup_id, BackupId(1));
+        assert_eq!(
+            w.choose("pg", &at(1300)).unwrap().base.backup_id,
+            BackupId(1)
+        );
         // Inside the second backup (it stopped at 1400): the first one must be used.
-        assert_eq!(w.choose("pg", &at(1400)).unwrap().base.backup_id, BackupId(1));
-        assert_eq!(w.choose("pg", &at(1401)).unwrap().base.backup_id, BackupId(2));
+        assert_eq!(
+            w.choose("pg", &at(1400)).unwrap().base.backup_id,
+            BackupId(1)
+        );
+        assert_eq!(
+            w.choose("pg", &at(1401)).unwrap().base.backup_id,
+            BackupId(2)
+        );
         // Before the oldest backup ended, or after the newest archived WAL: refused, with
         // the window in the message.
         let e = w.choose("pg", &at(1100)).unwrap_err();
@@ -258,19 +270,36 @@ mod tests {
         let l = Target::Lsn(Lsn(6 * SEG + 200));
         assert_eq!(w.choose("pg", &l).unwrap().base.backup_id, BackupId(2));
         assert!(w.choose("pg", &Target::Lsn(Lsn(10 * SEG + 1))).is_err());
-        assert_eq!(w.choose("pg", &Target::Latest).unwrap().base.backup_id, BackupId(2));
-        assert_eq!(w.choose("pg", &Target::Xid("9".into())).unwrap().base.backup_id, BackupId(1));
+        assert_eq!(
+            w.choose("pg", &Target::Latest).unwrap().base.backup_id,
+            BackupId(2)
+        );
+        assert_eq!(
+            w.choose("pg", &Target::Xid("9".into()))
+                .unwrap()
+                .base
+                .backup_id,
+            BackupId(1)
+        );
     }
 
     #[test]
     fn a_missing_segment_ends_the_window() {
         let bases = [base(1, 2, 2, 1100)];
-        let all: Vec<WalFileRow> = segs(2..=9).into_iter().filter(|s| s.segno != Some(6)).collect();
+        let all: Vec<WalFileRow> = segs(2..=9)
+            .into_iter()
+            .filter(|s| s.segno != Some(6))
+            .collect();
         let w = Window::compute(&bases, &all, SEG);
         assert_eq!(w.gap.as_deref(), Some("000000010000000000000006"));
         assert_eq!(w.newest().unwrap().end_lsn, Lsn(6 * SEG));
-        assert!(w.choose("pg", &Target::Time((1000 + 5 * 60) * 1_000_000)).is_ok());
-        let e = w.choose("pg", &Target::Time((1000 + 7 * 60) * 1_000_000)).unwrap_err();
+        assert!(
+            w.choose("pg", &Target::Time((1000 + 5 * 60) * 1_000_000))
+                .is_ok()
+        );
+        let e = w
+            .choose("pg", &Target::Time((1000 + 7 * 60) * 1_000_000))
+            .unwrap_err();
         assert!(e.contains("000000010000000000000006 is missing"), "{e}");
         assert_eq!(w.newest_wal.as_deref(), Some("000000010000000000000009"));
     }

@@ -54,7 +54,9 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// and a zone (`Z`, `+01`, `-05:30`). Without a zone the time is UTC.
 pub fn parse_timestamp(s: &str) -> Result<i64, String> {
     let bad = |why: &str| {
-        format!("{s:?} is not a timestamp ({why}); write it as 2026-11-25 20:11:02.5+00 (UTC when no zone is given)")
+        format!(
+            "{s:?} is not a timestamp ({why}); write it as 2026-11-25 20:11:02.5+00 (UTC when no zone is given)"
+        )
     };
     let t = s.trim();
     let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
@@ -78,7 +80,9 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
         if digits.is_empty() || digits.len() > 6 {
             return Err(bad("1 to 6 fraction digits"));
         }
-        micros = format!("{digits:0<6}").parse().map_err(|_| bad("bad fraction"))?;
+        micros = format!("{digits:0<6}")
+            .parse()
+            .map_err(|_| bad("bad fraction"))?;
         rest = &frac[digits.len()..];
     }
     let offset_secs = match rest.trim() {
@@ -122,10 +126,19 @@ mod tests {
         assert_eq!(p("2026-11-25 21:11:02+01").unwrap(), base);
         assert_eq!(p("2026-11-25 14:41:02.000001-05:30").unwrap(), base + 1);
         assert_eq!(p("2000-02-29 00:00:00").unwrap(), 951_782_400_000_000);
-        for bad in ["yesterday", "2026-11-25", "2026-13-01 00:00:00", "2026-11-25 20:11:02 UTC", "2026-11-25 20:11:02.1234567"] {
+        for bad in [
+            "yesterday",
+            "2026-11-25",
+            "2026-13-01 00:00:00",
+            "2026-11-25 20:11:02 UTC",
+            "2026-11-25 20:11:02.1234567",
+        ] {
             assert!(p(bad).is_err(), "{bad}");
         }
-        assert_eq!(pg_timestamp(base + 250_000), "2026-11-25 20:11:02.250000+00");
+        assert_eq!(
+            pg_timestamp(base + 250_000),
+            "2026-11-25 20:11:02.250000+00"
+        );
         assert_eq!(p(&pg_timestamp(base + 7)).unwrap(), base + 7);
     }
 

@@ -31,12 +31,23 @@ impl fmt::Display for Lsn {
 /// What an archived WAL file name denotes. PostgreSQL's archiver sends all four kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalName {
-    Segment { timeline: u32, segno: u64 },
-    History { timeline: u32 },
+    Segment {
+        timeline: u32,
+        segno: u64,
+    },
+    History {
+        timeline: u32,
+    },
     /// `SEGMENT.partial`: the last, incomplete segment of the old timeline at a promotion.
-    Partial { timeline: u32, segno: u64 },
+    Partial {
+        timeline: u32,
+        segno: u64,
+    },
     /// `SEGMENT.OFFSET.backup`: the backup history file pg_backup_stop writes.
-    BackupHistory { timeline: u32, segno: u64 },
+    BackupHistory {
+        timeline: u32,
+        segno: u64,
+    },
 }
 
 fn hex32(s: &str) -> Option<u32> {
@@ -123,7 +134,12 @@ fn segments_per_xlogid(seg_size: u64) -> u64 {
 /// The file name of segment `segno` on `timeline`.
 pub fn segment_name(timeline: u32, segno: u64, seg_size: u64) -> String {
     let per_log = segments_per_xlogid(seg_size);
-    format!("{:08X}{:08X}{:08X}", timeline, segno / per_log, segno % per_log)
+    format!(
+        "{:08X}{:08X}{:08X}",
+        timeline,
+        segno / per_log,
+        segno % per_log
+    )
 }
 
 /// The PostgreSQL default, used where a size is not known (16 MiB).

@@ -223,22 +223,39 @@ impl Agent {
         admin: &Cli,
         instances: &str,
     ) -> Self {
+        let config = Self::write_config(dir, pki, name, &controller.url, "", instances);
+        let agent = Self::spawn(dir, name, &config);
+        agent.wait_connected(admin);
+        agent
+    }
+
+    /// Write agent NAME's config: `top` holds top-level keys, `instances` its tables. The
+    /// config and the agent's certificate and key are readable by the postgres user, whose
+    /// archive_command (`tidemark-agent wal-push`) reads them.
+    pub fn write_config(
+        dir: &Path,
+        pki: &Pki,
+        name: &str,
+        controller_url: &str,
+        top: &str,
+        instances: &str,
+    ) -> PathBuf {
         let (cert, key) = pki.issue(&format!("agent:{name}"), &[]);
         let config = dir.join(format!("agent-{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "version = 1\ncontroller = \"{}\"\nspool-dir = \"{}\"\n{}{}",
-                controller.url,
+                "version = 1\ncontroller = \"{controller_url}\"\nspool-dir = \"{}\"\n{top}\n{}{}",
                 dir.display(),
                 pki.tls_toml(&cert, &key),
                 instances
             ),
         )
         .unwrap();
-        let agent = Self::spawn(dir, name, &config);
-        agent.wait_connected(admin);
-        agent
+        for f in [&config, &cert, &key, &pki.dir] {
+            crate::pg::give_to_postgres(f);
+        }
+        config
     }
 
     pub fn spawn(dir: &Path, name: &str, config: &Path) -> Self {
@@ -303,9 +320,48 @@ pub struct Fleet {
     pub dir: TestDir,
 }
 
+/// postgresql.conf settings that archive through agent `agent`'s wal-push.
+pub fn archiving_conf(dir: &Path, agent: &str) -> String {
+    format!(
+        "wal_level = replica\narchive_mode = on\narchive_command = '{} --config {} wal-push %p'\n",
+        bin("tidemark-agent").display(),
+        dir.join(format!("agent-{agent}.toml")).display()
+    )
+}
+
 impl Fleet {
     pub fn start(label: &str) -> Self {
         Self::start_with(label, "")
+    }
+
+    /// A fleet whose cluster archives its WAL through agent db1 (`agent_top`: extra
+    /// top-level agent settings, `pg_conf`: extra postgresql.conf lines).
+    pub fn start_archiving(label: &str, agent_top: &str, pg_conf: &str) -> Self {
+        let dir = TestDir::new(label);
+        let conf = format!("{}{pg_conf}", archiving_conf(dir.path(), "db1"));
+        let pg = PgCluster::start_with(dir.path(), "pg", &conf);
+        let pki = Pki::init(&dir.path().join("pki"));
+        let controller = Controller::start(dir.path(), &pki);
+        let admin = Cli::new(dir.path(), &pki, "admin:ops", &controller.url);
+        let instance = pg_instance_toml("demo-pg", &pg, "");
+        let config = Agent::write_config(
+            dir.path(),
+            &pki,
+            "db1",
+            &controller.url,
+            agent_top,
+            &instance,
+        );
+        let agent = Agent::spawn(dir.path(), "db1", &config);
+        agent.wait_connected(&admin);
+        Self {
+            dir,
+            pg,
+            pki,
+            controller,
+            admin,
+            agent,
+        }
     }
 
     /// `instance_extra` is appended to demo-pg's instance table (e.g. `databases = [...]`).

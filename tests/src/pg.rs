@@ -20,13 +20,19 @@ pub struct PgCluster {
 impl PgCluster {
     /// initdb and start a cluster under `parent/pg`.
     pub fn start(parent: &Path) -> Self {
+        Self::start_with(parent, "pg", "")
+    }
+
+    /// initdb and start a cluster under `parent/NAME`, with `conf` appended to
+    /// postgresql.conf (archiving settings, say).
+    pub fn start_with(parent: &Path, name: &str, conf: &str) -> Self {
         let initdb = Path::new(PG_BIN).join("initdb");
         assert!(
             initdb.exists(),
             "{} is missing: install PostgreSQL 15 (apt-get install postgresql-15); .ci/run does this",
             initdb.display()
         );
-        let dir = parent.join("pg");
+        let dir = parent.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let owner = if crate::running_as_root() {
             let ids = crate::user_ids("postgres")
@@ -62,7 +68,7 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let conf = format!(
-            "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nshared_buffers = 32MB\nmax_connections = 30\n",
+            "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nshared_buffers = 32MB\nmax_connections = 30\n{conf}\n",
             me.socket_dir.display()
         );
         let pgconf = me.data.join("postgresql.conf");
@@ -85,7 +91,8 @@ impl PgCluster {
         me
     }
 
-    fn server_cmd(&self, tool: &str) -> Command {
+    /// Run a PostgreSQL server program (pg_ctl, pg_controldata) as the cluster's owner.
+    pub fn server_cmd(&self, tool: &str) -> Command {
         let mut c = Command::new(Path::new(PG_BIN).join(tool));
         if let Some((uid, gid)) = self.owner {
             c.uid(uid).gid(gid);
@@ -149,6 +156,17 @@ impl PgCluster {
                 (t.to_string(), md5)
             })
             .collect()
+    }
+}
+
+/// Let the postgres user read `path` (archive_command runs as postgres and reads the agent's
+/// config and key); root, which runs the agent daemon in tests, reads it regardless.
+pub fn give_to_postgres(path: &Path) {
+    if let Some((uid, gid)) = crate::running_as_root()
+        .then(|| crate::user_ids("postgres"))
+        .flatten()
+    {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
     }
 }
 

@@ -55,7 +55,11 @@ fn request(sysid: &str, instance: Option<&str>, name: &str) -> FetchWalRequest {
 
 /// Fetch one file into `dest` through a temporary file beside it, synced before the rename
 /// so that a crash never leaves a torn file under a WAL name.
-async fn fetch_to(client: &AgentServiceClient<Channel>, req: FetchWalRequest, dest: &Path) -> Result<u64, Failure> {
+async fn fetch_to(
+    client: &AgentServiceClient<Channel>,
+    req: FetchWalRequest,
+    dest: &Path,
+) -> Result<u64, Failure> {
     let stream = match client.clone().fetch_wal(req.clone()).await {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == tonic::Code::NotFound => return Err(Failure::NotFound),
@@ -89,7 +93,11 @@ async fn fetch_to(client: &AgentServiceClient<Channel>, req: FetchWalRequest, de
     result
 }
 
-pub async fn run(config: &AgentConfig, tls: &TlsMaterial, r: Request<'_>) -> Result<Fetched, String> {
+pub async fn run(
+    config: &AgentConfig,
+    tls: &TlsMaterial,
+    r: Request<'_>,
+) -> Result<Fetched, String> {
     let data_dir = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
     let sysid = match (system_identifier(&data_dir), r.instance) {
         (Ok(s), _) => s,
@@ -154,7 +162,9 @@ fn spawn_prefetcher(config: &AgentConfig, name: &str, delivered: &Path, instance
     if config.wal_prefetch == 0 || next_segments(name, delivered, 1).is_empty() {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else { return };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--config")
         .arg(&config.path)
@@ -175,7 +185,13 @@ fn spawn_prefetcher(config: &AgentConfig, name: &str, delivered: &Path, instance
 
 /// The prefetcher: fetch up to `wal-prefetch` segments after `name` into the prefetch
 /// directory, a few at a time, skipping any another prefetcher has or is fetching.
-pub async fn prefetch(config: &AgentConfig, tls: &TlsMaterial, name: &str, delivered: &Path, instance: Option<&str>) {
+pub async fn prefetch(
+    config: &AgentConfig,
+    tls: &TlsMaterial,
+    name: &str,
+    delivered: &Path,
+    instance: Option<&str>,
+) {
     let data_dir = match std::env::current_dir() {
         Ok(d) => d,
         Err(_) => return,
@@ -212,7 +228,12 @@ pub async fn prefetch(config: &AgentConfig, tls: &TlsMaterial, name: &str, deliv
 
 /// Take the marker for a segment; false when a live prefetcher holds it.
 fn claim(marker: &PathBuf) -> bool {
-    let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(marker);
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+    };
     if create().is_ok() {
         return true;
     }

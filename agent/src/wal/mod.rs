@@ -58,6 +58,12 @@ pub fn transient(code: tonic::Code) -> bool {
     use tonic::Code::*;
     matches!(
         code,
-        Unavailable | DeadlineExceeded | Unknown | Internal | ResourceExhausted | Aborted | Cancelled
+        Unavailable
+            | DeadlineExceeded
+            | Unknown
+            | Internal
+            | ResourceExhausted
+            | Aborted
+            | Cancelled
     )
 }

@@ -23,7 +23,8 @@ pub async fn run(config: &AgentConfig, tls: &TlsMaterial, path: &Path) -> Result
         .and_then(|n| n.to_str())
         .ok_or_else(|| format!("{} has no file name", path.display()))?
         .to_string();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let modified_at = meta
         .modified()
         .ok()
@@ -68,8 +69,17 @@ async fn push_once(
     let client = connect(config, tls, Duration::from_secs(60))
         .await
         .map_err(|e| (e, true))?;
-    let file = std::fs::File::open(path).map_err(|e| (format!("cannot open {}: {e}", path.display()), false))?;
-    match upload_stream(&client, Target::Wal(header), file, &Progress::default(), || {}).await {
+    let file = std::fs::File::open(path)
+        .map_err(|e| (format!("cannot open {}: {e}", path.display()), false))?;
+    match upload_stream(
+        &client,
+        Target::Wal(header),
+        file,
+        &Progress::default(),
+        || {},
+    )
+    .await
+    {
         Ok(Ack::Wal(r)) => Ok(r.already_archived),
         Ok(Ack::Part(_)) => unreachable!("a WAL push is acknowledged as WAL"),
         Err(UploadError::Rpc { status, .. }) => {

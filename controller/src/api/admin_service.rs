@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use super::State;
 use super::auth::require;
 use super::convert;
-use super::recovery;
 use super::error::{ApiError, ApiResult};
+use super::recovery;
 use crate::catalog::{BackupRow, JobState};
 
 pub struct AdminApi {
@@ -288,11 +288,17 @@ impl AdminService for AdminApi {
         req: Request<pb::StartPitrRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
         admin(&req, "start restores")?;
-        let (host, params, job, total) =
-            recovery::plan_restore(&self.state, req.get_ref()).await?;
+        let (host, params, job, total) = recovery::plan_restore(&self.state, req.get_ref()).await?;
         let instance = job.instance.clone();
         let info = self
-            .dispatch("restore", &host, &instance, params, total, pb::job::Spec::Restore(job))
+            .dispatch(
+                "restore",
+                &host,
+                &instance,
+                params,
+                total,
+                pb::job::Spec::Restore(job),
+            )
             .await?;
         Ok(Response::new(info))
     }
@@ -303,7 +309,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::PitrWindowInfo>, Status> {
         admin(&req, "read recovery windows")?;
         let inst = recovery::instance(&self.state, &req.get_ref().instance).await?;
-        Ok(Response::new(recovery::window_info(&self.state, &inst).await?))
+        Ok(Response::new(
+            recovery::window_info(&self.state, &inst).await?,
+        ))
     }
 
     async fn fleet_status(

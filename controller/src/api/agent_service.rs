@@ -104,9 +104,16 @@ enum BaseWal {
 impl AgentApi {
     /// Record where a base backup sits in the WAL, and whether every segment from its start
     /// to its stop is archived: until then it cannot be restored, so it is not complete.
-    async fn record_base(&self, b: &BackupRow, info: Option<&pb::BaseBackupInfo>) -> ApiResult<BaseWal> {
+    async fn record_base(
+        &self,
+        b: &BackupRow,
+        info: Option<&pb::BaseBackupInfo>,
+    ) -> ApiResult<BaseWal> {
         let info = info.ok_or_else(|| {
-            ApiError::InvalidArgument(format!("base backup {} finished without its WAL positions", b.id))
+            ApiError::InvalidArgument(format!(
+                "base backup {} finished without its WAL positions",
+                b.id
+            ))
         })?;
         let lsn = |s: &str| Lsn::parse(s).map_err(ApiError::InvalidArgument);
         let row = BaseBackupRow {
@@ -466,7 +473,9 @@ impl AgentService for AgentApi {
         req: Request<Streaming<pb::UploadPartMessage>>,
     ) -> Result<Response<pb::PushWalResponse>, Status> {
         let agent = agent_name(&req, "archive WAL")?;
-        Ok(Response::new(wal::push(&self.state, &agent, req.into_inner()).await?))
+        Ok(Response::new(
+            wal::push(&self.state, &agent, req.into_inner()).await?,
+        ))
     }
 
     type FetchWalStream = PartStream;
@@ -476,7 +485,9 @@ impl AgentService for AgentApi {
         req: Request<pb::FetchWalRequest>,
     ) -> Result<Response<PartStream>, Status> {
         let agent = agent_name(&req, "fetch WAL")?;
-        Ok(Response::new(wal::fetch(&self.state, &agent, req.into_inner()).await?))
+        Ok(Response::new(
+            wal::fetch(&self.state, &agent, req.into_inner()).await?,
+        ))
     }
 
     async fn wal_missing(

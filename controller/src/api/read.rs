@@ -11,8 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::State;
-use crate::catalog::ManifestEntry;
 use super::error::{ApiError, ApiResult};
+use crate::catalog::ManifestEntry;
 
 const PAGE: u32 = 256;
 
@@ -64,7 +64,13 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
                 }
             }
         }
-        send_trailer(&tx, &p.stats.stream_sha256, p.stats.raw_bytes, p.stats.chunks).await;
+        send_trailer(
+            &tx,
+            &p.stats.stream_sha256,
+            p.stats.raw_bytes,
+            p.stats.chunks,
+        )
+        .await;
     });
     Ok(ReceiverStream::new(rx))
 }

@@ -94,7 +94,9 @@ pub async fn fleet_status(state: &State) -> ApiResult<Vec<pb::InstanceStatus>> {
                     .alerts(&inst.name)
                     .await?
                     .into_iter()
-                    .map(|(t, kind, msg)| format!("{} {kind}: {msg}", tidemark_core::timefmt::utc(t)))
+                    .map(|(t, kind, msg)| {
+                        format!("{} {kind}: {msg}", tidemark_core::timefmt::utc(t))
+                    })
                     .collect(),
             });
         }
@@ -146,7 +148,12 @@ pub async fn plan_restore(
     let base = &reach.base;
     let b = state.backup(base.backup_id).await?;
     for p in &b.parts {
-        if let Some(bad) = state.catalog.unavailable_chunks(b.id, &p.name, 1).await?.first() {
+        if let Some(bad) = state
+            .catalog
+            .unavailable_chunks(b.id, &p.name, 1)
+            .await?
+            .first()
+        {
             return Err(ApiError::DataLoss(format!(
                 "backup {} cannot be restored: chunk {bad} of part {} is missing or was found corrupt",
                 b.id, p.name
@@ -173,7 +180,11 @@ pub async fn plan_restore(
                 if base.tablespaces.is_empty() {
                     "none".to_string()
                 } else {
-                    base.tablespaces.iter().map(|(o, l)| format!("{o} at {l}")).collect::<Vec<_>>().join(", ")
+                    base.tablespaces
+                        .iter()
+                        .map(|(o, l)| format!("{o} at {l}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )));
         }

@@ -91,11 +91,12 @@ pub async fn push(
         }
     };
     let inst = primary_for(state, agent, &header).await?;
-    let name = WalName::parse(&header.name, segment_size(&inst))
-        .map_err(ApiError::InvalidArgument)?;
-    let _claim = state
-        .uploading
-        .claim(format!("WAL file {} of instance {}", header.name, inst.name))?;
+    let name =
+        WalName::parse(&header.name, segment_size(&inst)).map_err(ApiError::InvalidArgument)?;
+    let _claim = state.uploading.claim(format!(
+        "WAL file {} of instance {}",
+        header.name, inst.name
+    ))?;
     let mut rx = ChunkReceiver::new(
         state,
         agent,
@@ -189,13 +190,20 @@ async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> ApiResult<Insta
         ))),
         many => Err(ApiError::InvalidArgument(format!(
             "instances {} share system identifier {}; pass --instance NAME to wal-fetch",
-            many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+            many.iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             r.system_identifier
         ))),
     }
 }
 
-pub async fn fetch(state: &Arc<State>, agent: &str, r: pb::FetchWalRequest) -> ApiResult<PartStream> {
+pub async fn fetch(
+    state: &Arc<State>,
+    agent: &str,
+    r: pb::FetchWalRequest,
+) -> ApiResult<PartStream> {
     let inst = fetch_source(state, &r).await?;
     let allowed = inst.agent == agent
         || state
@@ -214,23 +222,41 @@ pub async fn fetch(state: &Arc<State>, agent: &str, r: pb::FetchWalRequest) -> A
         .wal_file(&inst.name, &r.name)
         .await?
         .ok_or_else(|| {
-            ApiError::NotFound(format!("{} is not in instance {}'s archive", r.name, inst.name))
+            ApiError::NotFound(format!(
+                "{} is not in instance {}'s archive",
+                r.name, inst.name
+            ))
         })?;
-    if let Some(first) = state.catalog.unavailable_wal_chunks(&inst.name, &r.name).await?.first() {
+    if let Some(first) = state
+        .catalog
+        .unavailable_wal_chunks(&inst.name, &r.name)
+        .await?
+        .first()
+    {
         return Err(ApiError::DataLoss(format!(
             "archived {} of instance {} cannot be read: chunk {first} is missing or was found corrupt",
             r.name, inst.name
         )));
     }
     let entries = state.catalog.wal_manifest(&inst.name, &r.name).await?;
-    Ok(read::stream_entries(state.clone(), entries, file.sha256, file.size))
+    Ok(read::stream_entries(
+        state.clone(),
+        entries,
+        file.sha256,
+        file.size,
+    ))
 }
 
 /// Segments from `start` to `stop` (inclusive) on `timeline` that are not archived.
-pub async fn missing(state: &State, agent: &str, r: &pb::WalMissingRequest) -> ApiResult<Vec<String>> {
-    let inst = state.catalog.instance(&r.instance).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("instance {} is not registered", r.instance))
-    })?;
+pub async fn missing(
+    state: &State,
+    agent: &str,
+    r: &pb::WalMissingRequest,
+) -> ApiResult<Vec<String>> {
+    let inst =
+        state.catalog.instance(&r.instance).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("instance {} is not registered", r.instance))
+        })?;
     if inst.agent != agent {
         return Err(ApiError::PermissionDenied(format!(
             "instance {} belongs to agent {}",
@@ -249,7 +275,9 @@ pub async fn missing(state: &State, agent: &str, r: &pb::WalMissingRequest) -> A
     }
     // The stop LSN points just past the backup's last record: at a segment boundary, that
     // record is in the segment before.
-    let last = Lsn(stop.0.saturating_sub(1)).segno(seg).max(start.segno(seg));
+    let last = Lsn(stop.0.saturating_sub(1))
+        .segno(seg)
+        .max(start.segno(seg));
     let mut out = Vec::new();
     for segno in start.segno(seg)..=last {
         let name = wal::segment_name(r.timeline, segno, seg);

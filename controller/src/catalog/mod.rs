@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 
 pub use agents::{AgentRow, InstanceRow};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
-pub use jobs::{JobRow, JobState};
 pub use base::BaseBackupRow;
+pub use jobs::{JobRow, JobState};
 pub use status::ArchiverRow;
 pub use wal::{WalFileRow, WalOutcome};
 

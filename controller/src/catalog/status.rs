@@ -43,20 +43,22 @@ impl Catalog {
     }
 
     pub async fn archiver_status(&self, instance: &str) -> Result<Option<ArchiverRow>> {
-        Ok(sqlx::query("SELECT * FROM archiver_status WHERE instance = ?")
-            .bind(instance)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| ArchiverRow {
-                instance: r.get("instance"),
-                last_archived_at: r.get("last_archived_at"),
-                last_archived_wal: r.get("last_archived_wal"),
-                failed_count: r.get::<i64, _>("failed_count") as u64,
-                last_failed_at: r.get("last_failed_at"),
-                last_failed_wal: r.get("last_failed_wal"),
-                ready: r.get::<i64, _>("ready") as u64,
-                error: r.get("error"),
-                reported_at: r.get("reported_at"),
-            }))
+        Ok(
+            sqlx::query("SELECT * FROM archiver_status WHERE instance = ?")
+                .bind(instance)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| ArchiverRow {
+                    instance: r.get("instance"),
+                    last_archived_at: r.get("last_archived_at"),
+                    last_archived_wal: r.get("last_archived_wal"),
+                    failed_count: r.get::<i64, _>("failed_count") as u64,
+                    last_failed_at: r.get("last_failed_at"),
+                    last_failed_wal: r.get("last_failed_wal"),
+                    ready: r.get::<i64, _>("ready") as u64,
+                    error: r.get("error"),
+                    reported_at: r.get("reported_at"),
+                }),
+        )
     }
 }

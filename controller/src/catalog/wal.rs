@@ -31,7 +31,9 @@ pub enum WalOutcome {
     /// The same bytes were archived before under this name.
     Identical,
     /// Different bytes are archived under this name; nothing was changed.
-    Conflict { archived_sha256: String },
+    Conflict {
+        archived_sha256: String,
+    },
 }
 
 fn wal_from_row(r: &sqlx::sqlite::SqliteRow) -> WalFileRow {
@@ -60,11 +62,12 @@ impl Catalog {
         new_chunks: &[NewChunk],
     ) -> Result<WalOutcome> {
         let mut tx = self.pool.begin().await?;
-        let existing = sqlx::query("SELECT sha256, size FROM wal_files WHERE instance = ? AND name = ?")
-            .bind(&file.instance)
-            .bind(&file.name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing =
+            sqlx::query("SELECT sha256, size FROM wal_files WHERE instance = ? AND name = ?")
+                .bind(&file.instance)
+                .bind(&file.name)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(r) = existing {
             let (sha, size): (String, i64) = (r.get(0), r.get(1));
             if sha == file.sha256 && size as u64 == file.size {
@@ -98,11 +101,13 @@ impl Catalog {
             .bind(t)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO chunk_owners (chunk_id, agent) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(c.id.0.as_slice())
-                .bind(&file.agent)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO chunk_owners (chunk_id, agent) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(c.id.0.as_slice())
+            .bind(&file.agent)
+            .execute(&mut *tx)
+            .await?;
         }
         for e in entries {
             sqlx::query(
@@ -197,11 +202,13 @@ impl Catalog {
     }
 
     pub async fn wal_file_count(&self, instance: &str) -> Result<u64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM wal_files WHERE instance = ?")
-            .bind(instance)
-            .fetch_one(&self.pool)
-            .await?
-            .get::<i64, _>(0) as u64)
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM wal_files WHERE instance = ?")
+                .bind(instance)
+                .fetch_one(&self.pool)
+                .await?
+                .get::<i64, _>(0) as u64,
+        )
     }
 
     /// An instance's alerts, oldest first: (time, kind, message).
@@ -242,15 +249,31 @@ mod tests {
     async fn a_name_is_archived_once_and_never_replaced() {
         let (cat, _dir) = test_catalog().await;
         let id = ChunkId([7; 32]);
-        let entries = [ManifestEntry { seq: 0, id, raw_len: 16 }];
-        let new = [NewChunk { id, raw_len: 16, stored_len: 9 }];
+        let entries = [ManifestEntry {
+            seq: 0,
+            id,
+            raw_len: 16,
+        }];
+        let new = [NewChunk {
+            id,
+            raw_len: 16,
+            stored_len: 9,
+        }];
         let f = file("000000010000000000000003", "aa");
-        assert_eq!(cat.add_wal(&f, &entries, &new).await.unwrap(), WalOutcome::Stored);
-        assert_eq!(cat.add_wal(&f, &entries, &new).await.unwrap(), WalOutcome::Identical);
+        assert_eq!(
+            cat.add_wal(&f, &entries, &new).await.unwrap(),
+            WalOutcome::Stored
+        );
+        assert_eq!(
+            cat.add_wal(&f, &entries, &new).await.unwrap(),
+            WalOutcome::Identical
+        );
         let other = file("000000010000000000000003", "bb");
         assert_eq!(
             cat.add_wal(&other, &entries, &new).await.unwrap(),
-            WalOutcome::Conflict { archived_sha256: "aa".into() }
+            WalOutcome::Conflict {
+                archived_sha256: "aa".into()
+            }
         );
         let kept = cat.wal_file("pg", &f.name).await.unwrap().unwrap();
         assert_eq!(kept.sha256, "aa");

@@ -39,16 +39,39 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
         let field = |k: &str, v: String| println!("{k:<13} {v}");
         field("instance", w.instance.clone());
         if w.restorable {
-            field("oldest", format!("{} ({})", timefmt::utc(w.oldest_time), w.oldest_lsn));
-            field("newest", format!("{} ({})", timefmt::utc(w.newest_time), w.newest_lsn));
+            field(
+                "oldest",
+                format!("{} ({})", timefmt::utc(w.oldest_time), w.oldest_lsn),
+            );
+            field(
+                "newest",
+                format!("{} ({})", timefmt::utc(w.newest_time), w.newest_lsn),
+            );
         } else {
             field("window", w.detail.clone());
         }
         if !w.gap.is_empty() {
-            field("gap", format!("{} is missing from the archive; the window before it ends there", w.gap));
+            field(
+                "gap",
+                format!(
+                    "{} is missing from the archive; the window before it ends there",
+                    w.gap
+                ),
+            );
         }
         field("base backups", w.base_backups.to_string());
-        field("wal files", format!("{} (newest {})", w.wal_files, if w.newest_wal.is_empty() { "-" } else { &w.newest_wal }));
+        field(
+            "wal files",
+            format!(
+                "{} (newest {})",
+                w.wal_files,
+                if w.newest_wal.is_empty() {
+                    "-"
+                } else {
+                    &w.newest_wal
+                }
+            ),
+        );
     }
     Ok(if w.restorable { Exit::Ok } else { Exit::Failed })
 }

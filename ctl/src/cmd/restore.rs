@@ -165,17 +165,25 @@ fn target(args: &Args) -> Result<(String, String), CliError> {
         ("latest".into(), String::new())
     } else {
         return Err(usage(
-            "give a recovery target: --to TIMESTAMP, --lsn, --xid, --name, --immediate or --latest".into(),
+            "give a recovery target: --to TIMESTAMP, --lsn, --xid, --name, --immediate or --latest"
+                .into(),
         ));
     })
 }
 
-async fn point_in_time(config: Option<&Path>, format: Format, args: Args) -> Result<Exit, CliError> {
+async fn point_in_time(
+    config: Option<&Path>,
+    format: Format,
+    args: Args,
+) -> Result<Exit, CliError> {
     let (target_kind, target_value) = target(&args)?;
     let mut map = HashMap::new();
     for m in &args.tablespace_map {
         let (from, to) = m.split_once('=').ok_or_else(|| {
-            CliError::new(Exit::Usage, format!("--tablespace-map {m:?}: write it as OID=DIR or OLD-DIR=NEW-DIR"))
+            CliError::new(
+                Exit::Usage,
+                format!("--tablespace-map {m:?}: write it as OID=DIR or OLD-DIR=NEW-DIR"),
+            )
         })?;
         map.insert(from.to_string(), to.to_string());
     }
@@ -209,7 +217,10 @@ async fn point_in_time(config: Option<&Path>, format: Format, args: Args) -> Res
             "message": job.message,
         }));
     } else if args.no_wait {
-        println!("job {} started: restore of {instance} into {pgdata} on agent {}", job.id, job.agent);
+        println!(
+            "job {} started: restore of {instance} into {pgdata} on agent {}",
+            job.id, job.agent
+        );
     } else if job.state == "succeeded" {
         println!("{}", job.message);
     }

@@ -22,7 +22,11 @@ fn age(now: i64, t: i64) -> String {
 
 pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError> {
     let mut c = client::connect(config).await?;
-    let list = c.fleet_status(FleetStatusRequest {}).await?.into_inner().instances;
+    let list = c
+        .fleet_status(FleetStatusRequest {})
+        .await?
+        .into_inner()
+        .instances;
     if format == Format::Json {
         let v: Vec<_> = list
             .iter()
@@ -54,7 +58,11 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
             let w = s.window.clone().unwrap_or_default();
             let a = s.archiver.clone().unwrap_or_default();
             let window = if w.restorable {
-                format!("{} .. {}", timefmt::utc(w.oldest_time), timefmt::utc(w.newest_time))
+                format!(
+                    "{} .. {}",
+                    timefmt::utc(w.oldest_time),
+                    timefmt::utc(w.newest_time)
+                )
             } else {
                 "none".into()
             };
@@ -62,7 +70,11 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
                 s.instance.clone(),
                 format!("{}{}", s.agent, if s.connected { "" } else { " (offline)" }),
                 window,
-                if w.gap.is_empty() { "-".into() } else { w.gap.clone() },
+                if w.gap.is_empty() {
+                    "-".into()
+                } else {
+                    w.gap.clone()
+                },
                 age(now, a.last_archived_at),
                 a.ready.to_string(),
                 a.failed_count.to_string(),
@@ -72,7 +84,17 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
         })
         .collect();
     print_table(
-        &["INSTANCE", "AGENT", "RECOVERY WINDOW", "GAP", "ARCHIVED", "READY", "FAILED", "BASE BACKUP", "ALERTS"],
+        &[
+            "INSTANCE",
+            "AGENT",
+            "RECOVERY WINDOW",
+            "GAP",
+            "ARCHIVED",
+            "READY",
+            "FAILED",
+            "BASE BACKUP",
+            "ALERTS",
+        ],
         &rows,
     );
     for s in &list {

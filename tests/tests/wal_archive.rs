@@ -1,0 +1,201 @@
+//! The WAL archive as PostgreSQL uses it: archive_command = `tidemark-agent wal-push %p` and
+//! restore_command = `tidemark-agent wal-fetch %f %p`, against a real cluster, controller and
+//! agent. What must never happen: an archived file replaced, a clone or another host adding
+//! to the archive, or a failure that recovery would mistake for "end of WAL".
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tidemark_tests::bin;
+use tidemark_tests::fleet::{Agent, Fleet};
+use tidemark_tests::process::{run, wait_for};
+
+const SEG: usize = 16 * 1024 * 1024;
+
+/// Run `tidemark-agent --config CONFIG ARGS` in `cwd` (PostgreSQL runs its archive and
+/// restore commands in the data directory). Returns (status, stderr).
+fn agent_cmd(config: &Path, cwd: &Path, args: &[&str]) -> (i32, String) {
+    let out = run(Command::new(bin("tidemark-agent"))
+        .current_dir(cwd)
+        .arg("--config")
+        .arg(config)
+        .args(args));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Switch to a new segment and wait until PostgreSQL's archiver has archived the old one.
+fn switch_and_wait(f: &Fleet) -> String {
+    let seg = f.pg.sql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    f.pg.sql("postgres", "SELECT pg_switch_wal()");
+    wait_for(
+        &format!("{seg} to be archived"),
+        Duration::from_secs(30),
+        || {
+            let sql =
+                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+            (f.pg.sql("postgres", &sql) == "t").then_some(())
+        },
+    );
+    seg
+}
+
+fn fake_segment(dir: &Path, name: &str, byte: u8) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, vec![byte; SEG]).unwrap();
+    p
+}
+
+#[test]
+fn wal_is_archived_once_fetched_intact_and_refused_from_anyone_but_the_primary() {
+    let f = Fleet::start_archiving("wal", "wal-retry-for = \"1s\"\n", "");
+    let dir = f.dir.path();
+    f.pg.sql(
+        "postgres",
+        "CREATE TABLE marker AS SELECT 'tidemark-wal-marker' AS v",
+    );
+    let seg = switch_and_wait(&f);
+    let original = std::fs::read(f.pg.data.join("pg_wal").join(&seg)).unwrap();
+    assert_eq!(original.len(), SEG);
+
+    // Fetched back byte for byte.
+    let out = dir.join("fetched");
+    std::fs::create_dir_all(&out).unwrap();
+    let dest = out.join("RECOVERYXLOG");
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-fetch", &seg, dest.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read(&dest).unwrap() == original,
+        "fetched segment differs"
+    );
+
+    // Not in the archive: status 1, the normal end of recovery.
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &[
+            "wal-fetch",
+            "0000000100000000000000FF",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+
+    // The identical file again: fine.
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-push", &format!("pg_wal/{seg}")],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // Different bytes under the archived name: refused, the archived file kept, an alert.
+    let impostor = fake_segment(&dir.join("impostor"), &seg, 0x5a);
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-push", impostor.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("different"), "{err}");
+    let (code, _) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-fetch", &seg, dest.to_str().unwrap()],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        std::fs::read(&dest).unwrap() == original,
+        "archived segment was replaced"
+    );
+    let status = f.admin.json(&["status"]);
+    let alerts = status[0]["alerts"].as_array().unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.as_str().unwrap().contains("wal-conflict")),
+        "{status}"
+    );
+
+    // A restored clone (same cluster, another directory) adds nothing.
+    let clone = dir.join("clone");
+    std::fs::create_dir_all(clone.join("global")).unwrap();
+    std::fs::copy(
+        f.pg.data.join("global/pg_control"),
+        clone.join("global/pg_control"),
+    )
+    .unwrap();
+    let fresh = "000000010000000000000077";
+    let file = fake_segment(&clone.join("pg_wal"), fresh, 1);
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &clone,
+        &["wal-push", file.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("a restored clone or copy must not archive"),
+        "{err}"
+    );
+
+    // Another host's agent, even from the primary's own directory, adds nothing.
+    let other = Agent::write_config(
+        dir,
+        &f.pki,
+        "db2",
+        &f.controller.url,
+        "wal-retry-for = \"1s\"",
+        "",
+    );
+    let (code, err) = agent_cmd(&other, &f.pg.data, &["wal-push", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("agent db2 has no instance"), "{err}");
+    let (code, _) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-fetch", fresh, dest.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "a refused push reached the archive");
+
+    // Nor may it read the primary's WAL: a refusal, never "not found".
+    let (code, err) = agent_cmd(
+        &other,
+        &f.pg.data,
+        &["wal-fetch", &seg, dest.to_str().unwrap()],
+    );
+    assert_eq!(code, 200, "{err}");
+    assert!(
+        err.contains("may read instance demo-pg's WAL only"),
+        "{err}"
+    );
+
+    // The controller gone: wal-fetch retries, then aborts recovery (status > 125) rather
+    // than report the end of the WAL; wal-push fails so PostgreSQL keeps the segment.
+    let mut f = f;
+    f.controller.daemon.kill9();
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-fetch", &seg, dest.to_str().unwrap()],
+    );
+    assert_eq!(code, 200, "{err}");
+    assert!(err.contains("gave up"), "{err}");
+    let (code, _) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-push", &format!("pg_wal/{seg}")],
+    );
+    assert_eq!(code, 1);
+    f.dir.keep_if_asked();
+}
