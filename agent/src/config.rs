@@ -24,6 +24,9 @@
 //! databases = ["orders"]              # optional; default: every database that allows connections
 //! long-transaction-warning = "1h"
 //! lock-wait-timeout = "10m"          # optional: fail instead of waiting longer for a table lock
+//! wal-wait-timeout = "5m"             # a base backup fails if its WAL is not archived by then
+//! checkpoint = "fast"                 # pg_basebackup --checkpoint: fast or spread
+//! os-user = "postgres"                # owns restored data directories (when the agent is root)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -80,12 +83,34 @@ pub struct InstanceConfig {
     /// lock (another session's ALTER TABLE, say). Unset: wait as long as pg_dump would.
     #[serde(default, with = "tidemark_core::duration::serde_text_opt")]
     pub lock_wait_timeout: Option<Duration>,
+    /// How long a base backup waits for its WAL to be archived before it fails.
+    #[serde(
+        default = "default_wal_wait",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub wal_wait_timeout: Duration,
+    /// pg_basebackup's --checkpoint: "fast" starts the backup at once, "spread" waits for
+    /// a paced checkpoint (gentler on a busy server's I/O).
+    #[serde(default)]
+    pub checkpoint: Checkpoint,
+    /// The OS user that owns restored data directories and runs a restored server, when
+    /// the agent runs as root (PostgreSQL refuses to run as root).
+    #[serde(default = "default_os_user")]
+    pub os_user: String,
     /// Warn when a transaction has been open longer than this when a dump starts.
     #[serde(
         default = "default_long_txn",
         with = "tidemark_core::duration::serde_text"
     )]
     pub long_transaction_warning: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checkpoint {
+    #[default]
+    Fast,
+    Spread,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -116,6 +141,12 @@ fn default_wal_retry() -> Duration {
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(15)
+}
+fn default_wal_wait() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_os_user() -> String {
+    "postgres".into()
 }
 fn default_long_txn() -> Duration {
     Duration::from_secs(3600)

@@ -132,7 +132,7 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
         match inst.engine {
             Engine::Postgresql => {
                 let pg = Pg::new(inst.clone());
-                for t in ["pg_dump", "pg_restore"] {
+                for t in ["pg_dump", "pg_restore", "pg_basebackup"] {
                     let version = pg
                         .tool_version(t)
                         .await
@@ -230,6 +230,7 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
             let pg = Pg::new(instance_of(&b.instance)?);
             match b.kind.as_str() {
                 "logical" => postgres::logical::run(ctx, &pg).await,
+                "base" => postgres::base::run(ctx, &pg).await,
                 other => {
                     Err(format!("backup kind {other:?} is not supported by this agent").into())
                 }

@@ -8,6 +8,7 @@ mod download;
 mod engine;
 mod job;
 mod progress;
+mod tar;
 mod tool;
 mod upload;
 mod wal;

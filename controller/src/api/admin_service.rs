@@ -149,9 +149,9 @@ impl AdminService for AdminApi {
         } else {
             r.kind
         };
-        if kind != "logical" {
+        if !super::agent_service::KINDS.contains(&kind.as_str()) {
             return Err(ApiError::InvalidArgument(format!(
-                "backup kind {kind:?} is not supported yet; use --kind logical"
+                "backup kind {kind:?} is not supported; use --kind logical or --kind base"
             ))
             .into());
         }

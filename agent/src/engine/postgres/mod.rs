@@ -1,6 +1,8 @@
 //! PostgreSQL: connection settings shared by every tool run, and small catalog queries
 //! through psql (the agent links no database driver).
 
+pub mod base;
+mod fifo;
 pub mod logical;
 pub mod restore;
 
@@ -168,6 +170,23 @@ impl Pg {
             Err(e) => s.error = e.to_string(),
         }
         s
+    }
+
+    /// Tablespaces other than pg_default and pg_global: OID -> location.
+    pub async fn tablespaces(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, ToolError> {
+        let out = self
+            .query(
+                "postgres",
+                "SELECT oid, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(o, l)| (o.to_string(), l.to_string()))
+            .collect())
     }
 
     /// The databases a logical backup dumps: the configured list, or every database that
