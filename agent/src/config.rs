@@ -152,6 +152,28 @@ fn default_long_txn() -> Duration {
     Duration::from_secs(3600)
 }
 
+impl InstanceConfig {
+    /// Defaults for a host with no configured instance (a restore target): tools on PATH,
+    /// files owned by postgres.
+    pub fn fallback(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            engine: Engine::Postgresql,
+            host: "/var/run/postgresql".into(),
+            port: default_port(),
+            user: default_user(),
+            passfile: None,
+            bin_dir: None,
+            databases: None,
+            lock_wait_timeout: None,
+            wal_wait_timeout: default_wal_wait(),
+            checkpoint: Checkpoint::default(),
+            os_user: default_os_user(),
+            long_transaction_warning: default_long_txn(),
+        }
+    }
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut c: AgentConfig = config::load(path)?;

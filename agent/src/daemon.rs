@@ -236,10 +236,27 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
                 }
             }
         }
-        Some(job::Spec::Restore(r)) => {
-            let pg = Pg::new(instance_of(&r.instance)?);
-            postgres::restore::run(ctx, &pg, &r).await
-        }
+        Some(job::Spec::Restore(r)) => match &r.physical {
+            Some(p) => {
+                // The target host may not run the source instance: take the tools and the
+                // OS user from an instance of the same name, or any PostgreSQL instance.
+                let inst = config
+                    .instance(&r.instance)
+                    .or_else(|| {
+                        config
+                            .instances
+                            .iter()
+                            .find(|i| i.engine == Engine::Postgresql)
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| crate::config::InstanceConfig::fallback(&r.instance));
+                postgres::physical::run(ctx, &config.path, &inst, p).await
+            }
+            None => {
+                let pg = Pg::new(instance_of(&r.instance)?);
+                postgres::restore::run(ctx, &pg, &r).await
+            }
+        },
         None => Err(
             "the controller sent a job this agent does not understand; upgrade the agent".into(),
         ),

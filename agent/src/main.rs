@@ -7,6 +7,7 @@ mod daemon;
 mod download;
 mod engine;
 mod job;
+mod osuser;
 mod progress;
 mod tar;
 mod tool;

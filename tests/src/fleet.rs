@@ -112,6 +112,44 @@ impl Controller {
         }
     }
 
+    /// The store files of chunks that only archived WAL file `name` uses (read from the
+    /// catalog, which SQLite lets a second reader open while the controller runs).
+    pub fn wal_only_chunk_files(&self, instance: &str, name: &str) -> Vec<PathBuf> {
+        use sqlx::Row;
+        let db = self.data_dir.join("catalog.db");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ids: Vec<Vec<u8>> = rt.block_on(async {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .read_only(true);
+            let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+            let rows = sqlx::query(
+                "SELECT DISTINCT chunk_id FROM wal_chunks WHERE instance = ? AND name = ?
+                 AND chunk_id NOT IN (SELECT chunk_id FROM wal_chunks WHERE name <> ?)
+                 AND chunk_id NOT IN (SELECT chunk_id FROM part_chunks)",
+            )
+            .bind(instance)
+            .bind(name)
+            .bind(name)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect()
+        });
+        ids.iter()
+            .map(|id| {
+                let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+                self.data_dir
+                    .join("store/chunks")
+                    .join(&hex[..2])
+                    .join(&hex)
+            })
+            .collect()
+    }
+
     /// Paths of every chunk file in the filesystem store.
     pub fn chunk_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();

@@ -1,8 +1,13 @@
 //! Base backups, continuous archiving and point-in-time restore on real clusters: a restore
 //! must reproduce exactly the committed state at its target, no more and no less.
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use tidemark_tests::fleet::Fleet;
-use tidemark_tests::pg::give_to_postgres;
+use tidemark_tests::pg::{PG_BIN, give_to_postgres};
+use tidemark_tests::process::{run, wait_for};
 
 /// A tablespace in the test dir, owned by postgres; returns its location.
 fn make_tablespace(f: &Fleet, name: &str) -> String {
@@ -87,5 +92,279 @@ fn base_backup_with_a_tablespace_is_complete_once_its_wal_is_archived() {
     let w = f.admin.json(&["pitr-window", "--instance", "demo-pg"]);
     assert_eq!(w["restorable"], true, "{w}");
     assert_eq!(w["oldest_lsn"], base["stop_lsn"], "{w}");
+    f.dir.keep_if_asked();
+}
+
+/// A restored server, stopped when dropped.
+struct Restored {
+    data: std::path::PathBuf,
+    port: u16,
+    socket_dir: std::path::PathBuf,
+}
+
+impl Restored {
+    fn sql(&self, sql: &str) -> String {
+        let out = run(Command::new(format!("{PG_BIN}/psql"))
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ]));
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let mut c = Command::new(format!("{PG_BIN}/pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"]);
+        if let Some((uid, gid)) =
+            tidemark_tests::user_ids("postgres").filter(|_| tidemark_tests::running_as_root())
+        {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(gid);
+        }
+        let _ = run(&mut c);
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+fn utc_micros(micros: i64) -> String {
+    // tidemark reads "YYYY-MM-DD HH:MM:SS.ffffff" as UTC; let PostgreSQL format it.
+    let out = run(Command::new("date").args([
+        "-u",
+        "-d",
+        &format!("@{}.{:06}", micros / 1_000_000, micros % 1_000_000),
+        "+%Y-%m-%d %H:%M:%S.%6N",
+    ]));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Restore demo-pg into a new directory with `target` args, start it, and return it.
+fn restore_to(
+    f: &Fleet,
+    label: &str,
+    port: u16,
+    ts_oid: &str,
+    target: &[&str],
+) -> (Restored, serde_json::Value) {
+    let data = f.dir.path().join(format!("restore-{label}"));
+    let ts = f.dir.path().join(format!("restore-{label}-ts"));
+    let map = format!("{ts_oid}={}", ts.display());
+    let port_s = port.to_string();
+    let mut args = vec![
+        "restore",
+        "--instance",
+        "demo-pg",
+        "--host",
+        "db1",
+        "--pgdata",
+        data.to_str().unwrap(),
+        "--port",
+        &port_s,
+        "--start",
+        "--tablespace-map",
+        &map,
+        "--output",
+        "json",
+    ];
+    args.extend(target);
+    let out = f.admin.run(&args);
+    let restored = Restored {
+        data: data.clone(),
+        port,
+        socket_dir: f.pg.socket_dir.clone(),
+    };
+    assert_eq!(
+        out.code,
+        0,
+        "restore {label}: {}{}\nagent log:\n{}",
+        out.stdout,
+        out.stderr,
+        f.agent.daemon.log_text()
+    );
+    (restored, out.json())
+}
+
+#[test]
+fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
+    let f = Fleet::start_archiving("pitr", "", "");
+    make_tablespace(&f, "extra");
+    let ts_oid = f.pg.sql(
+        "postgres",
+        "SELECT oid FROM pg_tablespace WHERE spcname = 'extra'",
+    );
+    f.pg.sql("postgres", "CREATE TABLE markers (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()) TABLESPACE extra");
+    let bench = |args: &[&str]| {
+        let mut c = Command::new(format!("{PG_BIN}/pgbench"));
+        c.arg("-h")
+            .arg(&f.pg.socket_dir)
+            .args(["-U", "postgres"])
+            .args(args)
+            .arg("postgres");
+        c
+    };
+    let out = run(&mut bench(&["-i", "-s", "2", "-q"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = base_backup(&f);
+    assert_eq!(b["status"], "complete", "{b}");
+
+    // pgbench writes throughout; a marker commits about every second, with the client's
+    // clock read just before and just after each commit.
+    let mut load = bench(&["-c", "2", "-T", "15", "-n"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut times = Vec::new();
+    let (mut lsn_after_7, mut named_after) = (String::new(), 0);
+    for k in 1..=10 {
+        let before = now_micros();
+        f.pg.sql(
+            "postgres",
+            &format!("INSERT INTO markers (id) VALUES ({k})"),
+        );
+        let after = now_micros();
+        times.push((before, after));
+        if k == 7 {
+            lsn_after_7 = f.pg.sql("postgres", "SELECT pg_current_wal_insert_lsn()");
+        }
+        if k == 9 {
+            f.pg.sql("postgres", "SELECT pg_create_restore_point('before-ten')");
+            named_after = k;
+        }
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    let _ = load.wait();
+    // Archive everything written so far.
+    let seg = f.pg.sql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    f.pg.sql("postgres", "SELECT pg_switch_wal()");
+    wait_for(
+        "the last segment to be archived",
+        Duration::from_secs(60),
+        || {
+            let sql =
+                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+            (f.pg.sql("postgres", &sql) == "t").then_some(())
+        },
+    );
+    let markers = |r: &Restored| r.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM markers");
+
+    // To a time between markers 5 and 6: exactly 1..5.
+    let target = utc_micros((times[4].1 + times[5].0) / 2);
+    let (r, job) = restore_to(
+        &f,
+        "time",
+        25432,
+        &ts_oid,
+        &["--to", &target, "--action", "promote", "--archive", "on"],
+    );
+    assert_eq!(markers(&r), "1,2,3,4,5", "{job}");
+    assert!(
+        job["message"].as_str().unwrap().contains("promoted"),
+        "{job}"
+    );
+    // The restored cluster is sound.
+    let out = run(Command::new(format!("{PG_BIN}/pg_amcheck"))
+        .arg("-h")
+        .arg(&r.socket_dir)
+        .args([
+            "-p",
+            "25432",
+            "-U",
+            "postgres",
+            "--all",
+            "--install-missing",
+            "--heapallindexed",
+        ]));
+    assert!(
+        out.status.success(),
+        "pg_amcheck: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A promoted clone with archiving on adds nothing to the primary's archive.
+    let files_before = f.admin.json(&["pitr-window", "--instance", "demo-pg"])["wal_files"]
+        .as_u64()
+        .unwrap();
+    r.sql("SELECT pg_switch_wal()");
+    wait_for(
+        "the clone's archiver to fail",
+        Duration::from_secs(30),
+        || (r.sql("SELECT failed_count FROM pg_stat_archiver") != "0").then_some(()),
+    );
+    let files_after = f.admin.json(&["pitr-window", "--instance", "demo-pg"])["wal_files"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        files_before, files_after,
+        "a restored clone added WAL to the primary's archive"
+    );
+    drop(r);
+
+    // To the LSN read after marker 7 committed: exactly 1..7.
+    let (r, _) = restore_to(&f, "lsn", 25433, &ts_oid, &["--lsn", &lsn_after_7]);
+    assert_eq!(markers(&r), "1,2,3,4,5,6,7");
+    assert_eq!(r.sql("SELECT pg_get_wal_replay_pause_state()"), "paused");
+    drop(r);
+
+    // To the restore point made after marker 9: exactly 1..9.
+    let (r, _) = restore_to(&f, "name", 25434, &ts_oid, &["--name", "before-ten"]);
+    assert_eq!(markers(&r), "1,2,3,4,5,6,7,8,9");
+    assert_eq!(named_after, 9);
+    drop(r);
+
+    // A target before the backup ended, or after the newest archived WAL, is refused with
+    // the window in the message.
+    let out = f.admin.run(&[
+        "restore",
+        "--instance",
+        "demo-pg",
+        "--host",
+        "db1",
+        "--pgdata",
+        "/tmp/never",
+        "--to",
+        "2001-01-01 00:00:00",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("outside instance demo-pg's recovery window"),
+        "{}",
+        out.stderr
+    );
+    assert!(!Path::new("/tmp/never").exists());
     f.dir.keep_if_asked();
 }

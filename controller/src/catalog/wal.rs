@@ -188,10 +188,15 @@ impl Catalog {
         .collect()
     }
 
-    /// Every archived segment of an instance (not history files), by segment number.
+    /// Every readable archived segment of an instance (not history files), by segment
+    /// number. A segment with a chunk found missing or corrupt is left out: recovery cannot
+    /// use it, so the recovery window must show the gap.
     pub async fn wal_segments(&self, instance: &str) -> Result<Vec<WalFileRow>> {
         Ok(sqlx::query(
-            "SELECT * FROM wal_files WHERE instance = ? AND segno IS NOT NULL ORDER BY segno, timeline",
+            "SELECT * FROM wal_files f WHERE instance = ? AND segno IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM wal_chunks w LEFT JOIN chunks c ON c.id = w.chunk_id
+                               WHERE w.instance = f.instance AND w.name = f.name AND c.id IS NULL)
+             ORDER BY segno, timeline",
         )
         .bind(instance)
         .fetch_all(&self.pool)

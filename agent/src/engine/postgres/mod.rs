@@ -4,6 +4,7 @@
 pub mod base;
 mod fifo;
 pub mod logical;
+pub mod physical;
 pub mod restore;
 
 use std::path::PathBuf;
