@@ -197,6 +197,11 @@ impl Window {
                 Ok(r)
             }
             Target::Xid(_) | Target::Name(_) => Ok(self.oldest().expect("newest implies oldest")),
+            // Recovery would run into the gap and stop there with an error; say so now.
+            Target::Latest if self.gap.is_some() => Err(format!(
+                "--latest cannot be reached: {}; give a target before the gap",
+                self.describe()
+            )),
             Target::Immediate | Target::Latest => Ok(newest),
         }
     }

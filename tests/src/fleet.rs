@@ -421,6 +421,21 @@ impl Fleet {
         }
     }
 
+    /// Kill the controller (if it still runs) and start it again on the same port and data
+    /// directory, so agents' configs stay right; waits for agent db1 to reconnect.
+    pub fn restart_controller(&mut self) {
+        let config = self.dir.path().join("controller.toml");
+        let port = self.controller.url.rsplit(':').next().unwrap().to_string();
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(&config, text).unwrap();
+        self.controller.daemon.kill9();
+        let data_dir = self.controller.data_dir.clone();
+        self.controller = Controller::start_with(self.dir.path(), &config, data_dir);
+        self.agent.wait_connected(&self.admin);
+    }
+
     /// Run a logical backup of demo-pg to the end; returns the backup's JSON detail and the
     /// CLI's exit code.
     pub fn backup(&self) -> (Value, i32) {

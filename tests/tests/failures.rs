@@ -167,19 +167,8 @@ fn a_chunk_corrupted_on_disk_makes_restore_refuse_and_name_it() {
 fn agents_reconnect_after_a_controller_restart_and_interrupted_work_is_failed() {
     let mut f = Fleet::start_with("restart", "databases = [\"bulk\"]");
     load_bulk(&f);
-    // Pin the port the controller got, so the agent's config stays right across the restart.
-    let config = f.dir.path().join("controller.toml");
-    let port = f.controller.url.rsplit(':').next().unwrap().to_string();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    std::fs::write(&config, text).unwrap();
-
     let id = start_backup_and_wait_until_running(&f);
-    f.controller.daemon.kill9();
-    let data_dir = f.controller.data_dir.clone();
-    f.controller = tidemark_tests::fleet::Controller::start_with(f.dir.path(), &config, data_dir);
-    f.agent.wait_connected(&f.admin);
+    f.restart_controller();
 
     let b = f.admin.json(&["backups", "show", &id.to_string()]);
     assert_eq!(b["status"], "failed", "{b}");

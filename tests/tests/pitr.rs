@@ -368,3 +368,132 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
     assert!(!Path::new("/tmp/never").exists());
     f.dir.keep_if_asked();
 }
+
+fn switch_wal(f: &Fleet) -> String {
+    let seg = f.pg.sql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    f.pg.sql("postgres", "SELECT pg_switch_wal()");
+    seg
+}
+
+fn wait_archived(f: &Fleet, seg: &str) {
+    wait_for(
+        &format!("{seg} to be archived"),
+        Duration::from_secs(90),
+        || {
+            let sql =
+                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+            (f.pg.sql("postgres", &sql) == "t").then_some(())
+        },
+    );
+}
+
+#[test]
+fn archiving_catches_up_after_a_controller_outage_and_a_lost_segment_is_a_gap() {
+    let mut f = Fleet::start_archiving("outage", "status-interval = \"1s\"\n", "");
+    f.pg.sql("postgres", "CREATE TABLE t (v int)");
+    let b = base_backup(&f);
+    assert_eq!(b["status"], "complete", "{b}");
+
+    // The controller goes away while PostgreSQL keeps writing: archive_command fails and
+    // PostgreSQL keeps the segments.
+    f.controller.daemon.kill9();
+    let mut segs = Vec::new();
+    for i in 0..3 {
+        f.pg.sql(
+            "postgres",
+            &format!("INSERT INTO t SELECT g FROM generate_series(1, 20000) g WHERE {i} >= 0"),
+        );
+        segs.push(switch_wal(&f));
+    }
+    wait_for("archive_command to fail", Duration::from_secs(30), || {
+        (f.pg
+            .sql("postgres", "SELECT failed_count > 0 FROM pg_stat_archiver")
+            == "t")
+            .then_some(())
+    });
+    let ready = std::fs::read_dir(f.pg.data.join("pg_wal/archive_status"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".ready")
+        })
+        .count();
+    assert!(
+        ready >= 3,
+        "PostgreSQL should keep the unarchived segments; {ready} .ready files"
+    );
+
+    // Back again: a switch wakes the archiver, which catches up in order; no gap.
+    f.restart_controller();
+    let last = switch_wal(&f);
+    wait_archived(&f, &last);
+    let w = f.admin.json(&["pitr-window", "--instance", "demo-pg"]);
+    assert_eq!(w["restorable"], true, "{w}");
+    assert_eq!(w["gap"], "", "{w}");
+    assert!(w["newest_wal"].as_str().unwrap() >= last.as_str(), "{w}");
+    // The agent reports the archiver's state; nothing is left waiting.
+    wait_for(
+        "the archiver status to show no backlog",
+        Duration::from_secs(30),
+        || {
+            let s = f.admin.json(&["status"]);
+            let a = &s[0]["archiver"];
+            (a["ready"] == 0
+                && a["failed_count"].as_u64() > Some(0)
+                && a["last_archived_wal"].as_str() >= Some(last.as_str()))
+            .then_some(())
+        },
+    );
+
+    // A segment whose stored data is lost: fetching it fails hard (never "not found"), the
+    // window ends before it, and a restore past it is refused.
+    let lost = &segs[1];
+    let files = f.controller.wal_only_chunk_files("demo-pg", lost);
+    assert!(!files.is_empty(), "no chunk of {lost} is its own");
+    for c in &files {
+        std::fs::remove_file(c).unwrap();
+    }
+    let dest = f.dir.path().join("fetched-lost");
+    let out = run(Command::new(tidemark_tests::bin("tidemark-agent"))
+        .current_dir(&f.pg.data)
+        .arg("--config")
+        .arg(&f.agent.config)
+        .args(["wal-fetch", lost])
+        .arg(&dest));
+    assert_eq!(
+        out.status.code(),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = f.admin.json(&["pitr-window", "--instance", "demo-pg"]);
+    assert_eq!(w["gap"], lost.as_str(), "{w}");
+    // A second ago was inside the window before the loss; now it is past the gap.
+    let recent = utc_micros(now_micros() - 1_000_000);
+    for target in [&["--to", recent.as_str()][..], &["--latest"][..]] {
+        let mut args = vec![
+            "restore",
+            "--instance",
+            "demo-pg",
+            "--host",
+            "db1",
+            "--pgdata",
+            "/tmp/never",
+        ];
+        args.extend(target);
+        let out = f.admin.run(&args);
+        assert_eq!(out.code, 1, "{target:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{lost} is missing")),
+            "{target:?}: {}",
+            out.stderr
+        );
+    }
+    f.dir.keep_if_asked();
+}
