@@ -87,7 +87,8 @@ impl Target<'_> {
     }
 }
 
-/// Run `cmd` and upload its stdout as `part`. Returns the controller's acknowledgement.
+/// Run `cmd` and upload its stdout as `part`. The part is stored only if the tool exits 0:
+/// its trailer is sent after the exit status is known. Returns the controller's ack.
 pub async fn upload_tool_output(
     client: &AgentServiceClient<Channel>,
     part: Part<'_>,
@@ -109,34 +110,34 @@ pub async fn upload_tool_output(
     // effort; the kernel may cap it (/proc/sys/fs/pipe-max-size).
     let _ = rustix::pipe::fcntl_setpipe_size(&stdout, 1 << 20);
     let stderr = child.stderr.take().expect("piped stderr");
-    let stderr_tail = tokio::task::spawn_blocking(move || tool::read_tail(stderr));
+    let stderr_tail = std::thread::spawn(move || tool::read_tail(stderr));
     // Stop the tool when the upload fails: a tool that is not writing (a pg_dump waiting
     // for a lock) would otherwise never notice, and would hold its snapshot. The child is
-    // reaped only below, after this can run, so the pid is still this child's.
+    // reaped only in `exited`, after this can run, so the pid is still this child's.
     let kill = move || {
         if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     };
-    let uploaded = upload_stream(client, Target::Part(part), stdout, progress, kill).await;
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("wait task")
-        .map_err(|source| ToolError::Io {
-            tool: tool_name.clone(),
+    let name = tool_name.clone();
+    let exited = move || {
+        let status = child.wait().map_err(|source| ToolError::Io {
+            tool: name.clone(),
             source,
         })?;
-    let stderr = stderr_tail.await.unwrap_or_default();
-    match uploaded {
-        // The upload's own failure comes first: when it stopped the tool, the tool's
-        // "killed by signal 9" is a consequence, not the cause. A failed read of the pipe
-        // is the tool's failure, though, when the tool failed too.
-        Err(UploadError::Read(_)) | Ok(_) if !exit.success() => Err(ToolError::Failed {
-            tool: tool_name,
-            status: tool::describe(exit),
-            stderr,
+        let stderr = stderr_tail.join().unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ToolError::Failed {
+                tool: name,
+                status: tool::describe(status),
+                stderr,
+            }
+            .into())
         }
-        .into()),
+    };
+    match upload_stream(client, Target::Part(part), stdout, progress, kill, exited).await {
         Err(UploadError::Read(source)) => Err(ToolError::Io {
             tool: tool_name,
             source,
@@ -149,13 +150,16 @@ pub async fn upload_tool_output(
 }
 
 /// Upload everything `reader` yields as `target`. `abort` runs when the upload fails while
-/// the reader may still be producing (to stop the tool that writes it).
+/// the reader may still be producing (to stop the tool that writes it). `settle` runs once
+/// the reader is exhausted, before the trailer goes out: if it fails (the tool that wrote
+/// the stream exited non-zero, say), the trailer is never sent and nothing is stored.
 pub async fn upload_stream<R: Read + Send + 'static>(
     client: &AgentServiceClient<Channel>,
     target: Target<'_>,
     reader: R,
     progress: &Progress,
     abort: impl FnOnce() + Send + 'static,
+    settle: impl FnOnce() -> Result<(), UploadError> + Send + 'static,
 ) -> Result<Ack, UploadError> {
     let label = target.label();
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
@@ -199,12 +203,18 @@ pub async fn upload_stream<R: Read + Send + 'static>(
         (abort.take().expect("first use"))();
     }
     let chunked = chunker.await.expect("chunker task");
+    // The source's verdict, once it is done (for a tool: its exit status). It comes before
+    // a read error, which may only be a consequence of the tool dying.
+    let settled = tokio::task::spawn_blocking(settle)
+        .await
+        .expect("settle task");
     let rpc_err = |status| UploadError::Rpc {
         part: label.clone(),
         status,
     };
     let failure: Option<UploadError> = match (pumped, &chunked) {
         (Err(e), _) => Some(e),
+        (Ok(()), _) if settled.is_err() => settled.err(),
         (Ok(()), Err(e)) => {
             if let Some(a) = abort.take() {
                 a();
@@ -217,7 +227,7 @@ pub async fn upload_stream<R: Read + Send + 'static>(
         // Ending the stream without a trailer tells the controller the part is not stored.
         drop(msg_tx);
         if let Ok(Err(status)) = rpc.await
-            && !matches!(f, UploadError::Read(_))
+            && !matches!(f, UploadError::Read(_) | UploadError::Tool(_))
             && status.code() != tonic::Code::FailedPrecondition
         {
             return Err(rpc_err(status));

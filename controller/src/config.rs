@@ -4,6 +4,7 @@
 //! version = 1
 //! listen = "0.0.0.0:7420"
 //! data-dir = "/var/lib/tidemark"
+//! metrics-listen = "127.0.0.1:9187"   # Prometheus text at /metrics (plain HTTP); optional
 //!
 //! [tls]
 //! ca = "/etc/tidemark/pki/ca.crt"
@@ -30,6 +31,9 @@ pub struct ControllerConfig {
     /// DATA-DIR/controller.addr once bound.
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Address for the Prometheus metrics (plain HTTP, GET /metrics); unset: none. Port 0
+    /// picks a free port, written to DATA-DIR/metrics.addr once bound.
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsFiles,
     #[serde(default)]
     pub store: StoreConfig,

@@ -4,6 +4,7 @@
 mod api;
 mod catalog;
 mod config;
+mod metrics;
 mod pitr;
 mod store;
 
@@ -84,6 +85,17 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         uploading: Default::default(),
     });
 
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let file = config.data_dir.join("metrics.addr");
+        std::fs::write(&file, format!("{bound}\n"))
+            .with_context(|| format!("writing {}", file.display()))?;
+        tracing::info!(addr = %bound, "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(state.clone(), listener));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -77,6 +77,7 @@ async fn push_once(
         file,
         &Progress::default(),
         || {},
+        || Ok(()),
     )
     .await
     {

@@ -25,6 +25,7 @@ use crate::catalog::{BackupRow, Catalog, JobRow};
 use crate::store::ChunkStore;
 use crate::store::verified::{self, ReadError, VerifiedChunk};
 use error::ApiResult;
+pub use recovery::fleet_status;
 use sessions::Sessions;
 
 pub struct State {

@@ -88,6 +88,7 @@ pub async fn fleet_status(state: &State) -> ApiResult<Vec<pb::InstanceStatus>> {
                     error: a.error,
                 }),
                 last_base_backup: last_complete(&backups, "base"),
+                newest_wal_stored_at: state.catalog.newest_wal_stored_at(&inst.name).await?,
                 last_logical_backup: last_complete(&backups, "logical"),
                 alerts: state
                     .catalog

@@ -206,6 +206,17 @@ impl Catalog {
         .collect())
     }
 
+    /// When the newest WAL file of an instance was archived; 0 when none was.
+    pub async fn newest_wal_stored_at(&self, instance: &str) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COALESCE(MAX(stored_at), 0) FROM wal_files WHERE instance = ?")
+                .bind(instance)
+                .fetch_one(&self.pool)
+                .await?
+                .get::<i64, _>(0),
+        )
+    }
+
     pub async fn wal_file_count(&self, instance: &str) -> Result<u64> {
         Ok(
             sqlx::query("SELECT COUNT(*) FROM wal_files WHERE instance = ?")

@@ -21,7 +21,7 @@ use crate::config::Checkpoint;
 use crate::job::{JobContext, JobFailure, JobResult};
 use crate::tar::{TarSummary, TarTap};
 use crate::tool::{self, ToolError};
-use crate::upload::{Ack, Part, Target, upload_stream};
+use crate::upload::{Ack, Part, Target, UploadError, upload_stream};
 
 pub const BASE: &str = "base";
 pub const MANIFEST: &str = "backup_manifest";
@@ -237,13 +237,25 @@ async fn run_pg_basebackup(
             &["backup_label", "tablespace_map"],
             &["backup_label", "global/pg_control"],
         );
-        summaries.insert(part.clone(), summary);
+        summaries.insert(part.clone(), summary.clone());
         let target = Target::Part(Part {
             backup,
             name: &part,
             format: FORMAT_TAR,
         });
-        match upload_stream(&ctx.client, target, tap, &ctx.progress, kill).await {
+        // A tar stream cut short (pg_basebackup died) lacks its end-of-archive marker: it
+        // must not be stored as a part.
+        let complete = move || {
+            let s = summary.lock().unwrap();
+            match (&s.malformed, s.ended) {
+                (Some(m), _) => Err(UploadError::Read(std::io::Error::other(m.clone()))),
+                (None, false) => Err(UploadError::Read(std::io::Error::other(
+                    "the tar stream ended without its end-of-archive marker",
+                ))),
+                (None, true) => Ok(()),
+            }
+        };
+        match upload_stream(&ctx.client, target, tap, &ctx.progress, kill, complete).await {
             Ok(Ack::Part(ack)) => {
                 stored += ack.raw_bytes;
                 new += ack.new_bytes;
@@ -320,6 +332,7 @@ async fn run_pg_basebackup(
         std::io::Cursor::new(manifest.clone()),
         &ctx.progress,
         || {},
+        || Ok(()),
     )
     .await?
     {
