@@ -80,7 +80,7 @@ impl Controller {
         std::fs::write(
             &config,
             format!(
-                "version = 1\nlisten = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n{}",
+                "version = 1\nlisten = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n{}",
                 data_dir.display(),
                 pki.tls_toml(&cert, &key)
             ),
@@ -148,6 +148,30 @@ impl Controller {
                     .join(&hex)
             })
             .collect()
+    }
+
+    /// GET /metrics; returns the Prometheus text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let addr =
+            std::fs::read_to_string(self.data_dir.join("metrics.addr")).expect("metrics.addr");
+        let mut conn = std::net::TcpStream::connect(addr.trim()).expect("connect to metrics");
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// One sample from the metrics text: `name{labels}` -> value.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     }
 
     /// Paths of every chunk file in the filesystem store.
@@ -426,9 +450,10 @@ impl Fleet {
     pub fn restart_controller(&mut self) {
         let config = self.dir.path().join("controller.toml");
         let port = self.controller.url.rsplit(':').next().unwrap().to_string();
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "\nlisten = \"127.0.0.1:0\"",
+            &format!("\nlisten = \"127.0.0.1:{port}\""),
+        );
         std::fs::write(&config, text).unwrap();
         self.controller.daemon.kill9();
         let data_dir = self.controller.data_dir.clone();

@@ -437,6 +437,12 @@ fn archiving_catches_up_after_a_controller_outage_and_a_lost_segment_is_a_gap() 
     assert_eq!(w["restorable"], true, "{w}");
     assert_eq!(w["gap"], "", "{w}");
     assert!(w["newest_wal"].as_str().unwrap() >= last.as_str(), "{w}");
+    let series = |name: &str| format!("{name}{{instance=\"demo-pg\"}}");
+    let c = &f.controller;
+    assert_eq!(c.metric(&series("tidemark_wal_gap")), 0.0);
+    assert!(c.metric(&series("tidemark_wal_archive_age_seconds")) < 120.0);
+    assert!(c.metric(&series("tidemark_base_backup_age_seconds")) < 600.0);
+    assert!(c.metric(&series("tidemark_pitr_window_seconds")) > 0.0);
     // The agent reports the archiver's state; nothing is left waiting.
     wait_for(
         "the archiver status to show no backlog",
@@ -474,6 +480,7 @@ fn archiving_catches_up_after_a_controller_outage_and_a_lost_segment_is_a_gap() 
     );
     let w = f.admin.json(&["pitr-window", "--instance", "demo-pg"]);
     assert_eq!(w["gap"], lost.as_str(), "{w}");
+    assert_eq!(f.controller.metric(&series("tidemark_wal_gap")), 1.0);
     // A second ago was inside the window before the loss; now it is past the gap.
     let recent = utc_micros(now_micros() - 1_000_000);
     for target in [&["--to", recent.as_str()][..], &["--latest"][..]] {
