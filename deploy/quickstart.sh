@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Tidemark quickstart: on a fresh Debian 12 machine with Rust, build Tidemark and run a
-# throwaway fleet — a PostgreSQL cluster with sample data, a controller (SQLite catalog,
-# filesystem chunk store) and an agent — then back up, restore into a new database, and
-# compare the data. Exits 0 only when the restored data matches.
+# throwaway fleet — a PostgreSQL cluster with sample data that archives its WAL through
+# Tidemark, a controller (SQLite catalog, filesystem chunk store) and an agent. Then:
+#   1. a logical backup, restored into a new database and compared;
+#   2. a base backup, more writes, and a point-in-time restore to the moment between them
+#      into a new data directory, started and compared.
+# Exits 0 only when both restores match.
 #
 #   deploy/quickstart.sh [--dir DIR] [--keep-running] [--release]
 #   deploy/quickstart.sh --stop --dir DIR
 #
 # With --keep-running the fleet stays up and DIR/env holds the shell exports to use it
-# (TIDEMARK_CONFIG, TIDEMARK_AGENT, PATH, PGHOST, PGPORT, PGUSER).
+# (TIDEMARK_CONFIG, TIDEMARK_AGENT, TIDEMARK_METRICS_URL, PATH, PGHOST, PGPORT, PGUSER).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/deploy/lib/common.sh"
@@ -23,7 +26,7 @@ while [ $# -gt 0 ]; do
         --keep-running) keep=1; shift ;;
         --stop) stop=1; shift ;;
         --release) profile=release; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -45,6 +48,7 @@ stop_fleet() {
             rm -f "$dir/run/$p.pid"
         fi
     done
+    pg_stop "$dir/pitr" || die "PostgreSQL in $dir/pitr did not stop; stop it by hand before reusing $dir"
     pg_stop "$dir/pg" || die "PostgreSQL in $dir/pg did not stop; stop it by hand before reusing $dir"
 }
 
@@ -89,6 +93,10 @@ else
     (cd "$repo" && cargo build --workspace --bins --locked)
 fi
 bin=$repo/target/$profile
+# PostgreSQL (as the postgres user) runs the agent as archive_command and restore_command:
+# give it a copy it can reach whatever the permissions on the checkout.
+mkdir -p "$dir/bin"
+cp "$bin/tidemark-agent" "$dir/bin/"
 
 cleanup_on_error() {
     local rc=$?
@@ -100,10 +108,57 @@ cleanup_on_error() {
 }
 trap cleanup_on_error EXIT
 
+# --- PKI, controller, agent ----------------------------------------------------------------
+say "creating the fleet CA and certificates in $dir/pki"
+"$bin/tidemark" pki init --dir "$dir/pki" >/dev/null
+"$bin/tidemark" pki issue --dir "$dir/pki" --name controller:localhost --san 127.0.0.1 >/dev/null
+"$bin/tidemark" pki issue --dir "$dir/pki" --name "agent:$agent_name" >/dev/null
+"$bin/tidemark" pki issue --dir "$dir/pki" --name admin:demo >/dev/null
+
+tls() { printf '[tls]\nca = "%s/pki/ca.crt"\ncert = "%s/pki/%s.crt"\nkey = "%s/pki/%s.key"\n' "$dir" "$dir" "$1" "$dir" "$1"; }
+{ printf 'version = 1\nlisten = "127.0.0.1:0"\nmetrics-listen = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$dir"; tls controller-localhost; } >"$dir/controller.toml"
+
+say "starting tidemark-controller"
+setsid "$bin/tidemark-controller" --config "$dir/controller.toml" >"$dir/controller.log" 2>&1 </dev/null &
+echo $! >"$dir/run/controller.pid"
+for _ in $(seq 100); do [ -s "$dir/controller/controller.addr" ] && break; sleep 0.1; done
+[ -s "$dir/controller/controller.addr" ] || die "the controller did not start; see $dir/controller.log"
+port=$(sed 's/.*://' "$dir/controller/controller.addr")
+metrics_url=http://$(cat "$dir/controller/metrics.addr")/metrics
+
+{ printf 'version = 1\ncontroller = "https://localhost:%s"\n' "$port"; tls admin-demo; } >"$dir/tidemark.toml"
+{
+    printf 'version = 1\ncontroller = "https://localhost:%s"\nspool-dir = "%s"\n' "$port" "$dir"
+    tls "agent-$agent_name"
+    printf '\n[[instance]]\nname = "demo-pg"\nengine = "postgresql"\nhost = "%s/pg"\nport = 5432\nuser = "postgres"\nbin-dir = "%s"\n' "$dir" "$PG_BIN"
+} >"$dir/agent.toml"
+give_to_postgres "$dir/agent.toml" "$dir/pki/agent-$agent_name.crt" "$dir/pki/agent-$agent_name.key"
+
 # --- PostgreSQL with sample data ----------------------------------------------------------
 say "starting PostgreSQL 15 in $dir/pg"
-pg_init "$dir/pg"
+# PostgreSQL archives every WAL segment through the agent (wal-push exits 0 only once the
+# controller has it durably); archive_timeout bounds the data at risk to 60 s when idle.
+pg_init "$dir/pg" "wal_level = replica
+archive_mode = on
+archive_timeout = 60
+archive_command = '$dir/bin/tidemark-agent --config $dir/agent.toml wal-push %p'"
 export PGHOST=$dir/pg PGPORT=5432 PGUSER=postgres
+
+say "starting tidemark-agent ($agent_name)"
+setsid "$dir/bin/tidemark-agent" --config "$dir/agent.toml" >"$dir/agent.log" 2>&1 </dev/null &
+echo $! >"$dir/run/agent.pid"
+export TIDEMARK_CONFIG=$dir/tidemark.toml
+connected=0
+for _ in $(seq 150); do
+    if "$bin/tidemark" agents --output json 2>/dev/null | grep -q '"connected": true'; then
+        connected=1
+        break
+    fi
+    sleep 0.2
+done
+[ $connected -eq 1 ] || die "the agent did not connect; see $dir/agent.log"
+"$bin/tidemark" agents
+
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql_q -d postgres -c "CREATE DATABASE shop"
 psql_q -d shop <<'SQL'
@@ -117,44 +172,6 @@ FROM generate_series(1, 100000) g;
 CREATE INDEX orders_customer ON orders (customer);
 SQL
 
-# --- PKI, controller, agent ----------------------------------------------------------------
-say "creating the fleet CA and certificates in $dir/pki"
-"$bin/tidemark" pki init --dir "$dir/pki" >/dev/null
-"$bin/tidemark" pki issue --dir "$dir/pki" --name controller:localhost --san 127.0.0.1 >/dev/null
-"$bin/tidemark" pki issue --dir "$dir/pki" --name "agent:$agent_name" >/dev/null
-"$bin/tidemark" pki issue --dir "$dir/pki" --name admin:demo >/dev/null
-
-tls() { printf '[tls]\nca = "%s/pki/ca.crt"\ncert = "%s/pki/%s.crt"\nkey = "%s/pki/%s.key"\n' "$dir" "$dir" "$1" "$dir" "$1"; }
-{ printf 'version = 1\nlisten = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$dir"; tls controller-localhost; } >"$dir/controller.toml"
-
-say "starting tidemark-controller"
-setsid "$bin/tidemark-controller" --config "$dir/controller.toml" >"$dir/controller.log" 2>&1 </dev/null &
-echo $! >"$dir/run/controller.pid"
-for _ in $(seq 100); do [ -s "$dir/controller/controller.addr" ] && break; sleep 0.1; done
-[ -s "$dir/controller/controller.addr" ] || die "the controller did not start; see $dir/controller.log"
-port=$(sed 's/.*://' "$dir/controller/controller.addr")
-
-{ printf 'version = 1\ncontroller = "https://localhost:%s"\n' "$port"; tls admin-demo; } >"$dir/tidemark.toml"
-{
-    printf 'version = 1\ncontroller = "https://localhost:%s"\nspool-dir = "%s"\n' "$port" "$dir"
-    tls "agent-$agent_name"
-    printf '\n[[instance]]\nname = "demo-pg"\nengine = "postgresql"\nhost = "%s/pg"\nport = 5432\nuser = "postgres"\nbin-dir = "%s"\n' "$dir" "$PG_BIN"
-} >"$dir/agent.toml"
-
-say "starting tidemark-agent ($agent_name)"
-setsid "$bin/tidemark-agent" --config "$dir/agent.toml" >"$dir/agent.log" 2>&1 </dev/null &
-echo $! >"$dir/run/agent.pid"
-export TIDEMARK_CONFIG=$dir/tidemark.toml
-connected=0
-for _ in $(seq 150); do
-    if "$bin/tidemark" agents --output json 2>/dev/null | grep -q '"connected": true'; then
-        connected=1
-        break
-    fi
-    sleep 0.2
-done
-[ $connected -eq 1 ] || die "the agent did not connect; see $dir/agent.log"
-"$bin/tidemark" agents
 
 # --- back up, restore, compare ---------------------------------------------------------------
 say "tidemark backup --instance demo-pg --kind logical --wait"
@@ -179,12 +196,56 @@ if ! diff -u "$dir/shop.md5" "$dir/shop_restored.md5"; then
 fi
 echo "  restored data matches"
 echo
-"$bin/tidemark" backups
 
+# --- base backup, more writes, point-in-time restore ----------------------------------------
+say "tidemark backup --instance demo-pg --kind base --wait"
+"$bin/tidemark" backup --instance demo-pg --kind base --wait
+psql_q -d shop -c "CREATE TABLE events (id int PRIMARY KEY, note text)" \
+    -c "INSERT INTO events SELECT g, 'before the target' FROM generate_series(1, 1000) g"
+sleep 1.1
+target=$(date -u '+%Y-%m-%d %H:%M:%S.%6N')
+sleep 1.1
+psql_q -d shop -c "INSERT INTO events SELECT g, 'after the target' FROM generate_series(1001, 2000) g" \
+    -c "UPDATE customers SET name = 'changed after the target'"
+# Close the current segment so the writes after the target reach the archive now, not at
+# archive_timeout.
+seg=$(psql -X -A -t -d postgres -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+psql_q -d postgres -c "SELECT pg_switch_wal()" >/dev/null
+for _ in $(seq 150); do
+    [ "$(psql -X -A -t -d postgres -c "SELECT coalesce(last_archived_wal, '') >= '$seg' FROM pg_stat_archiver")" = t ] && break
+    sleep 0.2
+done
+"$bin/tidemark" pitr-window --instance demo-pg
+
+say "tidemark restore --instance demo-pg --host $agent_name --pgdata $dir/pitr/data --to '$target' --port 5433 --start"
+mkdir -p "$dir/pitr"
+give_to_postgres "$dir/pitr"
+"$bin/tidemark" restore --instance demo-pg --host "$agent_name" --pgdata "$dir/pitr/data" \
+    --to "$target" --port 5433 --start --action promote
+restored=$(psql -X -A -t -p 5433 -d shop -c "SELECT count(*) || ' events, ' || count(*) FILTER (WHERE note = 'after the target') || ' after the target' FROM events" \
+    -c "SELECT count(*) FROM customers WHERE name = 'changed after the target'")
+echo "  restored at $target: $(echo "$restored" | head -1), $(echo "$restored" | tail -1) customers changed after it"
+[ "$restored" = "1000 events, 0 after the target
+0" ] || die "the point-in-time restore does not hold exactly the data before $target"
+PGPORT=5433 fingerprint shop >"$dir/shop-pitr.md5"
+diff -q "$dir/shop-pitr.md5" "$dir/shop.md5" >/dev/null \
+    || die "customers and orders restored at $target differ from the original before the target"
+echo "  restored data matches the state at the target"
+echo
+"$bin/tidemark" status
+echo
+echo "metrics ($metrics_url):"
+metrics_host=${metrics_url#http://}
+metrics_host=${metrics_host%/metrics}
+exec 3<>"/dev/tcp/${metrics_host%:*}/${metrics_host##*:}"
+printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+grep '^tidemark_' <&3 | sed 's/^/  /'
+exec 3<&-
 if [ $keep -eq 1 ]; then
     cat >"$dir/env" <<ENV
 export TIDEMARK_CONFIG=$dir/tidemark.toml
 export TIDEMARK_AGENT=$agent_name
+export TIDEMARK_METRICS_URL=$metrics_url
 export PATH=$bin:\$PATH
 export PGHOST=$dir/pg
 export PGPORT=5432
@@ -196,6 +257,9 @@ ENV
     echo "  tidemark agents"
     echo "  tidemark backup --instance demo-pg --wait"
     echo "  tidemark restore --backup $backup_id --host \$TIDEMARK_AGENT --into-database shop2 --database shop"
+    echo "  tidemark status; tidemark pitr-window --instance demo-pg"
+    echo "  psql -p 5433 -d shop    # the point-in-time restore, promoted"
+    echo "  curl \$TIDEMARK_METRICS_URL"
     echo "Stop it with: $0 --stop --dir $dir"
 else
     stop_fleet

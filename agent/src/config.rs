@@ -231,6 +231,10 @@ mod tests {
         assert_eq!(i.long_transaction_warning, Duration::from_secs(3600));
         assert_eq!(i.lock_wait_timeout, Some(Duration::from_secs(600)));
         assert_eq!(i.databases.as_deref(), Some(&["orders".to_string()][..]));
+        assert_eq!(i.wal_wait_timeout, Duration::from_secs(300));
+        assert_eq!(i.checkpoint, Checkpoint::Fast);
+        assert_eq!(c.wal_prefetch, 8);
+        assert_eq!(c.wal_retry_for, Duration::from_secs(30));
     }
 
     #[test]

@@ -81,6 +81,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller.example.toml");
         let c = ControllerConfig::load(&path).unwrap();
         assert_eq!(c.store.kind, StoreKind::Fs);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
         assert!(c.data_dir.is_absolute());
         assert!(c.tls.key.is_absolute());
     }

@@ -40,7 +40,7 @@ enum Cmd {
     Backup(cmd::backup::Args),
     /// Restore: a logical backup into a new database (--backup --into-database), or a
     /// point in time into a new data directory (--instance --pgdata and a target).
-    Restore(cmd::restore::Args),
+    Restore(Box<cmd::restore::Args>),
     /// Show an instance's recovery window: the oldest and newest restorable points.
     PitrWindow(cmd::pitr_window::Args),
     /// The fleet at a glance: recovery windows, WAL archiving, backup ages, alerts.
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             Cmd::Agents => cmd::agents::run(config, cli.output).await,
             Cmd::Backups(a) => cmd::backups::run(config, cli.output, a).await,
             Cmd::Backup(a) => cmd::backup::run(config, cli.output, a).await,
-            Cmd::Restore(a) => cmd::restore::run(config, cli.output, a).await,
+            Cmd::Restore(a) => cmd::restore::run(config, cli.output, *a).await,
             Cmd::PitrWindow(a) => cmd::pitr_window::run(config, cli.output, a).await,
             Cmd::Status => cmd::status::run(config, cli.output).await,
             Cmd::Pki(a) => cmd::pki::run(cli.output, a),

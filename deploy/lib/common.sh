@@ -33,9 +33,10 @@ pg_server() {
     fi
 }
 
-# pg_init DIR: initdb into DIR/data with a unix socket in DIR and no TCP listener, then start.
+# pg_init DIR [CONF]: initdb into DIR/data with a unix socket in DIR and no TCP listener,
+# append CONF (extra postgresql.conf lines) if given, then start.
 pg_init() {
-    local dir=$1
+    local dir=$1 extra=${2:-}
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
     pg_server "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
@@ -43,9 +44,16 @@ pg_init() {
     cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = ''
 unix_socket_directories = '$dir'
+$extra
 CONF
     pg_server "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null \
         || die "PostgreSQL did not start; see $dir/server.log"
+}
+
+# give_to_postgres PATH...: let the postgres user own PATH when we are root (its
+# archive_command reads the agent's config and key).
+give_to_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$@"; fi
 }
 
 # pg_stop DIR: stop the cluster in DIR/data if it runs; fails if it cannot be stopped.

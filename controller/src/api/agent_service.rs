@@ -520,6 +520,16 @@ impl AgentService for AgentApi {
             }
             self.state
                 .catalog
+                .refresh_instance(
+                    &s.instance,
+                    &s.system_identifier,
+                    &s.data_directory,
+                    s.wal_segment_size,
+                )
+                .await
+                .map_err(ApiError::from)?;
+            self.state
+                .catalog
                 .set_archiver_status(&ArchiverRow {
                     instance: s.instance,
                     last_archived_at: s.last_archived_at,

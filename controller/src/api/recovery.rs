@@ -86,6 +86,7 @@ pub async fn fleet_status(state: &State) -> ApiResult<Vec<pb::InstanceStatus>> {
                     last_failed_wal: a.last_failed_wal,
                     ready: a.ready,
                     error: a.error,
+                    ..Default::default()
                 }),
                 last_base_backup: last_complete(&backups, "base"),
                 newest_wal_stored_at: state.catalog.newest_wal_stored_at(&inst.name).await?,

@@ -116,6 +116,33 @@ impl Catalog {
         Ok(conflicts)
     }
 
+    /// Take newer facts about an instance from a status report; empty ones change nothing.
+    pub async fn refresh_instance(
+        &self,
+        name: &str,
+        system_identifier: &str,
+        data_directory: &str,
+        wal_segment_size: u64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE instances SET
+               system_identifier = CASE WHEN ? = '' THEN system_identifier ELSE ? END,
+               data_directory = CASE WHEN ? = '' THEN data_directory ELSE ? END,
+               wal_segment_size = CASE WHEN ? = 0 THEN wal_segment_size ELSE ? END
+             WHERE name = ?",
+        )
+        .bind(system_identifier)
+        .bind(system_identifier)
+        .bind(data_directory)
+        .bind(data_directory)
+        .bind(wal_segment_size as i64)
+        .bind(wal_segment_size as i64)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn touch_agent(&self, name: &str) -> Result<()> {
         sqlx::query("UPDATE agents SET last_seen = ? WHERE name = ?")
             .bind(now())

@@ -43,6 +43,7 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
                         "reported_at": s.archiver_reported_at,
                     },
                     "last_base_backup": s.last_base_backup,
+                    "newest_wal_stored_at": s.newest_wal_stored_at,
                     "last_logical_backup": s.last_logical_backup,
                     "alerts": s.alerts,
                 })
@@ -75,7 +76,7 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
                 } else {
                     w.gap.clone()
                 },
-                age(now, a.last_archived_at),
+                age(now, s.newest_wal_stored_at),
                 a.ready.to_string(),
                 a.failed_count.to_string(),
                 age(now, s.last_base_backup),

@@ -270,9 +270,13 @@ async fn run_pg_basebackup(
     }
     let exit = reap(&child).await;
     spool.release();
-    let waited_out = watchdog.is_finished();
-    watchdog.abort();
-    let waited_out = waited_out && watchdog.await.map(|w| w).unwrap_or(false);
+    // The watchdog ends only when it stopped pg_basebackup.
+    let waited_out = if watchdog.is_finished() {
+        watchdog.await.unwrap_or(false)
+    } else {
+        watchdog.abort();
+        false
+    };
     let stderr = stderr_tail.await.unwrap_or_default();
     let stop_time = now();
     if waited_out {

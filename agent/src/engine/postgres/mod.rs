@@ -170,6 +170,13 @@ impl Pg {
             }
             Err(e) => s.error = e.to_string(),
         }
+        if s.error.is_empty() {
+            s.system_identifier = self.system_identifier().await;
+            if let Ok((dir, size)) = self.storage().await {
+                s.data_directory = dir;
+                s.wal_segment_size = size;
+            }
+        }
         s
     }
 
