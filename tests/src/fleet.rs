@@ -399,13 +399,24 @@ impl Fleet {
     /// A fleet whose cluster archives its WAL through agent db1 (`agent_top`: extra
     /// top-level agent settings, `pg_conf`: extra postgresql.conf lines).
     pub fn start_archiving(label: &str, agent_top: &str, pg_conf: &str) -> Self {
+        Self::start_archiving_with(label, agent_top, pg_conf, "")
+    }
+
+    /// As [`start_archiving`](Self::start_archiving), with extra settings for demo-pg's
+    /// instance table.
+    pub fn start_archiving_with(
+        label: &str,
+        agent_top: &str,
+        pg_conf: &str,
+        instance_extra: &str,
+    ) -> Self {
         let dir = TestDir::new(label);
         let conf = format!("{}{pg_conf}", archiving_conf(dir.path(), "db1"));
         let pg = PgCluster::start_with(dir.path(), "pg", &conf);
         let pki = Pki::init(&dir.path().join("pki"));
         let controller = Controller::start(dir.path(), &pki);
         let admin = Cli::new(dir.path(), &pki, "admin:ops", &controller.url);
-        let instance = pg_instance_toml("demo-pg", &pg, "");
+        let instance = pg_instance_toml("demo-pg", &pg, instance_extra);
         let config = Agent::write_config(
             dir.path(),
             &pki,

@@ -245,14 +245,17 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
         .spawn()
         .unwrap();
     let mut times = Vec::new();
-    let (mut lsn_after_7, mut named_after) = (String::new(), 0);
+    let (mut lsn_after_7, mut named_after, mut xid_8) = (String::new(), 0, String::new());
     for k in 1..=10 {
         let before = now_micros();
-        f.pg.sql(
+        let xid = f.pg.sql(
             "postgres",
-            &format!("INSERT INTO markers (id) VALUES ({k})"),
+            &format!("BEGIN; INSERT INTO markers (id) VALUES ({k}); SELECT pg_current_xact_id(); COMMIT"),
         );
         let after = now_micros();
+        if k == 8 {
+            xid_8 = xid;
+        }
         times.push((before, after));
         if k == 7 {
             lsn_after_7 = f.pg.sql("postgres", "SELECT pg_current_wal_insert_lsn()");
@@ -291,6 +294,8 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
         &["--to", &target, "--action", "promote", "--archive", "on"],
     );
     assert_eq!(markers(&r), "1,2,3,4,5", "{job}");
+    // Replay went through wal-fetch's prefetcher.
+    assert!(r.data.join("pg_wal/.tidemark-prefetch").is_dir(), "no prefetch directory");
     assert!(
         job["message"].as_str().unwrap().contains("promoted"),
         "{job}"
@@ -337,6 +342,11 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
     let (r, _) = restore_to(&f, "lsn", 25433, &ts_oid, &["--lsn", &lsn_after_7]);
     assert_eq!(markers(&r), "1,2,3,4,5,6,7");
     assert_eq!(r.sql("SELECT pg_get_wal_replay_pause_state()"), "paused");
+    drop(r);
+
+    // To the commit of marker 8's transaction: exactly 1..8.
+    let (r, _) = restore_to(&f, "xid", 25435, &ts_oid, &["--xid", &xid_8]);
+    assert_eq!(markers(&r), "1,2,3,4,5,6,7,8");
     drop(r);
 
     // To the restore point made after marker 9: exactly 1..9.
@@ -502,5 +512,26 @@ fn archiving_catches_up_after_a_controller_outage_and_a_lost_segment_is_a_gap() 
             out.stderr
         );
     }
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn a_base_backup_whose_wal_cannot_be_archived_fails_and_says_why() {
+    // archive_command always fails: PostgreSQL would wait for the backup's WAL forever.
+    let f = Fleet::start_archiving_with(
+        "walwait",
+        "",
+        "archive_command = '/bin/false'",
+        "wal-wait-timeout = \"3s\"",
+    );
+    let out = f.admin.run(&["backup", "--instance", "demo-pg", "--kind", "base", "--wait", "--output", "json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let b = out.json();
+    assert_eq!(b["status"], "failed", "{b}");
+    let reason = b["reason"].as_str().unwrap();
+    assert!(reason.contains("waited longer than 3s for the backup's WAL to be archived"), "{reason}");
+    assert!(reason.contains("archive_command"), "{reason}");
+    let w = f.admin.run(&["pitr-window", "--instance", "demo-pg", "--output", "json"]);
+    assert_eq!(w.code, 1, "a failed base backup must not open a recovery window: {}", w.stdout);
     f.dir.keep_if_asked();
 }
