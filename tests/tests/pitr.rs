@@ -250,7 +250,9 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
         let before = now_micros();
         let xid = f.pg.sql(
             "postgres",
-            &format!("BEGIN; INSERT INTO markers (id) VALUES ({k}); SELECT pg_current_xact_id(); COMMIT"),
+            &format!(
+                "BEGIN; INSERT INTO markers (id) VALUES ({k}); SELECT pg_current_xact_id(); COMMIT"
+            ),
         );
         let after = now_micros();
         if k == 8 {
@@ -295,7 +297,10 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
     );
     assert_eq!(markers(&r), "1,2,3,4,5", "{job}");
     // Replay went through wal-fetch's prefetcher.
-    assert!(r.data.join("pg_wal/.tidemark-prefetch").is_dir(), "no prefetch directory");
+    assert!(
+        r.data.join("pg_wal/.tidemark-prefetch").is_dir(),
+        "no prefetch directory"
+    );
     assert!(
         job["message"].as_str().unwrap().contains("promoted"),
         "{job}"
@@ -524,14 +529,32 @@ fn a_base_backup_whose_wal_cannot_be_archived_fails_and_says_why() {
         "archive_command = '/bin/false'",
         "wal-wait-timeout = \"3s\"",
     );
-    let out = f.admin.run(&["backup", "--instance", "demo-pg", "--kind", "base", "--wait", "--output", "json"]);
+    let out = f.admin.run(&[
+        "backup",
+        "--instance",
+        "demo-pg",
+        "--kind",
+        "base",
+        "--wait",
+        "--output",
+        "json",
+    ]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let b = out.json();
     assert_eq!(b["status"], "failed", "{b}");
     let reason = b["reason"].as_str().unwrap();
-    assert!(reason.contains("waited longer than 3s for the backup's WAL to be archived"), "{reason}");
+    assert!(
+        reason.contains("waited longer than 3s for the backup's WAL to be archived"),
+        "{reason}"
+    );
     assert!(reason.contains("archive_command"), "{reason}");
-    let w = f.admin.run(&["pitr-window", "--instance", "demo-pg", "--output", "json"]);
-    assert_eq!(w.code, 1, "a failed base backup must not open a recovery window: {}", w.stdout);
+    let w = f
+        .admin
+        .run(&["pitr-window", "--instance", "demo-pg", "--output", "json"]);
+    assert_eq!(
+        w.code, 1,
+        "a failed base backup must not open a recovery window: {}",
+        w.stdout
+    );
     f.dir.keep_if_asked();
 }

@@ -97,12 +97,27 @@ fn wal_is_archived_once_fetched_intact_and_refused_from_anyone_but_the_primary()
     std::fs::create_dir_all(&history).unwrap();
     let hfile = history.join("00000002.history");
     std::fs::write(&hfile, "1\t0/3000000\tno recovery target specified\n").unwrap();
-    let (code, err) = agent_cmd(&f.agent.config, &f.pg.data, &["wal-push", hfile.to_str().unwrap()]);
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-push", hfile.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{err}");
-    let (code, err) = agent_cmd(&f.agent.config, &f.pg.data, &["wal-fetch", "00000002.history", dest.to_str().unwrap()]);
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-fetch", "00000002.history", dest.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&hfile).unwrap());
-    let (code, _) = agent_cmd(&f.agent.config, &f.pg.data, &["wal-fetch", "00000003.history", dest.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&hfile).unwrap()
+    );
+    let (code, _) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-fetch", "00000003.history", dest.to_str().unwrap()],
+    );
     assert_eq!(code, 1, "an absent history file is 'not found'");
 
     // The identical file again: fine.

@@ -136,13 +136,10 @@ impl AgentApi {
         self.state.catalog.record_base_backup(&row).await?;
         let missing = wal::missing(
             &self.state,
-            &b.agent,
-            &pb::WalMissingRequest {
-                instance: b.instance.clone(),
-                timeline: row.timeline,
-                start_lsn: info.start_lsn.clone(),
-                stop_lsn: info.stop_lsn.clone(),
-            },
+            &b.instance,
+            row.timeline,
+            row.start_lsn,
+            row.stop_lsn,
         )
         .await?;
         Ok(match missing.as_slice() {
@@ -488,15 +485,6 @@ impl AgentService for AgentApi {
         Ok(Response::new(
             wal::fetch(&self.state, &agent, req.into_inner()).await?,
         ))
-    }
-
-    async fn wal_missing(
-        &self,
-        req: Request<pb::WalMissingRequest>,
-    ) -> Result<Response<pb::WalMissingResponse>, Status> {
-        let agent = agent_name(&req, "query the WAL archive")?;
-        let missing = wal::missing(&self.state, &agent, req.get_ref()).await?;
-        Ok(Response::new(pb::WalMissingResponse { missing }))
     }
 
     async fn report_status(

@@ -247,27 +247,21 @@ pub async fn fetch(
     ))
 }
 
-/// Segments from `start` to `stop` (inclusive) on `timeline` that are not archived.
+/// Segments of `instance` from `start` to `stop` (inclusive) on `timeline` that are not
+/// archived: a base backup is complete only when there are none.
 pub async fn missing(
     state: &State,
-    agent: &str,
-    r: &pb::WalMissingRequest,
+    instance: &str,
+    timeline: u32,
+    start: Lsn,
+    stop: Lsn,
 ) -> ApiResult<Vec<String>> {
-    let inst =
-        state.catalog.instance(&r.instance).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("instance {} is not registered", r.instance))
-        })?;
-    if inst.agent != agent {
-        return Err(ApiError::PermissionDenied(format!(
-            "instance {} belongs to agent {}",
-            inst.name, inst.agent
-        )));
-    }
+    let inst = state
+        .catalog
+        .instance(instance)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("instance {instance} is not registered")))?;
     let seg = segment_size(&inst);
-    let (start, stop) = (
-        Lsn::parse(&r.start_lsn).map_err(ApiError::InvalidArgument)?,
-        Lsn::parse(&r.stop_lsn).map_err(ApiError::InvalidArgument)?,
-    );
     if stop < start || stop.segno(seg) - start.segno(seg) > 1 << 20 {
         return Err(ApiError::InvalidArgument(format!(
             "WAL range {start}..{stop} is not a plausible backup range"
@@ -280,7 +274,7 @@ pub async fn missing(
         .max(start.segno(seg));
     let mut out = Vec::new();
     for segno in start.segno(seg)..=last {
-        let name = wal::segment_name(r.timeline, segno, seg);
+        let name = wal::segment_name(timeline, segno, seg);
         if state.catalog.wal_file(&inst.name, &name).await?.is_none() {
             out.push(name);
         }
