@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::process::{Command, Stdio};
 
 use tidemark_core::chunk;
-use tidemark_core::chunker::{Chunk, StreamSummary, chunk_stream};
+use tidemark_core::chunker::{Chunk, MAX_CHUNK, StreamSummary, chunk_fixed, chunk_stream};
 use tidemark_core::ids::{BackupId, ChunkId};
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::upload_part_message::Msg;
@@ -164,13 +164,21 @@ pub async fn upload_stream<R: Read + Send + 'static>(
     let label = target.label();
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
     let counter = progress.clone();
+    let is_wal = matches!(target, Target::Wal(_));
     let chunker = tokio::task::spawn_blocking(move || {
-        chunk_stream(reader, |c| {
+        let send = |c: Chunk| {
             counter.add(c.data.len() as u64);
             chunk_tx
                 .blocking_send(c)
                 .map_err(|_| io::Error::other("upload stopped"))
-        })
+        };
+        // WAL never repeats across files: fixed 4 MiB chunks (four per 16 MiB segment, so
+        // a push waits on few fsyncs), and no dedup query to wait for.
+        if is_wal {
+            chunk_fixed(reader, MAX_CHUNK, send)
+        } else {
+            chunk_stream(reader, send)
+        }
     });
 
     let (msg_tx, msg_rx) = mpsc::channel::<UploadPartMessage>(2);
@@ -181,7 +189,6 @@ pub async fn upload_stream<R: Read + Send + 'static>(
         .await
         .expect("receiver alive");
     let mut rpc_client = client.clone();
-    let is_wal = matches!(target, Target::Wal(_));
     let rpc = tokio::spawn(async move {
         let stream = ReceiverStream::new(msg_rx);
         if is_wal {
@@ -197,7 +204,7 @@ pub async fn upload_stream<R: Read + Send + 'static>(
         }
     });
 
-    let pumped = pump(client.clone(), chunk_rx, &msg_tx).await;
+    let pumped = pump(client.clone(), chunk_rx, &msg_tx, !is_wal).await;
     let mut abort = Some(abort);
     if pumped.is_err() && !chunker.is_finished() {
         (abort.take().expect("first use"))();
@@ -265,12 +272,14 @@ pub async fn upload_stream<R: Read + Send + 'static>(
     Ok(ack)
 }
 
-/// Move chunks from the chunker to the upload stream: ask which the controller lacks,
-/// compress those (a few at once, in order), and send. Returns when the chunker is done.
+/// Move chunks from the chunker to the upload stream: ask which the controller lacks
+/// (unless `dedup` is off), compress those (a few at once, in order), and send. A chunk
+/// repeated within the stream is sent once either way. Returns when the chunker is done.
 async fn pump(
     mut client: AgentServiceClient<Channel>,
     mut chunks: mpsc::Receiver<Chunk>,
     out: &mpsc::Sender<UploadPartMessage>,
+    dedup: bool,
 ) -> Result<(), UploadError> {
     let (enc_tx, mut enc_rx) = mpsc::channel::<JoinHandle<EncodedChunk>>(ENCODE_AHEAD);
     let rpc_err = |status| UploadError::Rpc {
@@ -292,7 +301,7 @@ async fn pump(
                 .filter(|c| !sent.contains(&c.id))
                 .map(|c| c.id.0.to_vec())
                 .collect();
-            let present = if ask.is_empty() {
+            let present = if ask.is_empty() || !dedup {
                 Vec::new()
             } else {
                 client

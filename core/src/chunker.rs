@@ -100,6 +100,36 @@ pub fn chunk_stream<R: Read>(
     })
 }
 
+/// Cut `source` into chunks of exactly `size` bytes (the last may be shorter), for streams
+/// that do not repeat across versions (WAL), where finding boundaries by content would only
+/// cost time and make more, smaller chunks.
+pub fn chunk_fixed<R: Read>(
+    source: R,
+    size: usize,
+    mut sink: impl FnMut(Chunk) -> io::Result<()>,
+) -> io::Result<StreamSummary> {
+    let mut reader = HashingReader::new(source);
+    let mut chunks = 0u64;
+    loop {
+        let mut data = Vec::with_capacity(size);
+        (&mut reader).take(size as u64).read_to_end(&mut data)?;
+        if data.is_empty() {
+            break;
+        }
+        chunks += 1;
+        sink(Chunk {
+            id: ChunkId::of(&data),
+            data,
+        })?;
+    }
+    let (sha256, bytes) = reader.finish();
+    Ok(StreamSummary {
+        sha256,
+        bytes,
+        chunks,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +195,21 @@ mod tests {
         let data = pseudo_random(4 * 1024 * 1024, 1);
         let err = chunk_stream(&data[..], |_| Err(io::Error::other("receiver gone"))).unwrap_err();
         assert_eq!(err.to_string(), "receiver gone");
+    }
+
+    #[test]
+    fn fixed_chunks_cover_the_stream_exactly() {
+        let data = pseudo_random(9 * 1024 * 1024 + 5, 9);
+        let mut lens = Vec::new();
+        let summary = chunk_fixed(&data[..], 4 << 20, |c| {
+            assert_eq!(c.id, ChunkId::of(&c.data));
+            lens.push(c.data.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(lens, vec![4 << 20, 4 << 20, 1024 * 1024 + 5]);
+        assert_eq!(summary.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(summary.chunks, 3);
     }
 
     #[test]

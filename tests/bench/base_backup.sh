@@ -146,7 +146,11 @@ say "pgbackrest full backup"
 t_br_full=$(time_cmd pgbr --type=full backup)
 br_full=$(repo_size)
 say "tidemark base backup"
+# utime + stime in clock ticks, fields 14 and 15 of /proc/PID/stat
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+a0=$(cpu_secs "$agent_pid"); c0=$(cpu_secs "${pids[0]}")
 t_tm_full=$(tm_backup "$work/tm1.json")
+a1=$(cpu_secs "$agent_pid"); c1=$(cpu_secs "${pids[0]}")
 tm_full=$(field new_bytes "$work/tm1.json")
 
 rows=$((scale * 100000))
@@ -196,6 +200,7 @@ push_tm() {
         name=$(printf '0000000100000010%08X' "$i")
         cp "$work/walsample/tm-$i" "$work/walsample/$name"
         (cd "$work/pg/data" && time_cmd "$work/bin/tidemark-agent" --config "$work/agent.toml" wal-push "$work/walsample/$name")
+        echo
     done | median
 }
 push_br() {
@@ -205,6 +210,7 @@ push_br() {
         cp "$work/walsample/tm-$i" "$work/walsample/$name"
         chown postgres "$work/walsample/$name" 2>/dev/null || true
         time_cmd pgbr archive-push "$work/walsample/$name"
+        echo
     done | median
 }
 t_push_tm=$(push_tm)
@@ -232,3 +238,4 @@ row "wal-push of 16 MiB, median of 5: pgbackrest" "$t_push_br" "-" "1.00x"
 row "wal-push of 16 MiB, median of 5: tidemark" "$t_push_tm" "-" "$(ratio "$t_push_tm" "$t_push_br") of pgBR"
 echo
 printf 'agent peak RSS over all of it: %s MiB\n' "$(mib "$((agent_rss * 1024))")"
+printf 'CPU during the full tidemark backup: agent %s s, controller %s s\n' "$(elapsed "$a0" "$a1")" "$(elapsed "$c0" "$c1")"

@@ -139,6 +139,30 @@ fn identities_may_do_only_their_own_job() {
         out.stderr
     );
 
+    // Nor the recovery calls.
+    for args in [
+        &["status"][..],
+        &["pitr-window", "--instance", "demo-pg"],
+        &[
+            "restore",
+            "--instance",
+            "demo-pg",
+            "--host",
+            "db1",
+            "--pgdata",
+            "/tmp/x",
+            "--latest",
+        ],
+    ] {
+        let out = as_agent.run(args);
+        assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("agent:db9 may not"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+
     // Another agent cannot claim demo-pg, nor pretend to be another host.
     let mut db2 = raw_agent(&f, "agent:db2", &rt);
     let e = register(&rt, &mut db2, "db2", vec![instance("demo-pg")]).unwrap_err();
@@ -156,6 +180,17 @@ fn identities_may_do_only_their_own_job() {
         e.message()
     );
     register(&rt, &mut db2, "db2", vec![instance("other-pg")]).unwrap();
+
+    // ...nor report on it, which would move its recorded data directory.
+    let report = tidemark_proto::StatusReport {
+        instances: vec![tidemark_proto::ArchiverStatus {
+            instance: "demo-pg".into(),
+            data_directory: "/elsewhere".into(),
+            ..Default::default()
+        }],
+    };
+    let e = rt.block_on(db2.report_status(report)).unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
 
     // ...nor back it up.
     let begin = BeginBackupRequest {

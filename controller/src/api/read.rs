@@ -1,18 +1,21 @@
 //! Streaming a stored part back: its chunks in order, each verified as it is read, then a
 //! trailer with the digest recorded at upload so the reader can check the whole stream.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tidemark_core::ids::BackupId;
 use tidemark_proto::read_part_message::Msg;
 use tidemark_proto::{EncodedChunk, PartTrailer, ReadPartMessage};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::State;
 use super::error::{ApiError, ApiResult};
 use crate::catalog::ManifestEntry;
+use crate::store::verified::VerifiedChunk;
 
 const PAGE: u32 = 256;
 
@@ -39,6 +42,7 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
     let part = part.to_string();
     tokio::spawn(async move {
         let mut next = 0u64;
+        let mut ahead = ReadAhead::default();
         loop {
             let page = match state.catalog.manifest_page(backup, &part, next, PAGE).await {
                 Ok(p) => p,
@@ -59,10 +63,13 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
                     return;
                 }
                 next += 1;
-                if !send_chunk(&state, &tx, &entry).await {
+                if !ahead.push(&state, &tx, entry).await {
                     return;
                 }
             }
+        }
+        if !ahead.drain(&tx).await {
+            return;
         }
         send_trailer(
             &tx,
@@ -85,33 +92,77 @@ pub fn stream_entries(
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let count = entries.len() as u64;
-        for entry in &entries {
-            if !send_chunk(&state, &tx, entry).await {
+        let mut ahead = ReadAhead::default();
+        for entry in entries {
+            if !ahead.push(&state, &tx, entry).await {
                 return;
             }
         }
-        send_trailer(&tx, &sha256_hex, raw_bytes, count).await;
+        if ahead.drain(&tx).await {
+            send_trailer(&tx, &sha256_hex, raw_bytes, count).await;
+        }
     });
     ReceiverStream::new(rx)
 }
 
 type Tx = mpsc::Sender<Result<ReadPartMessage, Status>>;
 
-/// Read one chunk (verified) and send it. False when the stream should stop: the reader
-/// went away, or the chunk could not be read and the reader was told why.
-async fn send_chunk(state: &State, tx: &Tx, entry: &ManifestEntry) -> bool {
-    let msg = match state.read_chunk(&entry.id).await {
-        Ok(c) => Ok(ReadPartMessage {
-            msg: Some(Msg::Chunk(EncodedChunk {
-                id: entry.id.0.to_vec(),
-                raw_len: entry.raw_len,
-                data: c.encoded,
-            })),
-        }),
-        Err(e) => Err(Status::from(e)),
-    };
-    let failed = msg.is_err();
-    tx.send(msg).await.is_ok() && !failed
+/// Chunks read and verified ahead of the one being sent, so that store latency and
+/// decoding overlap; they are sent strictly in manifest order.
+const READ_AHEAD: usize = 4;
+
+#[derive(Default)]
+struct ReadAhead {
+    pending: VecDeque<(ManifestEntry, JoinHandle<ApiResult<VerifiedChunk>>)>,
+}
+
+impl ReadAhead {
+    /// Start reading `entry`; send the oldest read once enough are in flight. False when
+    /// the stream should stop: the reader went away, or a chunk could not be read and the
+    /// reader was told why.
+    async fn push(&mut self, state: &Arc<State>, tx: &Tx, entry: ManifestEntry) -> bool {
+        let st = state.clone();
+        let read = tokio::spawn(async move { st.read_chunk(&entry.id).await });
+        self.pending.push_back((entry, read));
+        if self.pending.len() < READ_AHEAD {
+            return true;
+        }
+        self.send_oldest(tx).await
+    }
+
+    async fn drain(&mut self, tx: &Tx) -> bool {
+        while !self.pending.is_empty() {
+            if !self.send_oldest(tx).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn send_oldest(&mut self, tx: &Tx) -> bool {
+        let (entry, read) = self.pending.pop_front().expect("non-empty");
+        let msg = match read.await {
+            Ok(Ok(c)) => Ok(ReadPartMessage {
+                msg: Some(Msg::Chunk(EncodedChunk {
+                    id: entry.id.0.to_vec(),
+                    raw_len: entry.raw_len,
+                    data: c.encoded,
+                })),
+            }),
+            Ok(Err(e)) => Err(Status::from(e)),
+            Err(e) => Err(Status::internal(format!("reading chunk {}: {e}", entry.id))),
+        };
+        let failed = msg.is_err();
+        tx.send(msg).await.is_ok() && !failed
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        for (_, read) in &self.pending {
+            read.abort();
+        }
+    }
 }
 
 async fn send_trailer(tx: &Tx, sha256_hex: &str, raw_bytes: u64, chunk_count: u64) {
