@@ -37,6 +37,10 @@ agent_name=demo-host
 
 stop_fleet() {
     local p pid
+    # The databases first: a server shutting down archives its last WAL, which needs the
+    # agent and the controller still up.
+    pg_stop "$dir/pitr" || die "PostgreSQL in $dir/pitr did not stop; stop it by hand before reusing $dir"
+    pg_stop "$dir/pg" || die "PostgreSQL in $dir/pg did not stop; stop it by hand before reusing $dir"
     for p in agent controller; do
         if [ -f "$dir/run/$p.pid" ]; then
             pid=$(cat "$dir/run/$p.pid")
@@ -48,8 +52,6 @@ stop_fleet() {
             rm -f "$dir/run/$p.pid"
         fi
     done
-    pg_stop "$dir/pitr" || die "PostgreSQL in $dir/pitr did not stop; stop it by hand before reusing $dir"
-    pg_stop "$dir/pg" || die "PostgreSQL in $dir/pg did not stop; stop it by hand before reusing $dir"
 }
 
 # The demo directory must be ours and not a symlink (the default lives in a shared /tmp).

@@ -46,8 +46,9 @@ pub struct AgentConfig {
     /// wal-fetch: how many segments after the requested one to fetch ahead (0: none).
     #[serde(default = "default_prefetch")]
     pub wal_prefetch: u32,
-    /// wal-push and wal-fetch: how long to keep retrying when the controller is
-    /// unreachable before giving up (wal-fetch then aborts recovery rather than ending it).
+    /// wal-fetch: how long to keep retrying when the controller is unreachable before
+    /// giving up (and aborting recovery rather than ending it). wal-push uses at most 5 s
+    /// of it: PostgreSQL retries archive_command itself.
     #[serde(
         default = "default_wal_retry",
         with = "tidemark_core::duration::serde_text"

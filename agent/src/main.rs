@@ -88,6 +88,7 @@ fn load(path: &std::path::Path) -> Result<(AgentConfig, TlsMaterial), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     tidemark_core::daemon::init_logging();
+    tidemark_core::tls::install_crypto_provider();
     let command = args.command.unwrap_or(Command::Run);
     let failure_status = match command {
         Command::WalFetch { .. } => FETCH_ABORT,

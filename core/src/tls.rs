@@ -34,6 +34,19 @@ pub enum TlsError {
 
 /// HTTP/2 flow-control windows for both ends: room for a few chunks in flight per stream.
 /// The 64 KiB default makes every chunk wait for window updates.
+/// Install the process-wide TLS crypto provider: aws-lc-rs, with classical key exchange
+/// first. The post-quantum hybrid group costs ~30 ms of set-up on the first handshake of a
+/// process, which every short-lived `wal-push` and `wal-fetch` would pay; mTLS inside a
+/// fleet's private network does not need it today.
+pub fn install_crypto_provider() {
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    let provider = rustls::crypto::CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
+        ..default_provider()
+    };
+    let _ = provider.install_default();
+}
+
 pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 

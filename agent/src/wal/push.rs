@@ -13,6 +13,8 @@ use crate::config::AgentConfig;
 use crate::progress::Progress;
 use crate::upload::{Ack, Target, UploadError, upload_stream};
 
+const PUSH_RETRY_LIMIT: Duration = Duration::from_secs(5);
+
 pub async fn run(config: &AgentConfig, tls: &TlsMaterial, path: &Path) -> Result<String, String> {
     let data_dir = std::env::current_dir()
         .and_then(std::fs::canonicalize)
@@ -37,7 +39,9 @@ pub async fn run(config: &AgentConfig, tls: &TlsMaterial, path: &Path) -> Result
         name: name.clone(),
         modified_at,
     };
-    let deadline = Instant::now() + config.wal_retry_for;
+    // PostgreSQL retries a failed archive_command itself, and its archiver (and a shutdown)
+    // waits while this runs: ride out a blip, not an outage.
+    let deadline = Instant::now() + config.wal_retry_for.min(PUSH_RETRY_LIMIT);
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = push_once(config, tls, path, header.clone()).await;

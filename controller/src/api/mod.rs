@@ -19,7 +19,6 @@ use tidemark_proto::MAX_MESSAGE_BYTES;
 use tidemark_proto::admin_service_server::AdminServiceServer;
 use tidemark_proto::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::catalog::{BackupRow, Catalog, JobRow};
 use crate::store::ChunkStore;
@@ -92,7 +91,12 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_service(agent)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // TCP_NODELAY: without it, Nagle's algorithm meets the client's delayed ACK and
+        // stalls the TLS handshake and small replies by ~40 ms each.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
