@@ -34,14 +34,10 @@ fn segment_size(inst: &InstanceRow) -> u64 {
 
 /// The instance `agent` archives from `header`'s cluster and directory, or why not.
 async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult<InstanceRow> {
-    let same_cluster: Vec<InstanceRow> = state
+    let same_cluster = state
         .catalog
-        .agents()
-        .await?
-        .into_iter()
-        .flat_map(|a| a.instances)
-        .filter(|i| !h.system_identifier.is_empty() && i.system_identifier == h.system_identifier)
-        .collect();
+        .instances_of_cluster(&h.system_identifier)
+        .await?;
     let own: Vec<&InstanceRow> = same_cluster.iter().filter(|i| i.agent == agent).collect();
     if own.is_empty() {
         let owners: Vec<String> = same_cluster
@@ -174,14 +170,10 @@ async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> ApiResult<Insta
         }
         return Ok(inst);
     }
-    let matches: Vec<InstanceRow> = state
+    let matches = state
         .catalog
-        .agents()
-        .await?
-        .into_iter()
-        .flat_map(|a| a.instances)
-        .filter(|i| !r.system_identifier.is_empty() && i.system_identifier == r.system_identifier)
-        .collect();
+        .instances_of_cluster(&r.system_identifier)
+        .await?;
     match matches.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(ApiError::NotFound(format!(

@@ -162,6 +162,18 @@ impl Catalog {
             .transpose()
     }
 
+    /// The instances registered with this system identifier (a cluster and any copies of
+    /// it registered under other names).
+    pub async fn instances_of_cluster(&self, system_identifier: &str) -> Result<Vec<InstanceRow>> {
+        sqlx::query("SELECT * FROM instances WHERE system_identifier = ? AND system_identifier <> '' ORDER BY name")
+            .bind(system_identifier)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(instance_from_row)
+            .collect()
+    }
+
     pub async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
         Ok(self.agents().await?.into_iter().find(|a| a.name == name))
     }
