@@ -151,6 +151,7 @@ cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }
 a0=$(cpu_secs "$agent_pid"); c0=$(cpu_secs "${pids[0]}")
 t_tm_full=$(tm_backup "$work/tm1.json")
 a1=$(cpu_secs "$agent_pid"); c1=$(cpu_secs "${pids[0]}")
+rss_after_backup=$(awk '/VmHWM/ {print $2}' "/proc/$agent_pid/status")
 tm_full=$(field new_bytes "$work/tm1.json")
 
 rows=$((scale * 100000))
@@ -237,5 +238,6 @@ row "restore: tidemark (--skip-verify)" "$t_tm_restore_nv" "-" "$(ratio "$t_tm_r
 row "wal-push of 16 MiB, median of 5: pgbackrest" "$t_push_br" "-" "1.00x"
 row "wal-push of 16 MiB, median of 5: tidemark" "$t_push_tm" "-" "$(ratio "$t_push_tm" "$t_push_br") of pgBR"
 echo
-printf 'agent peak RSS over all of it: %s MiB\n' "$(mib "$((agent_rss * 1024))")"
+printf 'agent peak RSS: %s MiB after the first base backup, %s MiB over all of it\n' \
+    "$(mib "$((rss_after_backup * 1024))")" "$(mib "$((agent_rss * 1024))")"
 printf 'CPU during the full tidemark backup: agent %s s, controller %s s\n' "$(elapsed "$a0" "$a1")" "$(elapsed "$c0" "$c1")"
