@@ -562,3 +562,63 @@ fn a_base_backup_whose_wal_cannot_be_archived_fails_and_says_why() {
     );
     f.dir.keep_if_asked();
 }
+
+/// The pid of a running process whose command line contains every one of `words`.
+fn find_process(words: &[&str]) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        words.iter().all(|w| cmd.contains(w)).then_some(pid)
+    })
+}
+
+#[test]
+fn a_pg_basebackup_killed_mid_stream_fails_the_backup_and_stores_nothing_of_it() {
+    let f = Fleet::start_archiving("bbkill", "", "");
+    f.pg.sql(
+        "postgres",
+        "CREATE TABLE bulk AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 1500000) g",
+    );
+    let out = f
+        .admin
+        .run(&["backup", "--instance", "demo-pg", "--kind", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pid = wait_for(
+        "pg_basebackup to be streaming",
+        Duration::from_secs(30),
+        || find_process(&["pg_basebackup", "tidemark backup"]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = run(Command::new("kill").args(["-9", &pid.to_string()]));
+    let b = wait_for("the backup to fail", Duration::from_secs(60), || {
+        let list = f.admin.json(&["backups"]);
+        let b = list.as_array()?.first()?.clone();
+        (b["status"] != "running").then_some(b)
+    });
+    assert_eq!(b["status"], "failed", "{b}");
+    let reason = b["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pg_basebackup was killed by signal 9"),
+        "{reason}"
+    );
+    let detail = f.admin.json(&["backups", "show", &b["id"].to_string()]);
+    let base = detail["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "base")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        base["status"], "missing",
+        "a cut tar stream was stored: {detail}"
+    );
+    let w = f.admin.run(&["pitr-window", "--instance", "demo-pg"]);
+    assert_eq!(
+        w.code, 1,
+        "a failed base backup opened a window: {}",
+        w.stdout
+    );
+    f.dir.keep_if_asked();
+}

@@ -218,7 +218,7 @@ async fn run_pg_basebackup(
     let mut opened = spool.open_all();
     let mut summaries: BTreeMap<String, Arc<Mutex<TarSummary>>> = BTreeMap::new();
     let (mut stored, mut new) = (0u64, 0u64);
-    let mut failure: Option<JobFailure> = None;
+    let mut failure: Option<UploadError> = None;
     loop {
         let next = tokio::select! {
             biased;
@@ -262,7 +262,7 @@ async fn run_pg_basebackup(
             }
             Ok(Ack::Wal(_)) => unreachable!("a part is acknowledged as a part"),
             Err(e) => {
-                failure = Some(JobFailure(e.to_string()));
+                failure = Some(e);
                 kill();
                 break;
             }
@@ -285,8 +285,15 @@ async fn run_pg_basebackup(
             tidemark_core::duration::human(pg.cfg.wal_wait_timeout)
         ))));
     }
-    if let Some(f) = failure {
-        return Err(Attempt::Failed(f));
+    // An upload the controller refused is the cause, and stopped pg_basebackup; a stream
+    // that merely ended early is a consequence of pg_basebackup failing, whose own words
+    // (its stderr) say why.
+    match (failure, exit) {
+        (Some(f @ UploadError::Read(_)), Some(s)) if !s.success() => {
+            tracing::debug!("stream cut short: {f}");
+        }
+        (Some(f), _) => return Err(Attempt::Failed(JobFailure(f.to_string()))),
+        _ => {}
     }
     match exit {
         Some(s) if s.success() => {}
