@@ -584,10 +584,13 @@ fn a_pg_basebackup_killed_mid_stream_fails_the_backup_and_stores_nothing_of_it()
         .admin
         .run(&["backup", "--instance", "demo-pg", "--kind", "base"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // This fleet's pg_basebackup only: it writes under this test's spool directory (tests
+    // run side by side).
+    let spool = f.dir.path().display().to_string();
     let pid = wait_for(
         "pg_basebackup to be streaming",
         Duration::from_secs(30),
-        || find_process(&["pg_basebackup", "tidemark backup"]),
+        || find_process(&["pg_basebackup", &spool]),
     );
     std::thread::sleep(Duration::from_millis(300));
     let _ = run(Command::new("kill").args(["-9", &pid.to_string()]));
