@@ -59,7 +59,7 @@ pub async fn download_part<W: AsyncWrite + Unpin>(
 }
 
 /// Chunks decoded and checked ahead of the one being written, on other cores.
-const DECODE_AHEAD: usize = 4;
+const DECODE_AHEAD: usize = 2;
 
 /// Verify and write out a stream of chunks ending in its trailer; returns the bytes written.
 pub async fn receive<W: AsyncWrite + Unpin>(
