@@ -354,6 +354,12 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
     assert_eq!(markers(&r), "1,2,3,4,5,6,7,8");
     drop(r);
 
+    // To the base backup's consistent point: the table as it was then, with no markers.
+    let (r, _) = restore_to(&f, "immediate", 25436, &ts_oid, &["--immediate"]);
+    assert_eq!(markers(&r), "");
+    assert_eq!(r.sql("SELECT count(*) FROM markers"), "0");
+    drop(r);
+
     // To the restore point made after marker 9: exactly 1..9.
     let (r, _) = restore_to(&f, "name", 25434, &ts_oid, &["--name", "before-ten"]);
     assert_eq!(markers(&r), "1,2,3,4,5,6,7,8,9");

@@ -472,21 +472,23 @@ async fn start_and_wait(
         let state = restored
             .query(
                 "postgres",
-                "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
-                   coalesce(pg_last_wal_replay_lsn()::text, ''), coalesce(pg_last_xact_replay_timestamp()::text, '')",
+                // No field may be empty: the output's trailing whitespace is trimmed.
+                "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '-' END,
+                   coalesce(pg_last_wal_replay_lsn()::text, '-'), coalesce(pg_last_xact_replay_timestamp()::text, '-')",
             )
             .await;
         match state {
             Ok(s) => {
                 let f: Vec<&str> = s.split('\t').collect();
-                if let [in_recovery, pause, lsn, ts] = f.as_slice() {
+                let [in_recovery, pause, lsn, ts] = f.as_slice() else {
+                    return Err(JobFailure(format!(
+                        "unexpected answer from the restored server while waiting for recovery: {s:?}"
+                    )));
+                };
+                {
                     let reached = format!(
                         "replayed to LSN {lsn}, last transaction committed {}",
-                        if ts.is_empty() {
-                            "before the backup"
-                        } else {
-                            ts
-                        }
+                        if *ts == "-" { "before the backup" } else { ts }
                     );
                     if *in_recovery == "f" {
                         return Ok(format!("{reached}; the server is promoted and running"));
