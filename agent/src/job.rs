@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use tidemark_core::ids::BackupId;
 use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::{BeginBackupRequest, FinishBackupRequest};
 use tonic::transport::Channel;
 
 use crate::progress::Progress;
@@ -12,6 +14,32 @@ pub struct JobContext {
     pub job_id: i64,
     pub progress: Progress,
     pub spool_dir: PathBuf,
+}
+
+impl JobContext {
+    /// Record a new backup with the controller; returns its id.
+    pub async fn begin_backup(&self, req: BeginBackupRequest) -> Result<BackupId, JobFailure> {
+        let resp = self
+            .client
+            .clone()
+            .begin_backup(req)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        Ok(BackupId(resp.into_inner().backup_id))
+    }
+
+    /// Tell the controller a backup failed, and why. Best effort: if the controller cannot
+    /// be told now, it fails the backup when the agent's session ends.
+    pub async fn fail_backup(&self, backup: BackupId, error: &str) {
+        let finish = FinishBackupRequest {
+            backup_id: backup.0,
+            error: error.to_string(),
+            ..Default::default()
+        };
+        if let Err(s) = self.client.clone().finish_backup(finish).await {
+            tracing::warn!(%backup, error = %s, "could not record the backup's failure");
+        }
+    }
 }
 
 /// Why a job failed, as the operator will read it.

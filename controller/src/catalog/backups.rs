@@ -68,6 +68,38 @@ pub struct NewChunk {
     pub stored_len: u64,
 }
 
+/// Record chunks newly durable in the store, and that `owner` uploaded them (an agent may
+/// later refer only to chunks it owns). Idempotent: a chunk stored before keeps its row.
+pub(super) async fn record_new_chunks(
+    conn: &mut sqlx::SqliteConnection,
+    new_chunks: &[NewChunk],
+    owner: Option<&str>,
+) -> Result<()> {
+    let t = now();
+    for c in new_chunks {
+        sqlx::query(
+            "INSERT INTO chunks (id, raw_len, stored_len, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(c.id.0.as_slice())
+        .bind(c.raw_len as i64)
+        .bind(c.stored_len as i64)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+        if let Some(agent) = owner {
+            sqlx::query(
+                "INSERT INTO chunk_owners (chunk_id, agent) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(c.id.0.as_slice())
+            .bind(agent)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn chunk_id(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<ChunkId> {
     ChunkId::from_slice(r.get::<&[u8], _>(col)).map_err(|e| CatalogError::Corrupt(e.to_string()))
 }
@@ -209,27 +241,12 @@ impl Catalog {
         new_chunks: &[NewChunk],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let t = now();
-        for c in new_chunks {
-            sqlx::query(
-                "INSERT INTO chunks (id, raw_len, stored_len, created_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(c.id.0.as_slice())
-            .bind(c.raw_len as i64)
-            .bind(c.stored_len as i64)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO chunk_owners (chunk_id, agent) SELECT ?, agent FROM backups WHERE id = ?
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(c.id.0.as_slice())
+        let owner: Option<String> = sqlx::query("SELECT agent FROM backups WHERE id = ?")
             .bind(backup.0)
-            .execute(&mut *tx)
-            .await?;
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        record_new_chunks(&mut tx, new_chunks, owner.as_deref()).await?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO part_chunks (backup_id, part, seq, chunk_id, raw_len) VALUES (?, ?, ?, ?, ?)",

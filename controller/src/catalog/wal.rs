@@ -5,7 +5,7 @@
 use sqlx::Row;
 use tidemark_core::ids::ChunkId;
 
-use super::backups::chunk_id;
+use super::backups::{chunk_id, record_new_chunks};
 use super::{Catalog, ManifestEntry, NewChunk, Result, now};
 
 /// An archived WAL file.
@@ -90,25 +90,7 @@ impl Catalog {
             });
         }
         let t = now();
-        for c in new_chunks {
-            sqlx::query(
-                "INSERT INTO chunks (id, raw_len, stored_len, created_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(c.id.0.as_slice())
-            .bind(c.raw_len as i64)
-            .bind(c.stored_len as i64)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO chunk_owners (chunk_id, agent) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(c.id.0.as_slice())
-            .bind(&file.agent)
-            .execute(&mut *tx)
-            .await?;
-        }
+        record_new_chunks(&mut tx, new_chunks, Some(&file.agent)).await?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO wal_chunks (instance, name, seq, chunk_id, raw_len) VALUES (?, ?, ?, ?, ?)",

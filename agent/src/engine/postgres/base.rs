@@ -42,7 +42,6 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     let mut parts = vec![BASE.to_string()];
     parts.extend(tablespaces.keys().map(|oid| format!("tablespace:{oid}")));
     parts.push(MANIFEST.into());
-    let mut client = ctx.client.clone();
     let begin = BeginBackupRequest {
         instance: pg.cfg.name.clone(),
         kind: "base".into(),
@@ -52,14 +51,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
         server_version: pg.server_version().await.unwrap_or_default(),
         tool_version: pg.tool_version("pg_basebackup").await.unwrap_or_default(),
     };
-    let backup = BackupId(
-        client
-            .begin_backup(begin)
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner()
-            .backup_id,
-    );
+    let backup = ctx.begin_backup(begin).await?;
     tracing::info!(%backup, instance = %pg.cfg.name, tablespaces = tablespaces.len(), "base backup started");
     let outcome = match stream_backup(ctx, pg, backup, &tablespaces).await {
         Ok(done) => wait_for_wal(ctx, pg, backup, done).await,
@@ -68,14 +60,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     match outcome {
         Ok(msg) => Ok(msg),
         Err(f) => {
-            let finish = FinishBackupRequest {
-                backup_id: backup.0,
-                error: f.0.clone(),
-                ..Default::default()
-            };
-            if let Err(s) = client.finish_backup(finish).await {
-                tracing::warn!(%backup, error = %s, "could not record the backup's failure");
-            }
+            ctx.fail_backup(backup, &f.0).await;
             Err(JobFailure(format!("backup {backup} failed: {}", f.0)))
         }
     }

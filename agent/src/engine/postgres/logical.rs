@@ -45,14 +45,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
         server_version,
         tool_version,
     };
-    let backup = BackupId(
-        client
-            .begin_backup(begin)
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner()
-            .backup_id,
-    );
+    let backup = ctx.begin_backup(begin).await?;
     tracing::info!(%backup, instance = %pg.cfg.name, parts = parts.len(), warnings = warnings.len(), "logical backup started");
 
     match dump_and_check(ctx, pg, backup, &databases).await {
@@ -87,15 +80,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
             ))
         }
         Err(f) => {
-            let finish = FinishBackupRequest {
-                backup_id: backup.0,
-                error: f.0.clone(),
-                checks: Vec::new(),
-                base: None,
-            };
-            if let Err(s) = client.finish_backup(finish).await {
-                tracing::warn!(%backup, error = %s, "could not record the backup's failure");
-            }
+            ctx.fail_backup(backup, &f.0).await;
             Err(JobFailure(format!("backup {backup} failed: {}", f.0)))
         }
     }
