@@ -14,10 +14,25 @@
 //! [store]
 //! kind = "fs"
 //! path = "/var/lib/tidemark/store"   # default: DATA-DIR/store
+//!
+//! [drills]
+//! amcheck = true                     # run pg_amcheck on every restored cluster
+//! user = "postgres"                  # the role smoke checks connect as in the sandbox
+//! sample-interval = "60s"            # how often agents run the probe queries
+//! switch-interval = "5m"             # used when an instance has archive_timeout off
+//!
+//! [[instance]]
+//! name = "orders-pg"
+//! [[instance.check]]
+//! name = "orders exist"
+//! database = "orders"
+//! sql = "SELECT count(*) FROM orders"
+//! expect = "within-pct:1"            # nonzero | equals:V | within-pct:P
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tidemark_core::config::{self, ConfigError, TlsFiles};
@@ -37,6 +52,130 @@ pub struct ControllerConfig {
     pub tls: TlsFiles,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub drills: DrillSettings,
+    /// Per-instance policy: smoke checks for drills.
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<InstancePolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DrillSettings {
+    /// Run pg_amcheck on every restored cluster.
+    #[serde(default = "yes")]
+    pub amcheck: bool,
+    /// The role smoke checks and pg_amcheck connect as in the sandbox.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// How often agents take samples of the probe queries.
+    #[serde(
+        default = "default_sample_interval",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub sample_interval: Duration,
+    /// The longest a commit may wait to reach the archive, for instances that report
+    /// archive_timeout off: a drill's recovered point must be this close to its target
+    /// unless the log shows no commit in between.
+    #[serde(
+        default = "default_switch_interval",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub switch_interval: Duration,
+}
+
+impl Default for DrillSettings {
+    fn default() -> Self {
+        Self {
+            amcheck: true,
+            user: default_user(),
+            sample_interval: default_sample_interval(),
+            switch_interval: default_switch_interval(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_sample_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_switch_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InstancePolicy {
+    pub name: String,
+    #[serde(default, rename = "check")]
+    pub checks: Vec<CheckConfig>,
+}
+
+/// A smoke check: an SQL query whose first column of the first row must meet `expect`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckConfig {
+    pub name: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    pub sql: String,
+    pub expect: Expect,
+}
+
+fn default_database() -> String {
+    "postgres".into()
+}
+
+/// What a smoke check's value must be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// A number other than zero.
+    Nonzero,
+    /// This exact value (numerically, when both are numbers).
+    Equals(String),
+    /// Within P percent of the production sample nearest before the target.
+    WithinPct(f64),
+}
+
+impl std::str::FromStr for Expect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("expect = {s:?} is not one of nonzero, equals:VALUE or within-pct:PERCENT")
+        };
+        match s.split_once(':') {
+            None if s == "nonzero" => Ok(Expect::Nonzero),
+            Some(("equals", v)) => Ok(Expect::Equals(v.to_string())),
+            Some(("within-pct", p)) => match p.trim().parse::<f64>() {
+                Ok(p) if p >= 0.0 && p.is_finite() => Ok(Expect::WithinPct(p)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Nonzero => write!(f, "nonzero"),
+            Expect::Equals(v) => write!(f, "equals:{v}"),
+            Expect::WithinPct(p) => write!(f, "within-pct:{p}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +203,27 @@ impl ControllerConfig {
             Some(p) => config::resolve(&base, p),
             None => c.data_dir.join("store"),
         });
+        let mut seen = std::collections::HashSet::new();
+        for p in &c.instances {
+            if !seen.insert(&p.name) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("[[instance]] {:?} appears twice", p.name),
+                });
+            }
+            let mut names = std::collections::HashSet::new();
+            for ch in &p.checks {
+                if !names.insert(&ch.name) {
+                    return Err(ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "instance {:?} has two checks named {:?}",
+                            p.name, ch.name
+                        ),
+                    });
+                }
+            }
+        }
         Ok(c)
     }
 
@@ -84,6 +244,17 @@ mod tests {
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
         assert!(c.data_dir.is_absolute());
         assert!(c.tls.key.is_absolute());
+    }
+
+    #[test]
+    fn expectations_parse_and_bad_ones_are_named() {
+        assert_eq!("nonzero".parse::<Expect>(), Ok(Expect::Nonzero));
+        assert_eq!("equals:0".parse::<Expect>(), Ok(Expect::Equals("0".into())));
+        assert_eq!("within-pct:2.5".parse::<Expect>(), Ok(Expect::WithinPct(2.5)));
+        for bad in ["", "zero", "within-pct:x", "within-pct:-1", "equal:3"] {
+            let e = bad.parse::<Expect>().unwrap_err();
+            assert!(e.contains("nonzero, equals:VALUE or within-pct:PERCENT"), "{e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod api;
 mod catalog;
 mod config;
 mod metrics;
+mod drill;
 mod pitr;
 mod store;
 
@@ -75,6 +76,12 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             "marked work interrupted by the last shutdown as failed"
         );
     }
+    let d = catalog
+        .abort_running_drills(None, "the controller restarted while this drill was running")
+        .await?;
+    if d > 0 {
+        tracing::warn!(drills = d, "marked drills interrupted by the last shutdown as aborted");
+    }
     let store = match config.store.kind {
         config::StoreKind::Fs => store::fs::FsStore::open(config.store_path())?,
     };
@@ -83,7 +90,12 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         store: Arc::new(store),
         sessions: Default::default(),
         uploading: Default::default(),
+        drills: Arc::new(drill::Drills::new(
+            config.drills.clone(),
+            config.instances.clone(),
+        )),
     });
+    tokio::spawn(drill::run_dispatcher(state.clone()));
 
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)

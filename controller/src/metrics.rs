@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::State;
-use crate::catalog::now;
+use crate::catalog::{DrillState, now};
 
 struct Family<'a> {
     name: &'a str,
@@ -87,8 +87,42 @@ pub async fn collect(state: &State) -> Result<String, String> {
         "tidemark_agent_connected",
         "1 while the instance's agent holds its job stream open.",
     );
+    let mut drill_success = fam(
+        "tidemark_drill_last_success_timestamp",
+        "Unix time when the instance's newest passing drill finished (0 when none has passed).",
+    );
+    let mut drill_status = fam(
+        "tidemark_drill_status",
+        "1 when the instance's newest finished drill passed, 0 when it failed (aborted drills do not count).",
+    );
+    let mut drill_rto = fam(
+        "tidemark_drill_rto_seconds",
+        "Recovery time of the newest passing drill: from its start until the server was ready at the target.",
+    );
     for s in &list {
         let l = label("instance", &s.instance);
+        let cat = &state.catalog;
+        let passed = cat
+            .last_drill(&s.instance, &[DrillState::Passed])
+            .await
+            .map_err(|e| e.to_string())?;
+        let judged = cat
+            .last_drill(&s.instance, &[DrillState::Passed, DrillState::Failed])
+            .await
+            .map_err(|e| e.to_string())?;
+        drill_success.samples.push((
+            l.clone(),
+            passed.as_ref().and_then(|d| d.finished_at).unwrap_or(0) as f64,
+        ));
+        if let Some(d) = &judged {
+            let ok = d.state == DrillState::Passed;
+            drill_status.samples.push((l.clone(), if ok { 1.0 } else { 0.0 }));
+        }
+        if let Some(d) = &passed {
+            drill_rto
+                .samples
+                .push((l.clone(), d.evidence.rto_ms as f64 / 1000.0));
+        }
         let w = s.window.clone().unwrap_or_default();
         let a = s.archiver.clone().unwrap_or_default();
         let age = |at: i64| {
@@ -129,6 +163,9 @@ pub async fn collect(state: &State) -> Result<String, String> {
         gap,
         alerts,
         connected,
+        drill_success,
+        drill_status,
+        drill_rto,
     ]))
 }
 

@@ -14,7 +14,8 @@ use super::auth::require;
 use super::convert;
 use super::error::{ApiError, ApiResult};
 use super::recovery;
-use crate::catalog::{BackupRow, JobState};
+use crate::catalog::{BackupRow, DrillState, JobState};
+use crate::drill::{self, target::TargetSpec};
 
 pub struct AdminApi {
     pub state: Arc<State>,
@@ -72,6 +73,12 @@ impl AdminApi {
         spec: pb::job::Spec,
     ) -> ApiResult<pb::JobInfo> {
         let cat = &self.state.catalog;
+        // Sandboxes take drills only: a restore job would let one read any backup.
+        if cat.agent(agent).await?.is_some_and(|a| a.role == Role::Sandbox.as_str()) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{agent} is a sandbox; it runs drills (tidemark drill run), not {kind} jobs"
+            )));
+        }
         let id = cat
             .create_job(kind, agent, instance, &params, bytes_total)
             .await?;
@@ -322,5 +329,85 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::FleetStatusResponse {
             instances: recovery::fleet_status(&self.state).await?,
         }))
+    }
+
+    async fn start_drill(
+        &self,
+        req: Request<pb::StartDrillRequest>,
+    ) -> Result<Response<pb::StartDrillResponse>, Status> {
+        admin(&req, "start drills")?;
+        let r = req.into_inner();
+        let spec = TargetSpec::parse(&r.target).map_err(ApiError::InvalidArgument)?;
+        let mut drills = Vec::new();
+        if r.all {
+            if !r.instance.is_empty() {
+                return Err(ApiError::InvalidArgument(
+                    "give --instance NAME or --all, not both".into(),
+                )
+                .into());
+            }
+            // Every instance is tried; one that cannot be drilled is recorded as a failed
+            // drill with the reason, so it shows in the history and the alerts.
+            for agent in self.state.catalog.agents().await.map_err(ApiError::from)? {
+                for inst in &agent.instances {
+                    match drill::request(&self.state, inst, &spec, &r.sandbox).await {
+                        Ok(d) => drills.push(drill::info(&d)),
+                        Err(e) => {
+                            let cat = &self.state.catalog;
+                            let id = cat
+                                .create_drill(&inst.name, 0, "", &r.sandbox)
+                                .await
+                                .map_err(ApiError::from)?;
+                            cat.end_drill(id, DrillState::Failed, &e.to_string())
+                                .await
+                                .map_err(ApiError::from)?;
+                            if let Some(d) = cat.drill(id).await.map_err(ApiError::from)? {
+                                drills.push(drill::info(&d));
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            let inst = recovery::instance(&self.state, &r.instance).await?;
+            let d = drill::request(&self.state, &inst, &spec, &r.sandbox).await?;
+            drills.push(drill::info(&d));
+        }
+        Ok(Response::new(pb::StartDrillResponse { drills }))
+    }
+
+    async fn list_drills(
+        &self,
+        req: Request<pb::ListDrillsRequest>,
+    ) -> Result<Response<pb::ListDrillsResponse>, Status> {
+        admin(&req, "read drills")?;
+        let r = req.into_inner();
+        let instance = (!r.instance.is_empty()).then_some(r.instance.as_str());
+        let limit = if r.limit == 0 { 50 } else { r.limit };
+        let rows = self
+            .state
+            .catalog
+            .list_drills(instance, limit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListDrillsResponse {
+            drills: rows.iter().map(drill::info).collect(),
+        }))
+    }
+
+    async fn get_drill(
+        &self,
+        req: Request<pb::GetDrillRequest>,
+    ) -> Result<Response<pb::DrillInfo>, Status> {
+        admin(&req, "read drills")?;
+        let id = req.get_ref().id;
+        let d = self
+            .state
+            .catalog
+            .drill(id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("drill {id} does not exist")))?;
+        Ok(Response::new(drill::info(&d)))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tidemark_core::identity::Role;
+use tidemark_core::identity::{Identity, Role};
 use tidemark_core::ids::{BackupId, ChunkId, JobId};
 use tidemark_proto as pb;
 use tidemark_proto::agent_service_server::AgentService;
@@ -16,7 +16,9 @@ use super::read::{self, PartStream};
 use super::sessions::JobStream;
 use super::upload;
 use super::wal;
-use crate::catalog::{ArchiverRow, BackupRow, BaseBackupRow, InstanceRow, JobRow, JobState};
+use crate::catalog::{
+    ArchiverRow, BackupRow, BaseBackupRow, InstanceRow, JobRow, JobState, Registered, Registration,
+};
 use tidemark_core::wal::Lsn;
 
 pub struct AgentApi {
@@ -34,6 +36,11 @@ const ENGINES: &[&str] = &["postgresql"];
 
 fn agent_name<T>(req: &Request<T>, what: &str) -> ApiResult<String> {
     Ok(require(req, &[Role::Agent], what)?.name)
+}
+
+/// Calls a sandbox may make too: registering, taking jobs, reading what its drill needs.
+fn agent_or_sandbox<T>(req: &Request<T>, what: &str) -> ApiResult<Identity> {
+    require(req, &[Role::Agent, Role::Sandbox], what)
 }
 
 impl AgentApi {
@@ -77,7 +84,7 @@ impl AgentApi {
                 .get("parts")
                 .and_then(|v| v.as_array())
                 .is_some_and(|ps| ps.iter().any(|p| p.as_str() == Some(part)));
-        let names_it = j.kind == "restore"
+        let names_it = matches!(j.kind.as_str(), "restore" | "drill")
             && j.params.get("backup_id").and_then(|v| v.as_i64()) == Some(b.id.0)
             && names_part;
         if !names_it || j.state.is_terminal() {
@@ -159,12 +166,28 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let agent = agent_name(&req, "register as an agent")?;
+        let who = agent_or_sandbox(&req, "register as an agent or sandbox")?;
+        let agent = who.name.clone();
         let r = req.into_inner();
         if r.host != agent {
             return Err(ApiError::PermissionDenied(format!(
-                "the certificate is for agent:{agent} but the agent says its host is {:?}; set host = \"{agent}\" in its config or issue it a certificate for agent:{}",
-                r.host, r.host
+                "the certificate is for {who} but the agent says its host is {:?}; issue it a certificate for {}:{}",
+                r.host,
+                who.role.as_str(),
+                r.host
+            ))
+            .into());
+        }
+        let sandbox = who.role == Role::Sandbox;
+        if sandbox && !r.instances.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "{who} is a sandbox: it runs drills and may not register instances (remove the [[instance]] sections from its config, or give the host an agent certificate)"
+            ))
+            .into());
+        }
+        if !sandbox && !r.sandbox_engines.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "{who} offers sandbox engines, but only a host with a sandbox certificate runs drills"
             ))
             .into());
         }
@@ -189,6 +212,7 @@ impl AgentService for AgentApi {
                 error: i.error.clone(),
                 data_directory: i.data_directory.clone(),
                 wal_segment_size: i.wal_segment_size,
+                archive_timeout: 0,
             });
         }
         let tools: Vec<(String, String)> = r
@@ -196,29 +220,52 @@ impl AgentService for AgentApi {
             .iter()
             .map(|t| (t.name.clone(), t.version.clone()))
             .collect();
-        let conflicts = self
+        let reg = Registration {
+            role: who.role.as_str().into(),
+            agent_version: r.agent_version.clone(),
+            tools,
+            sandbox_engines: r
+                .sandbox_engines
+                .iter()
+                .map(|e| (e.engine.clone(), e.major))
+                .collect(),
+        };
+        match self
             .state
             .catalog
-            .register_agent(&agent, &r.agent_version, &tools, &instances)
+            .register_agent(&agent, &reg, &instances)
             .await
-            .map_err(ApiError::from)?;
-        if let Some((name, owner)) = conflicts.first() {
-            return Err(ApiError::PermissionDenied(format!(
-                "instance {name} is already registered to agent {owner}; instance names are fleet-unique, so rename it in agent {agent}'s config"
-            ))
-            .into());
+            .map_err(ApiError::from)?
+        {
+            Registered::Ok => {}
+            Registered::InstancesTaken(taken) => {
+                let (name, owner) = &taken[0];
+                return Err(ApiError::PermissionDenied(format!(
+                    "instance {name} is already registered to agent {owner}; instance names are fleet-unique, so rename it in agent {agent}'s config"
+                ))
+                .into());
+            }
+            Registered::NameTaken(role) => {
+                return Err(ApiError::PermissionDenied(format!(
+                    "{agent} is already registered as a {role}; one host name cannot be both an agent and a sandbox"
+                ))
+                .into());
+            }
         }
-        tracing::info!(agent = %agent, instances = instances.len(), "agent registered");
+        tracing::info!(identity = %who, instances = instances.len(), "registered");
+        let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
         Ok(Response::new(pb::RegisterResponse {
-            identity: format!("agent:{agent}"),
+            identity: who.to_string(),
             session: self.state.sessions.new_session_id(),
+            probes: self.state.drills.probes(&names),
+            sample_interval_secs: self.state.drills.settings.sample_interval.as_secs().max(1) as u32,
         }))
     }
 
     type JobsStream = JobStream;
 
     async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<JobStream>, Status> {
-        let agent = agent_name(&req, "take jobs")?;
+        let agent = agent_or_sandbox(&req, "take jobs")?.name;
         if self
             .state
             .catalog
@@ -258,9 +305,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::JobReport>,
     ) -> Result<Response<pb::JobReportAck>, Status> {
-        let agent = agent_name(&req, "report on jobs")?;
+        let agent = agent_or_sandbox(&req, "report on jobs")?.name;
         let r = req.into_inner();
-        self.own_job(&agent, JobId(r.job_id)).await?;
+        let job = self.own_job(&agent, JobId(r.job_id)).await?;
         let state = match pb::JobState::try_from(r.state) {
             Ok(pb::JobState::Running) => JobState::Running,
             Ok(pb::JobState::Succeeded) => JobState::Succeeded,
@@ -279,6 +326,15 @@ impl AgentService for AgentApi {
             .update_job(JobId(r.job_id), state, r.bytes_done, total, &r.message)
             .await
             .map_err(ApiError::from)?;
+        if job.kind == "drill" && state.is_terminal() {
+            crate::drill::job_ended(
+                &self.state,
+                job.id,
+                state == JobState::Succeeded,
+                &r.message,
+            )
+            .await?;
+        }
         Ok(Response::new(pb::JobReportAck {}))
     }
 
@@ -396,7 +452,7 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::ReadPartRequest>,
     ) -> Result<Response<PartStream>, Status> {
-        let agent = agent_name(&req, "read backups")?;
+        let agent = agent_or_sandbox(&req, "read backups")?.name;
         let r = req.into_inner();
         let b = self.state.backup(BackupId(r.backup_id)).await?;
         self.may_read(&agent, &b, &r.part, JobId(r.job_id)).await?;
@@ -481,9 +537,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::FetchWalRequest>,
     ) -> Result<Response<PartStream>, Status> {
-        let agent = agent_name(&req, "fetch WAL")?;
+        let who = agent_or_sandbox(&req, "fetch WAL")?;
         Ok(Response::new(
-            wal::fetch(&self.state, &agent, req.into_inner()).await?,
+            wal::fetch(&self.state, &who, req.into_inner()).await?,
         ))
     }
 
@@ -513,6 +569,7 @@ impl AgentService for AgentApi {
                     &s.system_identifier,
                     &s.data_directory,
                     s.wal_segment_size,
+                    u64::try_from(s.archive_timeout_secs).ok(),
                 )
                 .await
                 .map_err(ApiError::from)?;
@@ -533,5 +590,44 @@ impl AgentService for AgentApi {
                 .map_err(ApiError::from)?;
         }
         Ok(Response::new(pb::StatusReportAck {}))
+    }
+
+    async fn push_samples(
+        &self,
+        req: Request<pb::SampleBatch>,
+    ) -> Result<Response<pb::SampleAck>, Status> {
+        let agent = agent_name(&req, "push samples")?;
+        let mut rows = Vec::new();
+        for s in req.into_inner().samples {
+            let inst = self
+                .state
+                .catalog
+                .instance(&s.instance)
+                .await
+                .map_err(ApiError::from)?;
+            if inst.as_ref().map(|i| i.agent.as_str()) != Some(agent.as_str()) {
+                return Err(ApiError::PermissionDenied(format!(
+                    "agent {agent} may push samples only for its own instances, not {}",
+                    s.instance
+                ))
+                .into());
+            }
+            rows.push((s.instance, s.name, s.taken_at, s.value));
+        }
+        self.state
+            .catalog
+            .add_samples(&rows)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::SampleAck {}))
+    }
+
+    async fn report_drill(
+        &self,
+        req: Request<pb::DrillReport>,
+    ) -> Result<Response<pb::DrillReportAck>, Status> {
+        let sandbox = require(&req, &[Role::Sandbox], "report on drills")?.name;
+        crate::drill::report(&self.state, &sandbox, req.get_ref()).await?;
+        Ok(Response::new(pb::DrillReportAck {}))
     }
 }

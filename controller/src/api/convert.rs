@@ -20,6 +20,15 @@ pub fn instance(i: &InstanceRow) -> pb::InstanceInfo {
 pub fn agent(a: &AgentRow, connected: bool) -> pb::AgentInfo {
     pb::AgentInfo {
         name: a.name.clone(),
+        role: a.role.clone(),
+        sandbox_engines: a
+            .sandbox_engines
+            .iter()
+            .map(|(engine, major)| pb::SandboxEngine {
+                engine: engine.clone(),
+                major: *major,
+            })
+            .collect(),
         connected,
         last_seen: a.last_seen,
         agent_version: a.agent_version.clone(),

@@ -4,9 +4,9 @@ mod admin_service;
 mod agent_service;
 mod auth;
 mod convert;
-mod error;
+pub(crate) mod error;
 mod read;
-mod recovery;
+pub(crate) mod recovery;
 mod sessions;
 mod upload;
 mod wal;
@@ -33,6 +33,7 @@ pub struct State {
     pub sessions: Arc<Sessions>,
     /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,
+    pub drills: Arc<crate::drill::Drills>,
 }
 
 impl State {

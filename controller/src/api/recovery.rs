@@ -90,6 +90,9 @@ pub async fn fleet_status(state: &State) -> ApiResult<Vec<pb::InstanceStatus>> {
                 }),
                 last_base_backup: last_complete(&backups, "base"),
                 newest_wal_stored_at: state.catalog.newest_wal_stored_at(&inst.name).await?,
+                last_drill: crate::drill::last(state, &inst.name)
+                    .await?
+                    .map(|d| crate::drill::info(&d)),
                 last_logical_backup: last_complete(&backups, "logical"),
                 alerts: state
                     .catalog
@@ -127,10 +130,18 @@ pub async fn plan_restore(
         )));
     }
     let host = r.host.strip_prefix("agent:").unwrap_or(&r.host).to_string();
-    if state.catalog.agent(&host).await?.is_none() {
-        return Err(ApiError::NotFound(format!(
-            "no agent {host:?} has registered; tidemark agents lists them"
-        )));
+    match state.catalog.agent(&host).await? {
+        None => {
+            return Err(ApiError::NotFound(format!(
+                "no agent {host:?} has registered; tidemark agents lists them"
+            )));
+        }
+        Some(a) if a.role != "agent" => {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{host} is a sandbox; it runs drills (tidemark drill run), not restores"
+            )));
+        }
+        Some(_) => {}
     }
     let w = window(state, &inst).await?;
     let reach = if r.backup_id != 0 {

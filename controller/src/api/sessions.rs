@@ -102,6 +102,10 @@ impl Drop for DetachGuard {
             if let Err(e) = catalog.fail_backups_of_agent(&agent, &reason).await {
                 tracing::error!(error = %e, "failing backups of a disconnected agent");
             }
+            let why = format!("sandbox {agent} disconnected during the drill");
+            if let Err(e) = catalog.abort_running_drills(Some(&agent), &why).await {
+                tracing::error!(error = %e, "aborting drills of a disconnected sandbox");
+            }
         });
     }
 }

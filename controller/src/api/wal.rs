@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use tidemark_core::identity::{Identity, Role};
 use tidemark_core::wal::{self, Lsn, WalName};
 use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{self as pb, UploadPartMessage};
@@ -193,10 +194,32 @@ async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> ApiResult<Insta
 
 pub async fn fetch(
     state: &Arc<State>,
-    agent: &str,
+    who: &Identity,
     r: pb::FetchWalRequest,
 ) -> ApiResult<PartStream> {
+    let agent = who.name.as_str();
     let inst = fetch_source(state, &r).await?;
+    let name = WalName::parse(&r.name, segment_size(&inst)).map_err(ApiError::InvalidArgument)?;
+    if who.role == Role::Sandbox {
+        // Only what its running drill replays: this instance's WAL from the backup's start.
+        let from = state.catalog.drill_wal_grant(agent, &inst.name).await?;
+        let needed = match (from, name.segno()) {
+            (Some(_), None) => true,
+            (Some(first), Some(n)) => n >= first,
+            (None, _) => false,
+        };
+        if !needed {
+            return Err(ApiError::PermissionDenied(format!(
+                "sandbox {agent} may read only the WAL its running drill of instance {} replays, and {} is not part of it",
+                inst.name, r.name
+            )));
+        }
+        let streamed = fetch_file(state, &inst, &r.name).await;
+        if let Err(ApiError::DataLoss(why)) = &streamed {
+            state.catalog.note_drill(agent, &inst.name, why).await?;
+        }
+        return streamed;
+    }
     let allowed = inst.agent == agent
         || state
             .catalog
@@ -208,29 +231,32 @@ pub async fn fetch(
             inst.name
         )));
     }
-    WalName::parse(&r.name, segment_size(&inst)).map_err(ApiError::InvalidArgument)?;
+    fetch_file(state, &inst, &r.name).await
+}
+
+async fn fetch_file(state: &Arc<State>, inst: &InstanceRow, name: &str) -> ApiResult<PartStream> {
     let file = state
         .catalog
-        .wal_file(&inst.name, &r.name)
+        .wal_file(&inst.name, name)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "{} is not in instance {}'s archive",
-                r.name, inst.name
+                name, inst.name
             ))
         })?;
     if let Some(first) = state
         .catalog
-        .unavailable_wal_chunks(&inst.name, &r.name)
+        .unavailable_wal_chunks(&inst.name, name)
         .await?
         .first()
     {
         return Err(ApiError::DataLoss(format!(
             "archived {} of instance {} cannot be read: chunk {first} is missing or was found corrupt",
-            r.name, inst.name
+            name, inst.name
         )));
     }
-    let entries = state.catalog.wal_manifest(&inst.name, &r.name).await?;
+    let entries = state.catalog.wal_manifest(&inst.name, name).await?;
     Ok(read::stream_entries(
         state.clone(),
         entries,

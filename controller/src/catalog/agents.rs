@@ -17,11 +17,18 @@ pub struct InstanceRow {
     pub error: String,
     pub data_directory: String,
     pub wal_segment_size: u64,
+    /// The server's archive_timeout in seconds (0: off), as last reported: the longest
+    /// a commit waits to reach the archive when the server is otherwise quiet.
+    pub archive_timeout: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct AgentRow {
     pub name: String,
+    /// "agent" or "sandbox".
+    pub role: String,
+    /// A sandbox's engines and major versions.
+    pub sandbox_engines: Vec<(String, u32)>,
     pub agent_version: String,
     pub tools: Vec<(String, String)>,
     pub last_seen: i64,
@@ -43,20 +50,47 @@ fn instance_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow> {
         error: r.get("error"),
         data_directory: r.get("data_directory"),
         wal_segment_size: r.get::<i64, _>("wal_segment_size") as u64,
+        archive_timeout: r.get::<i64, _>("archive_timeout") as u64,
     })
 }
 
+/// What a host registers as.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    /// "agent" or "sandbox".
+    pub role: String,
+    pub agent_version: String,
+    pub tools: Vec<(String, String)>,
+    pub sandbox_engines: Vec<(String, u32)>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Registered {
+    Ok,
+    /// Nothing was written: these instances (name, owner) belong to another agent.
+    InstancesTaken(Vec<(String, String)>),
+    /// Nothing was written: the name is registered with this other role.
+    NameTaken(String),
+}
+
 impl Catalog {
-    /// Record an agent and its instances. Returns the instances that belong to another agent
-    /// (name, owner); when there are any, nothing is written.
+    /// Record an agent or sandbox and its instances. Nothing is written when an instance
+    /// belongs to another agent or the name to another role.
     pub async fn register_agent(
         &self,
         name: &str,
-        agent_version: &str,
-        tools: &[(String, String)],
+        reg: &Registration,
         instances: &[InstanceRow],
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Registered> {
         let mut tx = self.pool.begin().await?;
+        let role: Option<String> = sqlx::query("SELECT role FROM agents WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        if let Some(role) = role.filter(|r| *r != reg.role) {
+            return Ok(Registered::NameTaken(role));
+        }
         let mut conflicts = Vec::new();
         for inst in instances {
             let owner: Option<String> = sqlx::query("SELECT agent FROM instances WHERE name = ?")
@@ -69,20 +103,24 @@ impl Catalog {
             }
         }
         if !conflicts.is_empty() {
-            return Ok(conflicts);
+            return Ok(Registered::InstancesTaken(conflicts));
         }
         let t = now();
-        let tools_json = serde_json::to_string(tools).map_err(json_err)?;
+        let tools_json = serde_json::to_string(&reg.tools).map_err(json_err)?;
         sqlx::query(
-            "INSERT INTO agents (name, agent_version, tools, registered_at, last_seen) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO agents (name, agent_version, tools, registered_at, last_seen, role, sandbox_engines)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version,
-               tools = excluded.tools, last_seen = excluded.last_seen",
+               tools = excluded.tools, last_seen = excluded.last_seen,
+               sandbox_engines = excluded.sandbox_engines",
         )
         .bind(name)
-        .bind(agent_version)
+        .bind(&reg.agent_version)
         .bind(&tools_json)
         .bind(t)
         .bind(t)
+        .bind(&reg.role)
+        .bind(serde_json::to_string(&reg.sandbox_engines).map_err(json_err)?)
         .execute(&mut *tx)
         .await?;
         for inst in instances {
@@ -113,7 +151,7 @@ impl Catalog {
             .await?;
         }
         tx.commit().await?;
-        Ok(conflicts)
+        Ok(Registered::Ok)
     }
 
     /// Take newer facts about an instance from a status report; empty ones change nothing.
@@ -123,12 +161,14 @@ impl Catalog {
         system_identifier: &str,
         data_directory: &str,
         wal_segment_size: u64,
+        archive_timeout: Option<u64>,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE instances SET
                system_identifier = CASE WHEN ? = '' THEN system_identifier ELSE ? END,
                data_directory = CASE WHEN ? = '' THEN data_directory ELSE ? END,
-               wal_segment_size = CASE WHEN ? = 0 THEN wal_segment_size ELSE ? END
+               wal_segment_size = CASE WHEN ? = 0 THEN wal_segment_size ELSE ? END,
+               archive_timeout = COALESCE(?, archive_timeout)
              WHERE name = ?",
         )
         .bind(system_identifier)
@@ -137,6 +177,7 @@ impl Catalog {
         .bind(data_directory)
         .bind(wal_segment_size as i64)
         .bind(wal_segment_size as i64)
+        .bind(archive_timeout.map(|t| t as i64))
         .bind(name)
         .execute(&self.pool)
         .await?;
@@ -192,6 +233,9 @@ impl Catalog {
             .map(|r| {
                 let name: String = r.get("name");
                 Ok(AgentRow {
+                    role: r.get("role"),
+                    sandbox_engines: serde_json::from_str(r.get::<&str, _>("sandbox_engines"))
+                        .map_err(json_err)?,
                     agent_version: r.get("agent_version"),
                     tools: serde_json::from_str(r.get::<&str, _>("tools")).map_err(json_err)?,
                     last_seen: r.get("last_seen"),
@@ -223,29 +267,55 @@ mod tests {
             error: String::new(),
             data_directory: "/srv/pg".into(),
             wal_segment_size: 16 << 20,
+            archive_timeout: 0,
         }
     }
 
     #[tokio::test]
     async fn an_instance_stays_with_the_agent_that_registered_it() {
         let (cat, _dir) = test_catalog().await;
-        let none = cat
-            .register_agent("db1", "0.1", &[], &[inst("orders")])
+        let reg = |version: &str| Registration {
+            role: "agent".into(),
+            agent_version: version.into(),
+            ..Default::default()
+        };
+        let first = cat
+            .register_agent("db1", &reg("0.1"), &[inst("orders")])
             .await
             .unwrap();
-        assert!(none.is_empty());
+        assert_eq!(first, Registered::Ok);
         // Re-registering is fine; another agent claiming it is not, and writes nothing.
-        assert!(
-            cat.register_agent("db1", "0.2", &[], &[inst("orders")])
+        assert_eq!(
+            cat.register_agent("db1", &reg("0.2"), &[inst("orders")])
                 .await
-                .unwrap()
-                .is_empty()
+                .unwrap(),
+            Registered::Ok
         );
         let conflicts = cat
-            .register_agent("db2", "0.1", &[], &[inst("shop"), inst("orders")])
+            .register_agent("db2", &reg("0.1"), &[inst("shop"), inst("orders")])
             .await
             .unwrap();
-        assert_eq!(conflicts, vec![("orders".to_string(), "db1".to_string())]);
+        assert_eq!(
+            conflicts,
+            Registered::InstancesTaken(vec![("orders".to_string(), "db1".to_string())])
+        );
+        // A sandbox cannot take an agent's name.
+        let sandbox = Registration {
+            role: "sandbox".into(),
+            sandbox_engines: vec![("postgresql".into(), 15)],
+            ..reg("0.1")
+        };
+        assert_eq!(
+            cat.register_agent("db1", &sandbox, &[]).await.unwrap(),
+            Registered::NameTaken("agent".into())
+        );
+        assert_eq!(
+            cat.register_agent("sb1", &sandbox, &[]).await.unwrap(),
+            Registered::Ok
+        );
+        let sb = cat.agent("sb1").await.unwrap().unwrap();
+        assert_eq!(sb.role, "sandbox");
+        assert_eq!(sb.sandbox_engines, vec![("postgresql".to_string(), 15)]);
         assert!(cat.instance("shop").await.unwrap().is_none());
         assert!(cat.agent("db2").await.unwrap().is_none());
         let a = cat.agent("db1").await.unwrap().unwrap();

@@ -158,6 +158,21 @@ impl Catalog {
         .is_some())
     }
 
+    /// The first WAL segment number a sandbox's unfinished drill job of `instance` replays
+    /// from; None when it has no such job.
+    pub async fn drill_wal_grant(&self, sandbox: &str, instance: &str) -> Result<Option<u64>> {
+        Ok(sqlx::query(
+            "SELECT json_extract(params, '$.start_segno') FROM jobs WHERE agent = ? AND kind = 'drill'
+               AND json_extract(params, '$.source_instance') = ? AND state IN ('queued', 'running')
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(sandbox)
+        .bind(instance)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| r.get::<i64, _>(0) as u64))
+    }
+
     /// Fail jobs of an agent that it was sent but never started (they went down a job
     /// stream that has since been replaced).
     pub async fn fail_queued_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {

@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_chunk_owners.sql")),
     (3, include_str!("migrations/0003_wal_archive.sql")),
+    (4, include_str!("migrations/0004_drills.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

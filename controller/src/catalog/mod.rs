@@ -5,8 +5,10 @@
 mod agents;
 mod backups;
 mod base;
+mod drills;
 mod jobs;
 mod migrations;
+mod samples;
 mod status;
 mod wal;
 
@@ -18,7 +20,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use agents::{AgentRow, InstanceRow};
+pub use agents::{AgentRow, InstanceRow, Registered, Registration};
+pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
 pub use jobs::{JobRow, JobState};

@@ -1,0 +1,180 @@
+//! Hands queued drills to idle sandboxes, oldest first. A sandbox runs one drill at a time;
+//! the rest wait in the queue, so `drill run --all` on a pool of one runs them in turn.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tidemark_core::timefmt::pg_timestamp;
+use tidemark_proto as pb;
+
+use super::{major, sandboxes_for};
+use crate::api::State;
+use crate::api::error::{ApiError, ApiResult};
+use crate::catalog::{DrillRow, DrillState, JobState};
+use crate::pitr::Target;
+
+/// Runs for the controller's life: dispatch whenever woken, and every few seconds anyway
+/// (a sandbox may have become free without anyone saying so).
+pub async fn run_dispatcher(state: Arc<State>) {
+    loop {
+        if let Err(e) = dispatch(&state).await {
+            tracing::error!(error = %e, "dispatching drills");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.drills.wake.notified()).await;
+    }
+}
+
+async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
+    let queued = state.catalog.drills_in_state(DrillState::Queued).await?;
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let agents = state.catalog.agents().await?;
+    let mut busy: HashSet<String> = state
+        .catalog
+        .drills_in_state(DrillState::Running)
+        .await?
+        .into_iter()
+        .map(|d| d.sandbox)
+        .collect();
+    for d in queued {
+        let Some(inst) = state.catalog.instance(&d.instance).await? else {
+            state
+                .catalog
+                .end_drill(d.id, DrillState::Failed, "the instance is no longer registered")
+                .await?;
+            continue;
+        };
+        let Some(major) = major(&inst.server_version) else {
+            continue;
+        };
+        let free = sandboxes_for(&agents, &inst.engine, major)
+            .into_iter()
+            .filter(|a| d.sandbox_wanted.is_empty() || a.name == d.sandbox_wanted)
+            .find(|a| !busy.contains(&a.name) && state.sessions.is_connected(&a.name));
+        let Some(sandbox) = free else {
+            continue;
+        };
+        let sandbox = sandbox.name.clone();
+        match start(state, &d, &sandbox).await {
+            Ok(()) => {
+                busy.insert(sandbox);
+            }
+            Err(e) => {
+                tracing::warn!(drill = d.id, error = %e, "drill could not start");
+                state
+                    .catalog
+                    .end_drill(d.id, DrillState::Failed, &e.to_string())
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pick the base backup for the drill's target and send the job.
+async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()> {
+    let inst = crate::api::recovery::instance(state, &d.instance).await?;
+    let w = crate::api::recovery::window(state, &inst).await?;
+    let reach = w
+        .choose(&inst.name, &Target::Time(d.target))
+        .map_err(ApiError::FailedPrecondition)?;
+    let base = &reach.base;
+    let b = state.backup(base.backup_id).await?;
+    for p in &b.parts {
+        if let Some(bad) = state
+            .catalog
+            .unavailable_chunks(b.id, &p.name, 1)
+            .await?
+            .first()
+        {
+            return Err(ApiError::DataLoss(format!(
+                "backup {} cannot be restored: chunk {bad} of part {} is missing or was found corrupt",
+                b.id, p.name
+            )));
+        }
+    }
+    let seg = if inst.wal_segment_size > 0 {
+        inst.wal_segment_size
+    } else {
+        tidemark_core::wal::DEFAULT_SEGMENT_SIZE
+    };
+    let parts: Vec<String> = b.parts.iter().map(|p| p.name.clone()).collect();
+    let restore = pb::PhysicalRestore {
+        backup_id: b.id.0,
+        source_instance: inst.name.clone(),
+        parts: parts.clone(),
+        // The sandbox puts each tablespace under its own directory.
+        tablespaces: base
+            .tablespaces
+            .keys()
+            .map(|oid| (oid.clone(), String::new()))
+            .collect(),
+        target_kind: "time".into(),
+        target: pg_timestamp(d.target),
+        action: "pause".into(),
+        archive: false,
+        start: true,
+        verify: true,
+        ..Default::default()
+    };
+    let settings = &state.drills.settings;
+    let job = pb::DrillJob {
+        drill_id: d.id,
+        restore: Some(restore),
+        checks: state
+            .drills
+            .checks(&inst.name)
+            .iter()
+            .map(|c| pb::SmokeCheck {
+                name: c.name.clone(),
+                database: c.database.clone(),
+                sql: c.sql.clone(),
+            })
+            .collect(),
+        amcheck: settings.amcheck,
+        user: settings.user.clone(),
+    };
+    let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
+    let params = json!({
+        "drill_id": d.id, "backup_id": b.id.0, "parts": parts, "source_instance": inst.name,
+        "start_segno": base.start_lsn.segno(seg), "target": pg_timestamp(d.target),
+    });
+    let job_id = state
+        .catalog
+        .create_job("drill", sandbox, &inst.name, &params, total)
+        .await?;
+    if !state
+        .catalog
+        .start_drill(d.id, sandbox, b.id, job_id)
+        .await?
+    {
+        state
+            .catalog
+            .update_job(job_id, JobState::Failed, 0, None, "the drill was no longer queued")
+            .await?;
+        return Ok(());
+    }
+    tracing::info!(drill = d.id, instance = %inst.name, %sandbox, backup = %b.id, target = %pg_timestamp(d.target), "drill dispatched");
+    let sent = state
+        .sessions
+        .send(
+            sandbox,
+            pb::Job {
+                job_id: job_id.0,
+                spec: Some(pb::job::Spec::Drill(job)),
+            },
+        )
+        .await;
+    if let Err(e) = sent {
+        let why = format!("sandbox {sandbox} could not be given the drill: {e}");
+        state
+            .catalog
+            .update_job(job_id, JobState::Failed, 0, None, &why)
+            .await?;
+        state.catalog.end_drill(d.id, DrillState::Aborted, &why).await?;
+    }
+    Ok(())
+}

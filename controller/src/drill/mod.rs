@@ -1,0 +1,317 @@
+//! Drills: prove, for each instance, that a base backup plus its archived WAL restores to a
+//! past second and that the data there is right.
+//!
+//! A drill is queued with its target fixed, then dispatched to an idle sandbox of the same
+//! major version as soon as one is free. The sandbox restores, recovers, runs the smoke
+//! checks and reports raw evidence; the controller judges it (`judge`) against the checks
+//! and the production samples, which never leave the controller.
+
+mod dispatch;
+pub mod judge;
+pub mod target;
+
+use std::collections::HashMap;
+
+use tidemark_core::identity::Role;
+use tidemark_core::ids::JobId;
+use tidemark_core::timefmt::pg_timestamp;
+use tidemark_proto as pb;
+use tokio::sync::Notify;
+
+use crate::api::State;
+use crate::api::error::{ApiError, ApiResult};
+use crate::catalog::{AgentRow, DrillRow, DrillState, InstanceRow};
+use crate::config::{CheckConfig, DrillSettings, Expect, InstancePolicy};
+pub use dispatch::run_dispatcher;
+use target::{Span, TargetSpec};
+
+/// Drill settings and policies, and the dispatcher's wake-up call.
+pub struct Drills {
+    pub settings: DrillSettings,
+    pub policies: Vec<InstancePolicy>,
+    wake: Notify,
+}
+
+impl Drills {
+    pub fn new(settings: DrillSettings, policies: Vec<InstancePolicy>) -> Self {
+        Self {
+            settings,
+            policies,
+            wake: Notify::new(),
+        }
+    }
+
+    /// Something changed (a drill queued or finished, a sandbox connected): dispatch now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn checks(&self, instance: &str) -> &[CheckConfig] {
+        self.policies
+            .iter()
+            .find(|p| p.name == instance)
+            .map(|p| p.checks.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The probe queries an agent samples on its instances: the within-pct checks.
+    pub fn probes(&self, instances: &[String]) -> Vec<pb::Probe> {
+        let mut out = Vec::new();
+        for inst in instances {
+            for c in self.checks(inst) {
+                if matches!(c.expect, Expect::WithinPct(_)) {
+                    out.push(pb::Probe {
+                        instance: inst.clone(),
+                        name: c.name.clone(),
+                        database: c.database.clone(),
+                        sql: c.sql.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// PostgreSQL's major version from a server version string ("15.10 (Debian ...)").
+pub fn major(version: &str) -> Option<u32> {
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|m| m.parse().ok())
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn sandboxes_for<'a>(agents: &'a [AgentRow], engine: &str, major: u32) -> Vec<&'a AgentRow> {
+    agents
+        .iter()
+        .filter(|a| a.role == Role::Sandbox.as_str())
+        .filter(|a| a.sandbox_engines.iter().any(|(e, m)| e == engine && *m == major))
+        .collect()
+}
+
+/// Queue a drill of `inst`, its target fixed now. Refused with the reason when it could
+/// not run: no restorable window, a target outside it, no sandbox of its version.
+pub async fn request(
+    state: &State,
+    inst: &InstanceRow,
+    spec: &TargetSpec,
+    sandbox: &str,
+) -> ApiResult<DrillRow> {
+    let major = major(&inst.server_version).ok_or_else(|| {
+        ApiError::FailedPrecondition(format!(
+            "instance {}'s server version is unknown (its agent could not reach it); a drill needs a sandbox of the same major version",
+            inst.name
+        ))
+    })?;
+    let agents = state.catalog.agents().await?;
+    let fit = sandboxes_for(&agents, &inst.engine, major);
+    if !sandbox.is_empty() {
+        let name = sandbox.strip_prefix("sandbox:").unwrap_or(sandbox);
+        match agents.iter().find(|a| a.name == name) {
+            Some(a) if a.role != Role::Sandbox.as_str() => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{name} is an agent, not a sandbox; drills run only on hosts with a sandbox certificate"
+                )));
+            }
+            Some(a) if !fit.iter().any(|f| f.name == a.name) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "sandbox {name} cannot run {} {major} (it offers {})",
+                    inst.engine,
+                    a.sandbox_engines
+                        .iter()
+                        .map(|(e, m)| format!("{e} {m}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            None => {
+                return Err(ApiError::NotFound(format!(
+                    "no sandbox {name:?} has registered; tidemark agents lists them"
+                )));
+            }
+            Some(_) => {}
+        }
+    } else if fit.is_empty() {
+        return Err(ApiError::FailedPrecondition(format!(
+            "no sandbox for {} {major} has registered; start tidemark-agent with a sandbox certificate and a [sandbox] section on a host with that version",
+            inst.engine
+        )));
+    }
+    let w = crate::api::recovery::window(state, inst).await?;
+    let (Some(oldest), Some(newest)) = (w.oldest(), w.newest()) else {
+        return Err(ApiError::FailedPrecondition(format!(
+            "instance {} cannot be drilled: {}",
+            inst.name,
+            w.describe()
+        )));
+    };
+    let span = Span {
+        oldest: target::micros(oldest.base.stop_time),
+        newest: target::micros(newest.end_time),
+    };
+    let now = now_micros();
+    let (at, why) = target::choose(spec, span, now, now as u64 ^ inst.name.len() as u64)
+        .map_err(|e| ApiError::FailedPrecondition(format!("instance {}: {e}", inst.name)))?;
+    let sandbox = sandbox.strip_prefix("sandbox:").unwrap_or(sandbox);
+    let id = state
+        .catalog
+        .create_drill(&inst.name, at, &why, sandbox)
+        .await?;
+    tracing::info!(drill = id, instance = %inst.name, target = %pg_timestamp(at), reason = %why, "drill queued");
+    state.drills.wake();
+    Ok(state.catalog.drill(id).await?.expect("just created"))
+}
+
+/// The sandbox's evidence has arrived: judge it and record the outcome.
+pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiResult<()> {
+    let d = state.catalog.drill(r.drill_id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("drill {} does not exist", r.drill_id))
+    })?;
+    if d.sandbox != sandbox || d.state != DrillState::Running {
+        return Err(ApiError::PermissionDenied(format!(
+            "drill {} is not running on sandbox {sandbox}",
+            d.id
+        )));
+    }
+    let inst = crate::api::recovery::instance(state, &d.instance).await?;
+    let backup = d
+        .backup_id
+        .ok_or_else(|| ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!("running drill {} has no backup", d.id))))?;
+    let base = state.catalog.base_backup(backup).await?.ok_or_else(|| {
+        ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!("drill {}'s backup {backup} has no WAL positions", d.id)))
+    })?;
+    let checks = state.drills.checks(&d.instance);
+    let mut samples = HashMap::new();
+    for c in checks {
+        if matches!(c.expect, Expect::WithinPct(_))
+            && let Some(s) = state
+                .catalog
+                .sample_before(&d.instance, &c.name, d.target)
+                .await?
+        {
+            samples.insert(c.name.clone(), s);
+        }
+    }
+    let target_secs = d.target / 1_000_000;
+    let archived_before_target = state
+        .catalog
+        .wal_segments(&d.instance)
+        .await?
+        .iter()
+        .map(|s| s.modified_at)
+        .filter(|t| *t <= target_secs)
+        .max();
+    let switch = if inst.archive_timeout > 0 {
+        std::time::Duration::from_secs(inst.archive_timeout)
+    } else {
+        state.drills.settings.switch_interval
+    };
+    let seg_size = if inst.wal_segment_size > 0 {
+        inst.wal_segment_size
+    } else {
+        tidemark_core::wal::DEFAULT_SEGMENT_SIZE
+    };
+    let judged = judge::judge(
+        &judge::Context {
+            target: d.target,
+            base: &base,
+            seg_size,
+            switch_interval: switch,
+            checks,
+            samples: &samples,
+            archived_before_target,
+            notes: &d.notes,
+        },
+        r,
+    );
+    state
+        .catalog
+        .finish_drill(d.id, judged.state, &judged.evidence, &judged.reason)
+        .await?;
+    tracing::info!(drill = d.id, instance = %d.instance, state = judged.state.as_str(), reason = %judged.reason, rto_ms = r.rto_ms, "drill finished");
+    state.drills.wake();
+    Ok(())
+}
+
+/// A drill job ended. A drill still running has no verdict: the sandbox failed before it
+/// could report, so the job's message is the reason.
+pub async fn job_ended(state: &State, job: JobId, ok: bool, message: &str) -> ApiResult<()> {
+    if let Some(d) = state.catalog.drill_of_job(job).await?
+        && d.state == DrillState::Running
+    {
+        let reason = if ok {
+            "the sandbox finished without reporting evidence".to_string()
+        } else {
+            message.to_string()
+        };
+        state
+            .catalog
+            .end_drill(d.id, DrillState::Failed, &reason)
+            .await?;
+    }
+    state.drills.wake();
+    Ok(())
+}
+
+pub fn info(d: &DrillRow) -> pb::DrillInfo {
+    let e = &d.evidence;
+    pb::DrillInfo {
+        id: d.id,
+        instance: d.instance.clone(),
+        sandbox: d.sandbox.clone(),
+        backup_id: d.backup_id.map(|b| b.0).unwrap_or(0),
+        state: d.state.as_str().into(),
+        target: d.target,
+        target_reason: d.target_reason.clone(),
+        recovered_at: e.recovered_at,
+        recovered_lsn: e.recovered_lsn.clone(),
+        bytes_restored: e.bytes_restored,
+        wal_segments: e.wal_segments,
+        rto_ms: e.rto_ms,
+        restore_ms: e.restore_ms,
+        replay_ms: e.replay_ms,
+        rpo_secs: e.rpo_secs,
+        checks: e
+            .checks
+            .iter()
+            .map(|c| pb::CheckResult {
+                name: c.name.clone(),
+                expect: c.expect.clone(),
+                value: c.value.clone(),
+                ok: c.ok,
+                detail: c.detail.clone(),
+            })
+            .collect(),
+        log_tail: e.log_tail.clone(),
+        reason: d.reason.clone(),
+        created_at: d.created_at,
+        started_at: d.started_at.unwrap_or(0),
+        finished_at: d.finished_at.unwrap_or(0),
+        job_id: d.job_id.map(|j| j.0).unwrap_or(0),
+        stop_record: e.stop_record.clone(),
+    }
+}
+
+/// Used by `tidemark status` and the metrics.
+pub async fn last(state: &State, instance: &str) -> ApiResult<Option<DrillRow>> {
+    Ok(state
+        .catalog
+        .last_drill(
+            instance,
+            &[
+                DrillState::Queued,
+                DrillState::Running,
+                DrillState::Passed,
+                DrillState::Failed,
+                DrillState::Aborted,
+            ],
+        )
+        .await?)
+}
