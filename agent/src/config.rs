@@ -28,6 +28,15 @@
 //! checkpoint = "fast"                 # pg_basebackup --checkpoint: fast or spread
 //! os-user = "postgres"                # owns restored data directories (when the agent is root)
 //! ```
+//!
+//! A sandbox host (certificate `sandbox:NAME`) has no instances; it runs drills:
+//!
+//! ```toml
+//! [sandbox]
+//! dir = "/var/lib/tidemark/sandbox"   # wiped before and after every drill
+//! os-user = "postgres"
+//! bin-dirs = ["/usr/lib/postgresql/15/bin"]   # default: /usr/lib/postgresql/*/bin
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,6 +71,8 @@ pub struct AgentConfig {
     pub status_interval: Duration,
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstanceConfig>,
+    /// Set on a sandbox host: where drills restore.
+    pub sandbox: Option<SandboxConfig>,
     /// Where this config was read from (wal-fetch hands it to its prefetcher).
     #[serde(skip)]
     pub path: PathBuf,
@@ -104,6 +115,21 @@ pub struct InstanceConfig {
         with = "tidemark_core::duration::serde_text"
     )]
     pub long_transaction_warning: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SandboxConfig {
+    /// Drills restore here. Everything in it is removed before and after each drill, so
+    /// the agent marks it as its own and refuses a directory that holds anything else.
+    pub dir: PathBuf,
+    /// The OS user that owns the restored files and runs the sandbox server.
+    #[serde(default = "default_os_user")]
+    pub os_user: String,
+    /// PostgreSQL server binaries, one directory per major version; empty: every
+    /// /usr/lib/postgresql/*/bin.
+    #[serde(default)]
+    pub bin_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
@@ -186,6 +212,21 @@ impl AgentConfig {
             path: path.into(),
             message,
         };
+        if let Some(sb) = &mut c.sandbox {
+            sb.dir = config::resolve(&base, &sb.dir);
+            sb.bin_dirs = sb.bin_dirs.iter().map(|d| config::resolve(&base, d)).collect();
+            if !c.instances.is_empty() {
+                return Err(invalid(
+                    "a [sandbox] host runs drills only and may not list [[instance]]s; use separate agent and sandbox hosts".into(),
+                ));
+            }
+            if sb.dir.parent().is_none() {
+                return Err(invalid(format!(
+                    "[sandbox] dir {} is the root directory; give it a directory of its own",
+                    sb.dir.display()
+                )));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for i in &mut c.instances {
             if !seen.insert(i.name.clone()) {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::{
-    InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, StatusReport, ToolVersion, job,
+    InstanceInfo, JobReport, JobState, JobsRequest, RegisterRequest, SandboxEngine, StatusReport,
+    ToolVersion, job,
 };
 use tonic::transport::Channel;
 
@@ -21,6 +22,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<()> {
     let endpoint = tls.endpoint(&config.controller, None)?;
     let name = tls.identity.name.clone();
+    if let Some(sb) = &config.sandbox {
+        // A drill interrupted by a crash or restart leaves its server and files behind.
+        crate::sandbox::wipe(sb)
+            .await
+            .map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
+    }
     let mut backoff = Duration::from_secs(1);
     loop {
         match session(&config, &endpoint, &name).await {
@@ -73,29 +80,72 @@ async fn session(
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
     let (tools, instances) = describe(config).await;
+    let sandbox_engines = match &config.sandbox {
+        Some(sb) => crate::sandbox::engines(sb)
+            .into_keys()
+            .map(|major| SandboxEngine {
+                engine: Engine::Postgresql.as_str().into(),
+                major,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let reg = client
         .register(RegisterRequest {
             host: name.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             tools,
             instances,
+            sandbox_engines,
         })
         .await?
         .into_inner();
     tracing::info!(identity = %reg.identity, controller = %config.controller, "registered");
-    let reporter = tokio::spawn(report_status(client.clone(), config.clone()));
-    let _stop_reporter = AbortOnDrop(reporter);
+    // A sandbox has no instances to report on.
+    let _stop_reporter = (config.sandbox.is_none())
+        .then(|| AbortOnDrop(tokio::spawn(report_status(client.clone(), config.clone()))));
+    let _stop_sampler = AbortOnDrop(tokio::spawn(crate::sampler::run(
+        client.clone(),
+        config.clone(),
+        reg.probes,
+        Duration::from_secs(reg.sample_interval_secs.max(1) as u64),
+    )));
     let mut jobs = client
         .jobs(JobsRequest {
             session: reg.session,
         })
         .await?
         .into_inner();
-    while let Some(job) = jobs.message().await? {
-        let (client, config) = (client.clone(), config.clone());
-        tokio::spawn(async move { run_job(client, config, job).await });
+    // Drills die with the session: their evidence could not be reported, and the
+    // controller has already written them off. What they left is wiped below.
+    let mut drills: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let result = async {
+        while let Some(job) = jobs.message().await? {
+            let is_drill = matches!(job.spec, Some(job::Spec::Drill(_)));
+            let (client, config) = (client.clone(), config.clone());
+            let task = tokio::spawn(async move { run_job(client, config, job).await });
+            if is_drill {
+                drills.retain(|t| !t.is_finished());
+                drills.push(task);
+            }
+        }
+        Ok::<(), SessionError>(())
     }
-    Ok(())
+    .await;
+    let interrupted = drills.iter().any(|t| !t.is_finished());
+    for t in drills {
+        t.abort();
+        let _ = t.await;
+    }
+    if let (true, Some(sb)) = (interrupted, &config.sandbox) {
+        tracing::warn!(
+            "the session ended during a drill; stopping its server and emptying the sandbox"
+        );
+        if let Err(e) = crate::sandbox::wipe(sb).await {
+            tracing::error!(error = %e, "could not empty the sandbox");
+        }
+    }
+    result
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -256,6 +306,10 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
                 let pg = Pg::new(instance_of(&r.instance)?);
                 postgres::restore::run(ctx, &pg, &r).await
             }
+        },
+        Some(job::Spec::Drill(d)) => match &config.sandbox {
+            Some(sb) => postgres::drill::run(ctx, &config.path, sb, &d).await,
+            None => Err("this host is not a sandbox; drills run only on sandbox hosts".into()),
         },
         None => Err(
             "the controller sent a job this agent does not understand; upgrade the agent".into(),

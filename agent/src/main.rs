@@ -9,6 +9,8 @@ mod engine;
 mod job;
 mod osuser;
 mod progress;
+mod sampler;
+mod sandbox;
 mod tar;
 mod tool;
 mod upload;
@@ -75,14 +77,26 @@ const FETCH_ABORT: u8 = 200;
 fn load(path: &std::path::Path) -> Result<(AgentConfig, TlsMaterial), String> {
     let c = AgentConfig::load(path).map_err(|e| e.to_string())?;
     let tls = TlsMaterial::load(&c.tls).map_err(|e| e.to_string())?;
-    if tls.identity.role != Role::Agent {
-        return Err(format!(
-            "certificate {} is for {}, not an agent; issue one with: tidemark pki issue --name agent:HOST",
+    match (tls.identity.role, c.sandbox.is_some()) {
+        (Role::Agent, false) | (Role::Sandbox, true) => Ok((c, tls)),
+        (Role::Sandbox, false) => Err(format!(
+            "certificate {} is for {}, a sandbox, but {} has no [sandbox] section; add one with dir = \"/var/lib/tidemark/sandbox\"",
+            c.tls.cert.display(),
+            tls.identity,
+            path.display()
+        )),
+        (Role::Agent, true) => Err(format!(
+            "{} has a [sandbox] section, but certificate {} is for {}; a sandbox needs a certificate issued with --name sandbox:HOST",
+            path.display(),
             c.tls.cert.display(),
             tls.identity
-        ));
+        )),
+        _ => Err(format!(
+            "certificate {} is for {}, not an agent or sandbox; issue one with: tidemark pki issue --name agent:HOST",
+            c.tls.cert.display(),
+            tls.identity
+        )),
     }
-    Ok((c, tls))
 }
 
 fn main() -> ExitCode {
@@ -118,6 +132,12 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::WalPush { .. } if config.sandbox.is_some() => {
+            eprintln!(
+                "tidemark-agent wal-push: this host is a sandbox, and a sandbox never archives WAL; set archive_mode = off"
+            );
+            ExitCode::from(1)
         }
         Command::WalPush { path } => match rt.block_on(wal::push::run(&config, &tls, &path)) {
             Ok(msg) => {

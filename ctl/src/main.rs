@@ -45,6 +45,8 @@ enum Cmd {
     PitrWindow(cmd::pitr_window::Args),
     /// The fleet at a glance: recovery windows, WAL archiving, backup ages, alerts.
     Status,
+    /// Drills: restore instances onto sandboxes to a past point and check them.
+    Drill(cmd::drill::Args),
     /// Make the fleet's CA and certificates.
     Pki(cmd::pki::Args),
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             Cmd::Restore(a) => cmd::restore::run(config, cli.output, *a).await,
             Cmd::PitrWindow(a) => cmd::pitr_window::run(config, cli.output, a).await,
             Cmd::Status => cmd::status::run(config, cli.output).await,
+            Cmd::Drill(a) => cmd::drill::run(config, cli.output, a).await,
             Cmd::Pki(a) => cmd::pki::run(cli.output, a),
         }
     });

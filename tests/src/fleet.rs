@@ -74,19 +74,31 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(dir: &Path, pki: &Pki) -> Self {
+        Self::start_configured(dir, pki, "127.0.0.1:0", "")
+    }
+
+    /// Start on `listen` with `extra` appended to the config (`[drills]`, `[[instance]]`).
+    /// The certificate names localhost and 127.0.0.1 unless the test issued
+    /// controller:localhost itself first.
+    pub fn start_configured(dir: &Path, pki: &Pki, listen: &str, extra: &str) -> Self {
         let (cert, key) = pki.issue("controller:localhost", &["--san", "127.0.0.1"]);
         let data_dir = dir.join("controller");
         let config = dir.join("controller.toml");
         std::fs::write(
             &config,
             format!(
-                "version = 1\nlisten = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n{}",
+                "version = 1\nlisten = \"{listen}\"\nmetrics-listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\n{}\n{extra}\n",
                 data_dir.display(),
                 pki.tls_toml(&cert, &key)
             ),
         )
         .unwrap();
         Self::start_with(dir, &config, data_dir)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> String {
+        self.url.rsplit(':').next().unwrap().to_string()
     }
 
     /// Start (or restart) on an existing config.
@@ -382,6 +394,110 @@ pub struct Fleet {
     pub dir: TestDir,
 }
 
+/// Settings for [`Fleet::build`].
+#[derive(Default)]
+pub struct FleetOpts<'a> {
+    pub label: &'a str,
+    /// Extra top-level agent settings.
+    pub agent_top: &'a str,
+    /// Extra postgresql.conf lines.
+    pub pg_conf: &'a str,
+    /// Extra settings for demo-pg's instance table.
+    pub instance_extra: &'a str,
+    /// Appended to the controller's config.
+    pub controller_extra: &'a str,
+    /// Default 127.0.0.1:0.
+    pub controller_listen: Option<&'a str>,
+    /// Extra names for the controller's certificate (an address a sandbox dials).
+    pub controller_sans: &'a [&'a str],
+}
+
+/// A drill sandbox: agent binary, `sandbox:NAME` certificate, `[sandbox]` directory.
+pub struct Sandbox {
+    pub daemon: Daemon,
+    pub name: String,
+    pub config: PathBuf,
+    /// The directory drills restore into.
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    /// Start sandbox NAME dialing `controller_url`, optionally inside network namespace
+    /// `netns`, and wait until the controller lists it as connected.
+    pub fn start(
+        dir: &Path,
+        pki: &Pki,
+        name: &str,
+        controller_url: &str,
+        admin: &Cli,
+        netns: Option<&str>,
+    ) -> Self {
+        let (cert, key) = pki.issue(&format!("sandbox:{name}"), &[]);
+        let config = dir.join(format!("sandbox-{name}.toml"));
+        let sandbox_dir = dir.join(format!("sandbox-{name}"));
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\ncontroller = \"{controller_url}\"\n{}\n[sandbox]\ndir = \"{}\"\nbin-dirs = [\"{}\"]\n",
+                pki.tls_toml(&cert, &key),
+                sandbox_dir.display(),
+                crate::pg::PG_BIN
+            ),
+        )
+        .unwrap();
+        // wal-fetch runs as postgres, under the sandbox's restored server.
+        for f in [&config, &cert, &key, &pki.dir] {
+            crate::pg::give_to_postgres(f);
+        }
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("tidemark-agent"));
+                c
+            }
+            None => Command::new(bin("tidemark-agent")),
+        };
+        cmd.arg("--config").arg(&config);
+        let daemon = Daemon::spawn(
+            &format!("sandbox {name}"),
+            cmd,
+            &dir.join(format!("sandbox-{name}.log")),
+        );
+        let mut sb = Self {
+            daemon,
+            name: name.into(),
+            config,
+            dir: sandbox_dir,
+        };
+        wait_for(
+            &format!("sandbox {name} to connect"),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = sb.daemon.has_exited() {
+                    panic!("sandbox exited with {status}: {}", sb.daemon.log_text());
+                }
+                admin.json(&["agents"]).as_array()?.iter().any(|a| {
+                    a["name"] == name && a["role"] == "sandbox" && a["connected"] == true
+                })
+                .then_some(())
+            },
+        );
+        sb
+    }
+
+    /// What the sandbox directory holds besides its mark.
+    pub fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != ".tidemark-sandbox")
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// postgresql.conf settings that archive through agent `agent`'s wal-push.
 pub fn archiving_conf(dir: &Path, agent: &str) -> String {
     format!(
@@ -410,11 +526,36 @@ impl Fleet {
         pg_conf: &str,
         instance_extra: &str,
     ) -> Self {
+        Self::build(&FleetOpts {
+            label,
+            agent_top,
+            pg_conf,
+            instance_extra,
+            ..Default::default()
+        })
+    }
+
+    /// An archiving fleet with every knob.
+    pub fn build(o: &FleetOpts) -> Self {
+        let (label, agent_top, pg_conf, instance_extra) =
+            (o.label, o.agent_top, o.pg_conf, o.instance_extra);
         let dir = TestDir::new(label);
         let conf = format!("{}{pg_conf}", archiving_conf(dir.path(), "db1"));
         let pg = PgCluster::start_with(dir.path(), "pg", &conf);
         let pki = Pki::init(&dir.path().join("pki"));
-        let controller = Controller::start(dir.path(), &pki);
+        if !o.controller_sans.is_empty() {
+            let mut args = vec!["--san", "127.0.0.1"];
+            for s in o.controller_sans {
+                args.extend(["--san", s]);
+            }
+            pki.issue("controller:localhost", &args);
+        }
+        let controller = Controller::start_configured(
+            dir.path(),
+            &pki,
+            o.controller_listen.unwrap_or("127.0.0.1:0"),
+            o.controller_extra,
+        );
         let admin = Cli::new(dir.path(), &pki, "admin:ops", &controller.url);
         let instance = pg_instance_toml("demo-pg", &pg, instance_extra);
         let config = Agent::write_config(

@@ -50,6 +50,7 @@ fn register(
         agent_version: "test".into(),
         tools: vec![],
         instances,
+        sandbox_engines: vec![],
     };
     rt.block_on(c.register(req)).map(|_| ())
 }

@@ -136,6 +136,9 @@ async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()>
             .collect(),
         amcheck: settings.amcheck,
         user: settings.user.clone(),
+        major: major(&b.server_version)
+            .or_else(|| major(&inst.server_version))
+            .unwrap_or(0),
     };
     let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let params = json!({

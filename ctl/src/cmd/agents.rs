@@ -21,7 +21,8 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
             .iter()
             .map(|a| {
                 json!({
-                    "name": a.name, "connected": a.connected, "last_seen": a.last_seen,
+                    "name": a.name, "role": a.role, "connected": a.connected, "last_seen": a.last_seen,
+                    "sandbox_engines": a.sandbox_engines.iter().map(|e| json!({"engine": e.engine, "major": e.major})).collect::<Vec<_>>(),
                     "agent_version": a.agent_version,
                     "tools": a.tools.iter().map(|t| json!({"name": t.name, "version": t.version})).collect::<Vec<_>>(),
                     "instances": a.instances.iter().map(|i| json!({
@@ -47,7 +48,20 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
             row.extend(inst);
             rows.push(row);
         };
-        if a.instances.is_empty() {
+        if a.role == "sandbox" {
+            let versions: Vec<String> =
+                a.sandbox_engines.iter().map(|e| e.major.to_string()).collect();
+            let engines: Vec<&str> = a.sandbox_engines.iter().map(|e| e.engine.as_str()).collect();
+            first(
+                &mut rows,
+                vec![
+                    "(sandbox)".into(),
+                    engines.first().copied().unwrap_or("-").into(),
+                    versions.join(","),
+                    "-".into(),
+                ],
+            );
+        } else if a.instances.is_empty() {
             first(
                 &mut rows,
                 vec!["-".into(), "-".into(), "-".into(), "-".into()],

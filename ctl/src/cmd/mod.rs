@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod backup;
 pub mod backups;
+pub mod drill;
 pub mod pitr_window;
 pub mod pki;
 pub mod restore;

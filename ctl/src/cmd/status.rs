@@ -46,6 +46,7 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
                     "newest_wal_stored_at": s.newest_wal_stored_at,
                     "last_logical_backup": s.last_logical_backup,
                     "alerts": s.alerts,
+                    "last_drill": s.last_drill.as_ref().map(crate::cmd::drill::drill_json),
                 })
             })
             .collect();
@@ -80,6 +81,13 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
                 a.ready.to_string(),
                 a.failed_count.to_string(),
                 age(now, s.last_base_backup),
+                match &s.last_drill {
+                    Some(d) if d.finished_at > 0 => {
+                        format!("{} {} ago", d.state, age(now, d.finished_at))
+                    }
+                    Some(d) => d.state.clone(),
+                    None => "never".into(),
+                },
                 s.alerts.len().to_string(),
             ]
         })
@@ -94,6 +102,7 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
             "READY",
             "FAILED",
             "BASE BACKUP",
+            "LAST DRILL",
             "ALERTS",
         ],
         &rows,

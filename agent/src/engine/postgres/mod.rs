@@ -2,6 +2,7 @@
 //! through psql (the agent links no database driver).
 
 pub mod base;
+pub mod drill;
 mod fifo;
 pub mod logical;
 pub mod physical;
@@ -152,6 +153,7 @@ impl Pg {
             FROM pg_stat_archiver";
         let mut s = tidemark_proto::ArchiverStatus {
             instance: self.cfg.name.clone(),
+            archive_timeout_secs: -1,
             ..Default::default()
         };
         match self.query("postgres", sql).await {
@@ -175,6 +177,13 @@ impl Pg {
             if let Ok((dir, size)) = self.storage().await {
                 s.data_directory = dir;
                 s.wal_segment_size = size;
+            }
+            // In seconds whatever the unit it was set in.
+            if let Ok(t) = self
+                .query("postgres", "SELECT setting FROM pg_settings WHERE name = 'archive_timeout'")
+                .await
+            {
+                s.archive_timeout_secs = t.trim().parse().unwrap_or(-1);
             }
         }
         s

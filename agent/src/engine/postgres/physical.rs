@@ -45,15 +45,15 @@ const STALE: &[&str] = &[
 ];
 
 /// Where the restore puts things, and whether it made them (and so may remove them).
-struct Layout {
-    pgdata: PathBuf,
+pub(super) struct Layout {
+    pub pgdata: PathBuf,
     /// OID -> directory.
-    tablespaces: BTreeMap<String, PathBuf>,
-    created: Vec<PathBuf>,
+    pub tablespaces: BTreeMap<String, PathBuf>,
+    pub created: Vec<PathBuf>,
 }
 
 /// Make `dir` (or accept it empty), owned by the server's user with mode 0700.
-fn prepare_dir(
+pub(super) fn prepare_dir(
     dir: &Path,
     ids: Option<(u32, u32)>,
     created: &mut Vec<PathBuf>,
@@ -161,7 +161,7 @@ fn describe_target(r: &PhysicalRestore) -> String {
     }
 }
 
-async fn restore_files(
+pub(super) async fn restore_files(
     ctx: &JobContext,
     config: &Path,
     inst: &InstanceConfig,
@@ -425,97 +425,169 @@ async fn start_and_wait(
     ids: Option<(u32, u32)>,
 ) -> Result<String, JobFailure> {
     let pgdata = PathBuf::from(&r.pgdata);
-    let log = pgdata.join("tidemark-restore.log");
-    let pg = Pg::new(inst.clone());
-    let mut cmd = std::process::Command::new(pg.program("pg_ctl"));
-    cmd.arg("-D")
-        .arg(&pgdata)
-        .arg("-l")
-        .arg(&log)
-        .args(["-w", "-t", "3600", "start"]);
-    osuser::run_as(&mut cmd, ids);
-    cmd.stdin(Stdio::null());
-    let program = pg.program("pg_ctl").display().to_string();
-    let out = tokio::process::Command::from(cmd)
-        .output()
+    let server = Server::start(inst, &pgdata, ids).await.map_err(|e| {
+        JobFailure(format!(
+            "{e}; the files are left in {} for inspection",
+            r.pgdata
+        ))
+    })?;
+    let at = server
+        .wait_for_target(Duration::from_secs(24 * 3600))
         .await
-        .map_err(|source| ToolError::Spawn { program, source })?;
-    let log_tail = || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join("\n")
-    };
-    if !out.status.success() {
-        return Err(JobFailure(format!(
-            "the restored server did not start ({}); the files are left in {} for inspection. Log:\n{}",
-            tool::describe(out.status),
-            r.pgdata,
-            log_tail()
-        )));
-    }
-    // postmaster.pid: line 4 is the port, line 5 the socket directory.
-    let pid_file = std::fs::read_to_string(pgdata.join("postmaster.pid")).unwrap_or_default();
-    let fields: Vec<&str> = pid_file.lines().collect();
-    let mut local = inst.clone();
-    local.port = fields
-        .get(3)
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(5432);
-    local.host = fields
-        .get(4)
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "/var/run/postgresql".into());
-    let restored = Pg::new(local);
-    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
-    loop {
-        let state = restored
-            .query(
-                "postgres",
-                // No field may be empty: the output's trailing whitespace is trimmed.
-                "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '-' END,
-                   coalesce(pg_last_wal_replay_lsn()::text, '-'), coalesce(pg_last_xact_replay_timestamp()::text, '-')",
-            )
-            .await;
-        match state {
-            Ok(s) => {
-                let f: Vec<&str> = s.split('\t').collect();
-                let [in_recovery, pause, lsn, ts] = f.as_slice() else {
-                    return Err(JobFailure(format!(
-                        "unexpected answer from the restored server while waiting for recovery: {s:?}"
-                    )));
-                };
-                {
-                    let reached = format!(
-                        "replayed to LSN {lsn}, last transaction committed {}",
-                        if *ts == "-" { "before the backup" } else { ts }
-                    );
-                    if *in_recovery == "f" {
-                        return Ok(format!("{reached}; the server is promoted and running"));
-                    }
-                    if *pause == "paused" {
-                        return Ok(format!(
-                            "{reached}; the server is paused at the target (promote it with SELECT pg_wal_replay_resume())"
-                        ));
-                    }
-                }
-            }
-            Err(e) => {
-                if !pgdata.join("postmaster.pid").exists() {
-                    return Err(JobFailure(format!(
-                        "the restored server stopped during recovery; the files are left in {} for inspection. Log:\n{}",
-                        r.pgdata,
-                        log_tail()
-                    )));
-                }
-                tracing::debug!("restored server not answering yet: {e}");
-            }
+        .map_err(|e| {
+            JobFailure(format!(
+                "{e}; the files are left in {} for inspection",
+                r.pgdata
+            ))
+        })?;
+    let reached = format!(
+        "replayed to LSN {}, last transaction committed {}",
+        at.lsn,
+        if at.last_commit == "-" {
+            "before the backup"
+        } else {
+            &at.last_commit
         }
-        if Instant::now() > deadline {
-            return Err(JobFailure(
-                "recovery did not reach its target within 24 hours".into(),
+    );
+    Ok(if at.paused {
+        format!(
+            "{reached}; the server is paused at the target (promote it with SELECT pg_wal_replay_resume())"
+        )
+    } else {
+        format!("{reached}; the server is promoted and running")
+    })
+}
+
+/// A restored server started with pg_ctl, logging to a file in its data directory.
+pub(super) struct Server {
+    pub pgdata: PathBuf,
+    pub log: PathBuf,
+    /// Connected through the socket directory and port in postmaster.pid.
+    pub pg: Pg,
+}
+
+/// Where recovery stopped.
+pub(super) struct Reached {
+    /// Paused at the target (false: promoted).
+    pub paused: bool,
+    pub lsn: String,
+    /// The last replayed transaction's commit time as PostgreSQL prints it, or "-".
+    pub last_commit: String,
+    /// The same in unix microseconds; 0 when none was replayed.
+    pub last_commit_micros: i64,
+}
+
+impl Server {
+    /// pg_ctl start -w, as the server's user.
+    pub async fn start(
+        inst: &InstanceConfig,
+        pgdata: &Path,
+        ids: Option<(u32, u32)>,
+    ) -> Result<Server, String> {
+        let log = pgdata.join("tidemark-restore.log");
+        let pg = Pg::new(inst.clone());
+        let mut cmd = std::process::Command::new(pg.program("pg_ctl"));
+        cmd.arg("-D")
+            .arg(pgdata)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "3600", "start"]);
+        osuser::run_as(&mut cmd, ids);
+        cmd.stdin(Stdio::null());
+        let program = pg.program("pg_ctl").display().to_string();
+        let out = tokio::process::Command::from(cmd)
+            .output()
+            .await
+            .map_err(|source| ToolError::Spawn { program, source }.to_string())?;
+        let mut server = Server {
+            pgdata: pgdata.to_path_buf(),
+            log,
+            pg,
+        };
+        if !out.status.success() {
+            return Err(format!(
+                "the restored server did not start ({}). Log:\n{}",
+                tool::describe(out.status),
+                server.log_tail(8)
             ));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // postmaster.pid: line 4 is the port, line 5 the socket directory.
+        let pid_file = std::fs::read_to_string(pgdata.join("postmaster.pid")).unwrap_or_default();
+        let fields: Vec<&str> = pid_file.lines().collect();
+        server.pg.cfg.port = fields
+            .get(3)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(5432);
+        server.pg.cfg.host = fields
+            .get(4)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/var/run/postgresql".into());
+        Ok(server)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Poll until recovery pauses at its target or the server is promoted.
+    pub async fn wait_for_target(&self, limit: Duration) -> Result<Reached, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let state = self
+                .pg
+                .query(
+                    "postgres",
+                    // No field may be empty: the output's trailing whitespace is trimmed.
+                    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '-' END,
+                       coalesce(pg_last_wal_replay_lsn()::text, '-'), coalesce(pg_last_xact_replay_timestamp()::text, '-'),
+                       coalesce((extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000000)::bigint, 0)",
+                )
+                .await;
+            match state {
+                Ok(s) => {
+                    let f: Vec<&str> = s.split('\t').collect();
+                    let [in_recovery, pause, lsn, ts, micros] = f.as_slice() else {
+                        return Err(format!(
+                            "unexpected answer from the restored server while waiting for recovery: {s:?}"
+                        ));
+                    };
+                    let reached = |paused| Reached {
+                        paused,
+                        lsn: lsn.to_string(),
+                        last_commit: ts.to_string(),
+                        last_commit_micros: micros.parse().unwrap_or(0),
+                    };
+                    if *in_recovery == "f" {
+                        return Ok(reached(false));
+                    }
+                    if *pause == "paused" {
+                        return Ok(reached(true));
+                    }
+                }
+                Err(e) => {
+                    if !self.pgdata.join("postmaster.pid").exists() {
+                        return Err(format!(
+                            "the restored server stopped during recovery. Log:\n{}",
+                            self.log_tail(8)
+                        ));
+                    }
+                    tracing::debug!("restored server not answering yet: {e}");
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "recovery did not reach its target within {}",
+                    tidemark_core::duration::human(limit)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }

@@ -51,3 +51,24 @@ CREATE TABLE samples (
     value    TEXT NOT NULL,
     PRIMARY KEY (instance, name, taken_at)
 );
+
+-- Jobs gain the kind 'drill'. SQLite cannot change a CHECK constraint, so the table is
+-- rebuilt (no foreign key refers to it).
+CREATE TABLE jobs_v4 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL CHECK (kind IN ('backup', 'restore', 'drill')),
+    agent       TEXT NOT NULL,
+    instance    TEXT NOT NULL,
+    params      TEXT NOT NULL,               -- JSON, the job as sent to the agent
+    state       TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+    bytes_done  INTEGER NOT NULL DEFAULT 0,
+    bytes_total INTEGER NOT NULL DEFAULT 0,
+    message     TEXT NOT NULL DEFAULT '',
+    backup_id   INTEGER,
+    created_at  INTEGER NOT NULL,
+    finished_at INTEGER
+);
+INSERT INTO jobs_v4 SELECT id, kind, agent, instance, params, state, bytes_done, bytes_total,
+    message, backup_id, created_at, finished_at FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v4 RENAME TO jobs;

@@ -1,0 +1,314 @@
+//! A drill on a sandbox host: restore a base backup into the sandbox directory, recover to
+//! a past target from the archive with the server on a private socket, run the smoke checks
+//! and pg_amcheck, then stop the server and empty the directory.
+//!
+//! The sandbox reports raw evidence and the controller judges it, so the procedure never
+//! decides "passed": it only says what happened, and where it broke.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tidemark_core::ids::BackupId;
+use tidemark_proto::{CheckValue, DrillJob, DrillReport};
+
+use super::physical::{self, Layout, Server};
+use super::{Pg, quote_literal};
+use crate::config::{InstanceConfig, SandboxConfig};
+use crate::job::{JobContext, JobFailure, JobResult};
+use crate::{osuser, sandbox, tool};
+
+/// Settings from pg_control that a hot standby needs at least as high as its primary had.
+const STANDBY_MINIMUMS: &[(&str, &str)] = &[
+    ("max_connections setting:", "max_connections"),
+    ("max_worker_processes setting:", "max_worker_processes"),
+    ("max_wal_senders setting:", "max_wal_senders"),
+    ("max_prepared_xacts setting:", "max_prepared_transactions"),
+    ("max_locks_per_xact setting:", "max_locks_per_transaction"),
+];
+
+pub async fn run(
+    ctx: &JobContext,
+    config: &Path,
+    sb: &SandboxConfig,
+    job: &DrillJob,
+) -> JobResult {
+    let started = Instant::now();
+    let mut report = DrillReport {
+        drill_id: job.drill_id,
+        ..Default::default()
+    };
+    if let Err(e) = procedure(ctx, config, sb, job, started, &mut report).await {
+        report.error = e;
+    }
+    if let Err(e) = sandbox::wipe(sb).await {
+        tracing::error!(error = %e, "could not empty the sandbox after the drill");
+        if report.error.is_empty() {
+            report.error = format!("the sandbox could not be emptied afterwards: {e}");
+        }
+    }
+    let mut sent = Err(String::new());
+    for attempt in 0..5 {
+        sent = ctx
+            .client
+            .clone()
+            .report_drill(report.clone())
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_string());
+        if sent.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+    }
+    if let Err(e) = sent {
+        return Err(JobFailure(format!("the drill's evidence could not be reported: {e}")));
+    }
+    if report.error.is_empty() {
+        Ok(format!(
+            "drill {}: restored {} in {:.1}s, recovered to {} in {:.1}s; sandbox emptied",
+            job.drill_id,
+            tidemark_core::text::bytes(report.bytes_restored),
+            report.restore_ms as f64 / 1000.0,
+            report.replay_lsn,
+            report.replay_ms as f64 / 1000.0
+        ))
+    } else {
+        Err(JobFailure(format!("drill {}: {}", job.drill_id, report.error)))
+    }
+}
+
+async fn procedure(
+    ctx: &JobContext,
+    config: &Path,
+    sb: &SandboxConfig,
+    job: &DrillJob,
+    started: Instant,
+    report: &mut DrillReport,
+) -> Result<(), String> {
+    let dir = &sb.dir;
+    sandbox::wipe(sb).await?;
+    let bin = sandbox::engines(sb).remove(&job.major).ok_or_else(|| {
+        format!(
+            "this sandbox has no PostgreSQL {} binaries; install them or list their bin directory in [sandbox] bin-dirs",
+            job.major
+        )
+    })?;
+    let ids = osuser::target(&sb.os_user)?;
+    let mut r = job
+        .restore
+        .clone()
+        .ok_or("the drill job names no backup to restore")?;
+    let pgdata = sandbox::pgdata(dir);
+    r.pgdata = pgdata.display().to_string();
+    r.tablespaces = r
+        .tablespaces
+        .keys()
+        .map(|oid| (oid.clone(), sandbox::tablespace_dir(dir, oid).display().to_string()))
+        .collect();
+    let mut inst = InstanceConfig::fallback(&r.source_instance);
+    inst.bin_dir = Some(bin);
+    inst.os_user = sb.os_user.clone();
+    inst.user = job.user.clone();
+    let mut layout = Layout {
+        pgdata: pgdata.clone(),
+        tablespaces: r
+            .tablespaces
+            .iter()
+            .map(|(o, d)| (o.clone(), PathBuf::from(d)))
+            .collect(),
+        created: Vec::new(),
+    };
+    physical::prepare_dir(&layout.pgdata, ids, &mut layout.created)?;
+    for d in layout.tablespaces.values() {
+        physical::prepare_dir(d, ids, &mut layout.created)?;
+    }
+    report.bytes_restored =
+        physical::restore_files(ctx, config, &inst, &r, BackupId(r.backup_id), &layout, ids)
+            .await
+            .map_err(|f| format!("restoring backup {}: {}", r.backup_id, f.0))?;
+    isolate(&inst, dir, &pgdata, ids).await?;
+    report.restore_ms = started.elapsed().as_millis() as u64;
+
+    let replay_started = Instant::now();
+    let server = Server::start(&inst, &pgdata, ids).await?;
+    let waited = server.wait_for_target(Duration::from_secs(24 * 3600)).await;
+    let log = server.log_text();
+    report.stop_record = log
+        .lines()
+        .find_map(|l| l.split_once("recovery stopping ").map(|(_, rest)| format!("recovery stopping {rest}")))
+        .unwrap_or_default();
+    let result = match waited {
+        Ok(at) if at.paused => {
+            report.reached_target = true;
+            report.replay_lsn = at.lsn;
+            report.last_commit_at = at.last_commit_micros;
+            report.replay_ms = replay_started.elapsed().as_millis() as u64;
+            report.rto_ms = started.elapsed().as_millis() as u64;
+            checks(&server.pg, job, report).await;
+            if job.amcheck {
+                amcheck(&server, report).await;
+            }
+            Ok(())
+        }
+        Ok(at) => Err(format!(
+            "recovery ended at {} without pausing at the target",
+            at.lsn
+        )),
+        Err(e) => Err(e),
+    };
+    report.log_tail = server.log_tail(20);
+    result
+}
+
+/// Settings that keep the restored server to itself: no TCP listener, a socket in the
+/// sandbox, no archiving or replication, and local trust authentication (the socket
+/// directory is the sandbox's, mode 0700). Configuration the backup did not carry (a
+/// Debian cluster keeps it in /etc) is created, and the standby minimums from pg_control
+/// are met so that hot standby can answer queries while paused.
+async fn isolate(
+    inst: &InstanceConfig,
+    dir: &Path,
+    pgdata: &Path,
+    ids: Option<(u32, u32)>,
+) -> Result<(), String> {
+    let run = sandbox::socket_dir(dir);
+    std::fs::create_dir_all(&run)
+        .and_then(|_| osuser::chown(&run, ids))
+        .map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+    let write = |name: &str, text: &str| {
+        let p = pgdata.join(name);
+        std::fs::write(&p, text)
+            .and_then(|_| osuser::chown(&p, ids))
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
+    if !pgdata.join("postgresql.conf").exists() {
+        write("postgresql.conf", "# created by tidemark for a drill\n")?;
+    }
+    write("pg_hba.conf", "# tidemark drill sandbox: local socket only\nlocal all all trust\n")?;
+    if !pgdata.join("pg_ident.conf").exists() {
+        write("pg_ident.conf", "")?;
+    }
+    let minimums = standby_minimums(inst, pgdata).await?;
+    let q = |p: &Path| quote_literal(&p.display().to_string());
+    let mut lines = vec![
+        String::new(),
+        "# Drill sandbox: private socket, nothing leaves this host.".to_string(),
+        "listen_addresses = ''".into(),
+        format!("unix_socket_directories = {}", q(&run)),
+        format!("hba_file = {}", q(&pgdata.join("pg_hba.conf"))),
+        format!("ident_file = {}", q(&pgdata.join("pg_ident.conf"))),
+        "archive_mode = off".into(),
+        "archive_command = ''".into(),
+        "hot_standby = on".into(),
+        "ssl = off".into(),
+        "logging_collector = off".into(),
+        "synchronous_standby_names = ''".into(),
+        "primary_conninfo = ''".into(),
+    ];
+    for (name, value) in minimums {
+        lines.push(format!("{name} = {value}"));
+    }
+    let auto = pgdata.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&(lines.join("\n") + "\n"));
+    write("postgresql.auto.conf", &text)
+}
+
+async fn standby_minimums(
+    inst: &InstanceConfig,
+    pgdata: &Path,
+) -> Result<BTreeMap<&'static str, String>, String> {
+    let pg = Pg::new(inst.clone());
+    let program = pg.program("pg_controldata");
+    let out = tokio::process::Command::new(&program)
+        .arg(pgdata)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pg_controldata failed on the restored files ({}): {}",
+            tool::describe(out.status),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = BTreeMap::new();
+    for line in text.lines() {
+        for (label, setting) in STANDBY_MINIMUMS {
+            if let Some(v) = line.strip_prefix(label) {
+                found.insert(*setting, v.trim().to_string());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Run each smoke check and keep its raw value (first column of the first row).
+async fn checks(pg: &Pg, job: &DrillJob, report: &mut DrillReport) {
+    for c in &job.checks {
+        let v = match pg.query(&c.database, &c.sql).await {
+            Ok(out) => CheckValue {
+                name: c.name.clone(),
+                value: out
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split('\t').next())
+                    .unwrap_or("")
+                    .to_string(),
+                error: String::new(),
+            },
+            Err(e) => CheckValue {
+                name: c.name.clone(),
+                value: String::new(),
+                error: e.to_string(),
+            },
+        };
+        report.values.push(v);
+    }
+}
+
+/// End recovery (at the target: it is paused there) so that pg_amcheck can install its
+/// extension, then check every database's tables and B-tree indexes.
+async fn amcheck(server: &Server, report: &mut DrillReport) {
+    report.amcheck_ran = true;
+    let promote = async {
+        server
+            .pg
+            .query("postgres", "SELECT pg_wal_replay_resume()")
+            .await
+            .map_err(|e| e.to_string())?;
+        let at = server.wait_for_target(Duration::from_secs(600)).await?;
+        if at.paused {
+            return Err("the server stayed paused after pg_wal_replay_resume()".to_string());
+        }
+        Ok(())
+    };
+    if let Err(e) = promote.await {
+        report.amcheck_detail = format!("could not end recovery to run pg_amcheck: {e}");
+        return;
+    }
+    let mut cmd = server.pg.command("pg_amcheck");
+    cmd.args(["--all", "--install-missing", "--jobs=2", "--no-password"])
+        .stdin(Stdio::null());
+    let program = server.pg.program("pg_amcheck");
+    match tokio::process::Command::from(cmd).output().await {
+        Err(e) => report.amcheck_detail = format!("cannot run {}: {e}", program.display()),
+        Ok(out) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+            report.amcheck_ok = out.status.success();
+            report.amcheck_detail = if out.status.success() {
+                "pg_amcheck found no corruption in any database".into()
+            } else {
+                format!("pg_amcheck {}: {tail}", tool::describe(out.status))
+            };
+        }
+    }
+}

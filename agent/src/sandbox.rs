@@ -1,0 +1,136 @@
+//! A sandbox host's drill directory. Everything in it is removed before and after every
+//! drill, so it must be the agent's own: the agent marks it when it creates it and refuses
+//! to empty a directory without the mark (a mistyped path must never wipe a real cluster).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::config::SandboxConfig;
+use crate::osuser;
+
+const MARK: &str = ".tidemark-sandbox";
+
+/// Where a drill puts things inside the sandbox directory.
+pub fn pgdata(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+pub fn socket_dir(dir: &Path) -> PathBuf {
+    dir.join("run")
+}
+pub fn tablespace_dir(dir: &Path, oid: &str) -> PathBuf {
+    dir.join("tblspc").join(oid)
+}
+
+/// PostgreSQL major version -> its bin directory, from `pg_ctl --version` in each.
+pub fn engines(cfg: &SandboxConfig) -> BTreeMap<u32, PathBuf> {
+    let dirs: Vec<PathBuf> = if cfg.bin_dirs.is_empty() {
+        std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+            .unwrap_or_default()
+    } else {
+        cfg.bin_dirs.clone()
+    };
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let Ok(o) = std::process::Command::new(dir.join("pg_ctl"))
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+        else {
+            tracing::warn!(dir = %dir.display(), "no pg_ctl here; this version cannot run drills");
+            continue;
+        };
+        // "pg_ctl (PostgreSQL) 15.10 (Debian 15.10-0+deb12u1)"
+        let text = String::from_utf8_lossy(&o.stdout);
+        let major = text
+            .split(") ")
+            .nth(1)
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|m| m.parse().ok());
+        if let Some(m) = major {
+            out.insert(m, dir);
+        }
+    }
+    out
+}
+
+/// Make the directory (marked, owned by the server's user, mode 0700), or check that an
+/// existing one is ours.
+pub fn prepare(cfg: &SandboxConfig) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = &cfg.dir;
+    let ids = osuser::target(&cfg.os_user)?;
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if !dir.join(MARK).exists() && rd.next().is_some() {
+                return Err(format!(
+                    "sandbox dir {} holds files tidemark did not put there, so it will not empty it; point [sandbox] dir at a new or empty directory",
+                    dir.display()
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create sandbox dir {}: {e}", dir.display()))?;
+        }
+        Err(e) => return Err(format!("cannot read sandbox dir {}: {e}", dir.display())),
+    }
+    std::fs::write(dir.join(MARK), "tidemark drill sandbox: emptied before and after every drill\n")
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|_| osuser::chown(dir, ids))
+        .map_err(|e| format!("cannot set up sandbox dir {}: {e}", dir.display()))
+}
+
+/// Stop a server left running in the sandbox, then remove everything but the mark.
+pub async fn wipe(cfg: &SandboxConfig) -> Result<(), String> {
+    prepare(cfg)?;
+    let dir = &cfg.dir;
+    let data = pgdata(dir);
+    if data.join("postmaster.pid").exists() {
+        stop_server(cfg, &data).await;
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read sandbox dir {}: {e}", dir.display()))?;
+    for e in entries.flatten() {
+        if e.file_name() == MARK {
+            continue;
+        }
+        let p = e.path();
+        let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(|e| format!("cannot remove {} from the sandbox: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// `pg_ctl stop -m immediate` (the files are about to go); if that fails, kill the
+/// postmaster, whose children exit when it dies.
+pub async fn stop_server(cfg: &SandboxConfig, data: &Path) {
+    let ids = osuser::target(&cfg.os_user).ok().flatten();
+    for bin in engines(cfg).values() {
+        let mut cmd = std::process::Command::new(bin.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(data)
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        osuser::run_as(&mut cmd, ids);
+        if let Ok(s) = tokio::process::Command::from(cmd).status().await
+            && s.success()
+        {
+            return;
+        }
+    }
+    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+    if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
