@@ -389,6 +389,8 @@ pub struct Fleet {
     pub agent: Agent,
     pub controller: Controller,
     pub pg: PgCluster,
+    /// More clusters of agent db1 ([`FleetOpts::more_instances`]): (instance, cluster).
+    pub more: Vec<(String, PgCluster)>,
     pub admin: Cli,
     pub pki: Pki,
     pub dir: TestDir,
@@ -410,6 +412,8 @@ pub struct FleetOpts<'a> {
     pub controller_listen: Option<&'a str>,
     /// Extra names for the controller's certificate (an address a sandbox dials).
     pub controller_sans: &'a [&'a str],
+    /// More archiving clusters on agent db1, by instance name.
+    pub more_instances: &'a [&'a str],
 }
 
 /// A drill sandbox: agent binary, `sandbox:NAME` certificate, `[sandbox]` directory.
@@ -557,7 +561,13 @@ impl Fleet {
             o.controller_extra,
         );
         let admin = Cli::new(dir.path(), &pki, "admin:ops", &controller.url);
-        let instance = pg_instance_toml("demo-pg", &pg, instance_extra);
+        let mut instance = pg_instance_toml("demo-pg", &pg, instance_extra);
+        let mut more = Vec::new();
+        for name in o.more_instances {
+            let c = PgCluster::start_with(dir.path(), name, &conf);
+            instance.push_str(&pg_instance_toml(name, &c, ""));
+            more.push((name.to_string(), c));
+        }
         let config = Agent::write_config(
             dir.path(),
             &pki,
@@ -571,6 +581,7 @@ impl Fleet {
         Self {
             dir,
             pg,
+            more,
             pki,
             controller,
             admin,
@@ -590,6 +601,7 @@ impl Fleet {
         Self {
             dir,
             pg,
+            more: Vec::new(),
             pki,
             controller,
             admin,

@@ -204,3 +204,151 @@ fn a_drill_recovers_exactly_what_was_committed_before_its_target() {
     assert_eq!(h.as_array().unwrap().len(), 2, "{h}");
     f.dir.keep_if_asked();
 }
+
+#[test]
+fn a_drill_fails_with_the_reason_when_a_check_is_not_met_or_wal_is_lost() {
+    let checks = r#"
+[[instance]]
+name = "demo-pg"
+[[instance.check]]
+name = "impossible"
+sql = "SELECT count(*) FROM markers"
+expect = "equals:999"
+"#;
+    let (f, sb) = drill_fleet("drillfail", checks);
+    base_backup(&f);
+    let mut targets = Vec::new();
+    let mut segments = Vec::new();
+    for batch in 0..3 {
+        f.pg.sql(
+            "postgres",
+            &format!("INSERT INTO markers (phase, n) SELECT 'b{batch}', g FROM generate_series(1, 100) g"),
+        );
+        segments.push(archive_now(&f));
+        std::thread::sleep(Duration::from_millis(1100));
+        targets.push(pg_timestamp(now_micros()));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    f.pg.sql("postgres", "INSERT INTO markers (phase, n) VALUES ('last', 0)");
+    archive_now(&f);
+
+    // Everything restores, but the data is not what the check expects.
+    let (d, code) = drill(&f, &["--target", &targets[0]]);
+    assert_eq!(code, 1, "{d:#}");
+    assert_eq!(d["state"], "failed", "{d:#}");
+    assert_eq!(d["reason"], "impossible: expected 999, got 100", "{d:#}");
+    assert_eq!(check(&d, "recovered-point")["ok"], true, "{d:#}");
+    let series = "tidemark_drill_status{instance=\"demo-pg\"}";
+    assert_eq!(f.controller.metric(series), 0.0);
+
+    // The segment holding the second batch is lost from the store: recovery to a point
+    // after it cannot get there, and the drill says which segment.
+    let lost = &segments[1];
+    let files = f.controller.wal_only_chunk_files("demo-pg", lost);
+    assert!(!files.is_empty());
+    for p in &files {
+        std::fs::remove_file(p).unwrap();
+    }
+    let (d, code) = drill(&f, &["--target", &targets[2]]);
+    assert_eq!(code, 1, "{d:#}");
+    assert_eq!(d["state"], "failed", "{d:#}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains(lost.as_str()), "{d:#}");
+    assert!(reason.contains("recovery failed"), "{d:#}");
+    assert_eq!(check(&d, "recovery-target")["ok"], false, "{d:#}");
+    assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn a_controller_restarted_during_a_drill_aborts_it_and_the_sandbox_is_emptied() {
+    // A check that holds the drill at its target for a while.
+    let checks = r#"
+[[instance]]
+name = "demo-pg"
+[[instance.check]]
+name = "slow"
+sql = "SELECT 1 FROM pg_sleep(20)"
+expect = "nonzero"
+"#;
+    let (mut f, sb) = drill_fleet("drillabort", checks);
+    base_backup(&f);
+    let target = write_markers(&f);
+    let out = f.admin.run(&[
+        "drill", "run", "--instance", "demo-pg", "--target", &target, "--output", "json",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let id = out.json()[0]["id"].as_i64().unwrap().to_string();
+    let pid_file = sb.dir.join("data/postmaster.pid");
+    wait_for("the sandbox server to run", Duration::from_secs(60), || {
+        pid_file.exists().then_some(())
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().lines().next().unwrap().parse().unwrap();
+    let d = f.admin.json(&["drill", "show", &id]);
+    assert_eq!(d["state"], "running", "{d:#}");
+
+    f.restart_controller();
+    let d = f.admin.json(&["drill", "show", &id]);
+    assert_eq!(d["state"], "aborted", "{d:#}");
+    assert!(d["reason"].as_str().unwrap().contains("restarted"), "{d:#}");
+    wait_for("the sandbox to be emptied", Duration::from_secs(60), || {
+        sb.leftovers().is_empty().then_some(())
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the sandbox server (pid {pid}) still runs"
+    );
+    // The sandbox is back in the pool: the next drill runs there and passes.
+    let (d, code) = drill(&f, &["--target", &target]);
+    assert_eq!(d["state"], "passed", "{d:#}");
+    assert_eq!(d["sandbox"], "sb1");
+    assert_eq!(code, 0);
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn drills_of_all_instances_on_a_pool_of_one_run_one_after_the_other() {
+    let f = Fleet::build(&FleetOpts {
+        label: "drillall",
+        more_instances: &["demo-pg2"],
+        ..Default::default()
+    });
+    let _sb = Sandbox::start(f.dir.path(), &f.pki, "sb1", &f.controller.url, &f.admin, None);
+    let clusters: Vec<(&str, &tidemark_tests::pg::PgCluster)> = std::iter::once(("demo-pg", &f.pg))
+        .chain(f.more.iter().map(|(n, c)| (n.as_str(), c)))
+        .collect();
+    for (name, pg) in &clusters {
+        pg.sql("postgres", "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+        let out = f.admin.run(&["backup", "--instance", name, "--kind", "base", "--wait"]);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = pg_timestamp(now_micros());
+    std::thread::sleep(Duration::from_millis(1100));
+    for (_, pg) in &clusters {
+        pg.sql("postgres", "INSERT INTO t VALUES (0)");
+        let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+        pg.sql("postgres", "SELECT pg_switch_wal()");
+        wait_for("archiving", Duration::from_secs(60), || {
+            let sql = format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+            (pg.sql("postgres", &sql) == "t").then_some(())
+        });
+    }
+    let out = f.admin.run(&["drill", "run", "--all", "--target", &target, "--wait", "--output", "json"]);
+    let drills = out.json();
+    assert_eq!(out.code, 0, "{drills:#}");
+    let list = drills.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{drills:#}");
+    for d in list {
+        assert_eq!(d["state"], "passed", "{d:#}");
+        assert_eq!(d["sandbox"], "sb1");
+    }
+    // One sandbox: the second started only after the first finished.
+    let (a, b) = (&list[0], &list[1]);
+    let (first, second) = if a["started_at"].as_i64() <= b["started_at"].as_i64() { (a, b) } else { (b, a) };
+    assert!(
+        second["started_at"].as_i64().unwrap() >= first["finished_at"].as_i64().unwrap(),
+        "{drills:#}"
+    );
+    f.dir.keep_if_asked();
+}

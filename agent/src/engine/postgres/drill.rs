@@ -132,7 +132,18 @@ async fn procedure(
     report.restore_ms = started.elapsed().as_millis() as u64;
 
     let replay_started = Instant::now();
-    let server = Server::start(&inst, &pgdata, ids).await?;
+    let server = match Server::start(&inst, &pgdata, ids).await {
+        Ok(s) => s,
+        // pg_ctl -w also fails when recovery dies before the server is up.
+        Err(e) => {
+            let log = std::fs::read_to_string(pgdata.join(physical::SERVER_LOG)).unwrap_or_default();
+            report.log_tail = physical::tail(&log, 20);
+            return Err(match recovery_failure(&log) {
+                Some(why) => format!("recovery failed: {why}"),
+                None => e,
+            });
+        }
+    };
     let waited = server.wait_for_target(Duration::from_secs(24 * 3600)).await;
     let log = server.log_text();
     report.stop_record = log
@@ -156,10 +167,39 @@ async fn procedure(
             "recovery ended at {} without pausing at the target",
             at.lsn
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(match recovery_failure(&log) {
+            Some(why) => format!("recovery failed: {why}"),
+            None => e,
+        }),
     };
     report.log_tail = server.log_tail(20);
     result
+}
+
+/// Why recovery failed, from the server log: its FATAL and PANIC lines, and what wal-fetch
+/// said (restore_command's stderr goes to the same log).
+fn recovery_failure(log: &str) -> Option<String> {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("FATAL:") || l.contains("PANIC:") || l.contains("tidemark-agent wal-fetch:")
+        })
+        .map(|l| l.trim())
+        .collect();
+    (!lines.is_empty()).then(|| {
+        let mut seen = Vec::new();
+        for l in lines {
+            // Drop the log line prefix (time, pid) up to the severity.
+            let text = ["FATAL:", "PANIC:", "tidemark-agent wal-fetch:"]
+                .iter()
+                .find_map(|k| l.find(k).map(|i| &l[i..]))
+                .unwrap_or(l);
+            if !seen.iter().any(|s: &String| s == text) {
+                seen.push(text.to_string());
+            }
+        }
+        seen.join("; ")
+    })
 }
 
 /// Settings that keep the restored server to itself: no TCP listener, a socket in the
@@ -310,5 +350,20 @@ async fn amcheck(server: &Server, report: &mut DrillReport) {
                 format!("pg_amcheck {}: {tail}", tool::describe(out.status))
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recovery_failure_names_the_fatal_line_and_wal_fetch() {
+        let log = "2026-11-26 02:40:00.1 UTC [9] LOG:  starting PostgreSQL 15\n\
+                   tidemark-agent wal-fetch: archived 000000010000000000000005 of instance demo-pg cannot be read\n\
+                   2026-11-26 02:40:01.2 UTC [9] FATAL:  could not restore file \"000000010000000000000005\" from archive: child process exited with exit code 200\n\
+                   2026-11-26 02:40:01.3 UTC [8] LOG:  startup process (PID 9) exited with exit code 1\n";
+        let why = super::recovery_failure(log).unwrap();
+        assert!(why.starts_with("tidemark-agent wal-fetch: archived 000000010000000000000005"), "{why}");
+        assert!(why.contains("; FATAL:  could not restore file"), "{why}");
+        assert_eq!(super::recovery_failure("LOG: fine\n"), None);
     }
 }

@@ -458,6 +458,15 @@ async fn start_and_wait(
     })
 }
 
+/// The last `n` lines of `text`.
+pub(super) fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The restored server's log, in its data directory.
+pub(super) const SERVER_LOG: &str = "tidemark-restore.log";
+
 /// A restored server started with pg_ctl, logging to a file in its data directory.
 pub(super) struct Server {
     pub pgdata: PathBuf,
@@ -484,7 +493,7 @@ impl Server {
         pgdata: &Path,
         ids: Option<(u32, u32)>,
     ) -> Result<Server, String> {
-        let log = pgdata.join("tidemark-restore.log");
+        let log = pgdata.join(SERVER_LOG);
         let pg = Pg::new(inst.clone());
         let mut cmd = std::process::Command::new(pg.program("pg_ctl"));
         cmd.arg("-D")
@@ -531,9 +540,7 @@ impl Server {
     }
 
     pub fn log_tail(&self, n: usize) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        tail(&self.log_text(), n)
     }
 
     /// Poll until recovery pauses at its target or the server is promoted.
