@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/lib/common.sh
 
-need_packages postgresql-15 postgresql-client-15 bsdutils  # bsdutils: script(1), a pty for the progress-bar test
+need_packages postgresql-15 postgresql-client-15 bsdutils iproute2  # bsdutils: script(1), a pty for the progress-bar test; iproute2: ip netns for the sandbox isolation test
 [ -x "$PG_BIN/initdb" ] || die "$PG_BIN/initdb is missing after installing postgresql-15"
 id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (postgresql-common creates it)"
 

@@ -214,7 +214,11 @@ impl AgentConfig {
         };
         if let Some(sb) = &mut c.sandbox {
             sb.dir = config::resolve(&base, &sb.dir);
-            sb.bin_dirs = sb.bin_dirs.iter().map(|d| config::resolve(&base, d)).collect();
+            sb.bin_dirs = sb
+                .bin_dirs
+                .iter()
+                .map(|d| config::resolve(&base, d))
+                .collect();
             if !c.instances.is_empty() {
                 return Err(invalid(
                     "a [sandbox] host runs drills only and may not list [[instance]]s; use separate agent and sandbox hosts".into(),

@@ -76,10 +76,13 @@ pub fn prepare(cfg: &SandboxConfig) -> Result<(), String> {
         }
         Err(e) => return Err(format!("cannot read sandbox dir {}: {e}", dir.display())),
     }
-    std::fs::write(dir.join(MARK), "tidemark drill sandbox: emptied before and after every drill\n")
-        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-        .and_then(|_| osuser::chown(dir, ids))
-        .map_err(|e| format!("cannot set up sandbox dir {}: {e}", dir.display()))
+    std::fs::write(
+        dir.join(MARK),
+        "tidemark drill sandbox: emptied before and after every drill\n",
+    )
+    .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+    .and_then(|_| osuser::chown(dir, ids))
+    .map_err(|e| format!("cannot set up sandbox dir {}: {e}", dir.display()))
 }
 
 /// Stop a server left running in the sandbox, then remove everything but the mark.

@@ -145,9 +145,8 @@ pub enum Expect {
 impl std::str::FromStr for Expect {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("expect = {s:?} is not one of nonzero, equals:VALUE or within-pct:PERCENT")
-        };
+        let bad =
+            || format!("expect = {s:?} is not one of nonzero, equals:VALUE or within-pct:PERCENT");
         match s.split_once(':') {
             None if s == "nonzero" => Ok(Expect::Nonzero),
             Some(("equals", v)) => Ok(Expect::Equals(v.to_string())),
@@ -250,10 +249,16 @@ mod tests {
     fn expectations_parse_and_bad_ones_are_named() {
         assert_eq!("nonzero".parse::<Expect>(), Ok(Expect::Nonzero));
         assert_eq!("equals:0".parse::<Expect>(), Ok(Expect::Equals("0".into())));
-        assert_eq!("within-pct:2.5".parse::<Expect>(), Ok(Expect::WithinPct(2.5)));
+        assert_eq!(
+            "within-pct:2.5".parse::<Expect>(),
+            Ok(Expect::WithinPct(2.5))
+        );
         for bad in ["", "zero", "within-pct:x", "within-pct:-1", "equal:3"] {
             let e = bad.parse::<Expect>().unwrap_err();
-            assert!(e.contains("nonzero, equals:VALUE or within-pct:PERCENT"), "{e}");
+            assert!(
+                e.contains("nonzero, equals:VALUE or within-pct:PERCENT"),
+                "{e}"
+            );
         }
     }
 

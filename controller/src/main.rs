@@ -4,8 +4,8 @@
 mod api;
 mod catalog;
 mod config;
-mod metrics;
 mod drill;
+mod metrics;
 mod pitr;
 mod store;
 
@@ -77,10 +77,16 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         );
     }
     let d = catalog
-        .abort_running_drills(None, "the controller restarted while this drill was running")
+        .abort_running_drills(
+            None,
+            "the controller restarted while this drill was running",
+        )
         .await?;
     if d > 0 {
-        tracing::warn!(drills = d, "marked drills interrupted by the last shutdown as aborted");
+        tracing::warn!(
+            drills = d,
+            "marked drills interrupted by the last shutdown as aborted"
+        );
     }
     let store = match config.store.kind {
         config::StoreKind::Fs => store::fs::FsStore::open(config.store_path())?,

@@ -116,7 +116,9 @@ pub async fn collect(state: &State) -> Result<String, String> {
         ));
         if let Some(d) = &judged {
             let ok = d.state == DrillState::Passed;
-            drill_status.samples.push((l.clone(), if ok { 1.0 } else { 0.0 }));
+            drill_status
+                .samples
+                .push((l.clone(), if ok { 1.0 } else { 0.0 }));
         }
         if let Some(d) = &passed {
             drill_rto

@@ -480,10 +480,12 @@ impl Sandbox {
                 if let Some(status) = sb.daemon.has_exited() {
                     panic!("sandbox exited with {status}: {}", sb.daemon.log_text());
                 }
-                admin.json(&["agents"]).as_array()?.iter().any(|a| {
-                    a["name"] == name && a["role"] == "sandbox" && a["connected"] == true
-                })
-                .then_some(())
+                admin
+                    .json(&["agents"])
+                    .as_array()?
+                    .iter()
+                    .any(|a| a["name"] == name && a["role"] == "sandbox" && a["connected"] == true)
+                    .then_some(())
             },
         );
         sb

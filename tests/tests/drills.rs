@@ -44,7 +44,12 @@ expect = "nonzero"
 
 fn base_backup(f: &Fleet) {
     let out = f.admin.run(&[
-        "backup", "--instance", "demo-pg", "--kind", "base", "--wait",
+        "backup",
+        "--instance",
+        "demo-pg",
+        "--kind",
+        "base",
+        "--wait",
     ]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
@@ -56,11 +61,15 @@ fn archive_now(f: &Fleet) -> String {
         "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
     );
     f.pg.sql("postgres", "SELECT pg_switch_wal()");
-    wait_for(&format!("{seg} to be archived"), Duration::from_secs(60), || {
-        let sql =
-            format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
-        (f.pg.sql("postgres", &sql) == "t").then_some(())
-    });
+    wait_for(
+        &format!("{seg} to be archived"),
+        Duration::from_secs(60),
+        || {
+            let sql =
+                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+            (f.pg.sql("postgres", &sql) == "t").then_some(())
+        },
+    );
     seg
 }
 
@@ -86,7 +95,15 @@ fn write_markers(f: &Fleet) -> String {
 }
 
 fn drill(f: &Fleet, args: &[&str]) -> (Value, i32) {
-    let mut a = vec!["drill", "run", "--instance", "demo-pg", "--wait", "--output", "json"];
+    let mut a = vec![
+        "drill",
+        "run",
+        "--instance",
+        "demo-pg",
+        "--wait",
+        "--output",
+        "json",
+    ];
     a.extend(args);
     let out = f.admin.run(&a);
     let v = out.json();
@@ -132,11 +149,15 @@ fn a_drill_recovers_exactly_what_was_committed_before_its_target() {
     let target = write_markers(&f);
 
     // Not to now, and not past the newest archived WAL.
-    let out = f.admin.run(&["drill", "run", "--instance", "demo-pg", "--target", "now"]);
+    let out = f
+        .admin
+        .run(&["drill", "run", "--instance", "demo-pg", "--target", "now"]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("past"), "{}", out.stderr);
     std::thread::sleep(Duration::from_secs(3));
-    let out = f.admin.run(&["drill", "run", "--instance", "demo-pg", "--target", "1s"]);
+    let out = f
+        .admin
+        .run(&["drill", "run", "--instance", "demo-pg", "--target", "1s"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("later than the newest archived WAL"),
@@ -165,7 +186,10 @@ fn a_drill_recovers_exactly_what_was_committed_before_its_target() {
     // Recovery stopped at the first commit after the target: the 'after' rows.
     let target_micros = d["target_micros"].as_i64().unwrap();
     let recovered = d["recovered_at_micros"].as_i64().unwrap();
-    assert!(recovered <= target_micros && recovered > target_micros - 10_000_000, "{d:#}");
+    assert!(
+        recovered <= target_micros && recovered > target_micros - 10_000_000,
+        "{d:#}"
+    );
     assert!(
         d["stop_record"]
             .as_str()
@@ -180,7 +204,10 @@ fn a_drill_recovers_exactly_what_was_committed_before_its_target() {
         d["restore_ms"].as_u64().unwrap(),
         d["replay_ms"].as_u64().unwrap(),
     );
-    assert!(restore > 0 && replay > 0 && rto >= restore + replay, "{d:#}");
+    assert!(
+        restore > 0 && replay > 0 && rto >= restore + replay,
+        "{d:#}"
+    );
     assert!(d["rpo_secs"].as_i64().unwrap() >= 0, "{d:#}");
     assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
 
@@ -222,14 +249,19 @@ expect = "equals:999"
     for batch in 0..3 {
         f.pg.sql(
             "postgres",
-            &format!("INSERT INTO markers (phase, n) SELECT 'b{batch}', g FROM generate_series(1, 100) g"),
+            &format!(
+                "INSERT INTO markers (phase, n) SELECT 'b{batch}', g FROM generate_series(1, 100) g"
+            ),
         );
         segments.push(archive_now(&f));
         std::thread::sleep(Duration::from_millis(1100));
         targets.push(pg_timestamp(now_micros()));
         std::thread::sleep(Duration::from_millis(1100));
     }
-    f.pg.sql("postgres", "INSERT INTO markers (phase, n) VALUES ('last', 0)");
+    f.pg.sql(
+        "postgres",
+        "INSERT INTO markers (phase, n) VALUES ('last', 0)",
+    );
     archive_now(&f);
 
     // Everything restores, but the data is not what the check expects.
@@ -275,7 +307,14 @@ expect = "nonzero"
     base_backup(&f);
     let target = write_markers(&f);
     let out = f.admin.run(&[
-        "drill", "run", "--instance", "demo-pg", "--target", &target, "--output", "json",
+        "drill",
+        "run",
+        "--instance",
+        "demo-pg",
+        "--target",
+        &target,
+        "--output",
+        "json",
     ]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let id = out.json()[0]["id"].as_i64().unwrap().to_string();
@@ -283,7 +322,13 @@ expect = "nonzero"
     wait_for("the sandbox server to run", Duration::from_secs(60), || {
         pid_file.exists().then_some(())
     });
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().lines().next().unwrap().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let d = f.admin.json(&["drill", "show", &id]);
     assert_eq!(d["state"], "running", "{d:#}");
 
@@ -313,13 +358,25 @@ fn drills_of_all_instances_on_a_pool_of_one_run_one_after_the_other() {
         more_instances: &["demo-pg2"],
         ..Default::default()
     });
-    let _sb = Sandbox::start(f.dir.path(), &f.pki, "sb1", &f.controller.url, &f.admin, None);
+    let _sb = Sandbox::start(
+        f.dir.path(),
+        &f.pki,
+        "sb1",
+        &f.controller.url,
+        &f.admin,
+        None,
+    );
     let clusters: Vec<(&str, &tidemark_tests::pg::PgCluster)> = std::iter::once(("demo-pg", &f.pg))
         .chain(f.more.iter().map(|(n, c)| (n.as_str(), c)))
         .collect();
     for (name, pg) in &clusters {
-        pg.sql("postgres", "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
-        let out = f.admin.run(&["backup", "--instance", name, "--kind", "base", "--wait"]);
+        pg.sql(
+            "postgres",
+            "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+        );
+        let out = f
+            .admin
+            .run(&["backup", "--instance", name, "--kind", "base", "--wait"]);
         assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     }
     std::thread::sleep(Duration::from_millis(1100));
@@ -327,14 +384,20 @@ fn drills_of_all_instances_on_a_pool_of_one_run_one_after_the_other() {
     std::thread::sleep(Duration::from_millis(1100));
     for (_, pg) in &clusters {
         pg.sql("postgres", "INSERT INTO t VALUES (0)");
-        let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+        let seg = pg.sql(
+            "postgres",
+            "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+        );
         pg.sql("postgres", "SELECT pg_switch_wal()");
         wait_for("archiving", Duration::from_secs(60), || {
-            let sql = format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+            let sql =
+                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
             (pg.sql("postgres", &sql) == "t").then_some(())
         });
     }
-    let out = f.admin.run(&["drill", "run", "--all", "--target", &target, "--wait", "--output", "json"]);
+    let out = f.admin.run(&[
+        "drill", "run", "--all", "--target", &target, "--wait", "--output", "json",
+    ]);
     let drills = out.json();
     assert_eq!(out.code, 0, "{drills:#}");
     let list = drills.as_array().unwrap();
@@ -345,10 +408,74 @@ fn drills_of_all_instances_on_a_pool_of_one_run_one_after_the_other() {
     }
     // One sandbox: the second started only after the first finished.
     let (a, b) = (&list[0], &list[1]);
-    let (first, second) = if a["started_at"].as_i64() <= b["started_at"].as_i64() { (a, b) } else { (b, a) };
+    let (first, second) = if a["started_at"].as_i64() <= b["started_at"].as_i64() {
+        (a, b)
+    } else {
+        (b, a)
+    };
     assert!(
         second["started_at"].as_i64().unwrap() >= first["finished_at"].as_i64().unwrap(),
         "{drills:#}"
     );
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn a_sandbox_cut_off_from_production_still_passes_a_drill() {
+    // The sandbox lives in its own network namespace: its only link leads to the
+    // controller's address. Production PostgreSQL listens on this host's loopback too, so
+    // the test can show the sandbox cannot reach it.
+    let ns = tidemark_tests::netns::Netns::new("sb");
+    // Any 127/8 address is loopback on Linux: one of its own keeps port 5432 free of
+    // collisions.
+    let id = std::process::id();
+    let pg_addr = format!(
+        "127.{}.{}.{}",
+        20 + id % 200,
+        (id / 200) % 250,
+        1 + id % 250
+    );
+    let pg_conf = format!("listen_addresses = '{pg_addr}'\n");
+    let f = Fleet::build(&FleetOpts {
+        label: "drillnetns",
+        pg_conf: &pg_conf,
+        controller_extra: CHECKS,
+        controller_listen: Some("0.0.0.0:0"),
+        controller_sans: &[&ns.host_addr],
+        ..Default::default()
+    });
+    let url = format!("https://{}:{}", ns.host_addr, f.controller.port());
+    let sb = Sandbox::start(f.dir.path(), &f.pki, "sb1", &url, &f.admin, Some(&ns.name));
+    let probe = |cmd: &mut std::process::Command| {
+        cmd.args(["-X", "-w", "-h", &pg_addr, "-U", "postgres"])
+            .args(["-d", "postgres", "-c", "SELECT 1"])
+            .env("PGCONNECT_TIMEOUT", "3")
+            .output()
+            .unwrap()
+    };
+    let here = probe(&mut std::process::Command::new("psql"));
+    assert!(
+        here.status.success(),
+        "{}",
+        String::from_utf8_lossy(&here.stderr)
+    );
+    let there = probe(&mut ns.command("psql"));
+    assert!(
+        !there.status.success(),
+        "the sandbox namespace reached production PostgreSQL"
+    );
+
+    f.pg.sql(
+        "postgres",
+        "CREATE TABLE markers (id serial PRIMARY KEY, phase text NOT NULL, n int NOT NULL)",
+    );
+    base_backup(&f);
+    let target = write_markers(&f);
+    let (d, code) = drill(&f, &["--target", &target]);
+    assert_eq!(code, 0, "{d:#}\nsandbox log:\n{}", sb.daemon.log_text());
+    assert_eq!(d["state"], "passed", "{d:#}");
+    assert_eq!(check(&d, "before-rows")["value"], "50");
+    assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
+    drop(sb);
     f.dir.keep_if_asked();
 }

@@ -74,7 +74,11 @@ impl AdminApi {
     ) -> ApiResult<pb::JobInfo> {
         let cat = &self.state.catalog;
         // Sandboxes take drills only: a restore job would let one read any backup.
-        if cat.agent(agent).await?.is_some_and(|a| a.role == Role::Sandbox.as_str()) {
+        if cat
+            .agent(agent)
+            .await?
+            .is_some_and(|a| a.role == Role::Sandbox.as_str())
+        {
             return Err(ApiError::FailedPrecondition(format!(
                 "{agent} is a sandbox; it runs drills (tidemark drill run), not {kind} jobs"
             )));

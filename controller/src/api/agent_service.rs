@@ -258,7 +258,8 @@ impl AgentService for AgentApi {
             identity: who.to_string(),
             session: self.state.sessions.new_session_id(),
             probes: self.state.drills.probes(&names),
-            sample_interval_secs: self.state.drills.settings.sample_interval.as_secs().max(1) as u32,
+            sample_interval_secs: self.state.drills.settings.sample_interval.as_secs().max(1)
+                as u32,
         }))
     }
 

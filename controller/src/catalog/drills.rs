@@ -179,7 +179,11 @@ impl Catalog {
     }
 
     /// The newest drill of `instance` in one of `states`.
-    pub async fn last_drill(&self, instance: &str, states: &[DrillState]) -> Result<Option<DrillRow>> {
+    pub async fn last_drill(
+        &self,
+        instance: &str,
+        states: &[DrillState],
+    ) -> Result<Option<DrillRow>> {
         let wanted: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         let rows = sqlx::query("SELECT * FROM drills WHERE instance = ? ORDER BY id DESC")
             .bind(instance)
@@ -319,28 +323,68 @@ mod tests {
     #[tokio::test]
     async fn a_final_drill_stays_final() {
         let (cat, _dir) = test_catalog().await;
-        let id = cat.create_drill("orders", 1_000_000, "given", "").await.unwrap();
-        assert_eq!(cat.drills_in_state(DrillState::Queued).await.unwrap().len(), 1);
-        assert!(cat.start_drill(id, "sb1", BackupId(3), JobId(7)).await.unwrap());
-        assert!(!cat.start_drill(id, "sb2", BackupId(3), JobId(8)).await.unwrap());
-        assert_eq!(cat.drills_in_state(DrillState::Running).await.unwrap()[0].sandbox, "sb1");
-        cat.note_drill("sb1", "orders", "segment X unreadable").await.unwrap();
-        assert_eq!(cat.abort_running_drills(None, "restarted").await.unwrap(), 1);
+        let id = cat
+            .create_drill("orders", 1_000_000, "given", "")
+            .await
+            .unwrap();
+        assert_eq!(
+            cat.drills_in_state(DrillState::Queued).await.unwrap().len(),
+            1
+        );
+        assert!(
+            cat.start_drill(id, "sb1", BackupId(3), JobId(7))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !cat.start_drill(id, "sb2", BackupId(3), JobId(8))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            cat.drills_in_state(DrillState::Running).await.unwrap()[0].sandbox,
+            "sb1"
+        );
+        cat.note_drill("sb1", "orders", "segment X unreadable")
+            .await
+            .unwrap();
+        assert_eq!(
+            cat.abort_running_drills(None, "restarted").await.unwrap(),
+            1
+        );
         let ev = DrillEvidence {
             rto_ms: 5,
             ..Default::default()
         };
-        assert!(!cat.finish_drill(id, DrillState::Passed, &ev, "").await.unwrap());
+        assert!(
+            !cat.finish_drill(id, DrillState::Passed, &ev, "")
+                .await
+                .unwrap()
+        );
         let d = cat.drill(id).await.unwrap().unwrap();
         assert_eq!(d.state, DrillState::Aborted);
         assert_eq!(d.reason, "restarted");
         assert_eq!(d.notes, "segment X unreadable");
         assert_eq!(d.evidence.rto_ms, 0);
-        assert!(cat.drills_in_state(DrillState::Running).await.unwrap().is_empty());
+        assert!(
+            cat.drills_in_state(DrillState::Running)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
-            cat.last_drill("orders", &[DrillState::Aborted]).await.unwrap().unwrap().id,
+            cat.last_drill("orders", &[DrillState::Aborted])
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
             id
         );
-        assert!(cat.last_drill("orders", &[DrillState::Passed]).await.unwrap().is_none());
+        assert!(
+            cat.last_drill("orders", &[DrillState::Passed])
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

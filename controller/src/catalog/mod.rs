@@ -21,9 +21,9 @@ use sqlx::sqlite::{
 };
 
 pub use agents::{AgentRow, InstanceRow, Registered, Registration};
-pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
+pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
 pub use jobs::{JobRow, JobState};
 pub use status::ArchiverRow;
 pub use wal::{WalFileRow, WalOutcome};

@@ -65,6 +65,9 @@ mod tests {
             Some((30, "3".into()))
         );
         assert_eq!(cat.sample_before("orders", "rows", 5).await.unwrap(), None);
-        assert_eq!(cat.sample_before("orders", "other", 50).await.unwrap(), None);
+        assert_eq!(
+            cat.sample_before("orders", "other", 50).await.unwrap(),
+            None
+        );
     }
 }

@@ -43,7 +43,11 @@ async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
         let Some(inst) = state.catalog.instance(&d.instance).await? else {
             state
                 .catalog
-                .end_drill(d.id, DrillState::Failed, "the instance is no longer registered")
+                .end_drill(
+                    d.id,
+                    DrillState::Failed,
+                    "the instance is no longer registered",
+                )
                 .await?;
             continue;
         };
@@ -156,7 +160,13 @@ async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()>
     {
         state
             .catalog
-            .update_job(job_id, JobState::Failed, 0, None, "the drill was no longer queued")
+            .update_job(
+                job_id,
+                JobState::Failed,
+                0,
+                None,
+                "the drill was no longer queued",
+            )
             .await?;
         return Ok(());
     }
@@ -177,7 +187,10 @@ async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()>
             .catalog
             .update_job(job_id, JobState::Failed, 0, None, &why)
             .await?;
-        state.catalog.end_drill(d.id, DrillState::Aborted, &why).await?;
+        state
+            .catalog
+            .end_drill(d.id, DrillState::Aborted, &why)
+            .await?;
     }
     Ok(())
 }

@@ -224,10 +224,22 @@ fn number(s: &str) -> Option<f64> {
 fn smoke(ctx: &Context, c: &CheckConfig, got: Option<&pb::CheckValue>) -> CheckResult {
     let expect = c.expect.to_string();
     let Some(v) = got else {
-        return result(&c.name, &expect, String::new(), false, "the check did not run".into());
+        return result(
+            &c.name,
+            &expect,
+            String::new(),
+            false,
+            "the check did not run".into(),
+        );
     };
     if !v.error.is_empty() {
-        return result(&c.name, &expect, String::new(), false, format!("the query failed: {}", v.error));
+        return result(
+            &c.name,
+            &expect,
+            String::new(),
+            false,
+            format!("the query failed: {}", v.error),
+        );
     }
     let value = v.value.clone();
     let (ok, detail) = match &c.expect {
@@ -259,14 +271,21 @@ fn smoke(ctx: &Context, c: &CheckConfig, got: Option<&pb::CheckValue>) -> CheckR
                 (Some(a), Some(b)) => {
                     let diff = (a - b).abs();
                     let allowed = b.abs() * pct / 100.0;
-                    let off = if b == 0.0 { if a == 0.0 { 0.0 } else { f64::INFINITY } } else { diff / b.abs() * 100.0 };
+                    let off = if b == 0.0 {
+                        if a == 0.0 { 0.0 } else { f64::INFINITY }
+                    } else {
+                        diff / b.abs() * 100.0
+                    };
                     let detail = format!(
                         "restored {value}, sample {sample} taken {} on production: {off:.3}% apart (allowed {pct}%)",
                         pg_timestamp(*at)
                     );
                     (diff <= allowed, detail)
                 }
-                _ => (false, format!("restored {value:?} and sample {sample:?} are not both numbers")),
+                _ => (
+                    false,
+                    format!("restored {value:?} and sample {sample:?} are not both numbers"),
+                ),
             },
         },
     };
@@ -342,8 +361,16 @@ mod tests {
 
     #[test]
     fn a_healthy_drill_passes_with_its_evidence() {
-        let checks = [check("rows", "within-pct:1"), check("markers", "equals:50"), check("any", "nonzero")];
-        let r = report("0/5000060", T - 2_000_000, &[("rows", "1005"), ("markers", "50.0"), ("any", "3")]);
+        let checks = [
+            check("rows", "within-pct:1"),
+            check("markers", "equals:50"),
+            check("any", "nonzero"),
+        ];
+        let r = report(
+            "0/5000060",
+            T - 2_000_000,
+            &[("rows", "1005"), ("markers", "50.0"), ("any", "3")],
+        );
         let j = run(&r, &checks, &[("rows", "1000")]);
         assert_eq!(j.state, DrillState::Passed, "{}", j.reason);
         assert_eq!(j.evidence.wal_segments, 4);
@@ -353,13 +380,29 @@ mod tests {
     #[test]
     fn each_rule_fails_with_its_reason() {
         let checks = [check("rows", "within-pct:1"), check("markers", "equals:50")];
-        let r = report("0/5000060", T - 2_000_000, &[("rows", "1020"), ("markers", "49")]);
+        let r = report(
+            "0/5000060",
+            T - 2_000_000,
+            &[("rows", "1020"), ("markers", "49")],
+        );
         let j = run(&r, &checks, &[("rows", "1000")]);
         assert_eq!(j.state, DrillState::Failed);
-        assert!(j.reason.contains("rows: restored 1020, sample 1000"), "{}", j.reason);
-        assert!(j.reason.contains("markers: expected 50, got 49"), "{}", j.reason);
+        assert!(
+            j.reason.contains("rows: restored 1020, sample 1000"),
+            "{}",
+            j.reason
+        );
+        assert!(
+            j.reason.contains("markers: expected 50, got 49"),
+            "{}",
+            j.reason
+        );
         // No sample before the target.
-        let j = run(&report("0/5000060", T - 1, &[("rows", "1000")]), &checks[..1], &[]);
+        let j = run(
+            &report("0/5000060", T - 1, &[("rows", "1000")]),
+            &checks[..1],
+            &[],
+        );
         assert!(j.reason.contains("no sample"), "{}", j.reason);
         // Nothing replayed past the backup's end.
         let j = run(&report("0/2000100", T - 1, &[]), &[], &[]);
@@ -376,7 +419,12 @@ mod tests {
         r.error = "the restored server stopped during recovery".into();
         let j = run(&r, &checks, &[]);
         assert_eq!(j.state, DrillState::Failed);
-        assert!(j.reason.starts_with("procedure: the restored server stopped"), "{}", j.reason);
+        assert!(
+            j.reason
+                .starts_with("procedure: the restored server stopped"),
+            "{}",
+            j.reason
+        );
     }
 
     #[test]

@@ -92,7 +92,11 @@ fn sandboxes_for<'a>(agents: &'a [AgentRow], engine: &str, major: u32) -> Vec<&'
     agents
         .iter()
         .filter(|a| a.role == Role::Sandbox.as_str())
-        .filter(|a| a.sandbox_engines.iter().any(|(e, m)| e == engine && *m == major))
+        .filter(|a| {
+            a.sandbox_engines
+                .iter()
+                .any(|(e, m)| e == engine && *m == major)
+        })
         .collect()
 }
 
@@ -171,9 +175,11 @@ pub async fn request(
 
 /// The sandbox's evidence has arrived: judge it and record the outcome.
 pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiResult<()> {
-    let d = state.catalog.drill(r.drill_id).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("drill {} does not exist", r.drill_id))
-    })?;
+    let d = state
+        .catalog
+        .drill(r.drill_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("drill {} does not exist", r.drill_id)))?;
     if d.sandbox != sandbox || d.state != DrillState::Running {
         return Err(ApiError::PermissionDenied(format!(
             "drill {} is not running on sandbox {sandbox}",
@@ -181,11 +187,17 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
         )));
     }
     let inst = crate::api::recovery::instance(state, &d.instance).await?;
-    let backup = d
-        .backup_id
-        .ok_or_else(|| ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!("running drill {} has no backup", d.id))))?;
+    let backup = d.backup_id.ok_or_else(|| {
+        ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!(
+            "running drill {} has no backup",
+            d.id
+        )))
+    })?;
     let base = state.catalog.base_backup(backup).await?.ok_or_else(|| {
-        ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!("drill {}'s backup {backup} has no WAL positions", d.id)))
+        ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!(
+            "drill {}'s backup {backup} has no WAL positions",
+            d.id
+        )))
     })?;
     let checks = state.drills.checks(&d.instance);
     let mut samples = HashMap::new();

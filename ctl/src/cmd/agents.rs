@@ -49,9 +49,16 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
             rows.push(row);
         };
         if a.role == "sandbox" {
-            let versions: Vec<String> =
-                a.sandbox_engines.iter().map(|e| e.major.to_string()).collect();
-            let engines: Vec<&str> = a.sandbox_engines.iter().map(|e| e.engine.as_str()).collect();
+            let versions: Vec<String> = a
+                .sandbox_engines
+                .iter()
+                .map(|e| e.major.to_string())
+                .collect();
+            let engines: Vec<&str> = a
+                .sandbox_engines
+                .iter()
+                .map(|e| e.engine.as_str())
+                .collect();
             first(
                 &mut rows,
                 vec![

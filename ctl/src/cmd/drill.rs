@@ -71,7 +71,10 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
                 for d in drills.iter_mut() {
                     while matches!(d.state.as_str(), "queued" | "running") {
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        *d = c.get_drill(GetDrillRequest { id: d.id }).await?.into_inner();
+                        *d = c
+                            .get_drill(GetDrillRequest { id: d.id })
+                            .await?
+                            .into_inner();
                     }
                 }
             }
@@ -143,7 +146,9 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
                 })
                 .collect();
             print_table(
-                &["ID", "INSTANCE", "STATE", "TARGET", "SANDBOX", "RTO", "RPO", "REASON"],
+                &[
+                    "ID", "INSTANCE", "STATE", "TARGET", "SANDBOX", "RTO", "RPO", "REASON",
+                ],
                 &rows,
             );
             Ok(Exit::Ok)
@@ -208,7 +213,12 @@ pub fn drill_json(d: &DrillInfo) -> Value {
 }
 
 pub fn print_drill(d: &DrillInfo) {
-    println!("drill {} of {}: {}", d.id, d.instance, d.state.to_uppercase());
+    println!(
+        "drill {} of {}: {}",
+        d.id,
+        d.instance,
+        d.state.to_uppercase()
+    );
     if !d.reason.is_empty() {
         println!("  reason:      {}", d.reason);
     }
@@ -237,7 +247,10 @@ pub fn print_drill(d: &DrillInfo) {
         );
     }
     if d.rpo_secs >= 0 && d.state != "queued" && d.state != "running" && d.rto_ms > 0 {
-        println!("  RPO:         {}s (target minus the newest archived point before it)", d.rpo_secs);
+        println!(
+            "  RPO:         {}s (target minus the newest archived point before it)",
+            d.rpo_secs
+        );
     }
     if !d.checks.is_empty() {
         println!("  checks:");

@@ -28,12 +28,7 @@ const STANDBY_MINIMUMS: &[(&str, &str)] = &[
     ("max_locks_per_xact setting:", "max_locks_per_transaction"),
 ];
 
-pub async fn run(
-    ctx: &JobContext,
-    config: &Path,
-    sb: &SandboxConfig,
-    job: &DrillJob,
-) -> JobResult {
+pub async fn run(ctx: &JobContext, config: &Path, sb: &SandboxConfig, job: &DrillJob) -> JobResult {
     let started = Instant::now();
     let mut report = DrillReport {
         drill_id: job.drill_id,
@@ -63,7 +58,9 @@ pub async fn run(
         tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
     }
     if let Err(e) = sent {
-        return Err(JobFailure(format!("the drill's evidence could not be reported: {e}")));
+        return Err(JobFailure(format!(
+            "the drill's evidence could not be reported: {e}"
+        )));
     }
     if report.error.is_empty() {
         Ok(format!(
@@ -75,7 +72,10 @@ pub async fn run(
             report.replay_ms as f64 / 1000.0
         ))
     } else {
-        Err(JobFailure(format!("drill {}: {}", job.drill_id, report.error)))
+        Err(JobFailure(format!(
+            "drill {}: {}",
+            job.drill_id, report.error
+        )))
     }
 }
 
@@ -105,7 +105,12 @@ async fn procedure(
     r.tablespaces = r
         .tablespaces
         .keys()
-        .map(|oid| (oid.clone(), sandbox::tablespace_dir(dir, oid).display().to_string()))
+        .map(|oid| {
+            (
+                oid.clone(),
+                sandbox::tablespace_dir(dir, oid).display().to_string(),
+            )
+        })
         .collect();
     let mut inst = InstanceConfig::fallback(&r.source_instance);
     inst.bin_dir = Some(bin);
@@ -136,7 +141,8 @@ async fn procedure(
         Ok(s) => s,
         // pg_ctl -w also fails when recovery dies before the server is up.
         Err(e) => {
-            let log = std::fs::read_to_string(pgdata.join(physical::SERVER_LOG)).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(pgdata.join(physical::SERVER_LOG)).unwrap_or_default();
             report.log_tail = physical::tail(&log, 20);
             return Err(match recovery_failure(&log) {
                 Some(why) => format!("recovery failed: {why}"),
@@ -148,7 +154,10 @@ async fn procedure(
     let log = server.log_text();
     report.stop_record = log
         .lines()
-        .find_map(|l| l.split_once("recovery stopping ").map(|(_, rest)| format!("recovery stopping {rest}")))
+        .find_map(|l| {
+            l.split_once("recovery stopping ")
+                .map(|(_, rest)| format!("recovery stopping {rest}"))
+        })
         .unwrap_or_default();
     let result = match waited {
         Ok(at) if at.paused => {
@@ -226,7 +235,10 @@ async fn isolate(
     if !pgdata.join("postgresql.conf").exists() {
         write("postgresql.conf", "# created by tidemark for a drill\n")?;
     }
-    write("pg_hba.conf", "# tidemark drill sandbox: local socket only\nlocal all all trust\n")?;
+    write(
+        "pg_hba.conf",
+        "# tidemark drill sandbox: local socket only\nlocal all all trust\n",
+    )?;
     if !pgdata.join("pg_ident.conf").exists() {
         write("pg_ident.conf", "")?;
     }
@@ -362,7 +374,10 @@ mod tests {
                    2026-11-26 02:40:01.2 UTC [9] FATAL:  could not restore file \"000000010000000000000005\" from archive: child process exited with exit code 200\n\
                    2026-11-26 02:40:01.3 UTC [8] LOG:  startup process (PID 9) exited with exit code 1\n";
         let why = super::recovery_failure(log).unwrap();
-        assert!(why.starts_with("tidemark-agent wal-fetch: archived 000000010000000000000005"), "{why}");
+        assert!(
+            why.starts_with("tidemark-agent wal-fetch: archived 000000010000000000000005"),
+            "{why}"
+        );
         assert!(why.contains("; FATAL:  could not restore file"), "{why}");
         assert_eq!(super::recovery_failure("LOG: fine\n"), None);
     }

@@ -180,7 +180,10 @@ impl Pg {
             }
             // In seconds whatever the unit it was set in.
             if let Ok(t) = self
-                .query("postgres", "SELECT setting FROM pg_settings WHERE name = 'archive_timeout'")
+                .query(
+                    "postgres",
+                    "SELECT setting FROM pg_settings WHERE name = 'archive_timeout'",
+                )
                 .await
             {
                 s.archive_timeout_secs = t.trim().parse().unwrap_or(-1);
