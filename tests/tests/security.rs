@@ -350,3 +350,179 @@ fn hex_id(path: &std::path::Path) -> Vec<u8> {
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     name.parse::<ChunkId>().unwrap().0.to_vec()
 }
+
+fn fetch(
+    rt: &tokio::runtime::Runtime,
+    c: &mut AgentServiceClient<Channel>,
+    instance: &str,
+    name: &str,
+) -> Result<(), tonic::Status> {
+    let req = tidemark_proto::FetchWalRequest {
+        instance: instance.into(),
+        system_identifier: String::new(),
+        name: name.into(),
+    };
+    rt.block_on(async {
+        let mut s = c.fetch_wal(req).await?.into_inner();
+        while s.message().await?.is_some() {}
+        Ok(())
+    })
+}
+
+fn read_part(
+    rt: &tokio::runtime::Runtime,
+    c: &mut AgentServiceClient<Channel>,
+    backup: i64,
+    job: i64,
+) -> Result<(), tonic::Status> {
+    let req = tidemark_proto::ReadPartRequest {
+        backup_id: backup,
+        part: "base".into(),
+        job_id: job,
+    };
+    rt.block_on(async {
+        let mut s = c.read_part(req).await?.into_inner();
+        while s.message().await?.is_some() {}
+        Ok(())
+    })
+}
+
+#[test]
+fn a_sandbox_reads_only_what_its_drill_needs_and_never_writes() {
+    use tidemark_core::timefmt::pg_timestamp;
+    let f = Fleet::start_archiving("sbroles", "", "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let out = f.admin.run(&[
+        "backup",
+        "--instance",
+        "demo-pg",
+        "--kind",
+        "base",
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let backup = out.json()["id"].as_i64().unwrap();
+    f.pg.sql("postgres", "CREATE TABLE t AS SELECT 1 AS v");
+    std::thread::sleep(Duration::from_millis(1100));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let target = pg_timestamp(now.as_micros() as i64);
+    std::thread::sleep(Duration::from_millis(1100));
+    f.pg.sql("postgres", "INSERT INTO t VALUES (2)");
+    let seg = f.pg.sql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    f.pg.sql("postgres", "SELECT pg_switch_wal()");
+    tidemark_tests::process::wait_for("archiving", Duration::from_secs(60), || {
+        let sql =
+            format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+        (f.pg.sql("postgres", &sql) == "t").then_some(())
+    });
+
+    let mut sb = raw_agent(&f, "sandbox:sbx", &rt);
+    // A sandbox registers engines, never instances; an agent cannot take its name.
+    let with_instance = RegisterRequest {
+        host: "sbx".into(),
+        instances: vec![instance("sneaky-pg")],
+        ..Default::default()
+    };
+    let e = rt.block_on(sb.register(with_instance)).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    let reg = RegisterRequest {
+        host: "sbx".into(),
+        sandbox_engines: vec![tidemark_proto::SandboxEngine {
+            engine: "postgresql".into(),
+            major: 15,
+        }],
+        ..Default::default()
+    };
+    let session = rt.block_on(sb.register(reg)).unwrap().into_inner().session;
+    let mut impostor = raw_agent(&f, "agent:sbx", &rt);
+    let e = register(&rt, &mut impostor, "sbx", vec![]).unwrap_err();
+    assert!(
+        e.message().contains("already registered as a sandbox"),
+        "{}",
+        e.message()
+    );
+
+    // With no drill, it reads nothing.
+    let e = fetch(&rt, &mut sb, "demo-pg", &seg).unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    let e = read_part(&rt, &mut sb, backup, 0).unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    // It never writes: no backups, no WAL, no samples, no status.
+    let begin = BeginBackupRequest {
+        instance: "demo-pg".into(),
+        kind: "base".into(),
+        ..Default::default()
+    };
+    let e = rt.block_on(sb.begin_backup(begin)).unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    let wal = UploadPartMessage {
+        msg: Some(Msg::Wal(tidemark_proto::WalHeader {
+            name: "000000010000000000000009".into(),
+            ..Default::default()
+        })),
+    };
+    let e = rt
+        .block_on(sb.push_wal(tokio_stream::iter(vec![wal])))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    let e = rt
+        .block_on(sb.push_samples(tidemark_proto::SampleBatch::default()))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    // An admin cannot make it a restore target either.
+    let out = f.admin.run(&[
+        "restore",
+        "--instance",
+        "demo-pg",
+        "--host",
+        "sbx",
+        "--pgdata",
+        "/tmp/never",
+        "--latest",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("sbx is a sandbox"), "{}", out.stderr);
+
+    // Given a drill, it reads that backup and the instance's WAL from the backup's start:
+    // not the segment before it.
+    let mut jobs = rt
+        .block_on(sb.jobs(tidemark_proto::JobsRequest { session }))
+        .unwrap()
+        .into_inner();
+    let out = f.admin.run(&[
+        "drill",
+        "run",
+        "--instance",
+        "demo-pg",
+        "--sandbox",
+        "sbx",
+        "--target",
+        &target,
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let job = rt.block_on(jobs.message()).unwrap().unwrap();
+    let Some(tidemark_proto::job::Spec::Drill(d)) = &job.spec else {
+        panic!("not a drill job: {job:?}");
+    };
+    assert_eq!(d.restore.as_ref().unwrap().backup_id, backup);
+    read_part(&rt, &mut sb, backup, job.job_id).unwrap();
+    fetch(&rt, &mut sb, "demo-pg", &seg).unwrap();
+    let e = fetch(&rt, &mut sb, "demo-pg", "000000010000000000000001").unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("not part of it"), "{}", e.message());
+    // Nor another drill's evidence.
+    let e = rt
+        .block_on(sb.report_drill(tidemark_proto::DrillReport {
+            drill_id: 999,
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+}
