@@ -1,6 +1,7 @@
 //! The agent's life: dial the controller, register, keep the job stream open and run the
 //! jobs that arrive; on any disconnection, reconnect with capped exponential backoff.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,35 +118,55 @@ async fn session(
         .await?
         .into_inner();
     // Drills die with the session: their evidence could not be reported, and the
-    // controller has already written them off. What they left is wiped below.
-    let mut drills: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // controller has already written them off. What they left is wiped below. Any job can
+    // be stopped by a cancel (the controller gave up on it: it timed out).
+    let mut running: HashMap<i64, (bool, tokio::task::JoinHandle<()>)> = HashMap::new();
     let result = async {
         while let Some(job) = jobs.message().await? {
+            running.retain(|_, (_, t)| !t.is_finished());
+            if let Some(job::Spec::Cancel(c)) = &job.spec {
+                if let Some((drill, task)) = running.remove(&job.job_id) {
+                    tracing::warn!(job = job.job_id, reason = %c.reason, "stopping the job at the controller's request");
+                    task.abort();
+                    let _ = task.await;
+                    if drill {
+                        wipe_sandbox(config).await;
+                    }
+                }
+                continue;
+            }
             let is_drill = matches!(job.spec, Some(job::Spec::Drill(_)));
+            let id = job.job_id;
             let (client, config) = (client.clone(), config.clone());
             let task = tokio::spawn(async move { run_job(client, config, job).await });
-            if is_drill {
-                drills.retain(|t| !t.is_finished());
-                drills.push(task);
-            }
+            running.insert(id, (is_drill, task));
         }
         Ok::<(), SessionError>(())
     }
     .await;
-    let interrupted = drills.iter().any(|t| !t.is_finished());
-    for t in drills {
-        t.abort();
-        let _ = t.await;
+    let mut interrupted = false;
+    for (_, (drill, task)) in running {
+        if drill && !task.is_finished() {
+            interrupted = true;
+            task.abort();
+            let _ = task.await;
+        }
     }
-    if let (true, Some(sb)) = (interrupted, &config.sandbox) {
-        tracing::warn!(
-            "the session ended during a drill; stopping its server and emptying the sandbox"
-        );
+    if interrupted {
+        tracing::warn!("the session ended during a drill");
+        wipe_sandbox(config).await;
+    }
+    result
+}
+
+/// Stop a drill's server and empty the sandbox.
+async fn wipe_sandbox(config: &AgentConfig) {
+    if let Some(sb) = &config.sandbox {
+        tracing::warn!("stopping the drill's server and emptying the sandbox");
         if let Err(e) = crate::sandbox::wipe(sb).await {
             tracing::error!(error = %e, "could not empty the sandbox");
         }
     }
-    result
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -311,7 +332,7 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
             Some(sb) => postgres::drill::run(ctx, &config.path, sb, &d).await,
             None => Err("this host is not a sandbox; drills run only on sandbox hosts".into()),
         },
-        None => Err(
+        Some(job::Spec::Cancel(_)) | None => Err(
             "the controller sent a job this agent does not understand; upgrade the agent".into(),
         ),
     }

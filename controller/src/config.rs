@@ -21,8 +21,18 @@
 //! sample-interval = "60s"            # how often agents run the probe queries
 //! switch-interval = "5m"             # used when an instance has archive_timeout off
 //!
+//! [schedule]
+//! tick = "10s"                       # how often the scheduler looks for due work
+//! backup-timeout = "12h"             # a scheduled backup still running then fails
+//! drill-timeout = "6h"
+//! retries = 3                        # attempts after the first, for failed or timed-out runs
+//! retry-backoff = "5m"               # doubles with each attempt
+//!
 //! [[instance]]
 //! name = "orders-pg"
+//! logical = "0 1 * * *"              # cron, UTC; "off" or absent: not scheduled
+//! base = "0 2 * * 0"
+//! drill = "0 6 * * *"
 //! [[instance.check]]
 //! name = "orders exist"
 //! database = "orders"
@@ -54,6 +64,8 @@ pub struct ControllerConfig {
     pub store: StoreConfig,
     #[serde(default)]
     pub drills: DrillSettings,
+    #[serde(default)]
+    pub schedule: ScheduleSettings,
     /// Per-instance policy: smoke checks for drills.
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstancePolicy>,
@@ -110,10 +122,80 @@ fn default_switch_interval() -> Duration {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScheduleSettings {
+    #[serde(default = "default_tick", with = "tidemark_core::duration::serde_text")]
+    pub tick: Duration,
+    #[serde(
+        default = "default_backup_timeout",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub backup_timeout: Duration,
+    #[serde(
+        default = "default_drill_timeout",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub drill_timeout: Duration,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(
+        default = "default_retry_backoff",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub retry_backoff: Duration,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            tick: default_tick(),
+            backup_timeout: default_backup_timeout(),
+            drill_timeout: default_drill_timeout(),
+            retries: default_retries(),
+            retry_backoff: default_retry_backoff(),
+        }
+    }
+}
+
+fn default_tick() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_backup_timeout() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn default_drill_timeout() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct InstancePolicy {
     pub name: String,
+    /// Cron expressions (UTC) for scheduled logical dumps, base backups and drills.
+    pub logical: Option<String>,
+    pub base: Option<String>,
+    pub drill: Option<String>,
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckConfig>,
+}
+
+impl InstancePolicy {
+    /// (kind, cron) for each scheduled kind.
+    pub fn schedules(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("logical", &self.logical),
+            ("base", &self.base),
+            ("drill", &self.drill),
+        ]
+        .into_iter()
+        .filter_map(|(k, c)| c.as_deref().map(|c| (k, c)))
+        .collect()
+    }
 }
 
 /// A smoke check: an SQL query whose first column of the first row must meet `expect`.
@@ -209,6 +291,16 @@ impl ControllerConfig {
                     path: path.to_path_buf(),
                     message: format!("[[instance]] {:?} appears twice", p.name),
                 });
+            }
+            for (kind, cron) in p.schedules() {
+                if cron != "off"
+                    && let Err(e) = crate::schedule::cron::Cron::parse(cron)
+                {
+                    return Err(ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        message: format!("instance {:?}: {kind} = {e}", p.name),
+                    });
+                }
             }
             let mut names = std::collections::HashSet::new();
             for ch in &p.checks {

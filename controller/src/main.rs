@@ -7,6 +7,7 @@ mod config;
 mod drill;
 mod metrics;
 mod pitr;
+mod schedule;
 mod store;
 
 use std::path::PathBuf;
@@ -100,8 +101,14 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             config.drills.clone(),
             config.instances.clone(),
         )),
+        schedule: config.schedule.clone(),
     });
+    state
+        .catalog
+        .sync_config_schedules(&schedule::from_config(&config.instances))
+        .await?;
     tokio::spawn(drill::run_dispatcher(state.clone()));
+    tokio::spawn(schedule::run(state.clone()));
 
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)

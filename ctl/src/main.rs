@@ -47,6 +47,10 @@ enum Cmd {
     Status,
     /// Drills: restore instances onto sandboxes to a past point and check them.
     Drill(cmd::drill::Args),
+    /// Scheduled backups and drills: what runs next, and how recent runs went.
+    Schedule(cmd::schedule::ScheduleArgs),
+    /// Show or change an instance's schedules (cron, UTC).
+    Policy(cmd::schedule::PolicyArgs),
     /// Make the fleet's CA and certificates.
     Pki(cmd::pki::Args),
 }
@@ -67,6 +71,8 @@ fn main() -> ExitCode {
             Cmd::PitrWindow(a) => cmd::pitr_window::run(config, cli.output, a).await,
             Cmd::Status => cmd::status::run(config, cli.output).await,
             Cmd::Drill(a) => cmd::drill::run(config, cli.output, a).await,
+            Cmd::Schedule(a) => cmd::schedule::schedule(config, cli.output, a).await,
+            Cmd::Policy(a) => cmd::schedule::policy(config, cli.output, a).await,
             Cmd::Pki(a) => cmd::pki::run(cli.output, a),
         }
     });

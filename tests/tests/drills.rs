@@ -417,6 +417,34 @@ fn drills_of_all_instances_on_a_pool_of_one_run_one_after_the_other() {
         second["started_at"].as_i64().unwrap() >= first["finished_at"].as_i64().unwrap(),
         "{drills:#}"
     );
+
+    // Drills run on a schedule too: the default target (the middle of this short window).
+    let set = |cron: &str| {
+        let out = f
+            .admin
+            .run(&["policy", "set", "--instance", "demo-pg2", "--drill", cron]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    };
+    set("* * * * * *");
+    let run = wait_for("a scheduled drill", Duration::from_secs(90), || {
+        let s = f.admin.json(&["schedule", "--instance", "demo-pg2"]);
+        let r = s["runs"].as_array()?.first()?.clone();
+        set("off");
+        matches!(r["state"].as_str(), Some("succeeded" | "failed")).then_some(r)
+    });
+    assert_eq!(run["kind"], "drill");
+    let d = f
+        .admin
+        .json(&["drill", "show", &run["drill_id"].to_string()]);
+    assert_eq!(
+        run["state"], "succeeded",
+        "{run}
+{d:#}"
+    );
+    assert!(
+        d["target_reason"].as_str().unwrap().contains("middle"),
+        "{d:#}"
+    );
     f.dir.keep_if_asked();
 }
 

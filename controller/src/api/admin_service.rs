@@ -13,9 +13,11 @@ use super::State;
 use super::auth::require;
 use super::convert;
 use super::error::{ApiError, ApiResult};
+use super::jobs;
 use super::recovery;
-use crate::catalog::{BackupRow, DrillState, JobState};
+use crate::catalog::{BackupRow, DrillState};
 use crate::drill::{self, target::TargetSpec};
+use crate::schedule::{self, cron::Cron};
 
 pub struct AdminApi {
     pub state: Arc<State>,
@@ -72,30 +74,16 @@ impl AdminApi {
         bytes_total: u64,
         spec: pb::job::Spec,
     ) -> ApiResult<pb::JobInfo> {
-        let cat = &self.state.catalog;
-        // Sandboxes take drills only: a restore job would let one read any backup.
-        if cat
-            .agent(agent)
-            .await?
-            .is_some_and(|a| a.role == Role::Sandbox.as_str())
-        {
-            return Err(ApiError::FailedPrecondition(format!(
-                "{agent} is a sandbox; it runs drills (tidemark drill run), not {kind} jobs"
-            )));
-        }
-        let id = cat
-            .create_job(kind, agent, instance, &params, bytes_total)
-            .await?;
-        let job = pb::Job {
-            job_id: id.0,
-            spec: Some(spec),
-        };
-        if let Err(e) = self.state.sessions.send(agent, job).await {
-            cat.update_job(id, JobState::Failed, 0, None, &e.to_string())
-                .await?;
-            return Err(e);
-        }
-        tracing::info!(job = %id, kind, agent, instance, "job dispatched");
+        let id = jobs::dispatch(
+            &self.state,
+            kind,
+            agent,
+            instance,
+            params,
+            bytes_total,
+            spec,
+        )
+        .await?;
         self.job_info(id).await
     }
 }
@@ -155,38 +143,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::JobInfo>, Status> {
         admin(&req, "start backups")?;
         let r = req.into_inner();
-        let kind = if r.kind.is_empty() {
-            "logical".to_string()
-        } else {
-            r.kind
-        };
-        if !super::agent_service::KINDS.contains(&kind.as_str()) {
-            return Err(ApiError::InvalidArgument(format!(
-                "backup kind {kind:?} is not supported; use --kind logical or --kind base"
-            ))
-            .into());
-        }
-        let inst = self
-            .state
-            .catalog
-            .instance(&r.instance)
-            .await
-            .map_err(ApiError::from)?;
-        let inst = inst.ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no instance {:?} is registered; tidemark agents lists them",
-                r.instance
-            ))
-        })?;
-        let spec = pb::job::Spec::Backup(pb::BackupJob {
-            instance: inst.name.clone(),
-            kind: kind.clone(),
-        });
-        let params = json!({ "instance": inst.name, "kind": kind });
-        Ok(Response::new(
-            self.dispatch("backup", &inst.agent, &inst.name, params, 0, spec)
-                .await?,
-        ))
+        let id = jobs::start_backup(&self.state, &r.instance, &r.kind).await?;
+        Ok(Response::new(self.job_info(id).await?))
     }
 
     async fn start_restore(
@@ -414,4 +372,111 @@ impl AdminService for AdminApi {
             .ok_or_else(|| ApiError::NotFound(format!("drill {id} does not exist")))?;
         Ok(Response::new(drill::info(&d)))
     }
+
+    async fn get_schedule(
+        &self,
+        req: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        admin(&req, "read schedules")?;
+        Ok(Response::new(
+            schedule_info(&self.state, &req.get_ref().instance).await?,
+        ))
+    }
+
+    async fn set_policy(
+        &self,
+        req: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        admin(&req, "change policies")?;
+        let r = req.into_inner();
+        recovery::instance(&self.state, &r.instance).await?;
+        if !schedule::KINDS.contains(&r.kind.as_str()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "schedule kind {:?} is not one of {}",
+                r.kind,
+                schedule::KINDS.join(", ")
+            ))
+            .into());
+        }
+        let cat = &self.state.catalog;
+        if r.reset {
+            let configured = self
+                .state
+                .drills
+                .policies
+                .iter()
+                .find(|p| p.name == r.instance)
+                .and_then(|p| {
+                    p.schedules()
+                        .into_iter()
+                        .find(|(k, _)| *k == r.kind)
+                        .map(|(_, c)| c.to_string())
+                });
+            cat.reset_schedule(&r.instance, &r.kind, configured.as_deref())
+                .await
+                .map_err(ApiError::from)?;
+        } else {
+            let cron = r.cron.trim();
+            if cron != "off" {
+                Cron::parse(cron).map_err(ApiError::InvalidArgument)?;
+            }
+            cat.set_schedule(&r.instance, &r.kind, cron)
+                .await
+                .map_err(ApiError::from)?;
+        }
+        tracing::info!(instance = %r.instance, kind = %r.kind, cron = %r.cron, reset = r.reset, "policy changed");
+        Ok(Response::new(
+            schedule_info(&self.state, &r.instance).await?,
+        ))
+    }
+}
+
+async fn schedule_info(state: &State, instance: &str) -> ApiResult<pb::ScheduleInfo> {
+    let now = crate::catalog::now();
+    let mut policies: Vec<pb::PolicyEntry> = state
+        .catalog
+        .schedules()
+        .await?
+        .into_iter()
+        .filter(|s| instance.is_empty() || s.instance == instance)
+        .map(|s| {
+            // The next slot after the last one that fired, or now if that one is overdue.
+            let from = s.last_slot.unwrap_or(s.updated_at);
+            let next = schedule::next_run(&s.cron, from)
+                .map(|n| if n < now { now } else { n })
+                .unwrap_or(0);
+            pb::PolicyEntry {
+                instance: s.instance,
+                kind: s.kind,
+                cron: s.cron,
+                origin: s.origin,
+                next_run: next,
+                last_slot: s.last_slot.unwrap_or(0),
+            }
+        })
+        .collect();
+    policies.sort_by_key(|p| (p.next_run == 0, p.next_run));
+    let filter = (!instance.is_empty()).then_some(instance);
+    let runs = state
+        .catalog
+        .runs(filter, 50)
+        .await?
+        .into_iter()
+        .map(|r| pb::ScheduledRun {
+            id: r.id,
+            instance: r.instance,
+            kind: r.kind,
+            slot: r.slot,
+            missed: r.missed,
+            attempt: r.attempt,
+            state: r.state,
+            job_id: r.job_id.map(|j| j.0).unwrap_or(0),
+            drill_id: r.drill_id.unwrap_or(0),
+            message: r.message,
+            created_at: r.created_at,
+            finished_at: r.finished_at.unwrap_or(0),
+            next_attempt_at: r.next_attempt_at.unwrap_or(0),
+        })
+        .collect();
+    Ok(pb::ScheduleInfo { policies, runs })
 }

@@ -5,6 +5,7 @@ mod agent_service;
 mod auth;
 mod convert;
 pub(crate) mod error;
+pub(crate) mod jobs;
 mod read;
 pub(crate) mod recovery;
 mod sessions;
@@ -34,6 +35,7 @@ pub struct State {
     /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,
     pub drills: Arc<crate::drill::Drills>,
+    pub schedule: crate::config::ScheduleSettings,
 }
 
 impl State {

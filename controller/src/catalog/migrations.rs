@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_chunk_owners.sql")),
     (3, include_str!("migrations/0003_wal_archive.sql")),
     (4, include_str!("migrations/0004_drills.sql")),
+    (5, include_str!("migrations/0005_schedules.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

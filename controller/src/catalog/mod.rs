@@ -9,6 +9,7 @@ mod drills;
 mod jobs;
 mod migrations;
 mod samples;
+mod schedules;
 mod status;
 mod wal;
 
@@ -25,6 +26,7 @@ pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
 pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
 pub use jobs::{JobRow, JobState};
+pub use schedules::RunRow;
 pub use status::ArchiverRow;
 pub use wal::{WalFileRow, WalOutcome};
 

@@ -7,4 +7,5 @@ pub mod drill;
 pub mod pitr_window;
 pub mod pki;
 pub mod restore;
+pub mod schedule;
 pub mod status;

@@ -160,6 +160,7 @@ async fn run_pg_basebackup(
     let stderr = child.stderr.take().expect("piped");
     let stderr_tail = tokio::task::spawn_blocking(move || tool::read_tail(stderr));
     let child = Arc::new(Mutex::new(child));
+    let _stop_if_abandoned = KillOnDrop(child.clone());
 
     let mut names: Vec<String> = tablespaces.keys().map(|oid| format!("{oid}.tar")).collect();
     names.push("base.tar".into());
@@ -549,6 +550,19 @@ async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) 
                 )));
             }
             other => return Err(JobFailure(format!("backup {backup} {other}: {}", r.reason))),
+        }
+    }
+}
+
+/// Kills pg_basebackup if the job is dropped (cancelled) while it still runs.
+struct KillOnDrop(Arc<Mutex<std::process::Child>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let mut child = self.0.lock().unwrap();
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -1,0 +1,77 @@
+//! Starting jobs on agents, shared by the admin service and the scheduler.
+
+use serde_json::json;
+use tidemark_core::identity::Role;
+use tidemark_core::ids::JobId;
+use tidemark_proto as pb;
+
+use super::State;
+use super::error::{ApiError, ApiResult};
+use crate::catalog::JobState;
+
+/// Record a job and hand it to its agent; a job that cannot be delivered fails at once.
+pub async fn dispatch(
+    state: &State,
+    kind: &str,
+    agent: &str,
+    instance: &str,
+    params: serde_json::Value,
+    bytes_total: u64,
+    spec: pb::job::Spec,
+) -> ApiResult<JobId> {
+    let cat = &state.catalog;
+    // Sandboxes take drills only: a restore job would let one read any backup.
+    if cat
+        .agent(agent)
+        .await?
+        .is_some_and(|a| a.role == Role::Sandbox.as_str())
+    {
+        return Err(ApiError::FailedPrecondition(format!(
+            "{agent} is a sandbox; it runs drills (tidemark drill run), not {kind} jobs"
+        )));
+    }
+    let id = cat
+        .create_job(kind, agent, instance, &params, bytes_total)
+        .await?;
+    let job = pb::Job {
+        job_id: id.0,
+        spec: Some(spec),
+    };
+    if let Err(e) = state.sessions.send(agent, job).await {
+        cat.update_job(id, JobState::Failed, 0, None, &e.to_string())
+            .await?;
+        return Err(e);
+    }
+    tracing::info!(job = %id, kind, agent, instance, "job dispatched");
+    Ok(id)
+}
+
+/// Start a backup of `instance` on its agent: `kind` logical (the default) or base.
+pub async fn start_backup(state: &State, instance: &str, kind: &str) -> ApiResult<JobId> {
+    let kind = if kind.is_empty() { "logical" } else { kind };
+    if !super::agent_service::KINDS.contains(&kind) {
+        return Err(ApiError::InvalidArgument(format!(
+            "backup kind {kind:?} is not supported; use --kind logical or --kind base"
+        )));
+    }
+    let inst = super::recovery::instance(state, instance).await?;
+    let spec = pb::job::Spec::Backup(pb::BackupJob {
+        instance: inst.name.clone(),
+        kind: kind.to_string(),
+    });
+    let params = json!({ "instance": inst.name, "kind": kind });
+    dispatch(state, "backup", &inst.agent, &inst.name, params, 0, spec).await
+}
+
+/// Ask an agent to stop a job it is running; the job is already recorded as failed.
+pub async fn cancel(state: &State, agent: &str, job: JobId, reason: &str) {
+    let msg = pb::Job {
+        job_id: job.0,
+        spec: Some(pb::job::Spec::Cancel(pb::CancelJob {
+            reason: reason.to_string(),
+        })),
+    };
+    if let Err(e) = state.sessions.send(agent, msg).await {
+        tracing::warn!(%job, agent, error = %e, "could not ask the agent to stop the job");
+    }
+}

@@ -1,0 +1,299 @@
+//! Schedules (a cron expression per instance and kind) and the runs they fire.
+
+use sqlx::Row;
+use tidemark_core::ids::JobId;
+
+use super::{Catalog, Result, now};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRow {
+    pub instance: String,
+    /// "logical", "base" or "drill".
+    pub kind: String,
+    /// A cron expression, or "off".
+    pub cron: String,
+    /// "config" or "cli".
+    pub origin: String,
+    pub last_slot: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: i64,
+    pub instance: String,
+    pub kind: String,
+    pub slot: i64,
+    pub missed: u32,
+    pub attempt: u32,
+    /// "running" (an attempt is out), "waiting" (for its next attempt), "succeeded" or
+    /// "failed".
+    pub state: String,
+    pub job_id: Option<JobId>,
+    pub drill_id: Option<i64>,
+    pub deadline: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    pub message: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+fn schedule_from_row(r: &sqlx::sqlite::SqliteRow) -> ScheduleRow {
+    ScheduleRow {
+        instance: r.get("instance"),
+        kind: r.get("kind"),
+        cron: r.get("cron"),
+        origin: r.get("origin"),
+        last_slot: r.get("last_slot"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+    RunRow {
+        id: r.get("id"),
+        instance: r.get("instance"),
+        kind: r.get("kind"),
+        slot: r.get("slot"),
+        missed: r.get::<i64, _>("missed") as u32,
+        attempt: r.get::<i64, _>("attempt") as u32,
+        state: r.get("state"),
+        job_id: r.get::<Option<i64>, _>("job_id").map(JobId),
+        drill_id: r.get("drill_id"),
+        deadline: r.get("deadline"),
+        next_attempt_at: r.get("next_attempt_at"),
+        message: r.get("message"),
+        created_at: r.get("created_at"),
+        finished_at: r.get("finished_at"),
+    }
+}
+
+impl Catalog {
+    /// Make the config's schedules current: (instance, kind, cron). A schedule set with
+    /// `tidemark policy` wins over the config until it is reset; config schedules that left
+    /// the config are dropped.
+    pub async fn sync_config_schedules(&self, wanted: &[(String, String, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT * FROM schedules WHERE origin = 'config'")
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &existing {
+            let s = schedule_from_row(r);
+            if !wanted
+                .iter()
+                .any(|(i, k, _)| *i == s.instance && *k == s.kind)
+            {
+                sqlx::query(
+                    "DELETE FROM schedules WHERE instance = ? AND kind = ? AND origin = 'config'",
+                )
+                .bind(&s.instance)
+                .bind(&s.kind)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for (instance, kind, cron) in wanted {
+            sqlx::query(
+                "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, 'config', ?)
+                 ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, updated_at = excluded.updated_at
+                 WHERE origin = 'config' AND cron <> excluded.cron",
+            )
+            .bind(instance)
+            .bind(kind)
+            .bind(cron)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Set a schedule from the CLI; it keeps its last fired slot.
+    pub async fn set_schedule(&self, instance: &str, kind: &str, cron: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, 'cli', ?)
+             ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, origin = 'cli',
+               updated_at = excluded.updated_at",
+        )
+        .bind(instance)
+        .bind(kind)
+        .bind(cron)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Back to the config's schedule (`config_cron`), or none.
+    pub async fn reset_schedule(
+        &self,
+        instance: &str,
+        kind: &str,
+        config_cron: Option<&str>,
+    ) -> Result<()> {
+        match config_cron {
+            Some(cron) => {
+                sqlx::query(
+                    "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, 'config', ?)
+                     ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, origin = 'config',
+                       updated_at = excluded.updated_at",
+                )
+                .bind(instance)
+                .bind(kind)
+                .bind(cron)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM schedules WHERE instance = ? AND kind = ?")
+                    .bind(instance)
+                    .bind(kind)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        Ok(
+            sqlx::query("SELECT * FROM schedules ORDER BY instance, kind")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(schedule_from_row)
+                .collect(),
+        )
+    }
+
+    pub async fn set_last_slot(&self, instance: &str, kind: &str, slot: i64) -> Result<()> {
+        sqlx::query("UPDATE schedules SET last_slot = ? WHERE instance = ? AND kind = ?")
+            .bind(slot)
+            .bind(instance)
+            .bind(kind)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_run(
+        &self,
+        instance: &str,
+        kind: &str,
+        slot: i64,
+        missed: u32,
+    ) -> Result<RunRow> {
+        let id = sqlx::query(
+            "INSERT INTO scheduled_runs (instance, kind, slot, missed, state, next_attempt_at, created_at)
+             VALUES (?, ?, ?, ?, 'waiting', ?, ?)",
+        )
+        .bind(instance)
+        .bind(kind)
+        .bind(slot)
+        .bind(missed as i64)
+        .bind(now())
+        .bind(now())
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(sqlx::query("SELECT * FROM scheduled_runs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map(|r| run_from_row(&r))?)
+    }
+
+    /// Runs not yet finished, oldest first.
+    pub async fn open_runs(&self) -> Result<Vec<RunRow>> {
+        Ok(sqlx::query(
+            "SELECT * FROM scheduled_runs WHERE state IN ('running', 'waiting') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect())
+    }
+
+    pub async fn save_run(&self, r: &RunRow) -> Result<()> {
+        sqlx::query(
+            "UPDATE scheduled_runs SET attempt = ?, state = ?, job_id = ?, drill_id = ?, deadline = ?,
+               next_attempt_at = ?, message = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(r.attempt as i64)
+        .bind(&r.state)
+        .bind(r.job_id.map(|j| j.0))
+        .bind(r.drill_id)
+        .bind(r.deadline)
+        .bind(r.next_attempt_at)
+        .bind(&r.message)
+        .bind(r.finished_at)
+        .bind(r.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn runs(&self, instance: Option<&str>, limit: u32) -> Result<Vec<RunRow>> {
+        Ok(sqlx::query(
+            "SELECT * FROM scheduled_runs WHERE (? IS NULL OR instance = ?) ORDER BY id DESC LIMIT ?",
+        )
+        .bind(instance)
+        .bind(instance)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect())
+    }
+
+    /// Fail the running backup a job made (it timed out).
+    pub async fn fail_backup_of_job(&self, job: JobId, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET status = 'failed', reason = ?, finished_at = ? WHERE job_id = ? AND status = 'running'",
+        )
+        .bind(reason)
+        .bind(now())
+        .bind(job.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::test_catalog;
+
+    #[tokio::test]
+    async fn the_cli_wins_over_the_config_until_reset() {
+        let (cat, _dir) = test_catalog().await;
+        let w = |c: &str| vec![("orders".to_string(), "base".to_string(), c.to_string())];
+        cat.sync_config_schedules(&w("0 2 * * *")).await.unwrap();
+        cat.set_last_slot("orders", "base", 100).await.unwrap();
+        cat.set_schedule("orders", "base", "0 3 * * *")
+            .await
+            .unwrap();
+        cat.sync_config_schedules(&w("0 4 * * *")).await.unwrap();
+        let s = &cat.schedules().await.unwrap()[0];
+        assert_eq!(
+            (s.cron.as_str(), s.origin.as_str(), s.last_slot),
+            ("0 3 * * *", "cli", Some(100))
+        );
+        cat.reset_schedule("orders", "base", Some("0 4 * * *"))
+            .await
+            .unwrap();
+        let s = &cat.schedules().await.unwrap()[0];
+        assert_eq!(
+            (s.cron.as_str(), s.origin.as_str()),
+            ("0 4 * * *", "config")
+        );
+        // Gone from the config: gone.
+        cat.sync_config_schedules(&[]).await.unwrap();
+        assert!(cat.schedules().await.unwrap().is_empty());
+    }
+}

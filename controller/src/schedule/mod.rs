@@ -1,0 +1,282 @@
+//! The scheduler: per instance, cron schedules for logical dumps, base backups and drills.
+//!
+//! Each tick it moves open runs on (a finished job or drill, a deadline passed, a retry
+//! due) and fires schedules whose next slot has come. A schedule that missed slots while
+//! the controller was down fires once, for the newest missed slot, and records how many it
+//! skipped. A run whose attempt fails or times out is retried with doubling backoff; a
+//! drill that ran and failed its checks is a verdict, not an accident, and is not retried.
+
+pub mod cron;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidemark_core::timefmt::utc;
+
+use crate::api::State;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::jobs;
+use crate::catalog::{DrillState, JobState, RunRow, now};
+use crate::drill::{self, target::TargetSpec};
+use cron::Cron;
+
+pub const KINDS: [&str; 3] = ["logical", "base", "drill"];
+
+/// The schedules in the config file, for the catalog.
+pub fn from_config(policies: &[crate::config::InstancePolicy]) -> Vec<(String, String, String)> {
+    policies
+        .iter()
+        .flat_map(|p| {
+            p.schedules()
+                .into_iter()
+                .map(|(k, c)| (p.name.clone(), k.to_string(), c.to_string()))
+        })
+        .collect()
+}
+
+/// The next run of `cron` after `from`; None when off.
+pub fn next_run(cron: &str, from: i64) -> Option<i64> {
+    if cron == "off" {
+        return None;
+    }
+    Cron::parse(cron).ok()?.next_after(from)
+}
+
+pub async fn run(state: Arc<State>) {
+    loop {
+        if let Err(e) = tick(&state, now()).await {
+            tracing::error!(error = %e, "scheduler");
+        }
+        tokio::time::sleep(state.schedule.tick).await;
+    }
+}
+
+/// The newest slot of `cron` due at `now` after `from`, and how many earlier ones it
+/// stands for.
+pub fn due(cron: &Cron, from: i64, now: i64) -> Option<(i64, u32)> {
+    let mut slot = cron.next_after(from).filter(|s| *s <= now)?;
+    let mut missed = 0u32;
+    while let Some(n) = cron.next_after(slot).filter(|n| *n <= now) {
+        slot = n;
+        missed += 1;
+        if missed >= 100_000 {
+            break;
+        }
+    }
+    Some((slot, missed))
+}
+
+async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
+    let mut open = HashSet::new();
+    for run in state.catalog.open_runs().await? {
+        let mut run = run;
+        advance(state, &mut run, now).await?;
+        if run.state == "running" || run.state == "waiting" {
+            open.insert((run.instance.clone(), run.kind.clone()));
+        }
+    }
+    for s in state.catalog.schedules().await? {
+        if s.cron == "off" {
+            continue;
+        }
+        let cron = match Cron::parse(&s.cron) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(instance = %s.instance, kind = %s.kind, error = %e, "bad schedule");
+                continue;
+            }
+        };
+        // A new schedule's first slot is the first after it was set.
+        let from = s.last_slot.unwrap_or(s.updated_at);
+        let Some((slot, missed)) = due(&cron, from, now) else {
+            continue;
+        };
+        state
+            .catalog
+            .set_last_slot(&s.instance, &s.kind, slot)
+            .await?;
+        if open.contains(&(s.instance.clone(), s.kind.clone())) {
+            tracing::warn!(instance = %s.instance, kind = %s.kind, slot = %utc(slot),
+                "the previous scheduled run is still going; this slot is skipped");
+            continue;
+        }
+        if missed > 0 {
+            tracing::warn!(instance = %s.instance, kind = %s.kind, missed, slot = %utc(slot),
+                "slots were missed while the controller was down; running once now");
+        }
+        let mut run = state
+            .catalog
+            .create_run(&s.instance, &s.kind, slot, missed)
+            .await?;
+        advance(state, &mut run, now).await?;
+    }
+    Ok(())
+}
+
+/// Move one open run on, and save it.
+async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()> {
+    let s = &state.schedule;
+    match run.state.as_str() {
+        "waiting" if run.next_attempt_at.is_none_or(|t| t <= now) => {
+            run.attempt += 1;
+            let started = start_attempt(state, run).await;
+            match started {
+                Ok(()) => {
+                    let limit = if run.kind == "drill" {
+                        s.drill_timeout
+                    } else {
+                        s.backup_timeout
+                    };
+                    run.state = "running".into();
+                    run.deadline = Some(now + limit.as_secs() as i64);
+                    run.message = format!("attempt {} started", run.attempt);
+                }
+                Err(e) => retry_or_fail(state, run, now, &e.to_string()),
+            }
+        }
+        "running" => match outcome(state, run, now).await? {
+            Outcome::Going => return Ok(()),
+            Outcome::Done(msg) => {
+                run.state = "succeeded".into();
+                run.message = msg;
+                run.finished_at = Some(now);
+            }
+            Outcome::Verdict(msg) => {
+                run.state = "failed".into();
+                run.message = msg;
+                run.finished_at = Some(now);
+            }
+            Outcome::Retry(msg) => retry_or_fail(state, run, now, &msg),
+        },
+        _ => return Ok(()),
+    }
+    tracing::info!(run = run.id, instance = %run.instance, kind = %run.kind, state = %run.state, message = %run.message, "scheduled run");
+    state.catalog.save_run(run).await?;
+    Ok(())
+}
+
+async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
+    run.job_id = None;
+    run.drill_id = None;
+    if run.kind == "drill" {
+        let inst = crate::api::recovery::instance(state, &run.instance).await?;
+        let d = drill::request(state, &inst, &TargetSpec::Default, "").await?;
+        run.drill_id = Some(d.id);
+    } else {
+        run.job_id = Some(jobs::start_backup(state, &run.instance, &run.kind).await?);
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Going,
+    Done(String),
+    /// Finished, and failed on its merits: not retried.
+    Verdict(String),
+    Retry(String),
+}
+
+async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcome> {
+    let late = run.deadline.is_some_and(|d| now > d);
+    let limit = tidemark_core::duration::human(if run.kind == "drill" {
+        state.schedule.drill_timeout
+    } else {
+        state.schedule.backup_timeout
+    });
+    if let Some(id) = run.drill_id {
+        let d = state
+            .catalog
+            .drill(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("drill {id} is gone")))?;
+        return Ok(match d.state {
+            DrillState::Passed => Outcome::Done(format!("drill {id} passed")),
+            DrillState::Failed => Outcome::Verdict(format!("drill {id} failed: {}", d.reason)),
+            DrillState::Aborted => Outcome::Retry(format!("drill {id} was aborted: {}", d.reason)),
+            DrillState::Queued | DrillState::Running if late => {
+                let why = format!("timed out after {limit}");
+                state
+                    .catalog
+                    .end_drill(id, DrillState::Aborted, &why)
+                    .await?;
+                if let Some(job) = d.job_id {
+                    state
+                        .catalog
+                        .update_job(job, JobState::Failed, 0, None, &why)
+                        .await?;
+                    jobs::cancel(state, &d.sandbox, job, &why).await;
+                }
+                state.drills.wake();
+                Outcome::Retry(format!("drill {id} {why}"))
+            }
+            _ => Outcome::Going,
+        });
+    }
+    let Some(id) = run.job_id else {
+        return Ok(Outcome::Retry("the attempt has no job".into()));
+    };
+    let j = state.job(id).await?;
+    Ok(match j.state {
+        JobState::Succeeded => Outcome::Done(format!("job {id}: {}", j.message)),
+        JobState::Failed => Outcome::Retry(format!("job {id} failed: {}", j.message)),
+        _ if late => {
+            let why = format!("timed out after {limit}");
+            state
+                .catalog
+                .update_job(id, JobState::Failed, j.bytes_done, None, &why)
+                .await?;
+            state.catalog.fail_backup_of_job(id, &why).await?;
+            jobs::cancel(state, &j.agent, id, &why).await;
+            Outcome::Retry(format!("job {id} {why}"))
+        }
+        _ => Outcome::Going,
+    })
+}
+
+/// Backoff before attempt `n + 1`: `base`, doubling, at most a day.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    (base * factor).min(Duration::from_secs(86400))
+}
+
+fn retry_or_fail(state: &State, run: &mut RunRow, now: i64, why: &str) {
+    let s = &state.schedule;
+    if run.attempt <= s.retries {
+        let wait = backoff(s.retry_backoff, run.attempt);
+        let at = now + wait.as_secs() as i64;
+        run.state = "waiting".into();
+        run.next_attempt_at = Some(at);
+        run.message = format!("attempt {}: {why}; retrying at {}", run.attempt, utc(at));
+    } else {
+        run.state = "failed".into();
+        run.finished_at = Some(now);
+        run.message = format!("failed after {} attempts; the last: {why}", run.attempt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missed_slots_collapse_into_one_run() {
+        let every_minute = Cron::parse("* * * * *").unwrap();
+        let t0 = 1_800_000_000; // a whole minute
+        // Nothing due yet.
+        assert_eq!(due(&every_minute, t0, t0 + 59), None);
+        // On time: the slot, nothing missed.
+        assert_eq!(due(&every_minute, t0, t0 + 61), Some((t0 + 60, 0)));
+        // After an hour down: the newest slot, standing for 59 missed ones.
+        assert_eq!(due(&every_minute, t0, t0 + 3600 + 5), Some((t0 + 3600, 59)));
+    }
+
+    #[test]
+    fn backoff_doubles() {
+        let b = Duration::from_secs(60);
+        assert_eq!(backoff(b, 1), Duration::from_secs(60));
+        assert_eq!(backoff(b, 2), Duration::from_secs(120));
+        assert_eq!(backoff(b, 4), Duration::from_secs(480));
+        assert_eq!(backoff(b, 40), Duration::from_secs(86400));
+    }
+}
