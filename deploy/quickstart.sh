@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Tidemark quickstart: on a fresh Debian 12 machine with Rust, build Tidemark and run a
 # throwaway fleet — a PostgreSQL cluster with sample data that archives its WAL through
-# Tidemark, a controller (SQLite catalog, filesystem chunk store) and an agent. Then:
+# Tidemark, a controller (SQLite catalog, filesystem chunk store), an agent and a drill
+# sandbox. Then:
 #   1. a logical backup, restored into a new database and compared;
 #   2. a base backup, more writes, and a point-in-time restore to the moment between them
-#      into a new data directory, started and compared.
-# Exits 0 only when both restores match.
+#      into a new data directory, started and compared;
+#   3. a drill: the sandbox restores the instance to that same moment from the controller
+#      alone and checks it, and the drill report is printed.
+# Exits 0 only when both restores match and the drill passes.
 #
 #   deploy/quickstart.sh [--dir DIR] [--keep-running] [--release]
 #   deploy/quickstart.sh --stop --dir DIR
 #
 # With --keep-running the fleet stays up and DIR/env holds the shell exports to use it
-# (TIDEMARK_CONFIG, TIDEMARK_AGENT, TIDEMARK_METRICS_URL, PATH, PGHOST, PGPORT, PGUSER).
+# (TIDEMARK_CONFIG, TIDEMARK_AGENT, TIDEMARK_SANDBOX, TIDEMARK_METRICS_URL, PATH, PGHOST,
+# PGPORT, PGUSER).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/deploy/lib/common.sh"
@@ -26,7 +30,7 @@ while [ $# -gt 0 ]; do
         --keep-running) keep=1; shift ;;
         --stop) stop=1; shift ;;
         --release) profile=release; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -34,6 +38,7 @@ mkdir -p "$(dirname "$dir")"
 dir=$(cd "$(dirname "$dir")" && pwd)/$(basename "$dir")
 marker="$dir/.tidemark-demo"
 agent_name=demo-host
+sandbox_name=demo-sandbox
 
 stop_fleet() {
     local p pid
@@ -41,12 +46,12 @@ stop_fleet() {
     # agent and the controller still up.
     pg_stop "$dir/pitr" || die "PostgreSQL in $dir/pitr did not stop; stop it by hand before reusing $dir"
     pg_stop "$dir/pg" || die "PostgreSQL in $dir/pg did not stop; stop it by hand before reusing $dir"
-    for p in agent controller; do
+    for p in sandbox agent controller; do
         if [ -f "$dir/run/$p.pid" ]; then
             pid=$(cat "$dir/run/$p.pid")
             # Only a number, and only our own binary: never kill what a pid file merely names.
             case $pid in ''|*[!0-9]*) die "$dir/run/$p.pid does not hold a pid" ;; esac
-            if grep -q "tidemark-$p" "/proc/$pid/cmdline" 2>/dev/null; then
+            if grep -q "tidemark-" "/proc/$pid/cmdline" 2>/dev/null; then
                 kill "$pid"
             fi
             rm -f "$dir/run/$p.pid"
@@ -116,9 +121,38 @@ say "creating the fleet CA and certificates in $dir/pki"
 "$bin/tidemark" pki issue --dir "$dir/pki" --name controller:localhost --san 127.0.0.1 >/dev/null
 "$bin/tidemark" pki issue --dir "$dir/pki" --name "agent:$agent_name" >/dev/null
 "$bin/tidemark" pki issue --dir "$dir/pki" --name admin:demo >/dev/null
+"$bin/tidemark" pki issue --dir "$dir/pki" --name "sandbox:$sandbox_name" >/dev/null
 
 tls() { printf '[tls]\nca = "%s/pki/ca.crt"\ncert = "%s/pki/%s.crt"\nkey = "%s/pki/%s.key"\n' "$dir" "$dir" "$1" "$dir" "$1"; }
-{ printf 'version = 1\nlisten = "127.0.0.1:0"\nmetrics-listen = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$dir"; tls controller-localhost; } >"$dir/controller.toml"
+{
+    printf 'version = 1\nlisten = "127.0.0.1:0"\nmetrics-listen = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$dir"
+    tls controller-localhost
+    # Drill checks for demo-pg: rows before and after the demo's target, and a count that
+    # the agent samples on production every 5 s, for the drill to compare with.
+    cat <<'TOML'
+
+[drills]
+sample-interval = "5s"
+
+[[instance]]
+name = "demo-pg"
+[[instance.check]]
+name = "events-before-target"
+database = "shop"
+sql = "SELECT count(*) FROM events WHERE note = 'before the target'"
+expect = "equals:1000"
+[[instance.check]]
+name = "events-after-target"
+database = "shop"
+sql = "SELECT count(*) FROM events WHERE note = 'after the target'"
+expect = "equals:0"
+[[instance.check]]
+name = "orders"
+database = "shop"
+sql = "SELECT count(*) FROM orders"
+expect = "within-pct:0"
+TOML
+} >"$dir/controller.toml"
 
 say "starting tidemark-controller"
 setsid "$bin/tidemark-controller" --config "$dir/controller.toml" >"$dir/controller.log" 2>&1 </dev/null &
@@ -135,6 +169,15 @@ metrics_url=http://$(cat "$dir/controller/metrics.addr")/metrics
     printf '\n[[instance]]\nname = "demo-pg"\nengine = "postgresql"\nhost = "%s/pg"\nport = 5432\nuser = "postgres"\nbin-dir = "%s"\n' "$dir" "$PG_BIN"
 } >"$dir/agent.toml"
 give_to_postgres "$dir/agent.toml" "$dir/pki/agent-$agent_name.crt" "$dir/pki/agent-$agent_name.key"
+# The sandbox: the same agent binary with a sandbox certificate. Drills restore into its
+# directory (emptied before and after each) and run the server on a socket there.
+{
+    printf 'version = 1\ncontroller = "https://localhost:%s"\n' "$port"
+    tls "sandbox-$sandbox_name"
+    printf '\n[sandbox]\ndir = "%s/sandbox"\nbin-dirs = ["%s"]\n' "$dir" "$PG_BIN"
+} >"$dir/sandbox.toml"
+# Its restored server runs wal-fetch as postgres, which reads this config and key.
+give_to_postgres "$dir/sandbox.toml" "$dir/pki/sandbox-$sandbox_name.crt" "$dir/pki/sandbox-$sandbox_name.key"
 
 # --- PostgreSQL with sample data ----------------------------------------------------------
 say "starting PostgreSQL 15 in $dir/pg"
@@ -159,6 +202,19 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 [ $connected -eq 1 ] || die "the agent did not connect; see $dir/agent.log"
+
+say "starting the drill sandbox ($sandbox_name)"
+setsid "$dir/bin/tidemark-agent" --config "$dir/sandbox.toml" >"$dir/sandbox.log" 2>&1 </dev/null &
+echo $! >"$dir/run/sandbox.pid"
+connected=0
+for _ in $(seq 150); do
+    if [ "$("$bin/tidemark" agents --output json 2>/dev/null | grep -c '"connected": true')" -ge 2 ]; then
+        connected=1
+        break
+    fi
+    sleep 0.2
+done
+[ $connected -eq 1 ] || die "the sandbox did not connect; see $dir/sandbox.log"
 "$bin/tidemark" agents
 
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
@@ -234,6 +290,12 @@ diff -q "$dir/shop-pitr.md5" "$dir/shop.md5" >/dev/null \
     || die "customers and orders restored at $target differ from the original before the target"
 echo "  restored data matches the state at the target"
 echo
+
+# --- a drill to the same moment, on the sandbox -----------------------------------------------
+say "tidemark drill run --instance demo-pg --target '$target' --wait"
+"$bin/tidemark" drill run --instance demo-pg --target "$target" --wait \
+    || die "the drill did not pass; see tidemark drill history and $dir/sandbox.log"
+echo
 "$bin/tidemark" status
 echo
 echo "metrics ($metrics_url):"
@@ -247,6 +309,7 @@ if [ $keep -eq 1 ]; then
     cat >"$dir/env" <<ENV
 export TIDEMARK_CONFIG=$dir/tidemark.toml
 export TIDEMARK_AGENT=$agent_name
+export TIDEMARK_SANDBOX=$sandbox_name
 export TIDEMARK_METRICS_URL=$metrics_url
 export PATH=$bin:\$PATH
 export PGHOST=$dir/pg
@@ -260,6 +323,8 @@ ENV
     echo "  tidemark backup --instance demo-pg --wait"
     echo "  tidemark restore --backup $backup_id --host \$TIDEMARK_AGENT --into-database shop2 --database shop"
     echo "  tidemark status; tidemark pitr-window --instance demo-pg"
+    echo "  tidemark drill run --instance demo-pg --target 2m --sandbox \$TIDEMARK_SANDBOX --wait"
+    echo "  tidemark drill history; tidemark schedule"
     echo "  psql -p 5433 -d shop    # the point-in-time restore, promoted"
     echo "  curl \$TIDEMARK_METRICS_URL"
     echo "Stop it with: $0 --stop --dir $dir"

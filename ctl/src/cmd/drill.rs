@@ -256,7 +256,7 @@ pub fn print_drill(d: &DrillInfo) {
         println!("  checks:");
         for c in &d.checks {
             println!(
-                "    {} {:<18} {:<28} {}",
+                "    {} {:<22} {:<30} {}",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.name,
                 c.expect,
