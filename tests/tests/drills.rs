@@ -217,6 +217,21 @@ fn a_drill_recovers_exactly_what_was_committed_before_its_target() {
     assert_eq!(c.metric(&series("tidemark_drill_status")), 1.0);
     assert!(c.metric(&series("tidemark_drill_last_success_timestamp")) > 1.7e9);
     assert!(c.metric(&series("tidemark_drill_rto_seconds")) > 0.0);
+    // Every series the shipped alert rules use is served.
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/prometheus/tidemark-alerts.yml"),
+    )
+    .unwrap();
+    let served = c.metrics();
+    for word in rules.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')) {
+        if word.starts_with("tidemark_") {
+            assert!(
+                served.contains(&format!("\n{word}{{")),
+                "alert rules use {word}, which /metrics does not serve"
+            );
+        }
+    }
     let st = f.admin.json(&["status"]);
     assert_eq!(st[0]["last_drill"]["state"], "passed", "{st}");
 
