@@ -284,6 +284,25 @@ mod tests {
     }
 
     #[test]
+    fn sandbox_example_in_deploy_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sandbox.example.toml");
+        let c = AgentConfig::load(&path).unwrap();
+        let sb = c.sandbox.unwrap();
+        assert_eq!(sb.dir, Path::new("/var/lib/tidemark/sandbox"));
+        assert_eq!(sb.os_user, "postgres");
+        assert!(c.instances.is_empty());
+    }
+
+    #[test]
+    fn a_sandbox_with_instances_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "version = 1\ncontroller = \"https://c:1\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[sandbox]\ndir = \"/srv/sb\"\n[[instance]]\nname = \"x\"\nengine = \"postgresql\"\nhost = \"/tmp\"\n").unwrap();
+        let e = AgentConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("runs drills only"), "{e}");
+    }
+
+    #[test]
     fn duplicate_and_badly_named_instances_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.toml");

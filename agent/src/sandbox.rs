@@ -137,3 +137,40 @@ pub async fn stop_server(cfg: &SandboxConfig, data: &Path) {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path) -> SandboxConfig {
+        SandboxConfig {
+            dir: dir.to_path_buf(),
+            os_user: "root".into(),
+            bin_dirs: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_marked_directory_is_emptied() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory with someone else's files is never emptied.
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir_all(theirs.join("base")).unwrap();
+        std::fs::write(theirs.join("PG_VERSION"), "15\n").unwrap();
+        let e = wipe(&cfg(&theirs)).await.unwrap_err();
+        assert!(e.contains("did not put there"), "{e}");
+        assert!(theirs.join("PG_VERSION").exists());
+        // A new one is made and marked; what a drill leaves in it goes.
+        let ours = tmp.path().join("ours");
+        wipe(&cfg(&ours)).await.unwrap();
+        std::fs::create_dir_all(pgdata(&ours).join("base")).unwrap();
+        std::fs::write(ours.join("stray"), "x").unwrap();
+        wipe(&cfg(&ours)).await.unwrap();
+        let left: Vec<_> = std::fs::read_dir(&ours)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(MARK)]);
+    }
+}

@@ -335,6 +335,35 @@ mod tests {
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
         assert!(c.data_dir.is_absolute());
         assert!(c.tls.key.is_absolute());
+        let p = &c.instances[0];
+        assert_eq!(
+            p.schedules(),
+            vec![
+                ("logical", "0 1 * * *"),
+                ("base", "0 2 * * 0"),
+                ("drill", "0 6 * * *")
+            ]
+        );
+        assert_eq!(p.checks.len(), 3);
+        assert_eq!(p.checks[0].expect, Expect::WithinPct(1.0));
+        assert_eq!(c.schedule.retries, 3);
+        assert_eq!(c.drills.sample_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_bad_schedule_names_the_instance_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "version = 1\nlisten = \"127.0.0.1:0\"\ndata-dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[[instance]]\nname = \"orders\"\nbase = \"0 2 * *\"\n",
+        )
+        .unwrap();
+        let e = ControllerConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("instance \"orders\": base = ") && e.contains("5 fields"),
+            "{e}"
+        );
     }
 
     #[test]
