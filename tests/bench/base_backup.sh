@@ -35,56 +35,15 @@ done
 case $dataset in pgbench|text) ;; *) die "unknown dataset $dataset (pgbench or text)" ;; esac
 
 need_packages postgresql-15 postgresql-client-15 pgbackrest
-(cd "$repo" && cargo build --release --workspace --bins --locked -q)
-bin=$repo/target/release
-
-work=$(mktemp -d /tmp/tidemark-bench.XXXXXX)
-chmod 755 "$work"
-mkdir -p "$work/bin"
-cp "$bin/tidemark-agent" "$work/bin/"
-pids=()
-finish() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    pg_stop "$work/pg" || true
-    rm -rf "$work"
-}
-trap finish EXIT
-[ -n "${TIDEMARK_BENCH_KEEP:-}" ] && trap - EXIT
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-mib() { awk -v a="$1" 'BEGIN { printf "%.1f", a / 1048576 }'; }
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+. "$repo/tests/bench/lib.sh"
 
 # --- fleet: controller first, so the cluster can archive through the agent from the start --
-"$bin/tidemark" pki init --dir "$work/pki" >/dev/null
-"$bin/tidemark" pki issue --dir "$work/pki" --name controller:localhost >/dev/null
-"$bin/tidemark" pki issue --dir "$work/pki" --name agent:bench >/dev/null
-"$bin/tidemark" pki issue --dir "$work/pki" --name admin:bench >/dev/null
-tls() { printf '[tls]\nca = "%s/pki/ca.crt"\ncert = "%s/pki/%s.crt"\nkey = "%s/pki/%s.key"\n' "$work" "$work" "$1" "$work" "$1"; }
-{ printf 'version = 1\nlisten = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$work"; tls controller-localhost; } >"$work/controller.toml"
-"$bin/tidemark-controller" --config "$work/controller.toml" >"$work/controller.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/controller/controller.addr" ] && break; sleep 0.1; done
-port=$(sed 's/.*://' "$work/controller/controller.addr")
-{ printf 'version = 1\ncontroller = "https://localhost:%s"\n' "$port"; tls admin-bench; } >"$work/cli.toml"
-{
-    printf 'version = 1\ncontroller = "https://localhost:%s"\nspool-dir = "%s"\n' "$port" "$work"; tls agent-bench
-    printf '[[instance]]\nname = "bench-pg"\nengine = "postgresql"\nhost = "%s/pg"\nbin-dir = "%s"\n' "$work" "$PG_BIN"
-} >"$work/agent.toml"
-give_to_postgres "$work/agent.toml" "$work/pki/agent-bench.crt" "$work/pki/agent-bench.key"
-
-pg_init "$work/pg" "wal_level = replica
-archive_mode = on
-archive_command = '$work/bin/tidemark-agent --config $work/agent.toml wal-push %p'
+bench_controller
+pg_init "$work/pg" "$(archiving_conf)
 max_wal_size = 4GB
 shared_buffers = 256MB"
 export PGHOST=$work/pg PGUSER=postgres PGPORT=5432
-"$work/bin/tidemark-agent" --config "$work/agent.toml" >"$work/agent.log" 2>&1 &
-agent_pid=$!
-pids+=($agent_pid)
-export TIDEMARK_CONFIG=$work/cli.toml
-for _ in $(seq 100); do "$bin/tidemark" agents --output json 2>/dev/null | grep -q '"connected": true' && break; sleep 0.2; done
+bench_agent
 
 say "pgbench -i -s $scale"
 "$PG_BIN/pgbench" -q -i -s "$scale" postgres >/dev/null 2>&1
@@ -94,12 +53,7 @@ if [ $dataset = text ]; then
 fi
 psql -X -q -c "CHECKPOINT"
 data_size=$(du -sb "$work/pg/data" | cut -f1)
-seg=$(psql -X -A -t -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
-psql -X -q -c "SELECT pg_switch_wal()" >/dev/null
-for _ in $(seq 600); do
-    [ "$(psql -X -A -t -c "SELECT coalesce(last_archived_wal, '') >= '$seg' FROM pg_stat_archiver")" = t ] && break
-    sleep 0.2
-done
+archive_now
 sync
 
 # --- pgBackRest stanza (its repository is its own; it does not archive this cluster) ------
@@ -127,7 +81,6 @@ pgbr stanza-create >/dev/null
 repo_size() { du -sb "$work/pgbr/repo/backup" | cut -f1; }
 
 time_cmd() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); elapsed "$t0" "$t1"; }
-field() { sed -n "s/^  \"$1\": \([0-9]*\),\$/\1/p" "$2"; }
 tm_backup() {
     local out=$1 t0 t1
     t0=$(now)
@@ -146,11 +99,9 @@ say "pgbackrest full backup"
 t_br_full=$(time_cmd pgbr --type=full backup)
 br_full=$(repo_size)
 say "tidemark base backup"
-# utime + stime in clock ticks, fields 14 and 15 of /proc/PID/stat
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
-a0=$(cpu_secs "$agent_pid"); c0=$(cpu_secs "${pids[0]}")
+a0=$(cpu_secs "$agent_pid"); c0=$(cpu_secs "$controller_pid")
 t_tm_full=$(tm_backup "$work/tm1.json")
-a1=$(cpu_secs "$agent_pid"); c1=$(cpu_secs "${pids[0]}")
+a1=$(cpu_secs "$agent_pid"); c1=$(cpu_secs "$controller_pid")
 rss_after_backup=$(awk '/VmHWM/ {print $2}' "/proc/$agent_pid/status")
 tm_full=$(field new_bytes "$work/tm1.json")
 

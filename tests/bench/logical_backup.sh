@@ -27,23 +27,7 @@ while [ $# -gt 0 ]; do
 done
 
 need_packages postgresql-15 postgresql-client-15
-(cd "$repo" && cargo build --release --workspace --bins --locked -q)
-bin=$repo/target/release
-
-work=$(mktemp -d /tmp/tidemark-bench.XXXXXX)
-chmod 755 "$work"
-pids=()
-finish() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    pg_stop "$work/pg" || true
-    rm -rf "$work"
-}
-trap finish EXIT
-[ -n "${TIDEMARK_BENCH_KEEP:-}" ] && trap - EXIT
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+. "$repo/tests/bench/lib.sh"
 
 pg_init "$work/pg"
 export PGHOST=$work/pg PGUSER=postgres PGPORT=5432
@@ -70,28 +54,9 @@ t0=$(now); "$PG_BIN/pg_dump" -Fc -Z0 -d bench >/dev/null; t1=$(now)
 t_raw=$(elapsed "$t0" "$t1")
 
 say "tidemark fleet"
-"$bin/tidemark" pki init --dir "$work/pki" >/dev/null
-"$bin/tidemark" pki issue --dir "$work/pki" --name controller:localhost >/dev/null
-"$bin/tidemark" pki issue --dir "$work/pki" --name agent:bench >/dev/null
-"$bin/tidemark" pki issue --dir "$work/pki" --name admin:bench >/dev/null
-tls() { printf '[tls]\nca = "%s/pki/ca.crt"\ncert = "%s/pki/%s.crt"\nkey = "%s/pki/%s.key"\n' "$work" "$work" "$1" "$work" "$1"; }
-{ printf 'version = 1\nlisten = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$work"; tls controller-localhost; } >"$work/controller.toml"
-"$bin/tidemark-controller" --config "$work/controller.toml" >"$work/controller.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/controller/controller.addr" ] && break; sleep 0.1; done
-port=$(sed 's/.*://' "$work/controller/controller.addr")
-{ printf 'version = 1\ncontroller = "https://localhost:%s"\n' "$port"; tls admin-bench; } >"$work/cli.toml"
-{
-    printf 'version = 1\ncontroller = "https://localhost:%s"\n' "$port"; tls agent-bench
-    printf '[[instance]]\nname = "bench-pg"\nengine = "postgresql"\nhost = "%s/pg"\nbin-dir = "%s"\ndatabases = ["bench"]\n' "$work" "$PG_BIN"
-} >"$work/agent.toml"
-"$bin/tidemark-agent" --config "$work/agent.toml" >"$work/agent.log" 2>&1 &
-agent_pid=$!
-pids+=($agent_pid)
-export TIDEMARK_CONFIG=$work/cli.toml
-for _ in $(seq 100); do "$bin/tidemark" agents --output json 2>/dev/null | grep -q '"connected": true' && break; sleep 0.2; done
+bench_controller "" 'databases = ["bench"]'
+bench_agent
 
-field() { sed -n "s/^  \"$1\": \([0-9]*\),\$/\1/p" "$2"; }
 run_backup() {
     local out=$1 t0 t1
     t0=$(now)
@@ -107,13 +72,10 @@ raw=$(field raw_bytes "$work/b1.json")
 new1=$(field new_bytes "$work/b1.json")
 new2=$(field new_bytes "$work/b2.json")
 agent_rss=$(awk '/VmHWM/ {print $2}' "/proc/$agent_pid/status")
-# utime + stime in clock ticks, fields 14 and 15 of /proc/PID/stat
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 agent_cpu=$(cpu_secs "$agent_pid")
-controller_cpu=$(cpu_secs "${pids[0]}")
+controller_cpu=$(cpu_secs "$controller_pid")
 ctl_store=$(du -sb "$work/controller/store" | cut -f1)
 
-mib() { awk -v a="$1" 'BEGIN { printf "%.1f", a / 1048576 }'; }
 echo
 printf '%s dataset, scale %s: database %s MiB, uncompressed dump %s MiB\n\n' "$dataset" "$scale" "$(mib "$db_size")" "$(mib "$raw")"
 printf '%-40s %10s %14s %10s\n' "run" "seconds" "stored MiB" "vs native"
