@@ -122,6 +122,24 @@ impl PgCluster {
         c
     }
 
+    /// Complete the current WAL segment and wait until the archiver has archived it;
+    /// returns its name.
+    pub fn archive_current_segment(&self) -> String {
+        let seg = self.sql(
+            "postgres",
+            "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+        );
+        self.sql("postgres", "SELECT pg_switch_wal()");
+        let sql =
+            format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
+        crate::process::wait_for(
+            &format!("{seg} to be archived"),
+            std::time::Duration::from_secs(60),
+            || (self.sql("postgres", &sql) == "t").then_some(()),
+        );
+        seg
+    }
+
     /// Run SQL and return its trimmed, unaligned output; panics on error.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let out = run(self.psql_cmd(db).arg("-c").arg(sql));

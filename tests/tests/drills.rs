@@ -56,21 +56,7 @@ fn base_backup(f: &Fleet) {
 
 /// Complete the current segment and wait until it is archived; returns its name.
 fn archive_now(f: &Fleet) -> String {
-    let seg = f.pg.sql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
-    f.pg.sql("postgres", "SELECT pg_switch_wal()");
-    wait_for(
-        &format!("{seg} to be archived"),
-        Duration::from_secs(60),
-        || {
-            let sql =
-                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
-            (f.pg.sql("postgres", &sql) == "t").then_some(())
-        },
-    );
-    seg
+    f.pg.archive_current_segment()
 }
 
 /// 50 'before' rows, a sample of them, the target, then 10 'after' rows, all archived.
@@ -399,16 +385,7 @@ fn drills_of_all_instances_on_a_pool_of_one_run_one_after_the_other() {
     std::thread::sleep(Duration::from_millis(1100));
     for (_, pg) in &clusters {
         pg.sql("postgres", "INSERT INTO t VALUES (0)");
-        let seg = pg.sql(
-            "postgres",
-            "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-        );
-        pg.sql("postgres", "SELECT pg_switch_wal()");
-        wait_for("archiving", Duration::from_secs(60), || {
-            let sql =
-                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
-            (pg.sql("postgres", &sql) == "t").then_some(())
-        });
+        pg.archive_current_segment();
     }
     let out = f.admin.run(&[
         "drill", "run", "--all", "--target", &target, "--wait", "--output", "json",

@@ -412,16 +412,7 @@ fn a_sandbox_reads_only_what_its_drill_needs_and_never_writes() {
     let target = pg_timestamp(now.as_micros() as i64);
     std::thread::sleep(Duration::from_millis(1100));
     f.pg.sql("postgres", "INSERT INTO t VALUES (2)");
-    let seg = f.pg.sql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
-    f.pg.sql("postgres", "SELECT pg_switch_wal()");
-    tidemark_tests::process::wait_for("archiving", Duration::from_secs(60), || {
-        let sql =
-            format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
-        (f.pg.sql("postgres", &sql) == "t").then_some(())
-    });
+    let seg = f.pg.archive_current_segment();
 
     let mut sb = raw_agent(&f, "sandbox:sbx", &rt);
     // A sandbox registers engines, never instances; an agent cannot take its name.

@@ -5,11 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use tidemark_tests::bin;
 use tidemark_tests::fleet::{Agent, Fleet};
-use tidemark_tests::process::{run, wait_for};
+use tidemark_tests::process::run;
 
 const SEG: usize = 16 * 1024 * 1024;
 
@@ -29,21 +28,7 @@ fn agent_cmd(config: &Path, cwd: &Path, args: &[&str]) -> (i32, String) {
 
 /// Switch to a new segment and wait until PostgreSQL's archiver has archived the old one.
 fn switch_and_wait(f: &Fleet) -> String {
-    let seg = f.pg.sql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
-    f.pg.sql("postgres", "SELECT pg_switch_wal()");
-    wait_for(
-        &format!("{seg} to be archived"),
-        Duration::from_secs(30),
-        || {
-            let sql =
-                format!("SELECT coalesce(last_archived_wal, '') >= '{seg}' FROM pg_stat_archiver");
-            (f.pg.sql("postgres", &sql) == "t").then_some(())
-        },
-    );
-    seg
+    f.pg.archive_current_segment()
 }
 
 fn fake_segment(dir: &Path, name: &str, byte: u8) -> PathBuf {

@@ -55,6 +55,17 @@ impl AgentApi {
         Ok(b)
     }
 
+    /// `instance`, if it belongs to `agent`; `what` names the refused act.
+    async fn own_instance(&self, agent: &str, instance: &str, what: &str) -> ApiResult<()> {
+        let inst = self.state.catalog.instance(instance).await?;
+        if inst.as_ref().map(|i| i.agent.as_str()) != Some(agent) {
+            return Err(ApiError::PermissionDenied(format!(
+                "agent {agent} may {what} only its own instances, not {instance}"
+            )));
+        }
+        Ok(())
+    }
+
     async fn own_job(&self, agent: &str, id: JobId) -> ApiResult<JobRow> {
         let j = self.state.job(id).await?;
         if j.agent != agent {
@@ -550,19 +561,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::StatusReportAck>, Status> {
         let agent = agent_name(&req, "report status")?;
         for s in req.into_inner().instances {
-            let inst = self
-                .state
-                .catalog
-                .instance(&s.instance)
-                .await
-                .map_err(ApiError::from)?;
-            if inst.as_ref().map(|i| i.agent.as_str()) != Some(agent.as_str()) {
-                return Err(ApiError::PermissionDenied(format!(
-                    "agent {agent} may report only on its own instances, not {}",
-                    s.instance
-                ))
-                .into());
-            }
+            self.own_instance(&agent, &s.instance, "report on").await?;
             self.state
                 .catalog
                 .refresh_instance(
@@ -600,19 +599,8 @@ impl AgentService for AgentApi {
         let agent = agent_name(&req, "push samples")?;
         let mut rows = Vec::new();
         for s in req.into_inner().samples {
-            let inst = self
-                .state
-                .catalog
-                .instance(&s.instance)
-                .await
-                .map_err(ApiError::from)?;
-            if inst.as_ref().map(|i| i.agent.as_str()) != Some(agent.as_str()) {
-                return Err(ApiError::PermissionDenied(format!(
-                    "agent {agent} may push samples only for its own instances, not {}",
-                    s.instance
-                ))
-                .into());
-            }
+            self.own_instance(&agent, &s.instance, "push samples for")
+                .await?;
             rows.push((s.instance, s.name, s.taken_at, s.value));
         }
         self.state
