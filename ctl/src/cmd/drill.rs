@@ -10,6 +10,9 @@ use tidemark_proto::{DrillInfo, GetDrillRequest, ListDrillsRequest, StartDrillRe
 use crate::client::{self, CliError, Exit};
 use crate::output::{Format, print_json, print_table};
 
+/// Say why `--wait` is waiting once a drill has been queued this long.
+const QUEUED_HINT: Duration = Duration::from_secs(60);
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -68,8 +71,17 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
                 .drills;
             let mut drills = started;
             if a.wait {
+                let start = std::time::Instant::now();
+                let mut told = false;
                 for d in drills.iter_mut() {
                     while matches!(d.state.as_str(), "queued" | "running") {
+                        if d.state == "queued" && !told && start.elapsed() > QUEUED_HINT {
+                            eprintln!(
+                                "drill {} is still queued: no idle sandbox of its version is connected (tidemark agents lists them)",
+                                d.id
+                            );
+                            told = true;
+                        }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         *d = c
                             .get_drill(GetDrillRequest { id: d.id })
