@@ -258,6 +258,8 @@ async fn isolate(
         "logging_collector = off".into(),
         "synchronous_standby_names = ''".into(),
         "primary_conninfo = ''".into(),
+        // The verdict reads "recovery stopping before ..." from the log: keep it English.
+        "lc_messages = 'C'".into(),
     ];
     for (name, value) in minimums {
         lines.push(format!("{name} = {value}"));
