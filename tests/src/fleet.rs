@@ -504,6 +504,25 @@ impl Sandbox {
     }
 }
 
+impl Drop for Sandbox {
+    /// A test that fails mid-drill must not leave the sandbox's server running.
+    fn drop(&mut self) {
+        self.daemon.kill9();
+        let data = self.dir.join("data");
+        if data.join("postmaster.pid").exists() {
+            let mut cmd = Command::new(std::path::Path::new(crate::pg::PG_BIN).join("pg_ctl"));
+            cmd.arg("-D").arg(&data).args(["-m", "immediate", "stop"]);
+            if let Some((uid, gid)) =
+                crate::user_ids("postgres").filter(|_| crate::running_as_root())
+            {
+                use std::os::unix::process::CommandExt;
+                cmd.uid(uid).gid(gid);
+            }
+            let _ = run(&mut cmd);
+        }
+    }
+}
+
 /// postgresql.conf settings that archive through agent `agent`'s wal-push.
 pub fn archiving_conf(dir: &Path, agent: &str) -> String {
     format!(
