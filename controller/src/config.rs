@@ -264,7 +264,30 @@ impl<'de> Deserialize<'de> for Expect {
 pub struct StoreConfig {
     #[serde(default)]
     pub kind: StoreKind,
+    /// fs: the directory.
     pub path: Option<PathBuf>,
+    /// s3: the bucket, a key prefix, the endpoint (empty: AWS), region, path-style
+    /// requests, and credentials (an AWS shared-credentials file, or the environment's
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub path_style: bool,
+    pub credentials_file: Option<PathBuf>,
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_profile() -> String {
+    "default".into()
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -272,6 +295,7 @@ pub struct StoreConfig {
 pub enum StoreKind {
     #[default]
     Fs,
+    S3,
 }
 
 impl ControllerConfig {
@@ -284,6 +308,20 @@ impl ControllerConfig {
             Some(p) => config::resolve(&base, p),
             None => c.data_dir.join("store"),
         });
+        c.store.credentials_file = c
+            .store
+            .credentials_file
+            .as_ref()
+            .map(|p| config::resolve(&base, p));
+        if c.store.kind == StoreKind::S3 && c.store.bucket.as_deref().unwrap_or("").is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "[store] kind = \"s3\" needs bucket = \"NAME\"".into(),
+            });
+        }
+        if let Some(f) = &c.store.credentials_file {
+            config::check_secret_file("S3 credentials file", f)?;
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &c.instances {
             if !seen.insert(&p.name) {
@@ -320,6 +358,34 @@ impl ControllerConfig {
 
     pub fn store_path(&self) -> &Path {
         self.store.path.as_deref().expect("resolved in load")
+    }
+
+    /// The S3 settings, with credentials read from the file or the environment.
+    pub fn s3_settings(&self) -> Result<crate::store::s3::S3Settings, String> {
+        let st = &self.store;
+        let (access_key, secret_key) = match &st.credentials_file {
+            Some(f) => crate::store::s3::credentials_from_file(f, &st.profile)?,
+            None => match (
+                std::env::var("AWS_ACCESS_KEY_ID"),
+                std::env::var("AWS_SECRET_ACCESS_KEY"),
+            ) {
+                (Ok(k), Ok(s)) if !k.is_empty() && !s.is_empty() => (k, s),
+                _ => {
+                    return Err(
+                        "[store] kind = \"s3\" needs credentials: set credentials-file (an AWS shared-credentials file, mode 0600) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+                    );
+                }
+            },
+        };
+        Ok(crate::store::s3::S3Settings {
+            bucket: st.bucket.clone().unwrap_or_default(),
+            prefix: st.prefix.clone(),
+            endpoint: st.endpoint.clone(),
+            region: st.region.clone(),
+            path_style: st.path_style,
+            access_key,
+            secret_key,
+        })
     }
 }
 

@@ -89,12 +89,33 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             "marked drills interrupted by the last shutdown as aborted"
         );
     }
-    let store = match config.store.kind {
-        config::StoreKind::Fs => store::fs::FsStore::open(config.store_path())?,
+    let policy = store::retry::Policy::default();
+    let store: Arc<dyn store::ChunkStore> = match config.store.kind {
+        config::StoreKind::Fs => Arc::new(store::retry::Retrying::new(
+            store::fs::FsStore::open(config.store_path())?,
+            policy,
+        )),
+        config::StoreKind::S3 => {
+            let settings = config.s3_settings().map_err(anyhow::Error::msg)?;
+            let s3 = store::s3::S3Store::new(&settings);
+            s3.check().await.with_context(|| {
+                format!(
+                    "checking S3 bucket {:?} at {}",
+                    settings.bucket,
+                    if settings.endpoint.is_empty() {
+                        "AWS"
+                    } else {
+                        &settings.endpoint
+                    }
+                )
+            })?;
+            tracing::info!(bucket = %settings.bucket, prefix = %settings.prefix, endpoint = %settings.endpoint, "chunk store: S3");
+            Arc::new(store::retry::Retrying::new(s3, policy))
+        }
     };
     let state = Arc::new(api::State {
         catalog,
-        store: Arc::new(store),
+        store,
         sessions: Default::default(),
         uploading: Default::default(),
         drills: Arc::new(drill::Drills::new(

@@ -151,6 +151,41 @@ impl ChunkStore for FsStore {
         })
         .await
     }
+
+    async fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let chunks = self.root.join("chunks");
+        blocking(move || {
+            let mut out = Vec::new();
+            for fan in fs::read_dir(&chunks).map_err(|e| StoreError::io(chunks.display(), e))? {
+                let fan = fan.map_err(|e| StoreError::io(chunks.display(), e))?;
+                let dir = fan.path();
+                for f in fs::read_dir(&dir).map_err(|e| StoreError::io(dir.display(), e))? {
+                    let f = f.map_err(|e| StoreError::io(dir.display(), e))?;
+                    if let Some(id) = f
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<ChunkId>().ok())
+                    {
+                        out.push(id);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
+        let path = self.chunk_path(id);
+        blocking(move || {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                other => other.map_err(|e| StoreError::io(path.display(), e))?,
+            }
+            sync_dir(path.parent().expect("chunk path has a parent"))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,15 @@ impl ChunkStore for MemStore {
         self.chunks.lock().unwrap().remove(id);
         Ok(())
     }
+
+    async fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
+        Ok(self.chunks.lock().unwrap().keys().copied().collect())
+    }
+
+    async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
+        self.chunks.lock().unwrap().remove(id);
+        Ok(())
+    }
 }
 
 impl MemStore {
