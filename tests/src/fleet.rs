@@ -391,6 +391,8 @@ pub struct Fleet {
     pub pg: PgCluster,
     /// More clusters of agent db1 ([`FleetOpts::more_instances`]): (instance, cluster).
     pub more: Vec<(String, PgCluster)>,
+    /// The S3 server holding the chunks, with [`FleetOpts::s3`].
+    pub s3: Option<crate::s3::S3Server>,
     pub admin: Cli,
     pub pki: Pki,
     pub dir: TestDir,
@@ -414,6 +416,8 @@ pub struct FleetOpts<'a> {
     pub controller_sans: &'a [&'a str],
     /// More archiving clusters on agent db1, by instance name.
     pub more_instances: &'a [&'a str],
+    /// Store chunks in a real S3-compatible server the fleet starts ([`Fleet::s3`]).
+    pub s3: bool,
 }
 
 /// A drill sandbox: agent binary, `sandbox:NAME` certificate, `[sandbox]` directory.
@@ -575,11 +579,17 @@ impl Fleet {
             }
             pki.issue("controller:localhost", &args);
         }
+        let s3 = o.s3.then(|| crate::s3::S3Server::start(dir.path()));
+        let mut controller_extra = o.controller_extra.to_string();
+        if let Some(s) = &s3 {
+            controller_extra.push('\n');
+            controller_extra.push_str(&s.store_toml(dir.path()));
+        }
         let controller = Controller::start_configured(
             dir.path(),
             &pki,
             o.controller_listen.unwrap_or("127.0.0.1:0"),
-            o.controller_extra,
+            &controller_extra,
         );
         let admin = Cli::new(dir.path(), &pki, "admin:ops", &controller.url);
         let mut instance = pg_instance_toml("demo-pg", &pg, instance_extra);
@@ -603,6 +613,7 @@ impl Fleet {
             dir,
             pg,
             more,
+            s3,
             pki,
             controller,
             admin,
@@ -623,6 +634,7 @@ impl Fleet {
             dir,
             pg,
             more: Vec::new(),
+            s3: None,
             pki,
             controller,
             admin,

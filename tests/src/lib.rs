@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod netns;
 pub mod pg;
 pub mod process;
+pub mod s3;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -82,7 +82,7 @@ impl Catalog {
         reg: &Registration,
         instances: &[InstanceRow],
     ) -> Result<Registered> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let role: Option<String> = sqlx::query("SELECT role FROM agents WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)

@@ -117,7 +117,7 @@ impl Catalog {
         server_version: &str,
         tool_version: &str,
     ) -> Result<BackupId> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let id = sqlx::query(
             "INSERT INTO backups (instance, agent, kind, status, job_id, started_at, server_version, tool_version)
              VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
@@ -240,7 +240,7 @@ impl Catalog {
         entries: &[ManifestEntry],
         new_chunks: &[NewChunk],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let owner: Option<String> = sqlx::query("SELECT agent FROM backups WHERE id = ?")
             .bind(backup.0)
             .fetch_optional(&mut *tx)

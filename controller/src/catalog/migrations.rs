@@ -31,7 +31,7 @@ pub async fn run(pool: &SqlitePool) -> Result<()> {
     }
     for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         let fail = |source| CatalogError::Migration { version, source };
-        let mut tx = pool.begin().await.map_err(fail)?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
         sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
             .bind(version)

@@ -73,6 +73,13 @@ impl Catalog {
         Ok(Self { pool })
     }
 
+    /// A transaction that writes. It takes SQLite's write lock at BEGIN (IMMEDIATE): a
+    /// deferred transaction that reads first and then writes fails at once with "database
+    /// is locked" when another connection wrote in between, instead of waiting its turn.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// After a restart nothing is in flight: whatever was running was interrupted.
     pub async fn fail_interrupted(&self, reason: &str) -> Result<(u64, u64)> {
         let b = sqlx::query(

@@ -8,7 +8,7 @@ use super::{Catalog, Result};
 impl Catalog {
     /// Store samples; a repeat of (instance, name, time) is ignored.
     pub async fn add_samples(&self, samples: &[(String, String, i64, String)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (instance, name, taken_at, value) in samples {
             sqlx::query(
                 "INSERT INTO samples (instance, name, taken_at, value) VALUES (?, ?, ?, ?)

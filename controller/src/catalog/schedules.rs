@@ -73,7 +73,7 @@ impl Catalog {
     /// `tidemark policy` wins over the config until it is reset; config schedules that left
     /// the config are dropped.
     pub async fn sync_config_schedules(&self, wanted: &[(String, String, String)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let existing = sqlx::query("SELECT * FROM schedules WHERE origin = 'config'")
             .fetch_all(&mut *tx)
             .await?;

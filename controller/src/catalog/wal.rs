@@ -61,7 +61,7 @@ impl Catalog {
         entries: &[ManifestEntry],
         new_chunks: &[NewChunk],
     ) -> Result<WalOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let existing =
             sqlx::query("SELECT sha256, size FROM wal_files WHERE instance = ? AND name = ?")
                 .bind(&file.instance)

@@ -24,7 +24,7 @@ pub enum StoreError {
     /// An object store's request failed. `transient` ones (timeouts, throttling, 5xx,
     /// connection trouble) are worth retrying; the rest (access denied, no such bucket)
     /// are configuration problems.
-    #[error("object store {op} {key}: {message}")]
+    #[error("chunk store {op} of {key}: {message}")]
     Remote {
         op: &'static str,
         key: String,

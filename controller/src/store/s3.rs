@@ -83,7 +83,15 @@ fn remote<E: ProvideErrorMetadata + std::fmt::Debug>(
     let status = e.raw_response().map(|r| r.status().as_u16());
     let (transient, message) = match &e {
         SdkError::TimeoutError(_) => (true, "timed out".to_string()),
-        SdkError::DispatchFailure(d) => (true, format!("could not reach the server: {d:?}")),
+        SdkError::DispatchFailure(d) => (
+            true,
+            format!(
+                "could not reach the S3 server ({})",
+                d.as_connector_error()
+                    .map(|c| tidemark_core::text::error_chain(c))
+                    .unwrap_or_else(|| format!("{d:?}"))
+            ),
+        ),
         SdkError::ResponseError(_) => (true, "unreadable response".to_string()),
         SdkError::ServiceError(s) => {
             let err = s.err();

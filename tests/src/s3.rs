@@ -1,0 +1,115 @@
+//! A real S3-compatible server for tests: `tidemark-test-s3` (s3s-fs) on loopback, storing
+//! objects as files under the test directory, so it survives being stopped and started.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::bin;
+use crate::process::{Daemon, wait_for};
+
+pub const ACCESS_KEY: &str = "tidemark-test";
+pub const SECRET_KEY: &str = "tidemark-test-secret";
+pub const BUCKET: &str = "tidemark";
+
+pub struct S3Server {
+    pub daemon: Daemon,
+    pub root: PathBuf,
+    pub endpoint: String,
+    log: PathBuf,
+    port: u16,
+}
+
+impl S3Server {
+    /// Start on a free port with bucket [`BUCKET`], storing under `dir/s3`.
+    pub fn start(dir: &Path) -> Self {
+        let root = dir.join("s3");
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        Self::spawn(dir, &root, "127.0.0.1:0", dir.join("s3.log"))
+    }
+
+    fn spawn(dir: &Path, root: &Path, listen: &str, log: PathBuf) -> Self {
+        let addr_file = dir.join("s3.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(bin("tidemark-test-s3"));
+        cmd.arg("--root")
+            .arg(root)
+            .args([
+                "--listen",
+                listen,
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
+            .arg("--addr-file")
+            .arg(&addr_file);
+        let mut daemon = Daemon::spawn("s3 server", cmd, &log);
+        let addr = wait_for("the S3 server to listen", Duration::from_secs(20), || {
+            if let Some(status) = daemon.has_exited() {
+                panic!("the S3 server exited with {status}: {}", daemon.log_text());
+            }
+            std::fs::read_to_string(&addr_file).ok()
+        });
+        let addr = addr.trim().to_string();
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Self {
+            daemon,
+            root: root.into(),
+            endpoint: format!("http://{addr}"),
+            log,
+            port,
+        }
+    }
+
+    /// Kill it (as a crash would).
+    pub fn stop(&mut self) {
+        self.daemon.kill9();
+    }
+
+    /// Start it again on the same port and data.
+    pub fn restart(&mut self, dir: &Path) {
+        self.daemon.kill9();
+        let listen = format!("127.0.0.1:{}", self.port);
+        *self = Self::spawn(
+            dir,
+            &self.root.clone(),
+            &listen,
+            self.log.with_extension("restarted.log"),
+        );
+    }
+
+    /// The controller's `[store]` table for this server, with a credentials file in `dir`.
+    pub fn store_toml(&self, dir: &Path) -> String {
+        let creds = dir.join("s3-credentials");
+        std::fs::write(
+            &creds,
+            format!("[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+        format!(
+            "[store]\nkind = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"fleet\"\nendpoint = \"{}\"\npath-style = true\ncredentials-file = \"{}\"\n",
+            self.endpoint,
+            creds.display()
+        )
+    }
+
+    /// Every object's file under the bucket (chunks and quarantine).
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root.join(BUCKET), &mut out);
+        out
+    }
+}
