@@ -22,7 +22,13 @@ fn render(families: &[Family]) -> String {
     let mut out = String::new();
     for f in families {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} gauge", f.name);
+        // Prometheus naming: a _total series only ever goes up.
+        let kind = if f.name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
         for (labels, v) in &f.samples {
             let value = if v.is_infinite() {
                 "+Inf".to_string()
@@ -156,6 +162,13 @@ pub async fn collect(state: &State) -> Result<String, String> {
             if s.connected { 1.0 } else { 0.0 },
         ));
     }
+    let mut requests = fam(
+        "tidemark_store_requests_total",
+        "Requests made to the object store since the controller started, by kind (what S3 bills).",
+    );
+    for (op, n) in state.store.requests() {
+        requests.samples.push((label("op", op), n as f64));
+    }
     Ok(render(&[
         archive_age,
         ready,
@@ -168,6 +181,7 @@ pub async fn collect(state: &State) -> Result<String, String> {
         drill_success,
         drill_status,
         drill_rto,
+        requests,
     ]))
 }
 

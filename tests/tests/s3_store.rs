@@ -54,6 +54,15 @@ fn backups_round_trip_through_s3() {
         f.controller.chunk_files().is_empty(),
         "nothing goes to the controller's disk"
     );
+    // What S3 bills is counted.
+    let puts = f
+        .controller
+        .metric("tidemark_store_requests_total{op=\"put\"}");
+    assert!(
+        puts as usize >= objects.len(),
+        "{puts} PUTs for {} objects",
+        objects.len()
+    );
     f.dir.keep_if_asked();
 }
 

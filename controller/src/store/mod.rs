@@ -82,6 +82,11 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// chunks the catalog no longer references may call this (a later issue).
     #[allow(dead_code)]
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError>;
+    /// Requests made to a remote store so far, by kind (PUT, GET, HEAD, LIST, DELETE,
+    /// COPY): what an object store bills. Empty for local stores.
+    fn requests(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

@@ -102,6 +102,10 @@ impl<S: ChunkStore> ChunkStore for Retrying<S> {
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
         self.run("delete", Some(id), || self.inner.delete(id)).await
     }
+
+    fn requests(&self) -> Vec<(&'static str, u64)> {
+        self.inner.requests()
+    }
 }
 
 #[cfg(test)]

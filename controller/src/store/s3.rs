@@ -6,6 +6,7 @@
 //! wraps every store. The SDK's own retries are off so that there is one policy.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -37,6 +38,21 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    counts: std::sync::Arc<Counts>,
+}
+
+/// Requests sent, by kind, retries included.
+#[derive(Default)]
+struct Counts([AtomicU64; 6]);
+
+const KINDS: [&str; 6] = ["put", "get", "head", "list", "delete", "copy"];
+
+impl Counts {
+    fn add(&self, kind: &str) {
+        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Credentials from an AWS shared-credentials file (`[default]` or `[PROFILE]` with
@@ -137,6 +153,7 @@ impl S3Store {
             client: Client::from_conf(conf.build()),
             bucket: s.bucket.clone(),
             prefix,
+            counts: Default::default(),
         }
     }
 
@@ -148,6 +165,7 @@ impl S3Store {
     /// Check that the bucket is there and these credentials may use it, so that a
     /// misconfiguration stops the controller at start rather than the first backup.
     pub async fn check(&self) -> Result<(), StoreError> {
+        self.counts.add("list");
         self.client
             .list_objects_v2()
             .bucket(&self.bucket)
@@ -166,6 +184,7 @@ impl ChunkStore for S3Store {
         let key = self.key(id);
         // Content-addressed: an object under this key holds these bytes unless damaged,
         // and a damaged one is replaced by this verified upload.
+        self.counts.add("head");
         match self
             .client
             .head_object()
@@ -179,6 +198,7 @@ impl ChunkStore for S3Store {
             Err(e) if matches!(e.as_service_error(), Some(s) if s.is_not_found()) => {}
             Err(e) => return Err(remote("head", &key, e)),
         }
+        self.counts.add("put");
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -192,6 +212,7 @@ impl ChunkStore for S3Store {
 
     async fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         let key = self.key(id);
+        self.counts.add("get");
         let out = match self
             .client
             .get_object()
@@ -217,6 +238,7 @@ impl ChunkStore for S3Store {
 
     async fn exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
         let key = self.key(id);
+        self.counts.add("head");
         match self
             .client
             .head_object()
@@ -238,6 +260,7 @@ impl ChunkStore for S3Store {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let dest = format!("{}quarantine/{}.{stamp}", self.prefix, id.to_hex());
+        self.counts.add("copy");
         match self
             .client
             .copy_object()
@@ -261,6 +284,7 @@ impl ChunkStore for S3Store {
         let mut out = Vec::new();
         let mut token = None;
         loop {
+            self.counts.add("list");
             let page = self
                 .client
                 .list_objects_v2()
@@ -288,6 +312,7 @@ impl ChunkStore for S3Store {
 
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
         let key = self.key(id);
+        self.counts.add("delete");
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -296,6 +321,14 @@ impl ChunkStore for S3Store {
             .await
             .map_err(|e| remote("delete", &key, e))?;
         Ok(())
+    }
+
+    fn requests(&self) -> Vec<(&'static str, u64)> {
+        KINDS
+            .iter()
+            .zip(&self.counts.0)
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -352,10 +385,15 @@ mod tests {
         let store = S3Store::new(&settings(&endpoint, "secret-key-for-tests"));
         store.check().await.unwrap();
         super::super::conformance::run(Arc::new(super::super::retry::Retrying::new(
-            store,
+            store.clone(),
             super::super::retry::Policy::default(),
         )))
         .await;
+        // Every request is counted (the conformance run makes each kind at least once).
+        let counts: std::collections::HashMap<_, _> = store.requests().into_iter().collect();
+        for k in KINDS {
+            assert!(counts[k] > 0, "{k}: {counts:?}");
+        }
         // The layout: PREFIX/chunks/ab/abcd... objects, quarantined ones aside.
         assert!(dir.path().join("chunks/fleet1/chunks").is_dir());
         assert!(dir.path().join("chunks/fleet1/quarantine").is_dir());
