@@ -40,7 +40,7 @@ bench_controller() {
     "$bin/tidemark" pki issue --dir "$work/pki" --name controller:localhost >/dev/null
     "$bin/tidemark" pki issue --dir "$work/pki" --name agent:bench >/dev/null
     "$bin/tidemark" pki issue --dir "$work/pki" --name admin:bench >/dev/null
-    { printf 'version = 1\nlisten = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$work"; tls controller-localhost; printf '%s\n' "$extra"; } >"$work/controller.toml"
+    { printf 'version = 1\nlisten = "127.0.0.1:0"\nmetrics-listen = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$work"; tls controller-localhost; printf '%s\n' "$extra"; } >"$work/controller.toml"
     "$bin/tidemark-controller" --config "$work/controller.toml" >"$work/controller.log" 2>&1 &
     controller_pid=$!
     pids+=($controller_pid)
@@ -54,6 +54,31 @@ bench_controller() {
     } >"$work/agent.toml"
     give_to_postgres "$work/agent.toml" "$work/pki/agent-bench.crt" "$work/pki/agent-bench.key"
     export TIDEMARK_CONFIG=$work/cli.toml
+}
+
+# metric NAME: one series' value from the controller's /metrics (0 when absent).
+metric() {
+    local addr
+    addr=$(cat "$work/controller/metrics.addr")
+    exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}"
+    printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+    awk -v n="$1" 'index($0, n " ") == 1 { v = $2 } END { print v + 0 }' <&3
+    exec 3<&-
+}
+
+# bench_s3: start tidemark-test-s3 on loopback (objects under $work/s3) and print the
+# controller's [store] table for it.
+bench_s3() {
+    mkdir -p "$work/s3/tidemark"
+    "$bin/tidemark-test-s3" --root "$work/s3" --access-key bench --secret-key bench-secret \
+        --addr-file "$work/s3.addr" >"$work/s3.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do [ -s "$work/s3.addr" ] && break; sleep 0.1; done
+    [ -s "$work/s3.addr" ] || die "the S3 server did not start; see $work/s3.log"
+    printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench-secret\n' >"$work/s3.credentials"
+    chmod 600 "$work/s3.credentials"
+    printf '[store]\nkind = "s3"\nbucket = "tidemark"\nendpoint = "http://%s"\npath-style = true\ncredentials-file = "%s/s3.credentials"\n' \
+        "$(cat "$work/s3.addr")" "$work"
 }
 
 # The archive_command lines for a cluster archiving through agent bench.
