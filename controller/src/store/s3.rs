@@ -182,8 +182,24 @@ impl S3Store {
 impl ChunkStore for S3Store {
     async fn put(&self, id: &ChunkId, encoded: &[u8]) -> Result<bool, StoreError> {
         let key = self.key(id);
-        // Content-addressed: an object under this key holds these bytes unless damaged,
-        // and a damaged one is replaced by this verified upload.
+        // One request for a new chunk: create it only if absent (If-None-Match: *, which
+        // S3 and most compatible servers honour). When it exists, it holds these bytes
+        // unless damaged; a damaged one (wrong size) is replaced by this verified upload.
+        self.counts.add("put");
+        let created = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .body(ByteStream::from(encoded.to_vec()))
+            .send()
+            .await;
+        match created {
+            Ok(_) => return Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {}
+            Err(e) => return Err(remote("put", &key, e)),
+        }
         self.counts.add("head");
         match self
             .client
@@ -397,6 +413,26 @@ mod tests {
         // The layout: PREFIX/chunks/ab/abcd... objects, quarantined ones aside.
         assert!(dir.path().join("chunks/fleet1/chunks").is_dir());
         assert!(dir.path().join("chunks/fleet1/quarantine").is_dir());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_chunk_costs_one_request_and_a_damaged_object_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = server(dir.path()).await;
+        let store = S3Store::new(&settings(&endpoint, "secret-key-for-tests"));
+        let id = ChunkId::of(b"one");
+        assert!(store.put(&id, b"good bytes").await.unwrap());
+        let counts: std::collections::HashMap<_, _> = store.requests().into_iter().collect();
+        assert_eq!((counts["put"], counts["head"]), (1, 0));
+        // Truncated on the server: the next verified upload replaces it.
+        let hex = id.to_hex();
+        let file = dir
+            .path()
+            .join(format!("chunks/fleet1/chunks/{}/{hex}", &hex[..2]));
+        std::fs::write(&file, b"good").unwrap();
+        assert!(store.put(&id, b"good bytes").await.unwrap());
+        assert_eq!(store.get(&id).await.unwrap(), b"good bytes");
+        assert!(!store.put(&id, b"good bytes").await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
