@@ -93,6 +93,10 @@ pub async fn collect(state: &State) -> Result<String, String> {
         "tidemark_agent_connected",
         "1 while the instance's agent holds its job stream open.",
     );
+    let mut corrupt = fam(
+        "tidemark_corrupt_backups",
+        "Complete backups of the instance that verify found damaged (a chunk missing or corrupt).",
+    );
     let mut drill_success = fam(
         "tidemark_drill_last_success_timestamp",
         "Unix time when the instance's newest passing drill finished (0 when none has passed).",
@@ -108,6 +112,12 @@ pub async fn collect(state: &State) -> Result<String, String> {
     for s in &list {
         let l = label("instance", &s.instance);
         let cat = &state.catalog;
+        corrupt.samples.push((
+            l.clone(),
+            cat.corrupt_backup_count(&s.instance)
+                .await
+                .map_err(|e| e.to_string())? as f64,
+        ));
         let passed = cat
             .last_drill(&s.instance, &[DrillState::Passed])
             .await
@@ -181,6 +191,7 @@ pub async fn collect(state: &State) -> Result<String, String> {
         drill_success,
         drill_status,
         drill_rto,
+        corrupt,
         requests,
     ]))
 }

@@ -51,6 +51,8 @@ enum Cmd {
     Schedule(cmd::schedule::ScheduleArgs),
     /// Show or change an instance's schedules (cron, UTC).
     Policy(cmd::schedule::PolicyArgs),
+    /// Read stored chunks back and check them; damaged backups are marked corrupt.
+    Verify(cmd::verify::Args),
     /// Make the fleet's CA and certificates.
     Pki(cmd::pki::Args),
 }
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             Cmd::Drill(a) => cmd::drill::run(config, cli.output, a).await,
             Cmd::Schedule(a) => cmd::schedule::schedule(config, cli.output, a).await,
             Cmd::Policy(a) => cmd::schedule::policy(config, cli.output, a).await,
+            Cmd::Verify(a) => cmd::verify::run(config, cli.output, a).await,
             Cmd::Pki(a) => cmd::pki::run(cli.output, a),
         }
     });

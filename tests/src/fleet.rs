@@ -162,6 +162,37 @@ impl Controller {
             .collect()
     }
 
+    /// Ids (hex) of chunks that only part `part` of backup `backup` uses.
+    pub fn part_only_chunks(&self, backup: i64, part: &str) -> Vec<String> {
+        use sqlx::Row;
+        let db = self.data_dir.join("catalog.db");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .read_only(true);
+            let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+            sqlx::query(
+                "SELECT DISTINCT chunk_id FROM part_chunks WHERE backup_id = ? AND part = ?
+                 AND chunk_id NOT IN (SELECT chunk_id FROM part_chunks WHERE backup_id <> ? OR part <> ?)
+                 AND chunk_id NOT IN (SELECT chunk_id FROM wal_chunks)",
+            )
+            .bind(backup)
+            .bind(part)
+            .bind(backup)
+            .bind(part)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<Vec<u8>, _>(0).iter().map(|b| format!("{b:02x}")).collect())
+            .collect()
+        })
+    }
+
     /// GET /metrics; returns the Prometheus text.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};

@@ -429,6 +429,16 @@ impl AdminService for AdminApi {
             schedule_info(&self.state, &r.instance).await?,
         ))
     }
+
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyReport>, Status> {
+        admin(&req, "verify the store")?;
+        Ok(Response::new(
+            super::verify::run(&self.state, req.get_ref()).await?,
+        ))
+    }
 }
 
 async fn schedule_info(state: &State, instance: &str) -> ApiResult<pb::ScheduleInfo> {

@@ -10,6 +10,7 @@ mod read;
 pub(crate) mod recovery;
 mod sessions;
 mod upload;
+mod verify;
 mod wal;
 
 use std::sync::Arc;

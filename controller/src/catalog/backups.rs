@@ -214,16 +214,24 @@ impl Catalog {
                 check_detail: p.get("check_detail"),
             })
             .collect();
+        // A complete backup that verify found damaged reads as corrupt, with why: nothing
+        // that asks for a complete backup (restores, drills, the window) takes it.
+        let corrupt: String = r.get("corrupt");
+        let (status, reason) = if corrupt.is_empty() {
+            (r.get("status"), r.get("reason"))
+        } else {
+            ("corrupt".to_string(), corrupt)
+        };
         Ok(BackupRow {
             id,
             instance: r.get("instance"),
             agent: r.get("agent"),
             kind: r.get("kind"),
-            status: r.get("status"),
+            status,
             job_id: r.get::<Option<i64>, _>("job_id").map(JobId),
             started_at: r.get("started_at"),
             finished_at: r.get("finished_at"),
-            reason: r.get("reason"),
+            reason,
             server_version: r.get("server_version"),
             tool_version: r.get("tool_version"),
             warnings: Vec::new(),

@@ -81,7 +81,8 @@ impl Catalog {
     pub async fn complete_base_backups(&self, instance: &str) -> Result<Vec<BaseBackupRow>> {
         sqlx::query(
             "SELECT bb.* FROM base_backups bb JOIN backups b ON b.id = bb.backup_id
-             WHERE b.instance = ? AND b.kind = 'base' AND b.status = 'complete' ORDER BY bb.stop_lsn_num, b.id",
+             WHERE b.instance = ? AND b.kind = 'base' AND b.status = 'complete' AND b.corrupt = ''
+             ORDER BY bb.stop_lsn_num, b.id",
         )
         .bind(instance)
         .fetch_all(&self.pool)

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_wal_archive.sql")),
     (4, include_str!("migrations/0004_drills.sql")),
     (5, include_str!("migrations/0005_schedules.sql")),
+    (6, include_str!("migrations/0006_verify.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

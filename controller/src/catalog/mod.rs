@@ -11,6 +11,7 @@ mod migrations;
 mod samples;
 mod schedules;
 mod status;
+mod verify;
 mod wal;
 
 use std::path::Path;

@@ -31,6 +31,9 @@ pub enum StoreError {
         message: String,
         transient: bool,
     },
+    /// The store itself says the stored bytes changed (an object checksum mismatch).
+    #[error("chunk store object {key} is damaged: {detail}")]
+    Damaged { key: String, detail: String },
     #[error("chunk store {op} {key}: no answer within {after:?}")]
     Timeout {
         op: &'static str,
@@ -56,7 +59,7 @@ impl StoreError {
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
             ),
-            StoreError::NotFound(_) => false,
+            StoreError::NotFound(_) | StoreError::Damaged { .. } => false,
         }
     }
 }

@@ -243,11 +243,23 @@ impl ChunkStore for S3Store {
             }
             Err(e) => return Err(remote("get", &key, e)),
         };
-        let bytes = out.body.collect().await.map_err(|e| StoreError::Remote {
-            op: "get",
-            key: key.clone(),
-            message: format!("reading the body: {e}"),
-            transient: true,
+        let bytes = out.body.collect().await.map_err(|e| {
+            let chain = tidemark_core::text::error_chain(&e);
+            // The SDK checks the checksum the server stored with the object: a mismatch
+            // means the stored bytes changed, which no retry mends.
+            if chain.to_ascii_lowercase().contains("checksum mismatch") {
+                StoreError::Damaged {
+                    key: key.clone(),
+                    detail: chain,
+                }
+            } else {
+                StoreError::Remote {
+                    op: "get",
+                    key: key.clone(),
+                    message: format!("reading the body: {chain}"),
+                    transient: true,
+                }
+            }
         })?;
         Ok(bytes.into_bytes().to_vec())
     }

@@ -22,10 +22,19 @@ pub enum ReadError {
 }
 
 pub async fn get(store: &dyn ChunkStore, id: &ChunkId) -> Result<VerifiedChunk, ReadError> {
-    let encoded = store.get(id).await.map_err(|e| match e {
-        StoreError::NotFound(id) => ReadError::Missing(id),
-        other => ReadError::Store(other),
-    })?;
+    let encoded = match store.get(id).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound(id)) => return Err(ReadError::Missing(id)),
+        Err(StoreError::Damaged { detail, .. }) => {
+            tracing::error!(chunk = %id, %detail, "the store reports a damaged chunk; quarantining");
+            store.quarantine(id).await.map_err(ReadError::Store)?;
+            return Err(ReadError::Corrupt {
+                id: *id,
+                reason: detail,
+            });
+        }
+        Err(other) => return Err(ReadError::Store(other)),
+    };
     let owned_id = *id;
     let (encoded, decoded) = tokio::task::spawn_blocking(move || {
         let decoded = chunk::decode(&owned_id, &encoded);

@@ -9,3 +9,4 @@ pub mod pki;
 pub mod restore;
 pub mod schedule;
 pub mod status;
+pub mod verify;

@@ -1,0 +1,104 @@
+//! What verify reads and what it marks: every chunk a stored backup or archived WAL file
+//! refers to, and, for a chunk found missing or corrupt, everything that used it.
+
+use sqlx::Row;
+use tidemark_core::ids::{BackupId, ChunkId};
+
+use super::backups::chunk_id;
+use super::{Catalog, Result, now};
+
+/// Who refers to a chunk.
+#[derive(Debug, Default, PartialEq)]
+pub struct ChunkUsers {
+    /// (backup, its instance)
+    pub backups: Vec<(BackupId, String)>,
+    /// (instance, WAL file name)
+    pub wal: Vec<(String, String)>,
+}
+
+impl Catalog {
+    /// Chunks that complete backups and archived WAL of `instance` (or of every instance)
+    /// refer to, each with whether the catalog still holds it as stored (false: it was
+    /// found missing or corrupt before).
+    pub async fn referenced_chunks(&self, instance: Option<&str>) -> Result<Vec<(ChunkId, bool)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT pc.chunk_id AS id, c.id IS NOT NULL AS known FROM part_chunks pc
+               JOIN backups b ON b.id = pc.backup_id LEFT JOIN chunks c ON c.id = pc.chunk_id
+             WHERE b.status = 'complete' AND (? IS NULL OR b.instance = ?)
+             UNION
+             SELECT DISTINCT w.chunk_id AS id, c.id IS NOT NULL AS known FROM wal_chunks w
+               LEFT JOIN chunks c ON c.id = w.chunk_id
+             WHERE (? IS NULL OR w.instance = ?)",
+        )
+        .bind(instance)
+        .bind(instance)
+        .bind(instance)
+        .bind(instance)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((chunk_id(r, "id")?, r.get::<bool, _>("known")));
+        }
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(out)
+    }
+
+    pub async fn chunk_users(&self, id: &ChunkId) -> Result<ChunkUsers> {
+        let backups = sqlx::query(
+            "SELECT DISTINCT b.id, b.instance FROM part_chunks pc JOIN backups b ON b.id = pc.backup_id
+             WHERE pc.chunk_id = ? AND b.status = 'complete' ORDER BY b.id",
+        )
+        .bind(id.0.as_slice())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| (BackupId(r.get(0)), r.get(1)))
+        .collect();
+        let wal = sqlx::query(
+            "SELECT DISTINCT instance, name FROM wal_chunks WHERE chunk_id = ? ORDER BY instance, name",
+        )
+        .bind(id.0.as_slice())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        Ok(ChunkUsers { backups, wal })
+    }
+
+    /// Mark a complete backup corrupt (the first reason is kept). False when it was
+    /// already marked.
+    pub async fn mark_backup_corrupt(&self, id: BackupId, reason: &str) -> Result<bool> {
+        let n = sqlx::query("UPDATE backups SET corrupt = ? WHERE id = ? AND corrupt = ''")
+            .bind(reason)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Complete backups of `instance` that verify found damaged.
+    pub async fn corrupt_backup_count(&self, instance: &str) -> Result<u64> {
+        Ok(
+            sqlx::query("SELECT count(*) FROM backups WHERE instance = ? AND corrupt <> ''")
+                .bind(instance)
+                .fetch_one(&self.pool)
+                .await?
+                .get::<i64, _>(0) as u64,
+        )
+    }
+
+    pub async fn raise_alert(&self, instance: &str, kind: &str, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO alerts (instance, kind, message, created_at) VALUES (?, ?, ?, ?)")
+            .bind(instance)
+            .bind(kind)
+            .bind(message)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! `tidemark verify` reads the store back: a flipped bit and a deleted object are each
+//! found, the backups that used them are marked corrupt with the reason, and restores
+//! refuse them. On the filesystem store and on S3.
+
+use std::path::PathBuf;
+
+use tidemark_tests::fleet::{Fleet, FleetOpts};
+
+/// Where the store keeps chunk `hex`.
+fn object(f: &Fleet, hex: &str) -> PathBuf {
+    let rel = format!("chunks/{}/{hex}", &hex[..2]);
+    match &f.s3 {
+        Some(s3) => s3
+            .root
+            .join(tidemark_tests::s3::BUCKET)
+            .join("fleet")
+            .join(rel),
+        None => f.controller.data_dir.join("store").join(rel),
+    }
+}
+
+fn scenario(label: &str, s3: bool) {
+    let f = Fleet::build(&FleetOpts {
+        label,
+        s3,
+        ..Default::default()
+    });
+    f.pg.sql("postgres", "CREATE DATABASE shop");
+    f.pg.sql(
+        "shop",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 30000) g",
+    );
+    let (logical, code) = f.backup();
+    assert_eq!(code, 0, "{logical}");
+    let out = f.admin.run(&[
+        "backup",
+        "--instance",
+        "demo-pg",
+        "--kind",
+        "base",
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let base = out.json();
+    let (l, b) = (
+        logical["id"].as_i64().unwrap(),
+        base["id"].as_i64().unwrap(),
+    );
+
+    let v = f.admin.json(&["verify"]);
+    assert_eq!(v["bad"].as_array().unwrap().len(), 0, "{v}");
+    assert!(v["chunks_checked"].as_u64().unwrap() > 5, "{v}");
+    assert_eq!(v["chunks_checked"], v["chunks_total"], "{v}");
+
+    // One bit of a chunk only the logical dump uses; one object only the base backup uses.
+    let flipped = f.controller.part_only_chunks(l, "db:shop")[0].clone();
+    let path = object(&f, &flipped);
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&path, bytes).unwrap();
+    let deleted = f.controller.part_only_chunks(b, "base")[0].clone();
+    std::fs::remove_file(object(&f, &deleted)).unwrap();
+
+    let out = f.admin.run(&["verify", "--output", "json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let v = out.json();
+    let bad = v["bad"].as_array().unwrap();
+    assert_eq!(bad.len(), 2, "{v}");
+    let find = |hex: &str| {
+        bad.iter()
+            .find(|x| x["chunk"] == hex)
+            .unwrap_or_else(|| panic!("{hex} not reported: {v}"))
+    };
+    assert_eq!(find(&flipped)["problem"], "corrupt", "{v}");
+    assert_eq!(find(&flipped)["backups"], serde_json::json!([l]), "{v}");
+    assert_eq!(find(&deleted)["problem"], "missing", "{v}");
+    assert_eq!(find(&deleted)["backups"], serde_json::json!([b]), "{v}");
+    assert_eq!(v["backups_marked"], 2, "{v}");
+
+    // Both backups read as corrupt, with the reason; restores refuse them.
+    let list = f.admin.json(&["backups", "--instance", "demo-pg"]);
+    for id in [l, b] {
+        let row = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap();
+        assert_eq!(row["status"], "corrupt", "{row}");
+        assert!(row["reason"].as_str().unwrap().contains("chunk "), "{row}");
+    }
+    let out = f.restore(l, &["--database", "shop", "--into-database", "shop_back"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("corrupt"), "{}", out.stderr);
+    let out = f.admin.run(&[
+        "restore",
+        "--instance",
+        "demo-pg",
+        "--host",
+        "db1",
+        "--pgdata",
+        "/tmp/never-restored",
+        "--latest",
+    ]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("cannot be restored"), "{}", out.stderr);
+    assert_eq!(
+        f.controller
+            .metric("tidemark_corrupt_backups{instance=\"demo-pg\"}"),
+        2.0
+    );
+    let st = f.admin.json(&["status"]);
+    let alerts = st[0]["alerts"].to_string();
+    assert!(
+        alerts.contains("corrupt") && alerts.contains(&flipped),
+        "{st}"
+    );
+
+    // A later sampled run still reports what was lost.
+    let out = f
+        .admin
+        .run(&["verify", "--sample", "1", "--output", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v = out.json();
+    let bad = v["bad"].as_array().unwrap();
+    assert_eq!(bad.len(), 2, "{v}");
+    assert!(bad.iter().all(|x| x["problem"] == "lost earlier"), "{v}");
+    assert_eq!(v["backups_marked"], 0, "{v}");
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn verify_finds_a_flipped_bit_and_a_deleted_chunk_on_the_filesystem_store() {
+    scenario("verifyfs", false);
+}
+
+#[test]
+fn verify_finds_a_flipped_bit_and_a_deleted_object_on_s3() {
+    scenario("verifys3", true);
+}
