@@ -66,6 +66,8 @@ pub struct ControllerConfig {
     pub drills: DrillSettings,
     #[serde(default)]
     pub schedule: ScheduleSettings,
+    #[serde(default)]
+    pub verify: VerifySettings,
     /// Per-instance policy: smoke checks for drills.
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstancePolicy>,
@@ -170,6 +172,30 @@ fn default_retries() -> u32 {
 }
 fn default_retry_backoff() -> Duration {
     Duration::from_secs(300)
+}
+
+/// Scheduled verification of the whole store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VerifySettings {
+    /// Cron (UTC); unset: verify runs only when asked (tidemark verify).
+    pub schedule: Option<String>,
+    /// Percent of the chunks each scheduled run reads, at random.
+    #[serde(default = "default_sample")]
+    pub sample: u32,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            sample: default_sample(),
+        }
+    }
+}
+
+fn default_sample() -> u32 {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -322,6 +348,21 @@ impl ControllerConfig {
         if let Some(f) = &c.store.credentials_file {
             config::check_secret_file("S3 credentials file", f)?;
         }
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(cron) = &c.verify.schedule
+            && let Err(e) = crate::schedule::cron::Cron::parse(cron)
+        {
+            return Err(invalid(format!("[verify] schedule = {e}")));
+        }
+        if !(1..=100).contains(&c.verify.sample) {
+            return Err(invalid(format!(
+                "[verify] sample = {} is not a percentage from 1 to 100",
+                c.verify.sample
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &c.instances {
             if !seen.insert(&p.name) {
@@ -414,6 +455,8 @@ mod tests {
         assert_eq!(p.checks[0].expect, Expect::WithinPct(1.0));
         assert_eq!(c.schedule.retries, 3);
         assert_eq!(c.drills.sample_interval, Duration::from_secs(60));
+        assert_eq!(c.verify.schedule.as_deref(), Some("0 4 * * *"));
+        assert_eq!(c.verify.sample, 10);
     }
 
     #[test]

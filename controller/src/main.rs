@@ -123,10 +123,12 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             config.instances.clone(),
         )),
         schedule: config.schedule.clone(),
+        verify_sample: config.verify.sample,
+        background: Default::default(),
     });
     state
         .catalog
-        .sync_config_schedules(&schedule::from_config(&config.instances))
+        .sync_config_schedules(&schedule::from_config(&config))
         .await?;
     tokio::spawn(drill::run_dispatcher(state.clone()));
     tokio::spawn(schedule::run(state.clone()));

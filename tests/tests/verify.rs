@@ -141,3 +141,58 @@ fn verify_finds_a_flipped_bit_and_a_deleted_chunk_on_the_filesystem_store() {
 fn verify_finds_a_flipped_bit_and_a_deleted_object_on_s3() {
     scenario("verifys3", true);
 }
+
+#[test]
+fn verification_runs_on_a_schedule_and_a_damaged_store_fails_it() {
+    let f = Fleet::build(&FleetOpts {
+        label: "verifysched",
+        controller_extra: "[schedule]\ntick = \"1s\"\n[verify]\nschedule = \"*/2 * * * * *\"\nsample = 100\n",
+        ..Default::default()
+    });
+    f.pg.sql("postgres", "CREATE DATABASE shop");
+    f.pg.sql(
+        "shop",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 20000) g",
+    );
+    let (logical, code) = f.backup();
+    assert_eq!(code, 0, "{logical}");
+    let runs = |state: &str| -> Vec<serde_json::Value> {
+        f.admin.json(&["schedule"])["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "verify" && r["state"] == state)
+            .cloned()
+            .collect()
+    };
+    let ok = tidemark_tests::process::wait_for(
+        "a scheduled verification",
+        std::time::Duration::from_secs(60),
+        || runs("succeeded").into_iter().next(),
+    );
+    assert_eq!(ok["instance"], "*", "{ok}");
+    assert!(
+        ok["message"].as_str().unwrap().contains("all intact"),
+        "{ok}"
+    );
+
+    let l = logical["id"].as_i64().unwrap();
+    let hex = f.controller.part_only_chunks(l, "db:shop")[0].clone();
+    std::fs::remove_file(object(&f, &hex)).unwrap();
+    let bad = tidemark_tests::process::wait_for(
+        "a verification to find the damage",
+        std::time::Duration::from_secs(60),
+        || runs("failed").into_iter().next(),
+    );
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 missing or corrupt"),
+        "{bad}"
+    );
+    assert_eq!(bad["attempt"], 1, "a finding is not retried: {bad}");
+    let b = f.admin.json(&["backups", "--instance", "demo-pg"]);
+    assert_eq!(b[0]["status"], "corrupt", "{b}");
+    f.dir.keep_if_asked();
+}

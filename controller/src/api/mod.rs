@@ -37,6 +37,17 @@ pub struct State {
     pub uploading: upload::ActiveUploads,
     pub drills: Arc<crate::drill::Drills>,
     pub schedule: crate::config::ScheduleSettings,
+    /// Percent of the chunks a scheduled verification reads.
+    pub verify_sample: u32,
+    pub background: crate::schedule::Background,
+}
+
+/// Verify the store (shared by `tidemark verify` and the scheduler).
+pub async fn verify_store(
+    state: &State,
+    r: &tidemark_proto::VerifyRequest,
+) -> ApiResult<tidemark_proto::VerifyReport> {
+    verify::run(state, r).await
 }
 
 impl State {

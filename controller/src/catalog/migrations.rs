@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_drills.sql")),
     (5, include_str!("migrations/0005_schedules.sql")),
     (6, include_str!("migrations/0006_verify.sql")),
+    (7, include_str!("migrations/0007_verify_schedule.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

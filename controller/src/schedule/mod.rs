@@ -21,18 +21,34 @@ use crate::catalog::{DrillState, JobState, RunRow, now};
 use crate::drill::{self, target::TargetSpec};
 use cron::Cron;
 
+/// Per-instance kinds that `tidemark policy` may set.
 pub const KINDS: [&str; 3] = ["logical", "base", "drill"];
 
+/// The instance name of fleet-wide schedules (verify).
+pub const FLEET: &str = "*";
+
 /// The schedules in the config file, for the catalog.
-pub fn from_config(policies: &[crate::config::InstancePolicy]) -> Vec<(String, String, String)> {
-    policies
+pub fn from_config(c: &crate::config::ControllerConfig) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = c
+        .instances
         .iter()
         .flat_map(|p| {
             p.schedules()
                 .into_iter()
-                .map(|(k, c)| (p.name.clone(), k.to_string(), c.to_string()))
+                .map(|(k, cron)| (p.name.clone(), k.to_string(), cron.to_string()))
         })
-        .collect()
+        .collect();
+    if let Some(cron) = &c.verify.schedule {
+        out.push((FLEET.into(), "verify".into(), cron.clone()));
+    }
+    out
+}
+
+/// Verifications the scheduler started and has not collected: run id -> result once done
+/// (Ok: a summary, Err: why it could not run). Lost on a restart, which retries them.
+#[derive(Default)]
+pub struct Background {
+    runs: std::sync::Mutex<std::collections::HashMap<i64, Option<Result<(String, bool), String>>>>,
 }
 
 /// The next run of `cron` after `from`; None when off.
@@ -159,7 +175,38 @@ async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()
 async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
     run.job_id = None;
     run.drill_id = None;
-    if run.kind == "drill" {
+    if run.kind == "verify" {
+        state.background.runs.lock().unwrap().insert(run.id, None);
+        let (st, id) = (state.clone(), run.id);
+        let req = tidemark_proto::VerifyRequest {
+            instance: String::new(),
+            sample_pct: state.verify_sample,
+        };
+        tokio::spawn(async move {
+            let result = crate::api::verify_store(&st, &req).await.map(|r| {
+                let summary = format!(
+                    "checked {} of {} chunks: {}",
+                    r.chunks_checked,
+                    r.chunks_total,
+                    if r.bad.is_empty() {
+                        "all intact".to_string()
+                    } else {
+                        format!(
+                            "{} missing or corrupt, {} backups marked corrupt",
+                            r.bad.len(),
+                            r.backups_marked
+                        )
+                    }
+                );
+                (summary, r.bad.is_empty())
+            });
+            st.background
+                .runs
+                .lock()
+                .unwrap()
+                .insert(id, Some(result.map_err(|e| e.to_string())));
+        });
+    } else if run.kind == "drill" {
         let inst = crate::api::recovery::instance(state, &run.instance).await?;
         let d = drill::request(state, &inst, &TargetSpec::Default, "").await?;
         run.drill_id = Some(d.id);
@@ -179,6 +226,20 @@ enum Outcome {
 
 async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcome> {
     let late = run.deadline.is_some_and(|d| now > d);
+    if run.kind == "verify" {
+        let mut runs = state.background.runs.lock().unwrap();
+        return Ok(match runs.get(&run.id) {
+            None => Outcome::Retry("the controller restarted during the verification".into()),
+            Some(None) => Outcome::Going,
+            Some(Some(_)) => match runs.remove(&run.id).flatten() {
+                Some(Ok((summary, true))) => Outcome::Done(summary),
+                // Damage found is a finding, not an accident: not retried.
+                Some(Ok((summary, false))) => Outcome::Verdict(summary),
+                Some(Err(e)) => Outcome::Retry(e),
+                None => Outcome::Going,
+            },
+        });
+    }
     let limit = tidemark_core::duration::human(if run.kind == "drill" {
         state.schedule.drill_timeout
     } else {
