@@ -48,8 +48,11 @@ pub fn from_config(c: &crate::config::ControllerConfig) -> Vec<(String, String, 
 /// (Ok: a summary, Err: why it could not run). Lost on a restart, which retries them.
 #[derive(Default)]
 pub struct Background {
-    runs: std::sync::Mutex<std::collections::HashMap<i64, Option<Result<(String, bool), String>>>>,
+    runs: std::sync::Mutex<std::collections::HashMap<i64, Option<VerifyResult>>>,
 }
+
+/// A finished verification: (summary, found nothing bad), or why it could not run.
+type VerifyResult = Result<(String, bool), String>;
 
 /// The next run of `cron` after `from`; None when off.
 pub fn next_run(cron: &str, from: i64) -> Option<i64> {
