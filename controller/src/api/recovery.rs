@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use tidemark_core::ids::BackupId;
-use tidemark_core::wal;
 use tidemark_proto as pb;
 
 use super::State;
@@ -22,14 +21,9 @@ pub async fn instance(state: &State, name: &str) -> ApiResult<InstanceRow> {
 }
 
 pub async fn window(state: &State, inst: &InstanceRow) -> ApiResult<Window> {
-    let seg = if inst.wal_segment_size > 0 {
-        inst.wal_segment_size
-    } else {
-        wal::DEFAULT_SEGMENT_SIZE
-    };
     let bases = state.catalog.complete_base_backups(&inst.name).await?;
     let segments = state.catalog.wal_segments(&inst.name).await?;
-    Ok(Window::compute(&bases, &segments, seg))
+    Ok(Window::compute(&bases, &segments, inst.segment_size()))
 }
 
 pub async fn window_info(state: &State, inst: &InstanceRow) -> ApiResult<pb::PitrWindowInfo> {
@@ -110,6 +104,24 @@ pub async fn fleet_status(state: &State) -> ApiResult<Vec<pb::InstanceStatus>> {
     Ok(out)
 }
 
+/// Refuse a backup some of whose chunks are missing or were found corrupt.
+pub async fn check_chunks_stored(state: &State, b: &BackupRow) -> ApiResult<()> {
+    for p in &b.parts {
+        if let Some(bad) = state
+            .catalog
+            .unavailable_chunks(b.id, &p.name, 1)
+            .await?
+            .first()
+        {
+            return Err(ApiError::DataLoss(format!(
+                "backup {} cannot be restored: chunk {bad} of part {} is missing or was found corrupt",
+                b.id, p.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A physical restore job for `r`: (agent, job params, job).
 pub async fn plan_restore(
     state: &State,
@@ -160,19 +172,7 @@ pub async fn plan_restore(
     };
     let base = &reach.base;
     let b = state.backup(base.backup_id).await?;
-    for p in &b.parts {
-        if let Some(bad) = state
-            .catalog
-            .unavailable_chunks(b.id, &p.name, 1)
-            .await?
-            .first()
-        {
-            return Err(ApiError::DataLoss(format!(
-                "backup {} cannot be restored: chunk {bad} of part {} is missing or was found corrupt",
-                b.id, p.name
-            )));
-        }
-    }
+    check_chunks_stored(state, &b).await?;
     // Each tablespace goes where the map says (by OID or by old location), else back to
     // its old location.
     let mut tablespaces = HashMap::new();

@@ -25,14 +25,6 @@ use crate::catalog::{InstanceRow, WalFileRow, WalOutcome, now};
 /// start the restored server later).
 const FETCH_GRANT_SECS: i64 = 24 * 3600;
 
-fn segment_size(inst: &InstanceRow) -> u64 {
-    if inst.wal_segment_size > 0 {
-        inst.wal_segment_size
-    } else {
-        wal::DEFAULT_SEGMENT_SIZE
-    }
-}
-
 /// The instance `agent` archives from `header`'s cluster and directory, or why not.
 async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult<InstanceRow> {
     let same_cluster = state
@@ -89,7 +81,7 @@ pub async fn push(
     };
     let inst = primary_for(state, agent, &header).await?;
     let name =
-        WalName::parse(&header.name, segment_size(&inst)).map_err(ApiError::InvalidArgument)?;
+        WalName::parse(&header.name, inst.segment_size()).map_err(ApiError::InvalidArgument)?;
     let _claim = state.uploading.claim(format!(
         "WAL file {} of instance {}",
         header.name, inst.name
@@ -110,13 +102,13 @@ pub async fn push(
         )),
         Failure::Api(e) => e,
     })?;
-    if name.segno().is_some() && stats.raw_bytes != segment_size(&inst) {
+    if name.segno().is_some() && stats.raw_bytes != inst.segment_size() {
         return Err(ApiError::InvalidArgument(format!(
             "{} is {} bytes, but instance {}'s WAL segments are {} bytes; nothing was archived",
             header.name,
             stats.raw_bytes,
             inst.name,
-            segment_size(&inst)
+            inst.segment_size()
         )));
     }
     let Sink::Memory { entries, new } = rx.sink else {
@@ -199,7 +191,7 @@ pub async fn fetch(
 ) -> ApiResult<PartStream> {
     let agent = who.name.as_str();
     let inst = fetch_source(state, &r).await?;
-    let name = WalName::parse(&r.name, segment_size(&inst)).map_err(ApiError::InvalidArgument)?;
+    let name = WalName::parse(&r.name, inst.segment_size()).map_err(ApiError::InvalidArgument)?;
     if who.role == Role::Sandbox {
         // Only what its running drill replays: this instance's WAL from the backup's start.
         let from = state.catalog.drill_wal_grant(agent, &inst.name).await?;
@@ -279,7 +271,7 @@ pub async fn missing(
         .instance(instance)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("instance {instance} is not registered")))?;
-    let seg = segment_size(&inst);
+    let seg = inst.segment_size();
     if stop < start || stop.segno(seg) - start.segno(seg) > 1 << 20 {
         return Err(ApiError::InvalidArgument(format!(
             "WAL range {start}..{stop} is not a plausible backup range"

@@ -22,6 +22,17 @@ pub struct InstanceRow {
     pub archive_timeout: u64,
 }
 
+impl InstanceRow {
+    /// The WAL segment size, or PostgreSQL's default while the instance has not said.
+    pub fn segment_size(&self) -> u64 {
+        if self.wal_segment_size > 0 {
+            self.wal_segment_size
+        } else {
+            tidemark_core::wal::DEFAULT_SEGMENT_SIZE
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentRow {
     pub name: String,

@@ -184,17 +184,19 @@ impl Catalog {
         instance: &str,
         states: &[DrillState],
     ) -> Result<Option<DrillRow>> {
-        let wanted: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        let rows = sqlx::query("SELECT * FROM drills WHERE instance = ? ORDER BY id DESC")
-            .bind(instance)
-            .fetch_all(&self.pool)
-            .await?;
-        for r in &rows {
-            if wanted.contains(&r.get::<&str, _>("state")) {
-                return drill_from_row(r).map(Some);
-            }
+        let marks = vec!["?"; states.len()].join(", ");
+        let sql = format!(
+            "SELECT * FROM drills WHERE instance = ? AND state IN ({marks}) ORDER BY id DESC LIMIT 1"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(instance);
+        for st in states {
+            q = q.bind(st.as_str());
         }
-        Ok(None)
+        q.fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(drill_from_row)
+            .transpose()
     }
 
     /// Queued -> running on `sandbox`. False when the drill was no longer queued.

@@ -111,18 +111,7 @@ impl Catalog {
 
     /// Set a schedule from the CLI; it keeps its last fired slot.
     pub async fn set_schedule(&self, instance: &str, kind: &str, cron: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, 'cli', ?)
-             ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, origin = 'cli',
-               updated_at = excluded.updated_at",
-        )
-        .bind(instance)
-        .bind(kind)
-        .bind(cron)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.upsert_schedule(instance, kind, cron, "cli").await
     }
 
     /// Back to the config's schedule (`config_cron`), or none.
@@ -133,27 +122,38 @@ impl Catalog {
         config_cron: Option<&str>,
     ) -> Result<()> {
         match config_cron {
-            Some(cron) => {
-                sqlx::query(
-                    "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, 'config', ?)
-                     ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, origin = 'config',
-                       updated_at = excluded.updated_at",
-                )
-                .bind(instance)
-                .bind(kind)
-                .bind(cron)
-                .bind(now())
-                .execute(&self.pool)
-                .await?;
-            }
+            Some(cron) => self.upsert_schedule(instance, kind, cron, "config").await,
             None => {
                 sqlx::query("DELETE FROM schedules WHERE instance = ? AND kind = ?")
                     .bind(instance)
                     .bind(kind)
                     .execute(&self.pool)
                     .await?;
+                Ok(())
             }
         }
+    }
+
+    /// Write a schedule with its origin, keeping its last fired slot.
+    async fn upsert_schedule(
+        &self,
+        instance: &str,
+        kind: &str,
+        cron: &str,
+        origin: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, origin = excluded.origin,
+               updated_at = excluded.updated_at",
+        )
+        .bind(instance)
+        .bind(kind)
+        .bind(cron)
+        .bind(origin)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

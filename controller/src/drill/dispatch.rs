@@ -87,24 +87,8 @@ async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()>
         .map_err(ApiError::FailedPrecondition)?;
     let base = &reach.base;
     let b = state.backup(base.backup_id).await?;
-    for p in &b.parts {
-        if let Some(bad) = state
-            .catalog
-            .unavailable_chunks(b.id, &p.name, 1)
-            .await?
-            .first()
-        {
-            return Err(ApiError::DataLoss(format!(
-                "backup {} cannot be restored: chunk {bad} of part {} is missing or was found corrupt",
-                b.id, p.name
-            )));
-        }
-    }
-    let seg = if inst.wal_segment_size > 0 {
-        inst.wal_segment_size
-    } else {
-        tidemark_core::wal::DEFAULT_SEGMENT_SIZE
-    };
+    crate::api::recovery::check_chunks_stored(state, &b).await?;
+    let seg = inst.segment_size();
     let parts: Vec<String> = b.parts.iter().map(|p| p.name.clone()).collect();
     let restore = pb::PhysicalRestore {
         backup_id: b.id.0,

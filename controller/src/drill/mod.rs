@@ -225,16 +225,11 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
     } else {
         state.drills.settings.switch_interval
     };
-    let seg_size = if inst.wal_segment_size > 0 {
-        inst.wal_segment_size
-    } else {
-        tidemark_core::wal::DEFAULT_SEGMENT_SIZE
-    };
     let judged = judge::judge(
         &judge::Context {
             target: d.target,
             base: &base,
-            seg_size,
+            seg_size: inst.segment_size(),
             switch_interval: switch,
             checks,
             samples: &samples,
