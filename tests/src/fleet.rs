@@ -705,6 +705,30 @@ impl Fleet {
         (out.json(), out.code)
     }
 
+    /// Run a base backup of demo-pg to the end, asserting it succeeded; returns its JSON
+    /// detail.
+    pub fn base_backup(&self) -> Value {
+        let out = self.admin.run(&[
+            "backup",
+            "--instance",
+            "demo-pg",
+            "--kind",
+            "base",
+            "--wait",
+            "--output",
+            "json",
+        ]);
+        assert_eq!(
+            out.code,
+            0,
+            "{}{}\nagent log:\n{}",
+            out.stdout,
+            out.stderr,
+            self.agent.daemon.log_text()
+        );
+        out.json()
+    }
+
     pub fn restore(&self, backup: i64, args: &[&str]) -> crate::fleet::CliOutput {
         let id = backup.to_string();
         let mut a = vec!["restore", "--backup", &id, "--host", "db1"];

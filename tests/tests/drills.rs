@@ -42,18 +42,6 @@ sql = "SELECT count(*) FROM pg_class"
 expect = "nonzero"
 "#;
 
-fn base_backup(f: &Fleet) {
-    let out = f.admin.run(&[
-        "backup",
-        "--instance",
-        "demo-pg",
-        "--kind",
-        "base",
-        "--wait",
-    ]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-}
-
 /// Complete the current segment and wait until it is archived; returns its name.
 fn archive_now(f: &Fleet) -> String {
     f.pg.archive_current_segment()
@@ -131,7 +119,7 @@ fn a_drill_recovers_exactly_what_was_committed_before_its_target() {
     let (f, sb) = drill_fleet("drill", CHECKS);
     // A restart after the backup may have reset the agent's session: the sampler starts
     // with each session, so sample only once the table exists.
-    base_backup(&f);
+    f.base_backup();
     let target = write_markers(&f);
 
     // Not to now, and not past the newest archived WAL.
@@ -244,7 +232,7 @@ sql = "SELECT count(*) FROM markers"
 expect = "equals:999"
 "#;
     let (f, sb) = drill_fleet("drillfail", checks);
-    base_backup(&f);
+    f.base_backup();
     let mut targets = Vec::new();
     let mut segments = Vec::new();
     for batch in 0..3 {
@@ -305,7 +293,7 @@ sql = "SELECT 1 FROM pg_sleep(20)"
 expect = "nonzero"
 "#;
     let (mut f, sb) = drill_fleet("drillabort", checks);
-    base_backup(&f);
+    f.base_backup();
     let target = write_markers(&f);
     let out = f.admin.run(&[
         "drill",
@@ -489,7 +477,7 @@ fn a_sandbox_cut_off_from_production_still_passes_a_drill() {
         "postgres",
         "CREATE TABLE markers (id serial PRIMARY KEY, phase text NOT NULL, n int NOT NULL)",
     );
-    base_backup(&f);
+    f.base_backup();
     let target = write_markers(&f);
     let (d, code) = drill(&f, &["--target", &target]);
     assert_eq!(code, 0, "{d:#}\nsandbox log:\n{}", sb.daemon.log_text());

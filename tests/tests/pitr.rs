@@ -21,28 +21,6 @@ fn make_tablespace(f: &Fleet, name: &str) -> String {
     loc.display().to_string()
 }
 
-fn base_backup(f: &Fleet) -> serde_json::Value {
-    let out = f.admin.run(&[
-        "backup",
-        "--instance",
-        "demo-pg",
-        "--kind",
-        "base",
-        "--wait",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(
-        out.code,
-        0,
-        "{}{}\nagent log:\n{}",
-        out.stdout,
-        out.stderr,
-        f.agent.daemon.log_text()
-    );
-    out.json()
-}
-
 #[test]
 fn base_backup_with_a_tablespace_is_complete_once_its_wal_is_archived() {
     let f = Fleet::start_archiving("base", "", "");
@@ -52,7 +30,7 @@ fn base_backup_with_a_tablespace_is_complete_once_its_wal_is_archived() {
         "postgres",
         "INSERT INTO t SELECT md5(g::text) FROM generate_series(1, 10000) g",
     );
-    let b = base_backup(&f);
+    let b = f.base_backup();
     assert_eq!(b["status"], "complete", "{b}");
     let parts: Vec<&str> = b["parts"]
         .as_array()
@@ -234,7 +212,7 @@ fn point_in_time_restores_are_exact_to_a_time_an_lsn_and_a_restore_point() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let b = base_backup(&f);
+    let b = f.base_backup();
     assert_eq!(b["status"], "complete", "{b}");
 
     // pgbench writes throughout; a marker commits about every second, with the client's
@@ -403,7 +381,7 @@ fn switch_wal(f: &Fleet) -> String {
 fn archiving_catches_up_after_a_controller_outage_and_a_lost_segment_is_a_gap() {
     let mut f = Fleet::start_archiving("outage", "status-interval = \"1s\"\n", "");
     f.pg.sql("postgres", "CREATE TABLE t (v int)");
-    let b = base_backup(&f);
+    let b = f.base_backup();
     assert_eq!(b["status"], "complete", "{b}");
 
     // The controller goes away while PostgreSQL keeps writing: archive_command fails and

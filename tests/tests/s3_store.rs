@@ -32,15 +32,7 @@ fn backups_round_trip_through_s3() {
     assert_eq!(f.pg.fingerprint("shop"), f.pg.fingerprint("shop_back"));
 
     // Base backups and the WAL archive live there too.
-    let out = f.admin.run(&[
-        "backup",
-        "--instance",
-        "demo-pg",
-        "--kind",
-        "base",
-        "--wait",
-    ]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    f.base_backup();
     let s3 = f.s3.as_ref().unwrap();
     let objects = s3.object_files();
     assert!(objects.len() > 10, "{objects:?}");

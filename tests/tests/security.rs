@@ -392,18 +392,7 @@ fn a_sandbox_reads_only_what_its_drill_needs_and_never_writes() {
     use tidemark_core::timefmt::pg_timestamp;
     let f = Fleet::start_archiving("sbroles", "", "");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let out = f.admin.run(&[
-        "backup",
-        "--instance",
-        "demo-pg",
-        "--kind",
-        "base",
-        "--wait",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let backup = out.json()["id"].as_i64().unwrap();
+    let backup = f.base_backup()["id"].as_i64().unwrap();
     f.pg.sql("postgres", "CREATE TABLE t AS SELECT 1 AS v");
     std::thread::sleep(Duration::from_millis(1100));
     let now = std::time::SystemTime::now()

@@ -32,18 +32,7 @@ fn scenario(label: &str, s3: bool) {
     );
     let (logical, code) = f.backup();
     assert_eq!(code, 0, "{logical}");
-    let out = f.admin.run(&[
-        "backup",
-        "--instance",
-        "demo-pg",
-        "--kind",
-        "base",
-        "--wait",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let base = out.json();
+    let base = f.base_backup();
     let (l, b) = (
         logical["id"].as_i64().unwrap(),
         base["id"].as_i64().unwrap(),
