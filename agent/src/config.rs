@@ -27,6 +27,15 @@
 //! wal-wait-timeout = "5m"             # a base backup fails if its WAL is not archived by then
 //! checkpoint = "fast"                 # pg_basebackup --checkpoint: fast or spread
 //! os-user = "postgres"                # owns restored data directories (when the agent is root)
+//!
+//! [[instance]]
+//! name = "shop-db"
+//! engine = "mariadb"                  # MariaDB, or MySQL (its mysqldump/xtrabackup are used)
+//! host = "/run/mysqld/mysqld.sock"    # a socket file, or a host name (then port, default 3306)
+//! user = "tidemark"                   # default root
+//! passfile = "/etc/tidemark/my.cnf"   # optional: an option file with [client] password=...
+//! archive-timeout = "30s"             # rotate the binlog when its oldest unarchived event is this old
+//! os-user = "mysql"                   # owns restored data directories
 //! ```
 //!
 //! A sandbox host (certificate `sandbox:NAME`) has no instances; it runs drills:
@@ -84,9 +93,11 @@ pub struct InstanceConfig {
     pub name: String,
     pub engine: Engine,
     pub host: String,
-    #[serde(default = "default_port")]
+    /// Default: 5432 for PostgreSQL, 3306 for MariaDB (filled in by `load`).
+    #[serde(default)]
     pub port: u16,
-    #[serde(default = "default_user")]
+    /// Default: postgres for PostgreSQL, root for MariaDB.
+    #[serde(default)]
     pub user: String,
     pub passfile: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
@@ -106,8 +117,9 @@ pub struct InstanceConfig {
     #[serde(default)]
     pub checkpoint: Checkpoint,
     /// The OS user that owns restored data directories and runs a restored server, when
-    /// the agent runs as root (PostgreSQL refuses to run as root).
-    #[serde(default = "default_os_user")]
+    /// the agent runs as root (PostgreSQL refuses to run as root). Default: postgres, or
+    /// mysql for MariaDB.
+    #[serde(default)]
     pub os_user: String,
     /// Warn when a transaction has been open longer than this when a dump starts.
     #[serde(
@@ -115,6 +127,14 @@ pub struct InstanceConfig {
         with = "tidemark_core::duration::serde_text"
     )]
     pub long_transaction_warning: Duration,
+    /// MariaDB: the agent ships closed binlogs only, so it rotates the binlog (FLUSH
+    /// BINARY LOGS) once its oldest unarchived event is this old. This bounds the RPO, as
+    /// PostgreSQL's archive_timeout does.
+    #[serde(
+        default = "default_binlog_timeout",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub archive_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,21 +164,41 @@ pub enum Checkpoint {
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
     Postgresql,
+    Mariadb,
 }
 
 impl Engine {
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Postgresql => "postgresql",
+            Engine::Mariadb => "mariadb",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Engine::Postgresql => 5432,
+            Engine::Mariadb => 3306,
+        }
+    }
+
+    fn default_user(self) -> &'static str {
+        match self {
+            Engine::Postgresql => "postgres",
+            Engine::Mariadb => "root",
+        }
+    }
+
+    fn default_os_user(self) -> &'static str {
+        match self {
+            Engine::Postgresql => "postgres",
+            Engine::Mariadb => "mysql",
         }
     }
 }
 
-fn default_port() -> u16 {
-    5432
-}
-fn default_user() -> String {
-    "postgres".into()
+fn default_binlog_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_prefetch() -> u32 {
     8
@@ -187,8 +227,8 @@ impl InstanceConfig {
             name: name.into(),
             engine: Engine::Postgresql,
             host: "/var/run/postgresql".into(),
-            port: default_port(),
-            user: default_user(),
+            port: Engine::Postgresql.default_port(),
+            user: Engine::Postgresql.default_user().into(),
             passfile: None,
             bin_dir: None,
             databases: None,
@@ -197,6 +237,7 @@ impl InstanceConfig {
             checkpoint: Checkpoint::default(),
             os_user: default_os_user(),
             long_transaction_warning: default_long_txn(),
+            archive_timeout: default_binlog_timeout(),
         }
     }
 }
@@ -243,6 +284,21 @@ impl AgentConfig {
             if !ok {
                 return Err(invalid(format!(
                     "instance name {:?} may hold only letters, digits, '-', '_' and '.'",
+                    i.name
+                )));
+            }
+            if i.port == 0 {
+                i.port = i.engine.default_port();
+            }
+            if i.user.is_empty() {
+                i.user = i.engine.default_user().into();
+            }
+            if i.os_user.is_empty() {
+                i.os_user = i.engine.default_os_user().into();
+            }
+            if i.archive_timeout < Duration::from_secs(1) {
+                return Err(invalid(format!(
+                    "instance {:?}: archive-timeout must be at least 1s",
                     i.name
                 )));
             }

@@ -14,6 +14,7 @@ use tidemark_proto::{
 use tonic::transport::Channel;
 
 use crate::config::{AgentConfig, Engine};
+use crate::engine::mariadb::{self, Maria};
 use crate::engine::postgres::{self, Pg};
 use crate::job::{JobContext, JobResult};
 use crate::progress::Progress;
@@ -102,9 +103,28 @@ async fn session(
         .await?
         .into_inner();
     tracing::info!(identity = %reg.identity, controller = %config.controller, "registered");
-    // A sandbox has no instances to report on.
-    let _stop_reporter = (config.sandbox.is_none())
-        .then(|| AbortOnDrop(tokio::spawn(report_status(client.clone(), config.clone()))));
+    // A sandbox has no instances to report on. MariaDB binlogs are archived by this
+    // daemon, one archiver per instance, for as long as the session lasts.
+    let binlog_status = mariadb::binlog::Statuses::default();
+    let _stop_reporter = (config.sandbox.is_none()).then(|| {
+        AbortOnDrop(tokio::spawn(report_status(
+            client.clone(),
+            config.clone(),
+            binlog_status.clone(),
+        )))
+    });
+    let _stop_archivers: Vec<AbortOnDrop> = config
+        .instances
+        .iter()
+        .filter(|i| i.engine == Engine::Mariadb)
+        .map(|i| {
+            AbortOnDrop(tokio::spawn(mariadb::binlog::archive(
+                client.clone(),
+                Maria::new(i.clone()),
+                binlog_status.clone(),
+            )))
+        })
+        .collect();
     let _stop_sampler = AbortOnDrop(tokio::spawn(crate::sampler::run(
         client.clone(),
         config.clone(),
@@ -179,12 +199,25 @@ impl Drop for AbortOnDrop {
 
 /// Report every instance's archiver status now and then, for `tidemark status` and the
 /// metrics (segments waiting to be archived, archive_command failures).
-async fn report_status(mut client: AgentServiceClient<Channel>, config: Arc<AgentConfig>) {
+async fn report_status(
+    mut client: AgentServiceClient<Channel>,
+    config: Arc<AgentConfig>,
+    binlogs: mariadb::binlog::Statuses,
+) {
     loop {
         let mut instances = Vec::new();
         for inst in &config.instances {
             match inst.engine {
                 Engine::Postgresql => instances.push(Pg::new(inst.clone()).archiver_status().await),
+                Engine::Mariadb => {
+                    let known = binlogs.lock().expect("status lock").get(&inst.name).cloned();
+                    instances.push(known.unwrap_or_else(|| tidemark_proto::ArchiverStatus {
+                        instance: inst.name.clone(),
+                        archive_timeout_secs: inst.archive_timeout.as_secs() as i64,
+                        error: "the binlog archiver has not run yet".into(),
+                        ..Default::default()
+                    }));
+                }
             }
         }
         if let Err(e) = client.report_status(StatusReport { instances }).await {
@@ -201,6 +234,34 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
     let mut instances = Vec::new();
     for inst in &config.instances {
         match inst.engine {
+            Engine::Mariadb => {
+                let db = Maria::new(inst.clone());
+                for t in ["mariadb-dump", "mariabackup", "mbstream", "mariadb-binlog"] {
+                    let version = db
+                        .tool_version(t)
+                        .await
+                        .unwrap_or_else(|e| format!("unavailable: {e}"));
+                    add_tool(&mut tools, t, version);
+                }
+                let (facts, databases, error) = match (db.facts().await, db.databases().await) {
+                    (Ok(f), Ok(d)) => (f, d, String::new()),
+                    (Err(e), _) | (_, Err(e)) => (Default::default(), Vec::new(), e.to_string()),
+                };
+                if !error.is_empty() {
+                    tracing::warn!(instance = %inst.name, %error, "instance unreachable");
+                }
+                instances.push(InstanceInfo {
+                    name: inst.name.clone(),
+                    engine: inst.engine.as_str().into(),
+                    server_version: facts.version,
+                    system_identifier: String::new(),
+                    databases,
+                    error,
+                    data_directory: facts.datadir,
+                    wal_segment_size: 0,
+                    log_bin_basename: facts.log_bin_basename,
+                });
+            }
             Engine::Postgresql => {
                 let pg = Pg::new(inst.clone());
                 for t in ["pg_dump", "pg_restore", "pg_basebackup"] {
@@ -208,15 +269,7 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
                         .tool_version(t)
                         .await
                         .unwrap_or_else(|e| format!("unavailable: {e}"));
-                    if !tools
-                        .iter()
-                        .any(|v: &ToolVersion| v.name == t && v.version == version)
-                    {
-                        tools.push(ToolVersion {
-                            name: t.into(),
-                            version,
-                        });
-                    }
+                    add_tool(&mut tools, t, version);
                 }
                 let (server_version, databases, error) =
                     match (pg.server_version().await, pg.databases().await) {
@@ -236,11 +289,21 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
                     error,
                     data_directory,
                     wal_segment_size,
+                    log_bin_basename: String::new(),
                 });
             }
         }
     }
     (tools, instances)
+}
+
+fn add_tool(tools: &mut Vec<ToolVersion>, name: &str, version: String) {
+    if !tools.iter().any(|v| v.name == name && v.version == version) {
+        tools.push(ToolVersion {
+            name: name.into(),
+            version,
+        });
+    }
 }
 
 async fn run_job(
@@ -298,11 +361,13 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
     };
     match spec {
         Some(job::Spec::Backup(b)) => {
-            let pg = Pg::new(instance_of(&b.instance)?);
-            match b.kind.as_str() {
-                "logical" => postgres::logical::run(ctx, &pg).await,
-                "base" => postgres::base::run(ctx, &pg).await,
-                other => {
+            let inst = instance_of(&b.instance)?;
+            match (inst.engine, b.kind.as_str()) {
+                (Engine::Postgresql, "logical") => postgres::logical::run(ctx, &Pg::new(inst)).await,
+                (Engine::Postgresql, "base") => postgres::base::run(ctx, &Pg::new(inst)).await,
+                (Engine::Mariadb, "logical") => mariadb::logical::run(ctx, &Maria::new(inst)).await,
+                (Engine::Mariadb, "base") => mariadb::physical::run(ctx, &Maria::new(inst)).await,
+                (_, other) => {
                     Err(format!("backup kind {other:?} is not supported by this agent").into())
                 }
             }
@@ -324,8 +389,11 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
                 postgres::physical::run(ctx, &config.path, &inst, p).await
             }
             None => {
-                let pg = Pg::new(instance_of(&r.instance)?);
-                postgres::restore::run(ctx, &pg, &r).await
+                let inst = instance_of(&r.instance)?;
+                match inst.engine {
+                    Engine::Postgresql => postgres::restore::run(ctx, &Pg::new(inst), &r).await,
+                    Engine::Mariadb => mariadb::restore::run(ctx, &Maria::new(inst), &r).await,
+                }
             }
         },
         Some(job::Spec::Drill(d)) => match &config.sandbox {

@@ -10,6 +10,8 @@ use tidemark_proto::{Probe, Sample, SampleBatch};
 use tonic::transport::Channel;
 
 use crate::config::AgentConfig;
+use crate::config::Engine;
+use crate::engine::mariadb::Maria;
 use crate::engine::postgres::Pg;
 
 fn now_micros() -> i64 {
@@ -38,7 +40,15 @@ pub async fn run(
                 continue;
             };
             let taken_at = now_micros();
-            match Pg::new(inst.clone()).query(&p.database, &p.sql).await {
+            let result = match inst.engine {
+                Engine::Postgresql => Pg::new(inst.clone()).query(&p.database, &p.sql).await,
+                Engine::Mariadb => {
+                    Maria::new(inst.clone())
+                        .query(Some(&p.database), &p.sql)
+                        .await
+                }
+            };
+            match result {
                 Ok(out) => samples.push(Sample {
                     instance: p.instance.clone(),
                     name: p.name.clone(),

@@ -87,14 +87,64 @@ impl Target<'_> {
     }
 }
 
+/// Reads a tool's stream as it goes by, to check its structure or pick facts out of it,
+/// without holding it.
+pub trait Inspector: Send + 'static {
+    fn feed(&mut self, bytes: &[u8]);
+    /// Called once the tool exited 0 and its whole stream was read, before the part is
+    /// committed: an error means the stream is not what the tool should have written, and
+    /// the part is not stored.
+    fn verdict(&mut self) -> Result<(), String>;
+}
+
+struct NoInspection;
+
+impl Inspector for NoInspection {
+    fn feed(&mut self, _: &[u8]) {}
+    fn verdict(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct Inspected<R, I> {
+    inner: R,
+    inspector: std::sync::Arc<std::sync::Mutex<I>>,
+}
+
+impl<R: Read, I: Inspector> Read for Inspected<R, I> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.inspector
+            .lock()
+            .expect("inspector lock")
+            .feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Run `cmd` and upload its stdout as `part`. The part is stored only if the tool exits 0:
 /// its trailer is sent after the exit status is known. Returns the controller's ack.
 pub async fn upload_tool_output(
     client: &AgentServiceClient<Channel>,
     part: Part<'_>,
-    mut cmd: Command,
+    cmd: Command,
     progress: &Progress,
 ) -> Result<UploadPartResponse, UploadError> {
+    upload_inspected(client, part, cmd, progress, NoInspection)
+        .await
+        .map(|(ack, _)| ack)
+}
+
+/// [`upload_tool_output`], with `inspector` reading the stream on its way; it is handed
+/// back with what it found.
+pub async fn upload_inspected<I: Inspector>(
+    client: &AgentServiceClient<Channel>,
+    part: Part<'_>,
+    mut cmd: Command,
+    progress: &Progress,
+    inspector: I,
+) -> Result<(UploadPartResponse, I), UploadError> {
+    let part_name = part.name.to_string();
     let program = cmd.get_program().to_owned();
     let tool_name = tool::name_of(program.as_ref());
     cmd.stdin(Stdio::null())
@@ -111,6 +161,12 @@ pub async fn upload_tool_output(
     let _ = rustix::pipe::fcntl_setpipe_size(&stdout, 1 << 20);
     let stderr = child.stderr.take().expect("piped stderr");
     let stderr_tail = std::thread::spawn(move || tool::read_tail(stderr));
+    let inspector = std::sync::Arc::new(std::sync::Mutex::new(inspector));
+    let stdout = Inspected {
+        inner: stdout,
+        inspector: inspector.clone(),
+    };
+    let judge = inspector.clone();
     // Stop the tool when the upload fails: a tool that is not writing (a pg_dump waiting
     // for a lock) would otherwise never notice, and would hold its snapshot. The child is
     // reaped only in `exited`, after this can run, so the pid is still this child's.
@@ -127,7 +183,14 @@ pub async fn upload_tool_output(
         })?;
         let stderr = stderr_tail.join().unwrap_or_default();
         if status.success() {
-            Ok(())
+            judge
+                .lock()
+                .expect("inspector lock")
+                .verdict()
+                .map_err(|what| UploadError::Mismatch {
+                    part: part_name,
+                    what,
+                })
         } else {
             Err(ToolError::Failed {
                 tool: name,
@@ -144,7 +207,14 @@ pub async fn upload_tool_output(
         }
         .into()),
         Err(e) => Err(e),
-        Ok(Ack::Part(resp)) => Ok(resp),
+        Ok(Ack::Part(resp)) => {
+            let inspector = std::sync::Arc::try_unwrap(inspector)
+                .ok()
+                .expect("the upload is done with the inspector")
+                .into_inner()
+                .expect("inspector lock");
+            Ok((resp, inspector))
+        }
         Ok(Ack::Wal(_)) => unreachable!("a part upload is acknowledged as a part"),
     }
 }

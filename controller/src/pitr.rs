@@ -241,6 +241,7 @@ mod tests {
                 modified_at: 1000 + n as i64 * 60,
                 stored_at: 0,
                 agent: "db1".into(),
+                first_event_at: None,
             })
             .collect()
     }

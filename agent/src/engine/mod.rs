@@ -1,3 +1,4 @@
 //! Database engines: each runs its native tools for backup and restore.
 
+pub mod mariadb;
 pub mod postgres;

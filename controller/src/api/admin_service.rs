@@ -28,15 +28,27 @@ fn admin<T>(req: &Request<T>, what: &str) -> ApiResult<()> {
 }
 
 /// The part a restore reads: the named database, or the backup's only one.
-fn restore_part(b: &BackupRow, database: &str) -> ApiResult<String> {
-    let dbs: Vec<&str> = b
-        .parts
-        .iter()
-        .filter_map(|p| p.name.strip_prefix("db:"))
-        .collect();
+/// The part to restore, and the database to take from it when it holds several (a
+/// MariaDB dump holds every database of the instance in one part).
+fn restore_part(b: &BackupRow, database: &str) -> ApiResult<(String, String)> {
+    let (dbs, part): (Vec<&str>, Option<&str>) = if b.databases.is_empty() {
+        let dbs = b
+            .parts
+            .iter()
+            .filter_map(|p| p.name.strip_prefix("db:"))
+            .collect();
+        (dbs, None)
+    } else {
+        let part = b.parts.first().map(|p| p.name.as_str());
+        (b.databases.iter().map(String::as_str).collect(), part)
+    };
+    let pick = |db: &str| match part {
+        Some(p) => (p.to_string(), db.to_string()),
+        None => (format!("db:{db}"), String::new()),
+    };
     if !database.is_empty() {
         if dbs.contains(&database) {
-            return Ok(format!("db:{database}"));
+            return Ok(pick(database));
         }
         return Err(ApiError::NotFound(format!(
             "backup {} holds no database {database:?}; it holds: {}",
@@ -45,7 +57,7 @@ fn restore_part(b: &BackupRow, database: &str) -> ApiResult<String> {
         )));
     }
     match dbs.as_slice() {
-        [one] => Ok(format!("db:{one}")),
+        [one] => Ok(pick(one)),
         [] => Err(ApiError::FailedPrecondition(format!(
             "backup {} holds no database dump",
             b.id
@@ -134,7 +146,17 @@ impl AdminService for AdminApi {
             .base_backup(id)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(convert::backup_detail(&b, base.as_ref())))
+        let binlog = self
+            .state
+            .catalog
+            .binlog_coordinates(id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::backup_detail(
+            &b,
+            base.as_ref(),
+            binlog.as_ref(),
+        )))
     }
 
     async fn start_backup(
@@ -174,7 +196,7 @@ impl AdminService for AdminApi {
             )
             .into());
         }
-        let part = restore_part(&b, &r.database)?;
+        let (part, source_database) = restore_part(&b, &r.database)?;
         let host = r.host.strip_prefix("agent:").unwrap_or(&r.host);
         let agent = cat.agent(host).await.map_err(ApiError::from)?;
         let agent = agent.ok_or_else(|| {
@@ -203,6 +225,20 @@ impl AdminService for AdminApi {
             ))
             .into());
         };
+        let source_engine = cat
+            .instance(&b.instance)
+            .await
+            .map_err(ApiError::from)?
+            .map(|i| i.engine);
+        let target_engine = agent.instances.iter().find(|i| i.name == instance).map(|i| i.engine.clone());
+        if let (Some(s), Some(t)) = (&source_engine, &target_engine)
+            && s != t
+        {
+            return Err(ApiError::InvalidArgument(format!(
+                "backup {id} is of a {s} instance, and instance {instance} on {host} is {t}; restore onto a {s} instance"
+            ))
+            .into());
+        }
         if let Some(bad) = cat
             .unavailable_chunks(id, &part, 1)
             .await
@@ -224,6 +260,7 @@ impl AdminService for AdminApi {
             jobs: r.jobs.max(1),
             no_owner: r.no_owner,
             physical: None,
+            database: source_database,
         };
         let params = json!({
             "backup_id": id.0, "part": part, "instance": instance, "into_database": r.into_database,

@@ -17,8 +17,9 @@ use super::sessions::JobStream;
 use super::upload;
 use super::wal;
 use crate::catalog::{
-    ArchiverRow, BackupRow, BaseBackupRow, InstanceRow, JobRow, JobState, Registered, Registration,
+    ArchiverRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceRow, JobRow, JobState, Registered, Registration,
 };
+use tidemark_core::binlog::sequence as binlog_sequence;
 use tidemark_core::wal::Lsn;
 
 pub struct AgentApi {
@@ -32,7 +33,7 @@ const MAX_HAVE_CHUNKS: usize = 4096;
 pub const KINDS: &[&str] = &["logical", "base"];
 
 /// Engines this controller can back up.
-const ENGINES: &[&str] = &["postgresql"];
+const ENGINES: &[&str] = &["postgresql", "mariadb"];
 
 fn agent_name<T>(req: &Request<T>, what: &str) -> ApiResult<String> {
     Ok(require(req, &[Role::Agent], what)?.name)
@@ -120,6 +121,45 @@ enum BaseWal {
 }
 
 impl AgentApi {
+    /// Record the binlog position a MariaDB backup is consistent with. mariabackup's copy
+    /// carries its own redo log, so unlike a PostgreSQL base backup it needs no archived
+    /// log to be restorable by itself: it is complete once its parts are stored.
+    async fn record_binlog(
+        &self,
+        b: &BackupRow,
+        info: Option<&pb::BinlogCoordinates>,
+    ) -> ApiResult<()> {
+        let info = info.ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "backup {} finished without its binlog position",
+                b.id
+            ))
+        })?;
+        let seq = if info.file.is_empty() {
+            None
+        } else {
+            let inst = self.state.catalog.instance(&b.instance).await?;
+            let base = inst.as_ref().map(|i| i.binlog_base()).unwrap_or_default();
+            Some(binlog_sequence(&info.file, base).ok_or_else(|| {
+                ApiError::InvalidArgument(format!(
+                    "backup {}: binlog {:?} is not named after the instance's log_bin_basename {base:?}",
+                    b.id, info.file
+                ))
+            })?)
+        };
+        let row = BinlogCoordRow {
+            backup_id: b.id,
+            file: info.file.clone(),
+            seq,
+            position: info.position,
+            gtid: info.gtid.clone(),
+            start_time: info.start_time,
+            stop_time: info.stop_time,
+        };
+        self.state.catalog.record_binlog_coordinates(&row).await?;
+        Ok(())
+    }
+
     /// Record where a base backup sits in the WAL, and whether every segment from its start
     /// to its stop is archived: until then it cannot be restored, so it is not complete.
     async fn record_base(
@@ -224,6 +264,7 @@ impl AgentService for AgentApi {
                 data_directory: i.data_directory.clone(),
                 wal_segment_size: i.wal_segment_size,
                 archive_timeout: 0,
+                log_bin_basename: i.log_bin_basename.clone(),
             });
         }
         let tools: Vec<(String, String)> = r
@@ -418,6 +459,13 @@ impl AgentService for AgentApi {
                 .await
                 .map_err(ApiError::from)?;
         }
+        if !r.databases.is_empty() {
+            self.state
+                .catalog
+                .set_backup_databases(id, &r.databases)
+                .await
+                .map_err(ApiError::from)?;
+        }
         tracing::info!(backup = %id, instance = %r.instance, agent = %agent, "backup started");
         Ok(Response::new(pb::BeginBackupResponse { backup_id: id.0 }))
     }
@@ -494,7 +542,15 @@ impl AgentService for AgentApi {
                 .await
                 .map_err(ApiError::from)?;
         }
-        if b.kind == "base" && r.error.is_empty() && b.status == "running" {
+        let engine = cat
+            .instance(&b.instance)
+            .await
+            .map_err(ApiError::from)?
+            .map(|i| i.engine)
+            .unwrap_or_default();
+        if engine == "mariadb" && r.error.is_empty() && b.status == "running" {
+            self.record_binlog(&b, r.binlog.as_ref()).await?;
+        } else if b.kind == "base" && r.error.is_empty() && b.status == "running" {
             match self.record_base(&b, r.base.as_ref()).await? {
                 BaseWal::Archived => {}
                 BaseWal::Waiting(reason) => {

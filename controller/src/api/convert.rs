@@ -2,7 +2,9 @@
 
 use tidemark_proto as pb;
 
-use crate::catalog::{AgentRow, BackupRow, BaseBackupRow, InstanceRow, JobRow, PartRow};
+use crate::catalog::{
+    AgentRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceRow, JobRow, PartRow,
+};
 
 pub fn instance(i: &InstanceRow) -> pb::InstanceInfo {
     pb::InstanceInfo {
@@ -14,6 +16,7 @@ pub fn instance(i: &InstanceRow) -> pb::InstanceInfo {
         error: i.error.clone(),
         data_directory: i.data_directory.clone(),
         wal_segment_size: i.wal_segment_size,
+        log_bin_basename: i.log_bin_basename.clone(),
     }
 }
 
@@ -90,7 +93,21 @@ pub fn base_backup(b: &BaseBackupRow) -> pb::BaseBackupInfo {
     }
 }
 
-pub fn backup_detail(b: &BackupRow, base: Option<&BaseBackupRow>) -> pb::BackupDetail {
+pub fn binlog_coordinates(c: &BinlogCoordRow) -> pb::BinlogCoordinates {
+    pb::BinlogCoordinates {
+        file: c.file.clone(),
+        position: c.position,
+        gtid: c.gtid.clone(),
+        start_time: c.start_time,
+        stop_time: c.stop_time,
+    }
+}
+
+pub fn backup_detail(
+    b: &BackupRow,
+    base: Option<&BaseBackupRow>,
+    binlog: Option<&BinlogCoordRow>,
+) -> pb::BackupDetail {
     pb::BackupDetail {
         summary: Some(backup_summary(b)),
         parts: b.parts.iter().map(part).collect(),
@@ -99,6 +116,8 @@ pub fn backup_detail(b: &BackupRow, base: Option<&BaseBackupRow>) -> pb::BackupD
         server_version: b.server_version.clone(),
         tool_version: b.tool_version.clone(),
         base: base.map(base_backup),
+        binlog: binlog.map(binlog_coordinates),
+        databases: b.databases.clone(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use tidemark_core::binlog;
 use tidemark_core::identity::{Identity, Role};
 use tidemark_core::wal::{self, Lsn, WalName};
 use tidemark_proto::upload_part_message::Msg;
@@ -58,6 +59,36 @@ async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult
         })
 }
 
+/// A MariaDB binlog push names its instance: the agent daemon archives it. It must be the
+/// pushing agent's own MariaDB instance, and the file must be named after the
+/// log_bin_basename that instance registered.
+async fn binlog_source(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult<(InstanceRow, u64)> {
+    let inst = state
+        .catalog
+        .instance(&h.instance)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("instance {} is not registered", h.instance)))?;
+    if inst.agent != agent {
+        return Err(ApiError::PermissionDenied(format!(
+            "instance {} belongs to agent {}; agent {agent} may archive binlogs only for its own instances",
+            inst.name, inst.agent
+        )));
+    }
+    if !inst.is_mariadb() {
+        return Err(ApiError::InvalidArgument(format!(
+            "instance {} is {}, not MariaDB: its WAL comes from archive_command",
+            inst.name, inst.engine
+        )));
+    }
+    let seq = binlog::sequence(&h.name, inst.binlog_base()).ok_or_else(|| {
+        ApiError::InvalidArgument(format!(
+            "{:?} is not a binlog of instance {}, whose log_bin_basename is {:?}",
+            h.name, inst.name, inst.log_bin_basename
+        ))
+    })?;
+    Ok((inst, seq))
+}
+
 pub async fn push(
     state: &Arc<State>,
     agent: &str,
@@ -79,9 +110,18 @@ pub async fn push(
             )));
         }
     };
-    let inst = primary_for(state, agent, &header).await?;
-    let name =
-        WalName::parse(&header.name, inst.segment_size()).map_err(ApiError::InvalidArgument)?;
+    // PostgreSQL WAL: (timeline, segment number or None for a .history file), and the size
+    // every segment must have. A binlog: its sequence number, any size.
+    let (inst, timeline, segno, size) = if header.instance.is_empty() {
+        let inst = primary_for(state, agent, &header).await?;
+        let name = WalName::parse(&header.name, inst.segment_size())
+            .map_err(ApiError::InvalidArgument)?;
+        let size = name.segno().map(|_| inst.segment_size());
+        (inst, name.timeline(), name.segno(), size)
+    } else {
+        let (inst, seq) = binlog_source(state, agent, &header).await?;
+        (inst, 0, Some(seq), None)
+    };
     let _claim = state.uploading.claim(format!(
         "WAL file {} of instance {}",
         header.name, inst.name
@@ -102,13 +142,12 @@ pub async fn push(
         )),
         Failure::Api(e) => e,
     })?;
-    if name.segno().is_some() && stats.raw_bytes != inst.segment_size() {
+    if let Some(size) = size
+        && stats.raw_bytes != size
+    {
         return Err(ApiError::InvalidArgument(format!(
-            "{} is {} bytes, but instance {}'s WAL segments are {} bytes; nothing was archived",
-            header.name,
-            stats.raw_bytes,
-            inst.name,
-            inst.segment_size()
+            "{} is {} bytes, but instance {}'s WAL segments are {size} bytes; nothing was archived",
+            header.name, stats.raw_bytes, inst.name,
         )));
     }
     let Sink::Memory { entries, new } = rx.sink else {
@@ -117,14 +156,15 @@ pub async fn push(
     let row = WalFileRow {
         instance: inst.name.clone(),
         name: header.name.clone(),
-        timeline: name.timeline(),
-        segno: name.segno(),
+        timeline,
+        segno,
         size: stats.raw_bytes,
         sha256: stats.stream_sha256.clone(),
         chunks: stats.chunks,
         modified_at: header.modified_at,
         stored_at: 0,
         agent: agent.to_string(),
+        first_event_at: (!header.instance.is_empty()).then_some(header.first_event_at),
     };
     match state.catalog.add_wal(&row, &entries, &new).await? {
         WalOutcome::Stored => {
@@ -191,11 +231,20 @@ pub async fn fetch(
 ) -> ApiResult<PartStream> {
     let agent = who.name.as_str();
     let inst = fetch_source(state, &r).await?;
-    let name = WalName::parse(&r.name, inst.segment_size()).map_err(ApiError::InvalidArgument)?;
+    let segno = if inst.is_mariadb() {
+        let seq = binlog::sequence(&r.name, inst.binlog_base()).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("{:?} is not a binlog of instance {}", r.name, inst.name))
+        })?;
+        Some(seq)
+    } else {
+        WalName::parse(&r.name, inst.segment_size())
+            .map_err(ApiError::InvalidArgument)?
+            .segno()
+    };
     if who.role == Role::Sandbox {
         // Only what its running drill replays: this instance's WAL from the backup's start.
         let from = state.catalog.drill_wal_grant(agent, &inst.name).await?;
-        let needed = match (from, name.segno()) {
+        let needed = match (from, segno) {
             (Some(_), None) => true,
             (Some(first), Some(n)) => n >= first,
             (None, _) => false,

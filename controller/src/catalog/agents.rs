@@ -20,6 +20,22 @@ pub struct InstanceRow {
     /// The server's archive_timeout in seconds (0: off), as last reported: the longest
     /// a commit waits to reach the archive when the server is otherwise quiet.
     pub archive_timeout: u64,
+    /// MariaDB: where the server writes its binlogs ("" when binary logging is off).
+    pub log_bin_basename: String,
+}
+
+impl InstanceRow {
+    pub fn is_mariadb(&self) -> bool {
+        self.engine == "mariadb"
+    }
+
+    /// The file name part of log_bin_basename: binlogs are named BASE.000001.
+    pub fn binlog_base(&self) -> &str {
+        self.log_bin_basename
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.log_bin_basename)
+    }
 }
 
 impl InstanceRow {
@@ -62,6 +78,7 @@ fn instance_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow> {
         data_directory: r.get("data_directory"),
         wal_segment_size: r.get::<i64, _>("wal_segment_size") as u64,
         archive_timeout: r.get::<i64, _>("archive_timeout") as u64,
+        log_bin_basename: r.get("log_bin_basename"),
     })
 }
 
@@ -137,8 +154,8 @@ impl Catalog {
         for inst in instances {
             sqlx::query(
                 "INSERT INTO instances (name, agent, engine, server_version, system_identifier, databases, error, updated_at,
-                   data_directory, wal_segment_size)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   data_directory, wal_segment_size, log_bin_basename)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (name) DO UPDATE SET engine = excluded.engine,
                    server_version = excluded.server_version, databases = excluded.databases,
                    error = excluded.error, updated_at = excluded.updated_at,
@@ -146,7 +163,8 @@ impl Catalog {
                    -- what is known rather than refuse its WAL until it is reachable again.
                    system_identifier = CASE WHEN excluded.system_identifier = '' THEN system_identifier ELSE excluded.system_identifier END,
                    data_directory = CASE WHEN excluded.data_directory = '' THEN data_directory ELSE excluded.data_directory END,
-                   wal_segment_size = CASE WHEN excluded.wal_segment_size = 0 THEN wal_segment_size ELSE excluded.wal_segment_size END",
+                   wal_segment_size = CASE WHEN excluded.wal_segment_size = 0 THEN wal_segment_size ELSE excluded.wal_segment_size END,
+                   log_bin_basename = CASE WHEN excluded.log_bin_basename = '' THEN log_bin_basename ELSE excluded.log_bin_basename END",
             )
             .bind(&inst.name)
             .bind(name)
@@ -158,6 +176,7 @@ impl Catalog {
             .bind(t)
             .bind(&inst.data_directory)
             .bind(inst.wal_segment_size as i64)
+            .bind(&inst.log_bin_basename)
             .execute(&mut *tx)
             .await?;
         }

@@ -44,6 +44,8 @@ pub struct BackupRow {
     pub tool_version: String,
     pub warnings: Vec<String>,
     pub parts: Vec<PartRow>,
+    /// The databases in a part that holds several (a MariaDB dump).
+    pub databases: Vec<String>,
 }
 
 impl BackupRow {
@@ -236,6 +238,8 @@ impl Catalog {
             tool_version: r.get("tool_version"),
             warnings: Vec::new(),
             parts,
+            databases: serde_json::from_str(r.get::<&str, _>("databases"))
+                .map_err(|e| CatalogError::Corrupt(e.to_string()))?,
         })
     }
 

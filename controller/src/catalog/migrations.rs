@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_schedules.sql")),
     (6, include_str!("migrations/0006_verify.sql")),
     (7, include_str!("migrations/0007_verify_schedule.sql")),
+    (8, include_str!("migrations/0008_mariadb.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

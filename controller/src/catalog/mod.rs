@@ -5,6 +5,7 @@
 mod agents;
 mod backups;
 mod base;
+mod binlog;
 mod drills;
 mod jobs;
 mod migrations;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{
 pub use agents::{AgentRow, InstanceRow, Registered, Registration};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
+pub use binlog::BinlogCoordRow;
 pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
 pub use jobs::{JobRow, JobState};
 pub use schedules::RunRow;

@@ -22,6 +22,8 @@ pub struct WalFileRow {
     pub modified_at: i64,
     pub stored_at: i64,
     pub agent: String,
+    /// A binlog's first event (unix seconds); None for WAL.
+    pub first_event_at: Option<i64>,
 }
 
 /// What happened to a pushed file.
@@ -48,6 +50,7 @@ fn wal_from_row(r: &sqlx::sqlite::SqliteRow) -> WalFileRow {
         modified_at: r.get("modified_at"),
         stored_at: r.get("stored_at"),
         agent: r.get("agent"),
+        first_event_at: r.get("first_event_at"),
     }
 }
 
@@ -104,8 +107,9 @@ impl Catalog {
             .await?;
         }
         sqlx::query(
-            "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at, stored_at, agent)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at, stored_at, agent,
+               first_event_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&file.instance)
         .bind(&file.name)
@@ -117,6 +121,7 @@ impl Catalog {
         .bind(file.modified_at)
         .bind(t)
         .bind(&file.agent)
+        .bind(file.first_event_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -240,6 +245,7 @@ mod tests {
             modified_at: 10,
             stored_at: 0,
             agent: "db1".into(),
+            first_event_at: None,
         }
     }
 

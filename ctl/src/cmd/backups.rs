@@ -105,6 +105,15 @@ pub fn detail_json(b: &BackupDetail) -> Value {
             "backup_label": base.backup_label,
         });
     }
+    if let Some(c) = &b.binlog {
+        v["binlog"] = json!({
+            "file": c.file, "position": c.position, "gtid": c.gtid,
+            "start_time": c.start_time, "stop_time": c.stop_time,
+        });
+    }
+    if !b.databases.is_empty() {
+        v["databases"] = json!(b.databases);
+    }
     v["parts"] = b
         .parts
         .iter()
@@ -157,6 +166,20 @@ pub fn print_detail(b: &BackupDetail, format: Format) {
         for (oid, loc) in &base.tablespaces {
             field("tablespace", format!("{oid} at {loc}"));
         }
+    }
+    if let Some(c) = &b.binlog {
+        let at = if c.file.is_empty() {
+            "none (binary logging was off)".to_string()
+        } else {
+            format!("{}:{}", c.file, c.position)
+        };
+        field("binlog", at);
+        if !c.gtid.is_empty() {
+            field("gtid", c.gtid.clone());
+        }
+    }
+    if !b.databases.is_empty() {
+        field("databases", b.databases.join(", "));
     }
     println!();
     let rows: Vec<Vec<String>> = b

@@ -50,6 +50,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
         warnings: Vec::new(),
         server_version: pg.server_version().await.unwrap_or_default(),
         tool_version: pg.tool_version("pg_basebackup").await.unwrap_or_default(),
+        databases: Vec::new(),
     };
     let backup = ctx.begin_backup(begin).await?;
     tracing::info!(%backup, instance = %pg.cfg.name, tablespaces = tablespaces.len(), "base backup started");
@@ -517,6 +518,7 @@ async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) 
             error: String::new(),
             checks: s.checks.clone(),
             base: Some(s.info.clone()),
+            binlog: None,
         };
         let r = client
             .finish_backup(finish)

@@ -44,6 +44,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
         warnings: warnings.clone(),
         server_version,
         tool_version,
+        databases: Vec::new(),
     };
     let backup = ctx.begin_backup(begin).await?;
     tracing::info!(%backup, instance = %pg.cfg.name, parts = parts.len(), warnings = warnings.len(), "logical backup started");
@@ -55,6 +56,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
                 error: String::new(),
                 checks,
                 base: None,
+                binlog: None,
             };
             let r = client
                 .finish_backup(finish)

@@ -1,0 +1,263 @@
+//! MariaDB (and MySQL): how the agent reaches a server, and the small queries it needs,
+//! through the `mariadb` command-line client (the agent links no database driver).
+//!
+//! Every tool gets `--no-defaults` first, so nothing in /etc/mysql changes what it does, or
+//! `--defaults-file=PASSFILE` when a password file is configured: an option file with a
+//! `[client]` section, so the password is in neither argv nor the environment.
+
+pub mod binlog;
+mod xbstream;
+pub mod logical;
+pub mod physical;
+pub mod restore;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::config::InstanceConfig;
+use crate::tool::{self, ToolError};
+
+/// Schemas that belong to the server, never dumped as user data.
+const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
+
+#[derive(Clone)]
+pub struct Maria {
+    pub cfg: InstanceConfig,
+}
+
+/// What the server says about itself and its binary log.
+#[derive(Debug, Clone, Default)]
+pub struct ServerFacts {
+    pub version: String,
+    /// "" when binary logging is off.
+    pub log_bin_basename: String,
+    pub binlog_format: String,
+    pub datadir: String,
+}
+
+impl ServerFacts {
+    /// MySQL has its own tools and option names; MariaDB's version says so.
+    pub fn is_mysql(&self) -> bool {
+        !self.version.is_empty() && !self.version.contains("MariaDB")
+    }
+
+    /// What a DBA should know about the binary log before relying on it for recovery.
+    pub fn binlog_warnings(&self) -> Vec<String> {
+        if self.log_bin_basename.is_empty() {
+            vec!["binary logging is off (log_bin): backups restore only to the moment they ended, with no point-in-time recovery after them".into()]
+        } else if !self.binlog_format.eq_ignore_ascii_case("ROW") {
+            vec![format!("binlog_format is {}: replaying statements may not reproduce non-deterministic ones exactly during point-in-time recovery; ROW is safe", self.binlog_format)]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// `` `name` `` as an identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// `'text'` as a string literal (backslashes escape in MariaDB's default sql_mode).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl Maria {
+    pub fn new(cfg: InstanceConfig) -> Self {
+        Self { cfg }
+    }
+
+    pub fn program(&self, name: &str) -> PathBuf {
+        match &self.cfg.bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    /// The option-file argument, which must come first.
+    pub fn defaults_arg(&self) -> String {
+        match &self.cfg.passfile {
+            Some(p) => format!("--defaults-file={}", p.display()),
+            None => "--no-defaults".into(),
+        }
+    }
+
+    /// A command for a client tool that connects to the server (mariadb, mariadb-dump,
+    /// mariabackup, mariadb-admin).
+    pub fn command(&self, tool: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(self.program(tool));
+        c.env_remove("MYSQL_PWD")
+            .env_remove("MYSQL_HOST")
+            .env_remove("MYSQL_TCP_PORT")
+            .env_remove("MYSQL_UNIX_PORT")
+            .arg(self.defaults_arg());
+        if self.cfg.host.starts_with('/') {
+            c.arg(format!("--socket={}", self.cfg.host));
+        } else {
+            c.arg(format!("--host={}", self.cfg.host))
+                .arg(format!("--port={}", self.cfg.port));
+        }
+        c.arg(format!("--user={}", self.cfg.user));
+        c
+    }
+
+    /// Run SQL and return its tab-separated output (no column names).
+    pub async fn query(&self, db: Option<&str>, sql: &str) -> Result<String, ToolError> {
+        let mut cmd = self.command("mariadb");
+        cmd.args(["--batch", "--skip-column-names", "--connect-timeout=10"]);
+        if let Some(db) = db {
+            cmd.arg(format!("--database={db}"));
+        }
+        cmd.arg("--execute").arg(sql).stdin(Stdio::null());
+        let program = self.program("mariadb").display().to_string();
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::from(cmd)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| ToolError::Failed {
+            tool: "mariadb".into(),
+            status: "timed out after 60s".into(),
+            stderr: String::new(),
+        })?
+        .map_err(|source| ToolError::Spawn { program, source })?;
+        if !out.status.success() {
+            return Err(ToolError::Failed {
+                tool: "mariadb".into(),
+                status: tool::describe(out.status),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+
+    pub async fn facts(&self) -> Result<ServerFacts, ToolError> {
+        let out = self
+            .query(
+                None,
+                "SELECT @@version, IF(@@log_bin, @@log_bin_basename, ''), @@binlog_format, @@datadir",
+            )
+            .await?;
+        let f: Vec<&str> = out.split('\t').collect();
+        match f.as_slice() {
+            [version, base, format, datadir] => Ok(ServerFacts {
+                version: version.to_string(),
+                log_bin_basename: base.to_string(),
+                binlog_format: format.to_string(),
+                datadir: datadir.to_string(),
+            }),
+            _ => Err(ToolError::Failed {
+                tool: "mariadb".into(),
+                status: "unexpected output".into(),
+                stderr: out,
+            }),
+        }
+    }
+
+    /// The databases a logical backup dumps: the configured list, or every user schema.
+    pub async fn databases(&self) -> Result<Vec<String>, ToolError> {
+        if let Some(list) = &self.cfg.databases {
+            return Ok(list.clone());
+        }
+        let out = self
+            .query(
+                None,
+                "SELECT schema_name FROM information_schema.schemata ORDER BY schema_name",
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty() && !SYSTEM_SCHEMAS.contains(l))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The first line of `TOOL --version`.
+    pub async fn tool_version(&self, tool: &str) -> Result<String, ToolError> {
+        let program = self.program(tool);
+        let out = tokio::process::Command::new(&program)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| ToolError::Spawn {
+                program: program.display().to_string(),
+                source,
+            })?;
+        // mariabackup prints its version on stderr.
+        let text = if out.stdout.is_empty() {
+            out.stderr
+        } else {
+            out.stdout
+        };
+        Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string())
+    }
+
+    /// Which dump and backup tools to run: MySQL's names differ from MariaDB's.
+    pub fn dump_tool(facts: &ServerFacts) -> &'static str {
+        if facts.is_mysql() {
+            "mysqldump"
+        } else {
+            "mariadb-dump"
+        }
+    }
+
+    pub fn backup_tool(facts: &ServerFacts) -> &'static str {
+        if facts.is_mysql() {
+            "xtrabackup"
+        } else {
+            "mariabackup"
+        }
+    }
+}
+
+/// `5.7.44` or `8.0.36-28` -> (major, minor, patch).
+pub fn version_triple(v: &str) -> (u32, u32, u32) {
+    let mut it = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0));
+    (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_names() {
+        assert_eq!(quote_ident("we`ird"), "`we``ird`");
+        assert_eq!(quote_literal("it's \\"), "'it\\'s \\\\'");
+    }
+
+    #[test]
+    fn mysql_is_told_apart_from_mariadb() {
+        let maria = ServerFacts {
+            version: "10.11.19-MariaDB-0+deb12u1-log".into(),
+            ..Default::default()
+        };
+        let mysql = ServerFacts {
+            version: "8.0.36".into(),
+            ..Default::default()
+        };
+        assert!(!maria.is_mysql());
+        assert!(mysql.is_mysql());
+        assert_eq!(Maria::dump_tool(&mysql), "mysqldump");
+        assert_eq!(Maria::backup_tool(&maria), "mariabackup");
+        assert_eq!(version_triple("8.0.26-log"), (8, 0, 26));
+        assert_eq!(version_triple("10.11.19-MariaDB"), (10, 11, 19));
+    }
+}

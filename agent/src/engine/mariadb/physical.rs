@@ -1,0 +1,129 @@
+//! Physical backup of a MariaDB instance: `mariabackup --backup --stream=xbstream`, streamed
+//! as the part `xbstream` (MySQL: `xtrabackup`, the same format). The stream is parsed as it
+//! goes by: every chunk's CRC32 is checked, every file must be closed, and the binlog
+//! position the backup is consistent with is read from its `xtrabackup_binlog_info`.
+//!
+//! The backup is stored as mariabackup wrote it, unprepared. `--prepare` runs only on a
+//! restored copy, never on the only one.
+
+use tidemark_core::text::bytes as human_bytes;
+use tidemark_proto::{BeginBackupRequest, BinlogCoordinates, FinishBackupRequest, PartCheck};
+
+use super::Maria;
+use super::logical::unix_now;
+use super::xbstream::XbstreamCheck;
+use crate::job::{JobContext, JobFailure, JobResult};
+use crate::upload::{Inspector, Part, upload_inspected};
+
+pub const PART: &str = "xbstream";
+pub const FORMAT: &str = "xbstream";
+
+impl Inspector for XbstreamCheck {
+    fn feed(&mut self, bytes: &[u8]) {
+        XbstreamCheck::feed(self, bytes)
+    }
+    fn verdict(&mut self) -> Result<(), String> {
+        self.finish().map(|_| ())
+    }
+}
+
+pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
+    let facts = db.facts().await?;
+    let tool = Maria::backup_tool(&facts);
+    let warnings = facts.binlog_warnings();
+    let begin = BeginBackupRequest {
+        instance: db.cfg.name.clone(),
+        kind: "base".into(),
+        job_id: ctx.job_id,
+        parts: vec![PART.into()],
+        warnings: warnings.clone(),
+        server_version: facts.version.clone(),
+        tool_version: db.tool_version(tool).await.unwrap_or_default(),
+        databases: Vec::new(),
+    };
+    let backup = ctx.begin_backup(begin).await?;
+    tracing::info!(%backup, instance = %db.cfg.name, "physical backup started");
+    // mariabackup wants a target directory even when it streams; it keeps nothing there.
+    let scratch = tempfile::Builder::new()
+        .prefix("tidemark-mariabackup.")
+        .tempdir_in(&ctx.spool_dir)
+        .map_err(|e| {
+            format!(
+                "cannot make a scratch directory in {}: {e}",
+                ctx.spool_dir.display()
+            )
+        })?;
+    let start_time = unix_now();
+    let mut cmd = db.command(tool);
+    cmd.args(["--backup", "--stream=xbstream"])
+        .arg(format!("--target-dir={}", scratch.path().display()));
+    let part = Part {
+        backup,
+        name: PART,
+        format: FORMAT,
+    };
+    let uploaded = upload_inspected(
+        &ctx.client,
+        part,
+        cmd,
+        &ctx.progress,
+        XbstreamCheck::default(),
+    )
+    .await;
+    let (ack, check) = match uploaded {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e.to_string();
+            ctx.fail_backup(backup, &why).await;
+            return Err(JobFailure(format!("backup {backup} failed: {why}")));
+        }
+    };
+    let stop_time = unix_now();
+    let binlog = check
+        .binlog_position()
+        .map(|(file, position, gtid)| BinlogCoordinates {
+            file,
+            position,
+            gtid,
+            start_time,
+            stop_time,
+        });
+    let detail = check.finish().unwrap_or_else(|e| e);
+    let finish = FinishBackupRequest {
+        backup_id: backup.0,
+        error: String::new(),
+        checks: vec![PartCheck {
+            part: PART.into(),
+            ok: true,
+            detail,
+        }],
+        base: None,
+        binlog: binlog.clone().or(Some(BinlogCoordinates {
+            start_time,
+            stop_time,
+            ..Default::default()
+        })),
+    };
+    let r = ctx
+        .client
+        .clone()
+        .finish_backup(finish)
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    if r.status != "complete" {
+        return Err(JobFailure(format!(
+            "backup {backup} {}: {}",
+            r.status, r.reason
+        )));
+    }
+    Ok(format!(
+        "backup {backup} complete: {} streamed, {} new in the store{}",
+        human_bytes(ack.raw_bytes),
+        human_bytes(ack.new_bytes),
+        match &binlog {
+            Some(b) => format!(", binlog position {}:{}", b.file, b.position),
+            None => String::new(),
+        }
+    ))
+}
