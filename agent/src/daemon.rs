@@ -210,7 +210,11 @@ async fn report_status(
             match inst.engine {
                 Engine::Postgresql => instances.push(Pg::new(inst.clone()).archiver_status().await),
                 Engine::Mariadb => {
-                    let known = binlogs.lock().expect("status lock").get(&inst.name).cloned();
+                    let known = binlogs
+                        .lock()
+                        .expect("status lock")
+                        .get(&inst.name)
+                        .cloned();
                     instances.push(known.unwrap_or_else(|| tidemark_proto::ArchiverStatus {
                         instance: inst.name.clone(),
                         archive_timeout_secs: inst.archive_timeout.as_secs() as i64,
@@ -363,7 +367,9 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
         Some(job::Spec::Backup(b)) => {
             let inst = instance_of(&b.instance)?;
             match (inst.engine, b.kind.as_str()) {
-                (Engine::Postgresql, "logical") => postgres::logical::run(ctx, &Pg::new(inst)).await,
+                (Engine::Postgresql, "logical") => {
+                    postgres::logical::run(ctx, &Pg::new(inst)).await
+                }
                 (Engine::Postgresql, "base") => postgres::base::run(ctx, &Pg::new(inst)).await,
                 (Engine::Mariadb, "logical") => mariadb::logical::run(ctx, &Maria::new(inst)).await,
                 (Engine::Mariadb, "base") => mariadb::physical::run(ctx, &Maria::new(inst)).await,

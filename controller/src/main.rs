@@ -2,6 +2,7 @@
 //! operators.
 
 mod api;
+mod binlog_window;
 mod catalog;
 mod config;
 mod drill;

@@ -5,6 +5,7 @@
 //! with a message saying what to install or build.
 
 pub mod fleet;
+pub mod maria;
 pub mod netns;
 pub mod pg;
 pub mod process;

@@ -230,7 +230,11 @@ impl AdminService for AdminApi {
             .await
             .map_err(ApiError::from)?
             .map(|i| i.engine);
-        let target_engine = agent.instances.iter().find(|i| i.name == instance).map(|i| i.engine.clone());
+        let target_engine = agent
+            .instances
+            .iter()
+            .find(|i| i.name == instance)
+            .map(|i| i.engine.clone());
         if let (Some(s), Some(t)) = (&source_engine, &target_engine)
             && s != t
         {

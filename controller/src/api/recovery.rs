@@ -9,6 +9,7 @@ use tidemark_proto as pb;
 
 use super::State;
 use super::error::{ApiError, ApiResult};
+use crate::binlog_window::BinlogWindow;
 use crate::catalog::{BackupRow, InstanceRow};
 use crate::pitr::{Target, Window};
 
@@ -26,7 +27,42 @@ pub async fn window(state: &State, inst: &InstanceRow) -> ApiResult<Window> {
     Ok(Window::compute(&bases, &segments, inst.segment_size()))
 }
 
+pub async fn binlog_window(state: &State, inst: &InstanceRow) -> ApiResult<BinlogWindow> {
+    let backups = state.catalog.binlog_backups(&inst.name, "base").await?;
+    let files = state.catalog.wal_segments(&inst.name).await?;
+    Ok(BinlogWindow::compute(&backups, &files, inst.binlog_base()))
+}
+
+/// A MariaDB instance's window: positions are shown as binlog file:offset.
+async fn binlog_window_info(state: &State, inst: &InstanceRow) -> ApiResult<pb::PitrWindowInfo> {
+    let w = binlog_window(state, inst).await?;
+    let mut info = pb::PitrWindowInfo {
+        instance: inst.name.clone(),
+        base_backups: w.reaches.len() as i64,
+        wal_files: state.catalog.wal_file_count(&inst.name).await?,
+        newest_wal: w.newest_file.clone().unwrap_or_default(),
+        gap: w.gap.clone().unwrap_or_default(),
+        detail: w.describe(),
+        ..Default::default()
+    };
+    if let (Some(o), Some(n)) = (w.oldest(), w.newest()) {
+        info.restorable = true;
+        info.oldest_time = o.backup.stop_time;
+        info.oldest_lsn = format!("{}:{}", o.backup.file, o.backup.position);
+        info.newest_time = n.end_time;
+        info.newest_lsn = n
+            .files
+            .last()
+            .map(|f| f.0.clone())
+            .unwrap_or_else(|| format!("{}:{}", n.backup.file, n.backup.position));
+    }
+    Ok(info)
+}
+
 pub async fn window_info(state: &State, inst: &InstanceRow) -> ApiResult<pb::PitrWindowInfo> {
+    if inst.is_mariadb() {
+        return binlog_window_info(state, inst).await;
+    }
     let w = window(state, inst).await?;
     let mut info = pb::PitrWindowInfo {
         instance: inst.name.clone(),

@@ -62,12 +62,15 @@ async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult
 /// A MariaDB binlog push names its instance: the agent daemon archives it. It must be the
 /// pushing agent's own MariaDB instance, and the file must be named after the
 /// log_bin_basename that instance registered.
-async fn binlog_source(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult<(InstanceRow, u64)> {
-    let inst = state
-        .catalog
-        .instance(&h.instance)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("instance {} is not registered", h.instance)))?;
+async fn binlog_source(
+    state: &State,
+    agent: &str,
+    h: &pb::WalHeader,
+) -> ApiResult<(InstanceRow, u64)> {
+    let inst =
+        state.catalog.instance(&h.instance).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("instance {} is not registered", h.instance))
+        })?;
     if inst.agent != agent {
         return Err(ApiError::PermissionDenied(format!(
             "instance {} belongs to agent {}; agent {agent} may archive binlogs only for its own instances",
@@ -114,8 +117,8 @@ pub async fn push(
     // every segment must have. A binlog: its sequence number, any size.
     let (inst, timeline, segno, size) = if header.instance.is_empty() {
         let inst = primary_for(state, agent, &header).await?;
-        let name = WalName::parse(&header.name, inst.segment_size())
-            .map_err(ApiError::InvalidArgument)?;
+        let name =
+            WalName::parse(&header.name, inst.segment_size()).map_err(ApiError::InvalidArgument)?;
         let size = name.segno().map(|_| inst.segment_size());
         (inst, name.timeline(), name.segno(), size)
     } else {
@@ -233,7 +236,10 @@ pub async fn fetch(
     let inst = fetch_source(state, &r).await?;
     let segno = if inst.is_mariadb() {
         let seq = binlog::sequence(&r.name, inst.binlog_base()).ok_or_else(|| {
-            ApiError::InvalidArgument(format!("{:?} is not a binlog of instance {}", r.name, inst.name))
+            ApiError::InvalidArgument(format!(
+                "{:?} is not a binlog of instance {}",
+                r.name, inst.name
+            ))
         })?;
         Some(seq)
     } else {

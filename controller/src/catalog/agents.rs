@@ -298,6 +298,7 @@ mod tests {
             data_directory: "/srv/pg".into(),
             wal_segment_size: 16 << 20,
             archive_timeout: 0,
+            log_bin_basename: String::new(),
         }
     }
 

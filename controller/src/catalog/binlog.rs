@@ -35,7 +35,10 @@ fn coord_from_row(r: &sqlx::sqlite::SqliteRow) -> BinlogCoordRow {
 impl Catalog {
     pub async fn set_backup_databases(&self, id: BackupId, databases: &[String]) -> Result<()> {
         sqlx::query("UPDATE backups SET databases = ? WHERE id = ?")
-            .bind(serde_json::to_string(databases).map_err(|e| CatalogError::Corrupt(e.to_string()))?)
+            .bind(
+                serde_json::to_string(databases)
+                    .map_err(|e| CatalogError::Corrupt(e.to_string()))?,
+            )
             .bind(id.0)
             .execute(&self.pool)
             .await?;

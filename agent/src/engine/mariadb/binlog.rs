@@ -134,13 +134,13 @@ pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, Strin
     Ok(s)
 }
 
-
 /// What the archiver of each instance last did, for the status reports.
 pub type Statuses = Arc<Mutex<HashMap<String, ArchiverStatus>>>;
 
 /// The archiver of one instance: runs for the whole session.
 pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: Statuses) {
-    let poll = (db.cfg.archive_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let poll =
+        (db.cfg.archive_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut a = Archiver {
         client,
         db,
@@ -384,6 +384,10 @@ mod tests {
         let torn = scan(f.path(), len - 5, false).unwrap();
         assert_eq!(torn.events, 2);
         assert!(torn.first_data.is_none());
-        assert!(scan(f.path(), len - 5, true).unwrap_err().contains("truncated"));
+        assert!(
+            scan(f.path(), len - 5, true)
+                .unwrap_err()
+                .contains("truncated")
+        );
     }
 }

@@ -279,18 +279,27 @@ mod tests {
         let mut d = inspect(&text, 777);
         assert_eq!(d.verdict(), Ok(()));
         let c = d.coordinates(1, 2);
-        assert_eq!((c.file.as_str(), c.position, c.gtid.as_str()), ("mysql-bin.000002", 601, "0-1-5"));
+        assert_eq!(
+            (c.file.as_str(), c.position, c.gtid.as_str()),
+            ("mysql-bin.000002", 601, "0-1-5")
+        );
     }
 
     #[test]
     fn mysql_source_data_is_understood() {
-        let d = inspect("-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='binlog.000007', SOURCE_LOG_POS=157;\n-- Dump completed\n", 10);
+        let d = inspect(
+            "-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='binlog.000007', SOURCE_LOG_POS=157;\n-- Dump completed\n",
+            10,
+        );
         assert_eq!(d.file_and_position(), Some(("binlog.000007".into(), 157)));
     }
 
     #[test]
     fn a_truncated_or_positionless_dump_is_refused() {
-        let mut cut = inspect("-- CHANGE MASTER TO MASTER_LOG_FILE='b.000001', MASTER_LOG_POS=4;\nINSERT", 5);
+        let mut cut = inspect(
+            "-- CHANGE MASTER TO MASTER_LOG_FILE='b.000001', MASTER_LOG_POS=4;\nINSERT",
+            5,
+        );
         assert!(cut.verdict().unwrap_err().contains("truncated"));
         let mut nolog = inspect("-- MariaDB dump\n\n-- Dump completed on x\n", 5);
         assert!(nolog.verdict().unwrap_err().contains("log_bin"));

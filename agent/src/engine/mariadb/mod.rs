@@ -6,10 +6,10 @@
 //! `[client]` section, so the password is in neither argv nor the environment.
 
 pub mod binlog;
-mod xbstream;
 pub mod logical;
 pub mod physical;
 pub mod restore;
+mod xbstream;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -47,7 +47,10 @@ impl ServerFacts {
         if self.log_bin_basename.is_empty() {
             vec!["binary logging is off (log_bin): backups restore only to the moment they ended, with no point-in-time recovery after them".into()]
         } else if !self.binlog_format.eq_ignore_ascii_case("ROW") {
-            vec![format!("binlog_format is {}: replaying statements may not reproduce non-deterministic ones exactly during point-in-time recovery; ROW is safe", self.binlog_format)]
+            vec![format!(
+                "binlog_format is {}: replaying statements may not reproduce non-deterministic ones exactly during point-in-time recovery; ROW is safe",
+                self.binlog_format
+            )]
         } else {
             Vec::new()
         }

@@ -65,10 +65,15 @@ pub async fn run(ctx: &JobContext, db: &Maria, job: &RestoreJob) -> JobResult {
         Err(f) => {
             let mut msg = format!("restore of backup {backup} into {into} failed: {}", f.0);
             match db
-                .query(None, &format!("DROP DATABASE IF EXISTS {}", quote_ident(into)))
+                .query(
+                    None,
+                    &format!("DROP DATABASE IF EXISTS {}", quote_ident(into)),
+                )
                 .await
             {
-                Ok(_) => msg.push_str(&format!("; the partly restored database {into} was dropped")),
+                Ok(_) => msg.push_str(&format!(
+                    "; the partly restored database {into} was dropped"
+                )),
                 Err(e) => msg.push_str(&format!(
                     "; dropping the partly restored database {into} failed too: {e}"
                 )),
@@ -98,8 +103,15 @@ async fn restore_into(
     let mut stderr = child.stderr.take().expect("piped");
     let (mut tx, rx) = tokio::io::duplex(1 << 20);
     let download = async {
-        let r = download_part(&ctx.client, backup, &job.part, ctx.job_id, &mut tx, &ctx.progress)
-            .await;
+        let r = download_part(
+            &ctx.client,
+            backup,
+            &job.part,
+            ctx.job_id,
+            &mut tx,
+            &ctx.progress,
+        )
+        .await;
         drop(tx);
         r
     };

@@ -174,7 +174,10 @@ impl XbstreamCheck {
             self.seen.len(),
             self.chunks,
             if self.sparse_chunks > 0 {
-                format!(" ({} sparse chunks checked for structure only)", self.sparse_chunks)
+                format!(
+                    " ({} sparse chunks checked for structure only)",
+                    self.sparse_chunks
+                )
             } else {
                 String::new()
             }
@@ -248,7 +251,11 @@ mod tests {
     fn truncation_and_damage_are_found() {
         let s = stream();
         let cut = check(&s[..s.len() - 30], 64);
-        assert!(cut.finish().unwrap_err().contains("truncated"), "{:?}", cut.finish());
+        assert!(
+            cut.finish().unwrap_err().contains("truncated"),
+            "{:?}",
+            cut.finish()
+        );
         let mut flipped = s.clone();
         flipped[100] ^= 1;
         assert!(check(&flipped, 64).finish().unwrap_err().contains("CRC32"));

@@ -1,0 +1,218 @@
+//! MariaDB end to end: a real mariadbd in a temp dir, mariadb-dump, mariabackup and the
+//! real tidemark binaries.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tidemark_tests::maria::MariaFleet;
+use tidemark_tests::process::wait_for;
+
+fn load_shop(f: &MariaFleet) {
+    f.db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, photo BLOB) ENGINE=InnoDB;
+         INSERT INTO shop.customers SELECT seq, CONCAT('Kunde ', seq, ' Ærø ☃'), UNHEX(MD5(seq)) FROM shop.seq_1_to_5000;
+         CREATE TABLE shop.orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer INT, total DECIMAL(12,2)) ENGINE=InnoDB;
+         INSERT INTO shop.orders (customer, total) SELECT 1 + seq % 5000, seq * 1.25 FROM shop.seq_1_to_20000;
+         CREATE TABLE shop.visits (id INT) ENGINE=MyISAM;
+         INSERT INTO shop.visits VALUES (1), (2);
+         CREATE VIEW shop.big_spenders AS SELECT customer, SUM(total) AS s FROM shop.orders GROUP BY customer;
+         CREATE DATABASE other;
+         CREATE TABLE other.t (id INT PRIMARY KEY) ENGINE=InnoDB;
+         INSERT INTO other.t VALUES (42);",
+    );
+}
+
+fn warnings(b: &Value) -> Vec<String> {
+    b["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_logical_backup_records_its_binlog_position_warns_about_myisam_and_restores_one_database() {
+    let f = MariaFleet::start("my-logical", "", "");
+    load_shop(&f);
+    let master = f.db.sql("SHOW MASTER STATUS");
+    let b = f.backup("logical");
+    assert_eq!(b["status"], "complete", "{b}");
+    let part = &b["parts"][0];
+    assert_eq!(part["name"], "dump");
+    assert_eq!(part["check"], "ok", "{part}");
+    // The position the dump is consistent with is the server's, as SHOW MASTER STATUS
+    // gave it just before (nothing was written in between).
+    let (file, pos) = {
+        let mut it = master.split('\t');
+        (
+            it.next().unwrap().to_string(),
+            it.next().unwrap().to_string(),
+        )
+    };
+    assert_eq!(b["binlog"]["file"], file.as_str(), "{b}");
+    assert_eq!(b["binlog"]["position"].to_string(), pos, "{b}");
+    assert!(!b["binlog"]["gtid"].as_str().unwrap().is_empty(), "{b}");
+    assert_eq!(b["databases"], serde_json::json!(["other", "shop"]));
+    let w = warnings(&b);
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("MyISAM") && w.contains("shop.visits")),
+        "{w:?}"
+    );
+    assert!(!w.iter().any(|w| w.contains("customers")), "{w:?}");
+
+    let id = b["id"].as_i64().unwrap().to_string();
+    let restore = |into: &str, extra: &[&str]| {
+        let mut a = vec![
+            "restore",
+            "--backup",
+            &id,
+            "--host",
+            "db1",
+            "--database",
+            "shop",
+            "--into-database",
+            into,
+        ];
+        a.extend(extra);
+        f.admin.run(&a)
+    };
+    let out = restore("shop_copy", &[]);
+    assert_eq!(
+        out.code,
+        0,
+        "{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        f.agent.daemon.log_text()
+    );
+    for t in ["customers", "orders", "visits"] {
+        assert_eq!(
+            f.db.checksum(&format!("shop.{t}")),
+            f.db.checksum(&format!("shop_copy.{t}")),
+            "table {t}"
+        );
+    }
+    assert_eq!(
+        f.db.sql("SELECT COUNT(*) FROM shop_copy.big_spenders"),
+        "5000"
+    );
+    // Only the chosen database came along, and the source was not touched.
+    assert_eq!(
+        f.db.sql(
+            "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE 'other%'"
+        ),
+        "1"
+    );
+    // The copy exists now: a second restore into it is refused unless --clean.
+    f.db.sql("INSERT INTO shop_copy.customers VALUES (99999, 'extra', NULL)");
+    let again = restore("shop_copy", &[]);
+    assert_ne!(again.code, 0);
+    assert!(
+        again.stderr.contains("already exists") && again.stderr.contains("--clean"),
+        "{}",
+        again.stderr
+    );
+    let clean = restore("shop_copy", &["--clean"]);
+    assert_eq!(clean.code, 0, "{}", clean.stderr);
+    assert_eq!(f.db.sql("SELECT COUNT(*) FROM shop_copy.customers"), "5000");
+    // A database the dump does not hold is named in the refusal.
+    let missing = f.admin.run(&[
+        "restore",
+        "--backup",
+        &id,
+        "--host",
+        "db1",
+        "--database",
+        "nope",
+        "--into-database",
+        "x",
+    ]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("other, shop"), "{}", missing.stderr);
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn a_physical_backup_is_checked_chunk_by_chunk_and_records_its_binlog_position() {
+    let f = MariaFleet::start("my-physical", "", "");
+    load_shop(&f);
+    let b = f.backup("base");
+    assert_eq!(b["status"], "complete", "{b}");
+    let part = &b["parts"][0];
+    assert_eq!(part["name"], "xbstream");
+    assert_eq!(part["check"], "ok", "{part}");
+    assert!(
+        part["check_detail"]
+            .as_str()
+            .unwrap()
+            .contains("CRC32 matched"),
+        "{part}"
+    );
+    let active = f.db.binlogs().pop().unwrap();
+    assert_eq!(b["binlog"]["file"], active.as_str(), "{b}");
+    assert!(b["binlog"]["position"].as_u64().unwrap() > 4, "{b}");
+    assert!(
+        b["tool_version"].as_str().unwrap().contains("MariaDB"),
+        "{b}"
+    );
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn binlogs_are_archived_once_closed_never_while_active_and_rotated_by_archive_timeout() {
+    let f = MariaFleet::start("my-binlog", "archive-timeout = \"2s\"", "");
+    f.db.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, at TIMESTAMP(6))");
+    for round in 0..3 {
+        f.db.sql(&format!("INSERT INTO app.t VALUES ({round}, NOW(6))"));
+        let before = f.db.binlogs();
+        // The write is in the active file; the agent closes it once it is 2 s old and ships
+        // it, without anyone running FLUSH BINARY LOGS.
+        let written_to = before.last().unwrap().clone();
+        f.wait_archived(&written_to);
+        let w = f
+            .admin
+            .run(&[
+                "pitr-window",
+                "--instance",
+                "demo-mariadb",
+                "--output",
+                "json",
+            ])
+            .json();
+        let now = f.db.binlogs();
+        let active = now.last().unwrap();
+        assert!(
+            w["newest_wal"].as_str().unwrap() < active.as_str(),
+            "the archive holds {} while {active} is still being written",
+            w["newest_wal"]
+        );
+    }
+    // An idle server is not rotated: no new file appears while nothing is written.
+    let idle = f.db.binlogs();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(f.db.binlogs(), idle);
+    // The status shows the archiver's progress.
+    let status = f.admin.json(&["status"]);
+    let inst = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance"] == "demo-mariadb")
+        .expect("demo-mariadb in status")
+        .clone();
+    let archived = wait_for("the archiver status", Duration::from_secs(30), || {
+        let s = f.admin.json(&["status"]);
+        let i = s
+            .as_array()?
+            .iter()
+            .find(|i| i["instance"] == "demo-mariadb")?
+            .clone();
+        let last = i["archiver"]["last_archived_wal"].as_str()?.to_string();
+        (!last.is_empty()).then_some(last)
+    });
+    assert!(archived.starts_with("mysql-bin."), "{inst}");
+    f.dir.keep_if_asked();
+}
