@@ -220,6 +220,16 @@ fn default_long_txn() -> Duration {
 }
 
 impl InstanceConfig {
+    /// Defaults for restoring onto a host that runs no instance of this engine.
+    pub fn fallback_for(engine: Engine, name: &str) -> Self {
+        let mut c = Self::fallback(name);
+        c.engine = engine;
+        c.port = engine.default_port();
+        c.user = engine.default_user().into();
+        c.os_user = engine.default_os_user().into();
+        c
+    }
+
     /// Defaults for a host with no configured instance (a restore target): tools on PATH,
     /// files owned by postgres.
     pub fn fallback(name: &str) -> Self {

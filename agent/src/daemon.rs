@@ -379,6 +379,23 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
             }
         }
         Some(job::Spec::Restore(r)) => match &r.physical {
+            Some(p) if p.binlog.is_some() => {
+                // The tools and OS user of a MariaDB instance on this host.
+                let inst = config
+                    .instance(&r.instance)
+                    .filter(|i| i.engine == Engine::Mariadb)
+                    .or_else(|| {
+                        config
+                            .instances
+                            .iter()
+                            .find(|i| i.engine == Engine::Mariadb)
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        crate::config::InstanceConfig::fallback_for(Engine::Mariadb, &r.instance)
+                    });
+                mariadb::pitr::run(ctx, &inst, p).await
+            }
             Some(p) => {
                 // The target host may not run the source instance: take the tools and the
                 // OS user from an instance of the same name, or any PostgreSQL instance.

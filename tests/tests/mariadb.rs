@@ -216,3 +216,176 @@ fn binlogs_are_archived_once_closed_never_while_active_and_rotated_by_archive_ti
     assert!(archived.starts_with("mysql-bin."), "{inst}");
     f.dir.keep_if_asked();
 }
+
+/// Inserts rows into app.load from another thread until stopped: write load.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Writer {
+    fn start(socket: &std::path::Path) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, socket) = (stop.clone(), socket.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let ok = std::process::Command::new("mariadb")
+                    .arg("--no-defaults")
+                    .arg(format!("--socket={}", socket.display()))
+                    .args(["-uroot", "-e", "INSERT INTO app.load (v, at) SELECT MD5(RAND()), NOW(6) FROM app.seq_1_to_50"])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "the load writer's insert failed");
+                n += 1;
+            }
+            n
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop and return how many batches were written.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Kill a server a restore left running, by the pid file in its data directory.
+fn kill_restored(datadir: &std::path::Path) {
+    if let Ok(pid) = std::fs::read_to_string(datadir.join("mysqld.pid")) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status();
+    }
+}
+
+fn restored_sql(datadir: &std::path::Path, sql: &str) -> String {
+    let out = std::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!(
+            "--socket={}",
+            datadir.join("mysqld.sock").display()
+        ))
+        .args(["-uroot", "--batch", "--skip-column-names", "-e", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+#[test]
+fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
+    let f = MariaFleet::start("my-pitr", "archive-timeout = \"2s\"", "");
+    f.db.sql(
+        "CREATE DATABASE app;
+         CREATE TABLE app.load (id BIGINT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40), at TIMESTAMP(6)) ENGINE=InnoDB;
+         CREATE TABLE app.markers (name VARCHAR(10) PRIMARY KEY, at TIMESTAMP(6)) ENGINE=InnoDB;
+         INSERT INTO app.load (v, at) SELECT MD5(seq), NOW(6) FROM app.seq_1_to_2000;",
+    );
+    let b = f.backup("base");
+    // Load before marker A, nothing between A and B, load again after B. Binlog times are
+    // whole seconds: B comes two seconds after A's, so a target in the second after A's
+    // second lies strictly between them.
+    let w = Writer::start(&f.db.socket);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(w.stop() > 0);
+    f.db.sql("INSERT INTO app.markers VALUES ('A', NOW(6))");
+    let a_second: i64 =
+        f.db.sql("SELECT FLOOR(UNIX_TIMESTAMP(at)) FROM app.markers WHERE name = 'A'")
+            .parse()
+            .unwrap();
+    let (sum_a, count_a) = (
+        f.db.checksum("app.load"),
+        f.db.sql("SELECT COUNT(*) FROM app.load"),
+    );
+    wait_for("two seconds past marker A", Duration::from_secs(5), || {
+        let now: i64 = f.db.sql("SELECT UNIX_TIMESTAMP()").parse().ok()?;
+        (now >= a_second + 2).then_some(())
+    });
+    f.db.sql("INSERT INTO app.markers VALUES ('B', NOW(6))");
+    let w = Writer::start(&f.db.socket);
+    std::thread::sleep(Duration::from_secs(2));
+    w.stop();
+    let written_to = f.db.binlogs().pop().unwrap();
+    f.wait_archived(&written_to);
+
+    let datadir = f.dir.path().join("restored");
+    let to = tidemark_core::timefmt::utc(a_second + 1);
+    let out = f.admin.run(&[
+        "restore",
+        "--instance",
+        "demo-mariadb",
+        "--host",
+        "db1",
+        "--datadir",
+        datadir.to_str().unwrap(),
+        "--to",
+        &to,
+        "--start",
+    ]);
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(
+            out.code,
+            0,
+            "{}{}\n{}",
+            out.stdout,
+            out.stderr,
+            f.agent.daemon.log_text()
+        );
+        assert!(
+            out.stdout.contains(&format!("backup {}", b["id"])),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("GTID position 0-1-"), "{}", out.stdout);
+        assert_eq!(
+            restored_sql(&datadir, "SELECT GROUP_CONCAT(name) FROM app.markers"),
+            "A"
+        );
+        assert_eq!(
+            restored_sql(&datadir, "SELECT COUNT(*) FROM app.load"),
+            count_a
+        );
+        let sum = restored_sql(&datadir, "CHECKSUM TABLE app.load");
+        assert_eq!(sum.split('\t').nth(1).unwrap(), sum_a);
+        // The replayed server can follow the original by GTID from where it stopped.
+        let pos = restored_sql(&datadir, "SELECT @@gtid_slave_pos");
+        assert!(pos.starts_with("0-1-"), "{pos}");
+        // And the archive was untouched by the restore: nothing was written as a binlog.
+        assert!(!datadir.join("mysql-bin.000001").exists());
+    });
+    kill_restored(&datadir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    // A target before the backup, or past the archive, is refused before anything runs.
+    let early = f.admin.run(&[
+        "restore",
+        "--instance",
+        "demo-mariadb",
+        "--host",
+        "db1",
+        "--datadir",
+        f.dir.path().join("early").to_str().unwrap(),
+        "--to",
+        "2020-01-01 00:00:00",
+    ]);
+    assert_ne!(early.code, 0);
+    assert!(
+        early
+            .stderr
+            .contains("outside instance demo-mariadb's recovery window"),
+        "{}",
+        early.stderr
+    );
+    f.dir.keep_if_asked();
+}

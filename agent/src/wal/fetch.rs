@@ -139,6 +139,34 @@ pub async fn run(
     }
 }
 
+/// Fetch archived file `name` of `instance` (a MariaDB binlog) into `dest` over an open
+/// connection, riding out a blip of the controller for up to `retry_for`.
+pub async fn fetch_named(
+    client: &AgentServiceClient<Channel>,
+    instance: &str,
+    name: &str,
+    dest: &Path,
+    retry_for: Duration,
+) -> Result<u64, String> {
+    let deadline = Instant::now() + retry_for;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match fetch_to(client, request("", Some(instance), name), dest).await {
+            Ok(n) => return Ok(n),
+            Err(Failure::NotFound) => {
+                return Err(format!("{name} is not in instance {instance}'s archive"));
+            }
+            Err(Failure::Fatal(msg)) => return Err(format!("fetching {name}: {msg}")),
+            Err(Failure::Transient(msg)) if Instant::now() + delay < deadline => {
+                tracing::warn!("fetching {name}: {msg}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(Failure::Transient(msg)) => return Err(format!("fetching {name}: {msg}")),
+        }
+    }
+}
+
 /// The segments after `name` worth fetching ahead, given the delivered file's size.
 fn next_segments(name: &str, delivered: &Path, count: u32) -> Vec<String> {
     let Ok(meta) = std::fs::metadata(delivered) else {

@@ -191,6 +191,9 @@ pub async fn plan_restore(
         }
         Some(_) => {}
     }
+    if inst.is_mariadb() {
+        return plan_binlog_restore(state, r, &inst, host, &target).await;
+    }
     let w = window(state, &inst).await?;
     let reach = if r.backup_id != 0 {
         w.reaches
@@ -257,12 +260,75 @@ pub async fn plan_restore(
         port: r.port,
         start: r.start,
         verify: !r.skip_verify,
+        binlog: None,
     };
     let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let params = json!({
         "backup_id": b.id.0, "parts": physical.parts, "source_instance": inst.name,
         "pgdata": r.pgdata, "target_kind": r.target_kind, "target": target_value,
         "action": r.action, "start": r.start,
+    });
+    let job = pb::RestoreJob {
+        backup_id: b.id.0,
+        instance: inst.name.clone(),
+        physical: Some(physical),
+        ..Default::default()
+    };
+    Ok((host, params, job, total))
+}
+
+/// A MariaDB point-in-time restore: the physical backup to prepare, and the binlogs to
+/// replay from its position.
+async fn plan_binlog_restore(
+    state: &State,
+    r: &pb::StartPitrRestoreRequest,
+    inst: &InstanceRow,
+    host: String,
+    target: &Target,
+) -> ApiResult<(String, serde_json::Value, pb::RestoreJob, u64)> {
+    if !r.tablespace_map.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "--tablespace-map is PostgreSQL's; a MariaDB restore goes into --datadir".into(),
+        ));
+    }
+    let w = binlog_window(state, inst).await?;
+    let (reach, replay) = w
+        .plan(&inst.name, target)
+        .map_err(ApiError::FailedPrecondition)?;
+    if r.backup_id != 0 && reach.backup.backup_id != BackupId(r.backup_id) {
+        return Err(ApiError::InvalidArgument(format!(
+            "--from-backup {}: the target is reached from backup {} (MariaDB restores always start from the newest physical backup before the target)",
+            r.backup_id, reach.backup.backup_id
+        )));
+    }
+    let b = state.backup(reach.backup.backup_id).await?;
+    check_chunks_stored(state, &b).await?;
+    let target_value = match target {
+        Target::Time(t) => tidemark_core::timefmt::pg_timestamp(*t),
+        _ => String::new(),
+    };
+    let physical = pb::PhysicalRestore {
+        backup_id: b.id.0,
+        source_instance: inst.name.clone(),
+        pgdata: r.pgdata.clone(),
+        parts: b.parts.iter().map(|p| p.name.clone()).collect(),
+        target_kind: r.target_kind.clone(),
+        target: target_value.clone(),
+        port: r.port,
+        start: r.start,
+        binlog: Some(pb::BinlogReplay {
+            files: replay.files.clone(),
+            start_position: replay.start_position,
+            stop_before: replay.stop_before.unwrap_or(0),
+            gtid: reach.backup.gtid.clone(),
+        }),
+        ..Default::default()
+    };
+    let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
+    let params = json!({
+        "backup_id": b.id.0, "parts": physical.parts, "source_instance": inst.name, "datadir": r.pgdata,
+        "target_kind": r.target_kind, "target": target_value, "binlogs": replay.files,
+        "start_position": replay.start_position, "start": r.start,
     });
     let job = pb::RestoreJob {
         backup_id: b.id.0,

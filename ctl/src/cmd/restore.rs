@@ -45,8 +45,9 @@ pub struct Args {
     /// Point in time: the instance whose base backups and WAL archive to restore from.
     #[arg(long, requires = "pgdata")]
     instance: Option<String>,
-    /// Point in time: the new data directory on the target host (must not exist, or be empty).
-    #[arg(long, requires = "instance")]
+    /// Point in time: the new data directory on the target host (must not exist, or be
+    /// empty). `--datadir` is the same option, as MariaDB users call it.
+    #[arg(long, visible_alias = "datadir", requires = "instance")]
     pgdata: Option<String>,
     /// Recover to this time: 2026-11-25 20:11:02[.ffffff][+zone], UTC when no zone is given.
     #[arg(long)]

@@ -8,6 +8,7 @@
 pub mod binlog;
 pub mod logical;
 pub mod physical;
+pub mod pitr;
 pub mod restore;
 mod xbstream;
 

@@ -53,7 +53,7 @@ pub(super) struct Layout {
 }
 
 /// Make `dir` (or accept it empty), owned by the server's user with mode 0700.
-pub(super) fn prepare_dir(
+pub(crate) fn prepare_dir(
     dir: &Path,
     ids: Option<(u32, u32)>,
     created: &mut Vec<PathBuf>,
@@ -459,7 +459,7 @@ async fn start_and_wait(
 }
 
 /// The last `n` lines of `text`.
-pub(super) fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
