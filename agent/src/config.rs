@@ -150,6 +150,9 @@ pub struct SandboxConfig {
     /// /usr/lib/postgresql/*/bin.
     #[serde(default)]
     pub bin_dirs: Vec<PathBuf>,
+    /// Where mariadbd is, for MariaDB drills (mariabackup, mbstream, mariadb-binlog and
+    /// the client are taken from the PATH). Default: /usr/sbin.
+    pub mariadb_bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
@@ -265,6 +268,10 @@ impl AgentConfig {
         };
         if let Some(sb) = &mut c.sandbox {
             sb.dir = config::resolve(&base, &sb.dir);
+            sb.mariadb_bin_dir = sb
+                .mariadb_bin_dir
+                .as_ref()
+                .map(|d| config::resolve(&base, d));
             sb.bin_dirs = sb
                 .bin_dirs
                 .iter()

@@ -83,13 +83,22 @@ async fn session(
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
     let (tools, instances) = describe(config).await;
     let sandbox_engines = match &config.sandbox {
-        Some(sb) => crate::sandbox::engines(sb)
-            .into_keys()
-            .map(|major| SandboxEngine {
-                engine: Engine::Postgresql.as_str().into(),
-                major,
-            })
-            .collect(),
+        Some(sb) => {
+            let mut e: Vec<SandboxEngine> = crate::sandbox::engines(sb)
+                .into_keys()
+                .map(|major| SandboxEngine {
+                    engine: Engine::Postgresql.as_str().into(),
+                    major,
+                })
+                .collect();
+            if let Some((series, _)) = crate::sandbox::mariadb_series(sb) {
+                e.push(SandboxEngine {
+                    engine: Engine::Mariadb.as_str().into(),
+                    major: series,
+                });
+            }
+            e
+        }
         None => Vec::new(),
     };
     let reg = client
@@ -420,6 +429,9 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
             }
         },
         Some(job::Spec::Drill(d)) => match &config.sandbox {
+            Some(sb) if d.restore.as_ref().is_some_and(|r| r.binlog.is_some()) => {
+                mariadb::drill::run(ctx, sb, &d).await
+            }
             Some(sb) => postgres::drill::run(ctx, &config.path, sb, &d).await,
             None => Err("this host is not a sandbox; drills run only on sandbox hosts".into()),
         },

@@ -6,10 +6,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use tidemark_proto::DrillReport;
+
 use crate::config::SandboxConfig;
+use crate::job::{JobContext, JobFailure, JobResult};
 use crate::osuser;
 
 const MARK: &str = ".tidemark-sandbox";
+/// Where a MariaDB drill's server writes its pid (see engine::mariadb::pitr).
+const MARIADB_PID: &str = "mysqld.pid";
 
 /// Where a drill puts things inside the sandbox directory.
 pub fn pgdata(dir: &Path) -> PathBuf {
@@ -55,6 +60,34 @@ pub fn engines(cfg: &SandboxConfig) -> BTreeMap<u32, PathBuf> {
     out
 }
 
+/// The MariaDB series this sandbox can run drills on, encoded as major * 100 + minor
+/// (10.11 -> 1011: mariabackup prepares only its own series' backups), with the directory
+/// holding mariadbd. From `mariadbd --version` in `[sandbox] mariadb-bin-dir`, else
+/// Debian's /usr/sbin.
+pub fn mariadb_series(cfg: &SandboxConfig) -> Option<(u32, PathBuf)> {
+    let dir = cfg
+        .mariadb_bin_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin"));
+    let out = std::process::Command::new(dir.join("mariadbd"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    // "/usr/sbin/mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split(" Ver ").nth(1)?;
+    Some((series(version)?, dir))
+}
+
+/// "10.11.19-MariaDB..." -> 1011.
+pub fn series(version: &str) -> Option<u32> {
+    let mut it = version.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = it.next()?.parse().ok()?;
+    let minor: u32 = it.next()?.parse().ok()?;
+    Some(major * 100 + minor)
+}
+
 /// Make the directory (marked, owned by the server's user, mode 0700), or check that an
 /// existing one is ours.
 pub fn prepare(cfg: &SandboxConfig) -> Result<(), String> {
@@ -93,6 +126,7 @@ pub async fn wipe(cfg: &SandboxConfig) -> Result<(), String> {
     if data.join("postmaster.pid").exists() {
         stop_server(cfg, &data).await;
     }
+    kill_by_pid_file(&data.join(MARIADB_PID)).await;
     let entries = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read sandbox dir {}: {e}", dir.display()))?;
     for e in entries.flatten() {
@@ -108,6 +142,66 @@ pub async fn wipe(cfg: &SandboxConfig) -> Result<(), String> {
         r.map_err(|e| format!("cannot remove {} from the sandbox: {e}", p.display()))?;
     }
     Ok(())
+}
+
+/// After a drill's procedure, whatever it reached: empty the sandbox, and report the
+/// evidence (retrying through a blip). The job succeeds when the procedure ran to the end.
+pub async fn finish_drill(
+    ctx: &JobContext,
+    sb: &SandboxConfig,
+    mut report: DrillReport,
+) -> JobResult {
+    if let Err(e) = wipe(sb).await {
+        tracing::error!(error = %e, "could not empty the sandbox after the drill");
+        if report.error.is_empty() {
+            report.error = format!("the sandbox could not be emptied afterwards: {e}");
+        }
+    }
+    let mut sent = Err(String::new());
+    for attempt in 0..5 {
+        sent = ctx
+            .client
+            .clone()
+            .report_drill(report.clone())
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_string());
+        if sent.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+    }
+    if let Err(e) = sent {
+        return Err(JobFailure(format!(
+            "the drill's evidence could not be reported: {e}"
+        )));
+    }
+    if report.error.is_empty() {
+        Ok(format!(
+            "drill {}: restored {} in {:.1}s, recovered to {} in {:.1}s; sandbox emptied",
+            report.drill_id,
+            tidemark_core::text::bytes(report.bytes_restored),
+            report.restore_ms as f64 / 1000.0,
+            report.replay_lsn,
+            report.replay_ms as f64 / 1000.0
+        ))
+    } else {
+        Err(JobFailure(format!(
+            "drill {}: {}",
+            report.drill_id, report.error
+        )))
+    }
+}
+
+/// Kill the process named in a pid file, if any (the files are about to go).
+async fn kill_by_pid_file(path: &Path) {
+    let pid = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+    if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// `pg_ctl stop -m immediate` (the files are about to go); if that fails, kill the
@@ -129,13 +223,7 @@ pub async fn stop_server(cfg: &SandboxConfig, data: &Path) {
             return;
         }
     }
-    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
-        .ok()
-        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-    if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    kill_by_pid_file(&data.join("postmaster.pid")).await;
 }
 
 #[cfg(test)]
@@ -147,6 +235,7 @@ mod tests {
             dir: dir.to_path_buf(),
             os_user: "root".into(),
             bin_dirs: Vec::new(),
+            mariadb_bin_dir: None,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tidemark_core::timefmt::pg_timestamp;
 use tidemark_tests::maria::MariaFleet;
 use tidemark_tests::process::wait_for;
 
@@ -387,5 +388,135 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
         "{}",
         early.stderr
     );
+    f.dir.keep_if_asked();
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+fn drill(f: &MariaFleet, target: &str) -> (Value, i32) {
+    let out = f.admin.run(&[
+        "drill",
+        "run",
+        "--instance",
+        "demo-mariadb",
+        "--target",
+        target,
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    let v = out.json();
+    (v[0].clone(), out.code)
+}
+
+fn check<'a>(d: &'a Value, name: &str) -> &'a Value {
+    d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {d:#}"))
+}
+
+#[test]
+fn a_mariadb_drill_passes_and_fails_with_the_reason_when_a_binlog_is_lost() {
+    let checks = r#"
+[[instance]]
+name = "demo-mariadb"
+[[instance.check]]
+name = "markers"
+database = "app"
+sql = "SELECT COUNT(*) FROM markers"
+expect = "equals:2"
+[[instance.check]]
+name = "orders"
+database = "app"
+sql = "SELECT COUNT(*) FROM orders"
+expect = "nonzero"
+"#;
+    let f = MariaFleet::start("my-drill", "archive-timeout = \"2s\"", checks);
+    let sb = tidemark_tests::fleet::Sandbox::start(
+        f.dir.path(),
+        &f.pki,
+        "sb1",
+        &f.controller.url,
+        &f.admin,
+        None,
+    );
+    let agents = f.admin.json(&["agents"]);
+    let offered = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "sb1")
+        .unwrap()["sandbox_engines"]
+        .to_string();
+    assert!(offered.contains("mariadb"), "{offered}");
+    f.db.sql(
+        "CREATE DATABASE app;
+         CREATE TABLE app.markers (name VARCHAR(10) PRIMARY KEY) ENGINE=InnoDB;
+         CREATE TABLE app.orders (id INT AUTO_INCREMENT PRIMARY KEY, total INT) ENGINE=InnoDB;
+         INSERT INTO app.orders (total) SELECT seq FROM app.seq_1_to_1000;",
+    );
+    f.backup("base");
+    // Three batches, each in a binlog of its own, with a target after each.
+    let mut targets = Vec::new();
+    let mut files = Vec::new();
+    for batch in 0..3 {
+        f.db.sql(&format!("INSERT INTO app.markers VALUES ('m{batch}')"));
+        let file = f.db.binlogs().pop().unwrap();
+        f.wait_archived(&file);
+        files.push(file);
+        std::thread::sleep(Duration::from_millis(1100));
+        targets.push(pg_timestamp(now_micros()));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    f.db.sql("INSERT INTO app.markers VALUES ('last')");
+    let last = f.db.binlogs().pop().unwrap();
+    f.wait_archived(&last);
+
+    // After the second marker: two rows, every rule met.
+    let (d, code) = drill(&f, &targets[1]);
+    assert_eq!(code, 0, "{d:#}\n{}", sb.daemon.log_text());
+    assert_eq!(d["state"], "passed", "{d:#}");
+    assert_eq!(check(&d, "markers")["value"], "2", "{d:#}");
+    assert_eq!(check(&d, "binlog-replayed")["ok"], true, "{d:#}");
+    assert_eq!(check(&d, "recovered-point")["ok"], true, "{d:#}");
+    assert!(d["wal_segments"].as_u64().unwrap() >= 2, "{d:#}");
+    assert!(d["rto_ms"].as_u64().unwrap() > 0, "{d:#}");
+    assert!(
+        check(&d, "amcheck")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tables OK"),
+        "{d:#}"
+    );
+    assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
+    let series = "tidemark_drill_status{instance=\"demo-mariadb\"}";
+    assert_eq!(f.controller.metric(series), 1.0);
+
+    // The binlog holding the second marker is lost from the store: a drill past it fails,
+    // and says which file.
+    let lost = &files[1];
+    let chunks = f.controller.wal_only_chunk_files("demo-mariadb", lost);
+    assert!(!chunks.is_empty());
+    for p in &chunks {
+        std::fs::remove_file(p).unwrap();
+    }
+    let (d, code) = drill(&f, &targets[2]);
+    assert_eq!(code, 1, "{d:#}");
+    assert_eq!(d["state"], "failed", "{d:#}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(lost.as_str()) && reason.contains("recovery failed"),
+        "{d:#}"
+    );
+    assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
+    assert_eq!(f.controller.metric(series), 0.0);
     f.dir.keep_if_asked();
 }

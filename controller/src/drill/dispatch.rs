@@ -9,7 +9,7 @@ use serde_json::json;
 use tidemark_core::timefmt::pg_timestamp;
 use tidemark_proto as pb;
 
-use super::{major, sandboxes_for};
+use super::{sandboxes_for, series};
 use crate::api::State;
 use crate::api::error::{ApiError, ApiResult};
 use crate::catalog::{DrillRow, DrillState, JobState};
@@ -51,7 +51,7 @@ async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
                 .await?;
             continue;
         };
-        let Some(major) = major(&inst.server_version) else {
+        let Some(major) = series(&inst.engine, &inst.server_version) else {
             continue;
         };
         let free = sandboxes_for(&agents, &inst.engine, major)
@@ -78,9 +78,26 @@ async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
     Ok(())
 }
 
-/// Pick the base backup for the drill's target and send the job.
+/// The smoke checks of an instance, as the sandbox runs them.
+fn smoke_checks(state: &State, instance: &str) -> Vec<pb::SmokeCheck> {
+    state
+        .drills
+        .checks(instance)
+        .iter()
+        .map(|c| pb::SmokeCheck {
+            name: c.name.clone(),
+            database: c.database.clone(),
+            sql: c.sql.clone(),
+        })
+        .collect()
+}
+
+/// Pick the backup for the drill's target and send the job.
 async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()> {
     let inst = crate::api::recovery::instance(state, &d.instance).await?;
+    if inst.is_mariadb() {
+        return start_mariadb(state, d, sandbox, &inst).await;
+    }
     let w = crate::api::recovery::window(state, &inst).await?;
     let reach = w
         .choose(&inst.name, &Target::Time(d.target))
@@ -112,30 +129,82 @@ async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()>
     let job = pb::DrillJob {
         drill_id: d.id,
         restore: Some(restore),
-        checks: state
-            .drills
-            .checks(&inst.name)
-            .iter()
-            .map(|c| pb::SmokeCheck {
-                name: c.name.clone(),
-                database: c.database.clone(),
-                sql: c.sql.clone(),
-            })
-            .collect(),
+        checks: smoke_checks(state, &inst.name),
         amcheck: settings.amcheck,
         user: settings.user.clone(),
-        major: major(&b.server_version)
-            .or_else(|| major(&inst.server_version))
+        major: series(&inst.engine, &b.server_version)
+            .or_else(|| series(&inst.engine, &inst.server_version))
             .unwrap_or(0),
     };
-    let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let params = json!({
         "drill_id": d.id, "backup_id": b.id.0, "parts": parts, "source_instance": inst.name,
         "start_segno": base.start_lsn.segno(seg), "target": pg_timestamp(d.target),
     });
+    send(state, d, sandbox, &inst.name, &b, job, params).await
+}
+
+/// A MariaDB drill: the physical backup before the target, and the binlogs to replay.
+async fn start_mariadb(
+    state: &Arc<State>,
+    d: &DrillRow,
+    sandbox: &str,
+    inst: &crate::catalog::InstanceRow,
+) -> ApiResult<()> {
+    let w = crate::api::recovery::binlog_window(state, inst).await?;
+    let (reach, replay) = w
+        .plan(&inst.name, &Target::Time(d.target))
+        .map_err(ApiError::FailedPrecondition)?;
+    let b = state.backup(reach.backup.backup_id).await?;
+    crate::api::recovery::check_chunks_stored(state, &b).await?;
+    let parts: Vec<String> = b.parts.iter().map(|p| p.name.clone()).collect();
+    let restore = pb::PhysicalRestore {
+        backup_id: b.id.0,
+        source_instance: inst.name.clone(),
+        parts: parts.clone(),
+        target_kind: "time".into(),
+        target: pg_timestamp(d.target),
+        start: true,
+        binlog: Some(pb::BinlogReplay {
+            files: replay.files.clone(),
+            start_position: replay.start_position,
+            stop_before: replay.stop_before.unwrap_or(0),
+            gtid: reach.backup.gtid.clone(),
+        }),
+        ..Default::default()
+    };
+    let job = pb::DrillJob {
+        drill_id: d.id,
+        restore: Some(restore),
+        checks: smoke_checks(state, &inst.name),
+        amcheck: state.drills.settings.amcheck,
+        user: "root".into(),
+        major: series(&inst.engine, &b.server_version)
+            .or_else(|| series(&inst.engine, &inst.server_version))
+            .unwrap_or(0),
+    };
+    // The sandbox may fetch this instance's binlogs from the backup's file on.
+    let params = json!({
+        "drill_id": d.id, "backup_id": b.id.0, "parts": parts, "source_instance": inst.name,
+        "start_segno": reach.backup.seq, "target": pg_timestamp(d.target),
+        "binlogs": replay.files,
+    });
+    send(state, d, sandbox, &inst.name, &b, job, params).await
+}
+
+/// Record the drill's job, mark the drill running, and hand the job to the sandbox.
+async fn send(
+    state: &Arc<State>,
+    d: &DrillRow,
+    sandbox: &str,
+    instance: &str,
+    b: &crate::catalog::BackupRow,
+    job: pb::DrillJob,
+    params: serde_json::Value,
+) -> ApiResult<()> {
+    let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let job_id = state
         .catalog
-        .create_job("drill", sandbox, &inst.name, &params, total)
+        .create_job("drill", sandbox, instance, &params, total)
         .await?;
     if !state
         .catalog
@@ -154,7 +223,7 @@ async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()>
             .await?;
         return Ok(());
     }
-    tracing::info!(drill = d.id, instance = %inst.name, %sandbox, backup = %b.id, target = %pg_timestamp(d.target), "drill dispatched");
+    tracing::info!(drill = d.id, %instance, %sandbox, backup = %b.id, target = %pg_timestamp(d.target), "drill dispatched");
     let sent = state
         .sessions
         .send(

@@ -9,14 +9,28 @@ use tidemark_core::timefmt::{parse_timestamp, pg_timestamp};
 use tidemark_core::wal::Lsn;
 use tidemark_proto as pb;
 
-use crate::catalog::{BaseBackupRow, CheckResult, DrillEvidence, DrillState};
+use tidemark_core::binlog;
+
+use crate::catalog::{BaseBackupRow, BinlogCoordRow, CheckResult, DrillEvidence, DrillState};
 use crate::config::{CheckConfig, Expect};
+
+/// Where the restored backup sits in the log the drill replays.
+pub enum Start<'a> {
+    Wal {
+        base: &'a BaseBackupRow,
+        seg_size: u64,
+    },
+    Binlog {
+        coords: &'a BinlogCoordRow,
+        /// The binlog base name, to count the files replayed.
+        base_name: &'a str,
+    },
+}
 
 pub struct Context<'a> {
     /// Unix microseconds.
     pub target: i64,
-    pub base: &'a BaseBackupRow,
-    pub seg_size: u64,
+    pub start: Start<'a>,
     /// The longest a commit waits to be archived on a quiet server.
     pub switch_interval: Duration,
     pub checks: &'a [CheckConfig],
@@ -68,7 +82,10 @@ pub fn judge(ctx: &Context, r: &pb::DrillReport) -> Judged {
         },
     ));
     if r.reached_target {
-        checks.push(wal_replayed(ctx, replay));
+        checks.push(match &ctx.start {
+            Start::Wal { base, .. } => wal_replayed(base, replay),
+            Start::Binlog { coords, .. } => binlog_replayed(coords, &r.replay_lsn),
+        });
         checks.push(recovered_point(ctx, r));
     }
     let values: HashMap<&str, &pb::CheckValue> =
@@ -96,15 +113,26 @@ pub fn judge(ctx: &Context, r: &pb::DrillReport) -> Judged {
     if !ctx.notes.is_empty() && !failed.is_empty() {
         reason = format!("{}; {reason}", ctx.notes.replace('\n', "; "));
     }
-    let start_segno = ctx.base.start_lsn.segno(ctx.seg_size);
+    let log_files = match &ctx.start {
+        Start::Wal { base, seg_size } => {
+            let start_segno = base.start_lsn.segno(*seg_size);
+            replay
+                .map(|l| (l.segno(*seg_size) + 1).saturating_sub(start_segno))
+                .unwrap_or(0)
+        }
+        Start::Binlog { coords, base_name } => {
+            match (coords.seq, binlog::sequence(&r.replay_lsn, base_name)) {
+                (Some(first), Some(last)) => (last + 1).saturating_sub(first),
+                _ => 0,
+            }
+        }
+    };
     let evidence = DrillEvidence {
         recovered_at: r.last_commit_at,
         recovered_lsn: r.replay_lsn.clone(),
         stop_record: r.stop_record.clone(),
         bytes_restored: r.bytes_restored,
-        wal_segments: replay
-            .map(|l| (l.segno(ctx.seg_size) + 1).saturating_sub(start_segno))
-            .unwrap_or(0),
+        wal_segments: log_files,
         rto_ms: r.rto_ms,
         restore_ms: r.restore_ms,
         replay_ms: r.replay_ms,
@@ -128,8 +156,8 @@ pub fn judge(ctx: &Context, r: &pb::DrillReport) -> Judged {
 
 /// A drill that replayed nothing past the backup's end proved only the backup, not the
 /// archive.
-fn wal_replayed(ctx: &Context, replay: Option<Lsn>) -> CheckResult {
-    let stop = ctx.base.stop_lsn;
+fn wal_replayed(base: &BaseBackupRow, replay: Option<Lsn>) -> CheckResult {
+    let stop = base.stop_lsn;
     let expect = format!("replay past the backup's end {stop}");
     match replay {
         Some(l) if l > stop => result(
@@ -137,7 +165,7 @@ fn wal_replayed(ctx: &Context, replay: Option<Lsn>) -> CheckResult {
             &expect,
             l.to_string(),
             true,
-            format!("replayed WAL from {} to {l}", ctx.base.start_lsn),
+            format!("replayed WAL from {} to {l}", base.start_lsn),
         ),
         _ => result(
             "wal-replayed",
@@ -148,6 +176,35 @@ fn wal_replayed(ctx: &Context, replay: Option<Lsn>) -> CheckResult {
                 "recovery replayed no WAL past the base backup's end ({stop}), so the drill exercised no WAL replay; pick a later target"
             ),
         ),
+    }
+}
+
+/// Likewise for MariaDB: the drill must have replayed archived binlogs from the backup's
+/// position, not only restored the backup.
+fn binlog_replayed(coords: &BinlogCoordRow, last_file: &str) -> CheckResult {
+    let expect = format!(
+        "replay binlogs from the backup's position {}:{}",
+        coords.file, coords.position
+    );
+    if last_file.is_empty() {
+        result(
+            "binlog-replayed",
+            &expect,
+            String::new(),
+            false,
+            "the drill replayed no binlog after the backup, so it exercised no binlog replay; pick a later target".into(),
+        )
+    } else {
+        result(
+            "binlog-replayed",
+            &expect,
+            last_file.to_string(),
+            true,
+            format!(
+                "replayed binlogs from {}:{} through {last_file}",
+                coords.file, coords.position
+            ),
+        )
     }
 }
 
@@ -347,8 +404,10 @@ mod tests {
         judge(
             &Context {
                 target: T,
-                base: &b,
-                seg_size: 16 << 20,
+                start: Start::Wal {
+                    base: &b,
+                    seg_size: 16 << 20,
+                },
                 switch_interval: Duration::from_secs(60),
                 checks,
                 samples: &samples,

@@ -81,6 +81,27 @@ pub fn major(version: &str) -> Option<u32> {
         .and_then(|m| m.parse().ok())
 }
 
+/// The version a sandbox must run to restore a backup of `engine` `version`: PostgreSQL's
+/// major version, or MariaDB's series as major * 100 + minor (10.11.9 -> 1011), because
+/// mariabackup prepares only backups of its own series.
+pub fn series(engine: &str, version: &str) -> Option<u32> {
+    if engine != "mariadb" {
+        return major(version);
+    }
+    let mut it = version.split(|c: char| !c.is_ascii_digit());
+    let (maj, min): (u32, u32) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    Some(maj * 100 + min)
+}
+
+/// A series as people write it: 15, or 10.11.
+pub fn show_series(engine: &str, n: u32) -> String {
+    if engine == "mariadb" {
+        format!("{}.{}", n / 100, n % 100)
+    } else {
+        n.to_string()
+    }
+}
+
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -108,7 +129,7 @@ pub async fn request(
     spec: &TargetSpec,
     sandbox: &str,
 ) -> ApiResult<DrillRow> {
-    let major = major(&inst.server_version).ok_or_else(|| {
+    let major = series(&inst.engine, &inst.server_version).ok_or_else(|| {
         ApiError::FailedPrecondition(format!(
             "instance {}'s server version is unknown (its agent could not reach it); a drill needs a sandbox of the same major version",
             inst.name
@@ -126,11 +147,12 @@ pub async fn request(
             }
             Some(a) if !fit.iter().any(|f| f.name == a.name) => {
                 return Err(ApiError::FailedPrecondition(format!(
-                    "sandbox {name} cannot run {} {major} (it offers {})",
+                    "sandbox {name} cannot run {} {} (it offers {})",
                     inst.engine,
+                    show_series(&inst.engine, major),
                     a.sandbox_engines
                         .iter()
-                        .map(|(e, m)| format!("{e} {m}"))
+                        .map(|(e, m)| format!("{e} {}", show_series(e, *m)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
@@ -144,21 +166,35 @@ pub async fn request(
         }
     } else if fit.is_empty() {
         return Err(ApiError::FailedPrecondition(format!(
-            "no sandbox for {} {major} has registered; start tidemark-agent with a sandbox certificate and a [sandbox] section on a host with that version",
-            inst.engine
+            "no sandbox for {} {} has registered; start tidemark-agent with a sandbox certificate and a [sandbox] section on a host with that version",
+            inst.engine,
+            show_series(&inst.engine, major)
         )));
     }
-    let w = crate::api::recovery::window(state, inst).await?;
-    let (Some(oldest), Some(newest)) = (w.oldest(), w.newest()) else {
+    let (bounds, describe) = if inst.is_mariadb() {
+        let w = crate::api::recovery::binlog_window(state, inst).await?;
+        let b = w
+            .oldest()
+            .zip(w.newest())
+            .map(|(o, n)| (o.backup.stop_time, n.end_time));
+        (b, w.describe())
+    } else {
+        let w = crate::api::recovery::window(state, inst).await?;
+        let b = w
+            .oldest()
+            .zip(w.newest())
+            .map(|(o, n)| (o.base.stop_time, n.end_time));
+        (b, w.describe())
+    };
+    let Some((oldest, newest)) = bounds else {
         return Err(ApiError::FailedPrecondition(format!(
-            "instance {} cannot be drilled: {}",
-            inst.name,
-            w.describe()
+            "instance {} cannot be drilled: {describe}",
+            inst.name
         )));
     };
     let span = Span {
-        oldest: target::micros(oldest.base.stop_time),
-        newest: target::micros(newest.end_time),
+        oldest: target::micros(oldest),
+        newest: target::micros(newest),
     };
     let now = now_micros();
     let (at, why) = target::choose(spec, span, now, now as u64 ^ inst.name.len() as u64)
@@ -193,12 +229,30 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
             d.id
         )))
     })?;
-    let base = state.catalog.base_backup(backup).await?.ok_or_else(|| {
+    let corrupt = |what: &str| {
         ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!(
-            "drill {}'s backup {backup} has no WAL positions",
+            "drill {}'s backup {backup} has no {what}",
             d.id
         )))
-    })?;
+    };
+    let (base, coords) = if inst.is_mariadb() {
+        let c = state.catalog.binlog_coordinates(backup).await?;
+        (None, Some(c.ok_or_else(|| corrupt("binlog position"))?))
+    } else {
+        let b = state.catalog.base_backup(backup).await?;
+        (Some(b.ok_or_else(|| corrupt("WAL positions"))?), None)
+    };
+    let start = match (&base, &coords) {
+        (Some(base), _) => judge::Start::Wal {
+            base,
+            seg_size: inst.segment_size(),
+        },
+        (_, Some(coords)) => judge::Start::Binlog {
+            coords,
+            base_name: inst.binlog_base(),
+        },
+        (None, None) => unreachable!("one of them was found above"),
+    };
     let checks = state.drills.checks(&d.instance);
     let mut samples = HashMap::new();
     for c in checks {
@@ -228,8 +282,7 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
     let judged = judge::judge(
         &judge::Context {
             target: d.target,
-            base: &base,
-            seg_size: inst.segment_size(),
+            start,
             switch_interval: switch,
             checks,
             samples: &samples,

@@ -65,35 +65,31 @@ pub struct BinlogSummary {
     pub end: u64,
 }
 
-/// Walk the events of a binlog from its start up to `limit` bytes, reading only their
-/// headers. An event cut off by `limit` ends the walk (the active file may be mid-write);
-/// with `whole` set, that is an error instead (a closed file must end on an event).
-pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, String> {
+/// One event header: where it starts, its time, type, size and flags.
+struct Event {
+    pos: u64,
+    ts: i64,
+    kind: u8,
+    flags: u16,
+}
+
+/// Call `f` for each whole event of a binlog up to `limit` bytes, reading only headers.
+/// Returns where the last whole event ends: an event cut off by `limit` ends the walk (the
+/// active file may be mid-write).
+fn walk(path: &Path, limit: u64, mut f: impl FnMut(&Event)) -> Result<u64, String> {
     let what = |e: std::io::Error| format!("reading {}: {e}", path.display());
-    let mut f = std::fs::File::open(path).map_err(what)?;
+    let mut file = std::fs::File::open(path).map_err(what)?;
     let mut magic = [0u8; 4];
-    f.read_exact(&mut magic).map_err(what)?;
+    file.read_exact(&mut magic).map_err(what)?;
     if &magic != MAGIC {
         return Err(format!("{} is not a binlog file", path.display()));
     }
-    let mut s = BinlogSummary {
-        events: 0,
-        first_event_at: 0,
-        last_event_at: 0,
-        closed_cleanly: false,
-        first_data: None,
-        end: 4,
-    };
-    let (mut last_type, mut in_use) = (0u8, false);
     let mut pos = 4u64;
     let mut h = [0u8; HEADER];
     while pos + HEADER as u64 <= limit {
-        f.seek(SeekFrom::Start(pos)).map_err(what)?;
-        f.read_exact(&mut h).map_err(what)?;
-        let ts = u32::from_le_bytes(h[0..4].try_into().unwrap()) as i64;
-        let kind = h[4];
+        file.seek(SeekFrom::Start(pos)).map_err(what)?;
+        file.read_exact(&mut h).map_err(what)?;
         let size = u32::from_le_bytes(h[9..13].try_into().unwrap()) as u64;
-        let flags = u16::from_le_bytes(h[17..19].try_into().unwrap());
         if size < HEADER as u64 {
             return Err(format!(
                 "{}: an event at {pos} claims {size} bytes; the file is damaged",
@@ -103,24 +99,47 @@ pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, Strin
         if pos + size > limit {
             break;
         }
+        f(&Event {
+            pos,
+            ts: u32::from_le_bytes(h[0..4].try_into().unwrap()) as i64,
+            kind: h[4],
+            flags: u16::from_le_bytes(h[17..19].try_into().unwrap()),
+        });
+        pos += size;
+    }
+    Ok(pos)
+}
+
+/// Summarise a binlog up to `limit` bytes. With `whole` set, bytes after the last whole
+/// event are an error (a closed file must end on an event).
+pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, String> {
+    let mut s = BinlogSummary {
+        events: 0,
+        first_event_at: 0,
+        last_event_at: 0,
+        closed_cleanly: false,
+        first_data: None,
+        end: 4,
+    };
+    let (mut last_type, mut in_use, mut bad_start) = (0u8, false, false);
+    s.end = walk(path, limit, |e| {
         if s.events == 0 {
-            if kind != FORMAT_DESCRIPTION_EVENT {
-                return Err(format!(
-                    "{}: the first event is not a format description",
-                    path.display()
-                ));
-            }
-            s.first_event_at = ts;
-            in_use = flags & IN_USE != 0;
+            bad_start = e.kind != FORMAT_DESCRIPTION_EVENT;
+            s.first_event_at = e.ts;
+            in_use = e.flags & IN_USE != 0;
         }
-        if s.first_data.is_none() && !HOUSEKEEPING.contains(&kind) {
-            s.first_data = Some((pos, ts));
+        if s.first_data.is_none() && !HOUSEKEEPING.contains(&e.kind) {
+            s.first_data = Some((e.pos, e.ts));
         }
         s.events += 1;
-        s.last_event_at = ts;
-        last_type = kind;
-        pos += size;
-        s.end = pos;
+        s.last_event_at = e.ts;
+        last_type = e.kind;
+    })?;
+    if bad_start {
+        return Err(format!(
+            "{}: the first event is not a format description",
+            path.display()
+        ));
     }
     if whole && s.end != limit {
         return Err(format!(
@@ -132,6 +151,26 @@ pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, Strin
     }
     s.closed_cleanly = !in_use && matches!(last_type, ROTATE_EVENT | STOP_EVENT);
     Ok(s)
+}
+
+/// The time of the first transaction stamped at or after `from` (unix seconds) in the
+/// files, in order: where a replay that stops before `from` stopped.
+pub fn next_transaction_at(files: &[PathBuf], from: i64) -> Result<Option<i64>, String> {
+    for path in files {
+        let len = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        let mut found = None;
+        walk(path, len, |e| {
+            if found.is_none() && e.ts >= from && !HOUSEKEEPING.contains(&e.kind) {
+                found = Some(e.ts);
+            }
+        })?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// What the archiver of each instance last did, for the status reports.

@@ -6,6 +6,7 @@
 //! `[client]` section, so the password is in neither argv nor the environment.
 
 pub mod binlog;
+pub mod drill;
 pub mod logical;
 pub mod physical;
 pub mod pitr;

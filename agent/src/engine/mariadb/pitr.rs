@@ -89,18 +89,14 @@ async fn restore(
     let backup = BackupId(r.backup_id);
     let started = Instant::now();
     let bytes = unpack(ctx, &db, backup, datadir, ids).await?;
-    let prepare = db.program("mariabackup");
-    let mut cmd = std::process::Command::new(&prepare);
-    cmd.arg("--no-defaults")
-        .arg("--prepare")
-        .arg(format!("--target-dir={}", datadir.display()));
-    osuser::run_as(&mut cmd, ids);
-    run_tool(cmd, "mariabackup --prepare").await?;
+    prepare(&db, datadir, ids).await?;
     let restored = started.elapsed();
     tracing::info!(%backup, bytes, elapsed = ?restored, "backup unpacked and prepared");
 
     let replay = r.binlog.clone().unwrap_or_default();
-    let mut server = start_server(&db, datadir, &inst.os_user, ServerMode::Replay).await?;
+    let program = mariadbd(&db);
+    let mut server =
+        start_server(&db, &program, datadir, &inst.os_user, ServerMode::Replay).await?;
     let replayed = if replay.files.is_empty() {
         Replayed::default()
     } else {
@@ -108,26 +104,14 @@ async fn restore(
             .prefix("tidemark-binlogs.")
             .tempdir_in(&ctx.spool_dir)
             .map_err(|e| format!("cannot stage binlogs in {}: {e}", ctx.spool_dir.display()))?;
-        let mut paths = Vec::new();
-        for name in &replay.files {
-            let dest = staging.path().join(name);
-            crate::wal::fetch::fetch_named(
-                &ctx.client,
-                &r.source_instance,
-                name,
-                &dest,
-                Duration::from_secs(30),
-            )
-            .await?;
-            paths.push(dest);
-        }
+        let paths = fetch_binlogs(ctx, &r.source_instance, &replay.files, staging.path()).await?;
         replay_binlogs(&db, &server.socket, &replay, &paths).await?
     };
     server.shut_down(&db).await?;
     let reached = describe(&replay, &replayed);
     if r.start {
         let mode = ServerMode::Serve { port: r.port };
-        let s = start_server(&db, datadir, &inst.os_user, mode).await?;
+        let s = start_server(&db, &program, datadir, &inst.os_user, mode).await?;
         Ok(format!(
             "restored backup {backup} ({}) into {}; {reached}. The server is running on socket {}{}",
             human_bytes(bytes),
@@ -177,8 +161,39 @@ fn describe(replay: &BinlogReplay, done: &Replayed) -> String {
     )
 }
 
+/// Fetch archived binlogs of `instance` into `dir`; returns their paths in order.
+pub async fn fetch_binlogs(
+    ctx: &JobContext,
+    instance: &str,
+    files: &[String],
+    dir: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let mut paths = Vec::new();
+    for name in files {
+        let dest = dir.join(name);
+        crate::wal::fetch::fetch_named(&ctx.client, instance, name, &dest, Duration::from_secs(30))
+            .await?;
+        paths.push(dest);
+    }
+    Ok(paths)
+}
+
+/// `mariabackup --prepare` the unpacked copy: apply its redo log so it is consistent.
+pub async fn prepare(
+    db: &Maria,
+    datadir: &Path,
+    ids: Option<(u32, u32)>,
+) -> Result<(), JobFailure> {
+    let mut cmd = std::process::Command::new(db.program("mariabackup"));
+    cmd.arg("--no-defaults")
+        .arg("--prepare")
+        .arg(format!("--target-dir={}", datadir.display()));
+    osuser::run_as(&mut cmd, ids);
+    run_tool(cmd, "mariabackup --prepare").await
+}
+
 /// Download the xbstream into `mbstream -x`; returns the bytes read.
-async fn unpack(
+pub async fn unpack(
     ctx: &JobContext,
     db: &Maria,
     backup: BackupId,
@@ -263,7 +278,7 @@ pub struct Server {
 }
 
 /// mariadbd from the instance's bin-dir, else Debian's /usr/sbin, else the PATH.
-fn mariadbd(db: &Maria) -> PathBuf {
+pub fn mariadbd(db: &Maria) -> PathBuf {
     if db.cfg.bin_dir.is_some() {
         return db.program("mariadbd");
     }
@@ -277,12 +292,12 @@ fn mariadbd(db: &Maria) -> PathBuf {
 
 pub async fn start_server(
     db: &Maria,
+    program: &Path,
     datadir: &Path,
     os_user: &str,
     mode: ServerMode,
 ) -> Result<Server, JobFailure> {
     let socket = datadir.join(SOCKET);
-    let program = mariadbd(db);
     let mut cmd = std::process::Command::new(&program);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
@@ -350,7 +365,7 @@ pub async fn start_server(
 
 /// A client command on the restored server's socket (root: no password while grant tables
 /// are skipped; the source's root afterwards).
-fn local_client(db: &Maria, tool: &str, socket: &Path) -> std::process::Command {
+pub fn local_client(db: &Maria, tool: &str, socket: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(db.program(tool));
     c.env_remove("MYSQL_PWD")
         .arg("--no-defaults")

@@ -16,7 +16,7 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 use super::physical::{self, Layout, Server};
 use super::{Pg, quote_literal};
 use crate::config::{InstanceConfig, SandboxConfig};
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::job::{JobContext, JobResult};
 use crate::{osuser, sandbox, tool};
 
 /// Settings from pg_control that a hot standby needs at least as high as its primary had.
@@ -37,46 +37,7 @@ pub async fn run(ctx: &JobContext, config: &Path, sb: &SandboxConfig, job: &Dril
     if let Err(e) = procedure(ctx, config, sb, job, started, &mut report).await {
         report.error = e;
     }
-    if let Err(e) = sandbox::wipe(sb).await {
-        tracing::error!(error = %e, "could not empty the sandbox after the drill");
-        if report.error.is_empty() {
-            report.error = format!("the sandbox could not be emptied afterwards: {e}");
-        }
-    }
-    let mut sent = Err(String::new());
-    for attempt in 0..5 {
-        sent = ctx
-            .client
-            .clone()
-            .report_drill(report.clone())
-            .await
-            .map(|_| ())
-            .map_err(|s| s.message().to_string());
-        if sent.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-    }
-    if let Err(e) = sent {
-        return Err(JobFailure(format!(
-            "the drill's evidence could not be reported: {e}"
-        )));
-    }
-    if report.error.is_empty() {
-        Ok(format!(
-            "drill {}: restored {} in {:.1}s, recovered to {} in {:.1}s; sandbox emptied",
-            job.drill_id,
-            tidemark_core::text::bytes(report.bytes_restored),
-            report.restore_ms as f64 / 1000.0,
-            report.replay_lsn,
-            report.replay_ms as f64 / 1000.0
-        ))
-    } else {
-        Err(JobFailure(format!(
-            "drill {}: {}",
-            job.drill_id, report.error
-        )))
-    }
+    sandbox::finish_drill(ctx, sb, report).await
 }
 
 async fn procedure(
