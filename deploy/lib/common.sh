@@ -63,3 +63,20 @@ pg_stop() {
     pg_server "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 \
         || ! pg_server "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
+
+# maria_stop DIR: stop the MariaDB server whose socket (mysqld.sock) and pid file
+# (mysqld.pid) are in DIR, if it runs: a clean shutdown, then a kill if that fails.
+maria_stop() {
+    local dir=$1 pid
+    [ -f "$dir/mysqld.pid" ] || return 0
+    pid=$(cat "$dir/mysqld.pid")
+    case $pid in ''|*[!0-9]*) return 1 ;; esac
+    mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot shutdown >/dev/null 2>&1 \
+        || kill "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    ! kill -0 "$pid" 2>/dev/null
+}

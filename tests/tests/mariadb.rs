@@ -293,6 +293,7 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
          INSERT INTO app.load (v, at) SELECT MD5(seq), NOW(6) FROM app.seq_1_to_2000;",
     );
     let b = f.backup("base");
+    let dump = f.backup("logical");
     // Load before marker A, nothing between A and B, load again after B. Binlog times are
     // whole seconds: B comes two seconds after A's, so a target in the second after A's
     // second lies strictly between them.
@@ -365,6 +366,50 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
         assert!(!datadir.join("mysql-bin.000001").exists());
     });
     kill_restored(&datadir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    // The second path to the same point: the logical dump, loaded into a new server, then
+    // the same binlogs replayed from the dump's position.
+    let from_dump = f.dir.path().join("from-dump");
+    let dump_id = dump["id"].as_i64().unwrap().to_string();
+    let out = f.admin.run(&[
+        "restore",
+        "--instance",
+        "demo-mariadb",
+        "--host",
+        "db1",
+        "--datadir",
+        from_dump.to_str().unwrap(),
+        "--to",
+        &to,
+        "--from-backup",
+        &dump_id,
+        "--start",
+    ]);
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(
+            out.code,
+            0,
+            "{}{}
+{}",
+            out.stdout,
+            out.stderr,
+            f.agent.daemon.log_text()
+        );
+        assert!(
+            out.stdout.contains(&format!("backup {dump_id}")),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            restored_sql(&from_dump, "SELECT GROUP_CONCAT(name) FROM app.markers"),
+            "A"
+        );
+        let sum = restored_sql(&from_dump, "CHECKSUM TABLE app.load");
+        assert_eq!(sum.split('\t').nth(1).unwrap(), sum_a);
+    });
+    kill_restored(&from_dump);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
@@ -518,5 +563,63 @@ expect = "nonzero"
     );
     assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
     assert_eq!(f.controller.metric(series), 0.0);
+    f.dir.keep_if_asked();
+}
+
+#[test]
+fn a_binlog_push_for_another_agents_instance_or_under_a_foreign_name_is_refused() {
+    use tidemark_proto::agent_service_client::AgentServiceClient;
+    use tidemark_proto::upload_part_message::Msg;
+    use tidemark_proto::{RegisterRequest, UploadPartMessage, WalHeader};
+    let f = MariaFleet::start("my-push", "", "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let connect = |identity: &str| {
+        let (cert, key) = f.pki.issue(identity, &[]);
+        let tls = tidemark_core::tls::TlsMaterial::load(&tidemark_core::config::TlsFiles {
+            ca: f.pki.ca(),
+            cert,
+            key,
+        })
+        .unwrap();
+        let channel = rt
+            .block_on(
+                tls.endpoint(&f.controller.url, Some(Duration::from_secs(30)))
+                    .unwrap()
+                    .connect(),
+            )
+            .unwrap();
+        AgentServiceClient::new(channel)
+    };
+    let push = |c: &mut AgentServiceClient<tonic::transport::Channel>, name: &str| {
+        let h = WalHeader {
+            instance: "demo-mariadb".into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        let msg = UploadPartMessage {
+            msg: Some(Msg::Wal(h)),
+        };
+        rt.block_on(c.push_wal(tokio_stream::iter(vec![msg])))
+            .unwrap_err()
+    };
+    let mut db2 = connect("agent:db2");
+    rt.block_on(db2.register(RegisterRequest {
+        host: "db2".into(),
+        agent_version: "test".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let e = push(&mut db2, "mysql-bin.000001");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    assert!(
+        e.message().contains("belongs to agent db1"),
+        "{}",
+        e.message()
+    );
+    // The owner itself may push only files named after the instance's log_bin_basename.
+    let mut db1 = connect("agent:db1");
+    let e = push(&mut db1, "../../etc/passwd");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("log_bin_basename"), "{}", e.message());
     f.dir.keep_if_asked();
 }

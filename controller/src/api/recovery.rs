@@ -291,16 +291,37 @@ async fn plan_binlog_restore(
             "--tablespace-map is PostgreSQL's; a MariaDB restore goes into --datadir".into(),
         ));
     }
-    let w = binlog_window(state, inst).await?;
+    // A physical backup by default; with --from-backup, that backup, which may be a
+    // logical dump: loaded into a new server, then the same binlog replay follows.
+    let w = if r.backup_id != 0 {
+        let chosen = state.backup(BackupId(r.backup_id)).await?;
+        if chosen.instance != inst.name {
+            return Err(ApiError::InvalidArgument(format!(
+                "backup {} is of instance {}, not {}",
+                chosen.id, chosen.instance, inst.name
+            )));
+        }
+        let files = state.catalog.wal_segments(&inst.name).await?;
+        let backups: Vec<_> = state
+            .catalog
+            .binlog_backups(&inst.name, &chosen.kind)
+            .await?
+            .into_iter()
+            .filter(|c| c.backup_id == chosen.id)
+            .collect();
+        if backups.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "backup {} is not a complete backup of {} with a binlog position",
+                chosen.id, inst.name
+            )));
+        }
+        BinlogWindow::compute(&backups, &files, inst.binlog_base())
+    } else {
+        binlog_window(state, inst).await?
+    };
     let (reach, replay) = w
         .plan(&inst.name, target)
         .map_err(ApiError::FailedPrecondition)?;
-    if r.backup_id != 0 && reach.backup.backup_id != BackupId(r.backup_id) {
-        return Err(ApiError::InvalidArgument(format!(
-            "--from-backup {}: the target is reached from backup {} (MariaDB restores always start from the newest physical backup before the target)",
-            r.backup_id, reach.backup.backup_id
-        )));
-    }
     let b = state.backup(reach.backup.backup_id).await?;
     check_chunks_stored(state, &b).await?;
     let target_value = match target {

@@ -88,15 +88,24 @@ async fn restore(
     let db = Maria::new(inst.clone());
     let backup = BackupId(r.backup_id);
     let started = Instant::now();
-    let bytes = unpack(ctx, &db, backup, datadir, ids).await?;
-    prepare(&db, datadir, ids).await?;
-    let restored = started.elapsed();
-    tracing::info!(%backup, bytes, elapsed = ?restored, "backup unpacked and prepared");
-
+    // A logical dump is loaded into a new, empty server; a physical backup is unpacked
+    // and prepared.
+    let logical = r.parts.iter().any(|p| p == super::logical::DUMP_PART);
+    let mut bytes = 0;
+    if logical {
+        initialize(&db, datadir, &inst.os_user).await?;
+    } else {
+        bytes = unpack(ctx, &db, backup, datadir, ids).await?;
+        prepare(&db, datadir, ids).await?;
+    }
     let replay = r.binlog.clone().unwrap_or_default();
     let program = mariadbd(&db);
     let mut server =
         start_server(&db, &program, datadir, &inst.os_user, ServerMode::Replay).await?;
+    if logical {
+        bytes = load_dump(ctx, &db, backup, &server.socket).await?;
+    }
+    tracing::info!(%backup, bytes, elapsed = ?started.elapsed(), logical, "backup restored");
     let replayed = if replay.files.is_empty() {
         Replayed::default()
     } else {
@@ -176,6 +185,62 @@ pub async fn fetch_binlogs(
         paths.push(dest);
     }
     Ok(paths)
+}
+
+/// A new, empty data directory for a dump to load into.
+async fn initialize(db: &Maria, datadir: &Path, os_user: &str) -> Result<(), JobFailure> {
+    let mut cmd = std::process::Command::new(db.program("mariadb-install-db"));
+    cmd.arg("--no-defaults")
+        .arg(format!("--datadir={}", datadir.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+    if rustix::process::geteuid().is_root() {
+        cmd.arg(format!("--user={os_user}"));
+    }
+    run_tool(cmd, "mariadb-install-db").await
+}
+
+/// Feed a stored dump (every database of the instance) to the new server in one session.
+async fn load_dump(
+    ctx: &JobContext,
+    db: &Maria,
+    backup: BackupId,
+    socket: &Path,
+) -> Result<u64, JobFailure> {
+    let mut cmd = local_client(db, "mariadb", socket);
+    cmd.args(["--binary-mode", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting mariadb to load the dump: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let feed = async {
+        let r = download_part(
+            &ctx.client,
+            backup,
+            super::logical::DUMP_PART,
+            ctx.job_id,
+            &mut stdin,
+            &ctx.progress,
+        )
+        .await;
+        drop(stdin);
+        r
+    };
+    let mut err = String::new();
+    let (fed, _) = tokio::join!(feed, stderr.read_to_string(&mut err));
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(JobFailure(format!(
+            "loading the dump: mariadb {}: {}",
+            tool::describe(status),
+            err.trim()
+        )));
+    }
+    Ok(fed?)
 }
 
 /// `mariabackup --prepare` the unpacked copy: apply its redo log so it is consistent.
