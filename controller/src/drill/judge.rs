@@ -98,7 +98,10 @@ pub fn judge(ctx: &Context, r: &pb::DrillReport) -> Judged {
     if r.amcheck_ran {
         checks.push(result(
             "amcheck",
-            "pg_amcheck finds no corruption",
+            match ctx.start {
+                Start::Wal { .. } => "pg_amcheck finds no corruption",
+                Start::Binlog { .. } => "mariadb-check finds no corrupt table",
+            },
             String::new(),
             r.amcheck_ok,
             r.amcheck_detail.clone(),

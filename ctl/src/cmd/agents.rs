@@ -49,25 +49,33 @@ pub async fn run(config: Option<&Path>, format: Format) -> Result<Exit, CliError
             rows.push(row);
         };
         if a.role == "sandbox" {
-            let versions: Vec<String> = a
+            // One row per engine: "postgresql 15", "mariadb 10.11" (a series, major*100+minor).
+            let engines: Vec<(String, String)> = a
                 .sandbox_engines
                 .iter()
-                .map(|e| e.major.to_string())
+                .map(|e| {
+                    let v = if e.engine == "mariadb" {
+                        format!("{}.{}", e.major / 100, e.major % 100)
+                    } else {
+                        e.major.to_string()
+                    };
+                    (e.engine.clone(), v)
+                })
                 .collect();
-            let engines: Vec<&str> = a
-                .sandbox_engines
-                .iter()
-                .map(|e| e.engine.as_str())
-                .collect();
-            first(
-                &mut rows,
-                vec![
-                    "(sandbox)".into(),
-                    engines.first().copied().unwrap_or("-").into(),
-                    versions.join(","),
+            let mut engines = engines.into_iter();
+            let (e, v) = engines.next().unwrap_or(("-".into(), "-".into()));
+            first(&mut rows, vec!["(sandbox)".into(), e, v, "-".into()]);
+            for (e, v) in engines {
+                rows.push(vec![
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    e,
+                    v,
                     "-".into(),
-                ],
-            );
+                ]);
+            }
         } else if a.instances.is_empty() {
             first(
                 &mut rows,

@@ -363,7 +363,7 @@ pub async fn start_server(
     mode: ServerMode,
 ) -> Result<Server, JobFailure> {
     let socket = datadir.join(SOCKET);
-    let mut cmd = std::process::Command::new(&program);
+    let mut cmd = std::process::Command::new(program);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
         .arg(format!("--socket={}", socket.display()))
@@ -395,10 +395,12 @@ pub async fn start_server(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
-        program: program.display().to_string(),
-        source,
-    })?;
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|source| ToolError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
     let server = Server {
         socket,
         datadir: datadir.to_path_buf(),
@@ -423,8 +425,11 @@ pub async fn start_server(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The child is reaped by init once this process lets go of it.
-    std::mem::forget(child);
+    // Reap it when it exits, or a stopped server stays a zombie that still "runs" for
+    // anyone checking its pid. If the agent goes first, init adopts and reaps it.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
     Ok(server)
 }
 
