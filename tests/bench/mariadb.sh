@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# MariaDB backups and restores through Tidemark against the same tools writing to local
+# disk, on one machine (controller, agent and server on loopback; filesystem store).
+#
+#   tests/bench/mariadb.sh [--rows N] [--tables T]
+#
+# Loads T sysbench-like tables (id, k, c CHAR(120), pad CHAR(60); about 230 bytes a row)
+# with N rows in all, then times:
+#   physical backup   mariabackup --backup --stream=xbstream > file  vs  tidemark backup --kind base
+#   logical backup    mariadb-dump ... > file                       vs  tidemark backup --kind logical
+#   physical restore  mbstream -x < file + mariabackup --prepare     vs  tidemark restore --datadir --immediate
+#   logical restore   mariadb < file (one database)                  vs  tidemark restore --into-database
+# and prints a table with the ratios (goal: backups at most 1.1x the native tool).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+. "$repo/deploy/lib/common.sh"
+
+rows=2000000
+tables=4
+while [ $# -gt 0 ]; do
+    case $1 in
+        --rows) rows=$2; shift 2 ;;
+        --tables) tables=$2; shift 2 ;;
+        *) die "usage: $0 [--rows N] [--tables T]" ;;
+    esac
+done
+need_packages mariadb-server mariadb-backup
+. "$repo/tests/bench/lib.sh"
+
+m=$work/maria
+u=root
+mkdir -p "$m/data" "$m/binlog" "$m/tmp"
+mariadb-install-db --no-defaults --user=$u --datadir="$m/data" --auth-root-authentication-method=normal \
+    --skip-test-db >"$m/install.log" 2>&1 || die "mariadb-install-db failed; see $m/install.log"
+/usr/sbin/mariadbd --no-defaults --user=$u --datadir="$m/data" --tmpdir="$m/tmp" --socket="$m/mysqld.sock" \
+    --pid-file="$m/mysqld.pid" --log-error="$m/server.log" --skip-networking --server-id=1 \
+    --log-bin="$m/binlog/mysql-bin" --binlog-format=ROW --innodb-buffer-pool-size=1G \
+    --innodb-log-file-size=512M --max-binlog-size=256M </dev/null >/dev/null 2>&1 &
+pids+=($!)
+my() { mariadb --no-defaults --socket="$m/mysqld.sock" -uroot "$@"; }
+for _ in $(seq 300); do my -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+my -e 'SELECT 1' >/dev/null || die "MariaDB did not start; see $m/server.log"
+finish_maria() { maria_stop "$m" || true; maria_stop "$work/restored" || true; }
+trap 'finish_maria; finish' EXIT
+[ -n "${TIDEMARK_BENCH_KEEP:-}" ] && trap - EXIT
+
+say "loading $rows rows into $tables tables"
+per=$((rows / tables))
+my -e "CREATE DATABASE bench"
+for t in $(seq "$tables"); do
+    my bench -e "CREATE TABLE t$t (id INT PRIMARY KEY, k INT NOT NULL, c CHAR(120) NOT NULL, pad CHAR(60) NOT NULL, KEY k (k)) ENGINE=InnoDB;
+        INSERT INTO t$t SELECT seq, FLOOR(RAND(seq) * $per), CONCAT(SHA2(seq, 256), '-', MD5(seq * $t), '-', SHA1(seq)),
+          CONCAT(MD5(seq + $t), '-', LEFT(SHA1(seq * 7), 27)) FROM seq_1_to_$per"
+done
+my -e "FLUSH BINARY LOGS"
+data_bytes=$(my -N -e "SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = 'bench'")
+
+bench_controller
+{
+    printf 'version = 1\ncontroller = "https://localhost:%s"\nspool-dir = "%s"\n' "$port" "$work"; tls agent-bench
+    printf '[[instance]]\nname = "bench-maria"\nengine = "mariadb"\nhost = "%s/mysqld.sock"\nuser = "root"\nos-user = "root"\n' "$m"
+} >"$work/agent.toml"
+bench_agent
+
+# time_cmd FILE CMD...: run CMD, write its wall seconds to FILE.
+time_cmd() {
+    local out=$1 t0
+    shift
+    t0=$(now)
+    "$@"
+    elapsed "$t0" "$(now)" >"$out"
+}
+dump_args=(--single-transaction --routines --triggers --events --hex-blob --quick --master-data=2)
+
+say "physical backup: mariabackup to a local file"
+sync
+time_cmd "$work/t.native_phys" sh -c "mariabackup --no-defaults --socket=$m/mysqld.sock --user=root --backup --stream=xbstream --target-dir=$work/tmp-mb > $work/native.xb 2>$work/native-mb.log"
+phys_bytes=$(stat -c %s "$work/native.xb")
+say "physical backup: tidemark backup --kind base"
+sync
+time_cmd "$work/t.tm_phys" "$bin/tidemark" backup --instance bench-maria --kind base --wait --output json >"$work/phys.json"
+
+say "logical backup: mariadb-dump to a local file"
+sync
+time_cmd "$work/t.native_log" sh -c "mariadb-dump --no-defaults --socket=$m/mysqld.sock -uroot ${dump_args[*]} --databases bench > $work/native.sql"
+log_bytes=$(stat -c %s "$work/native.sql")
+say "logical backup: tidemark backup --kind logical"
+sync
+time_cmd "$work/t.tm_log" "$bin/tidemark" backup --instance bench-maria --kind logical --wait --output json >"$work/log.json"
+log_id=$(field id "$work/log.json")
+
+say "physical restore: mbstream -x and mariabackup --prepare"
+mkdir -p "$work/native-restore"
+time_cmd "$work/t.native_phys_r" sh -c "mbstream -x -C $work/native-restore < $work/native.xb && mariabackup --no-defaults --prepare --target-dir=$work/native-restore > $work/native-prep.log 2>&1"
+rm -rf "$work/native-restore"
+say "physical restore: tidemark restore --datadir --immediate"
+time_cmd "$work/t.tm_phys_r" "$bin/tidemark" restore --instance bench-maria --host bench --datadir "$work/restored" --immediate
+rm -rf "$work/restored"
+
+say "logical restore: mariadb < file (one database)"
+my -e "CREATE DATABASE bench_native"
+time_cmd "$work/t.native_log_r" sh -c "grep -v -e '^USE ' -e '^CREATE DATABASE ' $work/native.sql | mariadb --no-defaults --socket=$m/mysqld.sock -uroot bench_native"
+say "logical restore: tidemark restore --into-database"
+time_cmd "$work/t.tm_log_r" "$bin/tidemark" restore --backup "$log_id" --host bench --database bench --into-database bench_tm
+[ "$(my -N -e 'CHECKSUM TABLE bench_tm.t1' | cut -f2)" = "$(my -N -e 'CHECKSUM TABLE bench.t1' | cut -f2)" ] \
+    || die "the restored table differs from the original"
+
+echo
+printf 'MariaDB %s, %s rows in %s tables, %s MiB of data and indexes; xbstream %s MiB, dump %s MiB\n\n' \
+    "$(my -N -e 'SELECT VERSION()')" "$rows" "$tables" "$(mib "$data_bytes")" "$(mib "$phys_bytes")" "$(mib "$log_bytes")"
+printf '%-18s %12s %12s %8s\n' operation "native (s)" "tidemark (s)" ratio
+row() { printf '%-18s %12s %12s %8s\n' "$1" "$(cat "$work/t.$2")" "$(cat "$work/t.$3")" "$(ratio "$(cat "$work/t.$3")" "$(cat "$work/t.$2")")"; }
+row "physical backup" native_phys tm_phys
+row "logical backup" native_log tm_log
+row "physical restore" native_phys_r tm_phys_r
+row "logical restore" native_log_r tm_log_r
