@@ -353,6 +353,10 @@ mod tests {
         assert_eq!(i.wal_wait_timeout, Duration::from_secs(300));
         assert_eq!(i.checkpoint, Checkpoint::Fast);
         assert_eq!(c.wal_prefetch, 8);
+        let m = &c.instances[1];
+        assert_eq!(m.engine, Engine::Mariadb);
+        assert_eq!((m.port, m.os_user.as_str()), (3306, "mysql"));
+        assert_eq!(m.archive_timeout, Duration::from_secs(30));
         assert_eq!(c.wal_retry_for, Duration::from_secs(30));
     }
 
@@ -363,6 +367,7 @@ mod tests {
         let sb = c.sandbox.unwrap();
         assert_eq!(sb.dir, Path::new("/var/lib/tidemark/sandbox"));
         assert_eq!(sb.os_user, "postgres");
+        assert_eq!(sb.mariadb_bin_dir.as_deref(), Some(Path::new("/usr/sbin")));
         assert!(c.instances.is_empty());
     }
 
