@@ -8,6 +8,7 @@
 # with N rows in all, then times:
 #   physical backup   mariabackup --backup --stream=xbstream > file  vs  tidemark backup --kind base
 #   logical backup    mariadb-dump ... > file                       vs  tidemark backup --kind logical
+#                     (and mariadb-dump ... | zstd -3 > file, what backup scripts run)
 #   physical restore  mbstream -x < file + mariabackup --prepare     vs  tidemark restore --datadir --immediate
 #   logical restore   mariadb < file (one database)                  vs  tidemark restore --into-database
 # and prints a table with the ratios (goal: backups at most 1.1x the native tool).
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
         *) die "usage: $0 [--rows N] [--tables T]" ;;
     esac
 done
-need_packages mariadb-server mariadb-backup
+need_packages mariadb-server mariadb-backup zstd
 . "$repo/tests/bench/lib.sh"
 
 m=$work/maria
@@ -53,7 +54,7 @@ for t in $(seq "$tables"); do
           CONCAT(MD5(seq + $t), '-', LEFT(SHA1(seq * 7), 27)) FROM seq_1_to_$per"
 done
 my -e "FLUSH BINARY LOGS"
-data_bytes=$(my -N -e "SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = 'bench'")
+data_bytes=$(du -sb "$m/data/bench" | cut -f1)
 
 bench_controller
 {
@@ -62,13 +63,16 @@ bench_controller
 } >"$work/agent.toml"
 bench_agent
 
-# time_cmd FILE CMD...: run CMD, write its wall seconds to FILE.
+# time_cmd FILE CMD...: run CMD, write its wall seconds to FILE, and the CPU seconds the
+# agent and the controller spent meanwhile to FILE.cpu (they share this machine's cores with
+# the server and the tool; on a real fleet the controller has a host of its own).
 time_cmd() {
-    local out=$1 t0
+    local out=$1 t0 a0 c0
     shift
-    t0=$(now)
+    t0=$(now) a0=$(cpu_secs "$agent_pid") c0=$(cpu_secs "$controller_pid")
     "$@"
     elapsed "$t0" "$(now)" >"$out"
+    printf '%s %s\n' "$(elapsed "$a0" "$(cpu_secs "$agent_pid")")" "$(elapsed "$c0" "$(cpu_secs "$controller_pid")")" >"$out.cpu"
 }
 dump_args=(--single-transaction --routines --triggers --events --hex-blob --quick --master-data=2)
 
@@ -84,6 +88,9 @@ say "logical backup: mariadb-dump to a local file"
 sync
 time_cmd "$work/t.native_log" sh -c "mariadb-dump --no-defaults --socket=$m/mysqld.sock -uroot ${dump_args[*]} --databases bench > $work/native.sql"
 log_bytes=$(stat -c %s "$work/native.sql")
+say "logical backup: mariadb-dump | zstd -3 to a local file (what backup scripts run)"
+sync
+time_cmd "$work/t.native_logz" sh -c "mariadb-dump --no-defaults --socket=$m/mysqld.sock -uroot ${dump_args[*]} --databases bench | zstd -q -3 > $work/native.sql.zst"
 say "logical backup: tidemark backup --kind logical"
 sync
 time_cmd "$work/t.tm_log" "$bin/tidemark" backup --instance bench-maria --kind logical --wait --output json >"$work/log.json"
@@ -106,11 +113,17 @@ time_cmd "$work/t.tm_log_r" "$bin/tidemark" restore --backup "$log_id" --host be
     || die "the restored table differs from the original"
 
 echo
-printf 'MariaDB %s, %s rows in %s tables, %s MiB of data and indexes; xbstream %s MiB, dump %s MiB\n\n' \
+printf 'MariaDB %s, %s rows in %s tables, %s MiB of table files; xbstream %s MiB, dump %s MiB\n\n' \
     "$(my -N -e 'SELECT VERSION()')" "$rows" "$tables" "$(mib "$data_bytes")" "$(mib "$phys_bytes")" "$(mib "$log_bytes")"
-printf '%-18s %12s %12s %8s\n' operation "native (s)" "tidemark (s)" ratio
-row() { printf '%-18s %12s %12s %8s\n' "$1" "$(cat "$work/t.$2")" "$(cat "$work/t.$3")" "$(ratio "$(cat "$work/t.$3")" "$(cat "$work/t.$2")")"; }
+printf '%-18s %12s %12s %8s %14s %16s\n' operation "native (s)" "tidemark (s)" ratio "agent cpu (s)" "controller cpu (s)"
+row() {
+    local cpu
+    read -r -a cpu <"$work/t.$3.cpu"
+    printf '%-18s %12s %12s %8s %14s %16s\n' "$1" "$(cat "$work/t.$2")" "$(cat "$work/t.$3")" \
+        "$(ratio "$(cat "$work/t.$3")" "$(cat "$work/t.$2")")" "${cpu[0]}" "${cpu[1]}"
+}
 row "physical backup" native_phys tm_phys
 row "logical backup" native_log tm_log
+row "  vs | zstd -3" native_logz tm_log
 row "physical restore" native_phys_r tm_phys_r
 row "logical restore" native_log_r tm_log_r

@@ -17,7 +17,7 @@ use super::sessions::JobStream;
 use super::upload;
 use super::wal;
 use crate::catalog::{
-    ArchiverRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceRow, JobRow, JobState,
+    ArchiverRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceFacts, InstanceRow, JobRow, JobState,
     Registered, Registration,
 };
 use tidemark_core::binlog::sequence as binlog_sequence;
@@ -623,10 +623,13 @@ impl AgentService for AgentApi {
                 .catalog
                 .refresh_instance(
                     &s.instance,
-                    &s.system_identifier,
-                    &s.data_directory,
-                    s.wal_segment_size,
-                    u64::try_from(s.archive_timeout_secs).ok(),
+                    &InstanceFacts {
+                        system_identifier: &s.system_identifier,
+                        data_directory: &s.data_directory,
+                        wal_segment_size: s.wal_segment_size,
+                        archive_timeout: u64::try_from(s.archive_timeout_secs).ok(),
+                        log_bin_basename: &s.log_bin_basename,
+                    },
                 )
                 .await
                 .map_err(ApiError::from)?;

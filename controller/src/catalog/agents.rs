@@ -49,6 +49,15 @@ impl InstanceRow {
     }
 }
 
+/// Facts about an instance from a status report; empty ones change nothing.
+pub struct InstanceFacts<'a> {
+    pub system_identifier: &'a str,
+    pub data_directory: &'a str,
+    pub wal_segment_size: u64,
+    pub archive_timeout: Option<u64>,
+    pub log_bin_basename: &'a str,
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentRow {
     pub name: String,
@@ -185,29 +194,25 @@ impl Catalog {
     }
 
     /// Take newer facts about an instance from a status report; empty ones change nothing.
-    pub async fn refresh_instance(
-        &self,
-        name: &str,
-        system_identifier: &str,
-        data_directory: &str,
-        wal_segment_size: u64,
-        archive_timeout: Option<u64>,
-    ) -> Result<()> {
+    pub async fn refresh_instance(&self, name: &str, f: &InstanceFacts<'_>) -> Result<()> {
         sqlx::query(
             "UPDATE instances SET
                system_identifier = CASE WHEN ? = '' THEN system_identifier ELSE ? END,
                data_directory = CASE WHEN ? = '' THEN data_directory ELSE ? END,
                wal_segment_size = CASE WHEN ? = 0 THEN wal_segment_size ELSE ? END,
-               archive_timeout = COALESCE(?, archive_timeout)
+               archive_timeout = COALESCE(?, archive_timeout),
+               log_bin_basename = CASE WHEN ? = '' THEN log_bin_basename ELSE ? END
              WHERE name = ?",
         )
-        .bind(system_identifier)
-        .bind(system_identifier)
-        .bind(data_directory)
-        .bind(data_directory)
-        .bind(wal_segment_size as i64)
-        .bind(wal_segment_size as i64)
-        .bind(archive_timeout.map(|t| t as i64))
+        .bind(f.system_identifier)
+        .bind(f.system_identifier)
+        .bind(f.data_directory)
+        .bind(f.data_directory)
+        .bind(f.wal_segment_size as i64)
+        .bind(f.wal_segment_size as i64)
+        .bind(f.archive_timeout.map(|t| t as i64))
+        .bind(f.log_bin_basename)
+        .bind(f.log_bin_basename)
         .bind(name)
         .execute(&self.pool)
         .await?;

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use agents::{AgentRow, InstanceRow, Registered, Registration};
+pub use agents::{AgentRow, InstanceFacts, InstanceRow, Registered, Registration};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
 pub use binlog::BinlogCoordRow;

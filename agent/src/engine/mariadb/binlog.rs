@@ -253,6 +253,7 @@ impl Archiver {
             .filter(|(n, _)| !self.archived.contains(n))
             .collect();
         self.update(|s| {
+            s.log_bin_basename = facts.log_bin_basename.clone();
             s.ready = waiting.len() as u64;
             s.archive_timeout_secs = self.db.cfg.archive_timeout.as_secs() as i64;
             s.error.clear();
@@ -323,7 +324,7 @@ impl Archiver {
         {
             Ok(Ack::Wal(r)) => {
                 if r.already_archived {
-                    tracing::debug!(binlog = %name, "already archived");
+                    tracing::info!(instance = %self.db.cfg.name, binlog = %name, "binlog already archived (identical)");
                 } else {
                     tracing::info!(instance = %self.db.cfg.name, binlog = %name, "binlog archived");
                 }

@@ -100,23 +100,32 @@ async fn restore(
     }
     let replay = r.binlog.clone().unwrap_or_default();
     let program = mariadbd(&db);
-    let mut server =
-        start_server(&db, &program, datadir, &inst.os_user, ServerMode::Replay).await?;
-    if logical {
-        bytes = load_dump(ctx, &db, backup, &server.socket).await?;
-    }
-    tracing::info!(%backup, bytes, elapsed = ?started.elapsed(), logical, "backup restored");
-    let replayed = if replay.files.is_empty() {
+    // A prepared physical backup with nothing to replay is done: no server to run.
+    let replayed = if replay.files.is_empty() && !logical {
         Replayed::default()
     } else {
-        let staging = tempfile::Builder::new()
-            .prefix("tidemark-binlogs.")
-            .tempdir_in(&ctx.spool_dir)
-            .map_err(|e| format!("cannot stage binlogs in {}: {e}", ctx.spool_dir.display()))?;
-        let paths = fetch_binlogs(ctx, &r.source_instance, &replay.files, staging.path()).await?;
-        replay_binlogs(&db, &server.socket, &replay, &paths).await?
+        let mut server =
+            start_server(&db, &program, datadir, &inst.os_user, ServerMode::Replay).await?;
+        if logical {
+            bytes = load_dump(ctx, &db, backup, &server.socket).await?;
+        }
+        let replayed = if replay.files.is_empty() {
+            Replayed::default()
+        } else {
+            let staging = tempfile::Builder::new()
+                .prefix("tidemark-binlogs.")
+                .tempdir_in(&ctx.spool_dir)
+                .map_err(|e| {
+                    format!("cannot stage binlogs in {}: {e}", ctx.spool_dir.display())
+                })?;
+            let paths =
+                fetch_binlogs(ctx, &r.source_instance, &replay.files, staging.path()).await?;
+            replay_binlogs(&db, &server.socket, &replay, &paths).await?
+        };
+        server.shut_down(&db).await?;
+        replayed
     };
-    server.shut_down(&db).await?;
+    tracing::info!(%backup, bytes, elapsed = ?started.elapsed(), logical, "backup restored");
     let reached = describe(&replay, &replayed);
     if r.start {
         let mode = ServerMode::Serve { port: r.port };

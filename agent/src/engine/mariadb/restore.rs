@@ -26,6 +26,8 @@ use crate::job::{JobContext, JobFailure, JobResult};
 use crate::tool::{self, ToolError};
 
 const SECTION: &str = "-- Current Database: `";
+/// Longer lines are rows, never a statement that names the database.
+const SHORT_LINE: usize = 4096;
 
 pub async fn run(ctx: &JobContext, db: &Maria, job: &RestoreJob) -> JobResult {
     let into = &job.into_database;
@@ -161,6 +163,7 @@ struct SectionFilter {
     source: String,
     from: String,
     to: String,
+    alter: String,
     /// None: the head, before any section; Some(true): inside the chosen section.
     inside: Option<bool>,
     found: bool,
@@ -172,12 +175,15 @@ impl SectionFilter {
             source: source.to_string(),
             from: quote_ident(source),
             to: quote_ident(into),
+            alter: format!("ALTER DATABASE {}", quote_ident(source)),
             inside: None,
             found: false,
         }
     }
 
-    fn line(&mut self, line: &[u8]) -> Option<Vec<u8>> {
+    /// The line to send on, renamed if need be; None to leave it out.
+    fn line<'a>(&mut self, line: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+        use std::borrow::Cow;
         if let Some(rest) = line.strip_prefix(SECTION.as_bytes()) {
             let name = String::from_utf8_lossy(rest);
             let name = name.trim_end().trim_end_matches('`').replace("``", "`");
@@ -187,17 +193,20 @@ impl SectionFilter {
             return None;
         }
         match self.inside {
-            None => Some(line.to_vec()),
+            None => Some(Cow::Borrowed(line)),
             Some(false) => None,
+            // Statements naming the database are short; rows (long INSERT lines) pass as
+            // they are, unread.
+            Some(true) if line.len() > SHORT_LINE => Some(Cow::Borrowed(line)),
             Some(true) => {
                 let text = String::from_utf8_lossy(line);
                 let names_db = text.starts_with("CREATE DATABASE ")
                     || text.starts_with("USE ")
-                    || text.contains(&format!("ALTER DATABASE {}", self.from));
+                    || text.contains(&self.alter);
                 if names_db {
-                    Some(text.replace(&self.from, &self.to).into_bytes())
+                    Some(Cow::Owned(text.replace(&self.from, &self.to).into_bytes()))
                 } else {
-                    Some(line.to_vec())
+                    Some(Cow::Borrowed(line))
                 }
             }
         }
@@ -226,7 +235,7 @@ mod tests {
         let mut f = SectionFilter::new("shop", "shop_copy");
         let out: String = dump
             .split_inclusive('\n')
-            .filter_map(|l| f.line(l.as_bytes()))
+            .filter_map(|l| f.line(l.as_bytes()).map(|b| b.into_owned()))
             .map(|b| String::from_utf8(b).unwrap())
             .collect();
         assert!(f.found);
