@@ -219,21 +219,37 @@ fn binlogs_are_archived_once_closed_never_while_active_and_rotated_by_archive_ti
     // archived", so nothing conflicts and nothing is stored twice.
     let files_before = f
         .admin
-        .run(&["pitr-window", "--instance", "demo-mariadb", "--output", "json"])
+        .run(&[
+            "pitr-window",
+            "--instance",
+            "demo-mariadb",
+            "--output",
+            "json",
+        ])
         .json()["wal_files"]
         .clone();
     let mut f = f;
     f.agent.restart(f.dir.path(), &f.admin);
-    wait_for("the restarted agent's archiver", Duration::from_secs(30), || {
-        f.agent
-            .daemon
-            .log_text()
-            .contains("already archived")
-            .then_some(())
-    });
+    wait_for(
+        "the restarted agent's archiver",
+        Duration::from_secs(30),
+        || {
+            f.agent
+                .daemon
+                .log_text()
+                .contains("already archived")
+                .then_some(())
+        },
+    );
     let w = f
         .admin
-        .run(&["pitr-window", "--instance", "demo-mariadb", "--output", "json"])
+        .run(&[
+            "pitr-window",
+            "--instance",
+            "demo-mariadb",
+            "--output",
+            "json",
+        ])
         .json();
     assert_eq!(w["wal_files"], files_before, "{w}");
     let status = f.admin.json(&["status"]);

@@ -17,8 +17,8 @@ use super::sessions::JobStream;
 use super::upload;
 use super::wal;
 use crate::catalog::{
-    ArchiverRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceFacts, InstanceRow, JobRow, JobState,
-    Registered, Registration,
+    ArchiverRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceFacts, InstanceRow, JobRow,
+    JobState, Registered, Registration,
 };
 use tidemark_core::binlog::sequence as binlog_sequence;
 use tidemark_core::wal::Lsn;

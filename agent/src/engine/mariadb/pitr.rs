@@ -115,9 +115,7 @@ async fn restore(
             let staging = tempfile::Builder::new()
                 .prefix("tidemark-binlogs.")
                 .tempdir_in(&ctx.spool_dir)
-                .map_err(|e| {
-                    format!("cannot stage binlogs in {}: {e}", ctx.spool_dir.display())
-                })?;
+                .map_err(|e| format!("cannot stage binlogs in {}: {e}", ctx.spool_dir.display()))?;
             let paths =
                 fetch_binlogs(ctx, &r.source_instance, &replay.files, staging.path()).await?;
             replay_binlogs(&db, &server.socket, &replay, &paths).await?
