@@ -43,6 +43,10 @@ fn a_logical_backup_records_its_binlog_position_warns_about_myisam_and_restores_
     let part = &b["parts"][0];
     assert_eq!(part["name"], "dump");
     assert_eq!(part["check"], "ok", "{part}");
+    // The accounts and grants, which the dump of the user databases does not hold.
+    let users = &b["parts"][1];
+    assert_eq!(users["name"], "users");
+    assert_eq!(users["check"], "ok", "{users}");
     // The position the dump is consistent with is the server's, as SHOW MASTER STATUS
     // gave it just before (nothing was written in between).
     let (file, pos) = {
@@ -330,7 +334,9 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
         "CREATE DATABASE app;
          CREATE TABLE app.load (id BIGINT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40), at TIMESTAMP(6)) ENGINE=InnoDB;
          CREATE TABLE app.markers (name VARCHAR(10) PRIMARY KEY, at TIMESTAMP(6)) ENGINE=InnoDB;
-         INSERT INTO app.load (v, at) SELECT MD5(seq), NOW(6) FROM app.seq_1_to_2000;",
+         INSERT INTO app.load (v, at) SELECT MD5(seq), NOW(6) FROM app.seq_1_to_2000;
+         CREATE USER app@localhost IDENTIFIED BY 'app-secret';
+         GRANT SELECT ON app.* TO app@localhost;",
     );
     let b = f.backup("base");
     let dump = f.backup("logical");
@@ -448,6 +454,21 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
         );
         let sum = restored_sql(&from_dump, "CHECKSUM TABLE app.load");
         assert_eq!(sum.split('\t').nth(1).unwrap(), sum_a);
+        // The accounts came along with the dump, grants included.
+        assert_eq!(
+            restored_sql(&from_dump, "SHOW GRANTS FOR app@localhost")
+                .lines()
+                .count(),
+            2
+        );
+        // ...and the temporary account that loaded them is gone.
+        assert_eq!(
+            restored_sql(
+                &from_dump,
+                "SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'tidemark_restore'"
+            ),
+            "0"
+        );
     });
     kill_restored(&from_dump);
     if let Err(e) = result {

@@ -18,6 +18,9 @@ use crate::job::{JobContext, JobFailure, JobResult};
 use crate::upload::{Inspector, Part, upload_inspected};
 
 pub const DUMP_PART: &str = "dump";
+/// MariaDB: the accounts and their grants (`mariadb-dump --system=users`), which the dump
+/// of the user databases does not hold. MySQL's mysqldump has no such option.
+pub const USERS_PART: &str = "users";
 pub const FORMAT: &str = "mariadb-dump-sql";
 const HEAD_BYTES: usize = 64 * 1024;
 const TAIL_BYTES: usize = 4096;
@@ -38,7 +41,11 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
         instance: db.cfg.name.clone(),
         kind: "logical".into(),
         job_id: ctx.job_id,
-        parts: vec![DUMP_PART.into()],
+        parts: if facts.is_mysql() {
+            vec![DUMP_PART.into()]
+        } else {
+            vec![DUMP_PART.into(), USERS_PART.into()]
+        },
         warnings: warnings.clone(),
         server_version: facts.version.clone(),
         tool_version: db.tool_version(tool).await.unwrap_or_default(),
@@ -76,6 +83,41 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
         }
     };
     let coords = found.coordinates(start_time, unix_now());
+    let mut checks = Vec::new();
+    if !facts.is_mysql() {
+        // CREATE OR REPLACE USER: loading it into a new server replaces its default root
+        // with the original's.
+        let mut users = db.command(tool);
+        users.args(["--system=users", "--replace"]);
+        let part = Part {
+            backup,
+            name: USERS_PART,
+            format: "sql",
+        };
+        match upload_inspected(
+            &ctx.client,
+            part,
+            users,
+            &ctx.progress,
+            DumpInspector::default(),
+        )
+        .await
+        {
+            Ok((u, _)) => checks.push(PartCheck {
+                part: USERS_PART.into(),
+                ok: true,
+                detail: format!(
+                    "accounts and grants, {}, ending with the completion line",
+                    human_bytes(u.raw_bytes)
+                ),
+            }),
+            Err(e) => {
+                let why = e.to_string();
+                ctx.fail_backup(backup, &why).await;
+                return Err(JobFailure(format!("backup {backup} failed: {why}")));
+            }
+        }
+    }
     let position = if coords.file.is_empty() {
         "no binlog position (binary logging is off)".to_string()
     } else {
@@ -84,14 +126,20 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
     let finish = FinishBackupRequest {
         backup_id: backup.0,
         error: String::new(),
-        checks: vec![PartCheck {
-            part: DUMP_PART.into(),
-            ok: true,
-            detail: format!(
-                "{tool} stream of {} ends with its completion line; {position}",
-                human_bytes(ack.raw_bytes),
-            ),
-        }],
+        checks: {
+            checks.insert(
+                0,
+                PartCheck {
+                    part: DUMP_PART.into(),
+                    ok: true,
+                    detail: format!(
+                        "{tool} stream of {} ends with its completion line; {position}",
+                        human_bytes(ack.raw_bytes),
+                    ),
+                },
+            );
+            checks
+        },
         base: None,
         binlog: Some(coords),
     };

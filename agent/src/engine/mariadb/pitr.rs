@@ -107,7 +107,7 @@ async fn restore(
         let mut server =
             start_server(&db, &program, datadir, &inst.os_user, ServerMode::Replay).await?;
         if logical {
-            bytes = load_dump(ctx, &db, backup, &server.socket).await?;
+            bytes = load_dump(ctx, &db, backup, super::logical::DUMP_PART, &server.socket).await?;
         }
         let replayed = if replay.files.is_empty() {
             Replayed::default()
@@ -120,7 +120,13 @@ async fn restore(
                 fetch_binlogs(ctx, &r.source_instance, &replay.files, staging.path()).await?;
             replay_binlogs(&db, &server.socket, &replay, &paths).await?
         };
-        server.shut_down(&db).await?;
+        // The accounts last: they replace the new server's root with the original's, after
+        // which this job could no longer log in.
+        if logical && r.parts.iter().any(|p| p == super::logical::USERS_PART) {
+            bytes +=
+                load_dump(ctx, &db, backup, super::logical::USERS_PART, &server.socket).await?;
+        }
+        server.shut_down().await?;
         replayed
     };
     tracing::info!(%backup, bytes, elapsed = ?started.elapsed(), logical, "backup restored");
@@ -206,14 +212,31 @@ async fn initialize(db: &Maria, datadir: &Path, os_user: &str) -> Result<(), Job
     run_tool(cmd, "mariadb-install-db").await
 }
 
-/// Feed a stored dump (every database of the instance) to the new server in one session.
+/// A temporary account that loads the accounts part: the part replaces root (with no
+/// privileges until its own GRANT comes), so a session logged in as root would lose the
+/// right to run the rest of it.
+const LOADER: &str = "tidemark_restore";
+
+/// Feed a stored dump part (every database of the instance, or the accounts) to the new
+/// server in one session.
 async fn load_dump(
     ctx: &JobContext,
     db: &Maria,
     backup: BackupId,
+    part: &str,
     socket: &Path,
 ) -> Result<u64, JobFailure> {
+    let accounts = part == super::logical::USERS_PART;
     let mut cmd = local_client(db, "mariadb", socket);
+    if accounts {
+        // Account statements need the grant tables, which the server skipped at start.
+        let mut setup = local_client(db, "mariadb", socket);
+        setup.arg("--execute").arg(format!(
+            "FLUSH PRIVILEGES; CREATE OR REPLACE USER {LOADER}@localhost; GRANT ALL ON *.* TO {LOADER}@localhost WITH GRANT OPTION; GRANT PROXY ON ''@'%' TO {LOADER}@localhost WITH GRANT OPTION"
+        ));
+        run_tool(setup, "creating the account that loads the accounts").await?;
+        cmd.arg(format!("--user={LOADER}"));
+    }
     cmd.args(["--binary-mode", "--batch"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -228,12 +251,22 @@ async fn load_dump(
         let r = download_part(
             &ctx.client,
             backup,
-            super::logical::DUMP_PART,
+            part,
             ctx.job_id,
             &mut stdin,
             &ctx.progress,
         )
         .await;
+        if accounts && r.is_ok() {
+            let drop_loader = format!("\nDROP USER {LOADER}@localhost;\n");
+            stdin
+                .write_all(drop_loader.as_bytes())
+                .await
+                .map_err(|source| crate::download::DownloadError::Sink {
+                    what: format!("part {part}"),
+                    source,
+                })?;
+        }
         drop(stdin);
         r
     };
@@ -242,7 +275,7 @@ async fn load_dump(
     let status = child.wait().await.map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(JobFailure(format!(
-            "loading the dump: mariadb {}: {}",
+            "loading part {part}: mariadb {}: {}",
             tool::describe(status),
             err.trim()
         )));
@@ -472,10 +505,16 @@ impl Server {
         )
     }
 
-    pub async fn shut_down(&mut self, db: &Maria) -> Result<(), JobFailure> {
-        let mut c = local_client(db, "mariadb-admin", &self.socket);
-        c.arg("shutdown");
-        run_tool(c, "mariadb-admin shutdown").await?;
+    /// A clean shutdown by SIGTERM, which needs no login (the restored accounts may not
+    /// let this job in any more).
+    pub async fn shut_down(&mut self) -> Result<(), JobFailure> {
+        let pid = std::fs::read_to_string(self.datadir.join(PID))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| format!("no pid file in {}", self.datadir.display()))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .map_err(|e| format!("stopping mariadbd (pid {pid:?}): {e}"))?;
         wait_gone(&self.datadir).await
     }
 }
