@@ -37,7 +37,8 @@ mariadb-install-db --no-defaults --user=$u --datadir="$m/data" --auth-root-authe
     --pid-file="$m/mysqld.pid" --log-error="$m/server.log" --skip-networking --server-id=1 \
     --log-bin="$m/binlog/mysql-bin" --binlog-format=ROW --innodb-buffer-pool-size=1G \
     --innodb-log-file-size=512M --max-binlog-size=256M </dev/null >/dev/null 2>&1 &
-pids+=($!)
+server_pid=$!
+pids+=($server_pid)
 my() { mariadb --no-defaults --socket="$m/mysqld.sock" -uroot "$@"; }
 for _ in $(seq 300); do my -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
 my -e 'SELECT 1' >/dev/null || die "MariaDB did not start; see $m/server.log"
@@ -63,16 +64,21 @@ bench_controller
 } >"$work/agent.toml"
 bench_agent
 
-# time_cmd FILE CMD...: run CMD, write its wall seconds to FILE, and the CPU seconds the
-# agent and the controller spent meanwhile to FILE.cpu (they share this machine's cores with
-# the server and the tool; on a real fleet the controller has a host of its own).
+# time_cmd FILE CMD...: run CMD, write its wall seconds to FILE, and to FILE.cpu the CPU
+# seconds spent meanwhile by the agent, the controller, mariadbd, and the command itself with
+# its children (a native tool; the CLI for Tidemark). All share this machine's two cores; on
+# a real fleet the controller has a host of its own.
+# The agent's CPU including the tools it ran and reaped (mariadb-dump, mariabackup, ...):
+# utime, stime, cutime and cstime, fields 14 to 17 of /proc/PID/stat.
+agent_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15 + $16 + $17) / hz }' "/proc/$agent_pid/stat"; }
 time_cmd() {
-    local out=$1 t0 a0 c0
+    local out=$1 t0 a0 c0 s0
     shift
-    t0=$(now) a0=$(cpu_secs "$agent_pid") c0=$(cpu_secs "$controller_pid")
-    "$@"
+    t0=$(now) a0=$(agent_cpu) c0=$(cpu_secs "$controller_pid") s0=$(cpu_secs "$server_pid")
+    /usr/bin/time -f '%U %S' -o "$out.tool" "$@"
     elapsed "$t0" "$(now)" >"$out"
-    printf '%s %s\n' "$(elapsed "$a0" "$(cpu_secs "$agent_pid")")" "$(elapsed "$c0" "$(cpu_secs "$controller_pid")")" >"$out.cpu"
+    printf '%s %s %s %s\n' "$(elapsed "$a0" "$(agent_cpu)")" "$(elapsed "$c0" "$(cpu_secs "$controller_pid")")" \
+        "$(elapsed "$s0" "$(cpu_secs "$server_pid")")" "$(awk '{ printf "%.2f", $1 + $2 }' "$out.tool")" >"$out.cpu"
 }
 dump_args=(--single-transaction --routines --triggers --events --hex-blob --quick --master-data=2)
 
@@ -115,12 +121,16 @@ time_cmd "$work/t.tm_log_r" "$bin/tidemark" restore --backup "$log_id" --host be
 echo
 printf 'MariaDB %s, %s rows in %s tables, %s MiB of table files; xbstream %s MiB, dump %s MiB\n\n' \
     "$(my -N -e 'SELECT VERSION()')" "$rows" "$tables" "$(mib "$data_bytes")" "$(mib "$phys_bytes")" "$(mib "$log_bytes")"
-printf '%-18s %12s %12s %8s %14s %16s\n' operation "native (s)" "tidemark (s)" ratio "agent cpu (s)" "controller cpu (s)"
+printf 'CPU seconds: native = the tool + mariadbd; tidemark = agent (with the tool it runs) + controller + mariadbd\n\n'
+printf '%-18s %10s %12s %8s %11s %13s\n' operation "native s" "tidemark s" ratio "native cpu" "tidemark cpu"
 row() {
-    local cpu
-    read -r -a cpu <"$work/t.$3.cpu"
-    printf '%-18s %12s %12s %8s %14s %16s\n' "$1" "$(cat "$work/t.$2")" "$(cat "$work/t.$3")" \
-        "$(ratio "$(cat "$work/t.$3")" "$(cat "$work/t.$2")")" "${cpu[0]}" "${cpu[1]}"
+    local n t
+    read -r -a n <"$work/t.$2.cpu"
+    read -r -a t <"$work/t.$3.cpu"
+    printf '%-18s %10s %12s %8s %11s %13s\n' "$1" "$(cat "$work/t.$2")" "$(cat "$work/t.$3")" \
+        "$(ratio "$(cat "$work/t.$3")" "$(cat "$work/t.$2")")" \
+        "$(awk -v a="${n[3]}" -v s="${n[2]}" 'BEGIN { printf "%.1f", a + s }')" \
+        "$(awk -v a="${t[0]}" -v c="${t[1]}" -v s="${t[2]}" 'BEGIN { printf "%.1f = %.1f + %.1f + %.1f", a + c + s, a, c, s }')"
 }
 row "physical backup" native_phys tm_phys
 row "logical backup" native_log tm_log
