@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tidemark quickstart: on a fresh Debian 12 machine with Rust, build Tidemark and run a
 # throwaway fleet — a database server with sample data that archives its log (PostgreSQL's
-# WAL, MariaDB's binlogs) through Tidemark, a controller (SQLite catalog, filesystem chunk
-# store), an agent and a drill sandbox. Then:
+# WAL, MariaDB's binlogs) through Tidemark, a controller (SQLite catalog; chunks on its disk,
+# or with --store s3 in a local S3-compatible server the script starts), an agent and a drill
+# sandbox. Then:
 #   1. a logical backup, restored into a new database and compared;
 #   2. a physical backup, more writes, and a point-in-time restore to the moment between
 #      them into a new data directory, started and compared;
@@ -10,7 +11,7 @@
 #      alone and checks it, and the drill report is printed.
 # Exits 0 only when both restores match and the drill passes.
 #
-#   deploy/quickstart.sh [--engine postgresql|mariadb] [--dir DIR] [--keep-running] [--release]
+#   deploy/quickstart.sh [--engine postgresql|mariadb] [--store fs|s3] [--dir DIR] [--keep-running] [--release]
 #   deploy/quickstart.sh --stop --dir DIR
 #
 # The instance is demo-pg (PostgreSQL 15, the default) or demo-mariadb (MariaDB 10.11).
@@ -23,6 +24,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 
 dir=${TMPDIR:-/tmp}/tidemark-demo
 engine=
+store=fs
 keep=0
 stop=0
 profile=debug
@@ -33,7 +35,8 @@ while [ $# -gt 0 ]; do
         --keep-running) keep=1; shift ;;
         --stop) stop=1; shift ;;
         --release) profile=release; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --store) store=$2; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -61,7 +64,7 @@ stop_fleet() {
     pg_stop "$dir/pg" || die "PostgreSQL in $dir/pg did not stop; stop it by hand before reusing $dir"
     maria_stop "$dir/pitr/data" || die "MariaDB in $dir/pitr/data did not stop; stop it by hand before reusing $dir"
     maria_stop "$dir/maria" || die "MariaDB in $dir/maria did not stop; stop it by hand before reusing $dir"
-    for p in sandbox agent controller; do
+    for p in sandbox agent controller s3; do
         if [ -f "$dir/run/$p.pid" ]; then
             pid=$(cat "$dir/run/$p.pid")
             # Only a number, and only our own binary: never kill what a pid file merely names.
@@ -134,9 +137,33 @@ say "creating the fleet CA and certificates in $dir/pki"
 "$bin/tidemark" pki issue --dir "$dir/pki" --name "sandbox:$sandbox_name" >/dev/null
 
 tls() { printf '[tls]\nca = "%s/pki/ca.crt"\ncert = "%s/pki/%s.crt"\nkey = "%s/pki/%s.key"\n' "$dir" "$dir" "$1" "$dir" "$1"; }
+
+# --store s3: tidemark-test-s3 (an S3-compatible server keeping objects in DIR/s3) on
+# loopback, and the controller's [store] table for it.
+store_toml() {
+    [ "$store" = s3 ] || return 0
+    mkdir -p "$dir/s3/tidemark"
+    printf '[default]\naws_access_key_id = demo\naws_secret_access_key = demo-secret\n' >"$dir/s3.credentials"
+    chmod 600 "$dir/s3.credentials"
+    printf '\n[store]\nkind = "s3"\nbucket = "tidemark"\nendpoint = "http://%s"\npath-style = true\ncredentials-file = "%s/s3.credentials"\n' \
+        "$(cat "$dir/s3.addr")" "$dir"
+}
+case $store in
+    fs) ;;
+    s3)
+        say "starting an S3-compatible server (tidemark-test-s3, objects in $dir/s3)"
+        setsid "$bin/tidemark-test-s3" --root "$dir/s3" --access-key demo --secret-key demo-secret \
+            --addr-file "$dir/s3.addr" >"$dir/s3.log" 2>&1 </dev/null &
+        echo $! >"$dir/run/s3.pid"
+        for _ in $(seq 100); do [ -s "$dir/s3.addr" ] && break; sleep 0.1; done
+        [ -s "$dir/s3.addr" ] || die "the S3 server did not start; see $dir/s3.log"
+        ;;
+    *) die "--store must be fs or s3, not $store" ;;
+esac
 {
     printf 'version = 1\nlisten = "127.0.0.1:0"\nmetrics-listen = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$dir"
     tls controller-localhost
+    store_toml
     demo_controller_toml
 } >"$dir/controller.toml"
 
@@ -199,6 +226,13 @@ done
 demo_run
 "$bin/tidemark" status
 echo
+if [ "$store" = s3 ]; then
+    objects=$(find "$dir/s3/tidemark" -type f | wc -l)
+    [ "$objects" -gt 0 ] || die "the S3 bucket holds no objects; the chunks went elsewhere"
+    [ ! -d "$dir/controller/store" ] || die "chunks were written to $dir/controller/store despite --store s3"
+    echo "the chunks are in S3: $objects objects in bucket tidemark ($dir/s3/tidemark)"
+    echo
+fi
 echo "metrics ($metrics_url):"
 metrics_host=${metrics_url#http://}
 metrics_host=${metrics_host%/metrics}
