@@ -248,13 +248,13 @@ pub async fn fetch(
             .segno()
     };
     if who.role == Role::Sandbox {
-        // Only what its running drill replays: this instance's WAL from the backup's start.
-        let from = state.catalog.drill_wal_grant(agent, &inst.name).await?;
-        let needed = match (from, segno) {
-            (Some(_), None) => true,
-            (Some(first), Some(n)) => n >= first,
-            (None, _) => false,
-        };
+        // Only what its running drill replays: this instance's WAL from the backup's start,
+        // or exactly the binlogs planned for the target.
+        let needed = state
+            .catalog
+            .drill_wal_grant(agent, &inst.name)
+            .await?
+            .is_some_and(|g| g.allows(&r.name, segno));
         if !needed {
             return Err(ApiError::PermissionDenied(format!(
                 "sandbox {agent} may read only the WAL its running drill of instance {} replays, and {} is not part of it",

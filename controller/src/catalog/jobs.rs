@@ -158,19 +158,34 @@ impl Catalog {
         .is_some())
     }
 
-    /// The first WAL segment number a sandbox's unfinished drill job of `instance` replays
-    /// from; None when it has no such job.
-    pub async fn drill_wal_grant(&self, sandbox: &str, instance: &str) -> Result<Option<u64>> {
-        Ok(sqlx::query(
-            "SELECT json_extract(params, '$.start_segno') FROM jobs WHERE agent = ? AND kind = 'drill'
+    /// What a sandbox's unfinished drill job of `instance` may read from the log archive:
+    /// None when it has no such job.
+    pub async fn drill_wal_grant(
+        &self,
+        sandbox: &str,
+        instance: &str,
+    ) -> Result<Option<DrillLogGrant>> {
+        let row = sqlx::query(
+            "SELECT json_extract(params, '$.start_segno'), json_extract(params, '$.binlogs') FROM jobs
+             WHERE agent = ? AND kind = 'drill'
                AND json_extract(params, '$.source_instance') = ? AND state IN ('queued', 'running')
              ORDER BY id DESC LIMIT 1",
         )
         .bind(sandbox)
         .bind(instance)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| r.get::<i64, _>(0) as u64))
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let files = r
+            .get::<Option<String>, _>(1)
+            .map(|j| {
+                serde_json::from_str(&j).map_err(|e| super::CatalogError::Corrupt(e.to_string()))
+            })
+            .transpose()?;
+        Ok(Some(DrillLogGrant {
+            first: r.get::<i64, _>(0) as u64,
+            files,
+        }))
     }
 
     /// Fail jobs of an agent that it was sent but never started (they went down a job
@@ -203,10 +218,56 @@ impl Catalog {
     }
 }
 
+/// The log a running drill may read: WAL segments from `first` on, or for MariaDB exactly
+/// the binlog `files` the controller planned (all from `first` on).
+#[derive(Debug, PartialEq)]
+pub struct DrillLogGrant {
+    pub first: u64,
+    pub files: Option<Vec<String>>,
+}
+
+impl DrillLogGrant {
+    /// May the drill read file `name`, numbered `segno` (None: a timeline history file)?
+    pub fn allows(&self, name: &str, segno: Option<u64>) -> bool {
+        match (&self.files, segno) {
+            (Some(files), _) => files.iter().any(|f| f == name),
+            (None, None) => true,
+            (None, Some(n)) => n >= self.first,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::test_catalog;
+
+    #[tokio::test]
+    async fn a_mariadb_drill_may_read_exactly_its_planned_binlogs() {
+        let (cat, _dir) = test_catalog().await;
+        assert_eq!(cat.drill_wal_grant("sb", "m").await.unwrap(), None);
+        let params = serde_json::json!({
+            "source_instance": "m", "start_segno": 3, "binlogs": ["b.000003", "b.000004"],
+        });
+        cat.create_job("drill", "sb", "m", &params, 0)
+            .await
+            .unwrap();
+        let g = cat.drill_wal_grant("sb", "m").await.unwrap().unwrap();
+        assert!(g.allows("b.000003", Some(3)) && g.allows("b.000004", Some(4)));
+        assert!(!g.allows("b.000005", Some(5)), "past the target's file");
+        assert!(!g.allows("b.000002", Some(2)));
+        // PostgreSQL: every segment from the backup's start on.
+        let pg = serde_json::json!({ "source_instance": "pg", "start_segno": 7 });
+        cat.create_job("drill", "sb", "pg", &pg, 0).await.unwrap();
+        let g = cat.drill_wal_grant("sb", "pg").await.unwrap().unwrap();
+        assert!(g.allows("x", Some(7)) && g.allows("x.history", None) && !g.allows("x", Some(6)));
+        assert!(
+            cat.drill_wal_grant("other-sb", "pg")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[tokio::test]
     async fn a_finished_job_cannot_be_revived() {
