@@ -183,6 +183,12 @@ pub struct VerifySettings {
     /// Percent of the chunks each scheduled run reads, at random.
     #[serde(default = "default_sample")]
     pub sample: u32,
+    /// A scheduled verification still running then is stopped and retried.
+    #[serde(
+        default = "default_verify_timeout",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub timeout: Duration,
 }
 
 impl Default for VerifySettings {
@@ -190,8 +196,13 @@ impl Default for VerifySettings {
         Self {
             schedule: None,
             sample: default_sample(),
+            timeout: default_verify_timeout(),
         }
     }
+}
+
+fn default_verify_timeout() -> Duration {
+    Duration::from_secs(6 * 3600)
 }
 
 fn default_sample() -> u32 {
@@ -457,6 +468,7 @@ mod tests {
         assert_eq!(c.drills.sample_interval, Duration::from_secs(60));
         assert_eq!(c.verify.schedule.as_deref(), Some("0 4 * * *"));
         assert_eq!(c.verify.sample, 10);
+        assert_eq!(c.verify.timeout, Duration::from_secs(6 * 3600));
     }
 
     #[test]

@@ -125,6 +125,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         )),
         schedule: config.schedule.clone(),
         verify_sample: config.verify.sample,
+        verify_timeout: config.verify.timeout,
         background: Default::default(),
     });
     state

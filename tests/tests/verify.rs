@@ -185,3 +185,68 @@ fn verification_runs_on_a_schedule_and_a_damaged_store_fails_it() {
     assert_eq!(b[0]["status"], "corrupt", "{b}");
     f.dir.keep_if_asked();
 }
+
+#[test]
+fn a_scheduled_verification_stuck_on_a_hung_store_times_out_and_is_stopped() {
+    let f = Fleet::build(&FleetOpts {
+        label: "verifyhang",
+        s3: true,
+        controller_extra: "[schedule]\ntick = \"1s\"\nretries = 0\n[verify]\nschedule = \"*/2 * * * * *\"\nsample = 100\ntimeout = \"3s\"\n",
+        ..Default::default()
+    });
+    f.pg.sql("postgres", "CREATE DATABASE shop");
+    let (logical, code) = f.backup();
+    assert_eq!(code, 0, "{logical}");
+    // The S3 server stops answering, without closing connections: every read hangs until
+    // the store's own per-try timeout, a minute away.
+    let pid = f.s3.as_ref().unwrap().daemon.pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    let failed = tidemark_tests::process::wait_for(
+        "a verification to time out",
+        std::time::Duration::from_secs(60),
+        || {
+            f.admin.json(&["schedule"])["runs"]
+                .as_array()?
+                .iter()
+                .find(|r| r["kind"] == "verify" && r["state"] == "failed")
+                .cloned()
+        },
+    );
+    signal("-CONT");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 3s"),
+        "{failed}"
+    );
+    // A store that hung is not a damaged one: nothing was marked corrupt. Once it answers
+    // again, the next scheduled run goes through.
+    let b = f.admin.json(&["backups", "--instance", "demo-pg"]);
+    assert_eq!(b[0]["status"], "complete", "{b}");
+    let ok = tidemark_tests::process::wait_for(
+        "a verification after the store came back",
+        std::time::Duration::from_secs(60),
+        || {
+            f.admin.json(&["schedule"])["runs"]
+                .as_array()?
+                .iter()
+                .find(|r| r["kind"] == "verify" && r["state"] == "succeeded")
+                .cloned()
+        },
+    );
+    assert!(
+        ok["message"].as_str().unwrap().contains("all intact"),
+        "{ok}"
+    );
+    f.dir.keep_if_asked();
+}

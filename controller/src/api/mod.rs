@@ -39,6 +39,7 @@ pub struct State {
     pub schedule: crate::config::ScheduleSettings,
     /// Percent of the chunks a scheduled verification reads.
     pub verify_sample: u32,
+    pub verify_timeout: std::time::Duration,
     pub background: crate::schedule::Background,
 }
 

@@ -49,6 +49,8 @@ pub fn from_config(c: &crate::config::ControllerConfig) -> Vec<(String, String, 
 #[derive(Default)]
 pub struct Background {
     runs: std::sync::Mutex<std::collections::HashMap<i64, Option<VerifyResult>>>,
+    /// The running verifications, to stop one that outlives its timeout.
+    tasks: std::sync::Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
 }
 
 /// A finished verification: (summary, found nothing bad), or why it could not run.
@@ -142,10 +144,10 @@ async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()
             let started = start_attempt(state, run).await;
             match started {
                 Ok(()) => {
-                    let limit = if run.kind == "drill" {
-                        s.drill_timeout
-                    } else {
-                        s.backup_timeout
+                    let limit = match run.kind.as_str() {
+                        "drill" => s.drill_timeout,
+                        "verify" => state.verify_timeout,
+                        _ => s.backup_timeout,
                     };
                     run.state = "running".into();
                     run.deadline = Some(now + limit.as_secs() as i64);
@@ -185,7 +187,7 @@ async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
             instance: String::new(),
             sample_pct: state.verify_sample,
         };
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = crate::api::verify_store(&st, &req).await.map(|r| {
                 let summary = format!(
                     "checked {} of {} chunks: {}",
@@ -208,7 +210,14 @@ async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
                 .lock()
                 .unwrap()
                 .insert(id, Some(result.map_err(|e| e.to_string())));
+            st.background.tasks.lock().unwrap().remove(&id);
         });
+        state
+            .background
+            .tasks
+            .lock()
+            .unwrap()
+            .insert(run.id, task.abort_handle());
     } else if run.kind == "drill" {
         let inst = crate::api::recovery::instance(state, &run.instance).await?;
         let d = drill::request(state, &inst, &TargetSpec::Default, "").await?;
@@ -233,6 +242,17 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
         let mut runs = state.background.runs.lock().unwrap();
         return Ok(match runs.get(&run.id) {
             None => Outcome::Retry("the controller restarted during the verification".into()),
+            Some(None) if late => {
+                // Stop it: a store that hangs must not hold the schedule forever.
+                if let Some(task) = state.background.tasks.lock().unwrap().remove(&run.id) {
+                    task.abort();
+                }
+                runs.remove(&run.id);
+                Outcome::Retry(format!(
+                    "timed out after {}",
+                    tidemark_core::duration::human(state.verify_timeout)
+                ))
+            }
             Some(None) => Outcome::Going,
             Some(Some(_)) => match runs.remove(&run.id).flatten() {
                 Some(Ok((summary, true))) => Outcome::Done(summary),
