@@ -1,16 +1,18 @@
-//! Running native tools (pg_dump, pg_restore, psql): a missing binary is named with a hint,
-//! and a failure carries the tool's exit status and the tail of its stderr.
+//! Running native tools (pg_dump, pg_restore, psql, mariadb-dump, mariabackup, ...): a
+//! missing binary is named with a hint, and a failure carries the tool's exit status and the
+//! tail of its stderr.
 
 use std::io::Read;
 use std::path::Path;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 /// How much of a tool's stderr is kept for the record.
 pub const STDERR_TAIL: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    #[error("cannot run {program}: {source}{}", hint(.source))]
+    #[error("cannot run {program}: {source}{}", hint(.program, .source))]
     Spawn {
         program: String,
         source: std::io::Error,
@@ -28,12 +30,52 @@ pub enum ToolError {
     },
 }
 
-fn hint(e: &std::io::Error) -> &'static str {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        "; is the PostgreSQL client installed? set bin-dir for the instance in the agent config"
-    } else {
-        ""
+/// What to install when a tool is missing: its package, by the tool's name.
+fn hint(program: &str, e: &std::io::Error) -> &'static str {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return "";
     }
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if name.starts_with("mariabackup") || name.starts_with("mbstream") {
+        "; is mariadb-backup installed? set bin-dir for the instance in the agent config"
+    } else if name.starts_with("maria") || name.starts_with("mysql") {
+        "; is the MariaDB client installed? set bin-dir for the instance in the agent config"
+    } else {
+        "; is the PostgreSQL client installed? set bin-dir for the instance in the agent config"
+    }
+}
+
+/// Run `cmd` to the end, within `limit`, and return its stdout (trailing whitespace
+/// trimmed). A timeout (the process is killed), a missing program or a non-zero exit is an
+/// error naming `tool`.
+pub async fn stdout_within(
+    mut cmd: std::process::Command,
+    tool: &str,
+    limit: Duration,
+) -> Result<String, ToolError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null());
+    let out = tokio::time::timeout(
+        limit,
+        tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| ToolError::Failed {
+        tool: tool.into(),
+        status: format!("timed out after {}s", limit.as_secs()),
+        stderr: String::new(),
+    })?
+    .map_err(|source| ToolError::Spawn { program, source })?;
+    if !out.status.success() {
+        return Err(ToolError::Failed {
+            tool: tool.into(),
+            status: describe(out.status),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
 }
 
 fn tail(stderr: &str) -> String {
@@ -95,6 +137,16 @@ mod tests {
             program: "pg_dump".into(),
             source: std::io::ErrorKind::NotFound.into(),
         };
-        assert!(e.to_string().contains("set bin-dir"), "{e}");
+        assert!(e.to_string().contains("PostgreSQL client"), "{e}");
+        let e = ToolError::Spawn {
+            program: "/usr/bin/mariabackup".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert!(e.to_string().contains("mariadb-backup installed"), "{e}");
+        let e = ToolError::Spawn {
+            program: "mariadb-dump".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert!(e.to_string().contains("MariaDB client"), "{e}");
     }
 }

@@ -115,29 +115,8 @@ impl Maria {
         if let Some(db) = db {
             cmd.arg(format!("--database={db}"));
         }
-        cmd.arg("--execute").arg(sql).stdin(Stdio::null());
-        let program = self.program("mariadb").display().to_string();
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::process::Command::from(cmd)
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .map_err(|_| ToolError::Failed {
-            tool: "mariadb".into(),
-            status: "timed out after 60s".into(),
-            stderr: String::new(),
-        })?
-        .map_err(|source| ToolError::Spawn { program, source })?;
-        if !out.status.success() {
-            return Err(ToolError::Failed {
-                tool: "mariadb".into(),
-                status: tool::describe(out.status),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        cmd.arg("--execute").arg(sql);
+        tool::stdout_within(cmd, "mariadb", Duration::from_secs(60)).await
     }
 
     pub async fn facts(&self) -> Result<ServerFacts, ToolError> {

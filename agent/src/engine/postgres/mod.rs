@@ -90,28 +90,8 @@ impl Pg {
         ])
         .arg(dbname_conninfo(db))
         .arg("-c")
-        .arg(sql)
-        .stdin(Stdio::null());
-        let program = self.program("psql").display().to_string();
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::process::Command::from(cmd).output(),
-        )
-        .await
-        .map_err(|_| ToolError::Failed {
-            tool: "psql".into(),
-            status: "timed out after 60s".into(),
-            stderr: String::new(),
-        })?
-        .map_err(|source| ToolError::Spawn { program, source })?;
-        if !out.status.success() {
-            return Err(ToolError::Failed {
-                tool: "psql".into(),
-                status: tool::describe(out.status),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        .arg(sql);
+        tool::stdout_within(cmd, "psql", Duration::from_secs(60)).await
     }
 
     pub async fn server_version(&self) -> Result<String, ToolError> {
