@@ -165,3 +165,104 @@ impl Writer<'_> {
         Ok(())
     }
 }
+
+/// What to stream into a tool's stdin: a stored part, then `trailer` bytes.
+pub struct Feed<'a> {
+    pub backup: BackupId,
+    pub part: &'a str,
+    pub trailer: &'a [u8],
+}
+
+/// Run `cmd` to the end, streaming `feed` into its stdin (a 1 MiB pipe) when given; returns
+/// the bytes fed. If the download fails, the tool is killed before it reaches the end of
+/// its input (at EOF it would take a short input for a whole one), and the download's error
+/// is the cause. A sink error only means the tool stopped reading first: its exit status and
+/// stderr then say why.
+pub async fn run_fed(
+    ctx: &crate::job::JobContext,
+    mut cmd: std::process::Command,
+    feed: Option<Feed<'_>>,
+) -> Result<u64, crate::job::JobFailure> {
+    use std::process::Stdio;
+    use tokio::io::AsyncReadExt;
+
+    use crate::tool::{self, ToolError};
+
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let name = tool::name_of(cmd.get_program().as_ref());
+    cmd.stdin(if feed.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ToolError::Spawn { program, source })?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let collect_err = async {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    };
+    // Not reaped until child.wait() below, so the pid stays this child's.
+    let pid = child.id();
+    let stdin = child.stdin.take();
+    let fed = async {
+        let (Some(mut stdin), Some(f)) = (stdin, feed) else {
+            return Ok(0);
+        };
+        // Fewer wake-ups on both sides of the pipe; best effort.
+        let _ = rustix::pipe::fcntl_setpipe_size(&stdin, 1 << 20);
+        let mut r = download_part(
+            &ctx.client,
+            f.backup,
+            f.part,
+            ctx.job_id,
+            &mut stdin,
+            &ctx.progress,
+        )
+        .await;
+        if r.is_ok()
+            && !f.trailer.is_empty()
+            && let Err(source) = stdin.write_all(f.trailer).await
+        {
+            r = Err(DownloadError::Sink {
+                what: format!("part {}", f.part),
+                source,
+            });
+        }
+        if let Err(e) = &r
+            && !matches!(e, DownloadError::Sink { .. })
+            && let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        drop(stdin);
+        r
+    };
+    let (fed, err) = tokio::join!(fed, collect_err);
+    let status = child.wait().await.map_err(|source| ToolError::Io {
+        tool: name.clone(),
+        source,
+    })?;
+    let err_tail: String = {
+        let chars: Vec<char> = err.chars().collect();
+        chars[chars.len().saturating_sub(tool::STDERR_TAIL)..]
+            .iter()
+            .collect()
+    };
+    match fed {
+        Err(e) if !matches!(e, DownloadError::Sink { .. }) => Err(e.into()),
+        _ if !status.success() => Err(ToolError::Failed {
+            tool: name,
+            status: tool::describe(status),
+            stderr: err_tail,
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+        Ok(n) => Ok(n),
+    }
+}

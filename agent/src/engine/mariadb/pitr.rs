@@ -31,7 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use super::Maria;
 use super::physical::PART;
 use crate::config::InstanceConfig;
-use crate::download::download_part;
+use crate::download::{Feed, run_fed};
 use crate::engine::postgres::physical::{prepare_dir, tail};
 use crate::job::{JobContext, JobFailure, JobResult};
 use crate::osuser;
@@ -237,50 +237,20 @@ async fn load_dump(
         run_tool(setup, "creating the account that loads the accounts").await?;
         cmd.arg(format!("--user={LOADER}"));
     }
-    cmd.args(["--binary-mode", "--batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting mariadb to load the dump: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let feed = async {
-        let r = download_part(
-            &ctx.client,
-            backup,
-            part,
-            ctx.job_id,
-            &mut stdin,
-            &ctx.progress,
-        )
-        .await;
-        if accounts && r.is_ok() {
-            let drop_loader = format!("\nDROP USER {LOADER}@localhost;\n");
-            stdin
-                .write_all(drop_loader.as_bytes())
-                .await
-                .map_err(|source| crate::download::DownloadError::Sink {
-                    what: format!("part {part}"),
-                    source,
-                })?;
-        }
-        drop(stdin);
-        r
+    cmd.args(["--binary-mode", "--batch"]);
+    let drop_loader = format!("\nDROP USER {LOADER}@localhost;\n");
+    let feed = Feed {
+        backup,
+        part,
+        trailer: if accounts {
+            drop_loader.as_bytes()
+        } else {
+            b""
+        },
     };
-    let mut err = String::new();
-    let (fed, _) = tokio::join!(feed, stderr.read_to_string(&mut err));
-    let status = child.wait().await.map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(JobFailure(format!(
-            "loading part {part}: mariadb {}: {}",
-            tool::describe(status),
-            err.trim()
-        )));
-    }
-    Ok(fed?)
+    run_fed(ctx, cmd, Some(feed))
+        .await
+        .map_err(|f| JobFailure(format!("loading part {part}: {}", f.0)))
 }
 
 /// `mariabackup --prepare` the unpacked copy: apply its redo log so it is consistent.
@@ -305,51 +275,15 @@ pub async fn unpack(
     datadir: &Path,
     ids: Option<(u32, u32)>,
 ) -> Result<u64, JobFailure> {
-    let program = db.program("mbstream");
-    let mut cmd = std::process::Command::new(&program);
-    cmd.arg("-x")
-        .arg("-C")
-        .arg(datadir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = std::process::Command::new(db.program("mbstream"));
+    cmd.arg("-x").arg("-C").arg(datadir);
     osuser::run_as(&mut cmd, ids);
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let feed = async {
-        let r = download_part(
-            &ctx.client,
-            backup,
-            PART,
-            ctx.job_id,
-            &mut stdin,
-            &ctx.progress,
-        )
-        .await;
-        drop(stdin);
-        r
+    let feed = Feed {
+        backup,
+        part: PART,
+        trailer: b"",
     };
-    let mut err = String::new();
-    let (fed, _) = tokio::join!(feed, stderr.read_to_string(&mut err));
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("waiting for mbstream: {e}"))?;
-    if !status.success() {
-        return Err(JobFailure(format!(
-            "mbstream -x {}: {}",
-            tool::describe(status),
-            err.trim()
-        )));
-    }
-    Ok(fed?)
+    run_fed(ctx, cmd, Some(feed)).await
 }
 
 async fn run_tool(cmd: std::process::Command, what: &str) -> Result<(), JobFailure> {

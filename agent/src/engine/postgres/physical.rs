@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 use tidemark_core::ids::BackupId;
 use tidemark_core::text::bytes as human_bytes;
 use tidemark_proto::PhysicalRestore;
-use tokio::io::AsyncReadExt;
 
 use super::Pg;
 use super::base::{BASE, MANIFEST};
 use crate::config::InstanceConfig;
-use crate::download::{DownloadError, download_part};
+use crate::download::{Feed, download_part, run_fed};
 use crate::job::{JobContext, JobFailure, JobResult};
 use crate::osuser;
 use crate::tool::{self, ToolError};
@@ -228,51 +227,12 @@ async fn untar_part(
     ])
     .arg(dir);
     osuser::run_as(&mut cmd, ids);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Spawn {
-            program: "tar".into(),
-            source,
-        })?;
-    let mut stdin = child.stdin.take().expect("piped");
-    // A 1 MiB pipe, as for the tools whose output we read: fewer wake-ups on both sides.
-    let _ = rustix::pipe::fcntl_setpipe_size(&stdin, 1 << 20);
-    let mut stderr = child.stderr.take().expect("piped");
-    let feed = async {
-        let r = download_part(
-            &ctx.client,
-            backup,
-            part,
-            ctx.job_id,
-            &mut stdin,
-            &ctx.progress,
-        )
-        .await;
-        drop(stdin);
-        r
+    let feed = Feed {
+        backup,
+        part,
+        trailer: b"",
     };
-    let collect = async {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    };
-    let (fed, err) = tokio::join!(feed, collect);
-    let status = child.wait().await?;
-    match fed {
-        Err(e) if !matches!(e, DownloadError::Sink { .. }) => Err(e.into()),
-        _ if !status.success() => Err(ToolError::Failed {
-            tool: "tar".into(),
-            status: tool::describe(status),
-            stderr: err,
-        }
-        .into()),
-        Err(e) => Err(e.into()),
-        Ok(n) => Ok(n),
-    }
+    run_fed(ctx, cmd, Some(feed)).await
 }
 
 /// Point pg_tblspc/OID at each tablespace's new home, and rewrite tablespace_map to match

@@ -4,18 +4,14 @@
 //! restore fails and this job created the database, it is dropped again, so a half-restored
 //! database is never left looking like a good one.
 
-use std::process::Stdio;
-
 use tidemark_core::ids::BackupId;
 use tidemark_proto::RestoreJob;
-use tokio::io::AsyncReadExt;
 
 use super::{Pg, dbname_conninfo, quote_ident, quote_literal};
-use crate::download::{DownloadError, download_part};
+use crate::download::{Feed, download_part, run_fed};
 use tidemark_core::text::bytes as human_bytes;
 
 use crate::job::{JobContext, JobFailure, JobResult};
-use crate::tool::{self, ToolError};
 
 pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
     let db = &job.into_database;
@@ -132,77 +128,13 @@ async fn restore_into(
     } else {
         None
     };
-    cmd.stdin(if spool.is_some() {
-        Stdio::null()
-    } else {
-        Stdio::piped()
-    })
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let program = pg.program("pg_restore").display().to_string();
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Spawn { program, source })?;
-    let mut stderr = child.stderr.take().expect("piped");
-    let collect_err = async {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    };
-    // Not reaped until child.wait() below, so the pid stays this child's.
-    let pid = child.id();
-    let feed = async {
-        match child.stdin.take() {
-            None => Ok(0),
-            Some(mut stdin) => {
-                let r = download_part(
-                    &ctx.client,
-                    backup,
-                    &job.part,
-                    ctx.job_id,
-                    &mut stdin,
-                    &ctx.progress,
-                )
-                .await;
-                if r.is_err() {
-                    // Kill pg_restore before it sees the end of its input: at EOF it would
-                    // commit whatever it had, though the stream failed its checks.
-                    if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                    }
-                }
-                drop(stdin);
-                r
-            }
-        }
-    };
-    let (fed, err) = tokio::join!(feed, collect_err);
-    let status = child.wait().await?;
-    let err_tail: String = err
-        .chars()
-        .rev()
-        .take(tool::STDERR_TAIL)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    // A failed download is the cause even if pg_restore then failed on the short input;
-    // a sink error only means pg_restore died first, and its stderr says why.
-    let bytes = match fed {
-        Err(e) if !matches!(e, DownloadError::Sink { .. }) => return Err(e.into()),
-        _ if !status.success() => {
-            let (status, stderr) = (tool::describe(status), err_tail);
-            return Err(ToolError::Failed {
-                tool: "pg_restore".into(),
-                status,
-                stderr,
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-        Ok(b) => b,
-    };
+    // Parallel restore reads the spool file; otherwise the part streams into stdin.
+    let feed = spool.is_none().then_some(Feed {
+        backup,
+        part: &job.part,
+        trailer: b"",
+    });
+    let bytes = run_fed(ctx, cmd, feed).await?;
     drop(spool);
     Ok(if bytes > 0 {
         bytes
