@@ -28,9 +28,10 @@ impl JobContext {
         Ok(BackupId(resp.into_inner().backup_id))
     }
 
-    /// Tell the controller a backup failed, and why. Best effort: if the controller cannot
-    /// be told now, it fails the backup when the agent's session ends.
-    pub async fn fail_backup(&self, backup: BackupId, error: &str) {
+    /// Tell the controller a backup failed, and why; returns the job's failure. Best effort:
+    /// if the controller cannot be told now, it fails the backup when the agent's session
+    /// ends.
+    pub async fn fail_backup(&self, backup: BackupId, error: &str) -> JobFailure {
         let finish = FinishBackupRequest {
             backup_id: backup.0,
             error: error.to_string(),
@@ -39,6 +40,27 @@ impl JobContext {
         if let Err(s) = self.client.clone().finish_backup(finish).await {
             tracing::warn!(%backup, error = %s, "could not record the backup's failure");
         }
+        JobFailure(format!("backup {backup} failed: {error}"))
+    }
+
+    /// Finish a backup whose parts are all stored and checked: the job fails unless the
+    /// controller then calls it complete.
+    pub async fn finish_complete(&self, finish: FinishBackupRequest) -> Result<(), JobFailure> {
+        let backup = finish.backup_id;
+        let r = self
+            .client
+            .clone()
+            .finish_backup(finish)
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        if r.status != "complete" {
+            return Err(JobFailure(format!(
+                "backup {backup} {}: {}",
+                r.status, r.reason
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -77,9 +77,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
     let (ack, found) = match uploaded {
         Ok(r) => r,
         Err(e) => {
-            let why = e.to_string();
-            ctx.fail_backup(backup, &why).await;
-            return Err(JobFailure(format!("backup {backup} failed: {why}")));
+            return Err(ctx.fail_backup(backup, &e.to_string()).await);
         }
     };
     let coords = found.coordinates(start_time, unix_now());
@@ -112,9 +110,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
                 ),
             }),
             Err(e) => {
-                let why = e.to_string();
-                ctx.fail_backup(backup, &why).await;
-                return Err(JobFailure(format!("backup {backup} failed: {why}")));
+                return Err(ctx.fail_backup(backup, &e.to_string()).await);
             }
         }
     }
@@ -143,19 +139,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
         base: None,
         binlog: Some(coords),
     };
-    let r = ctx
-        .client
-        .clone()
-        .finish_backup(finish)
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner();
-    if r.status != "complete" {
-        return Err(JobFailure(format!(
-            "backup {backup} {}: {}",
-            r.status, r.reason
-        )));
-    }
+    ctx.finish_complete(finish).await?;
     Ok(format!(
         "backup {backup} complete: {} database(s), {} dumped, {} new in the store{}",
         databases.len(),

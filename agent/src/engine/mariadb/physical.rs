@@ -12,7 +12,7 @@ use tidemark_proto::{BeginBackupRequest, BinlogCoordinates, FinishBackupRequest,
 use super::Maria;
 use super::logical::unix_now;
 use super::xbstream::XbstreamCheck;
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::job::{JobContext, JobResult};
 use crate::upload::{Inspector, Part, upload_inspected};
 
 pub const PART: &str = "xbstream";
@@ -73,9 +73,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
     let (ack, check) = match uploaded {
         Ok(r) => r,
         Err(e) => {
-            let why = e.to_string();
-            ctx.fail_backup(backup, &why).await;
-            return Err(JobFailure(format!("backup {backup} failed: {why}")));
+            return Err(ctx.fail_backup(backup, &e.to_string()).await);
         }
     };
     let stop_time = unix_now();
@@ -104,19 +102,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
             ..Default::default()
         })),
     };
-    let r = ctx
-        .client
-        .clone()
-        .finish_backup(finish)
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner();
-    if r.status != "complete" {
-        return Err(JobFailure(format!(
-            "backup {backup} {}: {}",
-            r.status, r.reason
-        )));
-    }
+    ctx.finish_complete(finish).await?;
     Ok(format!(
         "backup {backup} complete: {} streamed, {} new in the store{}",
         human_bytes(ack.raw_bytes),

@@ -60,10 +60,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     };
     match outcome {
         Ok(msg) => Ok(msg),
-        Err(f) => {
-            ctx.fail_backup(backup, &f.0).await;
-            Err(JobFailure(format!("backup {backup} failed: {}", f.0)))
-        }
+        Err(f) => Err(ctx.fail_backup(backup, &f.0).await),
     }
 }
 

@@ -35,7 +35,6 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     parts.extend(databases.iter().map(|d| format!("db:{d}")));
     let server_version = pg.server_version().await.unwrap_or_default();
     let tool_version = pg.tool_version("pg_dump").await.unwrap_or_default();
-    let mut client = ctx.client.clone();
     let begin = BeginBackupRequest {
         instance: pg.cfg.name.clone(),
         kind: "logical".into(),
@@ -58,17 +57,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
                 base: None,
                 binlog: None,
             };
-            let r = client
-                .finish_backup(finish)
-                .await
-                .map_err(|s| s.message().to_string())?
-                .into_inner();
-            if r.status != "complete" {
-                return Err(JobFailure(format!(
-                    "backup {backup} {}: {}",
-                    r.status, r.reason
-                )));
-            }
+            ctx.finish_complete(finish).await?;
             Ok(format!(
                 "backup {backup} complete: {} parts, {} dumped, {} new in the store{}",
                 parts.len(),
@@ -81,10 +70,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
                 }
             ))
         }
-        Err(f) => {
-            ctx.fail_backup(backup, &f.0).await;
-            Err(JobFailure(format!("backup {backup} failed: {}", f.0)))
-        }
+        Err(f) => Err(ctx.fail_backup(backup, &f.0).await),
     }
 }
 
