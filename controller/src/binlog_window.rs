@@ -42,6 +42,18 @@ pub struct Replay {
     pub stop_before: Option<i64>,
 }
 
+impl Replay {
+    /// The replay as an agent runs it, after restoring `reach`'s backup.
+    pub fn job(&self, reach: &BinlogReach) -> tidemark_proto::BinlogReplay {
+        tidemark_proto::BinlogReplay {
+            files: self.files.clone(),
+            start_position: self.start_position,
+            stop_before: self.stop_before.unwrap_or(0),
+            gtid: reach.backup.gtid.clone(),
+        }
+    }
+}
+
 impl BinlogWindow {
     /// `files`: the instance's archived binlogs (any order); `base`: its binlog base name.
     pub fn compute(backups: &[BinlogCoordRow], files: &[WalFileRow], base: &str) -> Self {

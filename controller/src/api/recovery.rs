@@ -337,12 +337,7 @@ async fn plan_binlog_restore(
         target: target_value.clone(),
         port: r.port,
         start: r.start,
-        binlog: Some(pb::BinlogReplay {
-            files: replay.files.clone(),
-            start_position: replay.start_position,
-            stop_before: replay.stop_before.unwrap_or(0),
-            gtid: reach.backup.gtid.clone(),
-        }),
+        binlog: Some(replay.job(reach)),
         ..Default::default()
     };
     let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();

@@ -164,12 +164,7 @@ async fn start_mariadb(
         target_kind: "time".into(),
         target: pg_timestamp(d.target),
         start: true,
-        binlog: Some(pb::BinlogReplay {
-            files: replay.files.clone(),
-            start_position: replay.start_position,
-            stop_before: replay.stop_before.unwrap_or(0),
-            gtid: reach.backup.gtid.clone(),
-        }),
+        binlog: Some(replay.job(reach)),
         ..Default::default()
     };
     let job = pb::DrillJob {
