@@ -262,6 +262,24 @@ impl CliOutput {
 }
 
 impl Cli {
+    /// `tidemark drill run --instance INSTANCE --wait --output json ARGS...`: the first
+    /// drill's report and the exit code.
+    pub fn drill_run(&self, instance: &str, args: &[&str]) -> (Value, i32) {
+        let mut a = vec![
+            "drill",
+            "run",
+            "--instance",
+            instance,
+            "--wait",
+            "--output",
+            "json",
+        ];
+        a.extend(args);
+        let out = self.run(&a);
+        let v = out.json();
+        (v[0].clone(), out.code)
+    }
+
     pub fn new(dir: &Path, pki: &Pki, identity: &str, controller_url: &str) -> Self {
         let (cert, key) = pki.issue(identity, &[]);
         Self::with_files(dir, &pki.ca(), &cert, &key, controller_url)
@@ -735,4 +753,39 @@ impl Fleet {
         a.extend(args);
         self.admin.run(&a)
     }
+}
+
+/// The check named `name` in a drill report.
+pub fn drill_check<'a>(d: &'a Value, name: &str) -> &'a Value {
+    d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {d:#}"))
+}
+
+/// A raw gRPC agent-service client holding `identity`'s certificate, for calls the real
+/// agent would never make.
+pub fn raw_agent_client(
+    pki: &Pki,
+    controller_url: &str,
+    identity: &str,
+    rt: &tokio::runtime::Runtime,
+) -> tidemark_proto::agent_service_client::AgentServiceClient<tonic::transport::Channel> {
+    let (cert, key) = pki.issue(identity, &[]);
+    let tls = tidemark_core::tls::TlsMaterial::load(&tidemark_core::config::TlsFiles {
+        ca: pki.ca(),
+        cert,
+        key,
+    })
+    .unwrap();
+    let channel = rt
+        .block_on(
+            tls.endpoint(controller_url, Some(Duration::from_secs(30)))
+                .unwrap()
+                .connect(),
+        )
+        .unwrap();
+    tidemark_proto::agent_service_client::AgentServiceClient::new(channel)
 }

@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tidemark_core::timefmt::pg_timestamp;
-use tidemark_tests::fleet::{Fleet, FleetOpts, Sandbox};
+use tidemark_tests::fleet::{Fleet, FleetOpts, Sandbox, drill_check as check};
+use tidemark_tests::now_micros;
 use tidemark_tests::process::wait_for;
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
 
 /// Checks on the markers table: the rows written before the target, none of those after,
 /// a sampled row count, and something that is never zero.
@@ -69,28 +63,7 @@ fn write_markers(f: &Fleet) -> String {
 }
 
 fn drill(f: &Fleet, args: &[&str]) -> (Value, i32) {
-    let mut a = vec![
-        "drill",
-        "run",
-        "--instance",
-        "demo-pg",
-        "--wait",
-        "--output",
-        "json",
-    ];
-    a.extend(args);
-    let out = f.admin.run(&a);
-    let v = out.json();
-    (v[0].clone(), out.code)
-}
-
-fn check<'a>(d: &'a Value, name: &str) -> &'a Value {
-    d["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {d}"))
+    f.admin.drill_run("demo-pg", args)
 }
 
 fn drill_fleet(label: &str, extra: &str) -> (Fleet, Sandbox) {

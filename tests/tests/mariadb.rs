@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tidemark_core::timefmt::pg_timestamp;
+use tidemark_tests::fleet::drill_check as check;
 use tidemark_tests::maria::MariaFleet;
+use tidemark_tests::now_micros;
 use tidemark_tests::process::wait_for;
 
 fn load_shop(f: &MariaFleet) {
@@ -497,36 +499,8 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
     f.dir.keep_if_asked();
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
-
 fn drill(f: &MariaFleet, target: &str) -> (Value, i32) {
-    let out = f.admin.run(&[
-        "drill",
-        "run",
-        "--instance",
-        "demo-mariadb",
-        "--target",
-        target,
-        "--wait",
-        "--output",
-        "json",
-    ]);
-    let v = out.json();
-    (v[0].clone(), out.code)
-}
-
-fn check<'a>(d: &'a Value, name: &str) -> &'a Value {
-    d["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {d:#}"))
+    f.admin.drill_run("demo-mariadb", &["--target", target])
 }
 
 #[test]
@@ -635,21 +609,7 @@ fn a_binlog_push_for_another_agents_instance_or_under_a_foreign_name_is_refused(
     let f = MariaFleet::start("my-push", "", "");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let connect = |identity: &str| {
-        let (cert, key) = f.pki.issue(identity, &[]);
-        let tls = tidemark_core::tls::TlsMaterial::load(&tidemark_core::config::TlsFiles {
-            ca: f.pki.ca(),
-            cert,
-            key,
-        })
-        .unwrap();
-        let channel = rt
-            .block_on(
-                tls.endpoint(&f.controller.url, Some(Duration::from_secs(30)))
-                    .unwrap()
-                    .connect(),
-            )
-            .unwrap();
-        AgentServiceClient::new(channel)
+        tidemark_tests::fleet::raw_agent_client(&f.pki, &f.controller.url, identity, &rt)
     };
     let push = |c: &mut AgentServiceClient<tonic::transport::Channel>, name: &str| {
         let h = WalHeader {

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tidemark_tests::fleet::Fleet;
+use tidemark_tests::now_micros;
 use tidemark_tests::pg::{PG_BIN, give_to_postgres};
 use tidemark_tests::process::{run, wait_for};
 
@@ -122,13 +123,6 @@ impl Drop for Restored {
         }
         let _ = run(&mut c);
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
 }
 
 fn utc_micros(micros: i64) -> String {

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use tidemark_core::chunk;
-use tidemark_core::config::TlsFiles;
 use tidemark_core::ids::ChunkId;
-use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{
@@ -22,21 +20,7 @@ fn raw_agent(
     identity: &str,
     rt: &tokio::runtime::Runtime,
 ) -> AgentServiceClient<Channel> {
-    let (cert, key) = f.pki.issue(identity, &[]);
-    let tls = TlsMaterial::load(&TlsFiles {
-        ca: f.pki.ca(),
-        cert,
-        key,
-    })
-    .unwrap();
-    let channel = rt
-        .block_on(
-            tls.endpoint(&f.controller.url, Some(Duration::from_secs(30)))
-                .unwrap()
-                .connect(),
-        )
-        .unwrap();
-    AgentServiceClient::new(channel)
+    tidemark_tests::fleet::raw_agent_client(&f.pki, &f.controller.url, identity, rt)
 }
 
 fn register(
