@@ -15,6 +15,10 @@
 //! kind = "fs"
 //! path = "/var/lib/tidemark/store"   # default: DATA-DIR/store
 //!
+//! [encryption]
+//! enabled = true                     # seal every chunk (AES-256-GCM) before it is stored
+//! key-dir = "/var/lib/tidemark/keys" # kek-N.key files, mode 0600; default: DATA-DIR/keys
+//!
 //! [drills]
 //! amcheck = true                     # run pg_amcheck on every restored cluster
 //! user = "postgres"                  # the role smoke checks connect as in the sandbox
@@ -62,6 +66,8 @@ pub struct ControllerConfig {
     pub tls: TlsFiles,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub encryption: EncryptionSettings,
     #[serde(default)]
     pub drills: DrillSettings,
     #[serde(default)]
@@ -296,6 +302,16 @@ impl<'de> Deserialize<'de> for Expect {
     }
 }
 
+/// Encryption at rest, for the whole fleet's store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EncryptionSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where the key-encryption keys are (resolved in load: DATA-DIR/keys by default).
+    pub key_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreConfig {
@@ -344,6 +360,10 @@ impl ControllerConfig {
         c.store.path = Some(match &c.store.path {
             Some(p) => config::resolve(&base, p),
             None => c.data_dir.join("store"),
+        });
+        c.encryption.key_dir = Some(match &c.encryption.key_dir {
+            Some(p) => config::resolve(&base, p),
+            None => c.data_dir.join("keys"),
         });
         c.store.credentials_file = c
             .store
@@ -406,6 +426,13 @@ impl ControllerConfig {
             }
         }
         Ok(c)
+    }
+
+    pub fn key_dir(&self) -> &Path {
+        self.encryption
+            .key_dir
+            .as_deref()
+            .expect("resolved in load")
     }
 
     pub fn store_path(&self) -> &Path {

@@ -6,6 +6,7 @@ mod binlog_window;
 mod catalog;
 mod config;
 mod drill;
+mod keys;
 mod metrics;
 mod pitr;
 mod schedule;
@@ -114,9 +115,17 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             Arc::new(store::retry::Retrying::new(s3, policy))
         }
     };
+    let keys = keys::Keyring::open(&catalog, config.encryption.enabled, config.key_dir())
+        .await
+        .context("opening the encryption keys")?;
+    let store: Arc<dyn store::ChunkStore> = match &keys {
+        Some(k) => Arc::new(store::sealed::Sealed::new(store, k.clone())),
+        None => store,
+    };
     let state = Arc::new(api::State {
         catalog,
         store,
+        keys,
         sessions: Default::default(),
         uploading: Default::default(),
         drills: Arc::new(drill::Drills::new(

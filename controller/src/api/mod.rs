@@ -32,6 +32,8 @@ use sessions::Sessions;
 pub struct State {
     pub catalog: Catalog,
     pub store: Arc<dyn ChunkStore>,
+    /// The encryption keys, when the store is encrypted at rest.
+    pub keys: Option<Arc<crate::keys::Keyring>>,
     pub sessions: Arc<Sessions>,
     /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_verify.sql")),
     (7, include_str!("migrations/0007_verify_schedule.sql")),
     (8, include_str!("migrations/0008_mariadb.sql")),
+    (9, include_str!("migrations/0009_keys.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

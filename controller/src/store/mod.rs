@@ -7,6 +7,7 @@ pub mod fs;
 pub mod mem;
 pub mod retry;
 pub mod s3;
+pub mod sealed;
 pub mod verified;
 
 use async_trait::async_trait;

@@ -417,6 +417,13 @@ mod tests {
             super::super::retry::Policy::default(),
         )))
         .await;
+        // Sealed for encryption at rest, under another prefix of the same bucket.
+        let mut sealed_settings = settings(&endpoint, "secret-key-for-tests");
+        sealed_settings.prefix = "sealed".into();
+        super::super::conformance::run(
+            super::super::sealed::sealing(Arc::new(S3Store::new(&sealed_settings))).await,
+        )
+        .await;
         // Every request is counted (the conformance run makes each kind at least once).
         let counts: std::collections::HashMap<_, _> = store.requests().into_iter().collect();
         for k in KINDS {
