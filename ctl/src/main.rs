@@ -53,6 +53,8 @@ enum Cmd {
     Policy(cmd::schedule::PolicyArgs),
     /// Read stored chunks back and check them; damaged backups are marked corrupt.
     Verify(cmd::verify::Args),
+    /// Encryption at rest: list the keys, or rotate the key-encryption key.
+    Keys(cmd::keys::Args),
     /// Make the fleet's CA and certificates.
     Pki(cmd::pki::Args),
 }
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
             Cmd::Schedule(a) => cmd::schedule::schedule(config, cli.output, a).await,
             Cmd::Policy(a) => cmd::schedule::policy(config, cli.output, a).await,
             Cmd::Verify(a) => cmd::verify::run(config, cli.output, a).await,
+            Cmd::Keys(a) => cmd::keys::run(config, cli.output, a).await,
             Cmd::Pki(a) => cmd::pki::run(cli.output, a),
         }
     });

@@ -112,4 +112,29 @@ impl S3Server {
         walk(&self.root.join(BUCKET), &mut out);
         out
     }
+
+    /// Stored objects from which `marker` can be read: in the bytes as stored, or in the
+    /// plaintext of an object that is an unencrypted chunk (the object's name is its id).
+    pub fn objects_revealing(&self, marker: &[u8]) -> Vec<PathBuf> {
+        self.object_files()
+            .into_iter()
+            .filter(|p| {
+                let bytes = std::fs::read(p).unwrap();
+                let found = |b: &[u8]| b.windows(marker.len()).any(|w| w == marker);
+                found(&bytes)
+                    || p.file_name()
+                        .and_then(|n| hex_id(&n.to_string_lossy()))
+                        .and_then(|id| tidemark_core::chunk::decode(&id, &bytes).ok())
+                        .is_some_and(|plain| found(&plain))
+            })
+            .collect()
+    }
+}
+
+fn hex_id(name: &str) -> Option<tidemark_core::ids::ChunkId> {
+    let bytes: Option<Vec<u8>> = (0..name.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
+        .collect();
+    tidemark_core::ids::ChunkId::from_slice(&bytes?).ok()
 }

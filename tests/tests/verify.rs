@@ -1,6 +1,6 @@
 //! `tidemark verify` reads the store back: a flipped bit and a deleted object are each
 //! found, the backups that used them are marked corrupt with the reason, and restores
-//! refuse them. On the filesystem store and on S3.
+//! refuse them. On the filesystem store, on S3, and on a store encrypted at rest.
 
 use std::path::PathBuf;
 
@@ -19,10 +19,15 @@ fn object(f: &Fleet, hex: &str) -> PathBuf {
     }
 }
 
-fn scenario(label: &str, s3: bool) {
+fn scenario(label: &str, s3: bool, encrypted: bool) {
     let f = Fleet::build(&FleetOpts {
         label,
         s3,
+        controller_extra: if encrypted {
+            "[encryption]\nenabled = true\n"
+        } else {
+            ""
+        },
         ..Default::default()
     });
     f.pg.sql("postgres", "CREATE DATABASE shop");
@@ -64,6 +69,11 @@ fn scenario(label: &str, s3: bool) {
             .unwrap_or_else(|| panic!("{hex} not reported: {v}"))
     };
     assert_eq!(find(&flipped)["problem"], "corrupt", "{v}");
+    if encrypted {
+        // Found by the AES-GCM tag, before anything is decompressed.
+        let detail = find(&flipped)["detail"].as_str().unwrap();
+        assert!(detail.contains("fails authentication"), "{v}");
+    }
     assert_eq!(find(&flipped)["backups"], serde_json::json!([l]), "{v}");
     assert_eq!(find(&deleted)["problem"], "missing", "{v}");
     assert_eq!(find(&deleted)["backups"], serde_json::json!([b]), "{v}");
@@ -123,12 +133,19 @@ fn scenario(label: &str, s3: bool) {
 
 #[test]
 fn verify_finds_a_flipped_bit_and_a_deleted_chunk_on_the_filesystem_store() {
-    scenario("verifyfs", false);
+    scenario("verifyfs", false, false);
 }
 
 #[test]
 fn verify_finds_a_flipped_bit_and_a_deleted_object_on_s3() {
-    scenario("verifys3", true);
+    scenario("verifys3", true, false);
+}
+
+/// On the filesystem store, which keeps no checksum of its own (S3 would catch the flipped
+/// bit by its object checksum first): the AES-GCM tag does.
+#[test]
+fn verify_finds_a_flipped_bit_and_a_deleted_chunk_in_an_encrypted_store() {
+    scenario("verifyenc", false, true);
 }
 
 #[test]

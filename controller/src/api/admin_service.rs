@@ -480,6 +480,22 @@ impl AdminService for AdminApi {
             super::verify::run(&self.state, req.get_ref()).await?,
         ))
     }
+
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::KeysInfo>, Status> {
+        admin(&req, "list the encryption keys")?;
+        Ok(Response::new(super::keys::info(&self.state).await?))
+    }
+
+    async fn rotate_keys(
+        &self,
+        req: Request<pb::RotateKeysRequest>,
+    ) -> Result<Response<pb::KeysInfo>, Status> {
+        admin(&req, "rotate the encryption keys")?;
+        Ok(Response::new(super::keys::rotate(&self.state).await?))
+    }
 }
 
 async fn schedule_info(state: &State, instance: &str) -> ApiResult<pb::ScheduleInfo> {

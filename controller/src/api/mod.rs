@@ -6,6 +6,7 @@ mod auth;
 mod convert;
 pub(crate) mod error;
 pub(crate) mod jobs;
+mod keys;
 mod read;
 pub(crate) mod recovery;
 mod sessions;

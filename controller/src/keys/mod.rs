@@ -31,7 +31,7 @@ pub enum KeysError {
     Kek(#[from] kek::KekError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("encryption: {0}")]
+    #[error("{0}")]
     Refused(String),
 }
 
@@ -80,7 +80,6 @@ pub struct Keyring {
 /// What a rotation did.
 pub struct Rotated {
     pub kek: u32,
-    pub path: PathBuf,
     pub rewrapped: usize,
     pub data_key: u32,
 }
@@ -221,7 +220,6 @@ impl Keyring {
         tracing::warn!(kek = next, path = %path.display(), data_key, "rotated the key-encryption key; keep a copy of the new file off this host");
         Ok(Rotated {
             kek: next,
-            path,
             rewrapped: rotation.rewrapped.len(),
             data_key,
         })

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod backup;
 pub mod backups;
 pub mod drill;
+pub mod keys;
 pub mod pitr_window;
 pub mod pki;
 pub mod restore;
