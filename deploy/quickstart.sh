@@ -2,16 +2,18 @@
 # Tidemark quickstart: on a fresh Debian 12 machine with Rust, build Tidemark and run a
 # throwaway fleet — a database server with sample data that archives its log (PostgreSQL's
 # WAL, MariaDB's binlogs) through Tidemark, a controller (SQLite catalog; chunks on its disk,
-# or with --store s3 in a local S3-compatible server the script starts), an agent and a drill
-# sandbox. Then:
+# or with --store s3 in a local S3-compatible server the script starts; with --encrypt sealed
+# with AES-256-GCM), an agent and a drill sandbox. Then:
 #   1. a logical backup, restored into a new database and compared;
 #   2. a physical backup, more writes, and a point-in-time restore to the moment between
 #      them into a new data directory, started and compared;
 #   3. a drill: the sandbox restores the instance to that same moment from the controller
-#      alone and checks it, and the drill report is printed.
+#      alone and checks it, and the drill report is printed;
+#   4. with --encrypt: every stored object is checked to be sealed, the key-encryption key
+#      is rotated, and `tidemark verify` reads every chunk back under the rewrapped keys.
 # Exits 0 only when both restores match and the drill passes.
 #
-#   deploy/quickstart.sh [--engine postgresql|mariadb] [--store fs|s3] [--dir DIR] [--keep-running] [--release]
+#   deploy/quickstart.sh [--engine postgresql|mariadb] [--store fs|s3] [--encrypt] [--dir DIR] [--keep-running] [--release]
 #   deploy/quickstart.sh --stop --dir DIR
 #
 # The instance is demo-pg (PostgreSQL 15, the default) or demo-mariadb (MariaDB 10.11).
@@ -25,6 +27,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${TMPDIR:-/tmp}/tidemark-demo
 engine=
 store=fs
+encrypt=0
 keep=0
 stop=0
 profile=debug
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
         --stop) stop=1; shift ;;
         --release) profile=release; shift ;;
         --store) store=$2; shift 2 ;;
+        --encrypt) encrypt=1; shift ;;
         -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -164,6 +168,8 @@ esac
     printf 'version = 1\nlisten = "127.0.0.1:0"\nmetrics-listen = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$dir"
     tls controller-localhost
     store_toml
+    # The key-encryption key is created in DIR/controller/keys at the first start.
+    [ $encrypt -eq 0 ] || printf '\n[encryption]\nenabled = true\n'
     demo_controller_toml
 } >"$dir/controller.toml"
 
@@ -231,6 +237,23 @@ if [ "$store" = s3 ]; then
     [ "$objects" -gt 0 ] || die "the S3 bucket holds no objects; the chunks went elsewhere"
     [ ! -d "$dir/controller/store" ] || die "chunks were written to $dir/controller/store despite --store s3"
     echo "the chunks are in S3: $objects objects in bucket tidemark ($dir/s3/tidemark)"
+    echo
+fi
+if [ $encrypt -eq 1 ]; then
+    objects_dir=$dir/controller/store/chunks
+    [ "$store" = fs ] || objects_dir=$dir/s3/tidemark
+    plain=0
+    total=0
+    while IFS= read -r -d '' f; do
+        total=$((total + 1))
+        [ "$(head -c4 "$f")" = TMX1 ] || plain=$((plain + 1))
+    done < <(find "$objects_dir" -type f -print0)
+    [ "$total" -gt 0 ] && [ "$plain" -eq 0 ] || die "$plain of $total stored objects are not sealed"
+    echo "all $total stored objects are sealed (AES-256-GCM); the keys:"
+    "$bin/tidemark" keys
+    say "rotating the key-encryption key, then reading every chunk back"
+    "$bin/tidemark" keys rotate
+    "$bin/tidemark" verify
     echo
 fi
 echo "metrics ($metrics_url):"

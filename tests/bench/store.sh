@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: the chunk store on the controller's filesystem versus S3 (tidemark-test-s3 on
-# loopback): base backup and restore wall time and throughput, and the object-store
-# requests per GiB backed up and restored. Prints a table.
+# loopback), each with encryption at rest off and on: base backup and restore wall time and
+# throughput, and the object-store requests per GiB backed up and restored. Prints a table.
 #
 #   tests/bench/store.sh [--scale N] [--dataset pgbench|text]
 #
@@ -26,7 +26,7 @@ done
 
 if [ -z "$store" ]; then
     results=()
-    for s in fs s3; do
+    for s in fs fs+enc s3 s3+enc; do
         say "store: $s"
         line=$("$0" --scale "$scale" --dataset "$dataset" --store "$s" | grep '^RESULT ') \
             || die "the $s run failed"
@@ -34,10 +34,10 @@ if [ -z "$store" ]; then
     done
     echo
     printf '%s dataset, scale %s; requests per GiB of raw data\n\n' "$dataset" "$scale"
-    printf '%-6s %10s %12s %10s %12s %10s %10s %10s %10s\n' store "backup s" "backup MiB/s" "restore s" "restore MiB/s" "PUT/GiB" "HEAD/GiB" "GET/GiB" "stored MiB"
+    printf '%-7s %10s %12s %10s %12s %10s %10s %10s %10s\n' store "backup s" "backup MiB/s" "restore s" "restore MiB/s" "PUT/GiB" "HEAD/GiB" "GET/GiB" "stored MiB"
     for r in "${results[@]}"; do
         # shellcheck disable=SC2086
-        printf '%-6s %10s %12s %10s %12s %10s %10s %10s %10s\n' $r
+        printf '%-7s %10s %12s %10s %12s %10s %10s %10s %10s\n' $r
     done
     exit 0
 fi
@@ -46,7 +46,8 @@ need_packages postgresql-15 postgresql-client-15
 . "$repo/tests/bench/lib.sh"
 
 extra=
-[ "$store" = s3 ] && extra=$(bench_s3)
+[ "${store%+enc}" = s3 ] && extra=$(bench_s3)
+[ "${store#*+}" = enc ] && extra=$(printf '%s\n[encryption]\nenabled = true\n' "$extra")
 bench_controller "$extra"
 pg_init "$work/pg" "$(archiving_conf)
 max_wal_size = 4GB
