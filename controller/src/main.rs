@@ -8,6 +8,7 @@ mod config;
 mod drill;
 mod keys;
 mod metrics;
+mod pack;
 mod pitr;
 mod schedule;
 mod store;

@@ -14,6 +14,8 @@ cp "$bin/tidemark-agent" "$work/bin/"
 pids=()
 finish() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # bench_s3 runs in a command substitution, so its server's pid comes back in a file.
+    [ ! -f "$work/s3.pid" ] || kill "$(cat "$work/s3.pid")" 2>/dev/null || true
     pg_stop "$work/pg" || true
     rm -rf "$work"
 }
@@ -72,7 +74,7 @@ bench_s3() {
     mkdir -p "$work/s3/tidemark"
     "$bin/tidemark-test-s3" --root "$work/s3" --access-key bench --secret-key bench-secret \
         --addr-file "$work/s3.addr" >"$work/s3.log" 2>&1 &
-    pids+=($!)
+    echo $! >"$work/s3.pid"
     for _ in $(seq 100); do [ -s "$work/s3.addr" ] && break; sleep 0.1; done
     [ -s "$work/s3.addr" ] || die "the S3 server did not start; see $work/s3.log"
     printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench-secret\n' >"$work/s3.credentials"

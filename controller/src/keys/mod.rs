@@ -146,7 +146,31 @@ impl Keyring {
     }
 
     /// The encoded chunk inside a sealed object, or why it cannot be had.
-    pub fn open_chunk(&self, id: &ChunkId, mut sealed: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub fn open_chunk(&self, id: &ChunkId, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.open_sealed(sealed, |header| chunk_aad(header, id))
+    }
+
+    /// Seal a pack's index (random nonce), bound to the pack's name.
+    pub fn seal_index(&self, pack: &str, index: &[u8]) -> Vec<u8> {
+        let ring = self.ring.read().expect("keyring lock");
+        let key = &ring.keys[&ring.active];
+        let mut out = Vec::with_capacity(CHUNK_HEADER + OVERHEAD + index.len());
+        out.extend_from_slice(CHUNK_MAGIC);
+        out.extend_from_slice(&ring.active.to_be_bytes());
+        let aad = index_aad(&out, pack);
+        seal::seal_into(&key.aead, seal::random(), &aad, index, &mut out);
+        out
+    }
+
+    pub fn open_index(&self, pack: &str, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.open_sealed(sealed, |header| index_aad(header, pack))
+    }
+
+    fn open_sealed(
+        &self,
+        mut sealed: Vec<u8>,
+        aad: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
         if sealed.len() < CHUNK_HEADER || &sealed[..4] != CHUNK_MAGIC {
             return Err("the object is not sealed (plaintext in an encrypted store)".into());
         }
@@ -155,7 +179,7 @@ impl Keyring {
         let key = ring.keys.get(&key_id).ok_or_else(|| {
             format!("the object names data key {key_id}, which the catalog does not hold")
         })?;
-        let aad = chunk_aad(&sealed[..CHUNK_HEADER], id);
+        let aad = aad(&sealed[..CHUNK_HEADER]);
         let body = seal::open_in_place(&key.aead, &aad, &mut sealed[CHUNK_HEADER..])
             .ok_or("the object fails authentication (AES-GCM tag mismatch)")?;
         sealed.truncate(CHUNK_HEADER + body.end);
@@ -316,6 +340,10 @@ async fn load(catalog: &Catalog, dir: &Path, keks: &[KekRow]) -> Result<Ring, Ke
 
 fn chunk_aad(header: &[u8], id: &ChunkId) -> Vec<u8> {
     [b"tidemark chunk\0".as_slice(), header, &id.0].concat()
+}
+
+fn index_aad(header: &[u8], pack: &str) -> Vec<u8> {
+    [b"tidemark pack index\0".as_slice(), header, pack.as_bytes()].concat()
 }
 
 fn data_key_aad(id: u32) -> Vec<u8> {
