@@ -240,7 +240,7 @@ if [ "$store" = s3 ]; then
     echo
 fi
 if [ $encrypt -eq 1 ]; then
-    objects_dir=$dir/controller/store/chunks
+    objects_dir=$dir/controller/store/packs
     [ "$store" = fs ] || objects_dir=$dir/s3/tidemark
     plain=0
     total=0

@@ -119,10 +119,6 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let keys = keys::Keyring::open(&catalog, config.encryption.enabled, config.key_dir())
         .await
         .context("opening the encryption keys")?;
-    let store: Arc<dyn store::ChunkStore> = match &keys {
-        Some(k) => Arc::new(store::sealed::Sealed::new(store, k.clone())),
-        None => store,
-    };
     let state = Arc::new(api::State {
         catalog,
         store,

@@ -124,73 +124,106 @@ impl Controller {
         }
     }
 
-    /// The store files of chunks that only archived WAL file `name` uses (read from the
-    /// catalog, which SQLite lets a second reader open while the controller runs).
-    pub fn wal_only_chunk_files(&self, instance: &str, name: &str) -> Vec<PathBuf> {
-        use sqlx::Row;
-        let db = self.data_dir.join("catalog.db");
+    /// A read-only connection to the catalog (SQLite lets a second reader open it while the
+    /// controller runs), with a runtime to drive it.
+    fn catalog(&self) -> (tokio::runtime::Runtime, sqlx::SqlitePool) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let ids: Vec<Vec<u8>> = rt.block_on(async {
-            let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .read_only(true);
-            let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-            let rows = sqlx::query(
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.data_dir.join("catalog.db"))
+            .read_only(true);
+        let pool = rt.block_on(sqlx::SqlitePool::connect_with(opts)).unwrap();
+        (rt, pool)
+    }
+
+    /// Ids (hex) of the chunks a query's first column returns.
+    fn chunk_ids(&self, sql: &'static str, binds: &[&str]) -> Vec<String> {
+        use sqlx::Row;
+        let (rt, pool) = self.catalog();
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        rt.block_on(q.fetch_all(&pool))
+            .unwrap()
+            .iter()
+            .map(|r| hex(&r.get::<Vec<u8>, _>(0)))
+            .collect()
+    }
+
+    /// Where the catalog says chunk `hex` is stored.
+    pub fn chunk_place(&self, hex_id: &str) -> ChunkPlace {
+        use sqlx::Row;
+        let (rt, pool) = self.catalog();
+        let id: Vec<u8> = (0..hex_id.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex_id[i..i + 2], 16).unwrap())
+            .collect();
+        let r = rt
+            .block_on(
+                sqlx::query("SELECT pack, pack_offset, pack_len FROM chunks WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&pool),
+            )
+            .unwrap_or_else(|e| panic!("chunk {hex_id}: {e}"));
+        ChunkPlace {
+            hex: hex_id.to_string(),
+            pack: r.get::<Option<String>, _>(0).expect("a packed chunk"),
+            offset: r.get::<i64, _>(1) as u64,
+            len: r.get::<i64, _>(2) as u64,
+        }
+    }
+
+    /// Every chunk the catalog holds as stored.
+    pub fn stored_chunks(&self) -> Vec<ChunkPlace> {
+        self.chunk_ids("SELECT id FROM chunks ORDER BY id", &[])
+            .iter()
+            .map(|h| self.chunk_place(h))
+            .collect()
+    }
+
+    /// The chunks stored in pack `pack`.
+    pub fn pack_chunks(&self, pack: &str) -> Vec<String> {
+        self.chunk_ids("SELECT id FROM chunks WHERE pack = ? ORDER BY id", &[pack])
+    }
+
+    /// The pack files (filesystem store) to delete for archived WAL file `name` to be lost:
+    /// those holding chunks no other WAL file or backup uses.
+    pub fn wal_only_pack_files(&self, instance: &str, name: &str) -> Vec<PathBuf> {
+        let mut packs: Vec<String> = self
+            .chunk_ids(
                 "SELECT DISTINCT chunk_id FROM wal_chunks WHERE instance = ? AND name = ?
                  AND chunk_id NOT IN (SELECT chunk_id FROM wal_chunks WHERE name <> ?)
                  AND chunk_id NOT IN (SELECT chunk_id FROM part_chunks)",
+                &[instance, name, name],
             )
-            .bind(instance)
-            .bind(name)
-            .bind(name)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect()
-        });
-        ids.iter()
-            .map(|id| {
-                let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-                self.data_dir
-                    .join("store/chunks")
-                    .join(&hex[..2])
-                    .join(&hex)
-            })
-            .collect()
+            .iter()
+            .map(|h| self.chunk_place(h).pack)
+            .collect();
+        packs.sort();
+        packs.dedup();
+        packs.iter().map(|p| self.fs_pack_path(p)).collect()
     }
 
     /// Ids (hex) of chunks that only part `part` of backup `backup` uses.
     pub fn part_only_chunks(&self, backup: i64, part: &str) -> Vec<String> {
-        use sqlx::Row;
-        let db = self.data_dir.join("catalog.db");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .read_only(true);
-            let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-            sqlx::query(
-                "SELECT DISTINCT chunk_id FROM part_chunks WHERE backup_id = ? AND part = ?
-                 AND chunk_id NOT IN (SELECT chunk_id FROM part_chunks WHERE backup_id <> ? OR part <> ?)
-                 AND chunk_id NOT IN (SELECT chunk_id FROM wal_chunks)",
-            )
-            .bind(backup)
-            .bind(part)
-            .bind(backup)
-            .bind(part)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<Vec<u8>, _>(0).iter().map(|b| format!("{b:02x}")).collect())
-            .collect()
-        })
+        let b = backup.to_string();
+        self.chunk_ids(
+            "SELECT DISTINCT chunk_id FROM part_chunks WHERE backup_id = ? AND part = ?
+             AND chunk_id NOT IN (SELECT chunk_id FROM part_chunks WHERE backup_id <> ? OR part <> ?)
+             AND chunk_id NOT IN (SELECT chunk_id FROM wal_chunks)",
+            &[&b, part, &b, part],
+        )
+    }
+
+    /// Where the filesystem store keeps pack `name`.
+    pub fn fs_pack_path(&self, name: &str) -> PathBuf {
+        self.data_dir
+            .join("store/packs")
+            .join(&name[..2])
+            .join(name)
     }
 
     /// GET /metrics; returns the Prometheus text.
@@ -217,10 +250,10 @@ impl Controller {
             .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     }
 
-    /// Paths of every chunk file in the filesystem store.
-    pub fn chunk_files(&self) -> Vec<PathBuf> {
+    /// Paths of every pack in the filesystem store.
+    pub fn pack_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let root = self.data_dir.join("store/chunks");
+        let root = self.data_dir.join("store/packs");
         for fan in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             for f in std::fs::read_dir(fan.path())
                 .into_iter()
@@ -233,6 +266,26 @@ impl Controller {
         out.sort();
         out
     }
+}
+
+/// Where a chunk's stored bytes are: `len` bytes at `offset` of pack `pack`.
+#[derive(Debug, Clone)]
+pub struct ChunkPlace {
+    pub hex: String,
+    pub pack: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Flip one bit of the byte at `at` in `path`, as disk or bucket rot would.
+pub fn flip_bit(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes[at as usize] ^= 0x04;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An operator's CLI, configured through a config file like a real one.
@@ -745,6 +798,19 @@ impl Fleet {
             self.agent.daemon.log_text()
         );
         out.json()
+    }
+
+    /// Where pack `name` is stored: in the S3 server's directory, or the controller's.
+    pub fn pack_path(&self, name: &str) -> PathBuf {
+        match &self.s3 {
+            Some(s3) => s3
+                .root
+                .join(crate::s3::BUCKET)
+                .join("fleet/packs")
+                .join(&name[..2])
+                .join(name),
+            None => self.controller.fs_pack_path(name),
+        }
     }
 
     pub fn restore(&self, backup: i64, args: &[&str]) -> crate::fleet::CliOutput {

@@ -113,28 +113,40 @@ impl S3Server {
         out
     }
 
-    /// Stored objects from which `marker` can be read: in the bytes as stored, or in the
-    /// plaintext of an object that is an unencrypted chunk (the object's name is its id).
+    /// Stored objects from which `marker` can be read: in the bytes as stored, or in a
+    /// chunk of a pack whose index and chunks are in plaintext.
     pub fn objects_revealing(&self, marker: &[u8]) -> Vec<PathBuf> {
+        let found = |b: &[u8]| b.windows(marker.len()).any(|w| w == marker);
         self.object_files()
             .into_iter()
             .filter(|p| {
                 let bytes = std::fs::read(p).unwrap();
-                let found = |b: &[u8]| b.windows(marker.len()).any(|w| w == marker);
-                found(&bytes)
-                    || p.file_name()
-                        .and_then(|n| hex_id(&n.to_string_lossy()))
-                        .and_then(|id| tidemark_core::chunk::decode(&id, &bytes).ok())
-                        .is_some_and(|plain| found(&plain))
+                found(&bytes) || readable_chunks(&bytes).iter().any(|c| found(c))
             })
             .collect()
     }
 }
 
-fn hex_id(name: &str) -> Option<tidemark_core::ids::ChunkId> {
-    let bytes: Option<Vec<u8>> = (0..name.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
-        .collect();
-    tidemark_core::ids::ChunkId::from_slice(&bytes?).ok()
+/// The plaintext of every chunk in a pack whose index is readable (an unencrypted store);
+/// none for a sealed pack. Reads the documented layout on its own: chunks, the index of
+/// (id, offset u64, length u32) entries, then index length, entry count and `TMP1`.
+pub fn readable_chunks(pack: &[u8]) -> Vec<Vec<u8>> {
+    let n = pack.len();
+    if n < 12 || &pack[n - 4..] != b"TMP1" {
+        return Vec::new();
+    }
+    let index_len = u32::from_be_bytes(pack[n - 12..n - 8].try_into().unwrap()) as usize;
+    let count = u32::from_be_bytes(pack[n - 8..n - 4].try_into().unwrap()) as usize;
+    if index_len != count * 44 || index_len + 12 > n {
+        return Vec::new();
+    }
+    pack[n - 12 - index_len..n - 12]
+        .chunks_exact(44)
+        .filter_map(|e| {
+            let id = tidemark_core::ids::ChunkId::from_slice(&e[..32]).ok()?;
+            let offset = u64::from_be_bytes(e[32..40].try_into().unwrap()) as usize;
+            let len = u32::from_be_bytes(e[40..44].try_into().unwrap()) as usize;
+            tidemark_core::chunk::decode(&id, pack.get(offset..offset + len)?).ok()
+        })
+        .collect()
 }

@@ -238,7 +238,7 @@ expect = "equals:999"
     // The segment holding the second batch is lost from the store: recovery to a point
     // after it cannot get there, and the drill says which segment.
     let lost = &segments[1];
-    let files = f.controller.wal_only_chunk_files("demo-pg", lost);
+    let files = f.controller.wal_only_pack_files("demo-pg", lost);
     assert!(!files.is_empty());
     for p in &files {
         std::fs::remove_file(p).unwrap();

@@ -86,8 +86,18 @@ fn an_encrypted_store_holds_no_plaintext_and_restores_across_a_key_rotation() {
         Vec::<std::path::PathBuf>::new()
     );
     for o in &objects {
-        let head = std::fs::read(o).unwrap();
-        assert_eq!(&head[..4], b"TMX1", "{} is not sealed", o.display());
+        let bytes = std::fs::read(o).unwrap();
+        assert_eq!(
+            &bytes[..4],
+            b"TMX1",
+            "{} does not start sealed",
+            o.display()
+        );
+        assert!(
+            tidemark_tests::s3::readable_chunks(&bytes).is_empty(),
+            "{}: its index is readable",
+            o.display()
+        );
     }
     f.dir.keep_if_asked();
 }
@@ -108,6 +118,11 @@ fn a_store_cannot_switch_between_plaintext_and_encrypted() {
     // The control for the test above: an unencrypted store does show the marker.
     let s3 = f.s3.as_ref().unwrap();
     assert!(!s3.objects_revealing(MARKER.as_bytes()).is_empty());
+    assert!(
+        s3.object_files().iter().all(|o| {
+            !tidemark_tests::s3::readable_chunks(&std::fs::read(o).unwrap()).is_empty()
+        })
+    );
 
     let config = f.dir.path().join("controller.toml");
     let text = std::fs::read_to_string(&config).unwrap();

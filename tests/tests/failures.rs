@@ -124,19 +124,16 @@ fn a_chunk_corrupted_on_disk_makes_restore_refuse_and_name_it() {
     assert_eq!(code, 0, "{b}");
     let id = b["id"].as_i64().unwrap();
 
-    // Flip one byte in the middle of every stored chunk.
-    let files = f.controller.chunk_files();
-    assert!(files.len() >= 3, "expected several chunks, found {files:?}");
-    for path in &files {
-        let mut bytes = std::fs::read(path).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x01;
-        std::fs::write(path, bytes).unwrap();
+    // Flip one bit in the middle of every stored chunk (each in its pack).
+    let chunks = f.controller.stored_chunks();
+    assert!(
+        chunks.len() >= 3,
+        "expected several chunks, found {chunks:?}"
+    );
+    for c in &chunks {
+        tidemark_tests::fleet::flip_bit(&f.controller.fs_pack_path(&c.pack), c.offset + c.len / 2);
     }
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<&str> = chunks.iter().map(|c| c.hex.as_str()).collect();
 
     let out = f.restore(id, &["--into-database", "app_copy"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
@@ -152,7 +149,8 @@ fn a_chunk_corrupted_on_disk_makes_restore_refuse_and_name_it() {
         f.pg.try_sql("app_copy", "SELECT 1").is_err(),
         "the partly restored database must be dropped"
     );
-    // The bad chunk was quarantined; a second attempt is refused before anything starts.
+    // The bad chunk no longer counts as stored; a second attempt is refused before anything
+    // starts.
     let out = f.restore(id, &["--into-database", "app_copy2"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(

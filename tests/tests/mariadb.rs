@@ -583,7 +583,7 @@ expect = "nonzero"
     // The binlog holding the second marker is lost from the store: a drill past it fails,
     // and says which file.
     let lost = &files[1];
-    let chunks = f.controller.wal_only_chunk_files("demo-mariadb", lost);
+    let chunks = f.controller.wal_only_pack_files("demo-mariadb", lost);
     assert!(!chunks.is_empty());
     for p in &chunks {
         std::fs::remove_file(p).unwrap();

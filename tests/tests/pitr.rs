@@ -457,7 +457,7 @@ fn archiving_catches_up_after_a_controller_outage_and_a_lost_segment_is_a_gap() 
     // A segment whose stored data is lost: fetching it fails hard (never "not found"), the
     // window ends before it, and a restore past it is refused.
     let lost = &segs[1];
-    let files = f.controller.wal_only_chunk_files("demo-pg", lost);
+    let files = f.controller.wal_only_pack_files("demo-pg", lost);
     assert!(!files.is_empty(), "no chunk of {lost} is its own");
     for c in &files {
         std::fs::remove_file(c).unwrap();

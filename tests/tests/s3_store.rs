@@ -35,24 +35,26 @@ fn backups_round_trip_through_s3() {
     f.base_backup();
     let s3 = f.s3.as_ref().unwrap();
     let objects = s3.object_files();
-    assert!(objects.len() > 10, "{objects:?}");
+    assert!(objects.len() >= 3, "{objects:?}");
     assert!(
         objects
             .iter()
-            .all(|p| p.to_string_lossy().contains("/tidemark/fleet/chunks/")),
+            .all(|p| p.to_string_lossy().contains("/tidemark/fleet/packs/")),
         "{objects:?}"
     );
     assert!(
-        f.controller.chunk_files().is_empty(),
+        f.controller.pack_files().is_empty(),
         "nothing goes to the controller's disk"
     );
-    // What S3 bills is counted.
+    // What S3 bills is counted: one PUT per pack, each pack holding many chunks.
     let puts = f
         .controller
         .metric("tidemark_store_requests_total{op=\"put\"}");
+    assert_eq!(puts as usize, objects.len(), "one PUT per pack");
+    let chunks = f.controller.stored_chunks().len();
     assert!(
-        puts as usize >= objects.len(),
-        "{puts} PUTs for {} objects",
+        chunks > 2 * objects.len(),
+        "{chunks} chunks in {} packs",
         objects.len()
     );
     f.dir.keep_if_asked();

@@ -257,7 +257,7 @@ fn a_chunk_whose_bytes_do_not_match_its_id_is_rejected() {
         e.message()
     );
     assert!(
-        f.controller.chunk_files().is_empty(),
+        f.controller.pack_files().is_empty(),
         "nothing may be stored for a rejected chunk"
     );
     let b = f.admin.json(&["backups", "show", &backup.to_string()]);
@@ -276,13 +276,8 @@ fn an_agent_cannot_probe_or_reference_chunks_another_agent_stored() {
     let f = Fleet::start("chunkowners");
     let (b, code) = f.backup();
     assert_eq!(code, 0, "{b}");
-    let file = f
-        .controller
-        .chunk_files()
-        .into_iter()
-        .next()
-        .expect("a stored chunk");
-    let theirs = hex_id(&file);
+    let stored = f.controller.stored_chunks();
+    let theirs = hex_id(&stored.first().expect("a stored chunk").hex);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     let mut db1 = raw_agent(&f, "agent:db1", &rt);
@@ -330,9 +325,8 @@ fn an_agent_cannot_probe_or_reference_chunks_another_agent_stored() {
     assert!(e.message().contains("never uploaded"), "{}", e.message());
 }
 
-fn hex_id(path: &std::path::Path) -> Vec<u8> {
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    name.parse::<ChunkId>().unwrap().0.to_vec()
+fn hex_id(hex: &str) -> Vec<u8> {
+    hex.parse::<ChunkId>().unwrap().0.to_vec()
 }
 
 fn fetch(

@@ -2,22 +2,7 @@
 //! found, the backups that used them are marked corrupt with the reason, and restores
 //! refuse them. On the filesystem store, on S3, and on a store encrypted at rest.
 
-use std::path::PathBuf;
-
-use tidemark_tests::fleet::{Fleet, FleetOpts};
-
-/// Where the store keeps chunk `hex`.
-fn object(f: &Fleet, hex: &str) -> PathBuf {
-    let rel = format!("chunks/{}/{hex}", &hex[..2]);
-    match &f.s3 {
-        Some(s3) => s3
-            .root
-            .join(tidemark_tests::s3::BUCKET)
-            .join("fleet")
-            .join(rel),
-        None => f.controller.data_dir.join("store").join(rel),
-    }
-}
+use tidemark_tests::fleet::{Fleet, FleetOpts, flip_bit};
 
 fn scenario(label: &str, s3: bool, encrypted: bool) {
     let f = Fleet::build(&FleetOpts {
@@ -48,21 +33,21 @@ fn scenario(label: &str, s3: bool, encrypted: bool) {
     assert!(v["chunks_checked"].as_u64().unwrap() > 5, "{v}");
     assert_eq!(v["chunks_checked"], v["chunks_total"], "{v}");
 
-    // One bit of a chunk only the logical dump uses; one object only the base backup uses.
+    // One bit of a chunk only the logical dump uses; the pack of a chunk only the base
+    // backup uses (every chunk in that pack is lost with it).
     let flipped = f.controller.part_only_chunks(l, "db:shop")[0].clone();
-    let path = object(&f, &flipped);
-    let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x04;
-    std::fs::write(&path, bytes).unwrap();
+    let place = f.controller.chunk_place(&flipped);
+    flip_bit(&f.pack_path(&place.pack), place.offset + place.len / 2);
     let deleted = f.controller.part_only_chunks(b, "base")[0].clone();
-    std::fs::remove_file(object(&f, &deleted)).unwrap();
+    let lost_pack = f.controller.chunk_place(&deleted).pack;
+    let lost = f.controller.pack_chunks(&lost_pack);
+    std::fs::remove_file(f.pack_path(&lost_pack)).unwrap();
 
     let out = f.admin.run(&["verify", "--output", "json"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let v = out.json();
     let bad = v["bad"].as_array().unwrap();
-    assert_eq!(bad.len(), 2, "{v}");
+    assert_eq!(bad.len(), 1 + lost.len(), "{v}");
     let find = |hex: &str| {
         bad.iter()
             .find(|x| x["chunk"] == hex)
@@ -77,6 +62,9 @@ fn scenario(label: &str, s3: bool, encrypted: bool) {
     assert_eq!(find(&flipped)["backups"], serde_json::json!([l]), "{v}");
     assert_eq!(find(&deleted)["problem"], "missing", "{v}");
     assert_eq!(find(&deleted)["backups"], serde_json::json!([b]), "{v}");
+    for hex in &lost {
+        assert_eq!(find(hex)["problem"], "missing", "{v}");
+    }
     assert_eq!(v["backups_marked"], 2, "{v}");
 
     // Both backups read as corrupt, with the reason; restores refuse them.
@@ -125,7 +113,7 @@ fn scenario(label: &str, s3: bool, encrypted: bool) {
     assert_eq!(out.code, 1, "{}", out.stderr);
     let v = out.json();
     let bad = v["bad"].as_array().unwrap();
-    assert_eq!(bad.len(), 2, "{v}");
+    assert_eq!(bad.len(), 1 + lost.len(), "{v}");
     assert!(bad.iter().all(|x| x["problem"] == "lost earlier"), "{v}");
     assert_eq!(v["backups_marked"], 0, "{v}");
     f.dir.keep_if_asked();
@@ -184,7 +172,8 @@ fn verification_runs_on_a_schedule_and_a_damaged_store_fails_it() {
 
     let l = logical["id"].as_i64().unwrap();
     let hex = f.controller.part_only_chunks(l, "db:shop")[0].clone();
-    std::fs::remove_file(object(&f, &hex)).unwrap();
+    let place = f.controller.chunk_place(&hex);
+    flip_bit(&f.pack_path(&place.pack), place.offset + place.len / 2);
     let bad = tidemark_tests::process::wait_for(
         "a verification to find the damage",
         std::time::Duration::from_secs(60),

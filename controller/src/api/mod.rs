@@ -75,7 +75,8 @@ impl State {
     /// from the catalog, so that it is no longer offered for dedup and a later upload of the
     /// same content heals it.
     pub async fn read_chunk(&self, id: &ChunkId) -> ApiResult<VerifiedChunk> {
-        match verified::get(self.store.as_ref(), id).await {
+        let pack = self.catalog.chunk_location(id).await?.flatten();
+        match verified::get(self.store.as_ref(), self.keys.as_deref(), id, pack.as_ref()).await {
             Ok(c) => Ok(c),
             Err(e @ (ReadError::Missing(_) | ReadError::Corrupt { .. })) => {
                 self.catalog.forget_chunk(id).await?;

@@ -4,7 +4,7 @@
 //! part counts as stored only when that digest, the byte count and the chunk count all match
 //! the agent's trailer. The response is the agent's durable acknowledgement.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -18,9 +18,12 @@ use tonic::Streaming;
 use super::State;
 use super::error::{ApiError, ApiResult};
 use crate::catalog::{ManifestEntry, NewChunk, PartStats};
+use crate::pack::{PackBuilder, PackLoc};
+use crate::store::verified;
 
-/// Manifest lines are committed to the catalog in batches of this many.
-const MANIFEST_BATCH: usize = 64;
+/// Manifest lines are committed to the catalog in batches of this many at most (a batch
+/// ends sooner when its pack is full).
+const MANIFEST_BATCH: usize = 1024;
 /// Chunks being checked and stored at once, per upload (each holds up to 8 MiB).
 const IN_FLIGHT: usize = 4;
 
@@ -50,6 +53,11 @@ pub(super) struct ChunkReceiver {
     stats: PartStats,
     pending: Vec<ManifestEntry>,
     pending_new: Vec<NewChunk>,
+    /// New chunks waiting to be stored together.
+    pack: PackBuilder,
+    /// Chunks this upload stored, and where (the catalog learns of them at the next flush,
+    /// or, for a WAL file, when the caller commits).
+    packed: HashMap<ChunkId, PackLoc>,
     pub(super) sink: Sink,
 }
 
@@ -196,52 +204,50 @@ impl Drop for UploadClaim<'_> {
     }
 }
 
-/// A chunk checked against its id and durably stored, or found intact in the store.
+/// A chunk checked against its id: new bytes from the agent, or a stored copy found intact.
 struct Checked {
     id: ChunkId,
     plaintext: Vec<u8>,
-    /// Set when the agent sent the bytes (not a dedup reference).
-    new: Option<NewChunk>,
-    newly_stored: bool,
+    /// The encoded bytes the agent sent (None for a dedup reference): they go into a pack.
+    encoded: Option<Vec<u8>>,
 }
 
-/// Verify one uploaded chunk and store it. Runs concurrently with its neighbours, so that
-/// decoding, hashing and fsync latency overlap; results are taken back in stream order.
-async fn check_and_store(state: Arc<State>, c: EncodedChunk) -> ApiResult<Checked> {
+/// Where the copy a dedup reference points at is.
+enum Copy {
+    /// In this upload's pack, not yet stored: its encoded bytes.
+    Pending(Vec<u8>),
+    /// Stored by this upload, not yet in the catalog.
+    Packed(PackLoc),
+    /// Wherever the catalog says.
+    Catalog,
+}
+
+/// Verify one uploaded chunk. Runs concurrently with its neighbours, so that decoding,
+/// hashing and store reads overlap; results are taken back in stream order.
+async fn check(state: Arc<State>, c: EncodedChunk, copy: Copy) -> ApiResult<Checked> {
     let id = ChunkId::from_slice(&c.id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let checked = if c.data.is_empty() {
         // A dedup hit: the agent trusts our copy, so check it is really there and intact.
-        let stored = state.read_chunk(&id).await?;
-        Checked {
-            id,
-            plaintext: stored.plaintext,
-            new: None,
-            newly_stored: false,
-        }
-    } else {
-        let data = c.data;
-        let (data, decoded) = tokio::task::spawn_blocking(move || {
-            let decoded = chunk::decode(&id, &data);
-            (data, decoded)
-        })
-        .await
-        .map_err(|e| ApiError::InvalidArgument(format!("decoding chunk {id}: {e}")))?;
-        let plaintext = decoded.map_err(|e| {
-            ApiError::InvalidArgument(format!(
-                "{e}; the chunk was rejected, nothing was stored for it"
-            ))
-        })?;
-        let newly_stored = state.store.put(&id, &data).await?;
-        let new = NewChunk {
-            id,
-            raw_len: plaintext.len() as u32,
-            stored_len: data.len() as u64,
+        let plaintext = match copy {
+            Copy::Pending(encoded) => decode(id, encoded).await?.1,
+            Copy::Packed(loc) => {
+                verified::get(state.store.as_ref(), state.keys.as_deref(), &id, Some(&loc))
+                    .await?
+                    .plaintext
+            }
+            Copy::Catalog => state.read_chunk(&id).await?.plaintext,
         };
         Checked {
             id,
             plaintext,
-            new: Some(new),
-            newly_stored,
+            encoded: None,
+        }
+    } else {
+        let (encoded, plaintext) = decode(id, c.data).await?;
+        Checked {
+            id,
+            plaintext,
+            encoded: Some(encoded),
         }
     };
     if checked.plaintext.len() != c.raw_len as usize {
@@ -252,6 +258,22 @@ async fn check_and_store(state: Arc<State>, c: EncodedChunk) -> ApiResult<Checke
         )));
     }
     Ok(checked)
+}
+
+/// Decode an encoded chunk against its id, off the async threads.
+async fn decode(id: ChunkId, encoded: Vec<u8>) -> ApiResult<(Vec<u8>, Vec<u8>)> {
+    let (encoded, decoded) = tokio::task::spawn_blocking(move || {
+        let decoded = chunk::decode(&id, &encoded);
+        (encoded, decoded)
+    })
+    .await
+    .map_err(|e| ApiError::InvalidArgument(format!("decoding chunk {id}: {e}")))?;
+    let plaintext = decoded.map_err(|e| {
+        ApiError::InvalidArgument(format!(
+            "{e}; the chunk was rejected, nothing was stored for it"
+        ))
+    })?;
+    Ok((encoded, plaintext))
 }
 
 async fn joined(task: JoinHandle<ApiResult<Checked>>) -> ApiResult<Checked> {
@@ -282,6 +304,8 @@ impl ChunkReceiver {
             stats: PartStats::default(),
             pending: Vec::new(),
             pending_new: Vec::new(),
+            pack: PackBuilder::default(),
+            packed: HashMap::new(),
             sink,
         }
     }
@@ -324,8 +348,9 @@ impl ChunkReceiver {
                         self.absorb(joined(done).await?).await?;
                     }
                     self.check_reference(&c).await?;
+                    let copy = self.copy_of(&c);
                     let id = c.id.clone();
-                    in_flight.push_back((id, tokio::spawn(check_and_store(self.state.clone(), c))));
+                    in_flight.push_back((id, tokio::spawn(check(self.state.clone(), c, copy))));
                 }
                 Some(Msg::Trailer(t)) => {
                     while let Some((_, done)) = in_flight.pop_front() {
@@ -365,16 +390,38 @@ impl ChunkReceiver {
         }
     }
 
+    /// Where the copy a dedup reference in this upload points at is.
+    fn copy_of(&self, c: &EncodedChunk) -> Copy {
+        if !c.data.is_empty() {
+            return Copy::Catalog;
+        }
+        let Ok(id) = ChunkId::from_slice(&c.id) else {
+            return Copy::Catalog;
+        };
+        if let Some(encoded) = self.pack.get(&id) {
+            Copy::Pending(encoded.to_vec())
+        } else if let Some(loc) = self.packed.get(&id) {
+            Copy::Packed(loc.clone())
+        } else {
+            Copy::Catalog
+        }
+    }
+
     /// Take a checked chunk into the part, in stream order.
     async fn absorb(&mut self, checked: Checked) -> Result<(), Failure> {
         self.hasher.update(&checked.plaintext);
-        if let Some(new) = checked.new {
-            if checked.newly_stored {
+        if let Some(encoded) = checked.encoded {
+            // The same bytes sent twice in one upload are packed once.
+            if self.pack.get(&checked.id).is_none() && !self.packed.contains_key(&checked.id) {
                 self.stats.new_chunks += 1;
-                self.stats.new_bytes += new.stored_len;
+                self.pending_new.push(NewChunk {
+                    id: checked.id,
+                    raw_len: checked.plaintext.len() as u32,
+                    stored_len: 0,
+                    pack: None,
+                });
+                self.pack.add(checked.id, encoded);
             }
-            // Recorded even when another backup stored it first: the row is idempotent.
-            self.pending_new.push(new);
         }
         self.pending.push(ManifestEntry {
             seq: self.stats.chunks,
@@ -383,13 +430,31 @@ impl ChunkReceiver {
         });
         self.stats.chunks += 1;
         self.stats.raw_bytes += checked.plaintext.len() as u64;
-        if self.pending.len() >= MANIFEST_BATCH {
+        if self.pack.is_full() || self.pending.len() >= MANIFEST_BATCH {
             self.flush().await?;
         }
         Ok(())
     }
 
+    /// Store the pack being filled, then record the manifest lines and the chunks' places:
+    /// a line is committed only once every chunk it needs is durable.
     async fn flush(&mut self) -> Result<(), Failure> {
+        if !self.pack.is_empty() {
+            let mut builder = std::mem::take(&mut self.pack);
+            let keys = self.state.keys.clone();
+            let pack = tokio::task::spawn_blocking(move || builder.seal(keys.as_deref()))
+                .await
+                .map_err(|e| ApiError::InvalidArgument(format!("sealing a pack: {e}")))?;
+            self.state.store.put_pack(&pack.name, &pack.bytes).await?;
+            self.stats.new_bytes += pack.bytes.len() as u64;
+            for (id, loc) in pack.chunks {
+                if let Some(n) = self.pending_new.iter_mut().find(|n| n.id == id) {
+                    n.stored_len = u64::from(loc.len);
+                    n.pack = Some(loc.clone());
+                }
+                self.packed.insert(id, loc);
+            }
+        }
         match &mut self.sink {
             Sink::Part { backup, part } => {
                 self.state

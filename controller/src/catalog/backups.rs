@@ -63,11 +63,13 @@ pub struct ManifestEntry {
 }
 
 /// A chunk that was newly written to the store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NewChunk {
     pub id: ChunkId,
     pub raw_len: u32,
     pub stored_len: u64,
+    /// Where it is stored: a pack, or (None) an object of its own.
+    pub pack: Option<crate::pack::PackLoc>,
 }
 
 /// Record chunks newly durable in the store, and that `owner` uploaded them (an agent may
@@ -80,13 +82,16 @@ pub(super) async fn record_new_chunks(
     let t = now();
     for c in new_chunks {
         sqlx::query(
-            "INSERT INTO chunks (id, raw_len, stored_len, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO chunks (id, raw_len, stored_len, created_at, pack, pack_offset, pack_len)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(c.id.0.as_slice())
         .bind(c.raw_len as i64)
         .bind(c.stored_len as i64)
         .bind(t)
+        .bind(c.pack.as_ref().map(|p| p.pack.as_str()))
+        .bind(c.pack.as_ref().map(|p| p.offset as i64))
+        .bind(c.pack.as_ref().map(|p| p.len as i64))
         .execute(&mut *conn)
         .await?;
         if let Some(agent) = owner {
@@ -391,6 +396,26 @@ impl Catalog {
 
     /// A chunk was found corrupt or missing: stop vouching for it, so the next upload of the
     /// same content stores it again.
+    /// Where a chunk the catalog holds as stored is: None when it does not hold it,
+    /// Some(None) for a chunk stored as its own object.
+    pub async fn chunk_location(
+        &self,
+        id: &ChunkId,
+    ) -> Result<Option<Option<crate::pack::PackLoc>>> {
+        let row = sqlx::query("SELECT pack, pack_offset, pack_len FROM chunks WHERE id = ?")
+            .bind(id.0.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| {
+            r.get::<Option<String>, _>(0)
+                .map(|pack| crate::pack::PackLoc {
+                    pack,
+                    offset: r.get::<i64, _>(1) as u64,
+                    len: r.get::<i64, _>(2) as u32,
+                })
+        }))
+    }
+
     pub async fn forget_chunk(&self, id: &ChunkId) -> Result<()> {
         sqlx::query("DELETE FROM chunks WHERE id = ?")
             .bind(id.0.as_slice())
@@ -487,6 +512,7 @@ mod tests {
                 id: *id,
                 raw_len: 1,
                 stored_len: 9,
+                pack: None,
             })
             .collect();
         cat.add_manifest(b, "db:app", &entries[..3], &new[..3])

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_verify_schedule.sql")),
     (8, include_str!("migrations/0008_mariadb.sql")),
     (9, include_str!("migrations/0009_keys.sql")),
+    (10, include_str!("migrations/0010_packs.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

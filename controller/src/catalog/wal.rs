@@ -262,6 +262,7 @@ mod tests {
             id,
             raw_len: 16,
             stored_len: 9,
+            pack: None,
         }];
         let f = file("000000010000000000000003", "aa");
         assert_eq!(

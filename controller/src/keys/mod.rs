@@ -5,8 +5,9 @@
 //! so old backups stay readable and nothing is uploaded again.
 //!
 //! A sealed chunk is `"TMX1" ‖ data key id (u32, big-endian) ‖ nonce ‖ ciphertext ‖ tag`,
-//! authenticated together with the chunk's id: damage anywhere, or an object put under
-//! another chunk's name, fails authentication before anything is decompressed.
+//! authenticated together with the chunk's id: damage anywhere, or bytes moved to another
+//! chunk's place, fail authentication before anything is decompressed. Pack indexes are
+//! sealed the same way, bound to their pack's name.
 
 pub mod kek;
 pub mod seal;
@@ -16,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::aead::LessSafeKey;
-use aws_lc_rs::hmac;
 use tidemark_core::ids::ChunkId;
 
 use crate::catalog::{Catalog, CatalogError, DataKeyRow, KekRow, Rotation, now};
@@ -38,8 +38,6 @@ pub enum KeysError {
 struct DataKey {
     raw: RawKey,
     aead: LessSafeKey,
-    /// Derives each chunk's nonce from its content (see [`Keyring::seal_chunk`]).
-    nonce_key: hmac::Key,
 }
 
 /// The unwrapped data keys, and which one seals new chunks.
@@ -51,22 +49,7 @@ struct Ring {
 impl Ring {
     fn add(&mut self, id: u32, raw: RawKey) {
         let aead = raw.aead();
-        let nonce_key = hmac::Key::new(
-            hmac::HMAC_SHA256,
-            hmac::sign(
-                &hmac::Key::new(hmac::HMAC_SHA256, &raw.0),
-                b"tidemark chunk nonces",
-            )
-            .as_ref(),
-        );
-        self.keys.insert(
-            id,
-            DataKey {
-                raw,
-                aead,
-                nonce_key,
-            },
-        );
+        self.keys.insert(id, DataKey { raw, aead });
         self.active = self.active.max(id);
     }
 }
@@ -124,25 +107,9 @@ impl Keyring {
         self.ring.read().expect("keyring lock").active
     }
 
-    /// Seal an encoded chunk under the active data key. The nonce is a keyed hash of the
-    /// chunk's name and bytes (a synthetic IV): the same bytes always seal the same way, so
-    /// a repeated put is recognised as one by any store, and two different byte strings
-    /// share a nonce only by a 96-bit collision, as with random nonces.
+    /// Seal an encoded chunk under the active data key, bound to its id.
     pub fn seal_chunk(&self, id: &ChunkId, encoded: &[u8]) -> Vec<u8> {
-        let ring = self.ring.read().expect("keyring lock");
-        let key = &ring.keys[&ring.active];
-        let mut out = Vec::with_capacity(CHUNK_HEADER + OVERHEAD + encoded.len());
-        out.extend_from_slice(CHUNK_MAGIC);
-        out.extend_from_slice(&ring.active.to_be_bytes());
-        let aad = chunk_aad(&out, id);
-        let mut mac = hmac::Context::with_key(&key.nonce_key);
-        mac.update(&aad);
-        mac.update(encoded);
-        let nonce = mac.sign().as_ref()[..seal::NONCE_LEN]
-            .try_into()
-            .expect("HMAC-SHA256 is longer than a nonce");
-        seal::seal_into(&key.aead, nonce, &aad, encoded, &mut out);
-        out
+        self.seal(encoded, |header| chunk_aad(header, id))
     }
 
     /// The encoded chunk inside a sealed object, or why it cannot be had.
@@ -150,18 +117,27 @@ impl Keyring {
         self.open_sealed(sealed, |header| chunk_aad(header, id))
     }
 
-    /// Seal a pack's index (random nonce), bound to the pack's name.
+    /// Seal a pack's index, bound to the pack's name.
     pub fn seal_index(&self, pack: &str, index: &[u8]) -> Vec<u8> {
+        self.seal(index, |header| index_aad(header, pack))
+    }
+
+    /// `"TMX1" ‖ data key id ‖ nonce ‖ ciphertext ‖ tag` under the active data key, with a
+    /// random nonce (2^32 seals per key keep the chance of a repeat negligible; a data key
+    /// seals one chunk per MiB stored, and rotation starts a new one).
+    fn seal(&self, plaintext: &[u8], aad: impl FnOnce(&[u8]) -> Vec<u8>) -> Vec<u8> {
         let ring = self.ring.read().expect("keyring lock");
         let key = &ring.keys[&ring.active];
-        let mut out = Vec::with_capacity(CHUNK_HEADER + OVERHEAD + index.len());
+        let mut out = Vec::with_capacity(CHUNK_HEADER + OVERHEAD + plaintext.len());
         out.extend_from_slice(CHUNK_MAGIC);
         out.extend_from_slice(&ring.active.to_be_bytes());
-        let aad = index_aad(&out, pack);
-        seal::seal_into(&key.aead, seal::random(), &aad, index, &mut out);
+        let aad = aad(&out);
+        seal::seal_into(&key.aead, seal::random(), &aad, plaintext, &mut out);
         out
     }
 
+    /// Open a pack's index, which is bound to the pack's name.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn open_index(&self, pack: &str, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
         self.open_sealed(sealed, |header| index_aad(header, pack))
     }

@@ -17,16 +17,10 @@ async fn a_new_store_gets_a_kek_file_and_its_chunks_read_back_after_a_restart() 
     let sealed = ring.seal_chunk(&id, &body);
     assert_eq!(&sealed[..4], b"TMX1");
     assert!(!sealed.windows(32).any(|w| w == &body[..32]));
-    assert_eq!(
+    assert_ne!(
         sealed,
         ring.seal_chunk(&id, &body),
-        "a chunk seals the same way twice"
-    );
-    let (id2, body2) = chunk(9);
-    assert_ne!(
-        ring.seal_chunk(&id2, &body2)[8..20],
-        sealed[8..20],
-        "other bytes, another nonce"
+        "a fresh nonce each time"
     );
 
     let again = Keyring::open(&cat, true, &dir).await.unwrap().unwrap();

@@ -1,4 +1,5 @@
-//! A content-addressed store on a local filesystem: `chunks/ab/abcdef…`.
+//! A content-addressed store on a local filesystem: packs in `packs/ab/abcdef…`, and chunks
+//! stored before packs existed in `chunks/ab/abcdef…`.
 //!
 //! A chunk becomes visible only complete and durable: it is written to a temp file, fsynced,
 //! renamed into place and the directory fsynced. A crash leaves at most a stray temp file,
@@ -24,20 +25,22 @@ pub struct FsStore {
 
 impl FsStore {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in ["chunks", "tmp", "quarantine"] {
+        for dir in ["chunks", "packs", "tmp", "quarantine"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| StoreError::io(p.display(), e))?;
         }
         // All 256 fan-out directories exist and are durable from the start, so a put never
         // depends on another put's directory creation having reached the disk.
-        let chunks = root.join("chunks");
-        for b in 0..=255u8 {
-            let d = chunks.join(format!("{b:02x}"));
-            if !d.exists() {
-                fs::create_dir(&d).map_err(|e| StoreError::io(d.display(), e))?;
+        for top in ["chunks", "packs"] {
+            let top = root.join(top);
+            for b in 0..=255u8 {
+                let d = top.join(format!("{b:02x}"));
+                if !d.exists() {
+                    fs::create_dir(&d).map_err(|e| StoreError::io(d.display(), e))?;
+                }
             }
+            sync_dir(&top)?;
         }
-        sync_dir(&chunks)?;
         sync_dir(root)?;
         // Temp files left by a crash are never referenced; clear them.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
@@ -97,6 +100,64 @@ impl FsStore {
         sync_dir(dir)?;
         Ok(true)
     }
+}
+
+impl FsStore {
+    /// Where pack `name` lives. Names are the controller's own random hex; anything else
+    /// is refused rather than joined into a path.
+    pub fn pack_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        if name.len() != 32 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::io(
+                format!("pack {name:?}"),
+                std::io::Error::new(ErrorKind::InvalidInput, "not a pack name"),
+            ));
+        }
+        Ok(self.root.join("packs").join(&name[..2]).join(name))
+    }
+
+    fn put_pack_blocking(&self, path: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("pack-{name}.{}.{seq}", std::process::id()));
+        let io = |e| StoreError::io(tmp.display(), e);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        // A hard link, unlike a rename, never replaces: a pack is written once.
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(super::pack_exists(name)),
+            other => other.map_err(|e| StoreError::io(path.display(), e)),
+        }?;
+        sync_dir(path.parent().expect("pack path has a parent"))
+    }
+}
+
+fn read_range(path: &Path, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, StoreError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| StoreError::io(path.display(), e);
+    let mut f = match File::open(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(StoreError::PackNotFound(name.to_string()));
+        }
+        other => other.map_err(io)?,
+    };
+    let size = f.metadata().map_err(io)?.len();
+    if offset + u64::from(len) > size {
+        return Err(super::short_pack(name, size, offset, len));
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut out = vec![0; len as usize];
+    f.read_exact(&mut out).map_err(io)?;
+    Ok(out)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -176,16 +237,57 @@ impl ChunkStore for FsStore {
     }
 
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
-        let path = self.chunk_path(id);
+        remove_durably(self.chunk_path(id)).await
+    }
+
+    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.pack_path(name)?;
+        let (this, name, bytes) = (self.clone(), name.to_string(), bytes.to_vec());
+        blocking(move || this.put_pack_blocking(&path, &name, &bytes)).await
+    }
+
+    async fn get_pack_range(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = self.pack_path(name)?;
+        let name = name.to_string();
+        blocking(move || read_range(&path, &name, offset, len)).await
+    }
+
+    async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+        let packs = self.root.join("packs");
         blocking(move || {
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-                other => other.map_err(|e| StoreError::io(path.display(), e))?,
+            let mut out = Vec::new();
+            for fan in fs::read_dir(&packs).map_err(|e| StoreError::io(packs.display(), e))? {
+                let dir = fan.map_err(|e| StoreError::io(packs.display(), e))?.path();
+                for f in fs::read_dir(&dir).map_err(|e| StoreError::io(dir.display(), e))? {
+                    let f = f.map_err(|e| StoreError::io(dir.display(), e))?;
+                    out.push(f.file_name().to_string_lossy().into_owned());
+                }
             }
-            sync_dir(path.parent().expect("chunk path has a parent"))
+            Ok(out)
         })
         .await
     }
+
+    async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
+        remove_durably(self.pack_path(name)?).await
+    }
+}
+
+/// Remove a file (absent is fine) and make the removal durable.
+async fn remove_durably(path: PathBuf) -> Result<(), StoreError> {
+    blocking(move || {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(|e| StoreError::io(path.display(), e))?,
+        }
+        sync_dir(path.parent().expect("store path has a parent"))
+    })
+    .await
 }
 
 #[cfg(test)]

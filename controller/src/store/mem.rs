@@ -11,6 +11,7 @@ use super::{ChunkStore, StoreError};
 #[derive(Default)]
 pub struct MemStore {
     chunks: Mutex<HashMap<ChunkId, Vec<u8>>>,
+    packs: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 #[async_trait]
@@ -50,6 +51,51 @@ impl ChunkStore for MemStore {
         self.chunks.lock().unwrap().remove(id);
         Ok(())
     }
+
+    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut packs = self.packs.lock().unwrap();
+        if packs.contains_key(name) {
+            return Err(super::pack_exists(name));
+        }
+        packs.insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    async fn get_pack_range(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let packs = self.packs.lock().unwrap();
+        let pack = packs
+            .get(name)
+            .ok_or_else(|| StoreError::PackNotFound(name.to_string()))?;
+        slice_range(name, pack, offset, len).map(<[u8]>::to_vec)
+    }
+
+    async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.packs.lock().unwrap().keys().cloned().collect())
+    }
+
+    async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
+        self.packs.lock().unwrap().remove(name);
+        Ok(())
+    }
+}
+
+/// `len` bytes at `offset` of a pack held whole, or damage when it is too short.
+fn slice_range<'a>(
+    name: &str,
+    pack: &'a [u8],
+    offset: u64,
+    len: u32,
+) -> Result<&'a [u8], StoreError> {
+    let end = offset + u64::from(len);
+    if end > pack.len() as u64 {
+        return Err(super::short_pack(name, pack.len() as u64, offset, len));
+    }
+    Ok(&pack[offset as usize..end as usize])
 }
 
 impl MemStore {

@@ -41,12 +41,7 @@ impl<S: ChunkStore> Retrying<S> {
         Self { inner, policy }
     }
 
-    async fn run<T, F, Fut>(
-        &self,
-        op: &'static str,
-        id: Option<&ChunkId>,
-        f: F,
-    ) -> Result<T, StoreError>
+    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, f: F) -> Result<T, StoreError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
@@ -58,7 +53,7 @@ impl<S: ChunkStore> Retrying<S> {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::Timeout {
                     op,
-                    key: id.map(|i| i.to_hex()).unwrap_or_default(),
+                    key: key.to_string(),
                     after: self.policy.timeout,
                 }),
             };
@@ -78,33 +73,91 @@ impl<S: ChunkStore> Retrying<S> {
 #[async_trait]
 impl<S: ChunkStore> ChunkStore for Retrying<S> {
     async fn put(&self, id: &ChunkId, encoded: &[u8]) -> Result<bool, StoreError> {
-        self.run("put", Some(id), || self.inner.put(id, encoded))
+        self.run("put", &id.to_hex(), || self.inner.put(id, encoded))
             .await
     }
 
     async fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        self.run("get", Some(id), || self.inner.get(id)).await
+        self.run("get", &id.to_hex(), || self.inner.get(id)).await
     }
 
     async fn exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.run("exists", Some(id), || self.inner.exists(id)).await
+        self.run("exists", &id.to_hex(), || self.inner.exists(id))
+            .await
     }
 
     async fn quarantine(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.run("quarantine", Some(id), || self.inner.quarantine(id))
+        self.run("quarantine", &id.to_hex(), || self.inner.quarantine(id))
             .await
     }
 
     async fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.run("list", None, || self.inner.list()).await
+        self.run("list", "", || self.inner.list()).await
     }
 
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.run("delete", Some(id), || self.inner.delete(id)).await
+        self.run("delete", &id.to_hex(), || self.inner.delete(id))
+            .await
+    }
+
+    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        // A retried PUT whose first try did land finds the name taken; it holds these bytes.
+        let tried = std::sync::atomic::AtomicBool::new(false);
+        self.run("put pack", name, || {
+            let again = tried.swap(true, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                match self.inner.put_pack(name, bytes).await {
+                    Err(StoreError::Io { source, .. })
+                        if again && source.kind() == std::io::ErrorKind::AlreadyExists =>
+                    {
+                        self.confirm_pack(name, bytes).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn get_pack_range(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.run("get pack", name, || {
+            self.inner.get_pack_range(name, offset, len)
+        })
+        .await
+    }
+
+    async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+        self.run("list packs", "", || self.inner.list_packs()).await
+    }
+
+    async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
+        self.run("delete pack", name, || self.inner.delete_pack(name))
+            .await
     }
 
     fn requests(&self) -> Vec<(&'static str, u64)> {
         self.inner.requests()
+    }
+}
+
+impl<S: ChunkStore> Retrying<S> {
+    /// After a retried pack PUT found its name taken: the earlier try landed if the stored
+    /// pack is these very bytes (pack names are random, so nobody else wrote it).
+    async fn confirm_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let stored = self
+            .inner
+            .get_pack_range(name, 0, bytes.len() as u32)
+            .await?;
+        if stored == bytes {
+            Ok(())
+        } else {
+            Err(super::pack_exists(name))
+        }
     }
 }
 
@@ -114,32 +167,40 @@ mod tests {
     use crate::store::mem::MemStore;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// Fails the first `fail` calls of every operation with `error`.
+    /// Fails the first `fail` calls of every operation: puts with a 503 (after storing the
+    /// pack when `lands`, as a reply lost on the way back would), reads by hanging.
     struct Flaky {
         inner: MemStore,
         fail: u32,
         calls: AtomicU32,
         transient: bool,
+        lands: bool,
+    }
+
+    impl Flaky {
+        fn failing(&self) -> bool {
+            self.calls.fetch_add(1, Ordering::SeqCst) < self.fail
+        }
+
+        fn slow_down(&self, key: String) -> StoreError {
+            StoreError::Remote {
+                op: "put",
+                key,
+                message: "503 SlowDown".into(),
+                transient: self.transient,
+            }
+        }
     }
 
     #[async_trait]
     impl ChunkStore for Flaky {
         async fn put(&self, id: &ChunkId, encoded: &[u8]) -> Result<bool, StoreError> {
-            if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
-                return Err(StoreError::Remote {
-                    op: "put",
-                    key: id.to_hex(),
-                    message: "503 SlowDown".into(),
-                    transient: self.transient,
-                });
+            if self.failing() {
+                return Err(self.slow_down(id.to_hex()));
             }
             self.inner.put(id, encoded).await
         }
         async fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-            if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
-                // Hangs: the per-try deadline must cut it off.
-                std::future::pending::<()>().await;
-            }
             self.inner.get(id).await
         }
         async fn exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
@@ -154,6 +215,33 @@ mod tests {
         async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
             self.inner.delete(id).await
         }
+        async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+            if self.failing() {
+                if self.lands {
+                    let _ = self.inner.put_pack(name, bytes).await;
+                }
+                return Err(self.slow_down(name.into()));
+            }
+            self.inner.put_pack(name, bytes).await
+        }
+        async fn get_pack_range(
+            &self,
+            name: &str,
+            offset: u64,
+            len: u32,
+        ) -> Result<Vec<u8>, StoreError> {
+            if self.failing() {
+                // Hangs: the per-try deadline must cut it off.
+                std::future::pending::<()>().await;
+            }
+            self.inner.get_pack_range(name, offset, len).await
+        }
+        async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.list_packs().await
+        }
+        async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
+            self.inner.delete_pack(name).await
+        }
     }
 
     fn policy() -> Policy {
@@ -164,13 +252,14 @@ mod tests {
         }
     }
 
-    fn flaky(fail: u32, transient: bool) -> Retrying<Flaky> {
+    fn flaky(fail: u32, transient: bool, lands: bool) -> Retrying<Flaky> {
         Retrying::new(
             Flaky {
                 inner: MemStore::default(),
                 fail,
                 calls: AtomicU32::new(0),
                 transient,
+                lands,
             },
             policy(),
         )
@@ -178,11 +267,16 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_and_hangs_are_retried_up_to_the_limit() {
-        let id = ChunkId::of(b"x");
-        let s = flaky(2, true);
-        assert!(s.put(&id, b"x").await.unwrap(), "third try succeeds");
-        let s = flaky(3, true);
-        let e = s.put(&id, b"x").await.unwrap_err();
+        let name = crate::pack::new_name();
+        let s = flaky(2, true, false);
+        s.put_pack(&name, b"pack").await.unwrap();
+        assert_eq!(
+            s.inner.calls.load(Ordering::SeqCst),
+            3,
+            "third try succeeds"
+        );
+        let s = flaky(3, true, false);
+        let e = s.put_pack(&name, b"pack").await.unwrap_err();
         assert!(e.to_string().contains("SlowDown"), "{e}");
         assert_eq!(
             s.inner.calls.load(Ordering::SeqCst),
@@ -190,20 +284,37 @@ mod tests {
             "gives up after 3 tries"
         );
         // Two hung reads time out and the third answers.
-        let s = flaky(0, true);
-        s.put(&id, b"x").await.unwrap();
+        let s = flaky(0, true, false);
+        s.put_pack(&name, b"pack").await.unwrap();
         s.inner.calls.store(0, Ordering::SeqCst);
         let s = Retrying::new(Flaky { fail: 2, ..s.inner }, policy());
-        assert_eq!(s.get(&id).await.unwrap(), b"x");
+        assert_eq!(s.get_pack_range(&name, 1, 2).await.unwrap(), b"ac");
+    }
+
+    #[tokio::test]
+    async fn a_pack_put_whose_reply_was_lost_is_confirmed_not_doubted() {
+        let name = crate::pack::new_name();
+        let s = flaky(1, true, true);
+        s.put_pack(&name, b"pack bytes").await.unwrap();
+        assert_eq!(s.get_pack_range(&name, 0, 10).await.unwrap(), b"pack bytes");
+        // But a name taken by other bytes stays an error: a pack is never replaced.
+        let e = s.put_pack(&name, b"other").await.unwrap_err();
+        assert!(e.to_string().contains("never replaced"), "{e}");
     }
 
     #[tokio::test]
     async fn permanent_failures_return_at_once() {
-        let s = flaky(1, false);
-        let e = s.put(&ChunkId::of(b"x"), b"x").await.unwrap_err();
+        let s = flaky(1, false, false);
+        let e = s
+            .put_pack(&crate::pack::new_name(), b"x")
+            .await
+            .unwrap_err();
         assert!(!e.is_transient());
         assert_eq!(s.inner.calls.load(Ordering::SeqCst), 1);
-        let missing = s.get(&ChunkId::of(b"nothing")).await.unwrap_err();
-        assert!(matches!(missing, StoreError::NotFound(_)));
+        let missing = s
+            .get_pack_range(&crate::pack::new_name(), 0, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(missing, StoreError::PackNotFound(_)));
     }
 }
