@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: the chunk store on the controller's filesystem versus S3 (tidemark-test-s3 on
 # loopback), each with encryption at rest off and on: base backup and restore wall time and
-# throughput, and the object-store requests per GiB backed up and restored. Prints a table.
+# throughput, the object-store requests per GiB backed up and restored, and the PUTs per
+# archived WAL segment under pgbench load (with the chunks per segment, which is what one
+# object per chunk would have cost). Prints a table.
 #
 #   tests/bench/store.sh [--scale N] [--dataset pgbench|text]
 #
@@ -34,10 +36,10 @@ if [ -z "$store" ]; then
     done
     echo
     printf '%s dataset, scale %s; requests per GiB of raw data\n\n' "$dataset" "$scale"
-    printf '%-7s %10s %12s %10s %12s %10s %10s %10s %10s\n' store "backup s" "backup MiB/s" "restore s" "restore MiB/s" "PUT/GiB" "HEAD/GiB" "GET/GiB" "stored MiB"
+    printf '%-7s %9s %12s %10s %13s %8s %9s %8s %9s %11s %8s %12s\n' store "backup s" "backup MiB/s" "restore s" "restore MiB/s" "PUT/GiB" "HEAD/GiB" "GET/GiB" "LIST/GiB" "stored MiB" "PUT/WAL" "chunks/WAL"
     for r in "${results[@]}"; do
         # shellcheck disable=SC2086
-        printf '%-7s %10s %12s %10s %12s %10s %10s %10s %10s\n' $r
+        printf '%-7s %9s %12s %10s %13s %8s %9s %8s %9s %11s %8s %12s\n' $r
     done
     exit 0
 fi
@@ -61,12 +63,12 @@ fi
 psql -X -q -c "CHECKPOINT"
 archive_now
 
-put0=$(metric 'tidemark_store_requests_total{op="put"}'); head0=$(metric 'tidemark_store_requests_total{op="head"}')
+put0=$(metric 'tidemark_store_requests_total{op="put"}'); head0=$(metric 'tidemark_store_requests_total{op="head"}'); list0=$(metric 'tidemark_store_requests_total{op="list"}')
 t0=$(now)
 "$bin/tidemark" backup --instance bench-pg --kind base --wait --output json >"$work/base.json"
 t1=$(now)
 grep -q '"status": "complete"' "$work/base.json" || die "the base backup failed: $(cat "$work/base.json")"
-put1=$(metric 'tidemark_store_requests_total{op="put"}'); head1=$(metric 'tidemark_store_requests_total{op="head"}')
+put1=$(metric 'tidemark_store_requests_total{op="put"}'); head1=$(metric 'tidemark_store_requests_total{op="head"}'); list1=$(metric 'tidemark_store_requests_total{op="list"}')
 raw=$(field raw_bytes "$work/base.json")
 stored=$(field new_bytes "$work/base.json")
 t_backup=$(elapsed "$t0" "$t1")
@@ -80,6 +82,22 @@ t1=$(now)
 get1=$(metric 'tidemark_store_requests_total{op="get"}')
 t_restore=$(elapsed "$t0" "$t1")
 
+# WAL under load: PUTs per archived segment, against the new chunks those segments brought
+# (one PUT each with an object per chunk). The fs store counts no requests: its column is 0.
+archived() { psql -X -A -t -d postgres -c "SELECT archived_count FROM pg_stat_archiver"; }
+wal_chunks() {
+    python3 - "$work/controller/catalog.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(db.execute("SELECT COUNT(*) FROM chunks WHERE pack IN (SELECT c.pack FROM wal_chunks w JOIN chunks c ON c.id = w.chunk_id)").fetchone()[0])
+PY
+}
+a0=$(archived); w0=$(metric 'tidemark_store_requests_total{op="put"}'); c0=$(wal_chunks)
+"$PG_BIN/pgbench" -n -T 10 -c 2 postgres >/dev/null 2>&1
+archive_now
+a1=$(archived); w1=$(metric 'tidemark_store_requests_total{op="put"}'); c1=$(wal_chunks)
+per_seg() { awk -v n="$1" -v s="$((a1 - a0))" 'BEGIN { printf "%.1f", n / s }'; }
+
 gib() { awk -v n="$1" -v b="$raw" 'BEGIN { printf "%.0f", n / (b / 1073741824) }'; }
 rate() { awk -v b="$raw" -v t="$1" 'BEGIN { printf "%.0f", b / 1048576 / t }'; }
-echo "RESULT $store $t_backup $(rate "$t_backup") $t_restore $(rate "$t_restore") $(gib $((put1 - put0))) $(gib $((head1 - head0))) $(gib $((get1 - get0))) $(mib "$stored")"
+echo "RESULT $store $t_backup $(rate "$t_backup") $t_restore $(rate "$t_restore") $(gib $((put1 - put0))) $(gib $((head1 - head0))) $(gib $((get1 - get0))) $(gib $((list1 - list0))) $(mib "$stored") $(per_seg $((w1 - w0))) $(per_seg $((c1 - c0)))"
