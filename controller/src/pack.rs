@@ -16,8 +16,9 @@ use tidemark_core::ids::ChunkId;
 
 use crate::keys::Keyring;
 
-/// A pack is written once its chunks reach this many stored bytes.
-pub const PACK_TARGET: usize = 32 * 1024 * 1024;
+/// A pack is written once its chunks reach this many stored bytes. An upload holds at most
+/// two packs' worth in memory: one filling, one being written.
+pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 const FOOTER_MAGIC: &[u8; 4] = b"TMP1";
 const FOOTER: usize = 12;
 const ENTRY: usize = 32 + 8 + 4;

@@ -19,6 +19,7 @@ use super::State;
 use super::error::{ApiError, ApiResult};
 use crate::catalog::{ManifestEntry, NewChunk, PartStats};
 use crate::pack::{PackBuilder, PackLoc};
+use crate::store::StoreError;
 use crate::store::verified;
 
 /// Manifest lines are committed to the catalog in batches of this many at most (a batch
@@ -58,7 +59,27 @@ pub(super) struct ChunkReceiver {
     /// Chunks this upload stored, and where (the catalog learns of them at the next flush,
     /// or, for a WAL file, when the caller commits).
     packed: HashMap<ChunkId, PackLoc>,
+    /// The previous batch: its pack being written, and its manifest lines.
+    writing: Option<Writing>,
     pub(super) sink: Sink,
+}
+
+/// A pack being written while the next one fills, and the batch that waits for it.
+struct Writing {
+    put: Option<JoinHandle<Result<(), StoreError>>>,
+    /// The chunks in it: a reference to one waits until it is durable.
+    chunks: HashSet<ChunkId>,
+    entries: Vec<ManifestEntry>,
+    new: Vec<NewChunk>,
+}
+
+impl Drop for ChunkReceiver {
+    /// A failed upload stops writing its pack; what was written is unreferenced garbage.
+    fn drop(&mut self) {
+        if let Some(put) = self.writing.as_ref().and_then(|w| w.put.as_ref()) {
+            put.abort();
+        }
+    }
 }
 
 /// Run an upload. Any failure after the header fails the backup with the reason, except a
@@ -306,6 +327,7 @@ impl ChunkReceiver {
             pending_new: Vec::new(),
             pack: PackBuilder::default(),
             packed: HashMap::new(),
+            writing: None,
             sink,
         }
     }
@@ -348,6 +370,15 @@ impl ChunkReceiver {
                         self.absorb(joined(done).await?).await?;
                     }
                     self.check_reference(&c).await?;
+                    if c.data.is_empty()
+                        && let Ok(id) = ChunkId::from_slice(&c.id)
+                        && self
+                            .writing
+                            .as_ref()
+                            .is_some_and(|w| w.chunks.contains(&id))
+                    {
+                        self.settle().await?;
+                    }
                     let copy = self.copy_of(&c);
                     let id = c.id.clone();
                     in_flight.push_back((id, tokio::spawn(check(self.state.clone(), c, copy))));
@@ -436,37 +467,67 @@ impl ChunkReceiver {
         Ok(())
     }
 
-    /// Store the pack being filled, then record the manifest lines and the chunks' places:
-    /// a line is committed only once every chunk it needs is durable.
+    /// Close the batch: start writing the pack being filled, and commit the previous
+    /// batch once its pack is durable. One pack is written while the next fills, so the
+    /// stream keeps flowing; a manifest line is committed only once every chunk it needs is
+    /// durable, and batches are committed in order.
     async fn flush(&mut self) -> Result<(), Failure> {
-        if !self.pack.is_empty() {
+        let entries = std::mem::take(&mut self.pending);
+        let mut new = std::mem::take(&mut self.pending_new);
+        let mut chunks = HashSet::new();
+        let put = if self.pack.is_empty() {
+            None
+        } else {
             let mut builder = std::mem::take(&mut self.pack);
             let keys = self.state.keys.clone();
             let pack = tokio::task::spawn_blocking(move || builder.seal(keys.as_deref()))
                 .await
                 .map_err(|e| ApiError::InvalidArgument(format!("sealing a pack: {e}")))?;
-            self.state.store.put_pack(&pack.name, &pack.bytes).await?;
             self.stats.new_bytes += pack.bytes.len() as u64;
-            for (id, loc) in pack.chunks {
-                if let Some(n) = self.pending_new.iter_mut().find(|n| n.id == id) {
+            let mut at: HashMap<ChunkId, usize> =
+                new.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+            for (id, loc) in &pack.chunks {
+                if let Some(n) = at.remove(id).map(|i| &mut new[i]) {
                     n.stored_len = u64::from(loc.len);
                     n.pack = Some(loc.clone());
                 }
-                self.packed.insert(id, loc);
+                self.packed.insert(*id, loc.clone());
+                chunks.insert(*id);
             }
+            let store = self.state.store.clone();
+            Some(tokio::spawn(async move {
+                store.put_pack(&pack.name, &pack.bytes).await
+            }))
+        };
+        self.settle().await?;
+        self.writing = Some(Writing {
+            put,
+            chunks,
+            entries,
+            new,
+        });
+        Ok(())
+    }
+
+    /// Wait for the pack being written and commit its batch.
+    async fn settle(&mut self) -> Result<(), Failure> {
+        let Some(mut w) = self.writing.take() else {
+            return Ok(());
+        };
+        if let Some(put) = w.put.take() {
+            put.await
+                .map_err(|e| ApiError::InvalidArgument(format!("writing a pack: {e}")))??;
         }
         match &mut self.sink {
             Sink::Part { backup, part } => {
                 self.state
                     .catalog
-                    .add_manifest(*backup, part, &self.pending, &self.pending_new)
+                    .add_manifest(*backup, part, &w.entries, &w.new)
                     .await?;
-                self.pending.clear();
-                self.pending_new.clear();
             }
             Sink::Memory { entries, new } => {
-                entries.append(&mut self.pending);
-                new.append(&mut self.pending_new);
+                entries.append(&mut w.entries);
+                new.append(&mut w.new);
             }
         }
         Ok(())
@@ -500,6 +561,7 @@ impl ChunkReceiver {
             )));
         }
         self.flush().await?;
+        self.settle().await?;
         self.stats.stream_sha256 = hex::encode(digest);
         Ok(self.stats.clone())
     }

@@ -153,7 +153,13 @@ pub async fn push(
             header.name, stats.raw_bytes, inst.name,
         )));
     }
-    let Sink::Memory { entries, new } = rx.sink else {
+    let Sink::Memory { entries, new } = std::mem::replace(
+        &mut rx.sink,
+        Sink::Memory {
+            entries: Vec::new(),
+            new: Vec::new(),
+        },
+    ) else {
         unreachable!("a WAL push collects its manifest in memory")
     };
     let row = WalFileRow {
