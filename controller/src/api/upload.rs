@@ -234,7 +234,7 @@ struct Checked {
 }
 
 /// Where the copy a dedup reference points at is.
-enum Copy {
+enum Original {
     /// In this upload's pack, not yet stored: its encoded bytes.
     Pending(Vec<u8>),
     /// Stored by this upload, not yet in the catalog.
@@ -245,18 +245,18 @@ enum Copy {
 
 /// Verify one uploaded chunk. Runs concurrently with its neighbours, so that decoding,
 /// hashing and store reads overlap; results are taken back in stream order.
-async fn check(state: Arc<State>, c: EncodedChunk, copy: Copy) -> ApiResult<Checked> {
+async fn check(state: Arc<State>, c: EncodedChunk, original: Original) -> ApiResult<Checked> {
     let id = ChunkId::from_slice(&c.id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let checked = if c.data.is_empty() {
         // A dedup hit: the agent trusts our copy, so check it is really there and intact.
-        let plaintext = match copy {
-            Copy::Pending(encoded) => decode(id, encoded).await?.1,
-            Copy::Packed(loc) => {
+        let plaintext = match original {
+            Original::Pending(encoded) => decode(id, encoded).await?.1,
+            Original::Packed(loc) => {
                 verified::get(state.store.as_ref(), state.keys.as_deref(), &id, Some(&loc))
                     .await?
                     .plaintext
             }
-            Copy::Catalog => state.read_chunk(&id).await?.plaintext,
+            Original::Catalog => state.read_chunk(&id).await?.plaintext,
         };
         Checked {
             id,
@@ -379,9 +379,9 @@ impl ChunkReceiver {
                     {
                         self.settle().await?;
                     }
-                    let copy = self.copy_of(&c);
+                    let original = self.original_of(&c);
                     let id = c.id.clone();
-                    in_flight.push_back((id, tokio::spawn(check(self.state.clone(), c, copy))));
+                    in_flight.push_back((id, tokio::spawn(check(self.state.clone(), c, original))));
                 }
                 Some(Msg::Trailer(t)) => {
                     while let Some((_, done)) = in_flight.pop_front() {
@@ -422,19 +422,19 @@ impl ChunkReceiver {
     }
 
     /// Where the copy a dedup reference in this upload points at is.
-    fn copy_of(&self, c: &EncodedChunk) -> Copy {
+    fn original_of(&self, c: &EncodedChunk) -> Original {
         if !c.data.is_empty() {
-            return Copy::Catalog;
+            return Original::Catalog;
         }
         let Ok(id) = ChunkId::from_slice(&c.id) else {
-            return Copy::Catalog;
+            return Original::Catalog;
         };
         if let Some(encoded) = self.pack.get(&id) {
-            Copy::Pending(encoded.to_vec())
+            Original::Pending(encoded.to_vec())
         } else if let Some(loc) = self.packed.get(&id) {
-            Copy::Packed(loc.clone())
+            Original::Packed(loc.clone())
         } else {
-            Copy::Catalog
+            Original::Catalog
         }
     }
 
