@@ -57,8 +57,10 @@ fn print_text(info: &KeysInfo) {
     }
     if info.rotated_to != 0 {
         println!(
-            "rotated to key-encryption key {}: {} data keys rewrapped, new chunks use data key {}",
-            info.rotated_to, info.rewrapped, info.active_data_key
+            "rotated to key-encryption key {}: {} rewrapped, new chunks use data key {}",
+            info.rotated_to,
+            data_keys(info.rewrapped),
+            info.active_data_key
         );
     }
     let rows: Vec<Vec<String>> = info
@@ -91,8 +93,9 @@ fn print_text(info: &KeysInfo) {
         &rows,
     );
     println!(
-        "{} data keys; new chunks are sealed with data key {}",
-        info.data_keys, info.active_data_key
+        "{}; new chunks are sealed with data key {}",
+        data_keys(info.data_keys),
+        info.active_data_key
     );
     for k in info.keks.iter().filter(|k| k.retired_at != 0) {
         println!(
@@ -105,4 +108,8 @@ fn print_text(info: &KeysInfo) {
             k.file
         );
     }
+}
+
+fn data_keys(n: u32) -> String {
+    format!("{n} data key{}", if n == 1 { "" } else { "s" })
 }
