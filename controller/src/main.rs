@@ -119,10 +119,12 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let keys = keys::Keyring::open(&catalog, config.encryption.enabled, config.key_dir())
         .await
         .context("opening the encryption keys")?;
+    let catalog_revoked = catalog.revoked_fingerprints().await?;
     let state = Arc::new(api::State {
         catalog,
         store,
         keys,
+        revoked: Arc::new(api::auth::Revoked::new(catalog_revoked)),
         sessions: Default::default(),
         uploading: Default::default(),
         drills: Arc::new(drill::Drills::new(

@@ -14,18 +14,27 @@ pub enum Role {
     Sandbox,
     /// An operator.
     Admin,
+    /// A read-only operator: status, listings and metrics, never a change.
+    Viewer,
     /// The controller itself (server certificate).
     Controller,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Agent, Role::Sandbox, Role::Admin, Role::Controller];
+    pub const ALL: [Role; 5] = [
+        Role::Agent,
+        Role::Sandbox,
+        Role::Admin,
+        Role::Viewer,
+        Role::Controller,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Agent => "agent",
             Role::Sandbox => "sandbox",
             Role::Admin => "admin",
+            Role::Viewer => "viewer",
             Role::Controller => "controller",
         }
     }
@@ -39,9 +48,13 @@ pub struct Identity {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum IdentityError {
-    #[error("identity {0:?} is not ROLE:NAME; roles are agent, sandbox, admin and controller")]
+    #[error(
+        "identity {0:?} is not ROLE:NAME; roles are agent, sandbox, admin, viewer and controller"
+    )]
     Malformed(String),
-    #[error("identity {0:?} has an unknown role; roles are agent, sandbox, admin and controller")]
+    #[error(
+        "identity {0:?} has an unknown role; roles are agent, sandbox, admin, viewer and controller"
+    )]
     UnknownRole(String),
     #[error("certificate cannot be parsed: {0}")]
     BadCertificate(String),
@@ -79,6 +92,22 @@ impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.role.as_str(), self.name)
     }
+}
+
+/// A certificate's fingerprint: the SHA-256 of its DER encoding, in hex. Revocation names
+/// certificates by it, so a host re-issued a certificate under the same name is not blocked.
+pub fn fingerprint(der: &[u8]) -> String {
+    crate::ids::ChunkId::of(der).to_hex()
+}
+
+/// The identity and fingerprint of the certificate in a PEM file.
+pub fn read_certificate(path: &std::path::Path) -> Result<(Identity, String), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
+    let id = Identity::from_certificate(&pem.contents)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((id, fingerprint(&pem.contents)))
 }
 
 impl Identity {

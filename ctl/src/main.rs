@@ -55,7 +55,10 @@ enum Cmd {
     Verify(cmd::verify::Args),
     /// Encryption at rest: list the keys, or rotate the key-encryption key.
     Keys(cmd::keys::Args),
-    /// Make the fleet's CA and certificates.
+    /// Operators' changes (backups, restores, drills, policies, verify, keys, revocations),
+    /// newest first, with who made them and how they ended.
+    Audit(cmd::audit::Args),
+    /// Make the fleet's CA and certificates, or revoke one.
     Pki(cmd::pki::Args),
 }
 
@@ -78,8 +81,9 @@ fn main() -> ExitCode {
             Cmd::Schedule(a) => cmd::schedule::schedule(config, cli.output, a).await,
             Cmd::Policy(a) => cmd::schedule::policy(config, cli.output, a).await,
             Cmd::Verify(a) => cmd::verify::run(config, cli.output, a).await,
+            Cmd::Audit(a) => cmd::audit::run(config, cli.output, a).await,
             Cmd::Keys(a) => cmd::keys::run(config, cli.output, a).await,
-            Cmd::Pki(a) => cmd::pki::run(cli.output, a),
+            Cmd::Pki(a) => cmd::pki::run(config, cli.output, a).await,
         }
     });
     match result {

@@ -747,6 +747,12 @@ impl Fleet {
     /// Kill the controller (if it still runs) and start it again on the same port and data
     /// directory, so agents' configs stay right; waits for agent db1 to reconnect.
     pub fn restart_controller(&mut self) {
+        self.restart_controller_alone();
+        self.agent.wait_connected(&self.admin);
+    }
+
+    /// As [`restart_controller`](Self::restart_controller), without waiting for the agent.
+    pub fn restart_controller_alone(&mut self) {
         let config = self.dir.path().join("controller.toml");
         let port = self.controller.url.rsplit(':').next().unwrap().to_string();
         let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -757,7 +763,6 @@ impl Fleet {
         self.controller.daemon.kill9();
         let data_dir = self.controller.data_dir.clone();
         self.controller = Controller::start_with(self.dir.path(), &config, data_dir);
-        self.agent.wait_connected(&self.admin);
     }
 
     /// Run a logical backup of demo-pg to the end; returns the backup's JSON detail and the

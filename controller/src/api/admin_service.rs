@@ -1,4 +1,5 @@
-//! The service operators call through the tidemark CLI. Admin certificates only.
+//! The service operators call through the tidemark CLI. Admins may do everything; viewers
+//! may only read. Every change, and every refused attempt at one, goes to the audit log.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use tidemark_proto::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use super::State;
-use super::auth::require;
+use super::auth::{caller, require};
 use super::convert;
 use super::error::{ApiError, ApiResult};
 use super::jobs;
@@ -23,8 +24,16 @@ pub struct AdminApi {
     pub state: Arc<State>,
 }
 
-fn admin<T>(req: &Request<T>, what: &str) -> ApiResult<()> {
-    require(req, &[Role::Admin], what).map(|_| ())
+/// Reading: admins and viewers.
+fn read<T>(req: &Request<T>, what: &str) -> ApiResult<()> {
+    require(req, &[Role::Admin, Role::Viewer], what).map(|_| ())
+}
+
+/// A change an operator asked for: who, what, and the request, for the audit log.
+struct Change {
+    who: String,
+    action: &'static str,
+    detail: String,
 }
 
 /// The part a restore reads: the named database, or the backup's only one.
@@ -71,6 +80,55 @@ fn restore_part(b: &BackupRow, database: &str) -> ApiResult<(String, String)> {
 }
 
 impl AdminApi {
+    /// Allow a change to admins only; a refused attempt is audited here, an allowed one by
+    /// [`Self::audited`] once it has run.
+    async fn change<T: std::fmt::Debug>(
+        &self,
+        req: &Request<T>,
+        action: &'static str,
+    ) -> Result<Change, Status> {
+        let who = caller(req)?.to_string();
+        if let Err(e) = require(req, &[Role::Admin], action) {
+            self.audit(
+                &who,
+                action,
+                &format!("{:?}", req.get_ref()),
+                &format!("refused: {e}"),
+            )
+            .await;
+            return Err(e.into());
+        }
+        Ok(Change {
+            who,
+            action,
+            detail: format!("{:?}", req.get_ref()),
+        })
+    }
+
+    async fn audited<R>(
+        &self,
+        c: Change,
+        result: Result<Response<R>, Status>,
+    ) -> Result<Response<R>, Status> {
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(s) => format!("failed: {}", s.message()),
+        };
+        self.audit(&c.who, c.action, &c.detail, &outcome).await;
+        result
+    }
+
+    async fn audit(&self, who: &str, action: &str, detail: &str, outcome: &str) {
+        if let Err(e) = self
+            .state
+            .catalog
+            .record_audit(who, action, detail, outcome)
+            .await
+        {
+            tracing::error!(%who, action, error = %e, "could not write the audit log");
+        }
+    }
+
     async fn job_info(&self, id: JobId) -> ApiResult<pb::JobInfo> {
         let j = self.state.job(id).await?;
         Ok(convert::job(&j))
@@ -106,7 +164,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        admin(&req, "list agents")?;
+        read(&req, "list agents")?;
         let agents = self.state.catalog.agents().await.map_err(ApiError::from)?;
         let agents = agents
             .iter()
@@ -119,7 +177,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
-        admin(&req, "list backups")?;
+        read(&req, "list backups")?;
         let r = req.into_inner();
         let filter = (!r.instance.is_empty()).then_some(r.instance.as_str());
         let rows = self
@@ -137,7 +195,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::GetBackupRequest>,
     ) -> Result<Response<pb::BackupDetail>, Status> {
-        admin(&req, "read backups")?;
+        read(&req, "read backups")?;
         let id = BackupId(req.into_inner().id);
         let b = self.state.backup(id).await?;
         let base = self
@@ -163,17 +221,242 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::StartBackupRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        admin(&req, "start backups")?;
-        let r = req.into_inner();
-        let id = jobs::start_backup(&self.state, &r.instance, &r.kind).await?;
-        Ok(Response::new(self.job_info(id).await?))
+        let change = self.change(&req, "start backups").await?;
+        let result = self.start_backup_unaudited(req).await;
+        self.audited(change, result).await
     }
 
     async fn start_restore(
         &self,
         req: Request<pb::StartRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        admin(&req, "start restores")?;
+        let change = self.change(&req, "start restores").await?;
+        let result = self.start_restore_unaudited(req).await;
+        self.audited(change, result).await
+    }
+
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        read(&req, "read jobs")?;
+        Ok(Response::new(
+            self.job_info(JobId(req.into_inner().id)).await?,
+        ))
+    }
+
+    async fn start_pitr_restore(
+        &self,
+        req: Request<pb::StartPitrRestoreRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        let change = self.change(&req, "start restores").await?;
+        let result = self.start_pitr_restore_unaudited(req).await;
+        self.audited(change, result).await
+    }
+
+    async fn pitr_window(
+        &self,
+        req: Request<pb::PitrWindowRequest>,
+    ) -> Result<Response<pb::PitrWindowInfo>, Status> {
+        read(&req, "read recovery windows")?;
+        let inst = recovery::instance(&self.state, &req.get_ref().instance).await?;
+        Ok(Response::new(
+            recovery::window_info(&self.state, &inst).await?,
+        ))
+    }
+
+    async fn fleet_status(
+        &self,
+        req: Request<pb::FleetStatusRequest>,
+    ) -> Result<Response<pb::FleetStatusResponse>, Status> {
+        read(&req, "read the fleet status")?;
+        Ok(Response::new(pb::FleetStatusResponse {
+            instances: recovery::fleet_status(&self.state).await?,
+        }))
+    }
+
+    async fn start_drill(
+        &self,
+        req: Request<pb::StartDrillRequest>,
+    ) -> Result<Response<pb::StartDrillResponse>, Status> {
+        let change = self.change(&req, "start drills").await?;
+        let result = self.start_drill_unaudited(req).await;
+        self.audited(change, result).await
+    }
+
+    async fn list_drills(
+        &self,
+        req: Request<pb::ListDrillsRequest>,
+    ) -> Result<Response<pb::ListDrillsResponse>, Status> {
+        read(&req, "read drills")?;
+        let r = req.into_inner();
+        let instance = (!r.instance.is_empty()).then_some(r.instance.as_str());
+        let limit = if r.limit == 0 { 50 } else { r.limit };
+        let rows = self
+            .state
+            .catalog
+            .list_drills(instance, limit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListDrillsResponse {
+            drills: rows.iter().map(drill::info).collect(),
+        }))
+    }
+
+    async fn get_drill(
+        &self,
+        req: Request<pb::GetDrillRequest>,
+    ) -> Result<Response<pb::DrillInfo>, Status> {
+        read(&req, "read drills")?;
+        let id = req.get_ref().id;
+        let d = self
+            .state
+            .catalog
+            .drill(id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("drill {id} does not exist")))?;
+        Ok(Response::new(drill::info(&d)))
+    }
+
+    async fn get_schedule(
+        &self,
+        req: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        read(&req, "read schedules")?;
+        Ok(Response::new(
+            schedule_info(&self.state, &req.get_ref().instance).await?,
+        ))
+    }
+
+    async fn set_policy(
+        &self,
+        req: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        let change = self.change(&req, "change policies").await?;
+        let result = self.set_policy_unaudited(req).await;
+        self.audited(change, result).await
+    }
+
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyReport>, Status> {
+        let change = self.change(&req, "verify the store").await?;
+        let result = self.verify_unaudited(req).await;
+        self.audited(change, result).await
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::KeysInfo>, Status> {
+        read(&req, "list the encryption keys")?;
+        Ok(Response::new(super::keys::info(&self.state).await?))
+    }
+
+    async fn rotate_keys(
+        &self,
+        req: Request<pb::RotateKeysRequest>,
+    ) -> Result<Response<pb::KeysInfo>, Status> {
+        let change = self.change(&req, "rotate the encryption keys").await?;
+        let result = self.rotate_keys_unaudited(req).await;
+        self.audited(change, result).await
+    }
+
+    async fn revoke_certificate(
+        &self,
+        req: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
+        let change = self.change(&req, "revoke certificates").await?;
+        let result = self.revoke_unaudited(req).await;
+        self.audited(change, result).await
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        read(&req, "read the audit log")?;
+        let limit = match req.get_ref().limit {
+            0 => 50,
+            n => n.min(10_000),
+        };
+        let entries = self
+            .state
+            .catalog
+            .audit_log(limit)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .map(|a| pb::AuditEntry {
+                at: a.at,
+                who: a.who,
+                action: a.action,
+                detail: a.detail,
+                outcome: a.outcome,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+}
+
+/// The changes, audited by their wrappers in the service above.
+impl AdminApi {
+    /// Refuse a certificate from now on: every call it makes, and its job stream at once.
+    async fn revoke_unaudited(
+        &self,
+        req: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
+        let by = caller(&req)?.to_string();
+        let r = req.into_inner();
+        let id: tidemark_core::identity::Identity =
+            r.identity
+                .parse()
+                .map_err(|e: tidemark_core::identity::IdentityError| {
+                    ApiError::InvalidArgument(e.to_string())
+                })?;
+        if r.fingerprint.len() != 64 || !r.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "{:?} is not a certificate fingerprint (64 hex digits, the SHA-256 of its DER)",
+                r.fingerprint
+            ))
+            .into());
+        }
+        let fingerprint = r.fingerprint.to_ascii_lowercase();
+        let newly = self
+            .state
+            .catalog
+            .revoke_certificate(&fingerprint, &id.to_string(), &by)
+            .await
+            .map_err(ApiError::from)?;
+        self.state.revoked.add(&fingerprint);
+        if matches!(id.role, Role::Agent | Role::Sandbox) {
+            self.state
+                .sessions
+                .close(&id.name, "its certificate was revoked");
+        }
+        tracing::warn!(identity = %id, %fingerprint, "certificate revoked");
+        Ok(Response::new(pb::RevokeCertificateResponse {
+            identity: id.to_string(),
+            fingerprint,
+            already: !newly,
+        }))
+    }
+
+    async fn start_backup_unaudited(
+        &self,
+        req: Request<pb::StartBackupRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        let r = req.into_inner();
+        let id = jobs::start_backup(&self.state, &r.instance, &r.kind).await?;
+        Ok(Response::new(self.job_info(id).await?))
+    }
+
+    async fn start_restore_unaudited(
+        &self,
+        req: Request<pb::StartRestoreRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
         let r = req.into_inner();
         let cat = &self.state.catalog;
         let id = BackupId(r.backup_id);
@@ -283,21 +566,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(info))
     }
 
-    async fn get_job(
-        &self,
-        req: Request<pb::GetJobRequest>,
-    ) -> Result<Response<pb::JobInfo>, Status> {
-        admin(&req, "read jobs")?;
-        Ok(Response::new(
-            self.job_info(JobId(req.into_inner().id)).await?,
-        ))
-    }
-
-    async fn start_pitr_restore(
+    async fn start_pitr_restore_unaudited(
         &self,
         req: Request<pb::StartPitrRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        admin(&req, "start restores")?;
         let (host, params, job, total) = recovery::plan_restore(&self.state, req.get_ref()).await?;
         let instance = job.instance.clone();
         let info = self
@@ -313,32 +585,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(info))
     }
 
-    async fn pitr_window(
-        &self,
-        req: Request<pb::PitrWindowRequest>,
-    ) -> Result<Response<pb::PitrWindowInfo>, Status> {
-        admin(&req, "read recovery windows")?;
-        let inst = recovery::instance(&self.state, &req.get_ref().instance).await?;
-        Ok(Response::new(
-            recovery::window_info(&self.state, &inst).await?,
-        ))
-    }
-
-    async fn fleet_status(
-        &self,
-        req: Request<pb::FleetStatusRequest>,
-    ) -> Result<Response<pb::FleetStatusResponse>, Status> {
-        admin(&req, "read the fleet status")?;
-        Ok(Response::new(pb::FleetStatusResponse {
-            instances: recovery::fleet_status(&self.state).await?,
-        }))
-    }
-
-    async fn start_drill(
+    async fn start_drill_unaudited(
         &self,
         req: Request<pb::StartDrillRequest>,
     ) -> Result<Response<pb::StartDrillResponse>, Status> {
-        admin(&req, "start drills")?;
         let r = req.into_inner();
         let spec = TargetSpec::parse(&r.target).map_err(ApiError::InvalidArgument)?;
         let mut drills = Vec::new();
@@ -379,56 +629,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::StartDrillResponse { drills }))
     }
 
-    async fn list_drills(
-        &self,
-        req: Request<pb::ListDrillsRequest>,
-    ) -> Result<Response<pb::ListDrillsResponse>, Status> {
-        admin(&req, "read drills")?;
-        let r = req.into_inner();
-        let instance = (!r.instance.is_empty()).then_some(r.instance.as_str());
-        let limit = if r.limit == 0 { 50 } else { r.limit };
-        let rows = self
-            .state
-            .catalog
-            .list_drills(instance, limit)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListDrillsResponse {
-            drills: rows.iter().map(drill::info).collect(),
-        }))
-    }
-
-    async fn get_drill(
-        &self,
-        req: Request<pb::GetDrillRequest>,
-    ) -> Result<Response<pb::DrillInfo>, Status> {
-        admin(&req, "read drills")?;
-        let id = req.get_ref().id;
-        let d = self
-            .state
-            .catalog
-            .drill(id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound(format!("drill {id} does not exist")))?;
-        Ok(Response::new(drill::info(&d)))
-    }
-
-    async fn get_schedule(
-        &self,
-        req: Request<pb::GetScheduleRequest>,
-    ) -> Result<Response<pb::ScheduleInfo>, Status> {
-        admin(&req, "read schedules")?;
-        Ok(Response::new(
-            schedule_info(&self.state, &req.get_ref().instance).await?,
-        ))
-    }
-
-    async fn set_policy(
+    async fn set_policy_unaudited(
         &self,
         req: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
-        admin(&req, "change policies")?;
         let r = req.into_inner();
         recovery::instance(&self.state, &r.instance).await?;
         if !schedule::KINDS.contains(&r.kind.as_str()) {
@@ -471,29 +675,19 @@ impl AdminService for AdminApi {
         ))
     }
 
-    async fn verify(
+    async fn verify_unaudited(
         &self,
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyReport>, Status> {
-        admin(&req, "verify the store")?;
         Ok(Response::new(
             super::verify::run(&self.state, req.get_ref()).await?,
         ))
     }
 
-    async fn list_keys(
+    async fn rotate_keys_unaudited(
         &self,
-        req: Request<pb::ListKeysRequest>,
+        _req: Request<pb::RotateKeysRequest>,
     ) -> Result<Response<pb::KeysInfo>, Status> {
-        admin(&req, "list the encryption keys")?;
-        Ok(Response::new(super::keys::info(&self.state).await?))
-    }
-
-    async fn rotate_keys(
-        &self,
-        req: Request<pb::RotateKeysRequest>,
-    ) -> Result<Response<pb::KeysInfo>, Status> {
-        admin(&req, "rotate the encryption keys")?;
         Ok(Response::new(super::keys::rotate(&self.state).await?))
     }
 }

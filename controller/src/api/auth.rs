@@ -2,8 +2,11 @@
 //! that the certificate chains to the fleet CA; here its common name becomes an identity and
 //! each service states which roles it serves.
 
-use tidemark_core::identity::{Identity, Role};
-use tonic::Request;
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use tidemark_core::identity::{Identity, Role, fingerprint};
+use tonic::{Request, Status};
 
 use super::error::{ApiError, ApiResult};
 
@@ -28,5 +31,37 @@ pub fn require<T>(req: &Request<T>, roles: &[Role], what: &str) -> ApiResult<Ide
             "{who} may not {what}; that needs a {} certificate",
             wanted.join(" or ")
         )))
+    }
+}
+
+/// Revoked certificates, by fingerprint. Checked before any service sees a request (see
+/// [`Revoked::check`]), so one place refuses a revoked certificate whatever it asks.
+#[derive(Default)]
+pub struct Revoked(RwLock<HashSet<String>>);
+
+impl Revoked {
+    pub fn new(fingerprints: impl IntoIterator<Item = String>) -> Self {
+        Self(RwLock::new(fingerprints.into_iter().collect()))
+    }
+
+    pub fn add(&self, fingerprint: &str) {
+        self.0
+            .write()
+            .expect("revocation lock")
+            .insert(fingerprint.to_string());
+    }
+
+    /// The interceptor every service runs first.
+    pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let revoked = req
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|leaf| fingerprint(leaf)))
+            .is_some_and(|fp| self.0.read().expect("revocation lock").contains(&fp));
+        if revoked {
+            return Err(Status::unauthenticated(
+                "this certificate was revoked (tidemark pki revoke); issue a new one",
+            ));
+        }
+        Ok(req)
     }
 }

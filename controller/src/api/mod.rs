@@ -2,7 +2,7 @@
 
 mod admin_service;
 mod agent_service;
-mod auth;
+pub mod auth;
 mod convert;
 pub(crate) mod error;
 pub(crate) mod jobs;
@@ -35,6 +35,8 @@ pub struct State {
     pub store: Arc<dyn ChunkStore>,
     /// The encryption keys, when the store is encrypted at rest.
     pub keys: Option<Arc<crate::keys::Keyring>>,
+    /// Certificates refused whatever they ask.
+    pub revoked: Arc<auth::Revoked>,
     pub sessions: Arc<Sessions>,
     /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,
@@ -99,9 +101,16 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let revoked = state.revoked.clone();
     let admin = AdminServiceServer::new(admin_service::AdminApi { state })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // A revoked certificate is refused before either service sees what it asks.
+    let (r1, r2) = (revoked.clone(), revoked);
+    let agent =
+        tonic::service::interceptor::InterceptedService::new(agent, move |req| r1.check(req));
+    let admin =
+        tonic::service::interceptor::InterceptedService::new(admin, move |req| r2.check(req));
     tonic::transport::Server::builder()
         .tls_config(tls.server_config())?
         // Room for a few chunks in flight per stream; the 64 KiB default stalls uploads.

@@ -41,6 +41,13 @@ impl Sessions {
             .is_some_and(|s| !s.tx.is_closed())
     }
 
+    /// End `agent`'s job stream now, telling it why.
+    pub fn close(&self, agent: &str, why: &str) {
+        if let Some(s) = self.live.lock().unwrap().remove(agent) {
+            let _ = s.tx.try_send(Err(Status::unauthenticated(why.to_string())));
+        }
+    }
+
     /// Open the job stream of `agent`, replacing an older one.
     pub fn attach(self: &Arc<Self>, agent: &str, id: u64, catalog: Catalog) -> JobStream {
         let (tx, rx) = mpsc::channel(16);

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_mariadb.sql")),
     (9, include_str!("migrations/0009_keys.sql")),
     (10, include_str!("migrations/0010_packs.sql")),
+    (11, include_str!("migrations/0011_audit.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

@@ -3,6 +3,7 @@
 //! and jobs. SQLite in the controller's data directory, created and upgraded by migrations.
 
 mod agents;
+mod audit;
 mod backups;
 mod base;
 mod binlog;

@@ -1,4 +1,4 @@
-//! `tidemark pki init` and `tidemark pki issue`: a small CA for the fleet.
+//! `tidemark pki init`, `issue` and `revoke`: a small CA for the fleet.
 //!
 //! Every process presents a certificate whose common name is its identity, `ROLE:NAME`
 //! (`agent:db1`, `sandbox:drill1`, `admin:alice`, `controller:backup1`); the controller takes
@@ -39,7 +39,7 @@ enum Cmd {
     Issue {
         #[arg(long)]
         dir: PathBuf,
-        /// agent:HOST, sandbox:HOST, admin:NAME or controller:HOST.
+        /// agent:HOST, sandbox:HOST, admin:NAME, viewer:NAME or controller:HOST.
         #[arg(long)]
         name: String,
         /// Extra DNS names or IP addresses the controller is reached by (controller only).
@@ -47,6 +47,21 @@ enum Cmd {
         san: Vec<String>,
         #[arg(long, default_value_t = 825)]
         days: i64,
+    },
+    /// Block a certificate at the controller at once (a stolen or retired host's): every
+    /// call it makes is refused and its job stream is closed. A certificate issued afterwards
+    /// under the same name is not affected.
+    Revoke {
+        /// The CA directory holding ROLE-NAME.crt (renamed to .revoked afterwards, so that
+        /// a new certificate can be issued under the name).
+        #[arg(long, requires = "name", conflicts_with = "cert")]
+        dir: Option<PathBuf>,
+        /// ROLE:NAME, with --dir.
+        #[arg(long, requires = "dir")]
+        name: Option<String>,
+        /// Or the certificate file itself.
+        #[arg(long, required_unless_present = "dir")]
+        cert: Option<PathBuf>,
     },
 }
 
@@ -58,8 +73,11 @@ fn failed(msg: impl Into<String>) -> CliError {
     CliError::new(Exit::Failed, msg)
 }
 
-pub fn run(format: Format, args: Args) -> Result<Exit, CliError> {
+pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Exit, CliError> {
     let written = match args.cmd {
+        Cmd::Revoke { dir, name, cert } => {
+            return revoke(config, format, dir.as_deref(), name.as_deref(), cert).await;
+        }
         Cmd::Init { dir, days } => init(&dir, days)?,
         Cmd::Issue {
             dir,
@@ -142,6 +160,77 @@ fn init(dir: &Path, days: i64) -> Result<Vec<PathBuf>, CliError> {
     Ok(vec![crt, key])
 }
 
+fn cert_stem(id: &Identity) -> String {
+    format!("{}-{}", id.role.as_str(), id.name)
+}
+
+async fn revoke(
+    config: Option<&Path>,
+    format: Format,
+    dir: Option<&Path>,
+    name: Option<&str>,
+    cert: Option<PathBuf>,
+) -> Result<Exit, CliError> {
+    let path = match (dir, name, cert) {
+        (_, _, Some(c)) => c,
+        (Some(d), Some(n), None) => {
+            let id: Identity = n
+                .parse()
+                .map_err(|e: tidemark_core::identity::IdentityError| usage(e.to_string()))?;
+            d.join(format!("{}.crt", cert_stem(&id)))
+        }
+        _ => return Err(usage("give --cert FILE, or --dir DIR and --name ROLE:NAME")),
+    };
+    let (id, fingerprint) = tidemark_core::identity::read_certificate(&path).map_err(failed)?;
+    if id.role == Role::Controller {
+        return Err(usage(
+            "a controller certificate is not revoked at the controller; replace it and the CA",
+        ));
+    }
+    let mut c = crate::client::connect(config).await?;
+    let r = c
+        .revoke_certificate(tidemark_proto::RevokeCertificateRequest {
+            fingerprint,
+            identity: id.to_string(),
+        })
+        .await?
+        .into_inner();
+    // The name is free for a new certificate; the revoked one stays for the record.
+    let mut moved = None;
+    if dir.is_some() {
+        for ext in ["crt", "key"] {
+            let from = path.with_extension(ext);
+            if from.exists() {
+                let to = path.with_extension(format!("{ext}.revoked"));
+                fs::rename(&from, &to)
+                    .map_err(|e| failed(format!("renaming {}: {e}", from.display())))?;
+                moved.get_or_insert_with(Vec::new).push(to);
+            }
+        }
+    }
+    if format == Format::Json {
+        print_json(&json!({
+            "identity": r.identity, "fingerprint": r.fingerprint, "already": r.already,
+            "moved": moved,
+        }));
+    } else {
+        println!(
+            "{} {} (certificate {})",
+            if r.already {
+                "was already revoked:"
+            } else {
+                "revoked"
+            },
+            r.identity,
+            r.fingerprint
+        );
+        for m in moved.iter().flatten() {
+            println!("kept as {}", m.display());
+        }
+    }
+    Ok(Exit::Ok)
+}
+
 fn issue(dir: &Path, name: &str, sans: &[String], days: i64) -> Result<Vec<PathBuf>, CliError> {
     let id: Identity = name
         .parse()
@@ -198,7 +287,7 @@ fn issue(dir: &Path, name: &str, sans: &[String], days: i64) -> Result<Vec<PathB
     let cert = params
         .signed_by(&kp, &issuer)
         .map_err(|e| failed(format!("signing {name}: {e}")))?;
-    let stem = format!("{}-{}", id.role.as_str(), id.name);
+    let stem = cert_stem(&id);
     let (crt, key) = (
         dir.join(format!("{stem}.crt")),
         dir.join(format!("{stem}.key")),
