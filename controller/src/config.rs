@@ -42,6 +42,13 @@
 //! database = "orders"
 //! sql = "SELECT count(*) FROM orders"
 //! expect = "within-pct:1"            # nonzero | equals:V | within-pct:P
+//! [instance.retention]
+//! keep-daily = 7                     # base backups: newest per UTC day, week, month
+//! keep-weekly = 4
+//! keep-monthly = 6
+//! pitr-window = "7d"                 # every point this far back stays restorable
+//! min-base = 2                       # complete base backups always kept
+//! logical = { keep-daily = 7 }       # logical dumps' own counts
 //! ```
 
 use std::net::SocketAddr;
@@ -225,6 +232,8 @@ pub struct InstancePolicy {
     pub drill: Option<String>,
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckConfig>,
+    /// What to keep; absent: the default policy (see [`crate::retention::Policy`]).
+    pub retention: Option<crate::retention::Policy>,
 }
 
 impl InstancePolicy {
@@ -473,6 +482,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_retention_table_is_read_and_a_typo_in_it_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |extra: &str| {
+            let p = dir.path().join("c.toml");
+            std::fs::write(
+                &p,
+                format!(
+                    "version = 1\nlisten = \"127.0.0.1:0\"\ndata-dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[[instance]]\nname = \"x\"\n[instance.retention]\n{extra}"
+                ),
+            )
+            .unwrap();
+            p
+        };
+        let c = ControllerConfig::load(&write(
+            "keep-daily = 7\npitr-window = \"3d\"\nlogical = { keep-weekly = 2 }\n",
+        ))
+        .unwrap();
+        let r = c.instances[0].retention.clone().unwrap();
+        assert_eq!(r.base.keep_daily, 7);
+        assert_eq!(r.min_base, 2, "the default");
+        assert_eq!(r.pitr_window, Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(r.logical.keep_weekly, 2);
+        let e = ControllerConfig::load(&write("keep-dialy = 7\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keep-dialy"), "{e}");
+        let e = ControllerConfig::load(&write("pitr-window = \"soon\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("soon"), "{e}");
+    }
+
+    #[test]
     fn example_config_in_deploy_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller.example.toml");
         let c = ControllerConfig::load(&path).unwrap();
@@ -491,6 +533,9 @@ mod tests {
         );
         assert_eq!(p.checks.len(), 3);
         assert_eq!(p.checks[0].expect, Expect::WithinPct(1.0));
+        assert_eq!(p.retention.as_ref().unwrap().logical.keep_daily, 14);
+        assert!(c.encryption.enabled);
+        assert_eq!(c.key_dir(), Path::new("/var/lib/tidemark/keys"));
         assert_eq!(c.schedule.retries, 3);
         assert_eq!(c.drills.sample_interval, Duration::from_secs(60));
         assert_eq!(c.verify.schedule.as_deref(), Some("0 4 * * *"));

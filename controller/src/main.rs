@@ -10,6 +10,7 @@ mod keys;
 mod metrics;
 mod pack;
 mod pitr;
+mod retention;
 mod schedule;
 mod store;
 
@@ -127,6 +128,11 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         revoked: Arc::new(api::auth::Revoked::new(catalog_revoked)),
         sessions: Default::default(),
         uploading: Default::default(),
+        retention: config
+            .instances
+            .iter()
+            .filter_map(|i| Some((i.name.clone(), i.retention.clone()?)))
+            .collect(),
         drills: Arc::new(drill::Drills::new(
             config.drills.clone(),
             config.instances.clone(),

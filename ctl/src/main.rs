@@ -51,6 +51,8 @@ enum Cmd {
     Schedule(cmd::schedule::ScheduleArgs),
     /// Show or change an instance's schedules (cron, UTC).
     Policy(cmd::schedule::PolicyArgs),
+    /// Retention: what each instance's policy keeps and deletes, and why.
+    Retention(cmd::retention::Args),
     /// Read stored chunks back and check them; damaged backups are marked corrupt.
     Verify(cmd::verify::Args),
     /// Encryption at rest: list the keys, or rotate the key-encryption key.
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
             Cmd::Schedule(a) => cmd::schedule::schedule(config, cli.output, a).await,
             Cmd::Policy(a) => cmd::schedule::policy(config, cli.output, a).await,
             Cmd::Verify(a) => cmd::verify::run(config, cli.output, a).await,
+            Cmd::Retention(a) => cmd::retention::run(config, cli.output, a).await,
             Cmd::Audit(a) => cmd::audit::run(config, cli.output, a).await,
             Cmd::Keys(a) => cmd::keys::run(config, cli.output, a).await,
             Cmd::Pki(a) => cmd::pki::run(config, cli.output, a).await,

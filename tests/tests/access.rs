@@ -170,7 +170,11 @@ fn a_revoked_certificate_is_refused_at_once_and_a_new_one_works() {
     assert!(!connected(&f), "a revoked agent reconnected");
     let out = f.admin.run(&["backup", "--instance", "demo-pg", "--wait"]);
     assert_eq!(out.code, 1, "a revoked agent took a backup: {}", out.stdout);
-    assert!(out.stderr.contains("db1 is not connected"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("db1 is not connected"),
+        "{}",
+        out.stderr
+    );
     // Any call with the revoked certificate is refused before a service sees it.
     let revoked = Cli::with_files(
         f.dir.path(),

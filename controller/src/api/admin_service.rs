@@ -373,6 +373,16 @@ impl AdminService for AdminApi {
         self.audited(change, result).await
     }
 
+    async fn retention_plan(
+        &self,
+        req: Request<pb::RetentionPlanRequest>,
+    ) -> Result<Response<pb::RetentionPlanResponse>, Status> {
+        read(&req, "read retention plans")?;
+        Ok(Response::new(
+            super::retention::plan(&self.state, &req.get_ref().instance).await?,
+        ))
+    }
+
     async fn list_audit(
         &self,
         req: Request<pb::ListAuditRequest>,

@@ -9,6 +9,7 @@ pub(crate) mod jobs;
 mod keys;
 mod read;
 pub(crate) mod recovery;
+mod retention;
 mod sessions;
 mod upload;
 mod verify;
@@ -41,6 +42,8 @@ pub struct State {
     /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,
     pub drills: Arc<crate::drill::Drills>,
+    /// Each instance's retention policy, from the config.
+    pub retention: std::collections::HashMap<String, crate::retention::Policy>,
     pub schedule: crate::config::ScheduleSettings,
     /// Percent of the chunks a scheduled verification reads.
     pub verify_sample: u32,

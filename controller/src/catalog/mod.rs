@@ -11,6 +11,7 @@ mod drills;
 mod jobs;
 mod keys;
 mod migrations;
+mod retention;
 mod samples;
 mod schedules;
 mod status;

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod pitr_window;
 pub mod pki;
 pub mod restore;
+pub mod retention;
 pub mod schedule;
 pub mod status;
 pub mod verify;
