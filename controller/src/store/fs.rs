@@ -81,20 +81,7 @@ impl FsStore {
             Err(e) => return Err(StoreError::io(path.display(), e)),
         }
         let dir = path.parent().expect("chunk path has a parent");
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp =
-            self.root
-                .join("tmp")
-                .join(format!("{}.{}.{seq}", id.to_hex(), std::process::id()));
-        let io = |e| StoreError::io(tmp.display(), e);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(encoded).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
+        let tmp = self.write_temp(&id.to_hex(), encoded)?;
         // rename replaces atomically; a racing put of the same id wrote the same bytes.
         fs::rename(&tmp, &path).map_err(|e| StoreError::io(path.display(), e))?;
         sync_dir(dir)?;
@@ -115,12 +102,14 @@ impl FsStore {
         Ok(self.root.join("packs").join(&name[..2]).join(name))
     }
 
-    fn put_pack_blocking(&self, path: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    /// `bytes` in a new, fsynced file under `tmp/`, named after `stem`, ready to be moved
+    /// into place.
+    fn write_temp(&self, stem: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .root
             .join("tmp")
-            .join(format!("pack-{name}.{}.{seq}", std::process::id()));
+            .join(format!("{stem}.{}.{seq}", std::process::id()));
         let io = |e| StoreError::io(tmp.display(), e);
         let mut f = OpenOptions::new()
             .write(true)
@@ -129,12 +118,18 @@ impl FsStore {
             .map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
-        drop(f);
+        Ok(tmp)
+    }
+
+    fn put_pack_blocking(&self, path: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.write_temp(&format!("pack-{name}"), bytes)?;
         // A hard link, unlike a rename, never replaces: a pack is written once.
         let linked = fs::hard_link(&tmp, path);
         let _ = fs::remove_file(&tmp);
         match linked {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(super::pack_exists(name)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                Err(StoreError::PackExists(name.to_string()))
+            }
             other => other.map_err(|e| StoreError::io(path.display(), e)),
         }?;
         sync_dir(path.parent().expect("pack path has a parent"))

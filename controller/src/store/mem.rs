@@ -55,7 +55,7 @@ impl ChunkStore for MemStore {
     async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let mut packs = self.packs.lock().unwrap();
         if packs.contains_key(name) {
-            return Err(super::pack_exists(name));
+            return Err(StoreError::PackExists(name.to_string()));
         }
         packs.insert(name.to_string(), bytes.to_vec());
         Ok(())

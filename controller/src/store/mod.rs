@@ -18,6 +18,8 @@ pub enum StoreError {
     NotFound(ChunkId),
     #[error("pack {0} is not in the store")]
     PackNotFound(String),
+    #[error("pack {0} is already stored; packs are never replaced")]
+    PackExists(String),
     #[error("chunk store i/o on {path}: {source}")]
     Io {
         path: String,
@@ -61,21 +63,11 @@ impl StoreError {
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
             ),
-            StoreError::NotFound(_) | StoreError::PackNotFound(_) | StoreError::Damaged { .. } => {
-                false
-            }
+            StoreError::NotFound(_)
+            | StoreError::PackNotFound(_)
+            | StoreError::PackExists(_)
+            | StoreError::Damaged { .. } => false,
         }
-    }
-}
-
-/// The error for a pack name already taken.
-pub fn pack_exists(name: &str) -> StoreError {
-    StoreError::Io {
-        path: format!("pack {name}"),
-        source: std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "a pack of that name is already stored; packs are never replaced",
-        ),
     }
 }
 

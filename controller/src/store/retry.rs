@@ -107,11 +107,7 @@ impl<S: ChunkStore> ChunkStore for Retrying<S> {
             let again = tried.swap(true, std::sync::atomic::Ordering::Relaxed);
             async move {
                 match self.inner.put_pack(name, bytes).await {
-                    Err(StoreError::Io { source, .. })
-                        if again && source.kind() == std::io::ErrorKind::AlreadyExists =>
-                    {
-                        self.confirm_pack(name, bytes).await
-                    }
+                    Err(StoreError::PackExists(_)) if again => self.confirm_pack(name, bytes).await,
                     other => other,
                 }
             }
@@ -156,7 +152,7 @@ impl<S: ChunkStore> Retrying<S> {
         if stored == bytes {
             Ok(())
         } else {
-            Err(super::pack_exists(name))
+            Err(StoreError::PackExists(name.to_string()))
         }
     }
 }

@@ -171,6 +171,46 @@ impl S3Store {
         format!("{}chunks/{}/{hex}", self.prefix, &hex[..2])
     }
 
+    /// The last path segment of every object under PREFIX/`under`, page by page.
+    async fn list_names(&self, under: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{}{under}", self.prefix);
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            self.counts.add("list");
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| remote("list", &prefix, e))?;
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key()?.rsplit('/').next().map(str::to_string)),
+            );
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<(), StoreError> {
+        self.counts.add("delete");
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| remote("delete", key, e))?;
+        Ok(())
+    }
+
     /// Check that the bucket is there and these credentials may use it, so that a
     /// misconfiguration stops the controller at start rather than the first backup.
     pub async fn check(&self) -> Result<(), StoreError> {
@@ -317,47 +357,16 @@ impl ChunkStore for S3Store {
     }
 
     async fn list(&self) -> Result<Vec<ChunkId>, StoreError> {
-        let prefix = format!("{}chunks/", self.prefix);
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            self.counts.add("list");
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| remote("list", &prefix, e))?;
-            for o in page.contents() {
-                if let Some(id) = o
-                    .key()
-                    .and_then(|k| k.rsplit('/').next())
-                    .and_then(|n| n.parse::<ChunkId>().ok())
-                {
-                    out.push(id);
-                }
-            }
-            token = page.next_continuation_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        Ok(self
+            .list_names("chunks/")
+            .await?
+            .iter()
+            .filter_map(|n| n.parse::<ChunkId>().ok())
+            .collect())
     }
 
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
-        let key = self.key(id);
-        self.counts.add("delete");
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| remote("delete", &key, e))?;
-        Ok(())
+        self.delete_key(&self.key(id)).await
     }
 
     async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -376,7 +385,7 @@ impl ChunkStore for S3Store {
         {
             Ok(_) => Ok(()),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
-                Err(super::pack_exists(name))
+                Err(StoreError::PackExists(name.to_string()))
             }
             Err(e) => Err(remote("put", &key, e)),
         }
@@ -435,43 +444,11 @@ impl ChunkStore for S3Store {
     }
 
     async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("{}packs/", self.prefix);
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            self.counts.add("list");
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| remote("list", &prefix, e))?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key()?.rsplit('/').next().map(str::to_string)),
-            );
-            token = page.next_continuation_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        self.list_names("packs/").await
     }
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
-        let key = self.pack_key(name);
-        self.counts.add("delete");
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| remote("delete", &key, e))?;
-        Ok(())
+        self.delete_key(&self.pack_key(name)).await
     }
 
     fn requests(&self) -> Vec<(&'static str, u64)> {
