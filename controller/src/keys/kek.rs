@@ -17,10 +17,9 @@ pub enum KekError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "key-encryption key {path} is readable by others (mode {mode:04o}); run chmod 600 {path}"
-    )]
-    Permissions { path: PathBuf, mode: u32 },
+    /// Missing, unreadable, or readable by others.
+    #[error(transparent)]
+    Secret(#[from] tidemark_core::config::ConfigError),
     #[error("key-encryption key {path} is not {n} hex digits", n = KEY_LEN * 2)]
     Malformed { path: PathBuf },
     #[error(
@@ -50,14 +49,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KekError + '_ {
 
 /// Read a KEK file, refusing one that group or others could read.
 pub fn read(path: &Path) -> Result<RawKey, KekError> {
-    let meta = std::fs::metadata(path).map_err(io(path))?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(KekError::Permissions {
-            path: path.into(),
-            mode,
-        });
-    }
+    tidemark_core::config::check_secret_file("key-encryption key", path)?;
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut key = RawKey([0; KEY_LEN]);
     hex::decode_to_slice(text.trim(), &mut key.0)
