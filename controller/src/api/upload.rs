@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use tidemark_core::chunk;
 use tidemark_core::ids::{BackupId, ChunkId};
 use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{EncodedChunk, PartTrailer, UploadPartMessage, UploadPartResponse};
@@ -281,20 +280,17 @@ async fn check(state: Arc<State>, c: EncodedChunk, original: Original) -> ApiRes
     Ok(checked)
 }
 
-/// Decode an encoded chunk against its id, off the async threads.
+/// Check an encoded chunk the agent sent against its id; returns (encoded, plaintext).
 async fn decode(id: ChunkId, encoded: Vec<u8>) -> ApiResult<(Vec<u8>, Vec<u8>)> {
-    let (encoded, decoded) = tokio::task::spawn_blocking(move || {
-        let decoded = chunk::decode(&id, &encoded);
-        (encoded, decoded)
-    })
-    .await
-    .map_err(|e| ApiError::InvalidArgument(format!("decoding chunk {id}: {e}")))?;
-    let plaintext = decoded.map_err(|e| {
-        ApiError::InvalidArgument(format!(
-            "{e}; the chunk was rejected, nothing was stored for it"
-        ))
-    })?;
-    Ok((encoded, plaintext))
+    let c = verified::decode(id, encoded)
+        .await
+        .map_err(|e| ApiError::InvalidArgument(format!("decoding chunk {id}: {e}")))?
+        .map_err(|e| {
+            ApiError::InvalidArgument(format!(
+                "{e}; the chunk was rejected, nothing was stored for it"
+            ))
+        })?;
+    Ok((c.encoded, c.plaintext))
 }
 
 async fn joined(task: JoinHandle<ApiResult<Checked>>) -> ApiResult<Checked> {

@@ -64,12 +64,12 @@ async fn get_packed(
         Some(k) => k.open_chunk(id, stored).map_err(corrupt)?,
         None => stored,
     };
-    decode(id, encoded).await?.map_err(corrupt)
+    decode_stored(id, encoded).await?.map_err(corrupt)
 }
 
 async fn get_own(store: &dyn ChunkStore, id: &ChunkId) -> Result<VerifiedChunk, ReadError> {
     let reason = match store.get(id).await {
-        Ok(encoded) => match decode(id, encoded).await? {
+        Ok(encoded) => match decode_stored(id, encoded).await? {
             Ok(chunk) => return Ok(chunk),
             Err(e) => e,
         },
@@ -86,18 +86,27 @@ async fn get_own(store: &dyn ChunkStore, id: &ChunkId) -> Result<VerifiedChunk, 
     })
 }
 
-/// Decompress and check against the id, off the async threads.
-async fn decode(
+/// Decompress and check against the id, on a blocking thread (the outer error is that
+/// thread's). Shared by reads and by uploads, which check what agents send the same way.
+pub async fn decode(
+    id: ChunkId,
+    encoded: Vec<u8>,
+) -> Result<Result<VerifiedChunk, chunk::ChunkError>, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        chunk::decode(&id, &encoded).map(|plaintext| VerifiedChunk { encoded, plaintext })
+    })
+    .await
+}
+
+/// [`decode`] for a stored chunk: the reason it is bad, or a store error.
+async fn decode_stored(
     id: &ChunkId,
     encoded: Vec<u8>,
 ) -> Result<Result<VerifiedChunk, String>, ReadError> {
-    let id = *id;
-    tokio::task::spawn_blocking(move || match chunk::decode(&id, &encoded) {
-        Ok(plaintext) => Ok(VerifiedChunk { encoded, plaintext }),
-        Err(e) => Err(e.to_string()),
-    })
-    .await
-    .map_err(|e| ReadError::Store(StoreError::io("decode task", std::io::Error::other(e))))
+    decode(*id, encoded)
+        .await
+        .map(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| ReadError::Store(StoreError::io("decode task", std::io::Error::other(e))))
 }
 
 #[cfg(test)]
