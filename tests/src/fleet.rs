@@ -149,7 +149,11 @@ impl Controller {
         rt.block_on(q.fetch_all(&pool))
             .unwrap()
             .iter()
-            .map(|r| hex(&r.get::<Vec<u8>, _>(0)))
+            .map(|r| {
+                tidemark_core::ids::ChunkId::from_slice(&r.get::<Vec<u8>, _>(0))
+                    .unwrap()
+                    .to_hex()
+            })
             .collect()
     }
 
@@ -157,10 +161,11 @@ impl Controller {
     pub fn chunk_place(&self, hex_id: &str) -> ChunkPlace {
         use sqlx::Row;
         let (rt, pool) = self.catalog();
-        let id: Vec<u8> = (0..hex_id.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex_id[i..i + 2], 16).unwrap())
-            .collect();
+        let id = hex_id
+            .parse::<tidemark_core::ids::ChunkId>()
+            .unwrap()
+            .0
+            .to_vec();
         let r = rt
             .block_on(
                 sqlx::query("SELECT pack, pack_offset, pack_len FROM chunks WHERE id = ?")
@@ -282,10 +287,6 @@ pub fn flip_bit(path: &Path, at: u64) {
     let mut bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bytes[at as usize] ^= 0x04;
     std::fs::write(path, bytes).unwrap();
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An operator's CLI, configured through a config file like a real one.

@@ -212,23 +212,27 @@ impl MariaFleet {
         out.json()
     }
 
+    /// demo-mariadb's recovery window as JSON, read even while `pitr-window` exits 1 (it is
+    /// not restorable until a backup exists; the JSON still says what is archived).
+    pub fn window(&self) -> serde_json::Value {
+        self.admin
+            .run(&[
+                "pitr-window",
+                "--instance",
+                "demo-mariadb",
+                "--output",
+                "json",
+            ])
+            .json()
+    }
+
     /// Wait until binlog NAME is in the archive (the newest archived file reaches it).
     pub fn wait_archived(&self, name: &str) {
         wait_for(
             &format!("binlog {name} to be archived"),
             Duration::from_secs(60),
             || {
-                // Not restorable (exit 1) until a backup exists; the JSON says what is archived.
-                let w = self
-                    .admin
-                    .run(&[
-                        "pitr-window",
-                        "--instance",
-                        "demo-mariadb",
-                        "--output",
-                        "json",
-                    ])
-                    .json();
+                let w = self.window();
                 let newest = w["newest_wal"].as_str()?.to_string();
                 (newest.as_str() >= name).then_some(())
             },

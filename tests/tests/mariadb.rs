@@ -179,16 +179,7 @@ fn binlogs_are_archived_once_closed_never_while_active_and_rotated_by_archive_ti
         // it, without anyone running FLUSH BINARY LOGS.
         let written_to = before.last().unwrap().clone();
         f.wait_archived(&written_to);
-        let w = f
-            .admin
-            .run(&[
-                "pitr-window",
-                "--instance",
-                "demo-mariadb",
-                "--output",
-                "json",
-            ])
-            .json();
+        let w = f.window();
         let now = f.db.binlogs();
         let active = now.last().unwrap();
         assert!(
@@ -223,17 +214,7 @@ fn binlogs_are_archived_once_closed_never_while_active_and_rotated_by_archive_ti
     assert!(archived.starts_with("mysql-bin."), "{inst}");
     // A restarted agent ships every closed file again: identical files are "already
     // archived", so nothing conflicts and nothing is stored twice.
-    let files_before = f
-        .admin
-        .run(&[
-            "pitr-window",
-            "--instance",
-            "demo-mariadb",
-            "--output",
-            "json",
-        ])
-        .json()["wal_files"]
-        .clone();
+    let files_before = f.window()["wal_files"].clone();
     let mut f = f;
     f.agent.restart(f.dir.path(), &f.admin);
     wait_for(
@@ -247,16 +228,7 @@ fn binlogs_are_archived_once_closed_never_while_active_and_rotated_by_archive_ti
                 .then_some(())
         },
     );
-    let w = f
-        .admin
-        .run(&[
-            "pitr-window",
-            "--instance",
-            "demo-mariadb",
-            "--output",
-            "json",
-        ])
-        .json();
+    let w = f.window();
     assert_eq!(w["wal_files"], files_before, "{w}");
     let status = f.admin.json(&["status"]);
     let alerts = status.as_array().unwrap()[0]["alerts"].clone();

@@ -87,22 +87,22 @@ impl AdminApi {
         req: &Request<T>,
         action: &'static str,
     ) -> Result<Change, Status> {
-        let who = caller(req)?.to_string();
+        let change = Change {
+            who: caller(req)?.to_string(),
+            action,
+            detail: format!("{:?}", req.get_ref()),
+        };
         if let Err(e) = require(req, &[Role::Admin], action) {
             self.audit(
-                &who,
+                &change.who,
                 action,
-                &format!("{:?}", req.get_ref()),
+                &change.detail,
                 &format!("refused: {e}"),
             )
             .await;
             return Err(e.into());
         }
-        Ok(Change {
-            who,
-            action,
-            detail: format!("{:?}", req.get_ref()),
-        })
+        Ok(change)
     }
 
     async fn audited<R>(
