@@ -46,6 +46,8 @@ pub struct BackupRow {
     pub parts: Vec<PartRow>,
     /// The databases in a part that holds several (a MariaDB dump).
     pub databases: Vec<String>,
+    /// When retention removed its data (its row stays as history).
+    pub expired_at: Option<i64>,
 }
 
 impl BackupRow {
@@ -102,6 +104,28 @@ pub(super) async fn record_new_chunks(
             .bind(agent)
             .execute(&mut *conn)
             .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuse manifest lines whose chunk the catalog no longer holds. Checked in the transaction
+/// that commits them: garbage collection forgets chunks nothing refers to in a transaction of
+/// its own, so either it ran first and the reference is refused here, or the reference is
+/// committed first and collection sees it.
+pub(super) async fn require_stored(
+    conn: &mut sqlx::SqliteConnection,
+    entries: &[ManifestEntry],
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for e in entries.iter().filter(|e| seen.insert(e.id)) {
+        let stored = sqlx::query("SELECT 1 FROM chunks WHERE id = ?")
+            .bind(e.id.0.as_slice())
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+        if !stored {
+            return Err(CatalogError::ChunkGone(e.id));
         }
     }
     Ok(())
@@ -224,7 +248,7 @@ impl Catalog {
         // A complete backup that verify found damaged reads as corrupt, with why: nothing
         // that asks for a complete backup (restores, drills, the window) takes it.
         let corrupt: String = r.get("corrupt");
-        let (status, reason) = if corrupt.is_empty() {
+        let (status, reason) = if corrupt.is_empty() || r.get::<&str, _>("status") == "expired" {
             (r.get("status"), r.get("reason"))
         } else {
             ("corrupt".to_string(), corrupt)
@@ -245,6 +269,7 @@ impl Catalog {
             parts,
             databases: serde_json::from_str(r.get::<&str, _>("databases"))
                 .map_err(|e| CatalogError::Corrupt(e.to_string()))?,
+            expired_at: r.get("expired_at"),
         })
     }
 
@@ -264,6 +289,7 @@ impl Catalog {
             .await?
             .map(|r| r.get(0));
         record_new_chunks(&mut tx, new_chunks, owner.as_deref()).await?;
+        require_stored(&mut tx, entries).await?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO part_chunks (backup_id, part, seq, chunk_id, raw_len) VALUES (?, ?, ?, ?, ?)",

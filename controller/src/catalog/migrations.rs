@@ -1,7 +1,7 @@
 //! Schema migrations, embedded in the binary and applied in order, each in its own
 //! transaction. A catalog newer than this binary is refused rather than guessed at.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection};
 
 use super::{CatalogError, Result, now};
 
@@ -17,16 +17,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/0009_keys.sql")),
     (10, include_str!("migrations/0010_packs.sql")),
     (11, include_str!("migrations/0011_audit.sql")),
+    (12, include_str!("migrations/0012_retention.sql")),
 ];
 
-pub async fn run(pool: &SqlitePool) -> Result<()> {
+pub async fn run(conn: &mut SqliteConnection) -> Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?
         .get(0);
     let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
@@ -35,10 +36,36 @@ pub async fn run(pool: &SqlitePool) -> Result<()> {
             "catalog schema is version {current}, newer than this controller's {newest}; upgrade the controller"
         )));
     }
+    // SQLite changes a table's constraints only by rebuilding it, and dropping a table
+    // other tables refer to needs foreign keys off: they are off while migrations run (on
+    // this connection, outside any transaction, as SQLite requires) and checked before each
+    // migration commits.
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let applied = apply(conn, current).await;
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await?;
+    applied
+}
+
+async fn apply(conn: &mut sqlx::SqliteConnection, current: i64) -> Result<()> {
+    use sqlx::Connection;
     for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         let fail = |source| CatalogError::Migration { version, source };
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
         sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
+        let broken = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail)?;
+        if !broken.is_empty() {
+            return Err(CatalogError::Corrupt(format!(
+                "catalog migration {version} left {} rows whose foreign keys point nowhere",
+                broken.len()
+            )));
+        }
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
             .bind(version)
             .bind(now())
@@ -67,5 +94,63 @@ mod tests {
             0,
         );
         assert_eq!(n, super::MIGRATIONS.len() as i64);
+    }
+
+    /// Version 12 rebuilds `backups`, which other tables refer to: every row and reference
+    /// must survive, and foreign keys must still be enforced afterwards.
+    #[tokio::test]
+    async fn rebuilding_backups_keeps_every_row_and_reference() {
+        use std::str::FromStr;
+        use tidemark_core::ids::BackupId;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+                .execute(&pool)
+                .await
+                .unwrap();
+            for &(v, sql) in super::MIGRATIONS.iter().filter(|m| m.0 <= 11) {
+                sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+                sqlx::query("INSERT INTO schema_migrations VALUES (?, 0)")
+                    .bind(v)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            sqlx::raw_sql(
+                "INSERT INTO backups (id, instance, agent, kind, status, started_at, finished_at, corrupt, databases)
+                   VALUES (7, 'pg', 'db1', 'logical', 'complete', 1, 2, '', '[\"app\"]');
+                 INSERT INTO backup_warnings VALUES (7, 0, 'careful');
+                 INSERT INTO backup_parts (backup_id, name, status, chunks) VALUES (7, 'db:app', 'stored', 1);
+                 INSERT INTO part_chunks VALUES (7, 'db:app', 0, x'00', 1);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let cat = super::super::Catalog::open(&path).await.unwrap();
+        let b = cat.backup(BackupId(7)).await.unwrap().unwrap();
+        assert_eq!(b.status, "complete");
+        assert_eq!(b.warnings, vec!["careful".to_string()]);
+        assert_eq!(b.databases, vec!["app".to_string()]);
+        assert_eq!(b.parts.len(), 1);
+        assert_eq!(b.expired_at, None);
+        let refused = sqlx::query("INSERT INTO backup_warnings VALUES (999, 0, 'orphan')")
+            .execute(&cat.pool)
+            .await;
+        assert!(refused.is_err(), "foreign keys are enforced again");
+        let next = cat
+            .create_backup("pg", "db1", "logical", None, &[], &[], "", "")
+            .await
+            .unwrap();
+        assert!(next.0 > 7, "ids keep counting up: {next}");
     }
 }

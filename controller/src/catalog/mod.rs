@@ -45,6 +45,12 @@ pub enum CatalogError {
     Migration { version: i64, source: sqlx::Error },
     #[error("catalog holds malformed data: {0}")]
     Corrupt(String),
+    /// A reference to a chunk that was forgotten (garbage-collected, or found damaged) while
+    /// the upload that makes it ran.
+    #[error(
+        "chunk {0} is no longer stored: it was removed (garbage collection, or verify found it damaged) while this upload referred to it; nothing was recorded, retry the upload"
+    )]
+    ChunkGone(tidemark_core::ids::ChunkId),
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
@@ -72,11 +78,19 @@ impl Catalog {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // Migrations run on a connection of their own, closed before the pool opens: a pooled
+        // connection that had read the old schema would describe a changed table's columns
+        // by it (sqlx caches a statement's columns when it prepares it).
+        {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
+            migrations::run(&mut conn).await?;
+            conn.close().await?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        migrations::run(&pool).await?;
         Ok(Self { pool })
     }
 

@@ -1,24 +1,58 @@
-//! What retention planning reads beyond backups: what is in use, and the archived logs.
+//! Retention in the catalog: what planning reads (what is in use, the archived logs), applying
+//! a plan, and garbage collection of the store objects nothing refers to any more.
+//!
+//! Deleting happens in two phases. Applying a plan expires backups and deletes archived logs
+//! in one transaction per instance: their manifests go, nothing in the store is touched yet.
+//! Collection then forgets, in one transaction, the chunks of every pack none of whose chunks
+//! is referenced, and queues the pack for deletion; the store objects are deleted after that
+//! commit. An upload re-checks, in the transaction that commits its manifest, that every
+//! chunk it refers to is still held ([`super::backups::require_stored`]), so an upload that
+//! deduplicated against a chunk collection took fails instead of pointing at deleted bytes.
 
 use sqlx::Row;
 
-use super::{Catalog, Result};
+use super::{Catalog, Result, now};
+
+/// One instance's plan, as applied.
+#[derive(Debug, Clone, Default)]
+pub struct Expiry {
+    pub instance: String,
+    /// Backups to expire, each with why (complete ones) or its reason kept (failed ones).
+    pub backups: Vec<(i64, String)>,
+    /// Archived WAL files or binlogs to delete.
+    pub logs: Vec<String>,
+    /// Base backups the plan keeps: if one of them stopped being a sound complete backup
+    /// since the plan was made, the plan's reasoning no longer holds and nothing is applied.
+    pub kept_bases: Vec<i64>,
+}
+
+/// A store object waiting to be deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Garbage {
+    /// A pack's name, or a loose chunk's id in hex.
+    pub object: String,
+    /// "pack" or "chunk".
+    pub kind: String,
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+const IN_USE: &str =
+    "SELECT backup_id FROM drills WHERE state IN ('queued', 'running') AND backup_id IS NOT NULL
+     UNION
+     SELECT json_extract(params, '$.backup_id') FROM jobs
+      WHERE kind = 'restore' AND state IN ('queued', 'running')
+        AND json_extract(params, '$.backup_id') IS NOT NULL";
 
 impl Catalog {
     /// Backups a queued or running drill or restore reads.
     pub async fn backups_in_use(&self) -> Result<Vec<i64>> {
-        Ok(sqlx::query(
-            "SELECT backup_id FROM drills WHERE state IN ('queued', 'running') AND backup_id IS NOT NULL
-             UNION
-             SELECT json_extract(params, '$.backup_id') FROM jobs
-              WHERE kind = 'restore' AND state IN ('queued', 'running')
-                AND json_extract(params, '$.backup_id') IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+        Ok(sqlx::query(IN_USE)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     /// Every archived WAL file or binlog of an instance, by name.
@@ -33,4 +67,162 @@ impl Catalog {
                 .collect(),
         )
     }
+
+    /// Apply one instance's plan in one transaction. What could have changed since the plan
+    /// was made is checked first, inside the transaction: a backup to expire that a drill or
+    /// restore started using, or that is no longer there to expire, or a kept base backup
+    /// that is no longer sound. Then nothing is changed and the reason is returned (Ok(Err)):
+    /// the next run plans again.
+    pub async fn apply_retention(&self, e: &Expiry) -> Result<std::result::Result<(), String>> {
+        let mut tx = self.write_tx().await?;
+        let in_use: Vec<i64> = sqlx::query(IN_USE)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (id, _) in &e.backups {
+            if in_use.contains(id) {
+                return Ok(Err(format!(
+                    "backup {id} is now used by a drill or restore"
+                )));
+            }
+            let r =
+                sqlx::query("SELECT status, expired_at FROM backups WHERE id = ? AND instance = ?")
+                    .bind(id)
+                    .bind(&e.instance)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let expirable = r.is_some_and(|r| {
+                r.get::<Option<i64>, _>(1).is_none()
+                    && matches!(r.get::<&str, _>(0), "complete" | "failed")
+            });
+            if !expirable {
+                return Ok(Err(format!(
+                    "backup {id} is no longer a complete or failed backup of {}",
+                    e.instance
+                )));
+            }
+        }
+        for id in &e.kept_bases {
+            let sound = sqlx::query(
+                "SELECT 1 FROM backups WHERE id = ? AND status = 'complete' AND corrupt = ''",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !sound {
+                return Ok(Err(format!(
+                    "base backup {id}, which the plan keeps, is no longer a sound complete backup"
+                )));
+            }
+        }
+        let t = now();
+        for (id, reason) in &e.backups {
+            sqlx::query(
+                "UPDATE backups SET expired_at = ?,
+                   reason = CASE status WHEN 'complete' THEN ? ELSE reason END,
+                   status = CASE status WHEN 'complete' THEN 'expired' ELSE status END
+                 WHERE id = ?",
+            )
+            .bind(t)
+            .bind(format!("expired by retention: {reason}"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM part_chunks WHERE backup_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for name in &e.logs {
+            for sql in [
+                "DELETE FROM wal_chunks WHERE instance = ? AND name = ?",
+                "DELETE FROM wal_files WHERE instance = ? AND name = ?",
+            ] {
+                sqlx::query(sql)
+                    .bind(&e.instance)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Forget every chunk nothing refers to whose whole pack (or own object) is garbage, and
+    /// queue those objects for deletion, in one transaction. A pack some of whose chunks are
+    /// still referenced is kept whole: packs are never rewritten. Returns what is now
+    /// pending, including what an interrupted collection left.
+    pub async fn collect_garbage(&self) -> Result<Vec<Garbage>> {
+        let mut tx = self.write_tx().await?;
+        const UNREFERENCED: &str =
+            "NOT EXISTS (SELECT 1 FROM part_chunks p WHERE p.chunk_id = c.id)
+             AND NOT EXISTS (SELECT 1 FROM wal_chunks w WHERE w.chunk_id = c.id)";
+        let t = now();
+        // Built from constants only.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
+             SELECT c.pack, 'pack', COUNT(*), SUM(c.stored_len), ? FROM chunks c
+              WHERE c.pack IS NOT NULL GROUP BY c.pack
+             HAVING SUM(CASE WHEN {UNREFERENCED} THEN 0 ELSE 1 END) = 0
+             ON CONFLICT (object) DO NOTHING"
+        )))
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        // Built from constants only.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
+             SELECT lower(hex(c.id)), 'chunk', 1, c.stored_len, ? FROM chunks c
+              WHERE c.pack IS NULL AND {UNREFERENCED}
+             ON CONFLICT (object) DO NOTHING"
+        )))
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        for sql in [
+            "DELETE FROM chunk_owners WHERE chunk_id IN (SELECT c.id FROM chunks c
+               JOIN gc_pending g ON g.kind = 'pack' AND g.object = c.pack)",
+            "DELETE FROM chunks WHERE pack IN (SELECT object FROM gc_pending WHERE kind = 'pack')",
+            "DELETE FROM chunk_owners WHERE lower(hex(chunk_id)) IN
+               (SELECT object FROM gc_pending WHERE kind = 'chunk')",
+            "DELETE FROM chunks WHERE pack IS NULL AND lower(hex(id)) IN
+               (SELECT object FROM gc_pending WHERE kind = 'chunk')",
+        ] {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.pending_garbage().await
+    }
+
+    pub async fn pending_garbage(&self) -> Result<Vec<Garbage>> {
+        Ok(sqlx::query(
+            "SELECT object, kind, chunks, bytes FROM gc_pending ORDER BY queued_at, object",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Garbage {
+            object: r.get(0),
+            kind: r.get(1),
+            chunks: r.get::<i64, _>(2) as u64,
+            bytes: r.get::<i64, _>(3) as u64,
+        })
+        .collect())
+    }
+
+    /// The store deleted an object.
+    pub async fn garbage_deleted(&self, object: &str) -> Result<()> {
+        sqlx::query("DELETE FROM gc_pending WHERE object = ?")
+            .bind(object)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -83,7 +83,9 @@ impl Catalog {
     /// Complete backups of `instance` that verify found damaged.
     pub async fn corrupt_backup_count(&self, instance: &str) -> Result<u64> {
         Ok(
-            sqlx::query("SELECT count(*) FROM backups WHERE instance = ? AND corrupt <> ''")
+            sqlx::query(
+                "SELECT count(*) FROM backups WHERE instance = ? AND status = 'complete' AND corrupt <> ''",
+            )
                 .bind(instance)
                 .fetch_one(&self.pool)
                 .await?

@@ -5,7 +5,7 @@
 use sqlx::Row;
 use tidemark_core::ids::ChunkId;
 
-use super::backups::{chunk_id, record_new_chunks};
+use super::backups::{chunk_id, record_new_chunks, require_stored};
 use super::{Catalog, ManifestEntry, NewChunk, Result, now};
 
 /// An archived WAL file.
@@ -94,6 +94,7 @@ impl Catalog {
         }
         let t = now();
         record_new_chunks(&mut tx, new_chunks, Some(&file.agent)).await?;
+        require_stored(&mut tx, entries).await?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO wal_chunks (instance, name, seq, chunk_id, raw_len) VALUES (?, ?, ?, ?, ?)",

@@ -1,0 +1,314 @@
+use tidemark_core::ids::{BackupId, ChunkId};
+
+use super::*;
+use crate::catalog::{CatalogError, ManifestEntry, NewChunk, WalFileRow, test_catalog};
+use crate::pack::PackLoc;
+
+fn chunk(n: u8) -> ChunkId {
+    ChunkId::of(&[n])
+}
+
+fn new_in(pack: &str, ids: &[ChunkId]) -> Vec<NewChunk> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| NewChunk {
+            id: *id,
+            raw_len: 1,
+            stored_len: 10,
+            pack: Some(PackLoc {
+                pack: pack.into(),
+                offset: 10 * i as u64,
+                len: 10,
+            }),
+        })
+        .collect()
+}
+
+fn entries(ids: &[ChunkId]) -> Vec<ManifestEntry> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| ManifestEntry {
+            seq: i as u64,
+            id: *id,
+            raw_len: 1,
+        })
+        .collect()
+}
+
+/// A finished one-part backup of instance "pg" referring to `refs`, storing `new` first.
+async fn backup(cat: &Catalog, refs: &[ChunkId], new: &[NewChunk], ok: bool) -> BackupId {
+    let b = cat
+        .create_backup("pg", "db1", "base", None, &["base".into()], &[], "15", "15")
+        .await
+        .unwrap();
+    cat.add_manifest(b, "base", &entries(refs), new)
+        .await
+        .unwrap();
+    assert!(
+        cat.finish_backup(b, ok, if ok { "" } else { "broke" })
+            .await
+            .unwrap()
+    );
+    b
+}
+
+async fn wal(cat: &Catalog, name: &str, refs: &[ChunkId], new: &[NewChunk]) {
+    let f = WalFileRow {
+        instance: "pg".into(),
+        name: name.into(),
+        timeline: 1,
+        segno: Some(1),
+        size: 1,
+        sha256: name.into(),
+        chunks: refs.len() as u64,
+        modified_at: 0,
+        stored_at: 0,
+        agent: "db1".into(),
+        first_event_at: None,
+    };
+    cat.add_wal(&f, &entries(refs), new).await.unwrap();
+}
+
+fn expiry(backups: &[BackupId], logs: &[&str], kept: &[BackupId]) -> Expiry {
+    Expiry {
+        instance: "pg".into(),
+        backups: backups
+            .iter()
+            .map(|b| (b.0, "no rule keeps it".into()))
+            .collect(),
+        logs: logs.iter().map(|l| l.to_string()).collect(),
+        kept_bases: kept.iter().map(|b| b.0).collect(),
+    }
+}
+
+#[tokio::test]
+async fn applying_expires_backups_and_deletes_logs_keeping_the_rows_as_history() {
+    let (cat, _dir) = test_catalog().await;
+    let (a, b, c) = (chunk(1), chunk(2), chunk(3));
+    let old = backup(&cat, &[a], &new_in("p1", &[a]), true).await;
+    let failed = backup(&cat, &[b], &new_in("p2", &[b]), false).await;
+    let kept = backup(&cat, &[c], &new_in("p3", &[c]), true).await;
+    wal(&cat, "000000010000000000000001", &[a], &[]).await;
+    wal(&cat, "000000010000000000000002", &[c], &[]).await;
+
+    let e = expiry(&[old, failed], &["000000010000000000000001"], &[kept]);
+    cat.apply_retention(&e).await.unwrap().unwrap();
+
+    let row = cat.backup(old).await.unwrap().unwrap();
+    assert_eq!(row.status, "expired");
+    assert!(row.reason.contains("no rule keeps it"), "{}", row.reason);
+    assert!(row.expired_at.is_some());
+    let row = cat.backup(failed).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.reason.as_str()),
+        ("failed", "broke")
+    );
+    assert!(row.expired_at.is_some());
+    assert!(
+        cat.manifest_page(old, "base", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        cat.manifest_page(failed, "base", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        cat.manifest_page(kept, "base", 0, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        cat.archived_log_names("pg").await.unwrap(),
+        vec!["000000010000000000000002".to_string()]
+    );
+    assert!(
+        cat.wal_manifest("pg", "000000010000000000000001")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Applied twice, the plan finds its backups already gone and changes nothing.
+    let again = cat.apply_retention(&e).await.unwrap();
+    assert!(again.unwrap_err().contains(&format!("backup {old}")));
+}
+
+#[tokio::test]
+async fn a_plan_whose_premises_changed_is_not_applied_at_all() {
+    let (cat, _dir) = test_catalog().await;
+    let (a, b) = (chunk(1), chunk(2));
+    let old = backup(&cat, &[a], &new_in("p1", &[a]), true).await;
+    let kept = backup(&cat, &[b], &new_in("p2", &[b]), true).await;
+    wal(&cat, "000000010000000000000001", &[a], &[]).await;
+    let e = expiry(&[old], &["000000010000000000000001"], &[kept]);
+    let unchanged = |cat: Catalog| async move {
+        assert_eq!(cat.backup(old).await.unwrap().unwrap().status, "complete");
+        assert_eq!(
+            cat.manifest_page(old, "base", 0, 10).await.unwrap().len(),
+            1
+        );
+        assert_eq!(cat.archived_log_names("pg").await.unwrap().len(), 1);
+    };
+
+    // A restore of the backup was queued after the plan was made.
+    let job = cat
+        .create_job(
+            "restore",
+            "db1",
+            "pg",
+            &serde_json::json!({"backup_id": old.0}),
+            0,
+        )
+        .await
+        .unwrap();
+    let why = cat.apply_retention(&e).await.unwrap().unwrap_err();
+    assert!(why.contains("used by a drill or restore"), "{why}");
+    unchanged(cat.clone()).await;
+    cat.update_job(job, crate::catalog::JobState::Succeeded, 0, None, "")
+        .await
+        .unwrap();
+
+    // So was a drill.
+    let drill = cat.create_drill("pg", 0, "test", "").await.unwrap();
+    sqlx::query("UPDATE drills SET backup_id = ? WHERE id = ?")
+        .bind(old.0)
+        .bind(drill)
+        .execute(&cat.pool)
+        .await
+        .unwrap();
+    let why = cat.apply_retention(&e).await.unwrap().unwrap_err();
+    assert!(why.contains("used by a drill or restore"), "{why}");
+    unchanged(cat.clone()).await;
+    cat.end_drill(drill, crate::catalog::DrillState::Passed, "")
+        .await
+        .unwrap();
+
+    // The base backup the plan counted on was found damaged.
+    cat.mark_backup_corrupt(kept, "chunk x is missing")
+        .await
+        .unwrap();
+    let why = cat.apply_retention(&e).await.unwrap().unwrap_err();
+    assert!(why.contains(&format!("base backup {kept}")), "{why}");
+    unchanged(cat.clone()).await;
+}
+
+#[tokio::test]
+async fn collection_takes_only_packs_nothing_refers_to() {
+    let (cat, _dir) = test_catalog().await;
+    let ids: Vec<ChunkId> = (1..=6).map(chunk).collect();
+    // p1: both chunks only in the backup that expires. p2: one chunk shared with the kept
+    // backup. p3: a chunk only archived WAL refers to.
+    let old = backup(
+        &cat,
+        &ids[..4],
+        &[new_in("p1", &ids[..2]), new_in("p2", &ids[2..4])].concat(),
+        true,
+    )
+    .await;
+    let kept = backup(&cat, &ids[3..4], &[], true).await;
+    wal(
+        &cat,
+        "000000010000000000000009",
+        &ids[4..5],
+        &new_in("p3", &ids[4..5]),
+    )
+    .await;
+
+    assert!(
+        cat.collect_garbage().await.unwrap().is_empty(),
+        "all referenced"
+    );
+    cat.apply_retention(&expiry(&[old], &[], &[kept]))
+        .await
+        .unwrap()
+        .unwrap();
+    let pending = cat.collect_garbage().await.unwrap();
+    assert_eq!(
+        pending,
+        vec![Garbage {
+            object: "p1".into(),
+            kind: "pack".into(),
+            chunks: 2,
+            bytes: 20,
+        }]
+    );
+    assert_eq!(cat.chunk_location(&ids[0]).await.unwrap(), None);
+    assert!(!cat.chunk_owned_by(&ids[0], "db1").await.unwrap());
+    // p2's unreferenced chunk stays held (its pack is kept whole), and so does p3's.
+    assert!(cat.chunk_location(&ids[2]).await.unwrap().is_some());
+    assert!(cat.chunk_location(&ids[4]).await.unwrap().is_some());
+
+    // Pending until the store says it deleted it; collecting again adds nothing.
+    assert_eq!(cat.collect_garbage().await.unwrap().len(), 1);
+    cat.garbage_deleted("p1").await.unwrap();
+    assert!(cat.pending_garbage().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_upload_and_a_collection_never_both_win() {
+    let (cat, _dir) = test_catalog().await;
+    let (a, b) = (chunk(1), chunk(2));
+    let old = backup(&cat, &[a, b], &new_in("p1", &[a, b]), true).await;
+    cat.apply_retention(&expiry(&[old], &[], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The reference commits first: collection sees it and keeps the pack.
+    let first = cat
+        .create_backup("pg", "db1", "base", None, &["base".into()], &[], "15", "15")
+        .await
+        .unwrap();
+    cat.add_manifest(first, "base", &entries(&[a]), &[])
+        .await
+        .unwrap();
+    assert!(cat.collect_garbage().await.unwrap().is_empty());
+
+    // Collection commits first: the reference is refused, and nothing of it is recorded.
+    cat.clear_manifest(first, "base").await.unwrap();
+    assert_eq!(cat.collect_garbage().await.unwrap().len(), 1);
+    let err = cat
+        .add_manifest(first, "base", &entries(&[a]), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CatalogError::ChunkGone(id) if id == a),
+        "{err}"
+    );
+    assert!(
+        cat.manifest_page(first, "base", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A WAL file is refused the same way.
+    let f = WalFileRow {
+        instance: "pg".into(),
+        name: "000000010000000000000003".into(),
+        timeline: 1,
+        segno: Some(3),
+        size: 1,
+        sha256: "x".into(),
+        chunks: 1,
+        modified_at: 0,
+        stored_at: 0,
+        agent: "db1".into(),
+        first_event_at: None,
+    };
+    assert!(matches!(
+        cat.add_wal(&f, &entries(&[b]), &[]).await,
+        Err(CatalogError::ChunkGone(_))
+    ));
+    assert!(cat.wal_file("pg", &f.name).await.unwrap().is_none());
+    // Sending the bytes again stores the chunk anew, in a new pack.
+    cat.add_manifest(first, "base", &entries(&[a]), &new_in("p9", &[a]))
+        .await
+        .unwrap();
+    assert_eq!(
+        cat.chunk_location(&a).await.unwrap().unwrap().unwrap().pack,
+        "p9"
+    );
+}
