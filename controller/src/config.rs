@@ -81,6 +81,8 @@ pub struct ControllerConfig {
     pub schedule: ScheduleSettings,
     #[serde(default)]
     pub verify: VerifySettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// Per-instance policy: smoke checks for drills.
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstancePolicy>,
@@ -214,6 +216,29 @@ impl Default for VerifySettings {
     }
 }
 
+/// When retention is applied without an operator asking (the policies are per instance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetentionSettings {
+    /// Cron (UTC); unset: retention is applied only when asked (tidemark retention apply).
+    pub schedule: Option<String>,
+    /// A scheduled run still going then is reported and retried.
+    #[serde(
+        default = "default_verify_timeout",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub timeout: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            timeout: default_verify_timeout(),
+        }
+    }
+}
+
 fn default_verify_timeout() -> Duration {
     Duration::from_secs(6 * 3600)
 }
@@ -232,7 +257,7 @@ pub struct InstancePolicy {
     pub drill: Option<String>,
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckConfig>,
-    /// What to keep; absent: the default policy (see [`crate::retention::Policy`]).
+    /// What to keep; absent: everything (retention never deletes without a policy).
     pub retention: Option<crate::retention::Policy>,
 }
 
@@ -396,6 +421,11 @@ impl ControllerConfig {
             && let Err(e) = crate::schedule::cron::Cron::parse(cron)
         {
             return Err(invalid(format!("[verify] schedule = {e}")));
+        }
+        if let Some(cron) = &c.retention.schedule
+            && let Err(e) = crate::schedule::cron::Cron::parse(cron)
+        {
+            return Err(invalid(format!("[retention] schedule = {e}")));
         }
         if !(1..=100).contains(&c.verify.sample) {
             return Err(invalid(format!(

@@ -133,6 +133,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             .iter()
             .filter_map(|i| Some((i.name.clone(), i.retention.clone()?)))
             .collect(),
+        retention_running: Default::default(),
         drills: Arc::new(drill::Drills::new(
             config.drills.clone(),
             config.instances.clone(),
@@ -140,6 +141,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         schedule: config.schedule.clone(),
         verify_sample: config.verify.sample,
         verify_timeout: config.verify.timeout,
+        retention_timeout: config.retention.timeout,
         background: Default::default(),
     });
     state

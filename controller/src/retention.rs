@@ -44,7 +44,8 @@ pub struct Policy {
 }
 
 impl Default for Policy {
-    /// Without a policy: the two newest base backups and the newest logical dump.
+    /// An empty `[instance.retention]` table: the two newest base backups and the newest
+    /// logical dump.
     fn default() -> Self {
         Self {
             base: Gfs::default(),

@@ -25,6 +25,7 @@ fn a_viewer_reads_everything_and_changes_nothing() {
         &["schedule"],
         &["keys"],
         &["audit"],
+        &["retention", "plan"],
     ] {
         let out = viewer.run(args);
         // pitr-window of a non-archiving fleet is refused for its own reasons, not the role.
@@ -66,6 +67,7 @@ fn a_viewer_reads_everything_and_changes_nothing() {
         ),
         (&["verify"], "verify the store"),
         (&["keys", "rotate"], "rotate the encryption keys"),
+        (&["retention", "apply"], "apply retention"),
     ] {
         let out = viewer.run(args);
         assert_eq!(out.code, 3, "{args:?}: {}{}", out.stdout, out.stderr);
@@ -95,6 +97,7 @@ fn a_viewer_reads_everything_and_changes_nothing() {
         "change policies",
         "verify the store",
         "rotate the encryption keys",
+        "apply retention",
     ] {
         assert!(has("viewer:vera", what, "refused:"), "{what}: {log:#}");
     }

@@ -383,6 +383,18 @@ impl AdminService for AdminApi {
         ))
     }
 
+    async fn retention_apply(
+        &self,
+        req: Request<pb::RetentionPlanRequest>,
+    ) -> Result<Response<pb::RetentionApplyResponse>, Status> {
+        let change = self.change(&req, "apply retention").await?;
+        let result = super::retention::apply(&self.state, &req.get_ref().instance)
+            .await
+            .map(Response::new)
+            .map_err(Status::from);
+        self.audited(change, result).await
+    }
+
     async fn list_audit(
         &self,
         req: Request<pb::ListAuditRequest>,

@@ -29,6 +29,7 @@ use crate::store::ChunkStore;
 use crate::store::verified::{self, ReadError, VerifiedChunk};
 use error::ApiResult;
 pub use recovery::fleet_status;
+pub use retention::apply as apply_retention;
 use sessions::Sessions;
 
 pub struct State {
@@ -44,10 +45,13 @@ pub struct State {
     pub drills: Arc<crate::drill::Drills>,
     /// Each instance's retention policy, from the config.
     pub retention: std::collections::HashMap<String, crate::retention::Policy>,
+    /// Held while retention is applied: one run at a time (the CLI's or the schedule's).
+    pub retention_running: tokio::sync::Mutex<()>,
     pub schedule: crate::config::ScheduleSettings,
     /// Percent of the chunks a scheduled verification reads.
     pub verify_sample: u32,
     pub verify_timeout: std::time::Duration,
+    pub retention_timeout: std::time::Duration,
     pub background: crate::schedule::Background,
 }
 

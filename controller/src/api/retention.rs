@@ -1,14 +1,20 @@
-//! `tidemark retention plan`: the catalog's facts fed to [`crate::retention`]'s planner.
+//! `tidemark retention plan` and `apply`: the catalog's facts fed to [`crate::retention`]'s
+//! planner, and the plan carried out (see [`crate::catalog`]'s retention module for how
+//! deleting stays safe against drills, restores and uploads running at the same time).
 
+use tidemark_core::ids::ChunkId;
 use tidemark_proto as pb;
 
 use super::State;
 use super::error::ApiResult;
-use crate::catalog::InstanceRow;
+use crate::catalog::{Expiry, InstanceRow};
 use crate::retention::{self, BackupFacts, Kind};
 
-pub async fn plan(state: &State, instance: &str) -> ApiResult<pb::RetentionPlanResponse> {
-    let instances: Vec<InstanceRow> = if instance.is_empty() {
+/// An instance without a policy keeps everything: deleting backups is never a default.
+const NO_POLICY: &str = "the instance has no [instance.retention] policy in the controller's config; nothing is deleted";
+
+async fn instances(state: &State, instance: &str) -> ApiResult<Vec<InstanceRow>> {
+    Ok(if instance.is_empty() {
         let mut all = Vec::new();
         for a in state.catalog.agents().await? {
             all.extend(a.instances);
@@ -16,13 +22,104 @@ pub async fn plan(state: &State, instance: &str) -> ApiResult<pb::RetentionPlanR
         all
     } else {
         vec![super::recovery::instance(state, instance).await?]
-    };
+    })
+}
+
+pub async fn plan(state: &State, instance: &str) -> ApiResult<pb::RetentionPlanResponse> {
     let in_use = state.catalog.backups_in_use().await?;
     let mut items = Vec::new();
-    for inst in &instances {
+    for inst in &instances(state, instance).await? {
         items.extend(plan_instance(state, inst, &in_use).await?);
     }
     Ok(pb::RetentionPlanResponse { items })
+}
+
+/// Apply each instance's plan (all of it, or none when the catalog changed under it), then
+/// collect the garbage. One run at a time.
+pub async fn apply(state: &State, instance: &str) -> ApiResult<pb::RetentionApplyResponse> {
+    let _one_at_a_time = state.retention_running.lock().await;
+    let in_use = state.catalog.backups_in_use().await?;
+    let mut out = pb::RetentionApplyResponse::default();
+    for inst in &instances(state, instance).await? {
+        let items = plan_instance(state, inst, &in_use).await?;
+        let expiry = Expiry {
+            instance: inst.name.clone(),
+            backups: items
+                .iter()
+                .filter(|i| !i.keep && i.backup_id != 0)
+                .map(|i| (i.backup_id, i.reasons.join("; ")))
+                .collect(),
+            logs: items
+                .iter()
+                .filter(|i| !i.keep && i.backup_id == 0)
+                .map(|i| i.name.clone())
+                .collect(),
+            kept_bases: items
+                .iter()
+                .filter(|i| i.keep && i.kind == "base")
+                .map(|i| i.backup_id)
+                .collect(),
+        };
+        if expiry.backups.is_empty() && expiry.logs.is_empty() {
+            continue;
+        }
+        match state.catalog.apply_retention(&expiry).await? {
+            Ok(()) => {
+                tracing::info!(instance = %inst.name, backups = expiry.backups.len(),
+                    logs = expiry.logs.len(), "retention applied");
+                out.deleted.extend(items.into_iter().filter(|i| !i.keep));
+            }
+            Err(why) => out.skipped.push(format!(
+                "{}: {why}; nothing was deleted, the next run plans again",
+                inst.name
+            )),
+        }
+    }
+    collect_garbage(state, &mut out).await?;
+    Ok(out)
+}
+
+/// Forget the chunks nothing refers to and delete their objects from the store. An object
+/// the store refuses to delete stays queued for the next run.
+async fn collect_garbage(state: &State, out: &mut pb::RetentionApplyResponse) -> ApiResult<()> {
+    for g in state.catalog.collect_garbage().await? {
+        let deleted = match g.kind.as_str() {
+            "pack" => state.store.delete_pack(&g.object).await,
+            _ => match hex::decode(&g.object)
+                .ok()
+                .and_then(|b| ChunkId::from_slice(&b).ok())
+            {
+                Some(id) => state.store.delete(&id).await,
+                None => {
+                    out.objects_failed
+                        .push(format!("{}: not a chunk id", g.object));
+                    continue;
+                }
+            },
+        };
+        match deleted {
+            Ok(()) => {
+                state.catalog.garbage_deleted(&g.object).await?;
+                out.objects_deleted += 1;
+                out.chunks_freed += g.chunks;
+                out.bytes_freed += g.bytes;
+            }
+            Err(e) => {
+                tracing::warn!(object = %g.object, error = %e, "garbage collection could not delete");
+                out.objects_failed
+                    .push(format!("{} {}: {e}", g.kind, g.object));
+            }
+        }
+    }
+    if out.objects_deleted > 0 {
+        tracing::info!(
+            objects = out.objects_deleted,
+            chunks = out.chunks_freed,
+            bytes = out.bytes_freed,
+            "garbage collected"
+        );
+    }
+    Ok(())
 }
 
 async fn plan_instance(
@@ -30,13 +127,19 @@ async fn plan_instance(
     inst: &InstanceRow,
     in_use: &[i64],
 ) -> ApiResult<Vec<pb::RetentionItem>> {
-    let policy = state.retention.get(&inst.name).cloned().unwrap_or_default();
+    let policy = state.retention.get(&inst.name);
     let mariadb = inst.engine == "mariadb";
     let mut facts = Vec::new();
+    let mut broken = Vec::new();
     for b in state.catalog.list_backups(Some(&inst.name)).await? {
-        // Only complete backups are planned: running ones are not done, and failed or
-        // corrupt ones restore nothing.
+        // Running backups are not done; expired ones are history. Failed and corrupt ones
+        // restore nothing: their data goes (their rows stay).
+        if b.expired_at.is_some() || b.status == "running" || b.status == "expired" {
+            continue;
+        }
         if b.status != "complete" {
+            let why = format!("{}: restores nothing ({})", b.status, b.reason);
+            broken.push((b, why));
             continue;
         }
         let kind = if b.kind == "base" {
@@ -65,27 +168,39 @@ async fn plan_instance(
             in_use: in_use.contains(&b.id.0),
         });
     }
-    let decisions = retention::plan_backups(&policy, crate::catalog::now(), &facts);
     let logs = state.catalog.archived_log_names(&inst.name).await?;
     let log_kind = if mariadb { "binlog" } else { "wal" };
+    let Some(policy) = policy else {
+        let keep = retention::Decision {
+            keep: vec![NO_POLICY.into()],
+            delete_reason: String::new(),
+        };
+        let mut out: Vec<pb::RetentionItem> = facts
+            .iter()
+            .map(|f| item(inst, kind_name(f.kind), f.id, "", f.stop, &keep))
+            .collect();
+        out.extend(logs.iter().map(|n| item(inst, log_kind, 0, n, 0, &keep)));
+        return Ok(out);
+    };
+    let decisions = retention::plan_backups(policy, crate::catalog::now(), &facts);
     let mut out: Vec<pb::RetentionItem> = facts
         .iter()
-        .map(|f| {
-            let d = &decisions[&f.id];
-            item(
-                inst,
-                if f.kind == Kind::Base {
-                    "base"
-                } else {
-                    "logical"
-                },
-                f.id,
-                "",
-                f.stop,
-                d,
-            )
-        })
+        .map(|f| item(inst, kind_name(f.kind), f.id, "", f.stop, &decisions[&f.id]))
         .collect();
+    out.extend(broken.iter().map(|(b, why)| {
+        let d = retention::Decision {
+            keep: vec![],
+            delete_reason: why.clone(),
+        };
+        item(
+            inst,
+            &b.kind,
+            b.id.0,
+            "",
+            b.finished_at.unwrap_or(b.started_at),
+            &d,
+        )
+    }));
     out.sort_by_key(|i| i.backup_id);
     out.extend(
         retention::plan_logs(&facts, &decisions, &logs)
@@ -93,6 +208,13 @@ async fn plan_instance(
             .map(|(name, d)| item(inst, log_kind, 0, name, 0, d)),
     );
     Ok(out)
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Base => "base",
+        Kind::Logical => "logical",
+    }
 }
 
 fn item(

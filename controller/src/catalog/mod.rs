@@ -33,6 +33,7 @@ pub use binlog::BinlogCoordRow;
 pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
 pub use jobs::{JobRow, JobState};
 pub use keys::{DataKeyRow, KekRow, Rotation};
+pub use retention::Expiry;
 pub use schedules::RunRow;
 pub use status::ArchiverRow;
 pub use wal::{WalFileRow, WalOutcome};

@@ -24,7 +24,7 @@ use cron::Cron;
 /// Per-instance kinds that `tidemark policy` may set.
 pub const KINDS: [&str; 3] = ["logical", "base", "drill"];
 
-/// The instance name of fleet-wide schedules (verify).
+/// The instance name of fleet-wide schedules (verify, retention).
 pub const FLEET: &str = "*";
 
 /// The schedules in the config file, for the catalog.
@@ -41,20 +41,28 @@ pub fn from_config(c: &crate::config::ControllerConfig) -> Vec<(String, String, 
     if let Some(cron) = &c.verify.schedule {
         out.push((FLEET.into(), "verify".into(), cron.clone()));
     }
+    if let Some(cron) = &c.retention.schedule {
+        out.push((FLEET.into(), "retention".into(), cron.clone()));
+    }
     out
 }
 
-/// Verifications the scheduler started and has not collected: run id -> result once done
-/// (Ok: a summary, Err: why it could not run). Lost on a restart, which retries them.
+/// Fleet-wide runs (verify, retention) the scheduler started in the controller itself and
+/// has not collected: run id -> result once done. Lost on a restart, which retries them.
 #[derive(Default)]
 pub struct Background {
-    runs: std::sync::Mutex<std::collections::HashMap<i64, Option<VerifyResult>>>,
-    /// The running verifications, to stop one that outlives its timeout.
+    runs: std::sync::Mutex<std::collections::HashMap<i64, Option<BackgroundResult>>>,
+    /// The running tasks, to stop one that outlives its timeout.
     tasks: std::sync::Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
 }
 
-/// A finished verification: (summary, found nothing bad), or why it could not run.
-type VerifyResult = Result<(String, bool), String>;
+/// A finished run: (summary, all went well), or why it could not run.
+type BackgroundResult = Result<(String, bool), String>;
+
+/// Kinds the controller runs itself rather than through an agent or a sandbox.
+fn in_controller(kind: &str) -> bool {
+    kind == "verify" || kind == "retention"
+}
 
 /// The next run of `cron` after `from`; None when off.
 pub fn next_run(cron: &str, from: i64) -> Option<i64> {
@@ -147,6 +155,7 @@ async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()
                     let limit = match run.kind.as_str() {
                         "drill" => s.drill_timeout,
                         "verify" => state.verify_timeout,
+                        "retention" => state.retention_timeout,
                         _ => s.backup_timeout,
                     };
                     run.state = "running".into();
@@ -181,43 +190,39 @@ async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
     run.job_id = None;
     run.drill_id = None;
     if run.kind == "verify" {
-        state.background.runs.lock().unwrap().insert(run.id, None);
-        let (st, id) = (state.clone(), run.id);
         let req = tidemark_proto::VerifyRequest {
             instance: String::new(),
             sample_pct: state.verify_sample,
         };
-        let task = tokio::spawn(async move {
-            let result = crate::api::verify_store(&st, &req).await.map(|r| {
-                let summary = format!(
-                    "checked {} of {} chunks: {}",
-                    r.chunks_checked,
-                    r.chunks_total,
-                    if r.bad.is_empty() {
-                        "all intact".to_string()
-                    } else {
-                        format!(
-                            "{} missing or corrupt, {} backups marked corrupt",
-                            r.bad.len(),
-                            r.backups_marked
-                        )
-                    }
-                );
-                (summary, r.bad.is_empty())
-            });
-            st.background
-                .runs
-                .lock()
-                .unwrap()
-                .insert(id, Some(result.map_err(|e| e.to_string())));
-            st.background.tasks.lock().unwrap().remove(&id);
+        let st = state.clone();
+        spawn_background(state, run.id, async move {
+            let r = crate::api::verify_store(&st, &req)
+                .await
+                .map_err(|e| e.to_string())?;
+            let summary = format!(
+                "checked {} of {} chunks: {}",
+                r.chunks_checked,
+                r.chunks_total,
+                if r.bad.is_empty() {
+                    "all intact".to_string()
+                } else {
+                    format!(
+                        "{} missing or corrupt, {} backups marked corrupt",
+                        r.bad.len(),
+                        r.backups_marked
+                    )
+                }
+            );
+            Ok((summary, r.bad.is_empty()))
         });
-        state
-            .background
-            .tasks
-            .lock()
-            .unwrap()
-            .insert(run.id, task.abort_handle());
+    } else if run.kind == "retention" {
+        let st = state.clone();
+        spawn_background(state, run.id, async move {
+            let r = crate::api::apply_retention(&st, "")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((retention_summary(&r), r.objects_failed.is_empty()))
+        });
     } else if run.kind == "drill" {
         let inst = crate::api::recovery::instance(state, &run.instance).await?;
         let d = drill::request(state, &inst, &TargetSpec::Default, "").await?;
@@ -226,6 +231,48 @@ async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
         run.job_id = Some(jobs::start_backup(state, &run.instance, &run.kind).await?);
     }
     Ok(())
+}
+
+/// Run `task` in the controller for scheduled run `id`; [`outcome`] collects its result.
+fn spawn_background(
+    state: &Arc<State>,
+    id: i64,
+    task: impl Future<Output = BackgroundResult> + Send + 'static,
+) {
+    state.background.runs.lock().unwrap().insert(id, None);
+    let st = state.clone();
+    let handle = tokio::spawn(async move {
+        let result = task.await;
+        st.background.runs.lock().unwrap().insert(id, Some(result));
+        st.background.tasks.lock().unwrap().remove(&id);
+    });
+    state
+        .background
+        .tasks
+        .lock()
+        .unwrap()
+        .insert(id, handle.abort_handle());
+}
+
+/// One line for a retention run: what went, what was freed, and what was not done.
+pub fn retention_summary(r: &tidemark_proto::RetentionApplyResponse) -> String {
+    let backups = r.deleted.iter().filter(|i| i.backup_id != 0).count();
+    let logs = r.deleted.len() - backups;
+    let mut s = format!(
+        "{backups} backups expired, {logs} archived log files deleted; {} store objects deleted ({} chunks, {} bytes)",
+        r.objects_deleted, r.chunks_freed, r.bytes_freed
+    );
+    for why in &r.skipped {
+        s.push_str(&format!("; skipped {why}"));
+    }
+    if !r.objects_failed.is_empty() {
+        s.push_str(&format!(
+            "; {} objects could not be deleted and stay queued: {}",
+            r.objects_failed.len(),
+            r.objects_failed.join(", ")
+        ));
+    }
+    s
 }
 
 enum Outcome {
@@ -238,10 +285,15 @@ enum Outcome {
 
 async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcome> {
     let late = run.deadline.is_some_and(|d| now > d);
-    if run.kind == "verify" {
+    if in_controller(&run.kind) {
+        let timeout = if run.kind == "verify" {
+            state.verify_timeout
+        } else {
+            state.retention_timeout
+        };
         let mut runs = state.background.runs.lock().unwrap();
         return Ok(match runs.get(&run.id) {
-            None => Outcome::Retry("the controller restarted during the verification".into()),
+            None => Outcome::Retry(format!("the controller restarted during the {}", run.kind)),
             Some(None) if late => {
                 // Stop it: a store that hangs must not hold the schedule forever.
                 if let Some(task) = state.background.tasks.lock().unwrap().remove(&run.id) {
@@ -250,13 +302,14 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
                 runs.remove(&run.id);
                 Outcome::Retry(format!(
                     "timed out after {}",
-                    tidemark_core::duration::human(state.verify_timeout)
+                    tidemark_core::duration::human(timeout)
                 ))
             }
             Some(None) => Outcome::Going,
             Some(Some(_)) => match runs.remove(&run.id).flatten() {
                 Some(Ok((summary, true))) => Outcome::Done(summary),
-                // Damage found is a finding, not an accident: not retried.
+                // Damage found, or objects the store would not delete, is a finding, not an
+                // accident: not retried.
                 Some(Ok((summary, false))) => Outcome::Verdict(summary),
                 Some(Err(e)) => Outcome::Retry(e),
                 None => Outcome::Going,
