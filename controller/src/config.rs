@@ -571,6 +571,8 @@ mod tests {
         assert_eq!(c.verify.schedule.as_deref(), Some("0 4 * * *"));
         assert_eq!(c.verify.sample, 10);
         assert_eq!(c.verify.timeout, Duration::from_secs(6 * 3600));
+        assert_eq!(c.retention.schedule.as_deref(), Some("0 3 * * *"));
+        assert_eq!(c.retention.timeout, Duration::from_secs(6 * 3600));
     }
 
     #[test]
