@@ -127,6 +127,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         keys,
         revoked: Arc::new(api::auth::Revoked::new(catalog_revoked)),
         sessions: Default::default(),
+        status: Default::default(),
         uploading: Default::default(),
         retention: config
             .instances
@@ -150,6 +151,10 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         .await?;
     tokio::spawn(drill::run_dispatcher(state.clone()));
     tokio::spawn(schedule::run(state.clone()));
+    tokio::spawn(api::status_buffer::run(
+        state.status.clone(),
+        state.catalog.clone(),
+    ));
 
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -633,21 +633,17 @@ impl AgentService for AgentApi {
                 )
                 .await
                 .map_err(ApiError::from)?;
-            self.state
-                .catalog
-                .set_archiver_status(&ArchiverRow {
-                    instance: s.instance,
-                    last_archived_at: s.last_archived_at,
-                    last_archived_wal: s.last_archived_wal,
-                    failed_count: s.failed_count,
-                    last_failed_at: s.last_failed_at,
-                    last_failed_wal: s.last_failed_wal,
-                    ready: s.ready,
-                    error: s.error,
-                    reported_at: 0,
-                })
-                .await
-                .map_err(ApiError::from)?;
+            self.state.status.report(ArchiverRow {
+                instance: s.instance,
+                last_archived_at: s.last_archived_at,
+                last_archived_wal: s.last_archived_wal,
+                failed_count: s.failed_count,
+                last_failed_at: s.last_failed_at,
+                last_failed_wal: s.last_failed_wal,
+                ready: s.ready,
+                error: s.error,
+                reported_at: crate::catalog::now(),
+            });
         }
         Ok(Response::new(pb::StatusReportAck {}))
     }

@@ -11,6 +11,7 @@ mod read;
 pub(crate) mod recovery;
 mod retention;
 mod sessions;
+pub mod status_buffer;
 mod upload;
 mod verify;
 mod wal;
@@ -40,6 +41,8 @@ pub struct State {
     /// Certificates refused whatever they ask.
     pub revoked: Arc<auth::Revoked>,
     pub sessions: Arc<Sessions>,
+    /// Archiver status reports waiting to be written.
+    pub status: Arc<status_buffer::StatusBuffer>,
     /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,
     pub drills: Arc<crate::drill::Drills>,

@@ -110,6 +110,28 @@ pub enum Registered {
     NameTaken(String),
 }
 
+/// Whether facts ?1..?5 (system identifier, data directory, segment size, archive timeout,
+/// binlog basename; empty ones mean "not reported") differ from an instance row's.
+macro_rules! facts_changed {
+    () => {
+        "((?1 <> '' AND system_identifier <> ?1) OR (?2 <> '' AND data_directory <> ?2)
+          OR (?3 <> 0 AND wal_segment_size <> ?3) OR (?4 IS NOT NULL AND archive_timeout <> ?4)
+          OR (?5 <> '' AND log_bin_basename <> ?5))"
+    };
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Bind ?1..?6 of the queries that use [`facts_changed`].
+fn bind_facts<'q>(q: Query<'q>, name: &'q str, f: &InstanceFacts<'q>) -> Query<'q> {
+    q.bind(f.system_identifier)
+        .bind(f.data_directory)
+        .bind(f.wal_segment_size as i64)
+        .bind(f.archive_timeout.map(|t| t as i64))
+        .bind(f.log_bin_basename)
+        .bind(name)
+}
+
 impl Catalog {
     /// Record an agent or sandbox and its instances. Nothing is written when an instance
     /// belongs to another agent or the name to another role.
@@ -193,37 +215,50 @@ impl Catalog {
         Ok(Registered::Ok)
     }
 
-    /// Take newer facts about an instance from a status report; empty ones change nothing.
+    /// Take newer facts about an instance from a status report; empty ones change nothing,
+    /// and a report that changes nothing writes nothing.
     pub async fn refresh_instance(&self, name: &str, f: &InstanceFacts<'_>) -> Result<()> {
-        sqlx::query(
-            "UPDATE instances SET
-               system_identifier = CASE WHEN ? = '' THEN system_identifier ELSE ? END,
-               data_directory = CASE WHEN ? = '' THEN data_directory ELSE ? END,
-               wal_segment_size = CASE WHEN ? = 0 THEN wal_segment_size ELSE ? END,
-               archive_timeout = COALESCE(?, archive_timeout),
-               log_bin_basename = CASE WHEN ? = '' THEN log_bin_basename ELSE ? END
-             WHERE name = ?",
+        // Almost every report changes nothing: find that out on a reader, not the writer.
+        let changes = bind_facts(
+            sqlx::query(concat!(
+                "SELECT 1 FROM instances WHERE name = ?6 AND ",
+                facts_changed!()
+            )),
+            name,
+            f,
         )
-        .bind(f.system_identifier)
-        .bind(f.system_identifier)
-        .bind(f.data_directory)
-        .bind(f.data_directory)
-        .bind(f.wal_segment_size as i64)
-        .bind(f.wal_segment_size as i64)
-        .bind(f.archive_timeout.map(|t| t as i64))
-        .bind(f.log_bin_basename)
-        .bind(f.log_bin_basename)
-        .bind(name)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some();
+        if !changes {
+            return Ok(());
+        }
+        bind_facts(
+            sqlx::query(concat!(
+                "UPDATE instances SET
+               system_identifier = CASE WHEN ?1 = '' THEN system_identifier ELSE ?1 END,
+               data_directory = CASE WHEN ?2 = '' THEN data_directory ELSE ?2 END,
+               wal_segment_size = CASE WHEN ?3 = 0 THEN wal_segment_size ELSE ?3 END,
+               archive_timeout = COALESCE(?4, archive_timeout),
+               log_bin_basename = CASE WHEN ?5 = '' THEN log_bin_basename ELSE ?5 END
+             WHERE name = ?6 AND ",
+                facts_changed!()
+            )),
+            name,
+            f,
+        )
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
+    /// Note that an agent was seen. `last_seen` is good to a minute: a fresher one (the agent
+    /// registered just before opening its job stream) is left alone, which costs no commit.
     pub async fn touch_agent(&self, name: &str) -> Result<()> {
-        sqlx::query("UPDATE agents SET last_seen = ? WHERE name = ?")
+        sqlx::query("UPDATE agents SET last_seen = ?1 WHERE name = ?2 AND last_seen < ?1 - 60")
             .bind(now())
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -305,6 +340,50 @@ mod tests {
             archive_timeout: 0,
             log_bin_basename: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_status_report_refreshes_only_the_facts_it_carries() {
+        let (cat, _dir) = test_catalog().await;
+        let reg = Registration {
+            role: "agent".into(),
+            ..Default::default()
+        };
+        cat.register_agent("db1", &reg, &[inst("orders")])
+            .await
+            .unwrap();
+        let facts = |dir, timeout| InstanceFacts {
+            system_identifier: "",
+            data_directory: dir,
+            wal_segment_size: 0,
+            archive_timeout: timeout,
+            log_bin_basename: "",
+        };
+        // Nothing reported, or the same: unchanged.
+        cat.refresh_instance("orders", &facts("", None))
+            .await
+            .unwrap();
+        cat.refresh_instance("orders", &facts("/srv/pg", Some(0)))
+            .await
+            .unwrap();
+        assert_eq!(cat.instance("orders").await.unwrap().unwrap(), {
+            let mut i = inst("orders");
+            i.agent = "db1".into();
+            i
+        });
+        // A new data directory (a restored clone took over) and archive_timeout.
+        cat.refresh_instance("orders", &facts("/srv/pg2", Some(60)))
+            .await
+            .unwrap();
+        let i = cat.instance("orders").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                i.data_directory.as_str(),
+                i.archive_timeout,
+                i.system_identifier.as_str()
+            ),
+            ("/srv/pg2", 60, "123")
+        );
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ impl Catalog {
         .bind(action)
         .bind(detail)
         .bind(outcome)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -68,7 +68,7 @@ impl Catalog {
         .bind(identity)
         .bind(now())
         .bind(by)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)

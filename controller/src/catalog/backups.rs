@@ -311,7 +311,7 @@ impl Catalog {
         sqlx::query("DELETE FROM part_chunks WHERE backup_id = ? AND part = ?")
             .bind(backup.0)
             .bind(part)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -338,7 +338,7 @@ impl Catalog {
         .bind(&stats.stream_sha256)
         .bind(backup.0)
         .bind(part)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -356,7 +356,7 @@ impl Catalog {
             .bind(detail)
             .bind(backup.0)
             .bind(part)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -371,7 +371,7 @@ impl Catalog {
         .bind(reason)
         .bind(now())
         .bind(id.0)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -384,7 +384,7 @@ impl Catalog {
         .bind(reason)
         .bind(now())
         .bind(agent)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }
@@ -445,7 +445,7 @@ impl Catalog {
     pub async fn forget_chunk(&self, id: &ChunkId) -> Result<()> {
         sqlx::query("DELETE FROM chunks WHERE id = ?")
             .bind(id.0.as_slice())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -62,7 +62,7 @@ impl Catalog {
         .bind(b.start_time)
         .bind(b.stop_time)
         .bind(serde_json::to_string(&b.tablespaces).map_err(|e| CatalogError::Corrupt(e.to_string()))?)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

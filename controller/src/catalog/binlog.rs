@@ -40,7 +40,7 @@ impl Catalog {
                     .map_err(|e| CatalogError::Corrupt(e.to_string()))?,
             )
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -60,7 +60,7 @@ impl Catalog {
         .bind(&c.gtid)
         .bind(c.start_time)
         .bind(c.stop_time)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

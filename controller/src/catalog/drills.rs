@@ -137,7 +137,7 @@ impl Catalog {
         .bind(target_reason)
         .bind(sandbox_wanted)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .last_insert_rowid())
     }
@@ -216,7 +216,7 @@ impl Catalog {
         .bind(job.0)
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -253,7 +253,7 @@ impl Catalog {
         .bind(reason)
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -269,7 +269,7 @@ impl Catalog {
         .bind(reason)
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -285,7 +285,7 @@ impl Catalog {
         .bind(now())
         .bind(sandbox)
         .bind(sandbox)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }
@@ -300,7 +300,7 @@ impl Catalog {
         .bind(note)
         .bind(sandbox)
         .bind(instance)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

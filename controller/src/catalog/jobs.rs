@@ -73,7 +73,7 @@ impl Catalog {
         .bind(params.to_string())
         .bind(bytes_total as i64)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .last_insert_rowid();
         Ok(JobId(id))
@@ -126,7 +126,7 @@ impl Catalog {
         .bind(message)
         .bind(finished)
         .bind(id.0)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -136,7 +136,7 @@ impl Catalog {
         sqlx::query("UPDATE jobs SET backup_id = ? WHERE id = ?")
             .bind(backup.0)
             .bind(job.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -198,7 +198,7 @@ impl Catalog {
         .bind(reason)
         .bind(now())
         .bind(agent)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }
@@ -212,7 +212,7 @@ impl Catalog {
         .bind(reason)
         .bind(now())
         .bind(agent)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }

@@ -218,7 +218,7 @@ impl Catalog {
     pub async fn garbage_deleted(&self, object: &str) -> Result<()> {
         sqlx::query("DELETE FROM gc_pending WHERE object = ?")
             .bind(object)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

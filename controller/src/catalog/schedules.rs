@@ -127,7 +127,7 @@ impl Catalog {
                 sqlx::query("DELETE FROM schedules WHERE instance = ? AND kind = ?")
                     .bind(instance)
                     .bind(kind)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -152,7 +152,7 @@ impl Catalog {
         .bind(cron)
         .bind(origin)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -173,7 +173,7 @@ impl Catalog {
             .bind(slot)
             .bind(instance)
             .bind(kind)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -195,7 +195,7 @@ impl Catalog {
         .bind(missed as i64)
         .bind(now())
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .last_insert_rowid();
         Ok(sqlx::query("SELECT * FROM scheduled_runs WHERE id = ?")
@@ -231,7 +231,7 @@ impl Catalog {
         .bind(&r.message)
         .bind(r.finished_at)
         .bind(r.id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -259,7 +259,7 @@ impl Catalog {
         .bind(reason)
         .bind(now())
         .bind(job.0)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

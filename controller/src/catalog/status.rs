@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Catalog, Result, now};
+use super::{Catalog, Result};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArchiverRow {
@@ -18,27 +18,42 @@ pub struct ArchiverRow {
 }
 
 impl Catalog {
-    pub async fn set_archiver_status(&self, s: &ArchiverRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO archiver_status (instance, last_archived_at, last_archived_wal, failed_count,
-               last_failed_at, last_failed_wal, ready, error, reported_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (instance) DO UPDATE SET last_archived_at = excluded.last_archived_at,
-               last_archived_wal = excluded.last_archived_wal, failed_count = excluded.failed_count,
-               last_failed_at = excluded.last_failed_at, last_failed_wal = excluded.last_failed_wal,
-               ready = excluded.ready, error = excluded.error, reported_at = excluded.reported_at",
-        )
-        .bind(&s.instance)
-        .bind(s.last_archived_at)
-        .bind(&s.last_archived_wal)
-        .bind(s.failed_count as i64)
-        .bind(s.last_failed_at)
-        .bind(&s.last_failed_wal)
-        .bind(s.ready as i64)
-        .bind(&s.error)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
+    /// Record status reports, in one transaction (see [`crate::api::status_buffer`]). An
+    /// unchanged report only refreshes `reported_at`, at most once a minute: it is the
+    /// report's content that matters, and rewriting equal rows costs pages in every commit.
+    pub async fn set_archiver_statuses(&self, rows: &[ArchiverRow]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for s in rows {
+            sqlx::query(
+                "INSERT INTO archiver_status (instance, last_archived_at, last_archived_wal, failed_count,
+                   last_failed_at, last_failed_wal, ready, error, reported_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (instance) DO UPDATE SET last_archived_at = excluded.last_archived_at,
+                   last_archived_wal = excluded.last_archived_wal, failed_count = excluded.failed_count,
+                   last_failed_at = excluded.last_failed_at, last_failed_wal = excluded.last_failed_wal,
+                   ready = excluded.ready, error = excluded.error, reported_at = excluded.reported_at
+                 WHERE archiver_status.last_archived_at IS NOT excluded.last_archived_at
+                    OR archiver_status.last_archived_wal IS NOT excluded.last_archived_wal
+                    OR archiver_status.failed_count IS NOT excluded.failed_count
+                    OR archiver_status.last_failed_at IS NOT excluded.last_failed_at
+                    OR archiver_status.last_failed_wal IS NOT excluded.last_failed_wal
+                    OR archiver_status.ready IS NOT excluded.ready
+                    OR archiver_status.error IS NOT excluded.error
+                    OR archiver_status.reported_at < excluded.reported_at - 60",
+            )
+            .bind(&s.instance)
+            .bind(s.last_archived_at)
+            .bind(&s.last_archived_wal)
+            .bind(s.failed_count as i64)
+            .bind(s.last_failed_at)
+            .bind(&s.last_failed_wal)
+            .bind(s.ready as i64)
+            .bind(&s.error)
+            .bind(s.reported_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -74,7 +74,7 @@ impl Catalog {
         let n = sqlx::query("UPDATE backups SET corrupt = ? WHERE id = ? AND corrupt = ''")
             .bind(reason)
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -99,7 +99,7 @@ impl Catalog {
             .bind(kind)
             .bind(message)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -63,8 +63,12 @@ fn args() -> Args {
 struct Stats {
     push_ms: Vec<f64>,
     status_ms: Vec<f64>,
+    /// (seconds into the run, kind, ms) of replies slower than [`SLOW_MS`].
+    slow: Vec<(u64, &'static str, f64)>,
     errors: Vec<String>,
 }
+
+const SLOW_MS: f64 = 100.0;
 
 /// Certificates for every simulated agent, issued once (kept in the PKI directory).
 fn issue_certificates(a: &Args) {
@@ -158,18 +162,23 @@ async fn sim(
             .push(format!("sim{n} register: {e}"));
         return;
     }
-    let mut jobs_client = c.clone();
-    tokio::spawn(async move {
-        if let Ok(r) = jobs_client
-            .jobs(JobsRequest {
-                session: n as u64 + 1,
-            })
-            .await
-        {
+    // The job stream is open (its reply headers came) before the agent counts as connected.
+    match c
+        .clone()
+        .jobs(JobsRequest {
+            session: n as u64 + 1,
+        })
+        .await
+    {
+        Ok(r) => {
             let mut s = r.into_inner();
-            while let Ok(Some(_)) = s.message().await {}
+            tokio::spawn(async move { while let Ok(Some(_)) = s.message().await {} });
         }
-    });
+        Err(e) => {
+            stats.lock().await.errors.push(format!("sim{n} jobs: {e}"));
+            return;
+        }
+    }
     let _ = ready.send(()).await;
     drop(ready);
     let start = loop {
@@ -203,6 +212,9 @@ async fn sim(
                 .await;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             let mut s = stats.lock().await;
+            if ms > SLOW_MS {
+                s.slow.push(((t - start).as_secs(), "status", ms));
+            }
             match r {
                 Ok(_) => s.status_ms.push(ms),
                 Err(e) => s.errors.push(format!("sim{n} status: {e}")),
@@ -248,6 +260,9 @@ async fn sim(
                 })
                 .await;
             let mut s = stats.lock().await;
+            if ms > SLOW_MS {
+                s.slow.push(((t - start).as_secs(), "push", ms));
+            }
             match r {
                 Ok(_) => s.push_ms.push(ms),
                 Err(e) => s.errors.push(format!("sim{n} push: {e}")),
@@ -328,6 +343,18 @@ async fn main() {
             pct(v, 0.99),
             pct(v, 1.0)
         );
+    }
+    // When the slow replies came: a burst at the start (connections settling) reads
+    // differently from a tail spread over the whole run.
+    let mut by_window = std::collections::BTreeMap::new();
+    for (at, kind, _) in &s.slow {
+        *by_window.entry((at / 10 * 10, *kind)).or_insert(0u32) += 1;
+    }
+    if !by_window.is_empty() {
+        println!("replies over {SLOW_MS} ms, by 10 s window of the run:");
+        for ((w, kind), n) in by_window {
+            println!("  {w:>4}-{:<4} s  {kind:<7} {n}", w + 10);
+        }
     }
     for e in s.errors.iter().take(10) {
         println!("error: {e}");
