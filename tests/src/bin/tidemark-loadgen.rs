@@ -291,7 +291,10 @@ async fn main() {
     let stats = Arc::new(Mutex::new(Stats::default()));
     eprintln!("loadgen: issuing certificates for {} agents", a.agents);
     issue_certificates(&a);
-    // Connect and register everyone first, then run the clock for all at once.
+    // Connect and register everyone first, then run the clock for all at once. All connecting
+    // at once is what a controller restart looks like to a fleet: the time it takes is
+    // reported too.
+    let connecting = Instant::now();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(a.agents.max(1));
     let (go_tx, go_rx) = tokio::sync::watch::channel(None);
     let mut tasks = Vec::new();
@@ -310,6 +313,7 @@ async fn main() {
     while ready_rx.recv().await.is_some() {
         connected += 1;
     }
+    let connect_secs = connecting.elapsed().as_secs_f64();
     eprintln!(
         "loadgen: {connected} agents connected and registered; running {} s",
         a.seconds
@@ -326,6 +330,9 @@ async fn main() {
         a.agents,
         a.seconds,
         s.errors.len()
+    );
+    println!(
+        "all agents connecting at once (TLS, registration, job stream): {connect_secs:.1} s until the last was connected"
     );
     println!(
         "{:<16} {:>8} {:>8} {:>8} {:>8}",
