@@ -616,3 +616,73 @@ fn a_binlog_push_for_another_agents_instance_or_under_a_foreign_name_is_refused(
     assert!(e.message().contains("log_bin_basename"), "{}", e.message());
     f.dir.keep_if_asked();
 }
+
+/// Retention on MariaDB: the binlogs before the oldest kept backup's coordinates go with the
+/// backup that needed them, and the window then starts at the oldest kept backup.
+#[test]
+fn retention_expires_a_physical_backup_and_the_binlogs_only_it_needed() {
+    let f = MariaFleet::start(
+        "my-retention",
+        "archive-timeout = \"2s\"",
+        "[[instance]]\nname = \"demo-mariadb\"\n[instance.retention]\nmin-base = 2\n",
+    );
+    f.db.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)");
+    let bases: Vec<Value> = (0..3)
+        .map(|i| {
+            f.db.sql(&format!(
+                "INSERT INTO app.t VALUES ({i}); FLUSH BINARY LOGS"
+            ));
+            let b = f.backup("base");
+            f.db.sql("FLUSH BINARY LOGS");
+            b
+        })
+        .collect();
+    f.wait_archived(bases[2]["binlog"]["file"].as_str().unwrap());
+    let first_kept = bases[1]["binlog"]["file"].as_str().unwrap().to_string();
+
+    let plan = f
+        .admin
+        .json(&["retention", "plan", "--instance", "demo-mariadb"]);
+    let planned: Vec<&Value> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["keep"] == false)
+        .collect();
+    let applied = f.admin.json(&["retention", "apply"]);
+    let deleted = applied["deleted"].as_array().unwrap();
+    assert_eq!(
+        deleted.iter().collect::<Vec<_>>(),
+        planned,
+        "apply did exactly the plan: {applied:#}"
+    );
+    assert!(
+        deleted
+            .iter()
+            .any(|i| i["backup_id"] == bases[0]["id"] && i["kind"] == "base"),
+        "{applied:#}"
+    );
+    let binlogs: Vec<&str> = deleted
+        .iter()
+        .filter(|i| i["kind"] == "binlog")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(!binlogs.is_empty(), "{applied:#}");
+    assert!(
+        binlogs.iter().all(|n| *n < first_kept.as_str()),
+        "only binlogs before {first_kept}: {binlogs:?}"
+    );
+    let w = f.window();
+    assert_eq!(w["restorable"], true, "{w}");
+    assert_eq!(w["base_backups"], 2, "{w}");
+    assert!(
+        w["oldest_lsn"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{first_kept}:")),
+        "the window starts at the oldest kept backup: {w}"
+    );
+    let v = f.admin.json(&["verify"]);
+    assert_eq!(v["bad"].as_array().unwrap().len(), 0, "{v}");
+    f.dir.keep_if_asked();
+}
