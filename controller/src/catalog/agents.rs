@@ -114,9 +114,9 @@ pub enum Registered {
 /// binlog basename; empty ones mean "not reported") differ from an instance row's.
 macro_rules! facts_changed {
     () => {
-        "((?1 <> '' AND system_identifier <> ?1) OR (?2 <> '' AND data_directory <> ?2)
-          OR (?3 <> 0 AND wal_segment_size <> ?3) OR (?4 IS NOT NULL AND archive_timeout <> ?4)
-          OR (?5 <> '' AND log_bin_basename <> ?5))"
+        "(($1 <> '' AND system_identifier <> $1) OR ($2 <> '' AND data_directory <> $2)
+          OR ($3 <> 0 AND wal_segment_size <> $3) OR ($4 IS NOT NULL AND archive_timeout <> $4)
+          OR ($5 <> '' AND log_bin_basename <> $5))"
     };
 }
 
@@ -142,7 +142,7 @@ impl Catalog {
         instances: &[InstanceRow],
     ) -> Result<Registered> {
         let mut tx = self.write_tx().await?;
-        let role: Option<String> = sqlx::query("SELECT role FROM agents WHERE name = ?")
+        let role: Option<String> = sqlx::query("SELECT role FROM agents WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?
@@ -152,7 +152,7 @@ impl Catalog {
         }
         let mut conflicts = Vec::new();
         for inst in instances {
-            let owner: Option<String> = sqlx::query("SELECT agent FROM instances WHERE name = ?")
+            let owner: Option<String> = sqlx::query("SELECT agent FROM instances WHERE name = $1")
                 .bind(&inst.name)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -168,7 +168,7 @@ impl Catalog {
         let tools_json = serde_json::to_string(&reg.tools).map_err(json_err)?;
         sqlx::query(
             "INSERT INTO agents (name, agent_version, tools, registered_at, last_seen, role, sandbox_engines)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version,
                tools = excluded.tools, last_seen = excluded.last_seen,
                sandbox_engines = excluded.sandbox_engines",
@@ -186,7 +186,7 @@ impl Catalog {
             sqlx::query(
                 "INSERT INTO instances (name, agent, engine, server_version, system_identifier, databases, error, updated_at,
                    data_directory, wal_segment_size, log_bin_basename)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (name) DO UPDATE SET engine = excluded.engine,
                    server_version = excluded.server_version, databases = excluded.databases,
                    error = excluded.error, updated_at = excluded.updated_at,
@@ -221,7 +221,7 @@ impl Catalog {
         // Almost every report changes nothing: find that out on a reader, not the writer.
         let changes = bind_facts(
             sqlx::query(concat!(
-                "SELECT 1 FROM instances WHERE name = ?6 AND ",
+                "SELECT 1 FROM instances WHERE name = $6 AND ",
                 facts_changed!()
             )),
             name,
@@ -236,12 +236,12 @@ impl Catalog {
         bind_facts(
             sqlx::query(concat!(
                 "UPDATE instances SET
-               system_identifier = CASE WHEN ?1 = '' THEN system_identifier ELSE ?1 END,
-               data_directory = CASE WHEN ?2 = '' THEN data_directory ELSE ?2 END,
-               wal_segment_size = CASE WHEN ?3 = 0 THEN wal_segment_size ELSE ?3 END,
-               archive_timeout = COALESCE(?4, archive_timeout),
-               log_bin_basename = CASE WHEN ?5 = '' THEN log_bin_basename ELSE ?5 END
-             WHERE name = ?6 AND ",
+               system_identifier = CASE WHEN $1 = '' THEN system_identifier ELSE $1 END,
+               data_directory = CASE WHEN $2 = '' THEN data_directory ELSE $2 END,
+               wal_segment_size = CASE WHEN $3 = 0 THEN wal_segment_size ELSE $3 END,
+               archive_timeout = COALESCE($4, archive_timeout),
+               log_bin_basename = CASE WHEN $5 = '' THEN log_bin_basename ELSE $5 END
+             WHERE name = $6 AND ",
                 facts_changed!()
             )),
             name,
@@ -255,7 +255,7 @@ impl Catalog {
     /// Note that an agent was seen. `last_seen` is good to a minute: a fresher one (the agent
     /// registered just before opening its job stream) is left alone, which costs no commit.
     pub async fn touch_agent(&self, name: &str) -> Result<()> {
-        sqlx::query("UPDATE agents SET last_seen = ?1 WHERE name = ?2 AND last_seen < ?1 - 60")
+        sqlx::query("UPDATE agents SET last_seen = $1 WHERE name = $2 AND last_seen < $1 - 60")
             .bind(now())
             .bind(name)
             .execute(&self.writer)
@@ -264,7 +264,7 @@ impl Catalog {
     }
 
     pub async fn instance(&self, name: &str) -> Result<Option<InstanceRow>> {
-        sqlx::query("SELECT * FROM instances WHERE name = ?")
+        sqlx::query("SELECT * FROM instances WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -276,7 +276,7 @@ impl Catalog {
     /// The instances registered with this system identifier (a cluster and any copies of
     /// it registered under other names).
     pub async fn instances_of_cluster(&self, system_identifier: &str) -> Result<Vec<InstanceRow>> {
-        sqlx::query("SELECT * FROM instances WHERE system_identifier = ? AND system_identifier <> '' ORDER BY name")
+        sqlx::query("SELECT * FROM instances WHERE system_identifier = $1 AND system_identifier <> '' ORDER BY name")
             .bind(system_identifier)
             .fetch_all(&self.pool)
             .await?

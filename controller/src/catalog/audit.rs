@@ -22,7 +22,7 @@ impl Catalog {
         outcome: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO audit_log (at, who, action, detail, outcome) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (at, who, action, detail, outcome) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(now())
         .bind(who)
@@ -37,7 +37,7 @@ impl Catalog {
     /// The newest `limit` entries, newest first.
     pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditRow>> {
         Ok(sqlx::query(
-            "SELECT at, who, action, detail, outcome FROM audit_log ORDER BY id DESC LIMIT ?",
+            "SELECT at, who, action, detail, outcome FROM audit_log ORDER BY id DESC LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -62,7 +62,7 @@ impl Catalog {
     ) -> Result<bool> {
         let n = sqlx::query(
             "INSERT INTO revoked_certificates (fingerprint, identity, revoked_at, revoked_by)
-             VALUES (?, ?, ?, ?) ON CONFLICT (fingerprint) DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT (fingerprint) DO NOTHING",
         )
         .bind(fingerprint)
         .bind(identity)

@@ -85,7 +85,7 @@ pub(super) async fn record_new_chunks(
     for c in new_chunks {
         sqlx::query(
             "INSERT INTO chunks (id, raw_len, stored_len, created_at, pack, pack_offset, pack_len)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
         .bind(c.id.0.as_slice())
         .bind(c.raw_len as i64)
@@ -98,7 +98,7 @@ pub(super) async fn record_new_chunks(
         .await?;
         if let Some(agent) = owner {
             sqlx::query(
-                "INSERT INTO chunk_owners (chunk_id, agent) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO chunk_owners (chunk_id, agent) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(c.id.0.as_slice())
             .bind(agent)
@@ -119,7 +119,7 @@ pub(super) async fn require_stored(
 ) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for e in entries.iter().filter(|e| seen.insert(e.id)) {
-        let stored = sqlx::query("SELECT 1 FROM chunks WHERE id = ?")
+        let stored = sqlx::query("SELECT 1 FROM chunks WHERE id = $1")
             .bind(e.id.0.as_slice())
             .fetch_optional(&mut *conn)
             .await?
@@ -151,7 +151,7 @@ impl Catalog {
         let mut tx = self.write_tx().await?;
         let id = sqlx::query(
             "INSERT INTO backups (instance, agent, kind, status, job_id, started_at, server_version, tool_version)
-             VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7) RETURNING id",
         )
         .bind(instance)
         .bind(agent)
@@ -160,12 +160,12 @@ impl Catalog {
         .bind(now())
         .bind(server_version)
         .bind(tool_version)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?
-        .last_insert_rowid();
+        .get::<i64, _>(0);
         for part in parts {
             sqlx::query(
-                "INSERT INTO backup_parts (backup_id, name, status) VALUES (?, ?, 'expected')",
+                "INSERT INTO backup_parts (backup_id, name, status) VALUES ($1, $2, 'expected')",
             )
             .bind(id)
             .bind(part)
@@ -173,19 +173,21 @@ impl Catalog {
             .await?;
         }
         for (seq, w) in warnings.iter().enumerate() {
-            sqlx::query("INSERT INTO backup_warnings (backup_id, seq, message) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(seq as i64)
-                .bind(w)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO backup_warnings (backup_id, seq, message) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(seq as i64)
+            .bind(w)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(BackupId(id))
     }
 
     pub async fn backup(&self, id: BackupId) -> Result<Option<BackupRow>> {
-        let Some(r) = sqlx::query("SELECT * FROM backups WHERE id = ?")
+        let Some(r) = sqlx::query("SELECT * FROM backups WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?
@@ -194,7 +196,7 @@ impl Catalog {
         };
         let mut b = self.backup_from_row(&r).await?;
         b.warnings =
-            sqlx::query("SELECT message FROM backup_warnings WHERE backup_id = ? ORDER BY seq")
+            sqlx::query("SELECT message FROM backup_warnings WHERE backup_id = $1 ORDER BY seq")
                 .bind(id.0)
                 .fetch_all(&self.pool)
                 .await?
@@ -208,7 +210,7 @@ impl Catalog {
     pub async fn list_backups(&self, instance: Option<&str>) -> Result<Vec<BackupRow>> {
         let rows = sqlx::query(
             "SELECT b.*, (SELECT COUNT(*) FROM backup_warnings w WHERE w.backup_id = b.id) AS n_warnings
-             FROM backups b WHERE (?1 IS NULL OR b.instance = ?1) ORDER BY b.id DESC",
+             FROM backups b WHERE ($1 IS NULL OR b.instance = $1) ORDER BY b.id DESC",
         )
         .bind(instance)
         .fetch_all(&self.pool)
@@ -225,7 +227,7 @@ impl Catalog {
 
     async fn backup_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<BackupRow> {
         let id = BackupId(r.get("id"));
-        let parts = sqlx::query("SELECT * FROM backup_parts WHERE backup_id = ? ORDER BY rowid")
+        let parts = sqlx::query("SELECT * FROM backup_parts WHERE backup_id = $1 ORDER BY rowid")
             .bind(id.0)
             .fetch_all(&self.pool)
             .await?
@@ -283,7 +285,7 @@ impl Catalog {
         new_chunks: &[NewChunk],
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let owner: Option<String> = sqlx::query("SELECT agent FROM backups WHERE id = ?")
+        let owner: Option<String> = sqlx::query("SELECT agent FROM backups WHERE id = $1")
             .bind(backup.0)
             .fetch_optional(&mut *tx)
             .await?
@@ -292,7 +294,7 @@ impl Catalog {
         require_stored(&mut tx, entries).await?;
         for e in entries {
             sqlx::query(
-                "INSERT INTO part_chunks (backup_id, part, seq, chunk_id, raw_len) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO part_chunks (backup_id, part, seq, chunk_id, raw_len) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(backup.0)
             .bind(part)
@@ -308,7 +310,7 @@ impl Catalog {
 
     /// Forget a part's manifest lines (its upload is being retried from the start).
     pub async fn clear_manifest(&self, backup: BackupId, part: &str) -> Result<()> {
-        sqlx::query("DELETE FROM part_chunks WHERE backup_id = ? AND part = ?")
+        sqlx::query("DELETE FROM part_chunks WHERE backup_id = $1 AND part = $2")
             .bind(backup.0)
             .bind(part)
             .execute(&self.writer)
@@ -325,9 +327,9 @@ impl Catalog {
         stats: &PartStats,
     ) -> Result<bool> {
         let n = sqlx::query(
-            "UPDATE backup_parts SET status = 'stored', format = ?, raw_bytes = ?, chunks = ?,
-               new_chunks = ?, new_bytes = ?, stream_sha256 = ?
-             WHERE backup_id = ? AND name = ? AND status = 'expected'
+            "UPDATE backup_parts SET status = 'stored', format = $1, raw_bytes = $2, chunks = $3,
+               new_chunks = $4, new_bytes = $5, stream_sha256 = $6
+             WHERE backup_id = $7 AND name = $8 AND status = 'expected'
                AND (SELECT status FROM backups WHERE id = backup_id) = 'running'",
         )
         .bind(format)
@@ -351,7 +353,7 @@ impl Catalog {
         ok: bool,
         detail: &str,
     ) -> Result<()> {
-        sqlx::query("UPDATE backup_parts SET check_status = ?, check_detail = ? WHERE backup_id = ? AND name = ?")
+        sqlx::query("UPDATE backup_parts SET check_status = $1, check_detail = $2 WHERE backup_id = $3 AND name = $4")
             .bind(if ok { "ok" } else { "failed" })
             .bind(detail)
             .bind(backup.0)
@@ -365,7 +367,7 @@ impl Catalog {
     /// finished, in which case nothing changes.
     pub async fn finish_backup(&self, id: BackupId, complete: bool, reason: &str) -> Result<bool> {
         let n = sqlx::query(
-            "UPDATE backups SET status = ?, reason = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+            "UPDATE backups SET status = $1, reason = $2, finished_at = $3 WHERE id = $4 AND status = 'running'",
         )
         .bind(if complete { "complete" } else { "failed" })
         .bind(reason)
@@ -379,7 +381,7 @@ impl Catalog {
 
     pub async fn fail_backups_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
         Ok(sqlx::query(
-            "UPDATE backups SET status = 'failed', reason = ?, finished_at = ? WHERE agent = ? AND status = 'running'",
+            "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2 WHERE agent = $3 AND status = 'running'",
         )
         .bind(reason)
         .bind(now())
@@ -396,7 +398,7 @@ impl Catalog {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let found = sqlx::query(
-                "SELECT 1 FROM chunks c JOIN chunk_owners o ON o.chunk_id = c.id WHERE c.id = ? AND o.agent = ?",
+                "SELECT 1 FROM chunks c JOIN chunk_owners o ON o.chunk_id = c.id WHERE c.id = $1 AND o.agent = $2",
             )
             .bind(id.0.as_slice())
             .bind(agent)
@@ -411,7 +413,7 @@ impl Catalog {
     /// Has `agent` ever uploaded this chunk's bytes?
     pub async fn chunk_owned_by(&self, id: &ChunkId, agent: &str) -> Result<bool> {
         Ok(
-            sqlx::query("SELECT 1 FROM chunk_owners WHERE chunk_id = ? AND agent = ?")
+            sqlx::query("SELECT 1 FROM chunk_owners WHERE chunk_id = $1 AND agent = $2")
                 .bind(id.0.as_slice())
                 .bind(agent)
                 .fetch_optional(&self.pool)
@@ -428,7 +430,7 @@ impl Catalog {
         &self,
         id: &ChunkId,
     ) -> Result<Option<Option<crate::pack::PackLoc>>> {
-        let row = sqlx::query("SELECT pack, pack_offset, pack_len FROM chunks WHERE id = ?")
+        let row = sqlx::query("SELECT pack, pack_offset, pack_len FROM chunks WHERE id = $1")
             .bind(id.0.as_slice())
             .fetch_optional(&self.pool)
             .await?;
@@ -443,7 +445,7 @@ impl Catalog {
     }
 
     pub async fn forget_chunk(&self, id: &ChunkId) -> Result<()> {
-        sqlx::query("DELETE FROM chunks WHERE id = ?")
+        sqlx::query("DELETE FROM chunks WHERE id = $1")
             .bind(id.0.as_slice())
             .execute(&self.writer)
             .await?;
@@ -459,8 +461,8 @@ impl Catalog {
         limit: u32,
     ) -> Result<Vec<ManifestEntry>> {
         sqlx::query(
-            "SELECT seq, chunk_id, raw_len FROM part_chunks WHERE backup_id = ? AND part = ? AND seq >= ?
-             ORDER BY seq LIMIT ?",
+            "SELECT seq, chunk_id, raw_len FROM part_chunks WHERE backup_id = $1 AND part = $2 AND seq >= $3
+             ORDER BY seq LIMIT $4",
         )
         .bind(backup.0)
         .bind(part)
@@ -488,7 +490,7 @@ impl Catalog {
     ) -> Result<Vec<ChunkId>> {
         sqlx::query(
             "SELECT DISTINCT p.chunk_id FROM part_chunks p LEFT JOIN chunks c ON c.id = p.chunk_id
-             WHERE p.backup_id = ? AND p.part = ? AND c.id IS NULL LIMIT ?",
+             WHERE p.backup_id = $1 AND p.part = $2 AND c.id IS NULL LIMIT $3",
         )
         .bind(backup.0)
         .bind(part)

@@ -44,7 +44,7 @@ impl Catalog {
         sqlx::query(
             "INSERT INTO base_backups (backup_id, start_lsn, stop_lsn, start_lsn_num, stop_lsn_num, timeline,
                system_identifier, backup_label, start_time, stop_time, tablespaces)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (backup_id) DO UPDATE SET start_lsn = excluded.start_lsn, stop_lsn = excluded.stop_lsn,
                start_lsn_num = excluded.start_lsn_num, stop_lsn_num = excluded.stop_lsn_num,
                timeline = excluded.timeline, system_identifier = excluded.system_identifier,
@@ -68,7 +68,7 @@ impl Catalog {
     }
 
     pub async fn base_backup(&self, id: BackupId) -> Result<Option<BaseBackupRow>> {
-        sqlx::query("SELECT * FROM base_backups WHERE backup_id = ?")
+        sqlx::query("SELECT * FROM base_backups WHERE backup_id = $1")
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?
@@ -81,7 +81,7 @@ impl Catalog {
     pub async fn complete_base_backups(&self, instance: &str) -> Result<Vec<BaseBackupRow>> {
         sqlx::query(
             "SELECT bb.* FROM base_backups bb JOIN backups b ON b.id = bb.backup_id
-             WHERE b.instance = ? AND b.kind = 'base' AND b.status = 'complete' AND b.corrupt = ''
+             WHERE b.instance = $1 AND b.kind = 'base' AND b.status = 'complete' AND b.corrupt = ''
              ORDER BY bb.stop_lsn_num, b.id",
         )
         .bind(instance)

@@ -34,7 +34,7 @@ fn coord_from_row(r: &sqlx::sqlite::SqliteRow) -> BinlogCoordRow {
 
 impl Catalog {
     pub async fn set_backup_databases(&self, id: BackupId, databases: &[String]) -> Result<()> {
-        sqlx::query("UPDATE backups SET databases = ? WHERE id = ?")
+        sqlx::query("UPDATE backups SET databases = $1 WHERE id = $2")
             .bind(
                 serde_json::to_string(databases)
                     .map_err(|e| CatalogError::Corrupt(e.to_string()))?,
@@ -48,7 +48,7 @@ impl Catalog {
     pub async fn record_binlog_coordinates(&self, c: &BinlogCoordRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO binlog_coordinates (backup_id, file, seq, position, gtid, start_time, stop_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (backup_id) DO UPDATE SET file = excluded.file, seq = excluded.seq,
                position = excluded.position, gtid = excluded.gtid,
                start_time = excluded.start_time, stop_time = excluded.stop_time",
@@ -67,7 +67,7 @@ impl Catalog {
 
     pub async fn binlog_coordinates(&self, id: BackupId) -> Result<Option<BinlogCoordRow>> {
         Ok(
-            sqlx::query("SELECT * FROM binlog_coordinates WHERE backup_id = ?")
+            sqlx::query("SELECT * FROM binlog_coordinates WHERE backup_id = $1")
                 .bind(id.0)
                 .fetch_optional(&self.pool)
                 .await?
@@ -81,7 +81,7 @@ impl Catalog {
     pub async fn binlog_backups(&self, instance: &str, kind: &str) -> Result<Vec<BinlogCoordRow>> {
         Ok(sqlx::query(
             "SELECT bc.* FROM binlog_coordinates bc JOIN backups b ON b.id = bc.backup_id
-             WHERE b.instance = ? AND b.kind = ? AND b.status = 'complete' AND b.corrupt = ''
+             WHERE b.instance = $1 AND b.kind = $2 AND b.status = 'complete' AND b.corrupt = ''
                AND bc.file <> ''
              ORDER BY bc.seq, bc.position, b.id",
         )

@@ -130,20 +130,20 @@ impl Catalog {
     ) -> Result<i64> {
         Ok(sqlx::query(
             "INSERT INTO drills (instance, state, target, target_reason, sandbox_wanted, created_at)
-             VALUES (?, 'queued', ?, ?, ?, ?)",
+             VALUES ($1, 'queued', $2, $3, $4, $5) RETURNING id",
         )
         .bind(instance)
         .bind(target)
         .bind(target_reason)
         .bind(sandbox_wanted)
         .bind(now())
-        .execute(&self.writer)
+        .fetch_one(&self.writer)
         .await?
-        .last_insert_rowid())
+        .get::<i64, _>(0))
     }
 
     pub async fn drill(&self, id: i64) -> Result<Option<DrillRow>> {
-        sqlx::query("SELECT * FROM drills WHERE id = ?")
+        sqlx::query("SELECT * FROM drills WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -155,7 +155,7 @@ impl Catalog {
     /// Newest first.
     pub async fn list_drills(&self, instance: Option<&str>, limit: u32) -> Result<Vec<DrillRow>> {
         sqlx::query(
-            "SELECT * FROM drills WHERE (? IS NULL OR instance = ?) ORDER BY id DESC LIMIT ?",
+            "SELECT * FROM drills WHERE ($1 IS NULL OR instance = $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(instance)
         .bind(instance)
@@ -169,7 +169,7 @@ impl Catalog {
 
     /// Drills in `state`, oldest first.
     pub async fn drills_in_state(&self, state: DrillState) -> Result<Vec<DrillRow>> {
-        sqlx::query("SELECT * FROM drills WHERE state = ? ORDER BY id")
+        sqlx::query("SELECT * FROM drills WHERE state = $1 ORDER BY id")
             .bind(state.as_str())
             .fetch_all(&self.pool)
             .await?
@@ -184,9 +184,12 @@ impl Catalog {
         instance: &str,
         states: &[DrillState],
     ) -> Result<Option<DrillRow>> {
-        let marks = vec!["?"; states.len()].join(", ");
+        let marks = (0..states.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "SELECT * FROM drills WHERE instance = ? AND state IN ({marks}) ORDER BY id DESC LIMIT 1"
+            "SELECT * FROM drills WHERE instance = $1 AND state IN ({marks}) ORDER BY id DESC LIMIT 1"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(instance);
         for st in states {
@@ -208,8 +211,8 @@ impl Catalog {
         job: JobId,
     ) -> Result<bool> {
         let n = sqlx::query(
-            "UPDATE drills SET state = 'running', sandbox = ?, backup_id = ?, job_id = ?, started_at = ?
-             WHERE id = ? AND state = 'queued'",
+            "UPDATE drills SET state = 'running', sandbox = $1, backup_id = $2, job_id = $3, started_at = $4
+             WHERE id = $5 AND state = 'queued'",
         )
         .bind(sandbox)
         .bind(backup.0)
@@ -233,10 +236,10 @@ impl Catalog {
         let checks =
             serde_json::to_string(&e.checks).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
         let n = sqlx::query(
-            "UPDATE drills SET state = ?, recovered_at = ?, recovered_lsn = ?, stop_record = ?,
-               bytes_restored = ?, wal_segments = ?, rto_ms = ?, restore_ms = ?, replay_ms = ?,
-               rpo_secs = ?, checks = ?, log_tail = ?, reason = ?, finished_at = ?
-             WHERE id = ? AND state IN ('queued', 'running')",
+            "UPDATE drills SET state = $1, recovered_at = $2, recovered_lsn = $3, stop_record = $4,
+               bytes_restored = $5, wal_segments = $6, rto_ms = $7, restore_ms = $8, replay_ms = $9,
+               rpo_secs = $10, checks = $11, log_tail = $12, reason = $13, finished_at = $14
+             WHERE id = $15 AND state IN ('queued', 'running')",
         )
         .bind(state.as_str())
         .bind(e.recovered_at)
@@ -262,8 +265,8 @@ impl Catalog {
     /// End an unfinished drill without evidence (failed or aborted).
     pub async fn end_drill(&self, id: i64, state: DrillState, reason: &str) -> Result<bool> {
         let n = sqlx::query(
-            "UPDATE drills SET state = ?, reason = ?, finished_at = ?
-             WHERE id = ? AND state IN ('queued', 'running')",
+            "UPDATE drills SET state = $1, reason = $2, finished_at = $3
+             WHERE id = $4 AND state IN ('queued', 'running')",
         )
         .bind(state.as_str())
         .bind(reason)
@@ -278,8 +281,8 @@ impl Catalog {
     /// Abort every running drill (the controller restarted; a sandbox went away).
     pub async fn abort_running_drills(&self, sandbox: Option<&str>, reason: &str) -> Result<u64> {
         Ok(sqlx::query(
-            "UPDATE drills SET state = 'aborted', reason = ?, finished_at = ?
-             WHERE state = 'running' AND (? IS NULL OR sandbox = ?)",
+            "UPDATE drills SET state = 'aborted', reason = $1, finished_at = $2
+             WHERE state = 'running' AND ($3 IS NULL OR sandbox = $4)",
         )
         .bind(reason)
         .bind(now())
@@ -293,8 +296,8 @@ impl Catalog {
     /// Remember a problem seen while serving `sandbox`'s running drill of `instance`.
     pub async fn note_drill(&self, sandbox: &str, instance: &str, note: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE drills SET notes = CASE WHEN notes = '' THEN ? ELSE notes || char(10) || ? END
-             WHERE sandbox = ? AND instance = ? AND state = 'running'",
+            "UPDATE drills SET notes = CASE WHEN notes = '' THEN $1 ELSE notes || char(10) || $2 END
+             WHERE sandbox = $3 AND instance = $4 AND state = 'running'",
         )
         .bind(note)
         .bind(note)
@@ -307,7 +310,7 @@ impl Catalog {
 
     /// The running drill whose job is `job`.
     pub async fn drill_of_job(&self, job: JobId) -> Result<Option<DrillRow>> {
-        sqlx::query("SELECT * FROM drills WHERE job_id = ?")
+        sqlx::query("SELECT * FROM drills WHERE job_id = $1")
             .bind(job.0)
             .fetch_optional(&self.pool)
             .await?

@@ -65,7 +65,7 @@ impl Catalog {
     ) -> Result<JobId> {
         let id = sqlx::query(
             "INSERT INTO jobs (kind, agent, instance, params, state, bytes_total, created_at)
-             VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING id",
         )
         .bind(kind)
         .bind(agent)
@@ -73,14 +73,14 @@ impl Catalog {
         .bind(params.to_string())
         .bind(bytes_total as i64)
         .bind(now())
-        .execute(&self.writer)
+        .fetch_one(&self.writer)
         .await?
-        .last_insert_rowid();
+        .get::<i64, _>(0);
         Ok(JobId(id))
     }
 
     pub async fn job(&self, id: JobId) -> Result<Option<JobRow>> {
-        let Some(r) = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        let Some(r) = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?
@@ -116,9 +116,9 @@ impl Catalog {
     ) -> Result<bool> {
         let finished = state.is_terminal().then(now);
         let n = sqlx::query(
-            "UPDATE jobs SET state = ?, bytes_done = ?, bytes_total = COALESCE(?, bytes_total),
-               message = ?, finished_at = ?
-             WHERE id = ? AND state IN ('queued', 'running')",
+            "UPDATE jobs SET state = $1, bytes_done = $2, bytes_total = COALESCE($3, bytes_total),
+               message = $4, finished_at = $5
+             WHERE id = $6 AND state IN ('queued', 'running')",
         )
         .bind(state.as_str())
         .bind(bytes_done as i64)
@@ -133,7 +133,7 @@ impl Catalog {
     }
 
     pub async fn link_job_backup(&self, job: JobId, backup: BackupId) -> Result<()> {
-        sqlx::query("UPDATE jobs SET backup_id = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET backup_id = $1 WHERE id = $2")
             .bind(backup.0)
             .bind(job.0)
             .execute(&self.writer)
@@ -146,9 +146,9 @@ impl Catalog {
     /// during the job with --start, and after it when the operator starts the server.
     pub async fn has_wal_grant(&self, agent: &str, instance: &str, since: i64) -> Result<bool> {
         Ok(sqlx::query(
-            "SELECT 1 FROM jobs WHERE agent = ? AND kind = 'restore'
-               AND json_extract(params, '$.source_instance') = ?
-               AND (state IN ('queued', 'running') OR finished_at >= ?) LIMIT 1",
+            "SELECT 1 FROM jobs WHERE agent = $1 AND kind = 'restore'
+               AND json_extract(params, '$.source_instance') = $2
+               AND (state IN ('queued', 'running') OR finished_at >= $3) LIMIT 1",
         )
         .bind(agent)
         .bind(instance)
@@ -167,8 +167,8 @@ impl Catalog {
     ) -> Result<Option<DrillLogGrant>> {
         let row = sqlx::query(
             "SELECT json_extract(params, '$.start_segno'), json_extract(params, '$.binlogs') FROM jobs
-             WHERE agent = ? AND kind = 'drill'
-               AND json_extract(params, '$.source_instance') = ? AND state IN ('queued', 'running')
+             WHERE agent = $1 AND kind = 'drill'
+               AND json_extract(params, '$.source_instance') = $2 AND state IN ('queued', 'running')
              ORDER BY id DESC LIMIT 1",
         )
         .bind(sandbox)
@@ -192,8 +192,8 @@ impl Catalog {
     /// stream that has since been replaced).
     pub async fn fail_queued_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
         Ok(sqlx::query(
-            "UPDATE jobs SET state = 'failed', message = ?, finished_at = ?
-             WHERE agent = ? AND state = 'queued'",
+            "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2
+             WHERE agent = $3 AND state = 'queued'",
         )
         .bind(reason)
         .bind(now())
@@ -206,8 +206,8 @@ impl Catalog {
     /// Fail every unfinished job of an agent (it disconnected).
     pub async fn fail_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
         Ok(sqlx::query(
-            "UPDATE jobs SET state = 'failed', message = ?, finished_at = ?
-             WHERE agent = ? AND state IN ('queued', 'running')",
+            "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2
+             WHERE agent = $3 AND state IN ('queued', 'running')",
         )
         .bind(reason)
         .bind(now())

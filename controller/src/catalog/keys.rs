@@ -84,20 +84,20 @@ impl Catalog {
         let mut tx = self.write_tx().await?;
         insert_kek(&mut tx, &r.kek).await?;
         for dk in &r.rewrapped {
-            sqlx::query("UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE id = ?")
+            sqlx::query("UPDATE data_keys SET kek_id = $1, wrapped = $2 WHERE id = $3")
                 .bind(dk.kek_id as i64)
                 .bind(&dk.wrapped)
                 .bind(dk.id as i64)
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("UPDATE keks SET retired_at = ? WHERE id <> ? AND retired_at IS NULL")
+        sqlx::query("UPDATE keks SET retired_at = $1 WHERE id <> $2 AND retired_at IS NULL")
             .bind(now())
             .bind(r.kek.id as i64)
             .execute(&mut *tx)
             .await?;
         insert_data_key(&mut tx, &r.new_data_key).await?;
-        let left: i64 = sqlx::query("SELECT COUNT(*) FROM data_keys WHERE kek_id <> ?")
+        let left: i64 = sqlx::query("SELECT COUNT(*) FROM data_keys WHERE kek_id <> $1")
             .bind(r.kek.id as i64)
             .fetch_one(&mut *tx)
             .await?
@@ -114,7 +114,7 @@ impl Catalog {
 }
 
 async fn insert_kek(tx: &mut sqlx::SqliteConnection, k: &KekRow) -> Result<()> {
-    sqlx::query("INSERT INTO keks (id, fingerprint, created_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO keks (id, fingerprint, created_at) VALUES ($1, $2, $3)")
         .bind(k.id as i64)
         .bind(&k.fingerprint)
         .bind(k.created_at)
@@ -124,7 +124,7 @@ async fn insert_kek(tx: &mut sqlx::SqliteConnection, k: &KekRow) -> Result<()> {
 }
 
 async fn insert_data_key(tx: &mut sqlx::SqliteConnection, d: &DataKeyRow) -> Result<()> {
-    sqlx::query("INSERT INTO data_keys (id, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO data_keys (id, kek_id, wrapped, created_at) VALUES ($1, $2, $3, $4)")
         .bind(d.id as i64)
         .bind(d.kek_id as i64)
         .bind(&d.wrapped)

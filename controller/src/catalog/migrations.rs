@@ -66,7 +66,7 @@ async fn apply(conn: &mut sqlx::SqliteConnection, current: i64) -> Result<()> {
                 broken.len()
             )));
         }
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(version)
             .bind(now())
             .execute(&mut *tx)
@@ -119,7 +119,7 @@ mod tests {
                 .unwrap();
             for &(v, sql) in super::MIGRATIONS.iter().filter(|m| m.0 <= 11) {
                 sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-                sqlx::query("INSERT INTO schema_migrations VALUES (?, 0)")
+                sqlx::query("INSERT INTO schema_migrations VALUES ($1, 0)")
                     .bind(v)
                     .execute(&pool)
                     .await

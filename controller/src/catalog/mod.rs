@@ -115,7 +115,7 @@ impl Catalog {
     /// After a restart nothing is in flight: whatever was running was interrupted.
     pub async fn fail_interrupted(&self, reason: &str) -> Result<(u64, u64)> {
         let b = sqlx::query(
-            "UPDATE backups SET status = 'failed', reason = ?, finished_at = ? WHERE status = 'running'",
+            "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2 WHERE status = 'running'",
         )
         .bind(reason)
         .bind(now())
@@ -123,7 +123,7 @@ impl Catalog {
         .await?
         .rows_affected();
         let j = sqlx::query(
-            "UPDATE jobs SET state = 'failed', message = ?, finished_at = ? WHERE state IN ('queued', 'running')",
+            "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2 WHERE state IN ('queued', 'running')",
         )
         .bind(reason)
         .bind(now())

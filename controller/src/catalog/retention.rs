@@ -58,7 +58,7 @@ impl Catalog {
     /// Every archived WAL file or binlog of an instance, by name.
     pub async fn archived_log_names(&self, instance: &str) -> Result<Vec<String>> {
         Ok(
-            sqlx::query("SELECT name FROM wal_files WHERE instance = ? ORDER BY name")
+            sqlx::query("SELECT name FROM wal_files WHERE instance = $1 ORDER BY name")
                 .bind(instance)
                 .fetch_all(&self.pool)
                 .await?
@@ -87,12 +87,13 @@ impl Catalog {
                     "backup {id} is now used by a drill or restore"
                 )));
             }
-            let r =
-                sqlx::query("SELECT status, expired_at FROM backups WHERE id = ? AND instance = ?")
-                    .bind(id)
-                    .bind(&e.instance)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let r = sqlx::query(
+                "SELECT status, expired_at FROM backups WHERE id = $1 AND instance = $2",
+            )
+            .bind(id)
+            .bind(&e.instance)
+            .fetch_optional(&mut *tx)
+            .await?;
             let expirable = r.is_some_and(|r| {
                 r.get::<Option<i64>, _>(1).is_none()
                     && matches!(r.get::<&str, _>(0), "complete" | "failed")
@@ -106,7 +107,7 @@ impl Catalog {
         }
         for id in &e.kept_bases {
             let sound = sqlx::query(
-                "SELECT 1 FROM backups WHERE id = ? AND status = 'complete' AND corrupt = ''",
+                "SELECT 1 FROM backups WHERE id = $1 AND status = 'complete' AND corrupt = ''",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -121,25 +122,25 @@ impl Catalog {
         let t = now();
         for (id, reason) in &e.backups {
             sqlx::query(
-                "UPDATE backups SET expired_at = ?,
-                   reason = CASE status WHEN 'complete' THEN ? ELSE reason END,
+                "UPDATE backups SET expired_at = $1,
+                   reason = CASE status WHEN 'complete' THEN $2 ELSE reason END,
                    status = CASE status WHEN 'complete' THEN 'expired' ELSE status END
-                 WHERE id = ?",
+                 WHERE id = $3",
             )
             .bind(t)
             .bind(format!("expired by retention: {reason}"))
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM part_chunks WHERE backup_id = ?")
+            sqlx::query("DELETE FROM part_chunks WHERE backup_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
         for name in &e.logs {
             for sql in [
-                "DELETE FROM wal_chunks WHERE instance = ? AND name = ?",
-                "DELETE FROM wal_files WHERE instance = ? AND name = ?",
+                "DELETE FROM wal_chunks WHERE instance = $1 AND name = $2",
+                "DELETE FROM wal_files WHERE instance = $1 AND name = $2",
             ] {
                 sqlx::query(sql)
                     .bind(&e.instance)
@@ -165,7 +166,7 @@ impl Catalog {
         // Built from constants only.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
-             SELECT c.pack, 'pack', COUNT(*), SUM(c.stored_len), ? FROM chunks c
+             SELECT c.pack, 'pack', COUNT(*), SUM(c.stored_len), $1 FROM chunks c
               WHERE c.pack IS NOT NULL GROUP BY c.pack
              HAVING SUM(CASE WHEN {UNREFERENCED} THEN 0 ELSE 1 END) = 0
              ON CONFLICT (object) DO NOTHING"
@@ -176,7 +177,7 @@ impl Catalog {
         // Built from constants only.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
-             SELECT lower(hex(c.id)), 'chunk', 1, c.stored_len, ? FROM chunks c
+             SELECT lower(hex(c.id)), 'chunk', 1, c.stored_len, $1 FROM chunks c
               WHERE c.pack IS NULL AND {UNREFERENCED}
              ON CONFLICT (object) DO NOTHING"
         )))
@@ -216,7 +217,7 @@ impl Catalog {
 
     /// The store deleted an object.
     pub async fn garbage_deleted(&self, object: &str) -> Result<()> {
-        sqlx::query("DELETE FROM gc_pending WHERE object = ?")
+        sqlx::query("DELETE FROM gc_pending WHERE object = $1")
             .bind(object)
             .execute(&self.writer)
             .await?;

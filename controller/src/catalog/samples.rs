@@ -11,7 +11,7 @@ impl Catalog {
         let mut tx = self.write_tx().await?;
         for (instance, name, taken_at, value) in samples {
             sqlx::query(
-                "INSERT INTO samples (instance, name, taken_at, value) VALUES (?, ?, ?, ?)
+                "INSERT INTO samples (instance, name, taken_at, value) VALUES ($1, $2, $3, $4)
                  ON CONFLICT DO NOTHING",
             )
             .bind(instance)
@@ -33,7 +33,7 @@ impl Catalog {
         at: i64,
     ) -> Result<Option<(i64, String)>> {
         Ok(sqlx::query(
-            "SELECT taken_at, value FROM samples WHERE instance = ? AND name = ? AND taken_at <= ?
+            "SELECT taken_at, value FROM samples WHERE instance = $1 AND name = $2 AND taken_at <= $3
              ORDER BY taken_at DESC LIMIT 1",
         )
         .bind(instance)

@@ -84,7 +84,7 @@ impl Catalog {
                 .any(|(i, k, _)| *i == s.instance && *k == s.kind)
             {
                 sqlx::query(
-                    "DELETE FROM schedules WHERE instance = ? AND kind = ? AND origin = 'config'",
+                    "DELETE FROM schedules WHERE instance = $1 AND kind = $2 AND origin = 'config'",
                 )
                 .bind(&s.instance)
                 .bind(&s.kind)
@@ -94,7 +94,7 @@ impl Catalog {
         }
         for (instance, kind, cron) in wanted {
             sqlx::query(
-                "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, 'config', ?)
+                "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES ($1, $2, $3, 'config', $4)
                  ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, updated_at = excluded.updated_at
                  WHERE origin = 'config' AND cron <> excluded.cron",
             )
@@ -124,7 +124,7 @@ impl Catalog {
         match config_cron {
             Some(cron) => self.upsert_schedule(instance, kind, cron, "config").await,
             None => {
-                sqlx::query("DELETE FROM schedules WHERE instance = ? AND kind = ?")
+                sqlx::query("DELETE FROM schedules WHERE instance = $1 AND kind = $2")
                     .bind(instance)
                     .bind(kind)
                     .execute(&self.writer)
@@ -143,7 +143,7 @@ impl Catalog {
         origin: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, origin = excluded.origin,
                updated_at = excluded.updated_at",
         )
@@ -169,7 +169,7 @@ impl Catalog {
     }
 
     pub async fn set_last_slot(&self, instance: &str, kind: &str, slot: i64) -> Result<()> {
-        sqlx::query("UPDATE schedules SET last_slot = ? WHERE instance = ? AND kind = ?")
+        sqlx::query("UPDATE schedules SET last_slot = $1 WHERE instance = $2 AND kind = $3")
             .bind(slot)
             .bind(instance)
             .bind(kind)
@@ -187,7 +187,7 @@ impl Catalog {
     ) -> Result<RunRow> {
         let id = sqlx::query(
             "INSERT INTO scheduled_runs (instance, kind, slot, missed, state, next_attempt_at, created_at)
-             VALUES (?, ?, ?, ?, 'waiting', ?, ?)",
+             VALUES ($1, $2, $3, $4, 'waiting', $5, $6) RETURNING id",
         )
         .bind(instance)
         .bind(kind)
@@ -195,10 +195,10 @@ impl Catalog {
         .bind(missed as i64)
         .bind(now())
         .bind(now())
-        .execute(&self.writer)
+        .fetch_one(&self.writer)
         .await?
-        .last_insert_rowid();
-        Ok(sqlx::query("SELECT * FROM scheduled_runs WHERE id = ?")
+        .get::<i64, _>(0);
+        Ok(sqlx::query("SELECT * FROM scheduled_runs WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await
@@ -219,8 +219,8 @@ impl Catalog {
 
     pub async fn save_run(&self, r: &RunRow) -> Result<()> {
         sqlx::query(
-            "UPDATE scheduled_runs SET attempt = ?, state = ?, job_id = ?, drill_id = ?, deadline = ?,
-               next_attempt_at = ?, message = ?, finished_at = ? WHERE id = ?",
+            "UPDATE scheduled_runs SET attempt = $1, state = $2, job_id = $3, drill_id = $4, deadline = $5,
+               next_attempt_at = $6, message = $7, finished_at = $8 WHERE id = $9",
         )
         .bind(r.attempt as i64)
         .bind(&r.state)
@@ -239,7 +239,7 @@ impl Catalog {
     /// Newest first.
     pub async fn runs(&self, instance: Option<&str>, limit: u32) -> Result<Vec<RunRow>> {
         Ok(sqlx::query(
-            "SELECT * FROM scheduled_runs WHERE (? IS NULL OR instance = ?) ORDER BY id DESC LIMIT ?",
+            "SELECT * FROM scheduled_runs WHERE ($1 IS NULL OR instance = $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(instance)
         .bind(instance)
@@ -254,7 +254,7 @@ impl Catalog {
     /// Fail the running backup a job made (it timed out).
     pub async fn fail_backup_of_job(&self, job: JobId, reason: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE backups SET status = 'failed', reason = ?, finished_at = ? WHERE job_id = ? AND status = 'running'",
+            "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2 WHERE job_id = $3 AND status = 'running'",
         )
         .bind(reason)
         .bind(now())

@@ -27,18 +27,18 @@ impl Catalog {
             sqlx::query(
                 "INSERT INTO archiver_status (instance, last_archived_at, last_archived_wal, failed_count,
                    last_failed_at, last_failed_wal, ready, error, reported_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (instance) DO UPDATE SET last_archived_at = excluded.last_archived_at,
                    last_archived_wal = excluded.last_archived_wal, failed_count = excluded.failed_count,
                    last_failed_at = excluded.last_failed_at, last_failed_wal = excluded.last_failed_wal,
                    ready = excluded.ready, error = excluded.error, reported_at = excluded.reported_at
-                 WHERE archiver_status.last_archived_at IS NOT excluded.last_archived_at
-                    OR archiver_status.last_archived_wal IS NOT excluded.last_archived_wal
-                    OR archiver_status.failed_count IS NOT excluded.failed_count
-                    OR archiver_status.last_failed_at IS NOT excluded.last_failed_at
-                    OR archiver_status.last_failed_wal IS NOT excluded.last_failed_wal
-                    OR archiver_status.ready IS NOT excluded.ready
-                    OR archiver_status.error IS NOT excluded.error
+                 WHERE archiver_status.last_archived_at IS DISTINCT FROM excluded.last_archived_at
+                    OR archiver_status.last_archived_wal IS DISTINCT FROM excluded.last_archived_wal
+                    OR archiver_status.failed_count IS DISTINCT FROM excluded.failed_count
+                    OR archiver_status.last_failed_at IS DISTINCT FROM excluded.last_failed_at
+                    OR archiver_status.last_failed_wal IS DISTINCT FROM excluded.last_failed_wal
+                    OR archiver_status.ready IS DISTINCT FROM excluded.ready
+                    OR archiver_status.error IS DISTINCT FROM excluded.error
                     OR archiver_status.reported_at < excluded.reported_at - 60",
             )
             .bind(&s.instance)
@@ -59,7 +59,7 @@ impl Catalog {
 
     pub async fn archiver_status(&self, instance: &str) -> Result<Option<ArchiverRow>> {
         Ok(
-            sqlx::query("SELECT * FROM archiver_status WHERE instance = ?")
+            sqlx::query("SELECT * FROM archiver_status WHERE instance = $1")
                 .bind(instance)
                 .fetch_optional(&self.pool)
                 .await?

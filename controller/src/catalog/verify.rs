@@ -24,11 +24,11 @@ impl Catalog {
         let rows = sqlx::query(
             "SELECT DISTINCT pc.chunk_id AS id, c.id IS NOT NULL AS known FROM part_chunks pc
                JOIN backups b ON b.id = pc.backup_id LEFT JOIN chunks c ON c.id = pc.chunk_id
-             WHERE b.status = 'complete' AND (? IS NULL OR b.instance = ?)
+             WHERE b.status = 'complete' AND ($1 IS NULL OR b.instance = $2)
              UNION
              SELECT DISTINCT w.chunk_id AS id, c.id IS NOT NULL AS known FROM wal_chunks w
                LEFT JOIN chunks c ON c.id = w.chunk_id
-             WHERE (? IS NULL OR w.instance = ?)",
+             WHERE ($3 IS NULL OR w.instance = $4)",
         )
         .bind(instance)
         .bind(instance)
@@ -48,7 +48,7 @@ impl Catalog {
     pub async fn chunk_users(&self, id: &ChunkId) -> Result<ChunkUsers> {
         let backups = sqlx::query(
             "SELECT DISTINCT b.id, b.instance FROM part_chunks pc JOIN backups b ON b.id = pc.backup_id
-             WHERE pc.chunk_id = ? AND b.status = 'complete' ORDER BY b.id",
+             WHERE pc.chunk_id = $1 AND b.status = 'complete' ORDER BY b.id",
         )
         .bind(id.0.as_slice())
         .fetch_all(&self.pool)
@@ -57,7 +57,7 @@ impl Catalog {
         .map(|r| (BackupId(r.get(0)), r.get(1)))
         .collect();
         let wal = sqlx::query(
-            "SELECT DISTINCT instance, name FROM wal_chunks WHERE chunk_id = ? ORDER BY instance, name",
+            "SELECT DISTINCT instance, name FROM wal_chunks WHERE chunk_id = $1 ORDER BY instance, name",
         )
         .bind(id.0.as_slice())
         .fetch_all(&self.pool)
@@ -71,7 +71,7 @@ impl Catalog {
     /// Mark a complete backup corrupt (the first reason is kept). False when it was
     /// already marked.
     pub async fn mark_backup_corrupt(&self, id: BackupId, reason: &str) -> Result<bool> {
-        let n = sqlx::query("UPDATE backups SET corrupt = ? WHERE id = ? AND corrupt = ''")
+        let n = sqlx::query("UPDATE backups SET corrupt = $1 WHERE id = $2 AND corrupt = ''")
             .bind(reason)
             .bind(id.0)
             .execute(&self.writer)
@@ -84,7 +84,7 @@ impl Catalog {
     pub async fn corrupt_backup_count(&self, instance: &str) -> Result<u64> {
         Ok(
             sqlx::query(
-                "SELECT count(*) FROM backups WHERE instance = ? AND status = 'complete' AND corrupt <> ''",
+                "SELECT count(*) FROM backups WHERE instance = $1 AND status = 'complete' AND corrupt <> ''",
             )
                 .bind(instance)
                 .fetch_one(&self.pool)
@@ -94,13 +94,15 @@ impl Catalog {
     }
 
     pub async fn raise_alert(&self, instance: &str, kind: &str, message: &str) -> Result<()> {
-        sqlx::query("INSERT INTO alerts (instance, kind, message, created_at) VALUES (?, ?, ?, ?)")
-            .bind(instance)
-            .bind(kind)
-            .bind(message)
-            .bind(now())
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "INSERT INTO alerts (instance, kind, message, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(instance)
+        .bind(kind)
+        .bind(message)
+        .bind(now())
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 }

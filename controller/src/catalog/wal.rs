@@ -66,7 +66,7 @@ impl Catalog {
     ) -> Result<WalOutcome> {
         let mut tx = self.write_tx().await?;
         let existing =
-            sqlx::query("SELECT sha256, size FROM wal_files WHERE instance = ? AND name = ?")
+            sqlx::query("SELECT sha256, size FROM wal_files WHERE instance = $1 AND name = $2")
                 .bind(&file.instance)
                 .bind(&file.name)
                 .fetch_optional(&mut *tx)
@@ -77,7 +77,7 @@ impl Catalog {
                 return Ok(WalOutcome::Identical);
             }
             sqlx::query(
-                "INSERT INTO alerts (instance, kind, message, created_at) VALUES (?, 'wal-conflict', ?, ?)",
+                "INSERT INTO alerts (instance, kind, message, created_at) VALUES ($1, 'wal-conflict', $2, $3)",
             )
             .bind(&file.instance)
             .bind(format!(
@@ -97,7 +97,7 @@ impl Catalog {
         require_stored(&mut tx, entries).await?;
         for e in entries {
             sqlx::query(
-                "INSERT INTO wal_chunks (instance, name, seq, chunk_id, raw_len) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO wal_chunks (instance, name, seq, chunk_id, raw_len) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&file.instance)
             .bind(&file.name)
@@ -110,7 +110,7 @@ impl Catalog {
         sqlx::query(
             "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at, stored_at, agent,
                first_event_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&file.instance)
         .bind(&file.name)
@@ -131,7 +131,7 @@ impl Catalog {
 
     pub async fn wal_file(&self, instance: &str, name: &str) -> Result<Option<WalFileRow>> {
         Ok(
-            sqlx::query("SELECT * FROM wal_files WHERE instance = ? AND name = ?")
+            sqlx::query("SELECT * FROM wal_files WHERE instance = $1 AND name = $2")
                 .bind(instance)
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -144,7 +144,7 @@ impl Catalog {
     /// The chunks of an archived file, in order (a segment has a few dozen at most).
     pub async fn wal_manifest(&self, instance: &str, name: &str) -> Result<Vec<ManifestEntry>> {
         sqlx::query(
-            "SELECT seq, chunk_id, raw_len FROM wal_chunks WHERE instance = ? AND name = ? ORDER BY seq",
+            "SELECT seq, chunk_id, raw_len FROM wal_chunks WHERE instance = $1 AND name = $2 ORDER BY seq",
         )
         .bind(instance)
         .bind(name)
@@ -165,7 +165,7 @@ impl Catalog {
     pub async fn unavailable_wal_chunks(&self, instance: &str, name: &str) -> Result<Vec<ChunkId>> {
         sqlx::query(
             "SELECT DISTINCT w.chunk_id FROM wal_chunks w LEFT JOIN chunks c ON c.id = w.chunk_id
-             WHERE w.instance = ? AND w.name = ? AND c.id IS NULL LIMIT 3",
+             WHERE w.instance = $1 AND w.name = $2 AND c.id IS NULL LIMIT 3",
         )
         .bind(instance)
         .bind(name)
@@ -181,7 +181,7 @@ impl Catalog {
     /// use it, so the recovery window must show the gap.
     pub async fn wal_segments(&self, instance: &str) -> Result<Vec<WalFileRow>> {
         Ok(sqlx::query(
-            "SELECT * FROM wal_files f WHERE instance = ? AND segno IS NOT NULL
+            "SELECT * FROM wal_files f WHERE instance = $1 AND segno IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM wal_chunks w LEFT JOIN chunks c ON c.id = w.chunk_id
                                WHERE w.instance = f.instance AND w.name = f.name AND c.id IS NULL)
              ORDER BY segno, timeline",
@@ -197,7 +197,7 @@ impl Catalog {
     /// When the newest WAL file of an instance was archived; 0 when none was.
     pub async fn newest_wal_stored_at(&self, instance: &str) -> Result<i64> {
         Ok(
-            sqlx::query("SELECT COALESCE(MAX(stored_at), 0) FROM wal_files WHERE instance = ?")
+            sqlx::query("SELECT COALESCE(MAX(stored_at), 0) FROM wal_files WHERE instance = $1")
                 .bind(instance)
                 .fetch_one(&self.pool)
                 .await?
@@ -207,7 +207,7 @@ impl Catalog {
 
     pub async fn wal_file_count(&self, instance: &str) -> Result<u64> {
         Ok(
-            sqlx::query("SELECT COUNT(*) FROM wal_files WHERE instance = ?")
+            sqlx::query("SELECT COUNT(*) FROM wal_files WHERE instance = $1")
                 .bind(instance)
                 .fetch_one(&self.pool)
                 .await?
@@ -218,7 +218,7 @@ impl Catalog {
     /// An instance's alerts, oldest first: (time, kind, message).
     pub async fn alerts(&self, instance: &str) -> Result<Vec<(i64, String, String)>> {
         Ok(sqlx::query(
-            "SELECT created_at, kind, message FROM alerts WHERE instance = ? ORDER BY id",
+            "SELECT created_at, kind, message FROM alerts WHERE instance = $1 ORDER BY id",
         )
         .bind(instance)
         .fetch_all(&self.pool)

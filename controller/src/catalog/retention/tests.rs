@@ -173,7 +173,7 @@ async fn a_plan_whose_premises_changed_is_not_applied_at_all() {
 
     // So was a drill.
     let drill = cat.create_drill("pg", 0, "test", "").await.unwrap();
-    sqlx::query("UPDATE drills SET backup_id = ? WHERE id = ?")
+    sqlx::query("UPDATE drills SET backup_id = $1 WHERE id = $2")
         .bind(old.0)
         .bind(drill)
         .execute(&cat.pool)
