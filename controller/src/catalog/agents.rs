@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Catalog, CatalogError, Result, now};
+use super::{Catalog, CatalogError, Db, DbRow, Result, now};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRow {
@@ -75,7 +75,7 @@ fn json_err(e: serde_json::Error) -> CatalogError {
     CatalogError::Corrupt(e.to_string())
 }
 
-fn instance_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow> {
+fn instance_from_row(r: &DbRow) -> Result<InstanceRow> {
     Ok(InstanceRow {
         name: r.get("name"),
         agent: r.get("agent"),
@@ -120,7 +120,7 @@ macro_rules! facts_changed {
     };
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
 
 /// Bind ?1..?6 of the queries that use [`facts_changed`].
 fn bind_facts<'q>(q: Query<'q>, name: &'q str, f: &InstanceFacts<'q>) -> Query<'q> {

@@ -7,7 +7,7 @@
 use sqlx::Row;
 use tidemark_core::ids::{BackupId, ChunkId, JobId};
 
-use super::{Catalog, CatalogError, Result, now};
+use super::{Catalog, CatalogError, DbConn, DbRow, Result, now};
 
 #[derive(Debug, Clone, Default)]
 pub struct PartRow {
@@ -77,7 +77,7 @@ pub struct NewChunk {
 /// Record chunks newly durable in the store, and that `owner` uploaded them (an agent may
 /// later refer only to chunks it owns). Idempotent: a chunk stored before keeps its row.
 pub(super) async fn record_new_chunks(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConn,
     new_chunks: &[NewChunk],
     owner: Option<&str>,
 ) -> Result<()> {
@@ -113,10 +113,7 @@ pub(super) async fn record_new_chunks(
 /// that commits them: garbage collection forgets chunks nothing refers to in a transaction of
 /// its own, so either it ran first and the reference is refused here, or the reference is
 /// committed first and collection sees it.
-pub(super) async fn require_stored(
-    conn: &mut sqlx::SqliteConnection,
-    entries: &[ManifestEntry],
-) -> Result<()> {
+pub(super) async fn require_stored(conn: &mut DbConn, entries: &[ManifestEntry]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for e in entries.iter().filter(|e| seen.insert(e.id)) {
         let stored = sqlx::query("SELECT 1 FROM chunks WHERE id = $1")
@@ -131,7 +128,7 @@ pub(super) async fn require_stored(
     Ok(())
 }
 
-pub(super) fn chunk_id(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<ChunkId> {
+pub(super) fn chunk_id(r: &DbRow, col: &str) -> Result<ChunkId> {
     ChunkId::from_slice(r.get::<&[u8], _>(col)).map_err(|e| CatalogError::Corrupt(e.to_string()))
 }
 
@@ -163,12 +160,13 @@ impl Catalog {
         .fetch_one(&mut *tx)
         .await?
         .get::<i64, _>(0);
-        for part in parts {
+        for (seq, part) in parts.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO backup_parts (backup_id, name, status) VALUES ($1, $2, 'expected')",
+                "INSERT INTO backup_parts (backup_id, name, status, seq) VALUES ($1, $2, 'expected', $3)",
             )
             .bind(id)
             .bind(part)
+            .bind(seq as i64)
             .execute(&mut *tx)
             .await?;
         }
@@ -225,9 +223,9 @@ impl Catalog {
         Ok(out)
     }
 
-    async fn backup_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<BackupRow> {
+    async fn backup_from_row(&self, r: &DbRow) -> Result<BackupRow> {
         let id = BackupId(r.get("id"));
-        let parts = sqlx::query("SELECT * FROM backup_parts WHERE backup_id = $1 ORDER BY rowid")
+        let parts = sqlx::query("SELECT * FROM backup_parts WHERE backup_id = $1 ORDER BY seq")
             .bind(id.0)
             .fetch_all(&self.pool)
             .await?

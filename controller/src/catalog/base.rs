@@ -8,7 +8,7 @@ use sqlx::Row;
 use tidemark_core::ids::BackupId;
 use tidemark_core::wal::Lsn;
 
-use super::{Catalog, CatalogError, Result};
+use super::{Catalog, CatalogError, DbRow, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaseBackupRow {
@@ -24,7 +24,7 @@ pub struct BaseBackupRow {
     pub tablespaces: BTreeMap<String, String>,
 }
 
-fn base_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<BaseBackupRow> {
+fn base_from_row(r: &DbRow) -> Result<BaseBackupRow> {
     Ok(BaseBackupRow {
         backup_id: BackupId(r.get("backup_id")),
         start_lsn: Lsn(r.get::<i64, _>("start_lsn_num") as u64),

@@ -6,7 +6,7 @@
 use sqlx::Row;
 use tidemark_core::ids::BackupId;
 
-use super::{Catalog, CatalogError, Result};
+use super::{Catalog, CatalogError, DbRow, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinlogCoordRow {
@@ -20,7 +20,7 @@ pub struct BinlogCoordRow {
     pub stop_time: i64,
 }
 
-fn coord_from_row(r: &sqlx::sqlite::SqliteRow) -> BinlogCoordRow {
+fn coord_from_row(r: &DbRow) -> BinlogCoordRow {
     BinlogCoordRow {
         backup_id: BackupId(r.get("backup_id")),
         file: r.get("file"),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tidemark_core::ids::{BackupId, JobId};
 
-use super::{Catalog, CatalogError, Result, now};
+use super::{Catalog, CatalogError, DbRow, Result, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrillState {
@@ -87,7 +87,7 @@ pub struct DrillRow {
     pub finished_at: Option<i64>,
 }
 
-fn drill_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DrillRow> {
+fn drill_from_row(r: &DbRow) -> Result<DrillRow> {
     Ok(DrillRow {
         id: r.get("id"),
         instance: r.get("instance"),

@@ -64,8 +64,8 @@ impl Catalog {
         bytes_total: u64,
     ) -> Result<JobId> {
         let id = sqlx::query(
-            "INSERT INTO jobs (kind, agent, instance, params, state, bytes_total, created_at)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING id",
+            "INSERT INTO jobs (kind, agent, instance, params, state, bytes_total, created_at, backup_id)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) RETURNING id",
         )
         .bind(kind)
         .bind(agent)
@@ -73,6 +73,13 @@ impl Catalog {
         .bind(params.to_string())
         .bind(bytes_total as i64)
         .bind(now())
+        // The backup a restore reads, where retention sees it (a backup job's is linked once
+        // the agent begins it).
+        .bind(if kind == "restore" {
+            params.get("backup_id").and_then(serde_json::Value::as_i64)
+        } else {
+            None
+        })
         .fetch_one(&self.writer)
         .await?
         .get::<i64, _>(0);

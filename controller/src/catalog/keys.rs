@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Catalog, Result, now};
+use super::{Catalog, DbConn, Result, now};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KekRow {
@@ -113,7 +113,7 @@ impl Catalog {
     }
 }
 
-async fn insert_kek(tx: &mut sqlx::SqliteConnection, k: &KekRow) -> Result<()> {
+async fn insert_kek(tx: &mut DbConn, k: &KekRow) -> Result<()> {
     sqlx::query("INSERT INTO keks (id, fingerprint, created_at) VALUES ($1, $2, $3)")
         .bind(k.id as i64)
         .bind(&k.fingerprint)
@@ -123,7 +123,7 @@ async fn insert_kek(tx: &mut sqlx::SqliteConnection, k: &KekRow) -> Result<()> {
     Ok(())
 }
 
-async fn insert_data_key(tx: &mut sqlx::SqliteConnection, d: &DataKeyRow) -> Result<()> {
+async fn insert_data_key(tx: &mut DbConn, d: &DataKeyRow) -> Result<()> {
     sqlx::query("INSERT INTO data_keys (id, kek_id, wrapped, created_at) VALUES ($1, $2, $3, $4)")
         .bind(d.id as i64)
         .bind(d.kek_id as i64)

@@ -56,6 +56,11 @@ pub enum CatalogError {
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
 
+/// The database the catalog's SQL runs on, named once so that the queries do not say which.
+pub(crate) type Db = sqlx::Sqlite;
+pub(crate) type DbRow = <Db as sqlx::Database>::Row;
+pub(crate) type DbConn = <Db as sqlx::Database>::Connection;
+
 #[derive(Clone)]
 pub struct Catalog {
     /// Reads: in WAL mode they run beside the writer and never wait for it.
@@ -108,7 +113,7 @@ impl Catalog {
     /// A transaction that writes. It takes SQLite's write lock at BEGIN (IMMEDIATE): a
     /// deferred transaction that reads first and then writes fails at once with "database
     /// is locked" when another connection wrote in between, instead of waiting its turn.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Db>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 

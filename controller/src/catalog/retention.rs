@@ -40,9 +40,8 @@ pub struct Garbage {
 const IN_USE: &str =
     "SELECT backup_id FROM drills WHERE state IN ('queued', 'running') AND backup_id IS NOT NULL
      UNION
-     SELECT json_extract(params, '$.backup_id') FROM jobs
-      WHERE kind = 'restore' AND state IN ('queued', 'running')
-        AND json_extract(params, '$.backup_id') IS NOT NULL";
+     SELECT backup_id FROM jobs
+      WHERE kind = 'restore' AND state IN ('queued', 'running') AND backup_id IS NOT NULL";
 
 impl Catalog {
     /// Backups a queued or running drill or restore reads.
@@ -174,26 +173,37 @@ impl Catalog {
         .bind(t)
         .execute(&mut *tx)
         .await?;
-        // Built from constants only.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
-             SELECT lower(hex(c.id)), 'chunk', 1, c.stored_len, $1 FROM chunks c
-              WHERE c.pack IS NULL AND {UNREFERENCED}
-             ON CONFLICT (object) DO NOTHING"
-        )))
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
         for sql in [
             "DELETE FROM chunk_owners WHERE chunk_id IN (SELECT c.id FROM chunks c
                JOIN gc_pending g ON g.kind = 'pack' AND g.object = c.pack)",
             "DELETE FROM chunks WHERE pack IN (SELECT object FROM gc_pending WHERE kind = 'pack')",
-            "DELETE FROM chunk_owners WHERE lower(hex(chunk_id)) IN
-               (SELECT object FROM gc_pending WHERE kind = 'chunk')",
-            "DELETE FROM chunks WHERE pack IS NULL AND lower(hex(id)) IN
-               (SELECT object FROM gc_pending WHERE kind = 'chunk')",
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
+        }
+        // Chunks stored as objects of their own (before packs), one by one. Built from
+        // constants only.
+        let loose = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT c.id, c.stored_len FROM chunks c WHERE c.pack IS NULL AND {UNREFERENCED}"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &loose {
+            let id: &[u8] = r.get(0);
+            sqlx::query(
+                "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
+                 VALUES ($1, 'chunk', 1, $2, $3) ON CONFLICT (object) DO NOTHING",
+            )
+            .bind(hex::encode(id))
+            .bind(r.get::<i64, _>(1))
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            for sql in [
+                "DELETE FROM chunk_owners WHERE chunk_id = $1",
+                "DELETE FROM chunks WHERE id = $1",
+            ] {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         self.pending_garbage().await

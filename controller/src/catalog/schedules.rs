@@ -3,7 +3,7 @@
 use sqlx::Row;
 use tidemark_core::ids::JobId;
 
-use super::{Catalog, Result, now};
+use super::{Catalog, DbRow, Result, now};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRow {
@@ -38,7 +38,7 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
 }
 
-fn schedule_from_row(r: &sqlx::sqlite::SqliteRow) -> ScheduleRow {
+fn schedule_from_row(r: &DbRow) -> ScheduleRow {
     ScheduleRow {
         instance: r.get("instance"),
         kind: r.get("kind"),
@@ -49,7 +49,7 @@ fn schedule_from_row(r: &sqlx::sqlite::SqliteRow) -> ScheduleRow {
     }
 }
 
-fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+fn run_from_row(r: &DbRow) -> RunRow {
     RunRow {
         id: r.get("id"),
         instance: r.get("instance"),

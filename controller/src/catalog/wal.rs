@@ -6,7 +6,7 @@ use sqlx::Row;
 use tidemark_core::ids::ChunkId;
 
 use super::backups::{chunk_id, record_new_chunks, require_stored};
-use super::{Catalog, ManifestEntry, NewChunk, Result, now};
+use super::{Catalog, DbRow, ManifestEntry, NewChunk, Result, now};
 
 /// An archived WAL file.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,7 @@ pub enum WalOutcome {
     },
 }
 
-fn wal_from_row(r: &sqlx::sqlite::SqliteRow) -> WalFileRow {
+fn wal_from_row(r: &DbRow) -> WalFileRow {
     WalFileRow {
         instance: r.get("instance"),
         name: r.get("name"),

@@ -312,3 +312,33 @@ async fn an_upload_and_a_collection_never_both_win() {
         "p9"
     );
 }
+
+#[tokio::test]
+async fn a_chunk_stored_as_its_own_object_is_collected_alone() {
+    let (cat, _dir) = test_catalog().await;
+    let (a, b) = (chunk(1), chunk(2));
+    let loose = |id: ChunkId| NewChunk {
+        id,
+        raw_len: 1,
+        stored_len: 7,
+        pack: None,
+    };
+    let old = backup(&cat, &[a, b], &[loose(a), loose(b)], true).await;
+    let kept = backup(&cat, &[b], &[], true).await;
+    cat.apply_retention(&expiry(&[old], &[], &[kept]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cat.collect_garbage().await.unwrap(),
+        vec![Garbage {
+            object: a.to_hex(),
+            kind: "chunk".into(),
+            chunks: 1,
+            bytes: 7,
+        }]
+    );
+    assert_eq!(cat.chunk_location(&a).await.unwrap(), None);
+    assert!(!cat.chunk_owned_by(&a, "db1").await.unwrap());
+    assert_eq!(cat.chunk_location(&b).await.unwrap(), Some(None));
+}
