@@ -22,9 +22,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 pub use agents::{AgentRow, InstanceFacts, InstanceRow, Registered, Registration};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
@@ -57,19 +55,19 @@ pub enum CatalogError {
 pub type Result<T> = std::result::Result<T, CatalogError>;
 
 /// The database the catalog's SQL runs on, named once so that the queries do not say which.
-pub(crate) type Db = sqlx::Sqlite;
+pub(crate) type Db = sqlx::Any;
 pub(crate) type DbRow = <Db as sqlx::Database>::Row;
 pub(crate) type DbConn = <Db as sqlx::Database>::Connection;
 
 #[derive(Clone)]
 pub struct Catalog {
     /// Reads: in WAL mode they run beside the writer and never wait for it.
-    pool: SqlitePool,
+    pool: sqlx::AnyPool,
     /// Writes, on one connection. SQLite runs one writer at a time anyway; queueing writers
     /// here, in order, replaces SQLite's busy handler, whose sleeps of up to 100 ms between
     /// retries left a few unlucky writers waiting seconds under load (1,000 agents' status
     /// reports). Nothing may wait for a second write while holding this connection.
-    writer: SqlitePool,
+    writer: sqlx::AnyPool,
 }
 
 pub fn now() -> i64 {
@@ -77,6 +75,23 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Pooled connections to a SQLite catalog, each set up as the catalog needs.
+fn pool_options(max: u32) -> sqlx::any::AnyPoolOptions {
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // FULL: a commit is on disk when it returns; the catalog's word is the product.
+                sqlx::raw_sql(
+                    "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                )
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
+        })
 }
 
 impl Catalog {
@@ -99,14 +114,10 @@ impl Catalog {
             migrations::run(&mut conn).await?;
             conn.close().await?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.clone())
-            .await?;
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
+        sqlx::any::install_default_drivers();
+        let url = sqlx::ConnectOptions::to_url_lossy(&opts);
+        let pool = pool_options(4).connect(url.as_str()).await?;
+        let writer = pool_options(1).connect(url.as_str()).await?;
         Ok(Self { pool, writer })
     }
 
@@ -144,4 +155,33 @@ pub(crate) async fn test_catalog() -> (Catalog, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cat = Catalog::open(&dir.path().join("catalog.db")).await.unwrap();
     (cat, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    /// Every pooled connection commits durably, enforces foreign keys and waits for locks.
+    #[tokio::test]
+    async fn pooled_connections_are_set_up_for_durability() {
+        let (cat, _dir) = super::test_catalog().await;
+        for pool in [&cat.pool, &cat.writer] {
+            let get = |sql: &'static str| async move {
+                sqlx::query(sql)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            };
+            assert_eq!(get("PRAGMA synchronous").await, 2, "FULL");
+            assert_eq!(get("PRAGMA foreign_keys").await, 1);
+            assert_eq!(get("PRAGMA busy_timeout").await, 30_000);
+            let mode: String = sqlx::query("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(mode, "wal");
+        }
+    }
 }

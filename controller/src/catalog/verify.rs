@@ -19,14 +19,17 @@ pub struct ChunkUsers {
 impl Catalog {
     /// Chunks that complete backups and archived WAL of `instance` (or of every instance)
     /// refer to, each with whether the catalog still holds it as stored (false: it was
-    /// found missing or corrupt before).
+    /// found missing or corrupt before). `known` is a number, not a boolean: SQLite has
+    /// none, and the catalog's SQL runs on PostgreSQL too.
     pub async fn referenced_chunks(&self, instance: Option<&str>) -> Result<Vec<(ChunkId, bool)>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT pc.chunk_id AS id, c.id IS NOT NULL AS known FROM part_chunks pc
+            "SELECT DISTINCT pc.chunk_id AS id, CASE WHEN c.id IS NULL THEN 0 ELSE 1 END AS known
+               FROM part_chunks pc
                JOIN backups b ON b.id = pc.backup_id LEFT JOIN chunks c ON c.id = pc.chunk_id
              WHERE b.status = 'complete' AND ($1 IS NULL OR b.instance = $2)
              UNION
-             SELECT DISTINCT w.chunk_id AS id, c.id IS NOT NULL AS known FROM wal_chunks w
+             SELECT DISTINCT w.chunk_id AS id, CASE WHEN c.id IS NULL THEN 0 ELSE 1 END AS known
+               FROM wal_chunks w
                LEFT JOIN chunks c ON c.id = w.chunk_id
              WHERE ($3 IS NULL OR w.instance = $4)",
         )
@@ -38,7 +41,7 @@ impl Catalog {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            out.push((chunk_id(r, "id")?, r.get::<bool, _>("known")));
+            out.push((chunk_id(r, "id")?, r.get::<i64, _>("known") == 1));
         }
         out.sort();
         out.dedup_by(|a, b| a.0 == b.0);
@@ -104,5 +107,69 @@ impl Catalog {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ManifestEntry, NewChunk, WalFileRow, test_catalog};
+
+    #[tokio::test]
+    async fn referenced_chunks_say_which_are_still_held() {
+        let (cat, _dir) = test_catalog().await;
+        let (a, b, w) = (ChunkId::of(b"a"), ChunkId::of(b"b"), ChunkId::of(b"w"));
+        let entry = |seq, id| ManifestEntry {
+            seq,
+            id,
+            raw_len: 1,
+        };
+        let new = |id| NewChunk {
+            id,
+            raw_len: 1,
+            stored_len: 1,
+            pack: None,
+        };
+        let backup = cat
+            .create_backup(
+                "pg",
+                "db1",
+                "logical",
+                None,
+                &["db:app".into()],
+                &[],
+                "",
+                "",
+            )
+            .await
+            .unwrap();
+        cat.add_manifest(
+            backup,
+            "db:app",
+            &[entry(0, a), entry(1, b)],
+            &[new(a), new(b)],
+        )
+        .await
+        .unwrap();
+        cat.finish_backup(backup, true, "").await.unwrap();
+        let file = WalFileRow {
+            instance: "pg".into(),
+            name: "000000010000000000000001".into(),
+            timeline: 1,
+            segno: Some(1),
+            size: 1,
+            sha256: String::new(),
+            chunks: 1,
+            modified_at: 0,
+            stored_at: 0,
+            agent: "db1".into(),
+            first_event_at: None,
+        };
+        cat.add_wal(&file, &[entry(0, w)], &[new(w)]).await.unwrap();
+        cat.forget_chunk(&b).await.unwrap();
+        let mut want = vec![(a, true), (b, false), (w, true)];
+        want.sort();
+        assert_eq!(cat.referenced_chunks(None).await.unwrap(), want);
+        assert_eq!(cat.referenced_chunks(Some("other")).await.unwrap(), vec![]);
     }
 }
