@@ -9,6 +9,7 @@ pub mod maria;
 pub mod netns;
 pub mod pg;
 pub mod process;
+pub mod raw_agent;
 pub mod s3;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -7,14 +7,9 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use tidemark_core::chunk;
 use tidemark_core::ids::ChunkId;
-use tidemark_proto::upload_part_message::Msg;
-use tidemark_proto::{
-    BeginBackupRequest, EncodedChunk, FinishBackupRequest, PartCheck, PartHeader, PartTrailer,
-    UploadPartMessage,
-};
 use tidemark_tests::fleet::{Cli, Fleet, FleetOpts};
+use tidemark_tests::raw_agent::{RawAgent, noise};
 
 /// What a plan or an apply names: (kind, backup id or log name, keep).
 fn decisions(items: &Value) -> BTreeSet<(String, String, bool)> {
@@ -36,6 +31,17 @@ fn decisions(items: &Value) -> BTreeSet<(String, String, bool)> {
         .collect()
 }
 
+/// `n` logical backups of demo-pg, each asserted complete; their ids.
+fn logical_backups(f: &Fleet, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|_| {
+            let (b, code) = f.backup();
+            assert_eq!(code, 0, "{b}");
+            b["id"].as_i64().unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn the_plan_keeps_what_the_policy_and_the_wal_need_and_apply_does_exactly_it() {
     let f = Fleet::build(&FleetOpts {
@@ -50,13 +56,7 @@ fn the_plan_keeps_what_the_policy_and_the_wal_need_and_apply_does_exactly_it() {
             f.base_backup()["id"].as_i64().unwrap()
         })
         .collect();
-    let dumps: Vec<i64> = (0..2)
-        .map(|_| {
-            let (b, code) = f.backup();
-            assert_eq!(code, 0, "{b}");
-            b["id"].as_i64().unwrap()
-        })
-        .collect();
+    let dumps = logical_backups(&f, 2);
 
     let viewer = Cli::new(f.dir.path(), &f.pki, "viewer:vera", &f.controller.url);
     let plan = viewer.json(&["retention", "plan", "--instance", "demo-pg"]);
@@ -209,13 +209,7 @@ fn an_instance_without_a_policy_keeps_everything() {
         label: "retnone",
         ..Default::default()
     });
-    let ids: Vec<i64> = (0..3)
-        .map(|_| {
-            let (b, code) = f.backup();
-            assert_eq!(code, 0, "{b}");
-            b["id"].as_i64().unwrap()
-        })
-        .collect();
+    let ids = logical_backups(&f, 3);
     let plan = f.admin.json(&["retention", "plan"]);
     assert!(decisions(&plan).iter().all(|d| d.2), "{plan:#}");
     assert!(
@@ -235,99 +229,6 @@ fn an_instance_without_a_policy_keeps_everything() {
     f.dir.keep_if_asked();
 }
 
-/// `len` bytes that do not compress, different per seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn msg(m: Msg) -> UploadPartMessage {
-    UploadPartMessage { msg: Some(m) }
-}
-
-/// A raw agent's logical backups of demo-pg, each one part of whole chunks.
-struct RawAgent {
-    rt: tokio::runtime::Runtime,
-    client: tidemark_proto::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
-}
-
-impl RawAgent {
-    fn begin(&mut self) -> i64 {
-        self.rt
-            .block_on(self.client.begin_backup(BeginBackupRequest {
-                instance: "demo-pg".into(),
-                kind: "logical".into(),
-                parts: vec!["db:app".into()],
-                ..Default::default()
-            }))
-            .unwrap()
-            .into_inner()
-            .backup_id
-    }
-
-    /// Upload `chunks` (with their bytes, or as references) as the backup's part; `between`
-    /// runs after every chunk was sent and before the trailer is. Then finish the backup.
-    fn upload(
-        &mut self,
-        backup: i64,
-        chunks: &[(&[u8], bool)],
-        between: impl FnOnce(),
-    ) -> Result<(), tonic::Status> {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let mut client = self.client.clone();
-        let upload = self.rt.spawn(async move {
-            client
-                .upload_part(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-        });
-        let send = |m| self.rt.block_on(tx.send(msg(m))).unwrap();
-        send(Msg::Header(PartHeader {
-            backup_id: backup,
-            part: "db:app".into(),
-            format: "sql".into(),
-        }));
-        let mut stream = Vec::new();
-        for (plain, with_data) in chunks {
-            stream.extend_from_slice(plain);
-            send(Msg::Chunk(EncodedChunk {
-                id: ChunkId::of(plain).0.to_vec(),
-                raw_len: plain.len() as u32,
-                data: if *with_data {
-                    chunk::encode(plain)
-                } else {
-                    Vec::new()
-                },
-            }));
-        }
-        between();
-        send(Msg::Trailer(PartTrailer {
-            stream_sha256: ChunkId::of(&stream).0.to_vec(),
-            raw_bytes: stream.len() as u64,
-            chunk_count: chunks.len() as u64,
-        }));
-        drop(tx);
-        self.rt.block_on(upload).unwrap()?;
-        self.rt
-            .block_on(self.client.finish_backup(FinishBackupRequest {
-                backup_id: backup,
-                checks: vec![PartCheck {
-                    part: "db:app".into(),
-                    ok: true,
-                    detail: "raw upload".into(),
-                }],
-                ..Default::default()
-            }))
-            .map(|_| ())
-    }
-}
-
 /// Collection and a backup referring to the same chunk at the same moment: whichever commits
 /// first wins, and the other either keeps the chunk or fails, never a complete backup whose
 /// chunk was deleted.
@@ -338,18 +239,13 @@ fn a_backup_deduplicating_against_collected_garbage_never_completes_without_it()
         controller_extra: "[[instance]]\nname = \"demo-pg\"\n[instance.retention]\n",
         ..Default::default()
     });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client =
-        tidemark_tests::fleet::raw_agent_client(&f.pki, &f.controller.url, "agent:db1", &rt);
-    let mut agent = RawAgent { rt, client };
+    let mut agent = RawAgent::connect(&f);
     let (x, y, z) = (noise(1, 1 << 20), noise(2, 1 << 20), noise(3, 1 << 20));
     let pack_of = |c: &[u8]| f.controller.chunk_place(&ChunkId::of(c).to_hex()).pack;
 
     // Backup A stores x; the newer B stores y, so A is what retention expires.
-    let a = agent.begin();
-    agent.upload(a, &[(&x, true)], || {}).unwrap();
-    let b = agent.begin();
-    agent.upload(b, &[(&y, true)], || {}).unwrap();
+    let a = agent.backup(&[(&x, true)]);
+    let b = agent.backup(&[(&y, true)]);
     let x_pack = pack_of(&x);
     assert!(f.pack_path(&x_pack).exists());
 
@@ -387,8 +283,7 @@ fn a_backup_deduplicating_against_collected_garbage_never_completes_without_it()
 
     // D refers to y and commits first: collection then finds y referenced and keeps it,
     // although B, its first owner, is expired by the same run (D is newer).
-    let d = agent.begin();
-    agent.upload(d, &[(&y, false)], || {}).unwrap();
+    let d = agent.backup(&[(&y, false)]);
     let y_pack = pack_of(&y);
     let applied = f.admin.json(&["retention", "apply"]);
     let deleted = applied["deleted"].as_array().unwrap();
@@ -424,10 +319,8 @@ fn retention_runs_on_a_schedule() {
         controller_extra: "[schedule]\ntick = \"1s\"\n[retention]\nschedule = \"*/2 * * * * *\"\n[[instance]]\nname = \"demo-pg\"\n[instance.retention]\n",
         ..Default::default()
     });
-    let (first, code) = f.backup();
-    assert_eq!(code, 0, "{first}");
-    let (second, code) = f.backup();
-    assert_eq!(code, 0, "{second}");
+    let ids = logical_backups(&f, 2);
+    let (first, second) = (ids[0], ids[1]);
     let run = tidemark_tests::process::wait_for(
         "a scheduled retention run that expired a backup",
         std::time::Duration::from_secs(60),
@@ -448,7 +341,7 @@ fn retention_runs_on_a_schedule() {
         },
     );
     assert_eq!(run["instance"], "*", "{run}");
-    let b = f.admin.json(&["backups", "show", &first["id"].to_string()]);
+    let b = f.admin.json(&["backups", "show", &first.to_string()]);
     assert_eq!(b["status"], "expired", "{b}");
     assert!(
         b["reason"]
@@ -457,9 +350,7 @@ fn retention_runs_on_a_schedule() {
             .contains("expired by retention"),
         "{b}"
     );
-    let b = f
-        .admin
-        .json(&["backups", "show", &second["id"].to_string()]);
+    let b = f.admin.json(&["backups", "show", &second.to_string()]);
     assert_eq!(b["status"], "complete", "{b}");
     f.dir.keep_if_asked();
 }

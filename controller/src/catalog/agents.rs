@@ -110,19 +110,10 @@ pub enum Registered {
     NameTaken(String),
 }
 
-/// Whether facts ?1..?5 (system identifier, data directory, segment size, archive timeout,
-/// binlog basename; empty ones mean "not reported") differ from an instance row's.
-macro_rules! facts_changed {
-    () => {
-        "(($1 <> '' AND system_identifier <> $1) OR ($2 <> '' AND data_directory <> $2)
-          OR ($3 <> 0 AND wal_segment_size <> $3) OR ($4 IS NOT NULL AND archive_timeout <> $4)
-          OR ($5 <> '' AND log_bin_basename <> $5))"
-    };
-}
-
 type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
 
-/// Bind ?1..?6 of the queries that use [`facts_changed`].
+/// Bind a status report's facts as $1..$5 (system identifier, data directory, segment size,
+/// archive timeout, binlog basename; empty ones mean "not reported") and the instance as $6.
 fn bind_facts<'q>(q: Query<'q>, name: &'q str, f: &InstanceFacts<'q>) -> Query<'q> {
     q.bind(f.system_identifier)
         .bind(f.data_directory)
@@ -220,10 +211,12 @@ impl Catalog {
     pub async fn refresh_instance(&self, name: &str, f: &InstanceFacts<'_>) -> Result<()> {
         // Almost every report changes nothing: find that out on a reader, not the writer.
         let changes = bind_facts(
-            sqlx::query(concat!(
-                "SELECT 1 FROM instances WHERE name = $6 AND ",
-                facts_changed!()
-            )),
+            sqlx::query(
+                "SELECT 1 FROM instances WHERE name = $6
+                   AND (($1 <> '' AND system_identifier <> $1) OR ($2 <> '' AND data_directory <> $2)
+                     OR ($3 <> 0 AND wal_segment_size <> $3) OR ($4 IS NOT NULL AND archive_timeout <> $4)
+                     OR ($5 <> '' AND log_bin_basename <> $5))",
+            ),
             name,
             f,
         )
@@ -234,16 +227,15 @@ impl Catalog {
             return Ok(());
         }
         bind_facts(
-            sqlx::query(concat!(
+            sqlx::query(
                 "UPDATE instances SET
-               system_identifier = CASE WHEN $1 = '' THEN system_identifier ELSE $1 END,
-               data_directory = CASE WHEN $2 = '' THEN data_directory ELSE $2 END,
-               wal_segment_size = CASE WHEN $3 = 0 THEN wal_segment_size ELSE $3 END,
-               archive_timeout = COALESCE($4, archive_timeout),
-               log_bin_basename = CASE WHEN $5 = '' THEN log_bin_basename ELSE $5 END
-             WHERE name = $6 AND ",
-                facts_changed!()
-            )),
+                   system_identifier = CASE WHEN $1 = '' THEN system_identifier ELSE $1 END,
+                   data_directory = CASE WHEN $2 = '' THEN data_directory ELSE $2 END,
+                   wal_segment_size = CASE WHEN $3 = 0 THEN wal_segment_size ELSE $3 END,
+                   archive_timeout = COALESCE($4, archive_timeout),
+                   log_bin_basename = CASE WHEN $5 = '' THEN log_bin_basename ELSE $5 END
+                 WHERE name = $6",
+            ),
             name,
             f,
         )

@@ -113,7 +113,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{ManifestEntry, NewChunk, WalFileRow, test_catalog};
+    use crate::catalog::{ManifestEntry, NewChunk, test_catalog};
 
     #[tokio::test]
     async fn referenced_chunks_say_which_are_still_held() {
@@ -152,19 +152,7 @@ mod tests {
         .await
         .unwrap();
         cat.finish_backup(backup, true, "").await.unwrap();
-        let file = WalFileRow {
-            instance: "pg".into(),
-            name: "000000010000000000000001".into(),
-            timeline: 1,
-            segno: Some(1),
-            size: 1,
-            sha256: String::new(),
-            chunks: 1,
-            modified_at: 0,
-            stored_at: 0,
-            agent: "db1".into(),
-            first_event_at: None,
-        };
+        let file = crate::catalog::wal::test_file("000000010000000000000001", "");
         cat.add_wal(&file, &[entry(0, w)], &[new(w)]).await.unwrap();
         cat.forget_chunk(&b).await.unwrap();
         let mut want = vec![(a, true), (b, false), (w, true)];

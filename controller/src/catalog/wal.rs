@@ -229,26 +229,28 @@ impl Catalog {
     }
 }
 
+/// An archived segment of instance "pg" from agent "db1", for tests.
+#[cfg(test)]
+pub(super) fn test_file(name: &str, sha: &str) -> WalFileRow {
+    WalFileRow {
+        instance: "pg".into(),
+        name: name.into(),
+        timeline: 1,
+        segno: Some(3),
+        size: 16,
+        sha256: sha.into(),
+        chunks: 1,
+        modified_at: 10,
+        stored_at: 0,
+        agent: "db1".into(),
+        first_event_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::test_catalog;
-
-    fn file(name: &str, sha: &str) -> WalFileRow {
-        WalFileRow {
-            instance: "pg".into(),
-            name: name.into(),
-            timeline: 1,
-            segno: Some(3),
-            size: 16,
-            sha256: sha.into(),
-            chunks: 1,
-            modified_at: 10,
-            stored_at: 0,
-            agent: "db1".into(),
-            first_event_at: None,
-        }
-    }
 
     #[tokio::test]
     async fn a_name_is_archived_once_and_never_replaced() {
@@ -265,7 +267,7 @@ mod tests {
             stored_len: 9,
             pack: None,
         }];
-        let f = file("000000010000000000000003", "aa");
+        let f = test_file("000000010000000000000003", "aa");
         assert_eq!(
             cat.add_wal(&f, &entries, &new).await.unwrap(),
             WalOutcome::Stored
@@ -274,7 +276,7 @@ mod tests {
             cat.add_wal(&f, &entries, &new).await.unwrap(),
             WalOutcome::Identical
         );
-        let other = file("000000010000000000000003", "bb");
+        let other = test_file("000000010000000000000003", "bb");
         assert_eq!(
             cat.add_wal(&other, &entries, &new).await.unwrap(),
             WalOutcome::Conflict {

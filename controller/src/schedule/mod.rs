@@ -59,6 +59,16 @@ pub struct Background {
 /// A finished run: (summary, all went well), or why it could not run.
 type BackgroundResult = Result<(String, bool), String>;
 
+/// How long an attempt of a run of `kind` may take before it is stopped and retried.
+fn time_limit(state: &State, kind: &str) -> Duration {
+    match kind {
+        "drill" => state.schedule.drill_timeout,
+        "verify" => state.verify_timeout,
+        "retention" => state.retention_timeout,
+        _ => state.schedule.backup_timeout,
+    }
+}
+
 /// Kinds the controller runs itself rather than through an agent or a sandbox.
 fn in_controller(kind: &str) -> bool {
     kind == "verify" || kind == "retention"
@@ -145,21 +155,14 @@ async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
 
 /// Move one open run on, and save it.
 async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()> {
-    let s = &state.schedule;
     match run.state.as_str() {
         "waiting" if run.next_attempt_at.is_none_or(|t| t <= now) => {
             run.attempt += 1;
             let started = start_attempt(state, run).await;
             match started {
                 Ok(()) => {
-                    let limit = match run.kind.as_str() {
-                        "drill" => s.drill_timeout,
-                        "verify" => state.verify_timeout,
-                        "retention" => state.retention_timeout,
-                        _ => s.backup_timeout,
-                    };
                     run.state = "running".into();
-                    run.deadline = Some(now + limit.as_secs() as i64);
+                    run.deadline = Some(now + time_limit(state, &run.kind).as_secs() as i64);
                     run.message = format!("attempt {} started", run.attempt);
                 }
                 Err(e) => retry_or_fail(state, run, now, &e.to_string()),
@@ -255,7 +258,7 @@ fn spawn_background(
 }
 
 /// One line for a retention run: what went, what was freed, and what was not done.
-pub fn retention_summary(r: &tidemark_proto::RetentionApplyResponse) -> String {
+fn retention_summary(r: &tidemark_proto::RetentionApplyResponse) -> String {
     let backups = r.deleted.iter().filter(|i| i.backup_id != 0).count();
     let logs = r.deleted.len() - backups;
     let mut s = format!(
@@ -286,11 +289,6 @@ enum Outcome {
 async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcome> {
     let late = run.deadline.is_some_and(|d| now > d);
     if in_controller(&run.kind) {
-        let timeout = if run.kind == "verify" {
-            state.verify_timeout
-        } else {
-            state.retention_timeout
-        };
         let mut runs = state.background.runs.lock().unwrap();
         return Ok(match runs.get(&run.id) {
             None => Outcome::Retry(format!("the controller restarted during the {}", run.kind)),
@@ -302,7 +300,7 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
                 runs.remove(&run.id);
                 Outcome::Retry(format!(
                     "timed out after {}",
-                    tidemark_core::duration::human(timeout)
+                    tidemark_core::duration::human(time_limit(state, &run.kind))
                 ))
             }
             Some(None) => Outcome::Going,
@@ -316,11 +314,7 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
             },
         });
     }
-    let limit = tidemark_core::duration::human(if run.kind == "drill" {
-        state.schedule.drill_timeout
-    } else {
-        state.schedule.backup_timeout
-    });
+    let limit = tidemark_core::duration::human(time_limit(state, &run.kind));
     if let Some(id) = run.drill_id {
         let d = state
             .catalog

@@ -70,6 +70,27 @@ struct Stats {
 
 const SLOW_MS: f64 = 100.0;
 
+impl Stats {
+    /// One reply of `kind` ("status" or "push"), `at` seconds into the run.
+    fn record<T>(
+        &mut self,
+        kind: &'static str,
+        agent: usize,
+        at: u64,
+        ms: f64,
+        r: Result<T, tonic::Status>,
+    ) {
+        if ms > SLOW_MS {
+            self.slow.push((at, kind, ms));
+        }
+        match r {
+            Ok(_) if kind == "status" => self.status_ms.push(ms),
+            Ok(_) => self.push_ms.push(ms),
+            Err(e) => self.errors.push(format!("sim{agent} {kind}: {e}")),
+        }
+    }
+}
+
 /// Certificates for every simulated agent, issued once (kept in the PKI directory).
 fn issue_certificates(a: &Args) {
     for n in 0..a.agents {
@@ -211,14 +232,10 @@ async fn sim(
                 })
                 .await;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
-            let mut s = stats.lock().await;
-            if ms > SLOW_MS {
-                s.slow.push(((t - start).as_secs(), "status", ms));
-            }
-            match r {
-                Ok(_) => s.status_ms.push(ms),
-                Err(e) => s.errors.push(format!("sim{n} status: {e}")),
-            }
+            stats
+                .lock()
+                .await
+                .record("status", n, (t - start).as_secs(), ms, r);
         }
         if now >= next_wal {
             next_wal += Duration::from_secs(a.wal_every);
@@ -260,13 +277,7 @@ async fn sim(
                 })
                 .await;
             let mut s = stats.lock().await;
-            if ms > SLOW_MS {
-                s.slow.push(((t - start).as_secs(), "push", ms));
-            }
-            match r {
-                Ok(_) => s.push_ms.push(ms),
-                Err(e) => s.errors.push(format!("sim{n} push: {e}")),
-            }
+            s.record("push", n, (t - start).as_secs(), ms, r);
             if let Err(e) = sample {
                 s.errors.push(format!("sim{n} samples: {e}"));
             }

@@ -1,7 +1,7 @@
 use tidemark_core::ids::{BackupId, ChunkId};
 
 use super::*;
-use crate::catalog::{CatalogError, ManifestEntry, NewChunk, WalFileRow, test_catalog};
+use crate::catalog::{CatalogError, ManifestEntry, NewChunk, test_catalog};
 use crate::pack::PackLoc;
 
 fn chunk(n: u8) -> ChunkId {
@@ -53,19 +53,7 @@ async fn backup(cat: &Catalog, refs: &[ChunkId], new: &[NewChunk], ok: bool) -> 
 }
 
 async fn wal(cat: &Catalog, name: &str, refs: &[ChunkId], new: &[NewChunk]) {
-    let f = WalFileRow {
-        instance: "pg".into(),
-        name: name.into(),
-        timeline: 1,
-        segno: Some(1),
-        size: 1,
-        sha256: name.into(),
-        chunks: refs.len() as u64,
-        modified_at: 0,
-        stored_at: 0,
-        agent: "db1".into(),
-        first_event_at: None,
-    };
+    let f = crate::catalog::wal::test_file(name, name);
     cat.add_wal(&f, &entries(refs), new).await.unwrap();
 }
 
@@ -285,19 +273,7 @@ async fn an_upload_and_a_collection_never_both_win() {
             .is_empty()
     );
     // A WAL file is refused the same way.
-    let f = WalFileRow {
-        instance: "pg".into(),
-        name: "000000010000000000000003".into(),
-        timeline: 1,
-        segno: Some(3),
-        size: 1,
-        sha256: "x".into(),
-        chunks: 1,
-        modified_at: 0,
-        stored_at: 0,
-        agent: "db1".into(),
-        first_event_at: None,
-    };
+    let f = crate::catalog::wal::test_file("000000010000000000000003", "x");
     assert!(matches!(
         cat.add_wal(&f, &entries(&[b]), &[]).await,
         Err(CatalogError::ChunkGone(_))
