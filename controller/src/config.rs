@@ -72,6 +72,8 @@ pub struct ControllerConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsFiles,
     #[serde(default)]
+    pub catalog: CatalogSettings,
+    #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
     pub encryption: EncryptionSettings,
@@ -214,6 +216,17 @@ impl Default for VerifySettings {
             timeout: default_verify_timeout(),
         }
     }
+}
+
+/// Where the catalog lives: SQLite in the data directory (the default), or a PostgreSQL
+/// database that several controllers share.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CatalogSettings {
+    /// postgres://USER@HOST[:PORT]/DB[?sslmode=...]; unset: SQLite at DATA-DIR/catalog.db.
+    pub url: Option<String>,
+    /// A file holding the PostgreSQL password (mode 0600), kept out of the config.
+    pub password_file: Option<PathBuf>,
 }
 
 /// When retention is applied without an operator asking (the policies are per instance).
@@ -386,6 +399,22 @@ pub enum StoreKind {
 }
 
 impl ControllerConfig {
+    /// The catalog's PostgreSQL URL with the password file's password in it; None: SQLite.
+    pub fn catalog_url(&self) -> Result<Option<String>, String> {
+        let Some(url) = &self.catalog.url else {
+            return Ok(None);
+        };
+        let Some(file) = &self.catalog.password_file else {
+            return Ok(Some(url.clone()));
+        };
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| format!("reading the catalog password file {}: {e}", file.display()))?;
+        let opts = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url)
+            .map_err(|e| format!("[catalog] url: {e}"))?
+            .password(password.trim_end_matches(['\n', '\r']));
+        Ok(Some(sqlx::ConnectOptions::to_url_lossy(&opts).to_string()))
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut c: ControllerConfig = config::load(path)?;
         let base = config::base_dir(path);
@@ -412,6 +441,31 @@ impl ControllerConfig {
         }
         if let Some(f) = &c.store.credentials_file {
             config::check_secret_file("S3 credentials file", f)?;
+        }
+        c.catalog.password_file = c
+            .catalog
+            .password_file
+            .as_ref()
+            .map(|p| config::resolve(&base, p));
+        if let Some(f) = &c.catalog.password_file {
+            config::check_secret_file("catalog password file", f)?;
+        }
+        match c.catalog.url.as_deref() {
+            Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "[catalog] url {u:?} is not a PostgreSQL URL; use postgres://USER@HOST/DB, or leave it out for SQLite in the data directory"
+                    ),
+                });
+            }
+            None if c.catalog.password_file.is_some() => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "[catalog] password-file is set without url".into(),
+                });
+            }
+            _ => {}
         }
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),

@@ -4,6 +4,7 @@
 mod api;
 mod binlog_window;
 mod catalog;
+mod cluster;
 mod config;
 mod drill;
 mod keys;
@@ -68,30 +69,42 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let catalog = catalog::Catalog::open(&config.data_dir.join("catalog.db"))
-        .await
-        .with_context(|| format!("opening the catalog in {}", config.data_dir.display()))?;
-    let (b, j) = catalog
-        .fail_interrupted("the controller restarted while this was running")
-        .await?;
-    if b + j > 0 {
-        tracing::warn!(
-            backups = b,
-            jobs = j,
-            "marked work interrupted by the last shutdown as failed"
-        );
-    }
-    let d = catalog
-        .abort_running_drills(
-            None,
-            "the controller restarted while this drill was running",
-        )
-        .await?;
-    if d > 0 {
-        tracing::warn!(
-            drills = d,
-            "marked drills interrupted by the last shutdown as aborted"
-        );
+    let catalog_url = config.catalog_url().map_err(anyhow::Error::msg)?;
+    let catalog = catalog::Catalog::open_configured(
+        catalog_url.as_deref(),
+        &config.data_dir.join("catalog.db"),
+    )
+    .await
+    .with_context(|| match &config.catalog.url {
+        Some(u) => format!("opening the PostgreSQL catalog at {u}"),
+        None => format!("opening the catalog in {}", config.data_dir.display()),
+    })?;
+    tracing::info!(backend = catalog.backend_name(), "catalog open");
+    // A lone controller's restart interrupted whatever was running. Controllers sharing a
+    // catalog fail only the work of one that stopped (see cluster).
+    if !catalog.shared() {
+        let (b, j) = catalog
+            .fail_interrupted("the controller restarted while this was running")
+            .await?;
+        if b + j > 0 {
+            tracing::warn!(
+                backups = b,
+                jobs = j,
+                "marked work interrupted by the last shutdown as failed"
+            );
+        }
+        let d = catalog
+            .abort_running_drills(
+                None,
+                "the controller restarted while this drill was running",
+            )
+            .await?;
+        if d > 0 {
+            tracing::warn!(
+                drills = d,
+                "marked drills interrupted by the last shutdown as aborted"
+            );
+        }
     }
     let policy = store::retry::Policy::default();
     let store: Arc<dyn store::ChunkStore> = match config.store.kind {
@@ -120,7 +133,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let keys = keys::Keyring::open(&catalog, config.encryption.enabled, config.key_dir())
         .await
         .context("opening the encryption keys")?;
-    let catalog_revoked = catalog.revoked_fingerprints().await?;
+    let catalog_revoked = catalog.revocations().await?.into_iter().map(|r| r.0);
     let state = Arc::new(api::State {
         catalog,
         store,
@@ -144,6 +157,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         verify_timeout: config.verify.timeout,
         retention_timeout: config.retention.timeout,
         background: Default::default(),
+        leading: Default::default(),
     });
     state
         .catalog
@@ -176,6 +190,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     std::fs::write(&addr_file, format!("{addr}\n"))
         .with_context(|| format!("writing {}", addr_file.display()))?;
     tracing::info!(%addr, identity = %tls.identity, "controller listening");
+    tokio::spawn(cluster::run(state.clone(), addr.to_string()));
     api::serve(
         state,
         &tls,

@@ -104,6 +104,15 @@ impl PgCluster {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// A URL for sqlx (and the controller's `[catalog] url`): `db` as the superuser, over
+    /// the cluster's unix socket.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@localhost/{db}?host={}",
+            self.socket_dir.display()
+        )
+    }
+
     /// A psql command connected to `db` as the superuser.
     pub fn psql_cmd(&self, db: &str) -> Command {
         let mut c = Command::new(Path::new(PG_BIN).join("psql"));

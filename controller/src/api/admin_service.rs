@@ -166,9 +166,10 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         read(&req, "list agents")?;
         let agents = self.state.catalog.agents().await.map_err(ApiError::from)?;
+        let connected = self.state.connected_agents().await?;
         let agents = agents
             .iter()
-            .map(|a| convert::agent(a, self.state.sessions.is_connected(&a.name)))
+            .map(|a| convert::agent(a, connected.contains(&a.name)))
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }

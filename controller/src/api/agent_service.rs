@@ -348,11 +348,17 @@ impl AgentService for AgentApi {
             .await
             .map_err(ApiError::from)?;
         let session = req.into_inner().session;
-        Ok(Response::new(self.state.sessions.attach(
-            &agent,
-            session,
-            self.state.catalog.clone(),
-        )))
+        let stream = self
+            .state
+            .sessions
+            .attach(&agent, session, self.state.catalog.clone());
+        // Other controllers sharing the catalog leave this agent's jobs for this one.
+        self.state
+            .catalog
+            .hold_agent(&agent, true)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(stream))
     }
 
     async fn report_job(

@@ -44,11 +44,12 @@ impl Revoked {
         Self(RwLock::new(fingerprints.into_iter().collect()))
     }
 
-    pub fn add(&self, fingerprint: &str) {
+    /// Refuse `fingerprint` from now on; true when it was not refused already.
+    pub fn add(&self, fingerprint: &str) -> bool {
         self.0
             .write()
             .expect("revocation lock")
-            .insert(fingerprint.to_string());
+            .insert(fingerprint.to_string())
     }
 
     /// The interceptor every service runs first.

@@ -31,19 +31,49 @@ pub async fn dispatch(
         )));
     }
     let id = cat
-        .create_job(kind, agent, instance, &params, bytes_total)
+        .create_job(kind, agent, instance, &params, bytes_total, &encode(&spec))
         .await?;
-    let job = pb::Job {
-        job_id: id.0,
-        spec: Some(spec),
-    };
-    if let Err(e) = state.sessions.send(agent, job).await {
+    if let Err(e) = deliver(state, agent, id, spec).await {
         cat.update_job(id, JobState::Failed, 0, None, &e.to_string())
             .await?;
         return Err(e);
     }
     tracing::info!(job = %id, kind, agent, instance, "job dispatched");
     Ok(id)
+}
+
+/// A job as stored for delivery: encoded without its id, which the catalog assigns.
+pub fn encode(spec: &pb::job::Spec) -> Vec<u8> {
+    prost::Message::encode_to_vec(&pb::Job {
+        job_id: 0,
+        spec: Some(spec.clone()),
+    })
+}
+
+/// Hand recorded job `id` to `agent`: down its job stream when it is connected here, or,
+/// on a shared catalog, left queued for the controller that holds its stream (which
+/// delivers it within a second, see `cluster`). Err: no controller can deliver it.
+pub async fn deliver(state: &State, agent: &str, id: JobId, spec: pb::job::Spec) -> ApiResult<()> {
+    let cat = &state.catalog;
+    if state.sessions.is_connected(agent) {
+        if cat.claim_job(id).await? {
+            let job = pb::Job {
+                job_id: id.0,
+                spec: Some(spec),
+            };
+            state.sessions.send(agent, job).await?;
+        }
+        return Ok(());
+    }
+    if cat.shared()
+        && let Some(other) = cat.agent_held_elsewhere(agent).await?
+    {
+        tracing::info!(job = %id, agent, controller = %other, "job queued for the controller holding the agent's job stream");
+        return Ok(());
+    }
+    Err(ApiError::FailedPrecondition(format!(
+        "agent {agent} is not connected; start tidemark-agent on that host (tidemark agents shows who is)"
+    )))
 }
 
 /// Start a backup of `instance` on its agent: `kind` logical (the default) or base.

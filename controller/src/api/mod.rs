@@ -56,6 +56,8 @@ pub struct State {
     pub verify_timeout: std::time::Duration,
     pub retention_timeout: std::time::Duration,
     pub background: crate::schedule::Background,
+    /// Whether this controller runs schedules and drills (see `cluster`).
+    pub leading: std::sync::atomic::AtomicBool,
 }
 
 /// Verify the store (shared by `tidemark verify` and the scheduler).
@@ -67,6 +69,23 @@ pub async fn verify_store(
 }
 
 impl State {
+    /// Agents connected to some controller: this one, or another live one sharing the
+    /// catalog.
+    pub async fn connected_agents(&self) -> ApiResult<std::collections::HashSet<String>> {
+        let mut all = if self.catalog.shared() {
+            self.catalog.agents_held_elsewhere().await?
+        } else {
+            Default::default()
+        };
+        all.extend(self.sessions.connected());
+        Ok(all)
+    }
+
+    /// Does this controller run schedules and drills now? Always, on a catalog of its own.
+    pub fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A backup from the catalog, or NotFound.
     pub async fn backup(&self, id: BackupId) -> ApiResult<BackupRow> {
         self.catalog

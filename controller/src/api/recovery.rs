@@ -95,8 +95,9 @@ fn last_complete(backups: &[BackupRow], kind: &str) -> i64 {
 
 pub async fn fleet_status(state: &State) -> ApiResult<Vec<pb::InstanceStatus>> {
     let mut out = Vec::new();
+    let connected_agents = state.connected_agents().await?;
     for agent in state.catalog.agents().await? {
-        let connected = state.sessions.is_connected(&agent.name);
+        let connected = connected_agents.contains(&agent.name);
         for inst in &agent.instances {
             let backups = state.catalog.list_backups(Some(&inst.name)).await?;
             let archiver = state.catalog.archiver_status(&inst.name).await?;

@@ -41,6 +41,17 @@ impl Sessions {
             .is_some_and(|s| !s.tx.is_closed())
     }
 
+    /// The agents connected to this controller.
+    pub fn connected(&self) -> Vec<String> {
+        self.live
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| !s.tx.is_closed())
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
     /// End `agent`'s job stream now, telling it why.
     pub fn close(&self, agent: &str, why: &str) {
         if let Some(s) = self.live.lock().unwrap().remove(agent) {
@@ -66,6 +77,7 @@ impl Sessions {
         }
     }
 
+    /// Send `job` down `agent`'s job stream on this controller.
     pub async fn send(&self, agent: &str, job: Job) -> ApiResult<()> {
         let tx = self.live.lock().unwrap().get(agent).map(|s| s.tx.clone());
         let not_connected = || {
@@ -102,6 +114,9 @@ impl Drop for DetachGuard {
         let (agent, catalog) = (self.agent.clone(), self.catalog.clone());
         tracing::warn!(agent = %agent, "agent disconnected");
         tokio::spawn(async move {
+            if let Err(e) = catalog.hold_agent(&agent, false).await {
+                tracing::error!(error = %e, "recording a disconnected agent");
+            }
             let reason = format!("agent {agent} disconnected while this was running");
             if let Err(e) = catalog.fail_jobs_of_agent(&agent, &reason).await {
                 tracing::error!(error = %e, "failing jobs of a disconnected agent");

@@ -183,10 +183,10 @@ impl Catalog {
                    error = excluded.error, updated_at = excluded.updated_at,
                    -- An instance unreachable at registration reports none of these: keep
                    -- what is known rather than refuse its WAL until it is reachable again.
-                   system_identifier = CASE WHEN excluded.system_identifier = '' THEN system_identifier ELSE excluded.system_identifier END,
-                   data_directory = CASE WHEN excluded.data_directory = '' THEN data_directory ELSE excluded.data_directory END,
-                   wal_segment_size = CASE WHEN excluded.wal_segment_size = 0 THEN wal_segment_size ELSE excluded.wal_segment_size END,
-                   log_bin_basename = CASE WHEN excluded.log_bin_basename = '' THEN log_bin_basename ELSE excluded.log_bin_basename END",
+                   system_identifier = CASE WHEN excluded.system_identifier = '' THEN instances.system_identifier ELSE excluded.system_identifier END,
+                   data_directory = CASE WHEN excluded.data_directory = '' THEN instances.data_directory ELSE excluded.data_directory END,
+                   wal_segment_size = CASE WHEN excluded.wal_segment_size = 0 THEN instances.wal_segment_size ELSE excluded.wal_segment_size END,
+                   log_bin_basename = CASE WHEN excluded.log_bin_basename = '' THEN instances.log_bin_basename ELSE excluded.log_bin_basename END",
             )
             .bind(&inst.name)
             .bind(name)

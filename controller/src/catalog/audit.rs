@@ -74,12 +74,15 @@ impl Catalog {
         Ok(n == 1)
     }
 
-    pub async fn revoked_fingerprints(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query("SELECT fingerprint FROM revoked_certificates")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
+    /// Every revoked certificate: (fingerprint, identity).
+    pub async fn revocations(&self) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query("SELECT fingerprint, identity FROM revoked_certificates")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        )
     }
 }

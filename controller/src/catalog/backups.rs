@@ -147,8 +147,9 @@ impl Catalog {
     ) -> Result<BackupId> {
         let mut tx = self.write_tx().await?;
         let id = sqlx::query(
-            "INSERT INTO backups (instance, agent, kind, status, job_id, started_at, server_version, tool_version)
-             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO backups (instance, agent, kind, status, job_id, started_at, server_version,
+               tool_version, controller)
+             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(instance)
         .bind(agent)
@@ -157,6 +158,7 @@ impl Catalog {
         .bind(now())
         .bind(server_version)
         .bind(tool_version)
+        .bind(&*self.me)
         .fetch_one(&mut *tx)
         .await?
         .get::<i64, _>(0);

@@ -296,11 +296,11 @@ impl Catalog {
     /// Remember a problem seen while serving `sandbox`'s running drill of `instance`.
     pub async fn note_drill(&self, sandbox: &str, instance: &str, note: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE drills SET notes = CASE WHEN notes = '' THEN $1 ELSE notes || char(10) || $2 END
+            "UPDATE drills SET notes = CASE WHEN notes = '' THEN $1 ELSE notes || $2 END
              WHERE sandbox = $3 AND instance = $4 AND state = 'running'",
         )
         .bind(note)
-        .bind(note)
+        .bind(format!("\n{note}"))
         .bind(sandbox)
         .bind(instance)
         .execute(&self.writer)

@@ -62,10 +62,12 @@ impl Catalog {
         instance: &str,
         params: &serde_json::Value,
         bytes_total: u64,
+        spec: &[u8],
     ) -> Result<JobId> {
         let id = sqlx::query(
-            "INSERT INTO jobs (kind, agent, instance, params, state, bytes_total, created_at, backup_id)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) RETURNING id",
+            "INSERT INTO jobs (kind, agent, instance, params, state, bytes_total, created_at, backup_id,
+               source_instance, spec)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(kind)
         .bind(agent)
@@ -80,6 +82,13 @@ impl Catalog {
         } else {
             None
         })
+        // The instance whose log archive a restore or drill may read.
+        .bind(
+            params
+                .get("source_instance")
+                .and_then(serde_json::Value::as_str),
+        )
+        .bind(spec)
         .fetch_one(&self.writer)
         .await?
         .get::<i64, _>(0);
@@ -154,7 +163,7 @@ impl Catalog {
     pub async fn has_wal_grant(&self, agent: &str, instance: &str, since: i64) -> Result<bool> {
         Ok(sqlx::query(
             "SELECT 1 FROM jobs WHERE agent = $1 AND kind = 'restore'
-               AND json_extract(params, '$.source_instance') = $2
+               AND source_instance = $2
                AND (state IN ('queued', 'running') OR finished_at >= $3) LIMIT 1",
         )
         .bind(agent)
@@ -173,9 +182,9 @@ impl Catalog {
         instance: &str,
     ) -> Result<Option<DrillLogGrant>> {
         let row = sqlx::query(
-            "SELECT json_extract(params, '$.start_segno'), json_extract(params, '$.binlogs') FROM jobs
-             WHERE agent = $1 AND kind = 'drill'
-               AND json_extract(params, '$.source_instance') = $2 AND state IN ('queued', 'running')
+            "SELECT params FROM jobs
+             WHERE agent = $1 AND kind = 'drill' AND source_instance = $2
+               AND state IN ('queued', 'running')
              ORDER BY id DESC LIMIT 1",
         )
         .bind(sandbox)
@@ -183,24 +192,25 @@ impl Catalog {
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
-        let files = r
-            .get::<Option<String>, _>(1)
-            .map(|j| {
-                serde_json::from_str(&j).map_err(|e| super::CatalogError::Corrupt(e.to_string()))
-            })
-            .transpose()?;
+        #[derive(serde::Deserialize)]
+        struct Params {
+            start_segno: u64,
+            binlogs: Option<Vec<String>>,
+        }
+        let p: Params = serde_json::from_str(r.get::<&str, _>(0))
+            .map_err(|e| CatalogError::Corrupt(format!("drill job's params: {e}")))?;
         Ok(Some(DrillLogGrant {
-            first: r.get::<i64, _>(0) as u64,
-            files,
+            first: p.start_segno,
+            files: p.binlogs,
         }))
     }
 
     /// Fail jobs of an agent that it was sent but never started (they went down a job
-    /// stream that has since been replaced).
+    /// stream that has since been replaced). Jobs not yet delivered stay queued for it.
     pub async fn fail_queued_jobs_of_agent(&self, agent: &str, reason: &str) -> Result<u64> {
         Ok(sqlx::query(
             "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2
-             WHERE agent = $3 AND state = 'queued'",
+             WHERE agent = $3 AND state = 'queued' AND controller IS NOT NULL",
         )
         .bind(reason)
         .bind(now())
@@ -256,7 +266,7 @@ mod tests {
         let params = serde_json::json!({
             "source_instance": "m", "start_segno": 3, "binlogs": ["b.000003", "b.000004"],
         });
-        cat.create_job("drill", "sb", "m", &params, 0)
+        cat.create_job("drill", "sb", "m", &params, 0, &[])
             .await
             .unwrap();
         let g = cat.drill_wal_grant("sb", "m").await.unwrap().unwrap();
@@ -265,7 +275,9 @@ mod tests {
         assert!(!g.allows("b.000002", Some(2)));
         // PostgreSQL: every segment from the backup's start on.
         let pg = serde_json::json!({ "source_instance": "pg", "start_segno": 7 });
-        cat.create_job("drill", "sb", "pg", &pg, 0).await.unwrap();
+        cat.create_job("drill", "sb", "pg", &pg, 0, &[])
+            .await
+            .unwrap();
         let g = cat.drill_wal_grant("sb", "pg").await.unwrap().unwrap();
         assert!(g.allows("x", Some(7)) && g.allows("x.history", None) && !g.allows("x", Some(6)));
         assert!(
@@ -280,7 +292,7 @@ mod tests {
     async fn a_finished_job_cannot_be_revived() {
         let (cat, _dir) = test_catalog().await;
         let id = cat
-            .create_job("backup", "db1", "orders", &serde_json::json!({}), 0)
+            .create_job("backup", "db1", "orders", &serde_json::json!({}), 0, &[])
             .await
             .unwrap();
         assert!(

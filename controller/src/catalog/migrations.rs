@@ -1,7 +1,10 @@
 //! Schema migrations, embedded in the binary and applied in order, each in its own
 //! transaction. A catalog newer than this binary is refused rather than guessed at.
+//!
+//! SQLite's catalog grew one migration at a time. PostgreSQL's starts at version 14, whose
+//! file creates the whole schema as it stood then; later versions come in pairs.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{PgConnection, Row, SqliteConnection};
 
 use super::{CatalogError, Result, now};
 
@@ -19,24 +22,57 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/0011_audit.sql")),
     (12, include_str!("migrations/0012_retention.sql")),
     (13, include_str!("migrations/0013_portable.sql")),
+    (14, include_str!("migrations/0014_controllers.sql")),
 ];
 
-pub async fn run(conn: &mut SqliteConnection) -> Result<()> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
-    .execute(&mut *conn)
-    .await?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        .fetch_one(&mut *conn)
-        .await?
-        .get(0);
-    let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+const POSTGRES: &[(i64, &str)] = &[(14, include_str!("migrations/postgres/0014_schema.sql"))];
+
+const CURRENT: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
+
+/// A catalog newer than this controller is refused, not guessed at.
+fn check_version(current: i64, newest: i64) -> Result<()> {
     if current > newest {
         return Err(CatalogError::Corrupt(format!(
             "catalog schema is version {current}, newer than this controller's {newest}; upgrade the controller"
         )));
     }
+    Ok(())
+}
+
+/// Bring a PostgreSQL catalog up to date, inside the caller's transaction (which holds the
+/// migration lock): DDL is transactional there, so a failed migration leaves nothing.
+pub async fn run_postgres(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let newest = POSTGRES.last().map(|m| m.0).unwrap_or(0);
+    let current: i64 = sqlx::query(CURRENT).fetch_one(&mut *conn).await?.get(0);
+    check_version(current, newest)?;
+    for &(version, sql) in POSTGRES.iter().filter(|m| m.0 > current) {
+        let fail = |source| CatalogError::Migration { version, source };
+        sqlx::raw_sql(sql).execute(&mut *conn).await.map_err(fail)?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(now())
+            .execute(&mut *conn)
+            .await
+            .map_err(fail)?;
+        tracing::info!(version, "applied catalog migration");
+    }
+    Ok(())
+}
+
+pub async fn run_sqlite(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    let current: i64 = sqlx::query(CURRENT).fetch_one(&mut *conn).await?.get(0);
+    check_version(current, newest)?;
     // SQLite changes a table's constraints only by rebuilding it, and dropping a table
     // other tables refer to needs foreign keys off: they are off while migrations run (on
     // this connection, outside any transaction, as SQLite requires) and checked before each

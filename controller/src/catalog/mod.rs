@@ -4,9 +4,11 @@
 
 mod agents;
 mod audit;
+mod backend;
 mod backups;
 mod base;
 mod binlog;
+mod controllers;
 mod drills;
 mod jobs;
 mod keys;
@@ -19,10 +21,10 @@ mod verify;
 mod wal;
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use backend::Backend;
+pub use backend::Leadership;
 
 pub use agents::{AgentRow, InstanceFacts, InstanceRow, Registered, Registration};
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
@@ -42,6 +44,8 @@ pub enum CatalogError {
     Db(#[from] sqlx::Error),
     #[error("catalog migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    #[error("catalog: {0}")]
+    Config(String),
     #[error("catalog holds malformed data: {0}")]
     Corrupt(String),
     /// A reference to a chunk that was forgotten (garbage-collected, or found damaged) while
@@ -68,6 +72,9 @@ pub struct Catalog {
     /// retries left a few unlucky writers waiting seconds under load (1,000 agents' status
     /// reports). Nothing may wait for a second write while holding this connection.
     writer: sqlx::AnyPool,
+    backend: Arc<dyn Backend>,
+    /// This controller's id among those sharing the catalog.
+    me: Arc<str>,
 }
 
 pub fn now() -> i64 {
@@ -77,58 +84,71 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Pooled connections to a SQLite catalog, each set up as the catalog needs.
-fn pool_options(max: u32) -> sqlx::any::AnyPoolOptions {
-    sqlx::any::AnyPoolOptions::new()
-        .max_connections(max)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                // FULL: a commit is on disk when it returns; the catalog's word is the product.
-                sqlx::raw_sql(
-                    "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
-                )
-                .execute(conn)
-                .await?;
-                Ok(())
-            })
-        })
-}
-
 impl Catalog {
-    /// Open (creating if needed) the catalog at `path` and bring its schema up to date.
+    /// Open (creating if needed) the SQLite catalog at `path` and bring its schema up to date.
+    #[cfg(test)]
     pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk when it returns; the catalog's word is the product.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        // Migrations run on a connection of their own, closed before the pool opens: a pooled
+        Self::connect(Box::new(backend::Sqlite {
+            path: path.to_path_buf(),
+        }))
+        .await
+    }
+
+    /// Open the catalog the config names: `url` (PostgreSQL), or SQLite at `sqlite_path`.
+    pub async fn open_configured(url: Option<&str>, sqlite_path: &Path) -> Result<Self> {
+        Self::connect(backend::choose(url, sqlite_path.to_path_buf())?).await
+    }
+
+    async fn connect(backend: Box<dyn Backend>) -> Result<Self> {
+        // Migrations run on a connection of their own, closed before the pools open: a pooled
         // connection that had read the old schema would describe a changed table's columns
         // by it (sqlx caches a statement's columns when it prepares it).
-        {
-            use sqlx::Connection;
-            let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
-            migrations::run(&mut conn).await?;
-            conn.close().await?;
-        }
+        backend.migrate().await?;
         sqlx::any::install_default_drivers();
-        let url = sqlx::ConnectOptions::to_url_lossy(&opts);
-        let pool = pool_options(4).connect(url.as_str()).await?;
-        let writer = pool_options(1).connect(url.as_str()).await?;
-        Ok(Self { pool, writer })
+        let pool = backend.pool(4).await?;
+        let writer = backend.pool(1).await?;
+        Ok(Self {
+            pool,
+            writer,
+            backend: Arc::from(backend),
+            me: controllers::new_controller_id().into(),
+        })
     }
 
-    /// A transaction that writes. It takes SQLite's write lock at BEGIN (IMMEDIATE): a
-    /// deferred transaction that reads first and then writes fails at once with "database
-    /// is locked" when another connection wrote in between, instead of waiting its turn.
+    /// The same catalog as seen by another controller process (a test's second controller).
+    #[cfg(test)]
+    pub async fn another_controller(&self) -> Result<Self> {
+        Ok(Self {
+            pool: self.backend.pool(4).await?,
+            writer: self.backend.pool(1).await?,
+            backend: self.backend.clone(),
+            me: controllers::new_controller_id().into(),
+        })
+    }
+
+    /// A transaction that writes; writing transactions run one at a time.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Db>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        self.backend.begin_write(&self.writer).await
     }
 
-    /// After a restart nothing is in flight: whatever was running was interrupted.
+    /// "sqlite" or "postgres".
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Whether other controllers may share this catalog.
+    pub fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    /// Try to become the controller that runs schedules and drills.
+    pub async fn try_lead(&self) -> Result<Option<Leadership>> {
+        self.backend.try_lead().await
+    }
+
+    /// After a restart of the only controller (SQLite) nothing is in flight: whatever was
+    /// running was interrupted. Several controllers (PostgreSQL) use
+    /// `reap_stopped_controllers` instead, which fails only a stopped controller's work.
     pub async fn fail_interrupted(&self, reason: &str) -> Result<(u64, u64)> {
         let b = sqlx::query(
             "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2 WHERE status = 'running'",
@@ -146,15 +166,50 @@ impl Catalog {
         .execute(&self.writer)
         .await?
         .rows_affected();
+        // Only one controller uses a SQLite catalog: no other is alive to hold anything.
+        sqlx::raw_sql("DELETE FROM controllers; UPDATE agents SET controller = NULL")
+            .execute(&self.writer)
+            .await?;
         Ok((b, j))
     }
 }
 
+/// A new, empty catalog for a test: SQLite in a temporary directory, or, when
+/// `TIDEMARK_TEST_POSTGRES` names a PostgreSQL server (as `with-postgres` sets it), a new
+/// database there. The catalog's tests run on both: that is the backends' conformance suite.
 #[cfg(test)]
 pub(crate) async fn test_catalog() -> (Catalog, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let cat = Catalog::open(&dir.path().join("catalog.db")).await.unwrap();
+    let cat = match std::env::var("TIDEMARK_TEST_POSTGRES") {
+        Ok(server) => {
+            let url = test_database(&server).await;
+            Catalog::connect(Box::new(backend::Postgres { url }))
+                .await
+                .unwrap()
+        }
+        Err(_) => Catalog::open(&dir.path().join("catalog.db")).await.unwrap(),
+    };
     (cat, dir)
+}
+
+/// Create a database of its own for one test on the server at `server`; its URL.
+#[cfg(test)]
+async fn test_database(server: &str) -> String {
+    use sqlx::{ConnectOptions, Connection, Executor};
+    use std::str::FromStr;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("catalog_{}_{n}", std::process::id());
+    let opts = sqlx::postgres::PgConnectOptions::from_str(server)
+        .expect("TIDEMARK_TEST_POSTGRES is a postgres:// URL");
+    let mut conn = sqlx::PgConnection::connect_with(&opts)
+        .await
+        .expect("connecting to TIDEMARK_TEST_POSTGRES");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    opts.database(&name).to_url_lossy().to_string()
 }
 
 #[cfg(test)]
@@ -164,7 +219,10 @@ mod tests {
     /// Every pooled connection commits durably, enforces foreign keys and waits for locks.
     #[tokio::test]
     async fn pooled_connections_are_set_up_for_durability() {
-        let (cat, _dir) = super::test_catalog().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cat = super::Catalog::open(&dir.path().join("c.db"))
+            .await
+            .unwrap();
         for pool in [&cat.pool, &cat.writer] {
             let get = |sql: &'static str| async move {
                 sqlx::query(sql)

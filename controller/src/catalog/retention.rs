@@ -165,7 +165,7 @@ impl Catalog {
         // Built from constants only.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
-             SELECT c.pack, 'pack', COUNT(*), SUM(c.stored_len), $1 FROM chunks c
+             SELECT c.pack, 'pack', COUNT(*), CAST(SUM(c.stored_len) AS BIGINT), $1 FROM chunks c
               WHERE c.pack IS NOT NULL GROUP BY c.pack
              HAVING SUM(CASE WHEN {UNREFERENCED} THEN 0 ELSE 1 END) = 0
              ON CONFLICT (object) DO NOTHING"

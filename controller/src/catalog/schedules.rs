@@ -96,7 +96,7 @@ impl Catalog {
             sqlx::query(
                 "INSERT INTO schedules (instance, kind, cron, origin, updated_at) VALUES ($1, $2, $3, 'config', $4)
                  ON CONFLICT (instance, kind) DO UPDATE SET cron = excluded.cron, updated_at = excluded.updated_at
-                 WHERE origin = 'config' AND cron <> excluded.cron",
+                 WHERE schedules.origin = 'config' AND schedules.cron <> excluded.cron",
             )
             .bind(instance)
             .bind(kind)
@@ -168,14 +168,42 @@ impl Catalog {
         )
     }
 
-    pub async fn set_last_slot(&self, instance: &str, kind: &str, slot: i64) -> Result<()> {
-        sqlx::query("UPDATE schedules SET last_slot = $1 WHERE instance = $2 AND kind = $3")
-            .bind(slot)
-            .bind(instance)
-            .bind(kind)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    /// Move a schedule's last fired slot from `previous` to `slot`; false when it is no
+    /// longer at `previous` (another controller fired it).
+    pub async fn claim_slot(
+        &self,
+        instance: &str,
+        kind: &str,
+        previous: Option<i64>,
+        slot: i64,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE schedules SET last_slot = $1
+             WHERE instance = $2 AND kind = $3 AND last_slot IS NOT DISTINCT FROM $4",
+        )
+        .bind(slot)
+        .bind(instance)
+        .bind(kind)
+        .bind(previous)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Take the next attempt of a waiting run whose last attempt was `attempt`; false when
+    /// another controller took it.
+    pub async fn claim_attempt(&self, run: i64, attempt: u32) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE scheduled_runs SET state = 'running', attempt = attempt + 1
+             WHERE id = $1 AND attempt = $2 AND state = 'waiting'",
+        )
+        .bind(run)
+        .bind(attempt as i64)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     pub async fn create_run(
@@ -274,7 +302,7 @@ mod tests {
         let (cat, _dir) = test_catalog().await;
         let w = |c: &str| vec![("orders".to_string(), "base".to_string(), c.to_string())];
         cat.sync_config_schedules(&w("0 2 * * *")).await.unwrap();
-        cat.set_last_slot("orders", "base", 100).await.unwrap();
+        assert!(cat.claim_slot("orders", "base", None, 100).await.unwrap());
         cat.set_schedule("orders", "base", "0 3 * * *")
             .await
             .unwrap();
@@ -295,5 +323,35 @@ mod tests {
         // Gone from the config: gone.
         cat.sync_config_schedules(&[]).await.unwrap();
         assert!(cat.schedules().await.unwrap().is_empty());
+    }
+
+    /// Two controllers at the same slot (one just lost the lead): one fires it.
+    #[tokio::test]
+    async fn a_slot_and_an_attempt_are_claimed_once() {
+        let (cat, _dir) = test_catalog().await;
+        let w = vec![("orders".into(), "base".into(), "0 2 * * *".into())];
+        cat.sync_config_schedules(&w).await.unwrap();
+        assert!(cat.claim_slot("orders", "base", None, 100).await.unwrap());
+        assert!(!cat.claim_slot("orders", "base", None, 100).await.unwrap());
+        assert!(
+            !cat.claim_slot("orders", "base", Some(50), 200)
+                .await
+                .unwrap()
+        );
+        assert!(
+            cat.claim_slot("orders", "base", Some(100), 200)
+                .await
+                .unwrap()
+        );
+        assert_eq!(cat.schedules().await.unwrap()[0].last_slot, Some(200));
+
+        let run = cat.create_run("orders", "base", 200, 0).await.unwrap();
+        assert_eq!((run.state.as_str(), run.attempt), ("waiting", 0));
+        assert!(cat.claim_attempt(run.id, 0).await.unwrap());
+        assert!(!cat.claim_attempt(run.id, 0).await.unwrap(), "taken");
+        let r = &cat.runs(None, 10).await.unwrap()[0];
+        assert_eq!((r.state.as_str(), r.attempt), ("running", 1));
+        // A running attempt is not taken again, whatever attempt it names.
+        assert!(!cat.claim_attempt(run.id, 1).await.unwrap());
     }
 }

@@ -10,8 +10,8 @@ use tidemark_core::timefmt::pg_timestamp;
 use tidemark_proto as pb;
 
 use super::{sandboxes_for, series};
-use crate::api::State;
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::{State, jobs};
 use crate::catalog::{DrillRow, DrillState, JobState};
 use crate::pitr::Target;
 
@@ -19,7 +19,10 @@ use crate::pitr::Target;
 /// (a sandbox may have become free without anyone saying so).
 pub async fn run_dispatcher(state: Arc<State>) {
     loop {
-        if let Err(e) = dispatch(&state).await {
+        // Only the leading controller dispatches drills (see cluster).
+        if state.leading()
+            && let Err(e) = dispatch(&state).await
+        {
             tracing::error!(error = %e, "dispatching drills");
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), state.drills.wake.notified()).await;
@@ -32,6 +35,7 @@ async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
         return Ok(());
     }
     let agents = state.catalog.agents().await?;
+    let connected = state.connected_agents().await?;
     let mut busy: HashSet<String> = state
         .catalog
         .drills_in_state(DrillState::Running)
@@ -57,7 +61,7 @@ async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
         let free = sandboxes_for(&agents, &inst.engine, major)
             .into_iter()
             .filter(|a| d.sandbox_wanted.is_empty() || a.name == d.sandbox_wanted)
-            .find(|a| !busy.contains(&a.name) && state.sessions.is_connected(&a.name));
+            .find(|a| !busy.contains(&a.name) && connected.contains(&a.name));
         let Some(sandbox) = free else {
             continue;
         };
@@ -199,7 +203,14 @@ async fn send(
     let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let job_id = state
         .catalog
-        .create_job("drill", sandbox, instance, &params, total)
+        .create_job(
+            "drill",
+            sandbox,
+            instance,
+            &params,
+            total,
+            &jobs::encode(&pb::job::Spec::Drill(job.clone())),
+        )
         .await?;
     if !state
         .catalog
@@ -219,16 +230,7 @@ async fn send(
         return Ok(());
     }
     tracing::info!(drill = d.id, %instance, %sandbox, backup = %b.id, target = %pg_timestamp(d.target), "drill dispatched");
-    let sent = state
-        .sessions
-        .send(
-            sandbox,
-            pb::Job {
-                job_id: job_id.0,
-                spec: Some(pb::job::Spec::Drill(job)),
-            },
-        )
-        .await;
+    let sent = jobs::deliver(state, sandbox, job_id, pb::job::Spec::Drill(job)).await;
     if let Err(e) = sent {
         let why = format!("sandbox {sandbox} could not be given the drill: {e}");
         state

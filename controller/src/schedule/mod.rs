@@ -84,6 +84,11 @@ pub fn next_run(cron: &str, from: i64) -> Option<i64> {
 
 pub async fn run(state: Arc<State>) {
     loop {
+        // Only the leading controller schedules (see cluster).
+        if !state.leading() {
+            tokio::time::sleep(state.schedule.tick).await;
+            continue;
+        }
         if let Err(e) = tick(&state, now()).await {
             tracing::error!(error = %e, "scheduler");
         }
@@ -131,10 +136,14 @@ async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
         let Some((slot, missed)) = due(&cron, from, now) else {
             continue;
         };
-        state
+        // Claimed once: a controller that lost the lead a moment ago cannot fire it again.
+        if !state
             .catalog
-            .set_last_slot(&s.instance, &s.kind, slot)
-            .await?;
+            .claim_slot(&s.instance, &s.kind, s.last_slot, slot)
+            .await?
+        {
+            continue;
+        }
         if open.contains(&(s.instance.clone(), s.kind.clone())) {
             tracing::warn!(instance = %s.instance, kind = %s.kind, slot = %utc(slot),
                 "the previous scheduled run is still going; this slot is skipped");
@@ -157,6 +166,10 @@ async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
 async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()> {
     match run.state.as_str() {
         "waiting" if run.next_attempt_at.is_none_or(|t| t <= now) => {
+            // One controller starts each attempt, and only once.
+            if !state.catalog.claim_attempt(run.id, run.attempt).await? {
+                return Ok(());
+            }
             run.attempt += 1;
             let started = start_attempt(state, run).await;
             match started {

@@ -149,6 +149,7 @@ async fn a_plan_whose_premises_changed_is_not_applied_at_all() {
             "pg",
             &serde_json::json!({"backup_id": old.0}),
             0,
+            &[],
         )
         .await
         .unwrap();
