@@ -16,3 +16,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+
+# The catalog's conformance suite: the controller's tests again, each catalog a database on
+# a throwaway PostgreSQL server instead of a SQLite file.
+echo "tests: the controller's tests on a PostgreSQL catalog"
+target/debug/with-postgres cargo test -p tidemark-controller --locked

@@ -447,9 +447,6 @@ impl ControllerConfig {
             .password_file
             .as_ref()
             .map(|p| config::resolve(&base, p));
-        if let Some(f) = &c.catalog.password_file {
-            config::check_secret_file("catalog password file", f)?;
-        }
         match c.catalog.url.as_deref() {
             Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
                 return Err(ConfigError::Invalid {
@@ -466,6 +463,9 @@ impl ControllerConfig {
                 });
             }
             _ => {}
+        }
+        if let Some(f) = &c.catalog.password_file {
+            config::check_secret_file("catalog password file", f)?;
         }
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -627,6 +627,44 @@ mod tests {
         assert_eq!(c.verify.timeout, Duration::from_secs(6 * 3600));
         assert_eq!(c.retention.schedule.as_deref(), Some("0 3 * * *"));
         assert_eq!(c.retention.timeout, Duration::from_secs(6 * 3600));
+    }
+
+    #[test]
+    fn a_postgres_catalog_is_configured_with_its_password_kept_apart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let load = |catalog: &str| {
+            let p = dir.path().join("c.toml");
+            std::fs::write(
+                &p,
+                format!(
+                    "version = 1\nlisten = \"127.0.0.1:0\"\ndata-dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[catalog]\n{catalog}"
+                ),
+            )
+            .unwrap();
+            ControllerConfig::load(&p).map_err(|e| e.to_string())
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.catalog_url().unwrap(), None, "SQLite");
+
+        let e = load("url = \"mysql://x/y\"\n").unwrap_err();
+        assert!(e.contains("not a PostgreSQL URL"), "{e}");
+        let e = load("password-file = \"pw\"\n").unwrap_err();
+        assert!(e.contains("without url"), "{e}");
+
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret/:@\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load("url = \"postgres://tm@db1/tidemark\"\npassword-file = \"pw\"\n").unwrap_err();
+        assert!(e.contains("catalog password file"), "readable by others: {e}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = load("url = \"postgres://tm@db1/tidemark\"\npassword-file = \"pw\"\n").unwrap();
+        let url = c.catalog_url().unwrap().unwrap();
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        assert_eq!(opts.get_host(), "db1");
+        assert_eq!(opts.get_username(), "tm");
+        assert_eq!(opts.get_database(), Some("tidemark"));
+        assert!(url.contains("s3cret"), "the password, encoded: {url}");
     }
 
     #[test]

@@ -76,7 +76,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| match &config.catalog.url {
-        Some(u) => format!("opening the PostgreSQL catalog at {u}"),
+        Some(u) => format!("opening the PostgreSQL catalog at {}", without_password(u)),
         None => format!("opening the catalog in {}", config.data_dir.display()),
     })?;
     tracing::info!(backend = catalog.backend_name(), "catalog open");
@@ -200,4 +200,33 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     .await?;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// `url` with any password in it masked, for messages.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_catalog_url_is_shown_without_its_password() {
+        assert_eq!(
+            super::without_password("postgres://tm:hunter2@db1:5432/tidemark"),
+            "postgres://tm:***@db1:5432/tidemark"
+        );
+        assert_eq!(
+            super::without_password("postgres://tm@db1/tidemark"),
+            "postgres://tm@db1/tidemark"
+        );
+    }
 }
