@@ -656,7 +656,10 @@ mod tests {
         std::fs::write(&pw, "s3cret/:@\n").unwrap();
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = load("url = \"postgres://tm@db1/tidemark\"\npassword-file = \"pw\"\n").unwrap_err();
-        assert!(e.contains("catalog password file"), "readable by others: {e}");
+        assert!(
+            e.contains("catalog password file"),
+            "readable by others: {e}"
+        );
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = load("url = \"postgres://tm@db1/tidemark\"\npassword-file = \"pw\"\n").unwrap();
         let url = c.catalog_url().unwrap().unwrap();
@@ -665,6 +668,33 @@ mod tests {
         assert_eq!(opts.get_username(), "tm");
         assert_eq!(opts.get_database(), Some("tidemark"));
         assert!(url.contains("s3cret"), "the password, encoded: {url}");
+    }
+
+    /// The shared-catalog example names a PostgreSQL catalog and an S3 store. Its secret
+    /// files do not exist here: without them it loads, and the missing password file is
+    /// named.
+    #[test]
+    fn shared_controller_example_in_deploy_parses() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller-shared.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let without_password: String = text
+            .lines()
+            .filter(|l| !l.starts_with("password-file") && !l.starts_with("credentials-file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("c.toml");
+        std::fs::write(&copy, without_password).unwrap();
+        let c = ControllerConfig::load(&copy).unwrap();
+        assert_eq!(c.store.kind, StoreKind::S3);
+        let url = c.catalog_url().unwrap().unwrap();
+        assert!(
+            url.starts_with("postgres://tidemark@catalog-db.example"),
+            "{url}"
+        );
+        let e = ControllerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("file"), "{e}");
     }
 
     #[test]

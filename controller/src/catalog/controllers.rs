@@ -79,6 +79,17 @@ impl Catalog {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            // A drill whose job that controller delivered cannot finish either.
+            sqlx::query(
+                "UPDATE drills SET state = 'aborted', reason = $1, finished_at = $2
+                 WHERE state = 'running'
+                   AND job_id IN (SELECT id FROM jobs WHERE controller = $3 AND state IN ('queued', 'running'))",
+            )
+            .bind(&why)
+            .bind(t)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2
                  WHERE controller = $3 AND state IN ('queued', 'running')",
@@ -190,7 +201,7 @@ pub(super) fn new_controller_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::catalog::{Catalog, JobState, Registration, test_catalog};
+    use crate::catalog::{Catalog, DrillState, JobState, Registration, test_catalog};
 
     async fn stop(live: &Catalog, stopped: &Catalog) {
         sqlx::query("UPDATE controllers SET last_seen = last_seen - 100 WHERE id = $1")
@@ -220,6 +231,14 @@ mod tests {
             .await
             .unwrap();
         assert!(a.claim_job(job).await.unwrap());
+        // A drill whose job A delivered to its sandbox.
+        let drill = a.create_drill("pg", 1, "test", "").await.unwrap();
+        let drill_job = a
+            .create_job("drill", "sb", "pg", &serde_json::json!({}), 0, b"x")
+            .await
+            .unwrap();
+        assert!(a.claim_job(drill_job).await.unwrap());
+        assert!(a.start_drill(drill, "sb", on_a, drill_job).await.unwrap());
         assert!(b.reap_stopped_controllers(120).await.unwrap().is_empty());
 
         stop(&b, &a).await;
@@ -236,6 +255,8 @@ mod tests {
         );
         assert_eq!(b.backup(on_b).await.unwrap().unwrap().status, "running");
         assert_eq!(b.job(job).await.unwrap().unwrap().state, JobState::Failed);
+        let d = b.drill(drill).await.unwrap().unwrap();
+        assert_eq!(d.state, DrillState::Aborted, "{}", d.reason);
         // The stopped one, back after a stall, learns it was taken for dead.
         assert!(!a.controller_heartbeat().await.unwrap());
         assert!(b.controller_heartbeat().await.unwrap());
