@@ -319,3 +319,113 @@ async fn a_chunk_stored_as_its_own_object_is_collected_alone() {
     assert!(!cat.chunk_owned_by(&a, "db1").await.unwrap());
     assert_eq!(cat.chunk_location(&b).await.unwrap(), Some(None));
 }
+
+/// Uploads through one controller and retention with garbage collection through another,
+/// at the same time and sharing chunks: no complete backup may ever refer to a chunk the
+/// catalog forgot, and no collected pack may still hold a chunk the catalog knows. On
+/// PostgreSQL this is what the writing transactions' lock guarantees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_and_collections_running_together_never_lose_a_reference() {
+    let (cat, _dir) = test_catalog().await;
+    let other = cat.another_controller().await.unwrap();
+    let shared: Vec<ChunkId> = (0..6).map(chunk).collect();
+
+    let uploads = tokio::spawn({
+        let cat = cat.clone();
+        let shared = shared.clone();
+        async move {
+            let mut refused = 0;
+            for i in 0..40usize {
+                let refs = [shared[i % 6], shared[(i + 1) % 6], chunk(100 + i as u8)];
+                let b = cat
+                    .create_backup("pg", "db1", "base", None, &["base".into()], &[], "15", "15")
+                    .await
+                    .unwrap();
+                // Like the receiver: send only the chunks the catalog does not know, and
+                // send them all again when one was collected meanwhile.
+                let mut attempt = 0;
+                loop {
+                    let mut unknown = Vec::new();
+                    for id in &refs {
+                        if cat.chunk_location(id).await.unwrap().is_none() {
+                            unknown.push(*id);
+                        }
+                    }
+                    let pack = format!("p{i}-{attempt}");
+                    let sent = if attempt == 0 { unknown } else { refs.to_vec() };
+                    match cat
+                        .add_manifest(b, "base", &entries(&refs), &new_in(&pack, &sent))
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(CatalogError::ChunkGone(_)) => {
+                            refused += 1;
+                            attempt += 1;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                assert!(cat.finish_backup(b, true, "").await.unwrap());
+                tokio::task::yield_now().await;
+            }
+            refused
+        }
+    });
+
+    let mut collected = std::collections::HashSet::new();
+    let mut expired = 0;
+    while !uploads.is_finished() {
+        // Expire every complete backup but the newest, then collect.
+        let complete: Vec<BackupId> = other
+            .list_backups(Some("pg"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.status == "complete")
+            .map(|b| b.id)
+            .collect();
+        if let Some((newest, older)) = complete.split_last() {
+            let older: Vec<BackupId> = older.to_vec();
+            if other
+                .apply_retention(&expiry(&older, &[], &[*newest]))
+                .await
+                .unwrap()
+                .is_ok()
+            {
+                expired += older.len();
+            }
+        }
+        for g in other.collect_garbage().await.unwrap() {
+            collected.insert(g.object.clone());
+            other.garbage_deleted(&g.object).await.unwrap();
+        }
+        let dangling: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM part_chunks pc JOIN backups b ON b.id = pc.backup_id
+             WHERE b.status = 'complete' AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = pc.chunk_id)",
+        )
+        .fetch_one(&other.pool)
+        .await
+        .unwrap()
+        .get(0);
+        assert_eq!(dangling, 0, "a complete backup refers to a forgotten chunk");
+    }
+    let refused = uploads.await.unwrap();
+    assert!(expired > 0 && !collected.is_empty(), "the race ran");
+    for pack in &collected {
+        let live: i64 = sqlx::query("SELECT COUNT(*) FROM chunks WHERE pack = $1")
+            .bind(pack)
+            .fetch_one(&cat.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            live, 0,
+            "collected pack {pack} still holds chunks the catalog knows"
+        );
+    }
+    eprintln!(
+        "{} backups expired, {} packs collected, {refused} uploads refused and resent",
+        expired,
+        collected.len()
+    );
+}
