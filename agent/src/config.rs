@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! version = 1
-//! controller = "https://backup1.example:7420"
+//! controller = "https://backup1.example:7420"   # or a list: controllers sharing a catalog
 //! spool-dir = "/var/tmp"              # only for pg_restore --jobs, which needs a seekable file
 //! wal-prefetch = 8                    # wal-fetch fetches this many segments ahead
 //! wal-retry-for = "30s"               # wal-push/wal-fetch retry an unreachable controller this long
@@ -58,7 +58,10 @@ use tidemark_core::config::{self, ConfigError, TlsFiles};
 pub struct AgentConfig {
     #[allow(dead_code)]
     pub version: u32,
-    pub controller: String,
+    /// One controller, or several that share a catalog, tried in order: the daemon moves to
+    /// the next when one cannot be reached, and wal-push/wal-fetch use the first that answers.
+    #[serde(deserialize_with = "one_or_more")]
+    pub controller: Vec<String>,
     pub tls: TlsFiles,
     pub spool_dir: Option<PathBuf>,
     /// wal-fetch: how many segments after the requested one to fetch ahead (0: none).
@@ -255,6 +258,20 @@ impl InstanceConfig {
     }
 }
 
+/// `controller = "URL"` or `controller = ["URL", ...]`.
+fn one_or_more<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(String),
+        More(Vec<String>),
+    }
+    Ok(match OneOrMore::deserialize(d)? {
+        OneOrMore::One(s) => vec![s],
+        OneOrMore::More(v) => v,
+    })
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut c: AgentConfig = config::load(path)?;
@@ -266,6 +283,11 @@ impl AgentConfig {
             path: path.into(),
             message,
         };
+        if c.controller.is_empty() {
+            return Err(invalid(
+                "controller = [] names no controller; give one https://HOST:PORT or several".into(),
+            ));
+        }
         if let Some(sb) = &mut c.sandbox {
             sb.dir = config::resolve(&base, &sb.dir);
             sb.mariadb_bin_dir = sb
@@ -369,6 +391,33 @@ mod tests {
         assert_eq!(sb.os_user, "postgres");
         assert_eq!(sb.mariadb_bin_dir.as_deref(), Some(Path::new("/usr/sbin")));
         assert!(c.instances.is_empty());
+    }
+
+    #[test]
+    fn one_controller_or_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        let load = |controller: &str| {
+            std::fs::write(
+                &p,
+                format!("version = 1\ncontroller = {controller}\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n"),
+            )
+            .unwrap();
+            AgentConfig::load(&p).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            load("\"https://a:1\"").unwrap().controller,
+            vec!["https://a:1"]
+        );
+        assert_eq!(
+            load("[\"https://a:1\", \"https://b:1\"]")
+                .unwrap()
+                .controller,
+            vec!["https://a:1", "https://b:1"]
+        );
+        let e = load("[]").unwrap_err();
+        assert!(e.contains("names no controller"), "{e}");
+        assert!(load("7").is_err());
     }
 
     #[test]

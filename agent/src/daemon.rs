@@ -22,7 +22,11 @@ use crate::progress::Progress;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<()> {
-    let endpoint = tls.endpoint(&config.controller, None)?;
+    let endpoints = config
+        .controller
+        .iter()
+        .map(|address| Ok((address.as_str(), tls.endpoint(address, None)?)))
+        .collect::<Result<Vec<_>, tidemark_core::tls::TlsError>>()?;
     let name = tls.identity.name.clone();
     if let Some(sb) = &config.sandbox {
         // A drill interrupted by a crash or restart leaves its server and files behind.
@@ -31,20 +35,34 @@ pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<(
             .map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
     }
     let mut backoff = Duration::from_secs(1);
+    // Which controller to dial: the same one again after a clean close, the next one (of
+    // several sharing a catalog) after it could not be reached.
+    let mut at = 0;
+    let mut unreachable_in_a_row = 0;
     loop {
-        match session(&config, &endpoint, &name).await {
+        let (address, endpoint) = &endpoints[at];
+        match session(&config, endpoint, &name, address).await {
             Ok(()) => {
-                tracing::warn!("job stream closed by the controller; reconnecting");
+                tracing::warn!(controller = %address, "job stream closed by the controller; reconnecting");
                 backoff = Duration::from_secs(1);
+                unreachable_in_a_row = 0;
             }
             Err(SessionError::Refused(msg)) => {
                 // A refused registration is a configuration problem; retrying slowly lets
                 // an operator fix the fleet side without restarting the agent.
-                tracing::error!(controller = %config.controller, "registration refused: {msg}");
+                tracing::error!(controller = %address, "registration refused: {msg}");
                 backoff = MAX_BACKOFF;
             }
             Err(SessionError::Transport(msg)) => {
-                tracing::warn!(controller = %config.controller, retry_in = ?backoff, "cannot reach the controller: {msg}");
+                unreachable_in_a_row += 1;
+                at = (at + 1) % endpoints.len();
+                if unreachable_in_a_row < endpoints.len() {
+                    // Another controller may answer: try it at once.
+                    tracing::warn!(controller = %address, next = %endpoints[at].0, "cannot reach the controller: {msg}");
+                    continue;
+                }
+                unreachable_in_a_row = 0;
+                tracing::warn!(controller = %address, retry_in = ?backoff, "cannot reach the controller: {msg}");
             }
         }
         tokio::time::sleep(backoff).await;
@@ -73,6 +91,7 @@ async fn session(
     config: &Arc<AgentConfig>,
     endpoint: &tonic::transport::Endpoint,
     name: &str,
+    address: &str,
 ) -> Result<(), SessionError> {
     let channel = endpoint
         .connect()
@@ -111,7 +130,7 @@ async fn session(
         })
         .await?
         .into_inner();
-    tracing::info!(identity = %reg.identity, controller = %config.controller, "registered");
+    tracing::info!(identity = %reg.identity, controller = %address, "registered");
     // A sandbox has no instances to report on. MariaDB binlogs are archived by this
     // daemon, one archiver per instance, for as long as the session lasts.
     let binlog_status = mariadb::binlog::Statuses::default();

@@ -36,18 +36,28 @@ pub async fn connect(
     tls: &TlsMaterial,
     timeout: Duration,
 ) -> Result<AgentServiceClient<Channel>, String> {
-    let channel = tls
-        .endpoint(&config.controller, Some(timeout))
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot reach the controller at {}: {}",
-                config.controller,
+    // Controllers sharing a catalog are tried in order; the first that answers serves.
+    let mut failures = Vec::new();
+    let mut channel = None;
+    for address in &config.controller {
+        match tls
+            .endpoint(address, Some(timeout))
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+        {
+            Ok(c) => {
+                channel = Some(c);
+                break;
+            }
+            Err(e) => failures.push(format!(
+                "{address}: {}",
                 tidemark_core::text::error_chain(&e)
-            )
-        })?;
+            )),
+        }
+    }
+    let channel =
+        channel.ok_or_else(|| format!("cannot reach the controller at {}", failures.join("; ")))?;
     Ok(AgentServiceClient::new(channel)
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES))
