@@ -212,6 +212,8 @@ fn two_controllers_share_the_catalog_and_the_survivor_takes_over_the_schedule() 
         "0",
         "every backup completed"
     );
+    // The chunks are in the one bucket both controllers use.
+    assert!(!p.s3.object_files().is_empty());
     drop(agent);
     p.dir.keep_if_asked();
 }
