@@ -84,7 +84,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     // catalog fail only the work of one that stopped (see cluster).
     if !catalog.shared() {
         let (b, j) = catalog
-            .fail_interrupted("the controller restarted while this was running")
+            .fail_interrupted(&catalog::stopped_message(None))
             .await?;
         if b + j > 0 {
             tracing::warn!(

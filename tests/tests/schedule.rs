@@ -63,8 +63,8 @@ fn scheduled_backups_run_and_a_missed_schedule_runs_once_after_downtime() {
 
     // Down for 17 s: four or five slots pass. They run once, as one run that says so. The
     // kill comes between runs (the newest one succeeded and its slot was at most 2 s ago, so
-    // the next is at least 2 s away): a run the kill cut off would be retried after its
-    // backoff instead, holding the new slots back, which is a different story.
+    // the next is at least 2 s away): a run the kill cut off would be retried first, as
+    // itself (the controllers test covers that), which is a different story.
     let before = wait_for(
         "a quiet moment between scheduled runs",
         Duration::from_secs(60),

@@ -17,6 +17,24 @@ pub struct UndeliveredJob {
     pub spec: Vec<u8>,
 }
 
+/// Why work failed when the controller carrying it stopped: `controller` names it, None
+/// for a lone controller that restarted. Not the work's fault, so a scheduled run retries
+/// it at once rather than after its backoff ([`stopped_the_work`]).
+pub fn stopped_message(controller: Option<&str>) -> String {
+    match controller {
+        Some(id) => format!("controller {id} stopped {STOPPED}"),
+        None => format!("the controller restarted {STOPPED}"),
+    }
+}
+
+const STOPPED: &str = "while this was running";
+
+/// Did this failure message come from [`stopped_message`]?
+pub fn stopped_the_work(message: &str) -> bool {
+    message.ends_with(STOPPED)
+        && (message.starts_with("controller ") || message.starts_with("the controller restarted"))
+}
+
 /// A controller seen within this many seconds is alive.
 pub const ALIVE_SECS: i64 = 30;
 
@@ -69,7 +87,7 @@ impl Catalog {
             .map(|r| r.get(0))
             .collect();
         for id in &dead {
-            let why = format!("controller {id} stopped while this was running");
+            let why = stopped_message(Some(id));
             sqlx::query(
                 "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2
                  WHERE controller = $3 AND status = 'running'",
@@ -216,6 +234,22 @@ mod tests {
             .execute(&live.writer)
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn a_stopped_controller_is_told_apart_from_other_failures() {
+        for m in [
+            super::stopped_message(Some("ab12")),
+            super::stopped_message(None),
+        ] {
+            assert!(super::stopped_the_work(&m), "{m}");
+        }
+        assert!(!super::stopped_the_work(
+            "pg_dump: error: connection refused"
+        ));
+        assert!(!super::stopped_the_work(
+            "agent db1 disconnected while this was running"
+        ));
     }
 
     /// A stopped controller's uploads and delivered jobs fail; another's are untouched.

@@ -30,6 +30,7 @@ pub use agents::{AgentRow, InstanceFacts, InstanceRow, Registered, Registration}
 pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
 pub use binlog::BinlogCoordRow;
+pub use controllers::{stopped_message, stopped_the_work};
 pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
 pub use jobs::{JobRow, JobState};
 pub use keys::{DataKeyRow, KekRow, Rotation};

@@ -194,6 +194,11 @@ async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()
                 run.finished_at = Some(now);
             }
             Outcome::Retry(msg) => retry_or_fail(state, run, now, &msg),
+            Outcome::Interrupted(msg) => {
+                run.state = "waiting".into();
+                run.next_attempt_at = Some(now);
+                run.message = format!("attempt {}: {msg}; retrying now", run.attempt);
+            }
         },
         _ => return Ok(()),
     }
@@ -297,6 +302,9 @@ enum Outcome {
     /// Finished, and failed on its merits: not retried.
     Verdict(String),
     Retry(String),
+    /// The controller carrying the attempt stopped: not the attempt's fault, so it is
+    /// retried at once instead of after the backoff.
+    Interrupted(String),
 }
 
 async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcome> {
@@ -304,7 +312,10 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
     if in_controller(&run.kind) {
         let mut runs = state.background.runs.lock().unwrap();
         return Ok(match runs.get(&run.id) {
-            None => Outcome::Retry(format!("the controller restarted during the {}", run.kind)),
+            None => Outcome::Interrupted(format!(
+                "the controller running the {} stopped or restarted",
+                run.kind
+            )),
             Some(None) if late => {
                 // Stop it: a store that hangs must not hold the schedule forever.
                 if let Some(task) = state.background.tasks.lock().unwrap().remove(&run.id) {
@@ -363,6 +374,9 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
     let j = state.job(id).await?;
     Ok(match j.state {
         JobState::Succeeded => Outcome::Done(format!("job {id}: {}", j.message)),
+        JobState::Failed if crate::catalog::stopped_the_work(&j.message) => {
+            Outcome::Interrupted(format!("job {id} failed: {}", j.message))
+        }
         JobState::Failed => Outcome::Retry(format!("job {id} failed: {}", j.message)),
         _ if late => {
             let why = format!("timed out after {limit}");
