@@ -102,6 +102,18 @@ async fn heartbeat(state: &State, address: &str) -> ApiResult<()> {
                 .close(&id.name, "its certificate was revoked");
         }
     }
+    if let Some(keys) = &state.keys {
+        match keys.refresh(cat).await {
+            Ok(true) => tracing::warn!(
+                data_key = keys.active_data_key(),
+                "took up a key rotation made by another controller"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(
+                "another controller rotated the encryption keys and this one cannot take them up (copy the new kek-N.key into its key-dir): {e}"
+            ),
+        }
+    }
     if state.leading() {
         for id in cat.reap_stopped_controllers(UNDELIVERED_SECS).await? {
             tracing::warn!(controller = %id, "a controller stopped; its unfinished work is marked failed");

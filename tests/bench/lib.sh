@@ -17,6 +17,7 @@ finish() {
     # bench_s3 runs in a command substitution, so its server's pid comes back in a file.
     [ ! -f "$work/s3.pid" ] || kill "$(cat "$work/s3.pid")" 2>/dev/null || true
     pg_stop "$work/pg" || true
+    pg_stop "$work/catalog" || true
     rm -rf "$work"
 }
 trap finish EXIT

@@ -163,6 +163,21 @@ impl Keyring {
         Ok(sealed)
     }
 
+    /// Take up a rotation another controller sharing the catalog made: when the catalog
+    /// holds a data key newer than ours, unwrap them all again. That needs the new KEK's
+    /// file in this controller's key-dir too; until it is there this controller keeps
+    /// sealing with its last data key (still valid) and cannot read chunks sealed with the
+    /// new one, and the error names the file. Returns whether anything changed.
+    pub async fn refresh(&self, catalog: &Catalog) -> Result<bool, KeysError> {
+        let newest = catalog.data_keys().await?.iter().map(|d| d.id).max();
+        if newest.is_none_or(|n| n <= self.active_data_key()) {
+            return Ok(false);
+        }
+        let ring = load(catalog, &self.dir, &catalog.keks().await?).await?;
+        *self.ring.write().expect("keyring lock") = ring;
+        Ok(true)
+    }
+
     /// Add a new KEK, rewrap every data key under it and start a new data key. The new
     /// KEK's file is durable before the catalog refers to it.
     pub async fn rotate(&self, catalog: &Catalog) -> Result<Rotated, KeysError> {

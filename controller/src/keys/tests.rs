@@ -79,6 +79,42 @@ async fn rotation_rewraps_so_old_and_new_chunks_read_with_only_the_new_kek() {
     assert_eq!((r.kek, r.rewrapped, r.data_key), (3, 2, 3));
 }
 
+/// Two controllers on one catalog: a rotation on one is taken up by the other once it has
+/// the new KEK file, and the missing file is named until then.
+#[tokio::test]
+async fn a_rotation_on_another_controller_is_taken_up() {
+    let (cat, tmp) = test_catalog().await;
+    let other_cat = cat.another_controller().await.unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("keys-a"), tmp.path().join("keys-b"));
+    let a = Keyring::open(&cat, true, &dir_a).await.unwrap().unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    std::fs::copy(dir_a.join("kek-1.key"), dir_b.join("kek-1.key")).unwrap();
+    let b = Keyring::open(&other_cat, true, &dir_b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!b.refresh(&other_cat).await.unwrap(), "nothing new");
+
+    let r = a.rotate(&cat).await.unwrap();
+    let (id, body) = chunk(3);
+    let sealed = a.seal_chunk(&id, &body);
+    assert!(b.open_chunk(&id, sealed.clone()).is_err(), "not yet");
+    let e = b.refresh(&other_cat).await.unwrap_err().to_string();
+    assert!(e.contains(&format!("kek-{}.key", r.kek)), "{e}");
+    // B still seals with the key it has, which A reads.
+    let (id2, body2) = chunk(4);
+    assert_eq!(
+        a.open_chunk(&id2, b.seal_chunk(&id2, &body2)).unwrap(),
+        body2
+    );
+
+    let name = format!("kek-{}.key", r.kek);
+    std::fs::copy(dir_a.join(&name), dir_b.join(&name)).unwrap();
+    assert!(b.refresh(&other_cat).await.unwrap());
+    assert_eq!(b.active_data_key(), r.data_key);
+    assert_eq!(b.open_chunk(&id, sealed).unwrap(), body);
+}
+
 #[tokio::test]
 async fn a_wrong_or_missing_kek_file_is_named() {
     let (cat, tmp) = test_catalog().await;
