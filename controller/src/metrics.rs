@@ -179,7 +179,16 @@ pub async fn collect(state: &State) -> Result<String, String> {
     for (op, n) in state.store.requests() {
         requests.samples.push((label("op", op), n as f64));
     }
+    let mut leading = fam(
+        "tidemark_controller_leading",
+        "1 when this controller runs the schedules and drills (one of several sharing a catalog leads; a lone controller always does).",
+    );
+    leading.samples.push((
+        label("controller", state.catalog.controller_id()),
+        if state.leading() { 1.0 } else { 0.0 },
+    ));
     Ok(render(&[
+        leading,
         archive_age,
         ready,
         failures,

@@ -131,6 +131,15 @@ fn two_controllers_share_the_catalog_and_the_survivor_takes_over_the_schedule() 
     let mut p = Pair::start("two-controllers");
     // The agent dials B only.
     let agent = p.agent(&[&p.b]);
+    let leading = |c: &Controller| {
+        let text = c.metrics();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tidemark_controller_leading{"))
+            .expect("the leading series");
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    assert_eq!((leading(&p.a), leading(&p.b)), ("1".into(), "0".into()));
     // A sees it connected too, through the catalog.
     let agents = p.admin_a.json(&["agents"]);
     assert_eq!(agents[0]["connected"], true, "{agents}");
@@ -170,6 +179,7 @@ fn two_controllers_share_the_catalog_and_the_survivor_takes_over_the_schedule() 
     wait_for("B to lead", Duration::from_secs(20), || {
         p.b.daemon.log_text().contains(LEADS).then_some(())
     });
+    assert_eq!(leading(&p.b), "1");
     let done = wait_for(
         "the interrupted run to finish",
         Duration::from_secs(60),
