@@ -158,6 +158,33 @@ fn two_controllers_share_the_catalog_and_the_survivor_takes_over_the_schedule() 
         p.b.daemon.log_text()
     );
 
+    // A certificate revoked through B is refused by A too, within its heartbeat.
+    let viewer = Cli::new(p.dir.path(), &p.pki, "viewer:eve", &p.a.url);
+    assert_eq!(viewer.run(&["agents"]).code, 0);
+    let pki_dir = p.pki.dir.to_string_lossy().into_owned();
+    let out = p
+        .admin_b
+        .run(&["pki", "revoke", "--dir", &pki_dir, "--name", "viewer:eve"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let revoked = Cli::with_files(
+        p.dir.path(),
+        &p.pki.ca(),
+        &p.pki.dir.join("viewer-eve.crt.revoked"),
+        &p.pki.dir.join("viewer-eve.key.revoked"),
+        &p.a.url,
+    );
+    wait_for(
+        "A to refuse the revoked certificate",
+        Duration::from_secs(15),
+        || {
+            revoked
+                .run(&["agents"])
+                .stderr
+                .contains("certificate was revoked")
+                .then_some(())
+        },
+    );
+
     // Kill A while a run it started is open.
     let open = wait_for(
         "a scheduled run in progress",
