@@ -86,37 +86,28 @@ impl Catalog {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        // Each takes (why, when, controller). Drills before jobs: a drill is picked by its
+        // job still being open.
+        const FAIL: [&str; 3] = [
+            "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2
+             WHERE controller = $3 AND status = 'running'",
+            // A drill whose job that controller delivered cannot finish either.
+            "UPDATE drills SET state = 'aborted', reason = $1, finished_at = $2
+             WHERE state = 'running'
+               AND job_id IN (SELECT id FROM jobs WHERE controller = $3 AND state IN ('queued', 'running'))",
+            "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2
+             WHERE controller = $3 AND state IN ('queued', 'running')",
+        ];
         for id in &dead {
             let why = stopped_message(Some(id));
-            sqlx::query(
-                "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2
-                 WHERE controller = $3 AND status = 'running'",
-            )
-            .bind(&why)
-            .bind(t)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            // A drill whose job that controller delivered cannot finish either.
-            sqlx::query(
-                "UPDATE drills SET state = 'aborted', reason = $1, finished_at = $2
-                 WHERE state = 'running'
-                   AND job_id IN (SELECT id FROM jobs WHERE controller = $3 AND state IN ('queued', 'running'))",
-            )
-            .bind(&why)
-            .bind(t)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2
-                 WHERE controller = $3 AND state IN ('queued', 'running')",
-            )
-            .bind(&why)
-            .bind(t)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            for sql in FAIL {
+                sqlx::query(sql)
+                    .bind(&why)
+                    .bind(t)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query("UPDATE agents SET controller = NULL WHERE controller = $1")
                 .bind(id)
                 .execute(&mut *tx)
