@@ -154,7 +154,6 @@ pub async fn upload_inspected<I: Inspector>(
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
-    let pid = child.id();
     let stdout = child.stdout.take().expect("piped stdout");
     // A 1 MiB pipe instead of 64 KiB: fewer wake-ups of the tool and of the chunker. Best
     // effort; the kernel may cap it (/proc/sys/fs/pipe-max-size).
@@ -167,16 +166,31 @@ pub async fn upload_inspected<I: Inspector>(
         inspector: inspector.clone(),
     };
     let judge = inspector.clone();
-    // Stop the tool when the upload fails: a tool that is not writing (a pg_dump waiting
-    // for a lock) would otherwise never notice, and would hold its snapshot. The child is
-    // reaped only in `exited`, after this can run, so the pid is still this child's.
-    let kill = move || {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    // Stop the tool when the upload fails, or when the job is cancelled and this future is
+    // dropped: a tool that is not writing (a pg_dump waiting for a lock) would otherwise
+    // never notice, and would hold its lock request or snapshot. The child stays here,
+    // unreaped, until `exited` takes it, so the pid it is killed by is still its own.
+    let child = std::sync::Arc::new(std::sync::Mutex::new(Some(child)));
+    let stop = StopTool(child.clone());
+    let kill = {
+        let child = child.clone();
+        move || {
+            if let Some(c) = child.lock().expect("tool lock").as_mut() {
+                let _ = c.kill();
+            }
         }
     };
     let name = tool_name.clone();
     let exited = move || {
+        // Gone only when the upload was dropped (its job cancelled) and the tool stopped.
+        let Some(mut child) = child.lock().expect("tool lock").take() else {
+            return Err(ToolError::Failed {
+                tool: name,
+                status: "was stopped: its job was cancelled".into(),
+                stderr: String::new(),
+            }
+            .into());
+        };
         let status = child.wait().map_err(|source| ToolError::Io {
             tool: name.clone(),
             source,
@@ -200,7 +214,9 @@ pub async fn upload_inspected<I: Inspector>(
             .into())
         }
     };
-    match upload_stream(client, Target::Part(part), stdout, progress, kill, exited).await {
+    let uploaded = upload_stream(client, Target::Part(part), stdout, progress, kill, exited).await;
+    drop(stop);
+    match uploaded {
         Err(UploadError::Read(source)) => Err(ToolError::Io {
             tool: tool_name,
             source,
@@ -216,6 +232,19 @@ pub async fn upload_inspected<I: Inspector>(
             Ok((resp, inspector))
         }
         Ok(Ack::Wal(_)) => unreachable!("a part upload is acknowledged as a part"),
+    }
+}
+
+/// Kills and reaps a tool whose output is still being uploaded when this is dropped (the
+/// upload failed, or its job was cancelled).
+struct StopTool(std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>>);
+
+impl Drop for StopTool {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.lock().expect("tool lock").take() {
+            let _ = child.kill();
+            std::thread::spawn(move || child.wait());
+        }
     }
 }
 

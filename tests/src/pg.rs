@@ -113,6 +113,62 @@ impl PgCluster {
         )
     }
 
+    /// A psql session holding an ACCESS EXCLUSIVE lock on `table` in `db` (for two minutes,
+    /// or until the child is killed): anything that reads the table, pg_dump included,
+    /// waits for it.
+    pub fn hold_lock(&self, db: &str, table: &str) -> std::process::Child {
+        let child = self
+            .psql_cmd(db)
+            .arg("-c")
+            .arg(format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);"
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("psql");
+        crate::process::wait_for(
+            "the lock to be held",
+            std::time::Duration::from_secs(10),
+            || {
+                (self.sql(
+                db,
+                &format!("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = '{table}' AND l.mode = 'AccessExclusiveLock' AND l.granted"),
+            ) == "1")
+                .then_some(())
+            },
+        );
+        child
+    }
+
+    /// How many `program` processes (pg_dump, say) are running against this cluster: those
+    /// whose PGHOST, as libpq reads it from their environment, is this cluster's socket
+    /// directory. A killed client is gone here at once, while its server backend may wait
+    /// on a lock until the lock is released.
+    pub fn clients(&self, program: &str) -> usize {
+        use std::os::unix::ffi::OsStrExt;
+        let want = format!("PGHOST={}", self.socket_dir.display());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        procs
+            .flatten()
+            .filter(|p| {
+                let dir = p.path();
+                let exe = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+                let argv0 = exe.split(|b| *b == 0).next().unwrap_or_default();
+                let named = std::path::Path::new(std::ffi::OsStr::from_bytes(argv0))
+                    .file_name()
+                    .is_some_and(|n| n == program);
+                named
+                    && std::fs::read(dir.join("environ"))
+                        .unwrap_or_default()
+                        .split(|b| *b == 0)
+                        .any(|v| v == want.as_bytes())
+            })
+            .count()
+    }
+
     /// A psql command connected to `db` as the superuser.
     pub fn psql_cmd(&self, db: &str) -> Command {
         let mut c = Command::new(Path::new(PG_BIN).join("psql"));

@@ -34,7 +34,8 @@ struct Pair {
 }
 
 impl Pair {
-    fn start(label: &str) -> Self {
+    /// `schedule` adds settings to the controllers' `[schedule]` table.
+    fn start(label: &str, schedule: &str) -> Self {
         let dir = TestDir::new(label);
         let pki = Pki::init(&dir.path().join("pki"));
         let catalog = PgCluster::start_with(dir.path(), "catalog", "");
@@ -46,7 +47,7 @@ impl Pair {
         );
         let s3 = S3Server::start(dir.path());
         let shared = format!(
-            "[catalog]\nurl = \"{}\"\n{}[schedule]\ntick = \"1s\"\nretry-backoff = \"1h\"\n[[instance]]\nname = \"demo-pg\"\nlogical = \"*/5 * * * * *\"\n",
+            "[catalog]\nurl = \"{}\"\n{}[schedule]\ntick = \"1s\"\nretry-backoff = \"1h\"\n{schedule}[[instance]]\nname = \"demo-pg\"\nlogical = \"*/5 * * * * *\"\n",
             catalog.url("postgres"),
             s3.store_toml(dir.path())
         );
@@ -128,7 +129,7 @@ fn controller(dir: &Path, pki: &Pki, name: &str, shared: &str) -> Controller {
 
 #[test]
 fn two_controllers_share_the_catalog_and_the_survivor_takes_over_the_schedule() {
-    let mut p = Pair::start("two-controllers");
+    let mut p = Pair::start("two-controllers", "");
     // The agent dials B only.
     let agent = p.agent(&[&p.b]);
     let leading = |c: &Controller| {
@@ -262,7 +263,7 @@ fn two_controllers_share_the_catalog_and_the_survivor_takes_over_the_schedule() 
 /// once (not after the hour of backoff a failed attempt waits).
 #[test]
 fn an_agent_moves_to_the_surviving_controller_and_the_interrupted_run_is_retried_once() {
-    let mut p = Pair::start("controller-failover");
+    let mut p = Pair::start("controller-failover", "");
     let agent = p.agent(&[&p.a, &p.b]);
     let open = wait_for(
         "a scheduled backup running through A",
@@ -325,6 +326,54 @@ fn an_agent_moves_to_the_surviving_controller_and_the_interrupted_run_is_retried
         "complete"
     );
     p.assert_nothing_ran_twice();
+    drop(agent);
+    p.dir.keep_if_asked();
+}
+
+/// A scheduled backup hangs and times out on the leader, A, while its agent is connected to
+/// B: A cannot send the stop down a stream it does not hold, so B sends it when the agent
+/// next reports progress on the job the catalog has ended.
+#[test]
+fn a_timed_out_job_is_stopped_on_an_agent_connected_to_the_other_controller() {
+    let p = Pair::start("controller-cancel", "backup-timeout = \"4s\"\n");
+    let agent = p.agent(&[&p.b]);
+    // pg_dump waits for this lock for as long as it is held.
+    let mut holder = p.pg.hold_lock("postgres", "t");
+    wait_for(
+        "a pg_dump waiting for the lock",
+        Duration::from_secs(30),
+        || (p.pg.clients("pg_dump") > 0).then_some(()),
+    );
+    let run = wait_for("the run to time out", Duration::from_secs(30), || {
+        runs(&p.admin_b).into_iter().find(|r| {
+            r["state"] == "waiting"
+                && r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("timed out after 4s"))
+        })
+    });
+    assert_eq!(run["attempt"], 1, "{run}");
+    // While the lock is still held: a pg_dump left behind would wait for it.
+    wait_for("pg_dump to be stopped", Duration::from_secs(20), || {
+        (p.pg.clients("pg_dump") == 0).then_some(())
+    });
+    assert!(
+        p.a.daemon
+            .log_text()
+            .contains("could not ask the agent to stop the job"),
+        "A had no stream to the agent: {}",
+        p.a.daemon.log_text()
+    );
+    assert!(
+        agent
+            .daemon
+            .log_text()
+            .contains("stopping the job at the controller's request"),
+        "{}",
+        agent.daemon.log_text()
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
     drop(agent);
     p.dir.keep_if_asked();
 }

@@ -2,7 +2,6 @@
 //! missed schedule runs once after downtime, and a job that hangs times out, is stopped on
 //! the agent and is retried with backoff.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -148,17 +147,7 @@ fn a_scheduled_backup_that_hangs_times_out_is_stopped_and_retried_with_backoff()
     });
     f.pg.sql("postgres", "CREATE TABLE t (v int)");
     // pg_dump waits for this lock for as long as it is held.
-    let mut holder =
-        f.pg.psql_cmd("postgres")
-            .args([
-                "-c",
-                "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut holder = f.pg.hold_lock("postgres", "t");
     let out = f.admin.run(&[
         "policy",
         "set",
@@ -201,12 +190,9 @@ fn a_scheduled_backup_that_hangs_times_out_is_stopped_and_retried_with_backoff()
         assert_eq!(b["status"], "failed", "{b}");
         assert!(b["reason"].as_str().unwrap().contains("timed out"), "{b}");
     }
+    // While the lock is still held: a pg_dump left behind would wait for it.
     wait_for("pg_dump to be gone", Duration::from_secs(20), || {
-        (f.pg.sql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'",
-        ) == "0")
-            .then_some(())
+        (f.pg.clients("pg_dump") == 0).then_some(())
     });
     let _ = holder.kill();
     let _ = holder.wait();

@@ -386,6 +386,12 @@ impl AgentService for AgentApi {
             .update_job(JobId(r.job_id), state, r.bytes_done, total, &r.message)
             .await
             .map_err(ApiError::from)?;
+        // The job ended in the catalog (it timed out, perhaps on another controller whose
+        // cancel could not reach this agent's stream) while the agent still runs it: stop
+        // it from here, where the stream is. Progress comes every second.
+        if state == JobState::Running && job.state.is_terminal() {
+            super::jobs::cancel(&self.state, &agent, job.id, &job.message).await;
+        }
         if job.kind == "drill" && state.is_terminal() {
             crate::drill::job_ended(
                 &self.state,
