@@ -38,7 +38,6 @@ pub async fn run(state: Arc<State>, address: String) {
     }
     tokio::spawn(lead(state.clone()));
     if !state.catalog.shared() {
-        state.leading.store(true, Ordering::Relaxed);
         return;
     }
     let mut beat = tokio::time::interval(HEARTBEAT);

@@ -38,7 +38,6 @@ pub async fn connect(
 ) -> Result<AgentServiceClient<Channel>, String> {
     // Controllers sharing a catalog are tried in order; the first that answers serves.
     let mut failures = Vec::new();
-    let mut channel = None;
     for address in &config.controller {
         match tls
             .endpoint(address, Some(timeout))
@@ -46,9 +45,10 @@ pub async fn connect(
             .connect()
             .await
         {
-            Ok(c) => {
-                channel = Some(c);
-                break;
+            Ok(channel) => {
+                return Ok(AgentServiceClient::new(channel)
+                    .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES));
             }
             Err(e) => failures.push(format!(
                 "{address}: {}",
@@ -56,11 +56,10 @@ pub async fn connect(
             )),
         }
     }
-    let channel =
-        channel.ok_or_else(|| format!("cannot reach the controller at {}", failures.join("; ")))?;
-    Ok(AgentServiceClient::new(channel)
-        .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES))
+    Err(format!(
+        "cannot reach the controller at {}",
+        failures.join("; ")
+    ))
 }
 
 /// Is this failure worth retrying (the controller or its storage may come back)?

@@ -80,11 +80,8 @@ pub(crate) fn choose(url: Option<&str>, sqlite_path: PathBuf) -> Result<Box<dyn 
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
             Ok(Box::new(Postgres { url: u.to_string() }))
         }
-        Some(u) if u.starts_with("sqlite://") => Ok(Box::new(Sqlite {
-            path: PathBuf::from(u.trim_start_matches("sqlite://")),
-        })),
         Some(u) => Err(CatalogError::Config(format!(
-            "catalog url {u:?} is neither postgres://USER@HOST/DB nor sqlite:///PATH"
+            "catalog url {u:?} is not postgres://USER@HOST/DB"
         ))),
     }
 }

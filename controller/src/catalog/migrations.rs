@@ -28,15 +28,21 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const POSTGRES: &[(i64, &str)] = &[(14, include_str!("migrations/postgres/0014_schema.sql"))];
 
 const CURRENT: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
+const RECORD: &str = "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)";
 
-/// A catalog newer than this controller is refused, not guessed at.
-fn check_version(current: i64, newest: i64) -> Result<()> {
+/// The migrations of `all` a catalog at version `current` still needs. A catalog newer
+/// than this controller is refused, not guessed at.
+fn pending(
+    all: &'static [(i64, &'static str)],
+    current: i64,
+) -> Result<&'static [(i64, &'static str)]> {
+    let newest = all.last().map(|m| m.0).unwrap_or(0);
     if current > newest {
         return Err(CatalogError::Corrupt(format!(
             "catalog schema is version {current}, newer than this controller's {newest}; upgrade the controller"
         )));
     }
-    Ok(())
+    Ok(&all[all.partition_point(|m| m.0 <= current)..])
 }
 
 /// Bring a PostgreSQL catalog up to date, inside the caller's transaction (which holds the
@@ -47,13 +53,11 @@ pub async fn run_postgres(conn: &mut PgConnection) -> Result<()> {
     )
     .execute(&mut *conn)
     .await?;
-    let newest = POSTGRES.last().map(|m| m.0).unwrap_or(0);
     let current: i64 = sqlx::query(CURRENT).fetch_one(&mut *conn).await?.get(0);
-    check_version(current, newest)?;
-    for &(version, sql) in POSTGRES.iter().filter(|m| m.0 > current) {
+    for &(version, sql) in pending(POSTGRES, current)? {
         let fail = |source| CatalogError::Migration { version, source };
         sqlx::raw_sql(sql).execute(&mut *conn).await.map_err(fail)?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+        sqlx::query(RECORD)
             .bind(version)
             .bind(now())
             .execute(&mut *conn)
@@ -70,9 +74,8 @@ pub async fn run_sqlite(conn: &mut SqliteConnection) -> Result<()> {
     )
     .execute(&mut *conn)
     .await?;
-    let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     let current: i64 = sqlx::query(CURRENT).fetch_one(&mut *conn).await?.get(0);
-    check_version(current, newest)?;
+    let pending = pending(MIGRATIONS, current)?;
     // SQLite changes a table's constraints only by rebuilding it, and dropping a table
     // other tables refer to needs foreign keys off: they are off while migrations run (on
     // this connection, outside any transaction, as SQLite requires) and checked before each
@@ -80,16 +83,16 @@ pub async fn run_sqlite(conn: &mut SqliteConnection) -> Result<()> {
     sqlx::query("PRAGMA foreign_keys = OFF")
         .execute(&mut *conn)
         .await?;
-    let applied = apply(conn, current).await;
+    let applied = apply(conn, pending).await;
     sqlx::query("PRAGMA foreign_keys = ON")
         .execute(&mut *conn)
         .await?;
     applied
 }
 
-async fn apply(conn: &mut SqliteConnection, current: i64) -> Result<()> {
+async fn apply(conn: &mut SqliteConnection, pending: &'static [(i64, &'static str)]) -> Result<()> {
     use sqlx::Connection;
-    for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for &(version, sql) in pending {
         let fail = |source| CatalogError::Migration { version, source };
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
         sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
@@ -103,7 +106,7 @@ async fn apply(conn: &mut SqliteConnection, current: i64) -> Result<()> {
                 broken.len()
             )));
         }
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+        sqlx::query(RECORD)
             .bind(version)
             .bind(now())
             .execute(&mut *tx)
@@ -117,6 +120,25 @@ async fn apply(conn: &mut SqliteConnection, current: i64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// `pending` finds its place by version: each list must be in order.
+    #[test]
+    fn migrations_are_in_order_and_a_newer_catalog_is_refused() {
+        for all in [super::MIGRATIONS, super::POSTGRES] {
+            assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        }
+        assert_eq!(super::pending(super::MIGRATIONS, 12).unwrap()[0].0, 13);
+        let newest = super::POSTGRES.last().unwrap().0;
+        assert!(super::pending(super::POSTGRES, newest).unwrap().is_empty());
+        assert_eq!(super::pending(super::POSTGRES, 0).unwrap(), super::POSTGRES);
+        let e = super::pending(super::POSTGRES, newest + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("newer than this controller's {newest}")),
+            "{e}"
+        );
+    }
+
     #[tokio::test]
     async fn migrations_apply_once_and_reopen_cleanly() {
         let dir = tempfile::tempdir().unwrap();

@@ -106,12 +106,15 @@ impl Catalog {
         // by it (sqlx caches a statement's columns when it prepares it).
         backend.migrate().await?;
         sqlx::any::install_default_drivers();
-        let pool = backend.pool(4).await?;
-        let writer = backend.pool(1).await?;
+        Self::with_pools(Arc::from(backend)).await
+    }
+
+    /// The pools on a migrated catalog, for a controller process of its own.
+    async fn with_pools(backend: Arc<dyn Backend>) -> Result<Self> {
         Ok(Self {
-            pool,
-            writer,
-            backend: Arc::from(backend),
+            pool: backend.pool(4).await?,
+            writer: backend.pool(1).await?,
+            backend,
             me: controllers::new_controller_id().into(),
         })
     }
@@ -119,12 +122,7 @@ impl Catalog {
     /// The same catalog as seen by another controller process (a test's second controller).
     #[cfg(test)]
     pub async fn another_controller(&self) -> Result<Self> {
-        Ok(Self {
-            pool: self.backend.pool(4).await?,
-            writer: self.backend.pool(1).await?,
-            backend: self.backend.clone(),
-            me: controllers::new_controller_id().into(),
-        })
+        Self::with_pools(self.backend.clone()).await
     }
 
     /// A transaction that writes; writing transactions run one at a time.
