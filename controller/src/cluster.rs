@@ -17,9 +17,9 @@ use std::time::Duration;
 use tidemark_core::identity::{Identity, Role};
 use tidemark_proto as pb;
 
-use crate::api::State;
-use crate::api::error::ApiResult;
 use crate::catalog::JobState;
+use crate::ops::OpsResult;
+use crate::ops::State;
 
 /// How often a controller not leading tries to take the lead, and the leader checks it
 /// still holds it.
@@ -33,11 +33,11 @@ const UNDELIVERED_SECS: i64 = 120;
 
 /// Run the controller's part in the cluster until the process ends.
 pub async fn run(state: Arc<State>, address: String) {
-    if let Err(e) = state.catalog.register_controller(&address).await {
+    if let Err(e) = state.repo.catalog.register_controller(&address).await {
         tracing::error!(error = %e, "registering this controller in the catalog");
     }
     tokio::spawn(lead(state.clone()));
-    if !state.catalog.shared() {
+    if !state.repo.catalog.shared() {
         return;
     }
     let mut beat = tokio::time::interval(HEARTBEAT);
@@ -61,11 +61,11 @@ pub async fn run(state: Arc<State>, address: String) {
 /// Take the lead when it is free, and give it up when the lock is lost.
 async fn lead(state: Arc<State>) {
     loop {
-        match state.catalog.try_lead().await {
+        match state.repo.catalog.try_lead().await {
             Ok(Some(mut held)) => {
                 state.leading.store(true, Ordering::Relaxed);
-                if state.catalog.shared() {
-                    tracing::warn!(controller = %state.catalog.controller_id(), "this controller now leads: it runs schedules and drills");
+                if state.repo.catalog.shared() {
+                    tracing::warn!(controller = %state.repo.catalog.controller_id(), "this controller now leads: it runs schedules and drills");
                 }
                 while held.holds().await {
                     tokio::time::sleep(LEAD_POLL).await;
@@ -82,8 +82,8 @@ async fn lead(state: Arc<State>) {
     }
 }
 
-async fn heartbeat(state: &State, address: &str) -> ApiResult<()> {
-    let cat = &state.catalog;
+async fn heartbeat(state: &State, address: &str) -> OpsResult<()> {
+    let cat = &state.repo.catalog;
     if !cat.controller_heartbeat().await? {
         tracing::error!(
             "another controller took this one for stopped and failed its work; registering again"
@@ -101,7 +101,7 @@ async fn heartbeat(state: &State, address: &str) -> ApiResult<()> {
                 .close(&id.name, "its certificate was revoked");
         }
     }
-    if let Some(keys) = &state.keys {
+    if let Some(keys) = &state.repo.keys {
         match keys.refresh(cat).await {
             Ok(true) => tracing::warn!(
                 data_key = keys.active_data_key(),
@@ -122,8 +122,8 @@ async fn heartbeat(state: &State, address: &str) -> ApiResult<()> {
 }
 
 /// Send jobs other controllers created for agents connected here.
-async fn deliver_queued(state: &State) -> ApiResult<()> {
-    let cat = &state.catalog;
+async fn deliver_queued(state: &State) -> OpsResult<()> {
+    let cat = &state.repo.catalog;
     let waiting = cat.undelivered_jobs().await?;
     if waiting.is_empty() {
         return Ok(());

@@ -472,12 +472,12 @@ impl ControllerConfig {
             message,
         };
         if let Some(cron) = &c.verify.schedule
-            && let Err(e) = crate::schedule::cron::Cron::parse(cron)
+            && let Err(e) = crate::cron::Cron::parse(cron)
         {
             return Err(invalid(format!("[verify] schedule = {e}")));
         }
         if let Some(cron) = &c.retention.schedule
-            && let Err(e) = crate::schedule::cron::Cron::parse(cron)
+            && let Err(e) = crate::cron::Cron::parse(cron)
         {
             return Err(invalid(format!("[retention] schedule = {e}")));
         }
@@ -497,7 +497,7 @@ impl ControllerConfig {
             }
             for (kind, cron) in p.schedules() {
                 if cron != "off"
-                    && let Err(e) = crate::schedule::cron::Cron::parse(cron)
+                    && let Err(e) = crate::cron::Cron::parse(cron)
                 {
                     return Err(ConfigError::Invalid {
                         path: path.to_path_buf(),

@@ -2,18 +2,20 @@
 //! operators.
 
 mod api;
-mod binlog_window;
 mod catalog;
 mod cluster;
 mod config;
+mod cron;
 mod drill;
 mod keys;
+mod layers;
 mod metrics;
-mod pack;
-mod pitr;
+mod ops;
+mod repo;
 mod retention;
 mod schedule;
 mod store;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,11 +136,13 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         .await
         .context("opening the encryption keys")?;
     let catalog_revoked = catalog.revocations().await?.into_iter().map(|r| r.0);
-    let state = Arc::new(api::State {
-        catalog,
-        store,
-        keys,
-        revoked: Arc::new(api::auth::Revoked::new(catalog_revoked)),
+    let state = Arc::new(ops::State {
+        repo: repo::Repository {
+            catalog,
+            store,
+            keys,
+        },
+        revoked: Arc::new(ops::revoked::Revoked::new(catalog_revoked)),
         sessions: Default::default(),
         status: Default::default(),
         uploading: Default::default(),
@@ -160,14 +164,15 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         leading: Default::default(),
     });
     state
+        .repo
         .catalog
         .sync_config_schedules(&schedule::from_config(&config))
         .await?;
     tokio::spawn(drill::run_dispatcher(state.clone()));
     tokio::spawn(schedule::run(state.clone()));
-    tokio::spawn(api::status_buffer::run(
+    tokio::spawn(ops::status_buffer::run(
         state.status.clone(),
-        state.catalog.clone(),
+        state.repo.catalog.clone(),
     ));
 
     if let Some(addr) = config.metrics_listen {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::api::State;
 use crate::catalog::{DrillState, now};
+use crate::ops::State;
 
 struct Family<'a> {
     name: &'a str,
@@ -52,7 +52,7 @@ fn label(k: &str, v: &str) -> String {
 
 /// The metrics text for the whole fleet.
 pub async fn collect(state: &State) -> Result<String, String> {
-    let list = crate::api::fleet_status(state)
+    let list = crate::ops::status::fleet_status(state)
         .await
         .map_err(|e| e.to_string())?;
     let t = now();
@@ -111,7 +111,7 @@ pub async fn collect(state: &State) -> Result<String, String> {
     );
     for s in &list {
         let l = label("instance", &s.instance);
-        let cat = &state.catalog;
+        let cat = &state.repo.catalog;
         corrupt.samples.push((
             l.clone(),
             cat.corrupt_backup_count(&s.instance)
@@ -176,7 +176,7 @@ pub async fn collect(state: &State) -> Result<String, String> {
         "tidemark_store_requests_total",
         "Requests made to the object store since the controller started, by kind (what S3 bills).",
     );
-    for (op, n) in state.store.requests() {
+    for (op, n) in state.repo.store.requests() {
         requests.samples.push((label("op", op), n as f64));
     }
     let mut leading = fam(
@@ -184,7 +184,7 @@ pub async fn collect(state: &State) -> Result<String, String> {
         "1 when this controller runs the schedules and drills (one of several sharing a catalog leads; a lone controller always does).",
     );
     leading.samples.push((
-        label("controller", state.catalog.controller_id()),
+        label("controller", state.repo.catalog.controller_id()),
         if state.leading() { 1.0 } else { 0.0 },
     ));
     Ok(render(&[

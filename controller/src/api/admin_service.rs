@@ -10,22 +10,20 @@ use tidemark_proto as pb;
 use tidemark_proto::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
-use super::State;
 use super::auth::{caller, require};
 use super::convert;
-use super::error::{ApiError, ApiResult};
-use super::jobs;
-use super::recovery;
 use crate::catalog::{BackupRow, DrillState};
+use crate::cron::Cron;
 use crate::drill::{self, target::TargetSpec};
-use crate::schedule::{self, cron::Cron};
+use crate::ops::{self, OpsError, OpsResult, State, jobs};
+use crate::schedule;
 
 pub struct AdminApi {
     pub state: Arc<State>,
 }
 
 /// Reading: admins and viewers.
-fn read<T>(req: &Request<T>, what: &str) -> ApiResult<()> {
+fn read<T>(req: &Request<T>, what: &str) -> OpsResult<()> {
     require(req, &[Role::Admin, Role::Viewer], what).map(|_| ())
 }
 
@@ -39,7 +37,7 @@ struct Change {
 /// The part a restore reads: the named database, or the backup's only one.
 /// The part to restore, and the database to take from it when it holds several (a
 /// MariaDB dump holds every database of the instance in one part).
-fn restore_part(b: &BackupRow, database: &str) -> ApiResult<(String, String)> {
+fn restore_part(b: &BackupRow, database: &str) -> OpsResult<(String, String)> {
     let (dbs, part): (Vec<&str>, Option<&str>) = if b.databases.is_empty() {
         let dbs = b
             .parts
@@ -59,7 +57,7 @@ fn restore_part(b: &BackupRow, database: &str) -> ApiResult<(String, String)> {
         if dbs.contains(&database) {
             return Ok(pick(database));
         }
-        return Err(ApiError::NotFound(format!(
+        return Err(OpsError::NotFound(format!(
             "backup {} holds no database {database:?}; it holds: {}",
             b.id,
             dbs.join(", ")
@@ -67,11 +65,11 @@ fn restore_part(b: &BackupRow, database: &str) -> ApiResult<(String, String)> {
     }
     match dbs.as_slice() {
         [one] => Ok(pick(one)),
-        [] => Err(ApiError::FailedPrecondition(format!(
+        [] => Err(OpsError::FailedPrecondition(format!(
             "backup {} holds no database dump",
             b.id
         ))),
-        many => Err(ApiError::InvalidArgument(format!(
+        many => Err(OpsError::InvalidArgument(format!(
             "backup {} holds several databases ({}); pick one with --database",
             b.id,
             many.join(", ")
@@ -121,6 +119,7 @@ impl AdminApi {
     async fn audit(&self, who: &str, action: &str, detail: &str, outcome: &str) {
         if let Err(e) = self
             .state
+            .repo
             .catalog
             .record_audit(who, action, detail, outcome)
             .await
@@ -129,7 +128,7 @@ impl AdminApi {
         }
     }
 
-    async fn job_info(&self, id: JobId) -> ApiResult<pb::JobInfo> {
+    async fn job_info(&self, id: JobId) -> OpsResult<pb::JobInfo> {
         let j = self.state.job(id).await?;
         Ok(convert::job(&j))
     }
@@ -143,7 +142,7 @@ impl AdminApi {
         params: serde_json::Value,
         bytes_total: u64,
         spec: pb::job::Spec,
-    ) -> ApiResult<pb::JobInfo> {
+    ) -> OpsResult<pb::JobInfo> {
         let id = jobs::dispatch(
             &self.state,
             kind,
@@ -165,7 +164,13 @@ impl AdminService for AdminApi {
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         read(&req, "list agents")?;
-        let agents = self.state.catalog.agents().await.map_err(ApiError::from)?;
+        let agents = self
+            .state
+            .repo
+            .catalog
+            .agents()
+            .await
+            .map_err(OpsError::from)?;
         let connected = self.state.connected_agents().await?;
         let agents = agents
             .iter()
@@ -183,10 +188,11 @@ impl AdminService for AdminApi {
         let filter = (!r.instance.is_empty()).then_some(r.instance.as_str());
         let rows = self
             .state
+            .repo
             .catalog
             .list_backups(filter)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         Ok(Response::new(pb::ListBackupsResponse {
             backups: rows.iter().map(convert::backup_summary).collect(),
         }))
@@ -201,16 +207,18 @@ impl AdminService for AdminApi {
         let b = self.state.backup(id).await?;
         let base = self
             .state
+            .repo
             .catalog
             .base_backup(id)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         let binlog = self
             .state
+            .repo
             .catalog
             .binlog_coordinates(id)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         Ok(Response::new(convert::backup_detail(
             &b,
             base.as_ref(),
@@ -260,9 +268,9 @@ impl AdminService for AdminApi {
         req: Request<pb::PitrWindowRequest>,
     ) -> Result<Response<pb::PitrWindowInfo>, Status> {
         read(&req, "read recovery windows")?;
-        let inst = recovery::instance(&self.state, &req.get_ref().instance).await?;
+        let inst = ops::instance(&self.state, &req.get_ref().instance).await?;
         Ok(Response::new(
-            recovery::window_info(&self.state, &inst).await?,
+            ops::window::window_info(&self.state, &inst).await?,
         ))
     }
 
@@ -272,7 +280,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::FleetStatusResponse>, Status> {
         read(&req, "read the fleet status")?;
         Ok(Response::new(pb::FleetStatusResponse {
-            instances: recovery::fleet_status(&self.state).await?,
+            instances: ops::status::fleet_status(&self.state).await?,
         }))
     }
 
@@ -295,12 +303,13 @@ impl AdminService for AdminApi {
         let limit = if r.limit == 0 { 50 } else { r.limit };
         let rows = self
             .state
+            .repo
             .catalog
             .list_drills(instance, limit)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         Ok(Response::new(pb::ListDrillsResponse {
-            drills: rows.iter().map(drill::info).collect(),
+            drills: rows.iter().map(ops::status::drill_info).collect(),
         }))
     }
 
@@ -312,12 +321,13 @@ impl AdminService for AdminApi {
         let id = req.get_ref().id;
         let d = self
             .state
+            .repo
             .catalog
             .drill(id)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound(format!("drill {id} does not exist")))?;
-        Ok(Response::new(drill::info(&d)))
+            .map_err(OpsError::from)?
+            .ok_or_else(|| OpsError::NotFound(format!("drill {id} does not exist")))?;
+        Ok(Response::new(ops::status::drill_info(&d)))
     }
 
     async fn get_schedule(
@@ -353,7 +363,7 @@ impl AdminService for AdminApi {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::KeysInfo>, Status> {
         read(&req, "list the encryption keys")?;
-        Ok(Response::new(super::keys::info(&self.state).await?))
+        Ok(Response::new(ops::keys::info(&self.state).await?))
     }
 
     async fn rotate_keys(
@@ -380,7 +390,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::RetentionPlanResponse>, Status> {
         read(&req, "read retention plans")?;
         Ok(Response::new(
-            super::retention::plan(&self.state, &req.get_ref().instance).await?,
+            ops::retention::plan(&self.state, &req.get_ref().instance).await?,
         ))
     }
 
@@ -389,7 +399,7 @@ impl AdminService for AdminApi {
         req: Request<pb::RetentionPlanRequest>,
     ) -> Result<Response<pb::RetentionApplyResponse>, Status> {
         let change = self.change(&req, "apply retention").await?;
-        let result = super::retention::apply(&self.state, &req.get_ref().instance)
+        let result = ops::retention::apply(&self.state, &req.get_ref().instance)
             .await
             .map(Response::new)
             .map_err(Status::from);
@@ -407,10 +417,11 @@ impl AdminService for AdminApi {
         };
         let entries = self
             .state
+            .repo
             .catalog
             .audit_log(limit)
             .await
-            .map_err(ApiError::from)?
+            .map_err(OpsError::from)?
             .into_iter()
             .map(|a| pb::AuditEntry {
                 at: a.at,
@@ -437,10 +448,10 @@ impl AdminApi {
             r.identity
                 .parse()
                 .map_err(|e: tidemark_core::identity::IdentityError| {
-                    ApiError::InvalidArgument(e.to_string())
+                    OpsError::InvalidArgument(e.to_string())
                 })?;
         if r.fingerprint.len() != 64 || !r.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "{:?} is not a certificate fingerprint (64 hex digits, the SHA-256 of its DER)",
                 r.fingerprint
             ))
@@ -449,10 +460,11 @@ impl AdminApi {
         let fingerprint = r.fingerprint.to_ascii_lowercase();
         let newly = self
             .state
+            .repo
             .catalog
             .revoke_certificate(&fingerprint, &id.to_string(), &by)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         self.state.revoked.add(&fingerprint);
         if matches!(id.role, Role::Agent | Role::Sandbox) {
             self.state
@@ -481,7 +493,7 @@ impl AdminApi {
         req: Request<pb::StartRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
         let r = req.into_inner();
-        let cat = &self.state.catalog;
+        let cat = &self.state.repo.catalog;
         let id = BackupId(r.backup_id);
         let b = self.state.backup(id).await?;
         if b.status != "complete" {
@@ -490,30 +502,30 @@ impl AdminApi {
             } else {
                 format!(" ({})", b.reason)
             };
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(OpsError::FailedPrecondition(format!(
                 "backup {id} is {}, not complete{why}; only complete backups can be restored",
                 b.status
             ))
             .into());
         }
         if r.into_database.is_empty() {
-            return Err(ApiError::InvalidArgument(
+            return Err(OpsError::InvalidArgument(
                 "name the new database with --into-database".into(),
             )
             .into());
         }
         let (part, source_database) = restore_part(&b, &r.database)?;
         let host = r.host.strip_prefix("agent:").unwrap_or(&r.host);
-        let agent = cat.agent(host).await.map_err(ApiError::from)?;
+        let agent = cat.agent(host).await.map_err(OpsError::from)?;
         let agent = agent.ok_or_else(|| {
-            ApiError::NotFound(format!(
+            OpsError::NotFound(format!(
                 "no agent {host:?} has registered; tidemark agents lists them"
             ))
         })?;
         let owned: Vec<&str> = agent.instances.iter().map(|i| i.name.as_str()).collect();
         let instance = if !r.target_instance.is_empty() {
             if !owned.contains(&r.target_instance.as_str()) {
-                return Err(ApiError::NotFound(format!(
+                return Err(OpsError::NotFound(format!(
                     "agent {host} has no instance {:?}",
                     r.target_instance
                 ))
@@ -525,7 +537,7 @@ impl AdminApi {
         } else if let [one] = owned.as_slice() {
             one.to_string()
         } else {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "agent {host} has several instances ({}); pick one with --target-instance",
                 owned.join(", ")
             ))
@@ -534,7 +546,7 @@ impl AdminApi {
         let source_engine = cat
             .instance(&b.instance)
             .await
-            .map_err(ApiError::from)?
+            .map_err(OpsError::from)?
             .map(|i| i.engine);
         let target_engine = agent
             .instances
@@ -544,7 +556,7 @@ impl AdminApi {
         if let (Some(s), Some(t)) = (&source_engine, &target_engine)
             && s != t
         {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "backup {id} is of a {s} instance, and instance {instance} on {host} is {t}; restore onto a {s} instance"
             ))
             .into());
@@ -552,10 +564,10 @@ impl AdminApi {
         if let Some(bad) = cat
             .unavailable_chunks(id, &part, 1)
             .await
-            .map_err(ApiError::from)?
+            .map_err(OpsError::from)?
             .first()
         {
-            return Err(ApiError::DataLoss(format!(
+            return Err(OpsError::DataLoss(format!(
                 "backup {id} cannot be restored: chunk {bad} of part {part} is missing or was found corrupt"
             ))
             .into());
@@ -593,7 +605,8 @@ impl AdminApi {
         &self,
         req: Request<pb::StartPitrRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        let (host, params, job, total) = recovery::plan_restore(&self.state, req.get_ref()).await?;
+        let (host, params, job, total) =
+            ops::restore::plan_restore(&self.state, req.get_ref()).await?;
         let instance = job.instance.clone();
         let info = self
             .dispatch(
@@ -613,41 +626,48 @@ impl AdminApi {
         req: Request<pb::StartDrillRequest>,
     ) -> Result<Response<pb::StartDrillResponse>, Status> {
         let r = req.into_inner();
-        let spec = TargetSpec::parse(&r.target).map_err(ApiError::InvalidArgument)?;
+        let spec = TargetSpec::parse(&r.target).map_err(OpsError::InvalidArgument)?;
         let mut drills = Vec::new();
         if r.all {
             if !r.instance.is_empty() {
-                return Err(ApiError::InvalidArgument(
+                return Err(OpsError::InvalidArgument(
                     "give --instance NAME or --all, not both".into(),
                 )
                 .into());
             }
             // Every instance is tried; one that cannot be drilled is recorded as a failed
             // drill with the reason, so it shows in the history and the alerts.
-            for agent in self.state.catalog.agents().await.map_err(ApiError::from)? {
+            for agent in self
+                .state
+                .repo
+                .catalog
+                .agents()
+                .await
+                .map_err(OpsError::from)?
+            {
                 for inst in &agent.instances {
                     match drill::request(&self.state, inst, &spec, &r.sandbox).await {
-                        Ok(d) => drills.push(drill::info(&d)),
+                        Ok(d) => drills.push(ops::status::drill_info(&d)),
                         Err(e) => {
-                            let cat = &self.state.catalog;
+                            let cat = &self.state.repo.catalog;
                             let id = cat
                                 .create_drill(&inst.name, 0, "", &r.sandbox)
                                 .await
-                                .map_err(ApiError::from)?;
+                                .map_err(OpsError::from)?;
                             cat.end_drill(id, DrillState::Failed, &e.to_string())
                                 .await
-                                .map_err(ApiError::from)?;
-                            if let Some(d) = cat.drill(id).await.map_err(ApiError::from)? {
-                                drills.push(drill::info(&d));
+                                .map_err(OpsError::from)?;
+                            if let Some(d) = cat.drill(id).await.map_err(OpsError::from)? {
+                                drills.push(ops::status::drill_info(&d));
                             }
                         }
                     }
                 }
             }
         } else {
-            let inst = recovery::instance(&self.state, &r.instance).await?;
+            let inst = ops::instance(&self.state, &r.instance).await?;
             let d = drill::request(&self.state, &inst, &spec, &r.sandbox).await?;
-            drills.push(drill::info(&d));
+            drills.push(ops::status::drill_info(&d));
         }
         Ok(Response::new(pb::StartDrillResponse { drills }))
     }
@@ -657,16 +677,16 @@ impl AdminApi {
         req: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         let r = req.into_inner();
-        recovery::instance(&self.state, &r.instance).await?;
+        ops::instance(&self.state, &r.instance).await?;
         if !schedule::KINDS.contains(&r.kind.as_str()) {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "schedule kind {:?} is not one of {}",
                 r.kind,
                 schedule::KINDS.join(", ")
             ))
             .into());
         }
-        let cat = &self.state.catalog;
+        let cat = &self.state.repo.catalog;
         if r.reset {
             let configured = self
                 .state
@@ -682,15 +702,15 @@ impl AdminApi {
                 });
             cat.reset_schedule(&r.instance, &r.kind, configured.as_deref())
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(OpsError::from)?;
         } else {
             let cron = r.cron.trim();
             if cron != "off" {
-                Cron::parse(cron).map_err(ApiError::InvalidArgument)?;
+                Cron::parse(cron).map_err(OpsError::InvalidArgument)?;
             }
             cat.set_schedule(&r.instance, &r.kind, cron)
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(OpsError::from)?;
         }
         tracing::info!(instance = %r.instance, kind = %r.kind, cron = %r.cron, reset = r.reset, "policy changed");
         Ok(Response::new(
@@ -703,7 +723,7 @@ impl AdminApi {
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyReport>, Status> {
         Ok(Response::new(
-            super::verify::run(&self.state, req.get_ref()).await?,
+            ops::verify::run(&self.state, req.get_ref()).await?,
         ))
     }
 
@@ -711,13 +731,14 @@ impl AdminApi {
         &self,
         _req: Request<pb::RotateKeysRequest>,
     ) -> Result<Response<pb::KeysInfo>, Status> {
-        Ok(Response::new(super::keys::rotate(&self.state).await?))
+        Ok(Response::new(ops::keys::rotate(&self.state).await?))
     }
 }
 
-async fn schedule_info(state: &State, instance: &str) -> ApiResult<pb::ScheduleInfo> {
+async fn schedule_info(state: &State, instance: &str) -> OpsResult<pb::ScheduleInfo> {
     let now = crate::catalog::now();
     let mut policies: Vec<pb::PolicyEntry> = state
+        .repo
         .catalog
         .schedules()
         .await?
@@ -742,6 +763,7 @@ async fn schedule_info(state: &State, instance: &str) -> ApiResult<pb::ScheduleI
     policies.sort_by_key(|p| (p.next_run == 0, p.next_run));
     let filter = (!instance.is_empty()).then_some(instance);
     let runs = state
+        .repo
         .catalog
         .runs(filter, 50)
         .await?

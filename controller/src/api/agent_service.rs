@@ -9,19 +9,18 @@ use tidemark_proto as pb;
 use tidemark_proto::agent_service_server::AgentService;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::State;
 use super::auth::require;
-use super::error::{ApiError, ApiResult};
 use super::read::{self, PartStream};
-use super::sessions::JobStream;
 use super::upload;
-use super::wal;
 use crate::catalog::{
     ArchiverRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceFacts, InstanceRow, JobRow,
     JobState, Registered, Registration,
 };
+use crate::ops::sessions::{Closed, JobStream};
+use crate::ops::{self, OpsError, OpsResult, State};
 use tidemark_core::binlog::sequence as binlog_sequence;
 use tidemark_core::wal::Lsn;
+use tidemark_proto::upload_part_message::Msg;
 
 pub struct AgentApi {
     pub state: Arc<State>,
@@ -30,26 +29,23 @@ pub struct AgentApi {
 /// Largest dedup query accepted in one call.
 const MAX_HAVE_CHUNKS: usize = 4096;
 
-/// Backup kinds: a pg_dump of each database, or a pg_basebackup of the cluster.
-pub const KINDS: &[&str] = &["logical", "base"];
-
 /// Engines this controller can back up.
 const ENGINES: &[&str] = &["postgresql", "mariadb"];
 
-fn agent_name<T>(req: &Request<T>, what: &str) -> ApiResult<String> {
+fn agent_name<T>(req: &Request<T>, what: &str) -> OpsResult<String> {
     Ok(require(req, &[Role::Agent], what)?.name)
 }
 
 /// Calls a sandbox may make too: registering, taking jobs, reading what its drill needs.
-fn agent_or_sandbox<T>(req: &Request<T>, what: &str) -> ApiResult<Identity> {
+fn agent_or_sandbox<T>(req: &Request<T>, what: &str) -> OpsResult<Identity> {
     require(req, &[Role::Agent, Role::Sandbox], what)
 }
 
 impl AgentApi {
-    async fn own_backup(&self, agent: &str, id: BackupId) -> ApiResult<BackupRow> {
+    async fn own_backup(&self, agent: &str, id: BackupId) -> OpsResult<BackupRow> {
         let b = self.state.backup(id).await?;
         if b.agent != agent {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "backup {id} belongs to agent {}, not to agent {agent}",
                 b.agent
             )));
@@ -58,20 +54,20 @@ impl AgentApi {
     }
 
     /// `instance`, if it belongs to `agent`; `what` names the refused act.
-    async fn own_instance(&self, agent: &str, instance: &str, what: &str) -> ApiResult<()> {
-        let inst = self.state.catalog.instance(instance).await?;
+    async fn own_instance(&self, agent: &str, instance: &str, what: &str) -> OpsResult<()> {
+        let inst = self.state.repo.catalog.instance(instance).await?;
         if inst.as_ref().map(|i| i.agent.as_str()) != Some(agent) {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "agent {agent} may {what} only its own instances, not {instance}"
             )));
         }
         Ok(())
     }
 
-    async fn own_job(&self, agent: &str, id: JobId) -> ApiResult<JobRow> {
+    async fn own_job(&self, agent: &str, id: JobId) -> OpsResult<JobRow> {
         let j = self.state.job(id).await?;
         if j.agent != agent {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "job {id} was given to agent {}, not to agent {agent}",
                 j.agent
             )));
@@ -81,12 +77,12 @@ impl AgentApi {
 
     /// May `agent` read `part` of `backup`? Its own backups, while it checks them, and any
     /// complete backup that a running restore job of its names.
-    async fn may_read(&self, agent: &str, b: &BackupRow, part: &str, job: JobId) -> ApiResult<()> {
+    async fn may_read(&self, agent: &str, b: &BackupRow, part: &str, job: JobId) -> OpsResult<()> {
         if job.0 == 0 {
             if b.agent == agent && b.status == "running" {
                 return Ok(());
             }
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "agent {agent} may read backup {} only for a restore job that names it",
                 b.id
             )));
@@ -101,13 +97,13 @@ impl AgentApi {
             && j.params.get("backup_id").and_then(|v| v.as_i64()) == Some(b.id.0)
             && names_part;
         if !names_it || j.state.is_terminal() {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "job {job} does not let agent {agent} read part {part} of backup {}",
                 b.id
             )));
         }
         if b.status != "complete" {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(OpsError::FailedPrecondition(format!(
                 "backup {} is {}, not complete; only complete backups can be restored",
                 b.id, b.status
             )));
@@ -129,9 +125,9 @@ impl AgentApi {
         &self,
         b: &BackupRow,
         info: Option<&pb::BinlogCoordinates>,
-    ) -> ApiResult<()> {
+    ) -> OpsResult<()> {
         let info = info.ok_or_else(|| {
-            ApiError::InvalidArgument(format!(
+            OpsError::InvalidArgument(format!(
                 "backup {} finished without its binlog position",
                 b.id
             ))
@@ -139,10 +135,10 @@ impl AgentApi {
         let seq = if info.file.is_empty() {
             None
         } else {
-            let inst = self.state.catalog.instance(&b.instance).await?;
+            let inst = self.state.repo.catalog.instance(&b.instance).await?;
             let base = inst.as_ref().map(|i| i.binlog_base()).unwrap_or_default();
             Some(binlog_sequence(&info.file, base).ok_or_else(|| {
-                ApiError::InvalidArgument(format!(
+                OpsError::InvalidArgument(format!(
                     "backup {}: binlog {:?} is not named after the instance's log_bin_basename {base:?}",
                     b.id, info.file
                 ))
@@ -157,7 +153,11 @@ impl AgentApi {
             start_time: info.start_time,
             stop_time: info.stop_time,
         };
-        self.state.catalog.record_binlog_coordinates(&row).await?;
+        self.state
+            .repo
+            .catalog
+            .record_binlog_coordinates(&row)
+            .await?;
         Ok(())
     }
 
@@ -167,14 +167,14 @@ impl AgentApi {
         &self,
         b: &BackupRow,
         info: Option<&pb::BaseBackupInfo>,
-    ) -> ApiResult<BaseWal> {
+    ) -> OpsResult<BaseWal> {
         let info = info.ok_or_else(|| {
-            ApiError::InvalidArgument(format!(
+            OpsError::InvalidArgument(format!(
                 "base backup {} finished without its WAL positions",
                 b.id
             ))
         })?;
-        let lsn = |s: &str| Lsn::parse(s).map_err(ApiError::InvalidArgument);
+        let lsn = |s: &str| Lsn::parse(s).map_err(OpsError::InvalidArgument);
         let row = BaseBackupRow {
             backup_id: b.id,
             start_lsn: lsn(&info.start_lsn)?,
@@ -187,13 +187,13 @@ impl AgentApi {
             tablespaces: info.tablespaces.clone().into_iter().collect(),
         };
         if row.stop_lsn < row.start_lsn || row.timeline == 0 {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "base backup {}: stop {} before start {}, or no timeline",
                 b.id, row.stop_lsn, row.start_lsn
             )));
         }
-        self.state.catalog.record_base_backup(&row).await?;
-        let missing = wal::missing(
+        self.state.repo.catalog.record_base_backup(&row).await?;
+        let missing = ops::archive::missing(
             &self.state,
             &b.instance,
             row.timeline,
@@ -222,7 +222,7 @@ impl AgentService for AgentApi {
         let agent = who.name.clone();
         let r = req.into_inner();
         if r.host != agent {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "the certificate is for {who} but the agent says its host is {:?}; issue it a certificate for {}:{}",
                 r.host,
                 who.role.as_str(),
@@ -232,13 +232,13 @@ impl AgentService for AgentApi {
         }
         let sandbox = who.role == Role::Sandbox;
         if sandbox && !r.instances.is_empty() {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "{who} is a sandbox: it runs drills and may not register instances (remove the [[instance]] sections from its config, or give the host an agent certificate)"
             ))
             .into());
         }
         if !sandbox && !r.sandbox_engines.is_empty() {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "{who} offers sandbox engines, but only a host with a sandbox certificate runs drills"
             ))
             .into());
@@ -246,7 +246,7 @@ impl AgentService for AgentApi {
         let mut instances = Vec::new();
         for i in &r.instances {
             if !ENGINES.contains(&i.engine.as_str()) {
-                return Err(ApiError::InvalidArgument(format!(
+                return Err(OpsError::InvalidArgument(format!(
                     "instance {} has engine {:?}; this controller supports {}",
                     i.name,
                     i.engine,
@@ -285,21 +285,22 @@ impl AgentService for AgentApi {
         };
         match self
             .state
+            .repo
             .catalog
             .register_agent(&agent, &reg, &instances)
             .await
-            .map_err(ApiError::from)?
+            .map_err(OpsError::from)?
         {
             Registered::Ok => {}
             Registered::InstancesTaken(taken) => {
                 let (name, owner) = &taken[0];
-                return Err(ApiError::PermissionDenied(format!(
+                return Err(OpsError::PermissionDenied(format!(
                     "instance {name} is already registered to agent {owner}; instance names are fleet-unique, so rename it in agent {agent}'s config"
                 ))
                 .into());
             }
             Registered::NameTaken(role) => {
-                return Err(ApiError::PermissionDenied(format!(
+                return Err(OpsError::PermissionDenied(format!(
                     "{agent} is already registered as a {role}; one host name cannot be both an agent and a sandbox"
                 ))
                 .into());
@@ -316,49 +317,59 @@ impl AgentService for AgentApi {
         }))
     }
 
-    type JobsStream = JobStream;
+    type JobsStream = futures::stream::Map<JobStream, ClosedAsStatus>;
 
-    async fn jobs(&self, req: Request<pb::JobsRequest>) -> Result<Response<JobStream>, Status> {
+    async fn jobs(
+        &self,
+        req: Request<pb::JobsRequest>,
+    ) -> Result<Response<Self::JobsStream>, Status> {
         let agent = agent_or_sandbox(&req, "take jobs")?.name;
         if self
             .state
+            .repo
             .catalog
             .agent(&agent)
             .await
-            .map_err(ApiError::from)?
+            .map_err(OpsError::from)?
             .is_none()
         {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(OpsError::FailedPrecondition(format!(
                 "agent {agent} must register before taking jobs"
             ))
             .into());
         }
         self.state
+            .repo
             .catalog
             .touch_agent(&agent)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         // Jobs sent down an earlier stream that the agent never started are lost with it.
         self.state
+            .repo
             .catalog
             .fail_queued_jobs_of_agent(
                 &agent,
                 "the agent reconnected before starting this job; run it again",
             )
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         let session = req.into_inner().session;
         let stream = self
             .state
             .sessions
-            .attach(&agent, session, self.state.catalog.clone());
+            .attach(&agent, session, self.state.repo.catalog.clone());
         // Other controllers sharing the catalog leave this agent's jobs for this one.
         self.state
+            .repo
             .catalog
             .hold_agent(&agent, true)
             .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(stream))
+            .map_err(OpsError::from)?;
+        Ok(Response::new(futures::StreamExt::map(
+            stream,
+            closed_as_status as ClosedAsStatus,
+        )))
     }
 
     async fn report_job(
@@ -373,7 +384,7 @@ impl AgentService for AgentApi {
             Ok(pb::JobState::Succeeded) => JobState::Succeeded,
             Ok(pb::JobState::Failed) => JobState::Failed,
             _ => {
-                return Err(ApiError::InvalidArgument(format!(
+                return Err(OpsError::InvalidArgument(format!(
                     "job state {} cannot be reported",
                     r.state
                 ))
@@ -382,15 +393,16 @@ impl AgentService for AgentApi {
         };
         let total = (r.bytes_total > 0).then_some(r.bytes_total);
         self.state
+            .repo
             .catalog
             .update_job(JobId(r.job_id), state, r.bytes_done, total, &r.message)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         // The job ended in the catalog (it timed out, perhaps on another controller whose
         // cancel could not reach this agent's stream) while the agent still runs it: stop
         // it from here, where the stream is. Progress comes every second.
         if state == JobState::Running && job.state.is_terminal() {
-            super::jobs::cancel(&self.state, &agent, job.id, &job.message).await;
+            ops::jobs::cancel(&self.state, &agent, job.id, &job.message).await;
         }
         if job.kind == "drill" && state.is_terminal() {
             crate::drill::job_ended(
@@ -412,28 +424,29 @@ impl AgentService for AgentApi {
         let r = req.into_inner();
         let inst = self
             .state
+            .repo
             .catalog
             .instance(&r.instance)
             .await
-            .map_err(ApiError::from)?
+            .map_err(OpsError::from)?
             .ok_or_else(|| {
-                ApiError::NotFound(format!(
+                OpsError::NotFound(format!(
                     "instance {} is not registered; agents register the instances in their config",
                     r.instance
                 ))
             })?;
         if inst.agent != agent {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "instance {} belongs to agent {}; agent {agent} may only back up its own instances",
                 r.instance, inst.agent
             ))
             .into());
         }
-        if !KINDS.contains(&r.kind.as_str()) {
-            return Err(ApiError::InvalidArgument(format!(
+        if !crate::catalog::BACKUP_KINDS.contains(&r.kind.as_str()) {
+            return Err(OpsError::InvalidArgument(format!(
                 "backup kind {:?} is not supported; use {}",
                 r.kind,
-                KINDS.join(" or ")
+                crate::catalog::BACKUP_KINDS.join(" or ")
             ))
             .into());
         }
@@ -441,7 +454,7 @@ impl AgentService for AgentApi {
         parts.sort();
         parts.dedup();
         if parts.is_empty() || parts.len() != r.parts.len() {
-            return Err(ApiError::InvalidArgument(
+            return Err(OpsError::InvalidArgument(
                 "a backup needs one or more distinct parts".into(),
             )
             .into());
@@ -452,6 +465,7 @@ impl AgentService for AgentApi {
         }
         let id = self
             .state
+            .repo
             .catalog
             .create_backup(
                 &r.instance,
@@ -464,20 +478,22 @@ impl AgentService for AgentApi {
                 &r.tool_version,
             )
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         if let Some(j) = job {
             self.state
+                .repo
                 .catalog
                 .link_job_backup(j, id)
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(OpsError::from)?;
         }
         if !r.databases.is_empty() {
             self.state
+                .repo
                 .catalog
                 .set_backup_databases(id, &r.databases)
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(OpsError::from)?;
         }
         tracing::info!(backup = %id, instance = %r.instance, agent = %agent, "backup started");
         Ok(Response::new(pb::BeginBackupResponse { backup_id: id.0 }))
@@ -494,19 +510,20 @@ impl AgentService for AgentApi {
             .iter()
             .map(|b| ChunkId::from_slice(b))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| OpsError::InvalidArgument(e.to_string()))?;
         if ids.len() > MAX_HAVE_CHUNKS {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "at most {MAX_HAVE_CHUNKS} chunk ids per query"
             ))
             .into());
         }
         let present = self
             .state
+            .repo
             .catalog
             .have_chunks(&agent, &ids)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         Ok(Response::new(pb::HaveChunksResponse { present }))
     }
 
@@ -515,7 +532,14 @@ impl AgentService for AgentApi {
         req: Request<Streaming<pb::UploadPartMessage>>,
     ) -> Result<Response<pb::UploadPartResponse>, Status> {
         let agent = agent_name(&req, "upload backups")?;
-        let resp = upload::receive(&self.state, &agent, req.into_inner()).await?;
+        let (first, mut rest) = upload::open(req.into_inner(), "part upload").await?;
+        let Some(Msg::Header(header)) = first else {
+            return Err(OpsError::InvalidArgument(
+                "a part upload must start with its header".into(),
+            )
+            .into());
+        };
+        let resp = ops::upload::receive(&self.state, &agent, header, &mut rest).await?;
         Ok(Response::new(resp))
     }
 
@@ -542,10 +566,10 @@ impl AgentService for AgentApi {
         let r = req.into_inner();
         let id = BackupId(r.backup_id);
         let b = self.own_backup(&agent, id).await?;
-        let cat = &self.state.catalog;
+        let cat = &self.state.repo.catalog;
         for c in &r.checks {
             if b.part(&c.part).is_none() {
-                return Err(ApiError::InvalidArgument(format!(
+                return Err(OpsError::InvalidArgument(format!(
                     "backup {id} has no part {:?}",
                     c.part
                 ))
@@ -553,12 +577,12 @@ impl AgentService for AgentApi {
             }
             cat.set_part_check(id, &c.part, c.ok, &c.detail)
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(OpsError::from)?;
         }
         let engine = cat
             .instance(&b.instance)
             .await
-            .map_err(ApiError::from)?
+            .map_err(OpsError::from)?
             .map(|i| i.engine)
             .unwrap_or_default();
         if engine == "mariadb" && r.error.is_empty() && b.status == "running" {
@@ -593,7 +617,7 @@ impl AgentService for AgentApi {
         };
         cat.finish_backup(id, problem.is_none(), problem.as_deref().unwrap_or(""))
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         let after = self.own_backup(&agent, id).await?;
         tracing::info!(backup = %id, status = %after.status, reason = %after.reason, "backup finished");
         Ok(Response::new(pb::FinishBackupResponse {
@@ -607,8 +631,15 @@ impl AgentService for AgentApi {
         req: Request<Streaming<pb::UploadPartMessage>>,
     ) -> Result<Response<pb::PushWalResponse>, Status> {
         let agent = agent_name(&req, "archive WAL")?;
+        let (first, mut rest) = upload::open(req.into_inner(), "WAL push").await?;
+        let Some(Msg::Wal(header)) = first else {
+            return Err(OpsError::InvalidArgument(
+                "a WAL push must start with its WalHeader".into(),
+            )
+            .into());
+        };
         Ok(Response::new(
-            wal::push(&self.state, &agent, req.into_inner()).await?,
+            ops::archive::push(&self.state, &agent, header, &mut rest).await?,
         ))
     }
 
@@ -619,9 +650,13 @@ impl AgentService for AgentApi {
         req: Request<pb::FetchWalRequest>,
     ) -> Result<Response<PartStream>, Status> {
         let who = agent_or_sandbox(&req, "fetch WAL")?;
-        Ok(Response::new(
-            wal::fetch(&self.state, &who, req.into_inner()).await?,
-        ))
+        let file = ops::archive::fetch(&self.state, &who, req.into_inner()).await?;
+        Ok(Response::new(read::stream_entries(
+            self.state.clone(),
+            file.entries,
+            file.sha256,
+            file.size,
+        )))
     }
 
     async fn report_status(
@@ -632,6 +667,7 @@ impl AgentService for AgentApi {
         for s in req.into_inner().instances {
             self.own_instance(&agent, &s.instance, "report on").await?;
             self.state
+                .repo
                 .catalog
                 .refresh_instance(
                     &s.instance,
@@ -644,7 +680,7 @@ impl AgentService for AgentApi {
                     },
                 )
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(OpsError::from)?;
             self.state.status.report(ArchiverRow {
                 instance: s.instance,
                 last_archived_at: s.last_archived_at,
@@ -672,10 +708,11 @@ impl AgentService for AgentApi {
             rows.push((s.instance, s.name, s.taken_at, s.value));
         }
         self.state
+            .repo
             .catalog
             .add_samples(&rows)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(OpsError::from)?;
         Ok(Response::new(pb::SampleAck {}))
     }
 
@@ -687,4 +724,11 @@ impl AgentService for AgentApi {
         crate::drill::report(&self.state, &sandbox, req.get_ref()).await?;
         Ok(Response::new(pb::DrillReportAck {}))
     }
+}
+
+type ClosedAsStatus = fn(Result<pb::Job, Closed>) -> Result<pb::Job, Status>;
+
+/// A job stream the controller closed ends with UNAUTHENTICATED and the reason.
+fn closed_as_status(item: Result<pb::Job, Closed>) -> Result<pb::Job, Status> {
+    item.map_err(|c| Status::unauthenticated(c.0))
 }

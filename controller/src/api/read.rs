@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::State;
-use super::error::{ApiError, ApiResult};
 use crate::catalog::ManifestEntry;
-use crate::store::verified::VerifiedChunk;
+use crate::ops::State;
+use crate::ops::{OpsError, OpsResult};
+use crate::repo::verified::VerifiedChunk;
 
 const PAGE: u32 = 256;
 
@@ -24,16 +24,20 @@ pub type PartStream = ReceiverStream<Result<ReadPartMessage, Status>>;
 /// Start streaming `part` of `backup`. Refuses up front when the catalog already knows a
 /// chunk of it is missing or corrupt; a chunk found corrupt while streaming ends the stream
 /// with an error naming it.
-pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> ApiResult<PartStream> {
+pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> OpsResult<PartStream> {
     let row = state.backup(backup).await?;
     let p = row
         .part(part)
         .filter(|p| p.stored)
-        .ok_or_else(|| ApiError::NotFound(format!("backup {backup} has no stored part {part:?}")))?
+        .ok_or_else(|| OpsError::NotFound(format!("backup {backup} has no stored part {part:?}")))?
         .clone();
-    let gone = state.catalog.unavailable_chunks(backup, part, 3).await?;
+    let gone = state
+        .repo
+        .catalog
+        .unavailable_chunks(backup, part, 3)
+        .await?;
     if let Some(first) = gone.first() {
-        return Err(ApiError::DataLoss(format!(
+        return Err(OpsError::DataLoss(format!(
             "backup {backup} part {part} cannot be read: chunk {first} is missing or was found corrupt{}",
             if gone.len() > 1 { " (and others)" } else { "" }
         )));
@@ -44,10 +48,15 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
         let mut next = 0u64;
         let mut ahead = ReadAhead::default();
         loop {
-            let page = match state.catalog.manifest_page(backup, &part, next, PAGE).await {
+            let page = match state
+                .repo
+                .catalog
+                .manifest_page(backup, &part, next, PAGE)
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
-                    let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                    let _ = tx.send(Err(Status::from(OpsError::from(e)))).await;
                     return;
                 }
             };
@@ -56,7 +65,7 @@ pub async fn stream_part(state: Arc<State>, backup: BackupId, part: &str) -> Api
             }
             for entry in page {
                 if entry.seq != next {
-                    let e = ApiError::DataLoss(format!(
+                    let e = OpsError::DataLoss(format!(
                         "backup {backup} part {part}: manifest line {next} is missing"
                     ));
                     let _ = tx.send(Err(e.into())).await;
@@ -115,7 +124,7 @@ const READ_AHEAD: usize = 16;
 
 #[derive(Default)]
 struct ReadAhead {
-    pending: VecDeque<(ManifestEntry, JoinHandle<ApiResult<VerifiedChunk>>)>,
+    pending: VecDeque<(ManifestEntry, JoinHandle<OpsResult<VerifiedChunk>>)>,
 }
 
 impl ReadAhead {

@@ -9,6 +9,9 @@ use tidemark_core::ids::{BackupId, ChunkId, JobId};
 
 use super::{Catalog, CatalogError, DbConn, DbRow, Result, now};
 
+/// The kinds of backup an agent takes.
+pub const BACKUP_KINDS: &[&str] = &["logical", "base"];
+
 #[derive(Debug, Clone, Default)]
 pub struct PartRow {
     pub name: String,
@@ -71,7 +74,7 @@ pub struct NewChunk {
     pub raw_len: u32,
     pub stored_len: u64,
     /// Where it is stored: a pack, or (None) an object of its own.
-    pub pack: Option<crate::pack::PackLoc>,
+    pub pack: Option<crate::store::PackLoc>,
 }
 
 /// Record chunks newly durable in the store, and that `owner` uploaded them (an agent may
@@ -429,14 +432,14 @@ impl Catalog {
     pub async fn chunk_location(
         &self,
         id: &ChunkId,
-    ) -> Result<Option<Option<crate::pack::PackLoc>>> {
+    ) -> Result<Option<Option<crate::store::PackLoc>>> {
         let row = sqlx::query("SELECT pack, pack_offset, pack_len FROM chunks WHERE id = $1")
             .bind(id.0.as_slice())
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| {
             r.get::<Option<String>, _>(0)
-                .map(|pack| crate::pack::PackLoc {
+                .map(|pack| crate::store::PackLoc {
                     pack,
                     offset: r.get::<i64, _>(1) as u64,
                     len: r.get::<i64, _>(2) as u32,

@@ -27,7 +27,7 @@ use backend::Backend;
 pub use backend::Leadership;
 
 pub use agents::{AgentRow, InstanceFacts, InstanceRow, Registered, Registration};
-pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
+pub use backups::{BACKUP_KINDS, BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
 pub use binlog::BinlogCoordRow;
 pub use controllers::{stopped_message, stopped_the_work};

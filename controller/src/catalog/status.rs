@@ -18,7 +18,7 @@ pub struct ArchiverRow {
 }
 
 impl Catalog {
-    /// Record status reports, in one transaction (see [`crate::api::status_buffer`]). An
+    /// Record status reports, in one transaction (see [`crate::ops::status_buffer`]). An
     /// unchanged report only refreshes `reported_at`, at most once a minute: it is the
     /// report's content that matters, and rewriting equal rows costs pages in every commit.
     pub async fn set_archiver_statuses(&self, rows: &[ArchiverRow]) -> Result<()> {

@@ -10,10 +10,10 @@ use tidemark_core::timefmt::pg_timestamp;
 use tidemark_proto as pb;
 
 use super::{sandboxes_for, series};
-use crate::api::error::{ApiError, ApiResult};
-use crate::api::{State, jobs};
 use crate::catalog::{DrillRow, DrillState, JobState};
-use crate::pitr::Target;
+use crate::ops::{OpsError, OpsResult};
+use crate::ops::{State, jobs};
+use crate::window::wal::Target;
 
 /// Runs for the controller's life: dispatch whenever woken, and every few seconds anyway
 /// (a sandbox may have become free without anyone saying so).
@@ -25,18 +25,23 @@ pub async fn run_dispatcher(state: Arc<State>) {
         {
             tracing::error!(error = %e, "dispatching drills");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), state.drills.wake.notified()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.drills.woken()).await;
     }
 }
 
-async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
-    let queued = state.catalog.drills_in_state(DrillState::Queued).await?;
+async fn dispatch(state: &Arc<State>) -> OpsResult<()> {
+    let queued = state
+        .repo
+        .catalog
+        .drills_in_state(DrillState::Queued)
+        .await?;
     if queued.is_empty() {
         return Ok(());
     }
-    let agents = state.catalog.agents().await?;
+    let agents = state.repo.catalog.agents().await?;
     let connected = state.connected_agents().await?;
     let mut busy: HashSet<String> = state
+        .repo
         .catalog
         .drills_in_state(DrillState::Running)
         .await?
@@ -44,8 +49,9 @@ async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
         .map(|d| d.sandbox)
         .collect();
     for d in queued {
-        let Some(inst) = state.catalog.instance(&d.instance).await? else {
+        let Some(inst) = state.repo.catalog.instance(&d.instance).await? else {
             state
+                .repo
                 .catalog
                 .end_drill(
                     d.id,
@@ -73,6 +79,7 @@ async fn dispatch(state: &Arc<State>) -> ApiResult<()> {
             Err(e) => {
                 tracing::warn!(drill = d.id, error = %e, "drill could not start");
                 state
+                    .repo
                     .catalog
                     .end_drill(d.id, DrillState::Failed, &e.to_string())
                     .await?;
@@ -97,18 +104,18 @@ fn smoke_checks(state: &State, instance: &str) -> Vec<pb::SmokeCheck> {
 }
 
 /// Pick the backup for the drill's target and send the job.
-async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> ApiResult<()> {
-    let inst = crate::api::recovery::instance(state, &d.instance).await?;
+async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> OpsResult<()> {
+    let inst = crate::ops::instance(state, &d.instance).await?;
     if inst.is_mariadb() {
         return start_mariadb(state, d, sandbox, &inst).await;
     }
-    let w = crate::api::recovery::window(state, &inst).await?;
+    let w = crate::ops::window::window(state, &inst).await?;
     let reach = w
         .choose(&inst.name, &Target::Time(d.target))
-        .map_err(ApiError::FailedPrecondition)?;
+        .map_err(OpsError::FailedPrecondition)?;
     let base = &reach.base;
     let b = state.backup(base.backup_id).await?;
-    crate::api::recovery::check_chunks_stored(state, &b).await?;
+    crate::ops::restore::check_chunks_stored(state, &b).await?;
     let seg = inst.segment_size();
     let parts: Vec<String> = b.parts.iter().map(|p| p.name.clone()).collect();
     let restore = pb::PhysicalRestore {
@@ -153,13 +160,13 @@ async fn start_mariadb(
     d: &DrillRow,
     sandbox: &str,
     inst: &crate::catalog::InstanceRow,
-) -> ApiResult<()> {
-    let w = crate::api::recovery::binlog_window(state, inst).await?;
+) -> OpsResult<()> {
+    let w = crate::ops::window::binlog_window(state, inst).await?;
     let (reach, replay) = w
         .plan(&inst.name, &Target::Time(d.target))
-        .map_err(ApiError::FailedPrecondition)?;
+        .map_err(OpsError::FailedPrecondition)?;
     let b = state.backup(reach.backup.backup_id).await?;
-    crate::api::recovery::check_chunks_stored(state, &b).await?;
+    crate::ops::restore::check_chunks_stored(state, &b).await?;
     let parts: Vec<String> = b.parts.iter().map(|p| p.name.clone()).collect();
     let restore = pb::PhysicalRestore {
         backup_id: b.id.0,
@@ -199,9 +206,10 @@ async fn send(
     b: &crate::catalog::BackupRow,
     job: pb::DrillJob,
     params: serde_json::Value,
-) -> ApiResult<()> {
+) -> OpsResult<()> {
     let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let job_id = state
+        .repo
         .catalog
         .create_job(
             "drill",
@@ -213,11 +221,13 @@ async fn send(
         )
         .await?;
     if !state
+        .repo
         .catalog
         .start_drill(d.id, sandbox, b.id, job_id)
         .await?
     {
         state
+            .repo
             .catalog
             .update_job(
                 job_id,
@@ -234,10 +244,12 @@ async fn send(
     if let Err(e) = sent {
         let why = format!("sandbox {sandbox} could not be given the drill: {e}");
         state
+            .repo
             .catalog
             .update_job(job_id, JobState::Failed, 0, None, &why)
             .await?;
         state
+            .repo
             .catalog
             .end_drill(d.id, DrillState::Aborted, &why)
             .await?;

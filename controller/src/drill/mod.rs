@@ -16,62 +16,14 @@ use tidemark_core::identity::Role;
 use tidemark_core::ids::JobId;
 use tidemark_core::timefmt::pg_timestamp;
 use tidemark_proto as pb;
-use tokio::sync::Notify;
 
-use crate::api::State;
-use crate::api::error::{ApiError, ApiResult};
 use crate::catalog::{AgentRow, DrillRow, DrillState, InstanceRow};
-use crate::config::{CheckConfig, DrillSettings, Expect, InstancePolicy};
+use crate::config::Expect;
+use crate::ops::State;
+pub use crate::ops::drills::Drills;
+use crate::ops::{OpsError, OpsResult};
 pub use dispatch::run_dispatcher;
 use target::{Span, TargetSpec};
-
-/// Drill settings and policies, and the dispatcher's wake-up call.
-pub struct Drills {
-    pub settings: DrillSettings,
-    pub policies: Vec<InstancePolicy>,
-    wake: Notify,
-}
-
-impl Drills {
-    pub fn new(settings: DrillSettings, policies: Vec<InstancePolicy>) -> Self {
-        Self {
-            settings,
-            policies,
-            wake: Notify::new(),
-        }
-    }
-
-    /// Something changed (a drill queued or finished, a sandbox connected): dispatch now.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    pub fn checks(&self, instance: &str) -> &[CheckConfig] {
-        self.policies
-            .iter()
-            .find(|p| p.name == instance)
-            .map(|p| p.checks.as_slice())
-            .unwrap_or(&[])
-    }
-
-    /// The probe queries an agent samples on its instances: the within-pct checks.
-    pub fn probes(&self, instances: &[String]) -> Vec<pb::Probe> {
-        let mut out = Vec::new();
-        for inst in instances {
-            for c in self.checks(inst) {
-                if matches!(c.expect, Expect::WithinPct(_)) {
-                    out.push(pb::Probe {
-                        instance: inst.clone(),
-                        name: c.name.clone(),
-                        database: c.database.clone(),
-                        sql: c.sql.clone(),
-                    });
-                }
-            }
-        }
-        out
-    }
-}
 
 /// PostgreSQL's major version from a server version string ("15.10 (Debian ...)").
 pub fn major(version: &str) -> Option<u32> {
@@ -128,25 +80,25 @@ pub async fn request(
     inst: &InstanceRow,
     spec: &TargetSpec,
     sandbox: &str,
-) -> ApiResult<DrillRow> {
+) -> OpsResult<DrillRow> {
     let major = series(&inst.engine, &inst.server_version).ok_or_else(|| {
-        ApiError::FailedPrecondition(format!(
+        OpsError::FailedPrecondition(format!(
             "instance {}'s server version is unknown (its agent could not reach it); a drill needs a sandbox of the same major version",
             inst.name
         ))
     })?;
-    let agents = state.catalog.agents().await?;
+    let agents = state.repo.catalog.agents().await?;
     let fit = sandboxes_for(&agents, &inst.engine, major);
     if !sandbox.is_empty() {
         let name = sandbox.strip_prefix("sandbox:").unwrap_or(sandbox);
         match agents.iter().find(|a| a.name == name) {
             Some(a) if a.role != Role::Sandbox.as_str() => {
-                return Err(ApiError::InvalidArgument(format!(
+                return Err(OpsError::InvalidArgument(format!(
                     "{name} is an agent, not a sandbox; drills run only on hosts with a sandbox certificate"
                 )));
             }
             Some(a) if !fit.iter().any(|f| f.name == a.name) => {
-                return Err(ApiError::FailedPrecondition(format!(
+                return Err(OpsError::FailedPrecondition(format!(
                     "sandbox {name} cannot run {} {} (it offers {})",
                     inst.engine,
                     show_series(&inst.engine, major),
@@ -158,28 +110,28 @@ pub async fn request(
                 )));
             }
             None => {
-                return Err(ApiError::NotFound(format!(
+                return Err(OpsError::NotFound(format!(
                     "no sandbox {name:?} has registered; tidemark agents lists them"
                 )));
             }
             Some(_) => {}
         }
     } else if fit.is_empty() {
-        return Err(ApiError::FailedPrecondition(format!(
+        return Err(OpsError::FailedPrecondition(format!(
             "no sandbox for {} {} has registered; start tidemark-agent with a sandbox certificate and a [sandbox] section on a host with that version",
             inst.engine,
             show_series(&inst.engine, major)
         )));
     }
     let (bounds, describe) = if inst.is_mariadb() {
-        let w = crate::api::recovery::binlog_window(state, inst).await?;
+        let w = crate::ops::window::binlog_window(state, inst).await?;
         let b = w
             .oldest()
             .zip(w.newest())
             .map(|(o, n)| (o.backup.stop_time, n.end_time));
         (b, w.describe())
     } else {
-        let w = crate::api::recovery::window(state, inst).await?;
+        let w = crate::ops::window::window(state, inst).await?;
         let b = w
             .oldest()
             .zip(w.newest())
@@ -187,7 +139,7 @@ pub async fn request(
         (b, w.describe())
     };
     let Some((oldest, newest)) = bounds else {
-        return Err(ApiError::FailedPrecondition(format!(
+        return Err(OpsError::FailedPrecondition(format!(
             "instance {} cannot be drilled: {describe}",
             inst.name
         )));
@@ -198,48 +150,50 @@ pub async fn request(
     };
     let now = now_micros();
     let (at, why) = target::choose(spec, span, now, now as u64 ^ inst.name.len() as u64)
-        .map_err(|e| ApiError::FailedPrecondition(format!("instance {}: {e}", inst.name)))?;
+        .map_err(|e| OpsError::FailedPrecondition(format!("instance {}: {e}", inst.name)))?;
     let sandbox = sandbox.strip_prefix("sandbox:").unwrap_or(sandbox);
     let id = state
+        .repo
         .catalog
         .create_drill(&inst.name, at, &why, sandbox)
         .await?;
     tracing::info!(drill = id, instance = %inst.name, target = %pg_timestamp(at), reason = %why, "drill queued");
     state.drills.wake();
-    Ok(state.catalog.drill(id).await?.expect("just created"))
+    Ok(state.repo.catalog.drill(id).await?.expect("just created"))
 }
 
 /// The sandbox's evidence has arrived: judge it and record the outcome.
-pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiResult<()> {
+pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> OpsResult<()> {
     let d = state
+        .repo
         .catalog
         .drill(r.drill_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("drill {} does not exist", r.drill_id)))?;
+        .ok_or_else(|| OpsError::NotFound(format!("drill {} does not exist", r.drill_id)))?;
     if d.sandbox != sandbox || d.state != DrillState::Running {
-        return Err(ApiError::PermissionDenied(format!(
+        return Err(OpsError::PermissionDenied(format!(
             "drill {} is not running on sandbox {sandbox}",
             d.id
         )));
     }
-    let inst = crate::api::recovery::instance(state, &d.instance).await?;
+    let inst = crate::ops::instance(state, &d.instance).await?;
     let backup = d.backup_id.ok_or_else(|| {
-        ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!(
+        OpsError::Catalog(crate::catalog::CatalogError::Corrupt(format!(
             "running drill {} has no backup",
             d.id
         )))
     })?;
     let corrupt = |what: &str| {
-        ApiError::Catalog(crate::catalog::CatalogError::Corrupt(format!(
+        OpsError::Catalog(crate::catalog::CatalogError::Corrupt(format!(
             "drill {}'s backup {backup} has no {what}",
             d.id
         )))
     };
     let (base, coords) = if inst.is_mariadb() {
-        let c = state.catalog.binlog_coordinates(backup).await?;
+        let c = state.repo.catalog.binlog_coordinates(backup).await?;
         (None, Some(c.ok_or_else(|| corrupt("binlog position"))?))
     } else {
-        let b = state.catalog.base_backup(backup).await?;
+        let b = state.repo.catalog.base_backup(backup).await?;
         (Some(b.ok_or_else(|| corrupt("WAL positions"))?), None)
     };
     let start = match (&base, &coords) {
@@ -258,6 +212,7 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
     for c in checks {
         if matches!(c.expect, Expect::WithinPct(_))
             && let Some(s) = state
+                .repo
                 .catalog
                 .sample_before(&d.instance, &c.name, d.target)
                 .await?
@@ -267,6 +222,7 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
     }
     let target_secs = d.target / 1_000_000;
     let archived_before_target = state
+        .repo
         .catalog
         .wal_segments(&d.instance)
         .await?
@@ -292,6 +248,7 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
         r,
     );
     state
+        .repo
         .catalog
         .finish_drill(d.id, judged.state, &judged.evidence, &judged.reason)
         .await?;
@@ -302,8 +259,8 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> ApiRes
 
 /// A drill job ended. A drill still running has no verdict: the sandbox failed before it
 /// could report, so the job's message is the reason.
-pub async fn job_ended(state: &State, job: JobId, ok: bool, message: &str) -> ApiResult<()> {
-    if let Some(d) = state.catalog.drill_of_job(job).await?
+pub async fn job_ended(state: &State, job: JobId, ok: bool, message: &str) -> OpsResult<()> {
+    if let Some(d) = state.repo.catalog.drill_of_job(job).await?
         && d.state == DrillState::Running
     {
         let reason = if ok {
@@ -312,66 +269,11 @@ pub async fn job_ended(state: &State, job: JobId, ok: bool, message: &str) -> Ap
             message.to_string()
         };
         state
+            .repo
             .catalog
             .end_drill(d.id, DrillState::Failed, &reason)
             .await?;
     }
     state.drills.wake();
     Ok(())
-}
-
-pub fn info(d: &DrillRow) -> pb::DrillInfo {
-    let e = &d.evidence;
-    pb::DrillInfo {
-        id: d.id,
-        instance: d.instance.clone(),
-        sandbox: d.sandbox.clone(),
-        backup_id: d.backup_id.map(|b| b.0).unwrap_or(0),
-        state: d.state.as_str().into(),
-        target: d.target,
-        target_reason: d.target_reason.clone(),
-        recovered_at: e.recovered_at,
-        recovered_lsn: e.recovered_lsn.clone(),
-        bytes_restored: e.bytes_restored,
-        wal_segments: e.wal_segments,
-        rto_ms: e.rto_ms,
-        restore_ms: e.restore_ms,
-        replay_ms: e.replay_ms,
-        rpo_secs: e.rpo_secs,
-        checks: e
-            .checks
-            .iter()
-            .map(|c| pb::CheckResult {
-                name: c.name.clone(),
-                expect: c.expect.clone(),
-                value: c.value.clone(),
-                ok: c.ok,
-                detail: c.detail.clone(),
-            })
-            .collect(),
-        log_tail: e.log_tail.clone(),
-        reason: d.reason.clone(),
-        created_at: d.created_at,
-        started_at: d.started_at.unwrap_or(0),
-        finished_at: d.finished_at.unwrap_or(0),
-        job_id: d.job_id.map(|j| j.0).unwrap_or(0),
-        stop_record: e.stop_record.clone(),
-    }
-}
-
-/// Used by `tidemark status` and the metrics.
-pub async fn last(state: &State, instance: &str) -> ApiResult<Option<DrillRow>> {
-    Ok(state
-        .catalog
-        .last_drill(
-            instance,
-            &[
-                DrillState::Queued,
-                DrillState::Running,
-                DrillState::Passed,
-                DrillState::Failed,
-                DrillState::Aborted,
-            ],
-        )
-        .await?)
 }

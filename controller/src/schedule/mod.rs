@@ -6,20 +6,19 @@
 //! skipped. A run whose attempt fails or times out is retried with doubling backoff; a
 //! drill that ran and failed its checks is a verdict, not an accident, and is not retried.
 
-pub mod cron;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tidemark_core::timefmt::utc;
 
-use crate::api::State;
-use crate::api::error::{ApiError, ApiResult};
-use crate::api::jobs;
 use crate::catalog::{DrillState, JobState, RunRow, now};
+use crate::cron::Cron;
 use crate::drill::{self, target::TargetSpec};
-use cron::Cron;
+use crate::ops::State;
+use crate::ops::background::BackgroundResult;
+use crate::ops::jobs;
+use crate::ops::{OpsError, OpsResult};
 
 /// Per-instance kinds that `tidemark policy` may set.
 pub const KINDS: [&str; 3] = ["logical", "base", "drill"];
@@ -46,18 +45,6 @@ pub fn from_config(c: &crate::config::ControllerConfig) -> Vec<(String, String, 
     }
     out
 }
-
-/// Fleet-wide runs (verify, retention) the scheduler started in the controller itself and
-/// has not collected: run id -> result once done. Lost on a restart, which retries them.
-#[derive(Default)]
-pub struct Background {
-    runs: std::sync::Mutex<std::collections::HashMap<i64, Option<BackgroundResult>>>,
-    /// The running tasks, to stop one that outlives its timeout.
-    tasks: std::sync::Mutex<std::collections::HashMap<i64, tokio::task::AbortHandle>>,
-}
-
-/// A finished run: (summary, all went well), or why it could not run.
-type BackgroundResult = Result<(String, bool), String>;
 
 /// How long an attempt of a run of `kind` may take before it is stopped and retried.
 fn time_limit(state: &State, kind: &str) -> Duration {
@@ -111,16 +98,16 @@ pub fn due(cron: &Cron, from: i64, now: i64) -> Option<(i64, u32)> {
     Some((slot, missed))
 }
 
-async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
+async fn tick(state: &Arc<State>, now: i64) -> OpsResult<()> {
     let mut open = HashSet::new();
-    for run in state.catalog.open_runs().await? {
+    for run in state.repo.catalog.open_runs().await? {
         let mut run = run;
         advance(state, &mut run, now).await?;
         if run.state == "running" || run.state == "waiting" {
             open.insert((run.instance.clone(), run.kind.clone()));
         }
     }
-    for s in state.catalog.schedules().await? {
+    for s in state.repo.catalog.schedules().await? {
         if s.cron == "off" {
             continue;
         }
@@ -138,6 +125,7 @@ async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
         };
         // Claimed once: a controller that lost the lead a moment ago cannot fire it again.
         if !state
+            .repo
             .catalog
             .claim_slot(&s.instance, &s.kind, s.last_slot, slot)
             .await?
@@ -154,6 +142,7 @@ async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
                 "slots were missed while the controller was down; running once now");
         }
         let mut run = state
+            .repo
             .catalog
             .create_run(&s.instance, &s.kind, slot, missed)
             .await?;
@@ -163,11 +152,16 @@ async fn tick(state: &Arc<State>, now: i64) -> ApiResult<()> {
 }
 
 /// Move one open run on, and save it.
-async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()> {
+async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> OpsResult<()> {
     match run.state.as_str() {
         "waiting" if run.next_attempt_at.is_none_or(|t| t <= now) => {
             // One controller starts each attempt, and only once.
-            if !state.catalog.claim_attempt(run.id, run.attempt).await? {
+            if !state
+                .repo
+                .catalog
+                .claim_attempt(run.id, run.attempt)
+                .await?
+            {
                 return Ok(());
             }
             run.attempt += 1;
@@ -203,11 +197,11 @@ async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> ApiResult<()
         _ => return Ok(()),
     }
     tracing::info!(run = run.id, instance = %run.instance, kind = %run.kind, state = %run.state, message = %run.message, "scheduled run");
-    state.catalog.save_run(run).await?;
+    state.repo.catalog.save_run(run).await?;
     Ok(())
 }
 
-async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
+async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> OpsResult<()> {
     run.job_id = None;
     run.drill_id = None;
     if run.kind == "verify" {
@@ -217,7 +211,7 @@ async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
         };
         let st = state.clone();
         spawn_background(state, run.id, async move {
-            let r = crate::api::verify_store(&st, &req)
+            let r = crate::ops::verify::run(&st, &req)
                 .await
                 .map_err(|e| e.to_string())?;
             let summary = format!(
@@ -239,13 +233,13 @@ async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> ApiResult<()> {
     } else if run.kind == "retention" {
         let st = state.clone();
         spawn_background(state, run.id, async move {
-            let r = crate::api::apply_retention(&st, "")
+            let r = crate::ops::retention::apply(&st, "")
                 .await
                 .map_err(|e| e.to_string())?;
             Ok((retention_summary(&r), r.objects_failed.is_empty()))
         });
     } else if run.kind == "drill" {
-        let inst = crate::api::recovery::instance(state, &run.instance).await?;
+        let inst = crate::ops::instance(state, &run.instance).await?;
         let d = drill::request(state, &inst, &TargetSpec::Default, "").await?;
         run.drill_id = Some(d.id);
     } else {
@@ -307,7 +301,7 @@ enum Outcome {
     Interrupted(String),
 }
 
-async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcome> {
+async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> OpsResult<Outcome> {
     let late = run.deadline.is_some_and(|d| now > d);
     if in_controller(&run.kind) {
         let mut runs = state.background.runs.lock().unwrap();
@@ -341,10 +335,11 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
     let limit = tidemark_core::duration::human(time_limit(state, &run.kind));
     if let Some(id) = run.drill_id {
         let d = state
+            .repo
             .catalog
             .drill(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("drill {id} is gone")))?;
+            .ok_or_else(|| OpsError::NotFound(format!("drill {id} is gone")))?;
         return Ok(match d.state {
             DrillState::Passed => Outcome::Done(format!("drill {id} passed")),
             DrillState::Failed => Outcome::Verdict(format!("drill {id} failed: {}", d.reason)),
@@ -352,11 +347,13 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
             DrillState::Queued | DrillState::Running if late => {
                 let why = format!("timed out after {limit}");
                 state
+                    .repo
                     .catalog
                     .end_drill(id, DrillState::Aborted, &why)
                     .await?;
                 if let Some(job) = d.job_id {
                     state
+                        .repo
                         .catalog
                         .update_job(job, JobState::Failed, 0, None, &why)
                         .await?;
@@ -381,10 +378,11 @@ async fn outcome(state: &Arc<State>, run: &RunRow, now: i64) -> ApiResult<Outcom
         _ if late => {
             let why = format!("timed out after {limit}");
             state
+                .repo
                 .catalog
                 .update_job(id, JobState::Failed, j.bytes_done, None, &why)
                 .await?;
-            state.catalog.fail_backup_of_job(id, &why).await?;
+            state.repo.catalog.fail_backup_of_job(id, &why).await?;
             jobs::cancel(state, &j.agent, id, &why).await;
             Outcome::Retry(format!("job {id} {why}"))
         }

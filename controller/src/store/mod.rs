@@ -7,7 +7,6 @@ pub mod fs;
 pub mod mem;
 pub mod retry;
 pub mod s3;
-pub mod verified;
 
 use async_trait::async_trait;
 use tidemark_core::ids::ChunkId;
@@ -78,6 +77,21 @@ pub fn short_pack(name: &str, size: u64, offset: u64, len: u32) -> StoreError {
     }
 }
 
+/// Where a chunk is inside a pack (the pack format is `repo::pack`'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackLoc {
+    pub pack: String,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A new pack's name: random (128 bits), so a pack is never written twice.
+pub fn new_pack_name() -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("the system's random number generator");
+    hex::encode(b)
+}
+
 #[async_trait]
 pub trait ChunkStore: Send + Sync + 'static {
     /// Store `encoded` under `id` durably before returning. Returns false when the chunk was
@@ -101,7 +115,7 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// chunks the catalog no longer references may call this (a later issue).
     #[allow(dead_code)]
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError>;
-    /// Store a pack (see [`crate::pack`]) durably before returning. Pack names are random
+    /// Store a pack (see `repo::pack`) durably before returning. Pack names are random
     /// and a pack is never replaced: a name already taken is an error.
     async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// `len` bytes of pack `name` from `offset`; a pack too short for them is damaged.
@@ -171,8 +185,8 @@ pub mod conformance {
         // A missing object reads as not found; a damaged one is refused on read.
         let absent = ChunkId::of(b"never stored");
         assert!(matches!(
-            crate::store::verified::get(store.as_ref(), None, &absent, None).await,
-            Err(crate::store::verified::ReadError::Missing(_))
+            crate::repo::verified::get(store.as_ref(), None, &absent, None).await,
+            Err(crate::repo::verified::ReadError::Missing(_))
         ));
         let plain3 = b"damaged chunk ".repeat(300);
         let id3 = ChunkId::of(&plain3);
@@ -181,8 +195,8 @@ pub mod conformance {
         bad[last] ^= 0x55;
         store.put(&id3, &bad).await.unwrap();
         assert!(matches!(
-            crate::store::verified::get(store.as_ref(), None, &id3, None).await,
-            Err(crate::store::verified::ReadError::Corrupt { .. })
+            crate::repo::verified::get(store.as_ref(), None, &id3, None).await,
+            Err(crate::repo::verified::ReadError::Corrupt { .. })
         ));
         assert!(
             !store.exists(&id3).await.unwrap(),
@@ -207,7 +221,7 @@ pub mod conformance {
 
     async fn run_packs(store: &dyn ChunkStore) {
         let chunks_before = store.list().await.unwrap().len();
-        let name = crate::pack::new_name();
+        let name = new_pack_name();
         let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         assert!(matches!(
             store.get_pack_range(&name, 0, 10).await,
@@ -233,7 +247,7 @@ pub mod conformance {
             store.get_pack_range(&name, 199_990, 20).await,
             Err(StoreError::Damaged { .. })
         ));
-        let other = crate::pack::new_name();
+        let other = new_pack_name();
         store.put_pack(&other, b"second").await.unwrap();
         let mut listed = store.list_packs().await.unwrap();
         listed.sort();

@@ -263,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_and_hangs_are_retried_up_to_the_limit() {
-        let name = crate::pack::new_name();
+        let name = crate::store::new_pack_name();
         let s = flaky(2, true, false);
         s.put_pack(&name, b"pack").await.unwrap();
         assert_eq!(
@@ -289,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pack_put_whose_reply_was_lost_is_confirmed_not_doubted() {
-        let name = crate::pack::new_name();
+        let name = crate::store::new_pack_name();
         let s = flaky(1, true, true);
         s.put_pack(&name, b"pack bytes").await.unwrap();
         assert_eq!(s.get_pack_range(&name, 0, 10).await.unwrap(), b"pack bytes");
@@ -302,13 +302,13 @@ mod tests {
     async fn permanent_failures_return_at_once() {
         let s = flaky(1, false, false);
         let e = s
-            .put_pack(&crate::pack::new_name(), b"x")
+            .put_pack(&crate::store::new_pack_name(), b"x")
             .await
             .unwrap_err();
         assert!(!e.is_transient());
         assert_eq!(s.inner.calls.load(Ordering::SeqCst), 1);
         let missing = s
-            .get_pack_range(&crate::pack::new_name(), 0, 1)
+            .get_pack_range(&crate::store::new_pack_name(), 0, 1)
             .await
             .unwrap_err();
         assert!(matches!(missing, StoreError::PackNotFound(_)));

@@ -2,7 +2,7 @@ use tidemark_core::ids::{BackupId, ChunkId};
 
 use super::*;
 use crate::catalog::{CatalogError, ManifestEntry, NewChunk, test_catalog};
-use crate::pack::PackLoc;
+use crate::store::PackLoc;
 
 fn chunk(n: u8) -> ChunkId {
     ChunkId::of(&[n])

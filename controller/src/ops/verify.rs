@@ -12,7 +12,7 @@ use tidemark_core::ids::ChunkId;
 use tidemark_proto as pb;
 
 use super::State;
-use super::error::{ApiError, ApiResult};
+use super::error::{OpsError, OpsResult};
 
 /// Whether `id` is in a `pct` percent sample drawn with `seed`.
 fn sampled(id: &ChunkId, pct: u32, seed: u64) -> bool {
@@ -25,17 +25,17 @@ fn sampled(id: &ChunkId, pct: u32, seed: u64) -> bool {
     x % 10_000 < u64::from(pct) * 100
 }
 
-pub async fn run(state: &State, r: &pb::VerifyRequest) -> ApiResult<pb::VerifyReport> {
+pub async fn run(state: &State, r: &pb::VerifyRequest) -> OpsResult<pb::VerifyReport> {
     let started = Instant::now();
     let instance = (!r.instance.is_empty()).then_some(r.instance.as_str());
     if let Some(name) = instance {
-        super::recovery::instance(state, name).await?;
+        super::instance(state, name).await?;
     }
     let pct = match r.sample_pct {
         0 => 100,
         p @ 1..=100 => p,
         p => {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(OpsError::InvalidArgument(format!(
                 "--sample {p}: give a percentage from 1 to 100"
             )));
         }
@@ -44,7 +44,7 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> ApiResult<pb::VerifyRe
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let chunks = state.catalog.referenced_chunks(instance).await?;
+    let chunks = state.repo.catalog.referenced_chunks(instance).await?;
     let mut report = pb::VerifyReport {
         chunks_total: chunks.len() as u64,
         ..Default::default()
@@ -66,7 +66,7 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> ApiResult<pb::VerifyRe
         report.chunks_checked += 1;
         match state.read_chunk(id).await {
             Ok(c) => report.bytes_read += c.encoded.len() as u64,
-            Err(ApiError::DataLoss(why)) => {
+            Err(OpsError::DataLoss(why)) => {
                 let problem = if why.contains("missing") {
                     "missing"
                 } else {
@@ -80,7 +80,7 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> ApiResult<pb::VerifyRe
     }
     let mut marked = BTreeSet::new();
     for (id, problem, detail) in bad {
-        let users = state.catalog.chunk_users(&id).await?;
+        let users = state.repo.catalog.chunk_users(&id).await?;
         if users.backups.is_empty() && users.wal.is_empty() {
             // Retention expired everything that used it while this run read, and garbage
             // collection deleted it: gone on purpose, not damage.
@@ -89,7 +89,12 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> ApiResult<pb::VerifyRe
         let mut instances = BTreeSet::new();
         for (backup, inst) in &users.backups {
             let reason = format!("chunk {id} is {problem}: {detail}");
-            if state.catalog.mark_backup_corrupt(*backup, &reason).await? {
+            if state
+                .repo
+                .catalog
+                .mark_backup_corrupt(*backup, &reason)
+                .await?
+            {
                 marked.insert(*backup);
             }
             instances.insert(inst.clone());
@@ -116,7 +121,11 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> ApiResult<pb::VerifyRe
                 wal.join(", ")
             );
             tracing::error!(instance = %inst, "{message}");
-            state.catalog.raise_alert(inst, "corrupt", &message).await?;
+            state
+                .repo
+                .catalog
+                .raise_alert(inst, "corrupt", &message)
+                .await?;
         }
         report.bad.push(pb::BadChunk {
             chunk: id.to_hex(),

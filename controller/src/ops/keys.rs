@@ -3,31 +3,32 @@
 use tidemark_proto as pb;
 
 use super::State;
-use super::error::{ApiError, ApiResult};
+use super::error::{OpsError, OpsResult};
 use crate::keys::{KeysError, kek};
 
-fn not_encrypted() -> ApiError {
-    ApiError::FailedPrecondition(
+fn not_encrypted() -> OpsError {
+    OpsError::FailedPrecondition(
         "this fleet's store is not encrypted; set [encryption] enabled = true in the controller's config before the first backup".into(),
     )
 }
 
-impl From<KeysError> for ApiError {
+impl From<KeysError> for OpsError {
     fn from(e: KeysError) -> Self {
         match e {
             KeysError::Catalog(c) => c.into(),
             // A key file that cannot be written, or a refused state: the operator must act.
-            other => ApiError::FailedPrecondition(other.to_string()),
+            other => OpsError::FailedPrecondition(other.to_string()),
         }
     }
 }
 
-pub async fn info(state: &State) -> ApiResult<pb::KeysInfo> {
-    let Some(keys) = &state.keys else {
+pub async fn info(state: &State) -> OpsResult<pb::KeysInfo> {
+    let Some(keys) = &state.repo.keys else {
         return Ok(pb::KeysInfo::default());
     };
-    let data_keys = state.catalog.data_keys().await?;
+    let data_keys = state.repo.catalog.data_keys().await?;
     let keks = state
+        .repo
         .catalog
         .keks()
         .await?
@@ -50,9 +51,9 @@ pub async fn info(state: &State) -> ApiResult<pb::KeysInfo> {
     })
 }
 
-pub async fn rotate(state: &State) -> ApiResult<pb::KeysInfo> {
-    let keys = state.keys.as_ref().ok_or_else(not_encrypted)?;
-    let r = keys.rotate(&state.catalog).await?;
+pub async fn rotate(state: &State) -> OpsResult<pb::KeysInfo> {
+    let keys = state.repo.keys.as_ref().ok_or_else(not_encrypted)?;
+    let r = keys.rotate(&state.repo.catalog).await?;
     Ok(pb::KeysInfo {
         rotated_to: r.kek,
         rewrapped: r.rewrapped as u32,

@@ -7,28 +7,24 @@
 //! clone has the same system identifier but another directory or host, so it can never add
 //! to the archive; nor can a standby with archive_mode = always on another host.
 
-use std::sync::Arc;
-
+use futures::Stream;
 use tidemark_core::binlog;
 use tidemark_core::identity::{Identity, Role};
 use tidemark_core::wal::{self, Lsn, WalName};
-use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{self as pb, UploadPartMessage};
-use tonic::Streaming;
 
-use super::State;
-use super::error::{ApiError, ApiResult};
-use super::read::{self, PartStream};
-use super::upload::{ChunkReceiver, Failure, Sink};
-use crate::catalog::{InstanceRow, WalFileRow, WalOutcome, now};
+use super::{OpsError, OpsResult, State};
+use crate::catalog::{InstanceRow, ManifestEntry, WalFileRow, WalOutcome, now};
+use crate::repo::ingest::{ChunkReceiver, IngestError, Sink};
 
 /// How long after a restore job finishes its agent may still fetch WAL (the operator may
 /// start the restored server later).
 const FETCH_GRANT_SECS: i64 = 24 * 3600;
 
 /// The instance `agent` archives from `header`'s cluster and directory, or why not.
-async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult<InstanceRow> {
+async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> OpsResult<InstanceRow> {
     let same_cluster = state
+        .repo
         .catalog
         .instances_of_cluster(&h.system_identifier)
         .await?;
@@ -38,7 +34,7 @@ async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult
             .iter()
             .map(|i| format!("{} (agent {})", i.name, i.agent))
             .collect();
-        return Err(ApiError::PermissionDenied(format!(
+        return Err(OpsError::PermissionDenied(format!(
             "agent {agent} has no instance with system identifier {:?}{}; WAL is accepted only from the agent of the cluster's registered primary",
             h.system_identifier,
             if owners.is_empty() {
@@ -52,7 +48,7 @@ async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> ApiResult
         .find(|i| i.data_directory == h.data_directory)
         .map(|i| (*i).clone())
         .ok_or_else(|| {
-            ApiError::PermissionDenied(format!(
+            OpsError::PermissionDenied(format!(
                 "archive_command ran in {:?}, but instance {} has its data directory at {:?}; a restored clone or copy must not archive into the primary's archive (set archive_mode = off there)",
                 h.data_directory, own[0].name, own[0].data_directory
             ))
@@ -66,25 +62,27 @@ async fn binlog_source(
     state: &State,
     agent: &str,
     h: &pb::WalHeader,
-) -> ApiResult<(InstanceRow, u64)> {
-    let inst =
-        state.catalog.instance(&h.instance).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("instance {} is not registered", h.instance))
-        })?;
+) -> OpsResult<(InstanceRow, u64)> {
+    let inst = state
+        .repo
+        .catalog
+        .instance(&h.instance)
+        .await?
+        .ok_or_else(|| OpsError::NotFound(format!("instance {} is not registered", h.instance)))?;
     if inst.agent != agent {
-        return Err(ApiError::PermissionDenied(format!(
+        return Err(OpsError::PermissionDenied(format!(
             "instance {} belongs to agent {}; agent {agent} may archive binlogs only for its own instances",
             inst.name, inst.agent
         )));
     }
     if !inst.is_mariadb() {
-        return Err(ApiError::InvalidArgument(format!(
+        return Err(OpsError::InvalidArgument(format!(
             "instance {} is {}, not MariaDB: its WAL comes from archive_command",
             inst.name, inst.engine
         )));
     }
     let seq = binlog::sequence(&h.name, inst.binlog_base()).ok_or_else(|| {
-        ApiError::InvalidArgument(format!(
+        OpsError::InvalidArgument(format!(
             "{:?} is not a binlog of instance {}, whose log_bin_basename is {:?}",
             h.name, inst.name, inst.log_bin_basename
         ))
@@ -92,33 +90,19 @@ async fn binlog_source(
     Ok((inst, seq))
 }
 
+/// Archive one WAL file or binlog: `stream` yields its chunks and trailer after `header`.
 pub async fn push(
-    state: &Arc<State>,
+    state: &State,
     agent: &str,
-    mut stream: Streaming<UploadPartMessage>,
-) -> ApiResult<pb::PushWalResponse> {
-    let header = match stream.message().await {
-        Ok(Some(UploadPartMessage {
-            msg: Some(Msg::Wal(h)),
-        })) => h,
-        Ok(_) => {
-            return Err(ApiError::InvalidArgument(
-                "a WAL push must start with its WalHeader".into(),
-            ));
-        }
-        Err(status) => {
-            return Err(ApiError::InvalidArgument(format!(
-                "WAL push broke: {}",
-                status.message()
-            )));
-        }
-    };
+    header: pb::WalHeader,
+    stream: &mut (impl Stream<Item = Result<UploadPartMessage, String>> + Unpin),
+) -> OpsResult<pb::PushWalResponse> {
     // PostgreSQL WAL: (timeline, segment number or None for a .history file), and the size
     // every segment must have. A binlog: its sequence number, any size.
     let (inst, timeline, segno, size) = if header.instance.is_empty() {
         let inst = primary_for(state, agent, &header).await?;
         let name =
-            WalName::parse(&header.name, inst.segment_size()).map_err(ApiError::InvalidArgument)?;
+            WalName::parse(&header.name, inst.segment_size()).map_err(OpsError::InvalidArgument)?;
         let size = name.segno().map(|_| inst.segment_size());
         (inst, name.timeline(), name.segno(), size)
     } else {
@@ -130,7 +114,7 @@ pub async fn push(
         header.name, inst.name
     ))?;
     let mut rx = ChunkReceiver::new(
-        state,
+        &state.repo,
         agent,
         format!("WAL file {}", header.name),
         Sink::Memory {
@@ -138,30 +122,22 @@ pub async fn push(
             new: Vec::new(),
         },
     );
-    let stats = rx.run(&mut stream).await.map_err(|f| match f {
-        Failure::EndedEarly => ApiError::FailedPrecondition(format!(
+    let stats = rx.run(stream).await.map_err(|e| match e {
+        IngestError::EndedEarly => OpsError::FailedPrecondition(format!(
             "push of {} ended without its trailer; nothing was archived",
             header.name
         )),
-        Failure::Api(e) => e,
+        e => e.into(),
     })?;
     if let Some(size) = size
         && stats.raw_bytes != size
     {
-        return Err(ApiError::InvalidArgument(format!(
+        return Err(OpsError::InvalidArgument(format!(
             "{} is {} bytes, but instance {}'s WAL segments are {size} bytes; nothing was archived",
             header.name, stats.raw_bytes, inst.name,
         )));
     }
-    let Sink::Memory { entries, new } = std::mem::replace(
-        &mut rx.sink,
-        Sink::Memory {
-            entries: Vec::new(),
-            new: Vec::new(),
-        },
-    ) else {
-        unreachable!("a WAL push collects its manifest in memory")
-    };
+    let (entries, new) = rx.take_collected();
     let row = WalFileRow {
         instance: inst.name.clone(),
         name: header.name.clone(),
@@ -175,7 +151,7 @@ pub async fn push(
         agent: agent.to_string(),
         first_event_at: (!header.instance.is_empty()).then_some(header.first_event_at),
     };
-    match state.catalog.add_wal(&row, &entries, &new).await? {
+    match state.repo.catalog.add_wal(&row, &entries, &new).await? {
         WalOutcome::Stored => {
             tracing::debug!(instance = %inst.name, wal = %header.name, new_bytes = stats.new_bytes, "WAL archived");
             Ok(pb::PushWalResponse {
@@ -190,7 +166,7 @@ pub async fn push(
         WalOutcome::Conflict { archived_sha256 } => {
             tracing::error!(instance = %inst.name, wal = %header.name, pushed = %row.sha256,
                 archived = %archived_sha256, "refused a different WAL file under an archived name");
-            Err(ApiError::AlreadyExists(format!(
+            Err(OpsError::AlreadyExists(format!(
                 "instance {} already has a different {} archived (sha256 {archived_sha256}, pushed {}); it was kept and an alert raised. Two clusters may be archiving as one instance",
                 inst.name, header.name, row.sha256
             )))
@@ -199,13 +175,18 @@ pub async fn push(
 }
 
 /// The instance a fetch reads from: named, or found by its system identifier.
-async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> ApiResult<InstanceRow> {
+async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> OpsResult<InstanceRow> {
     if !r.instance.is_empty() {
-        let inst = state.catalog.instance(&r.instance).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("instance {} is not registered", r.instance))
-        })?;
+        let inst = state
+            .repo
+            .catalog
+            .instance(&r.instance)
+            .await?
+            .ok_or_else(|| {
+                OpsError::NotFound(format!("instance {} is not registered", r.instance))
+            })?;
         if !r.system_identifier.is_empty() && r.system_identifier != inst.system_identifier {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "this cluster's system identifier is {}, but instance {}'s is {}: its WAL does not belong here",
                 r.system_identifier, inst.name, inst.system_identifier
             )));
@@ -213,16 +194,17 @@ async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> ApiResult<Insta
         return Ok(inst);
     }
     let matches = state
+        .repo
         .catalog
         .instances_of_cluster(&r.system_identifier)
         .await?;
     match matches.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(ApiError::NotFound(format!(
+        [] => Err(OpsError::NotFound(format!(
             "no registered instance has system identifier {:?}; pass --instance NAME to wal-fetch",
             r.system_identifier
         ))),
-        many => Err(ApiError::InvalidArgument(format!(
+        many => Err(OpsError::InvalidArgument(format!(
             "instances {} share system identifier {}; pass --instance NAME to wal-fetch",
             many.iter()
                 .map(|i| i.name.as_str())
@@ -233,16 +215,25 @@ async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> ApiResult<Insta
     }
 }
 
+/// An archived WAL file or binlog a fetch may read: its chunks in order, digest and size.
+pub struct ArchivedFile {
+    pub entries: Vec<ManifestEntry>,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What `who` may read of `r`, checked: its own instance's archive, a restore's grant, or
+/// exactly what its running drill replays.
 pub async fn fetch(
-    state: &Arc<State>,
+    state: &State,
     who: &Identity,
     r: pb::FetchWalRequest,
-) -> ApiResult<PartStream> {
+) -> OpsResult<ArchivedFile> {
     let agent = who.name.as_str();
     let inst = fetch_source(state, &r).await?;
     let segno = if inst.is_mariadb() {
         let seq = binlog::sequence(&r.name, inst.binlog_base()).ok_or_else(|| {
-            ApiError::InvalidArgument(format!(
+            OpsError::InvalidArgument(format!(
                 "{:?} is not a binlog of instance {}",
                 r.name, inst.name
             ))
@@ -250,36 +241,42 @@ pub async fn fetch(
         Some(seq)
     } else {
         WalName::parse(&r.name, inst.segment_size())
-            .map_err(ApiError::InvalidArgument)?
+            .map_err(OpsError::InvalidArgument)?
             .segno()
     };
     if who.role == Role::Sandbox {
         // Only what its running drill replays: this instance's WAL from the backup's start,
         // or exactly the binlogs planned for the target.
         let needed = state
+            .repo
             .catalog
             .drill_wal_grant(agent, &inst.name)
             .await?
             .is_some_and(|g| g.allows(&r.name, segno));
         if !needed {
-            return Err(ApiError::PermissionDenied(format!(
+            return Err(OpsError::PermissionDenied(format!(
                 "sandbox {agent} may read only the WAL its running drill of instance {} replays, and {} is not part of it",
                 inst.name, r.name
             )));
         }
         let streamed = fetch_file(state, &inst, &r.name).await;
-        if let Err(ApiError::DataLoss(why)) = &streamed {
-            state.catalog.note_drill(agent, &inst.name, why).await?;
+        if let Err(OpsError::DataLoss(why)) = &streamed {
+            state
+                .repo
+                .catalog
+                .note_drill(agent, &inst.name, why)
+                .await?;
         }
         return streamed;
     }
     let allowed = inst.agent == agent
         || state
+            .repo
             .catalog
             .has_wal_grant(agent, &inst.name, now() - FETCH_GRANT_SECS)
             .await?;
     if !allowed {
-        return Err(ApiError::PermissionDenied(format!(
+        return Err(OpsError::PermissionDenied(format!(
             "agent {agent} may read instance {}'s WAL only during a restore of it onto this host",
             inst.name
         )));
@@ -287,35 +284,36 @@ pub async fn fetch(
     fetch_file(state, &inst, &r.name).await
 }
 
-async fn fetch_file(state: &Arc<State>, inst: &InstanceRow, name: &str) -> ApiResult<PartStream> {
+async fn fetch_file(state: &State, inst: &InstanceRow, name: &str) -> OpsResult<ArchivedFile> {
     let file = state
+        .repo
         .catalog
         .wal_file(&inst.name, name)
         .await?
         .ok_or_else(|| {
-            ApiError::NotFound(format!(
+            OpsError::NotFound(format!(
                 "{} is not in instance {}'s archive",
                 name, inst.name
             ))
         })?;
     if let Some(first) = state
+        .repo
         .catalog
         .unavailable_wal_chunks(&inst.name, name)
         .await?
         .first()
     {
-        return Err(ApiError::DataLoss(format!(
+        return Err(OpsError::DataLoss(format!(
             "archived {} of instance {} cannot be read: chunk {first} is missing or was found corrupt",
             name, inst.name
         )));
     }
-    let entries = state.catalog.wal_manifest(&inst.name, name).await?;
-    Ok(read::stream_entries(
-        state.clone(),
+    let entries = state.repo.catalog.wal_manifest(&inst.name, name).await?;
+    Ok(ArchivedFile {
         entries,
-        file.sha256,
-        file.size,
-    ))
+        sha256: file.sha256,
+        size: file.size,
+    })
 }
 
 /// Segments of `instance` from `start` to `stop` (inclusive) on `timeline` that are not
@@ -326,15 +324,16 @@ pub async fn missing(
     timeline: u32,
     start: Lsn,
     stop: Lsn,
-) -> ApiResult<Vec<String>> {
+) -> OpsResult<Vec<String>> {
     let inst = state
+        .repo
         .catalog
         .instance(instance)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("instance {instance} is not registered")))?;
+        .ok_or_else(|| OpsError::NotFound(format!("instance {instance} is not registered")))?;
     let seg = inst.segment_size();
     if stop < start || stop.segno(seg) - start.segno(seg) > 1 << 20 {
-        return Err(ApiError::InvalidArgument(format!(
+        return Err(OpsError::InvalidArgument(format!(
             "WAL range {start}..{stop} is not a plausible backup range"
         )));
     }
@@ -346,7 +345,13 @@ pub async fn missing(
     let mut out = Vec::new();
     for segno in start.segno(seg)..=last {
         let name = wal::segment_name(timeline, segno, seg);
-        if state.catalog.wal_file(&inst.name, &name).await?.is_none() {
+        if state
+            .repo
+            .catalog
+            .wal_file(&inst.name, &name)
+            .await?
+            .is_none()
+        {
             out.push(name);
         }
     }

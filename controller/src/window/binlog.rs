@@ -11,7 +11,7 @@ use tidemark_core::binlog;
 use tidemark_core::timefmt::{pg_timestamp, utc};
 
 use crate::catalog::{BinlogCoordRow, WalFileRow};
-use crate::pitr::Target;
+use crate::window::wal::Target;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinlogReach {

@@ -6,27 +6,27 @@ use tidemark_core::ids::ChunkId;
 use tidemark_proto as pb;
 
 use super::State;
-use super::error::ApiResult;
+use super::error::OpsResult;
 use crate::catalog::{Expiry, InstanceRow};
 use crate::retention::{self, BackupFacts, Kind};
 
 /// An instance without a policy keeps everything: deleting backups is never a default.
 const NO_POLICY: &str = "the instance has no [instance.retention] policy in the controller's config; nothing is deleted";
 
-async fn instances(state: &State, instance: &str) -> ApiResult<Vec<InstanceRow>> {
+async fn instances(state: &State, instance: &str) -> OpsResult<Vec<InstanceRow>> {
     Ok(if instance.is_empty() {
         let mut all = Vec::new();
-        for a in state.catalog.agents().await? {
+        for a in state.repo.catalog.agents().await? {
             all.extend(a.instances);
         }
         all
     } else {
-        vec![super::recovery::instance(state, instance).await?]
+        vec![super::instance(state, instance).await?]
     })
 }
 
-pub async fn plan(state: &State, instance: &str) -> ApiResult<pb::RetentionPlanResponse> {
-    let in_use = state.catalog.backups_in_use().await?;
+pub async fn plan(state: &State, instance: &str) -> OpsResult<pb::RetentionPlanResponse> {
+    let in_use = state.repo.catalog.backups_in_use().await?;
     let mut items = Vec::new();
     for inst in &instances(state, instance).await? {
         items.extend(plan_instance(state, inst, &in_use).await?);
@@ -36,9 +36,9 @@ pub async fn plan(state: &State, instance: &str) -> ApiResult<pb::RetentionPlanR
 
 /// Apply each instance's plan (all of it, or none when the catalog changed under it), then
 /// collect the garbage. One run at a time.
-pub async fn apply(state: &State, instance: &str) -> ApiResult<pb::RetentionApplyResponse> {
+pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionApplyResponse> {
     let _one_at_a_time = state.retention_running.lock().await;
-    let in_use = state.catalog.backups_in_use().await?;
+    let in_use = state.repo.catalog.backups_in_use().await?;
     let mut out = pb::RetentionApplyResponse::default();
     for inst in &instances(state, instance).await? {
         let items = plan_instance(state, inst, &in_use).await?;
@@ -63,7 +63,7 @@ pub async fn apply(state: &State, instance: &str) -> ApiResult<pb::RetentionAppl
         if expiry.backups.is_empty() && expiry.logs.is_empty() {
             continue;
         }
-        match state.catalog.apply_retention(&expiry).await? {
+        match state.repo.catalog.apply_retention(&expiry).await? {
             Ok(()) => {
                 tracing::info!(instance = %inst.name, backups = expiry.backups.len(),
                     logs = expiry.logs.len(), "retention applied");
@@ -81,15 +81,15 @@ pub async fn apply(state: &State, instance: &str) -> ApiResult<pb::RetentionAppl
 
 /// Forget the chunks nothing refers to and delete their objects from the store. An object
 /// the store refuses to delete stays queued for the next run.
-async fn collect_garbage(state: &State, out: &mut pb::RetentionApplyResponse) -> ApiResult<()> {
-    for g in state.catalog.collect_garbage().await? {
+async fn collect_garbage(state: &State, out: &mut pb::RetentionApplyResponse) -> OpsResult<()> {
+    for g in state.repo.catalog.collect_garbage().await? {
         let deleted = match g.kind.as_str() {
-            "pack" => state.store.delete_pack(&g.object).await,
+            "pack" => state.repo.store.delete_pack(&g.object).await,
             _ => match hex::decode(&g.object)
                 .ok()
                 .and_then(|b| ChunkId::from_slice(&b).ok())
             {
-                Some(id) => state.store.delete(&id).await,
+                Some(id) => state.repo.store.delete(&id).await,
                 None => {
                     out.objects_failed
                         .push(format!("{}: not a chunk id", g.object));
@@ -99,7 +99,7 @@ async fn collect_garbage(state: &State, out: &mut pb::RetentionApplyResponse) ->
         };
         match deleted {
             Ok(()) => {
-                state.catalog.garbage_deleted(&g.object).await?;
+                state.repo.catalog.garbage_deleted(&g.object).await?;
                 out.objects_deleted += 1;
                 out.chunks_freed += g.chunks;
                 out.bytes_freed += g.bytes;
@@ -126,12 +126,12 @@ async fn plan_instance(
     state: &State,
     inst: &InstanceRow,
     in_use: &[i64],
-) -> ApiResult<Vec<pb::RetentionItem>> {
+) -> OpsResult<Vec<pb::RetentionItem>> {
     let policy = state.retention.get(&inst.name);
     let mariadb = inst.engine == "mariadb";
     let mut facts = Vec::new();
     let mut broken = Vec::new();
-    for b in state.catalog.list_backups(Some(&inst.name)).await? {
+    for b in state.repo.catalog.list_backups(Some(&inst.name)).await? {
         // Running backups are not done; expired ones are history. Failed and corrupt ones
         // restore nothing: their data goes (their rows stay).
         if b.expired_at.is_some() || b.status == "running" || b.status == "expired" {
@@ -150,12 +150,13 @@ async fn plan_instance(
         let start_log = match kind {
             Kind::Logical => None,
             Kind::Base if mariadb => state
+                .repo
                 .catalog
                 .binlog_coordinates(b.id)
                 .await?
                 .map(|c| c.file)
                 .filter(|f| !f.is_empty()),
-            Kind::Base => state.catalog.base_backup(b.id).await?.map(|bb| {
+            Kind::Base => state.repo.catalog.base_backup(b.id).await?.map(|bb| {
                 let size = inst.segment_size();
                 tidemark_core::wal::segment_name(bb.timeline, bb.start_lsn.segno(size), size)
             }),
@@ -168,7 +169,7 @@ async fn plan_instance(
             in_use: in_use.contains(&b.id.0),
         });
     }
-    let logs = state.catalog.archived_log_names(&inst.name).await?;
+    let logs = state.repo.catalog.archived_log_names(&inst.name).await?;
     let log_kind = if mariadb { "binlog" } else { "wal" };
     let Some(policy) = policy else {
         let keep = retention::Decision {

@@ -15,6 +15,7 @@
 use tidemark_core::ids::ChunkId;
 
 use crate::keys::Keyring;
+pub use crate::store::{PackLoc, new_pack_name as new_name};
 
 /// A pack is written once its chunks reach this many stored bytes. An upload holds at most
 /// two packs' worth in memory: one filling, one being written.
@@ -22,18 +23,6 @@ pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 const FOOTER_MAGIC: &[u8; 4] = b"TMP1";
 const FOOTER: usize = 12;
 const ENTRY: usize = 32 + 8 + 4;
-
-/// Where a chunk is inside a pack.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackLoc {
-    pub pack: String,
-    pub offset: u64,
-    pub len: u32,
-}
-
-pub fn new_name() -> String {
-    hex::encode(crate::keys::seal::random::<16>())
-}
 
 /// A pack being filled. Holds the chunks' encoded (unsealed) bytes until [`PackBuilder::seal`],
 /// so that a reference to one of them in the same upload can be served from memory.

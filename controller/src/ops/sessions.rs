@@ -8,18 +8,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use super::{OpsError, OpsResult};
+use crate::catalog::Catalog;
 use futures::Stream;
 use tidemark_proto::Job;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 
-use super::error::{ApiError, ApiResult};
-use crate::catalog::Catalog;
+/// Why the controller closed an agent's job stream (its certificate was revoked, say): the
+/// stream's last item.
+#[derive(Debug)]
+pub struct Closed(pub String);
 
 struct Session {
     id: u64,
-    tx: mpsc::Sender<Result<Job, Status>>,
+    tx: mpsc::Sender<Result<Job, Closed>>,
 }
 
 #[derive(Default)]
@@ -55,7 +58,7 @@ impl Sessions {
     /// End `agent`'s job stream now, telling it why.
     pub fn close(&self, agent: &str, why: &str) {
         if let Some(s) = self.live.lock().unwrap().remove(agent) {
-            let _ = s.tx.try_send(Err(Status::unauthenticated(why.to_string())));
+            let _ = s.tx.try_send(Err(Closed(why.to_string())));
         }
     }
 
@@ -78,10 +81,10 @@ impl Sessions {
     }
 
     /// Send `job` down `agent`'s job stream on this controller.
-    pub async fn send(&self, agent: &str, job: Job) -> ApiResult<()> {
+    pub async fn send(&self, agent: &str, job: Job) -> OpsResult<()> {
         let tx = self.live.lock().unwrap().get(agent).map(|s| s.tx.clone());
         let not_connected = || {
-            ApiError::FailedPrecondition(format!(
+            OpsError::FailedPrecondition(format!(
                 "agent {agent} is not connected; start tidemark-agent on that host (tidemark agents shows who is)"
             ))
         };
@@ -134,12 +137,12 @@ impl Drop for DetachGuard {
 
 /// The server side of an agent's job stream; dropping it detaches the session.
 pub struct JobStream {
-    rx: ReceiverStream<Result<Job, Status>>,
+    rx: ReceiverStream<Result<Job, Closed>>,
     _guard: DetachGuard,
 }
 
 impl Stream for JobStream {
-    type Item = Result<Job, Status>;
+    type Item = Result<Job, Closed>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.rx).poll_next(cx)
     }

@@ -6,7 +6,7 @@ use tidemark_core::ids::JobId;
 use tidemark_proto as pb;
 
 use super::State;
-use super::error::{ApiError, ApiResult};
+use super::error::{OpsError, OpsResult};
 use crate::catalog::JobState;
 
 /// Record a job and hand it to its agent; a job that cannot be delivered fails at once.
@@ -18,15 +18,15 @@ pub async fn dispatch(
     params: serde_json::Value,
     bytes_total: u64,
     spec: pb::job::Spec,
-) -> ApiResult<JobId> {
-    let cat = &state.catalog;
+) -> OpsResult<JobId> {
+    let cat = &state.repo.catalog;
     // Sandboxes take drills only: a restore job would let one read any backup.
     if cat
         .agent(agent)
         .await?
         .is_some_and(|a| a.role == Role::Sandbox.as_str())
     {
-        return Err(ApiError::FailedPrecondition(format!(
+        return Err(OpsError::FailedPrecondition(format!(
             "{agent} is a sandbox; it runs drills (tidemark drill run), not {kind} jobs"
         )));
     }
@@ -53,8 +53,8 @@ pub fn encode(spec: &pb::job::Spec) -> Vec<u8> {
 /// Hand recorded job `id` to `agent`: down its job stream when it is connected here, or,
 /// on a shared catalog, left queued for the controller that holds its stream (which
 /// delivers it within a second, see `cluster`). Err: no controller can deliver it.
-pub async fn deliver(state: &State, agent: &str, id: JobId, spec: pb::job::Spec) -> ApiResult<()> {
-    let cat = &state.catalog;
+pub async fn deliver(state: &State, agent: &str, id: JobId, spec: pb::job::Spec) -> OpsResult<()> {
+    let cat = &state.repo.catalog;
     if state.sessions.is_connected(agent) {
         if cat.claim_job(id).await? {
             let job = pb::Job {
@@ -71,20 +71,20 @@ pub async fn deliver(state: &State, agent: &str, id: JobId, spec: pb::job::Spec)
         tracing::info!(job = %id, agent, controller = %other, "job queued for the controller holding the agent's job stream");
         return Ok(());
     }
-    Err(ApiError::FailedPrecondition(format!(
+    Err(OpsError::FailedPrecondition(format!(
         "agent {agent} is not connected; start tidemark-agent on that host (tidemark agents shows who is)"
     )))
 }
 
 /// Start a backup of `instance` on its agent: `kind` logical (the default) or base.
-pub async fn start_backup(state: &State, instance: &str, kind: &str) -> ApiResult<JobId> {
+pub async fn start_backup(state: &State, instance: &str, kind: &str) -> OpsResult<JobId> {
     let kind = if kind.is_empty() { "logical" } else { kind };
-    if !super::agent_service::KINDS.contains(&kind) {
-        return Err(ApiError::InvalidArgument(format!(
+    if !crate::catalog::BACKUP_KINDS.contains(&kind) {
+        return Err(OpsError::InvalidArgument(format!(
             "backup kind {kind:?} is not supported; use --kind logical or --kind base"
         )));
     }
-    let inst = super::recovery::instance(state, instance).await?;
+    let inst = super::instance(state, instance).await?;
     let spec = pb::job::Spec::Backup(pb::BackupJob {
         instance: inst.name.clone(),
         kind: kind.to_string(),

@@ -5,9 +5,8 @@
 use tidemark_core::chunk;
 use tidemark_core::ids::ChunkId;
 
-use super::{ChunkStore, StoreError};
 use crate::keys::Keyring;
-use crate::pack::PackLoc;
+use crate::store::{ChunkStore, PackLoc, StoreError};
 
 pub struct VerifiedChunk {
     /// Its encoded form (unsealed), as it travels to agents.
@@ -112,7 +111,7 @@ async fn decode_stored(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::PackBuilder;
+    use crate::repo::pack::PackBuilder;
     use crate::store::mem::MemStore;
 
     #[tokio::test]
@@ -154,7 +153,7 @@ mod tests {
         let (id1, loc1) = &pack.chunks[1];
         let mut bad = pack.bytes.clone();
         bad[loc1.offset as usize + loc1.len as usize / 2] ^= 0x20;
-        let name = crate::pack::new_name();
+        let name = crate::repo::pack::new_name();
         store.put_pack(&name, &bad).await.unwrap();
         let at = |l: &PackLoc| PackLoc {
             pack: name.clone(),
@@ -175,7 +174,7 @@ mod tests {
         let (id0, loc0) = &pack.chunks[0];
         assert!(get(&store, keys, id0, Some(&at(loc0))).await.is_ok());
         let gone = PackLoc {
-            pack: crate::pack::new_name(),
+            pack: crate::repo::pack::new_name(),
             ..loc0.clone()
         };
         assert!(matches!(

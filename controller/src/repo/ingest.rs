@@ -1,0 +1,452 @@
+//! Receiving one part of a backup. Each chunk is decoded and checked against its id before it
+//! is stored; chunks the agent says are already stored are read back and checked too. The
+//! controller rebuilds the stream's digest from the verified plaintext, in order, and the
+//! part counts as stored only when that digest, the byte count and the chunk count all match
+//! the agent's trailer. The response is the agent's durable acknowledgement.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tidemark_core::ids::{BackupId, ChunkId};
+use tidemark_proto::upload_part_message::Msg;
+use tidemark_proto::{EncodedChunk, PartTrailer, UploadPartMessage};
+use tokio::task::JoinHandle;
+
+use super::Repository;
+use crate::catalog::{CatalogError, ManifestEntry, NewChunk, PartStats};
+use crate::repo::pack::{PackBuilder, PackLoc};
+use crate::repo::verified::{self, ReadError};
+use crate::store::StoreError;
+
+/// Manifest lines are committed to the catalog in batches of this many at most (a batch
+/// ends sooner when its pack is full).
+const MANIFEST_BATCH: usize = 1024;
+/// Chunks being checked and stored at once, per upload (each holds up to 8 MiB).
+const IN_FLIGHT: usize = 4;
+
+/// Where a verified stream's manifest lines go.
+pub enum Sink {
+    /// A backup part: lines are committed in batches while the upload runs (a part can be
+    /// any size), and count only once the part is marked stored.
+    Part { backup: BackupId, part: String },
+    /// Kept in memory and committed by the caller in one transaction (a WAL file: a few
+    /// dozen lines).
+    Memory {
+        entries: Vec<ManifestEntry>,
+        new: Vec<NewChunk>,
+    },
+}
+
+/// Receives the chunks of one stream: verifies each, stores it, rebuilds the stream digest
+/// in order, and checks the trailer.
+pub struct ChunkReceiver {
+    repo: Repository,
+    agent: String,
+    /// Ids whose bytes arrived in this upload: references to them need no ownership check.
+    uploaded_here: HashSet<Vec<u8>>,
+    /// What is being received, for messages ("part db:app", "WAL file 0000...").
+    label: String,
+    hasher: Sha256,
+    stats: PartStats,
+    pending: Vec<ManifestEntry>,
+    pending_new: Vec<NewChunk>,
+    /// New chunks waiting to be stored together.
+    pack: PackBuilder,
+    /// Chunks this upload stored, and where (the catalog learns of them at the next flush,
+    /// or, for a WAL file, when the caller commits).
+    packed: HashMap<ChunkId, PackLoc>,
+    /// The previous batch: its pack being written, and its manifest lines.
+    writing: Option<Writing>,
+    sink: Sink,
+}
+
+/// A pack being written while the next one fills, and the batch that waits for it.
+struct Writing {
+    put: Option<JoinHandle<Result<(), StoreError>>>,
+    /// The chunks in it: a reference to one waits until it is durable.
+    chunks: HashSet<ChunkId>,
+    entries: Vec<ManifestEntry>,
+    new: Vec<NewChunk>,
+}
+
+impl Drop for ChunkReceiver {
+    /// A failed upload stops writing its pack; what was written is unreferenced garbage.
+    fn drop(&mut self) {
+        if let Some(put) = self.writing.as_ref().and_then(|w| w.put.as_ref()) {
+            put.abort();
+        }
+    }
+}
+
+/// A chunk checked against its id: new bytes from the agent, or a stored copy found intact.
+struct Checked {
+    id: ChunkId,
+    plaintext: Vec<u8>,
+    /// The encoded bytes the agent sent (None for a dedup reference): they go into a pack.
+    encoded: Option<Vec<u8>>,
+}
+
+/// Where the copy a dedup reference points at is.
+enum Original {
+    /// In this upload's pack, not yet stored: its encoded bytes.
+    Pending(Vec<u8>),
+    /// Stored by this upload, not yet in the catalog.
+    Packed(PackLoc),
+    /// Wherever the catalog says.
+    Catalog,
+}
+
+/// Verify one uploaded chunk. Runs concurrently with its neighbours, so that decoding,
+/// hashing and store reads overlap; results are taken back in stream order.
+async fn check(repo: Repository, c: EncodedChunk, original: Original) -> IngestResult<Checked> {
+    let id = ChunkId::from_slice(&c.id).map_err(|e| IngestError::Rejected(e.to_string()))?;
+    let checked = if c.data.is_empty() {
+        // A dedup hit: the agent trusts our copy, so check it is really there and intact.
+        let plaintext = match original {
+            Original::Pending(encoded) => decode(id, encoded).await?.1,
+            Original::Packed(loc) => {
+                verified::get(repo.store.as_ref(), repo.keys.as_deref(), &id, Some(&loc))
+                    .await?
+                    .plaintext
+            }
+            Original::Catalog => repo.read_chunk(&id).await?.plaintext,
+        };
+        Checked {
+            id,
+            plaintext,
+            encoded: None,
+        }
+    } else {
+        let (encoded, plaintext) = decode(id, c.data).await?;
+        Checked {
+            id,
+            plaintext,
+            encoded: Some(encoded),
+        }
+    };
+    if checked.plaintext.len() != c.raw_len as usize {
+        return Err(IngestError::Rejected(format!(
+            "chunk {id} is {} bytes but was announced as {}",
+            checked.plaintext.len(),
+            c.raw_len
+        )));
+    }
+    Ok(checked)
+}
+
+/// Check an encoded chunk the agent sent against its id; returns (encoded, plaintext).
+async fn decode(id: ChunkId, encoded: Vec<u8>) -> IngestResult<(Vec<u8>, Vec<u8>)> {
+    let c = verified::decode(id, encoded)
+        .await
+        .map_err(|e| IngestError::Internal(format!("decoding chunk {id}: {e}")))?
+        .map_err(|e| {
+            IngestError::Rejected(format!(
+                "{e}; the chunk was rejected, nothing was stored for it"
+            ))
+        })?;
+    Ok((c.encoded, c.plaintext))
+}
+
+async fn joined(task: JoinHandle<IngestResult<Checked>>) -> IngestResult<Checked> {
+    task.await
+        .map_err(|e| IngestError::Internal(format!("chunk task failed: {e}")))?
+}
+
+/// Why a stream was not stored. Nothing of it counts: its chunks may be in the store, but
+/// no manifest line refers to them until the stream is whole.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The agent closed the stream without a trailer (on purpose: it reports its own reason).
+    #[error("the stream ended without its trailer")]
+    EndedEarly,
+    /// What the agent sent is wrong: a chunk that does not match its id, a trailer that
+    /// does not add up. Sending the same again cannot help.
+    #[error("{0}")]
+    Rejected(String),
+    /// A reference to a chunk the agent never uploaded.
+    #[error("{0}")]
+    NotOwned(String),
+    /// The stream broke while it was read.
+    #[error("{0}")]
+    Interrupted(String),
+    /// The controller's own failure (a task that died, sealing that failed): may pass.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+impl From<super::RepoReadError> for IngestError {
+    fn from(e: super::RepoReadError) -> Self {
+        match e {
+            super::RepoReadError::Catalog(c) => IngestError::Catalog(c),
+            super::RepoReadError::Read(r) => IngestError::Read(r),
+        }
+    }
+}
+
+pub type IngestResult<T> = Result<T, IngestError>;
+
+impl ChunkReceiver {
+    pub fn new(repo: &Repository, agent: &str, label: String, sink: Sink) -> Self {
+        Self {
+            repo: repo.clone(),
+            agent: agent.to_string(),
+            uploaded_here: HashSet::new(),
+            label,
+            hasher: Sha256::new(),
+            stats: PartStats::default(),
+            pending: Vec::new(),
+            pending_new: Vec::new(),
+            pack: PackBuilder::default(),
+            packed: HashMap::new(),
+            writing: None,
+            sink,
+        }
+    }
+
+    /// The manifest lines and new chunks of a stream received into [`Sink::Memory`], for
+    /// the caller to commit; empty for a part, whose lines were committed as it ran.
+    pub fn take_collected(&mut self) -> (Vec<ManifestEntry>, Vec<NewChunk>) {
+        match &mut self.sink {
+            Sink::Memory { entries, new } => (std::mem::take(entries), std::mem::take(new)),
+            Sink::Part { .. } => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Receive chunks up to and including the trailer. Returns the stream's statistics, its
+    /// digest included, once the trailer matched what was received.
+    /// `stream` yields the upload's messages after its header, or why it broke.
+    pub async fn run(
+        &mut self,
+        stream: &mut (impl Stream<Item = Result<UploadPartMessage, String>> + Unpin),
+    ) -> IngestResult<PartStats> {
+        // Each task with the id of the chunk it checks.
+        let mut in_flight: VecDeque<(Vec<u8>, JoinHandle<IngestResult<Checked>>)> = VecDeque::new();
+        loop {
+            let msg = match stream.next().await {
+                Some(Ok(m)) => m.msg,
+                None => {
+                    // A chunk already received may still prove bad; that is the failure then.
+                    while let Some((_, done)) = in_flight.pop_front() {
+                        joined(done).await?;
+                    }
+                    return Err(IngestError::EndedEarly);
+                }
+                Some(Err(why)) => {
+                    return Err(IngestError::Interrupted(format!(
+                        "upload interrupted: {why}"
+                    )));
+                }
+            };
+            match msg {
+                Some(Msg::Chunk(c)) => {
+                    // A reference to a chunk whose first copy is still being stored must
+                    // wait for it (repetitive data repeats chunks back to back).
+                    let waits_for_copy =
+                        c.data.is_empty() && in_flight.iter().any(|(id, _)| *id == c.id);
+                    while in_flight.len() >= IN_FLIGHT || (waits_for_copy && !in_flight.is_empty())
+                    {
+                        let (_, done) = in_flight.pop_front().expect("non-empty");
+                        self.absorb(joined(done).await?).await?;
+                    }
+                    self.check_reference(&c).await?;
+                    if c.data.is_empty()
+                        && let Ok(id) = ChunkId::from_slice(&c.id)
+                        && self
+                            .writing
+                            .as_ref()
+                            .is_some_and(|w| w.chunks.contains(&id))
+                    {
+                        self.settle().await?;
+                    }
+                    let original = self.original_of(&c);
+                    let id = c.id.clone();
+                    in_flight.push_back((id, tokio::spawn(check(self.repo.clone(), c, original))));
+                }
+                Some(Msg::Trailer(t)) => {
+                    while let Some((_, done)) = in_flight.pop_front() {
+                        self.absorb(joined(done).await?).await?;
+                    }
+                    return self.finish(t).await;
+                }
+                Some(Msg::Header(_)) | Some(Msg::Wal(_)) | None => {
+                    return Err(IngestError::Rejected(
+                        "unexpected message in a part upload".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// An agent may refer only to chunks it uploaded itself. A chunk id is a content hash;
+    /// knowing one must not let an agent read what another host stored.
+    async fn check_reference(&mut self, c: &EncodedChunk) -> IngestResult<()> {
+        if !c.data.is_empty() {
+            self.uploaded_here.insert(c.id.clone());
+            return Ok(());
+        }
+        if self.uploaded_here.contains(&c.id) {
+            return Ok(());
+        }
+        let id = ChunkId::from_slice(&c.id).map_err(|e| IngestError::Rejected(e.to_string()))?;
+        if self.repo.catalog.chunk_owned_by(&id, &self.agent).await? {
+            Ok(())
+        } else {
+            Err(IngestError::NotOwned(format!(
+                "agent {} refers to chunk {id}, which it never uploaded; send the chunk's bytes",
+                self.agent
+            )))
+        }
+    }
+
+    /// Where the copy a dedup reference in this upload points at is.
+    fn original_of(&self, c: &EncodedChunk) -> Original {
+        if !c.data.is_empty() {
+            return Original::Catalog;
+        }
+        let Ok(id) = ChunkId::from_slice(&c.id) else {
+            return Original::Catalog;
+        };
+        if let Some(encoded) = self.pack.get(&id) {
+            Original::Pending(encoded.to_vec())
+        } else if let Some(loc) = self.packed.get(&id) {
+            Original::Packed(loc.clone())
+        } else {
+            Original::Catalog
+        }
+    }
+
+    /// Take a checked chunk into the part, in stream order.
+    async fn absorb(&mut self, checked: Checked) -> IngestResult<()> {
+        self.hasher.update(&checked.plaintext);
+        if let Some(encoded) = checked.encoded {
+            // The same bytes sent twice in one upload are packed once.
+            if self.pack.get(&checked.id).is_none() && !self.packed.contains_key(&checked.id) {
+                self.stats.new_chunks += 1;
+                self.pending_new.push(NewChunk {
+                    id: checked.id,
+                    raw_len: checked.plaintext.len() as u32,
+                    stored_len: 0,
+                    pack: None,
+                });
+                self.pack.add(checked.id, encoded);
+            }
+        }
+        self.pending.push(ManifestEntry {
+            seq: self.stats.chunks,
+            id: checked.id,
+            raw_len: checked.plaintext.len() as u32,
+        });
+        self.stats.chunks += 1;
+        self.stats.raw_bytes += checked.plaintext.len() as u64;
+        if self.pack.is_full() || self.pending.len() >= MANIFEST_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Close the batch: start writing the pack being filled, and commit the previous
+    /// batch once its pack is durable. One pack is written while the next fills, so the
+    /// stream keeps flowing; a manifest line is committed only once every chunk it needs is
+    /// durable, and batches are committed in order.
+    async fn flush(&mut self) -> IngestResult<()> {
+        let entries = std::mem::take(&mut self.pending);
+        let mut new = std::mem::take(&mut self.pending_new);
+        let mut chunks = HashSet::new();
+        let put = if self.pack.is_empty() {
+            None
+        } else {
+            let mut builder = std::mem::take(&mut self.pack);
+            let keys = self.repo.keys.clone();
+            let pack = tokio::task::spawn_blocking(move || builder.seal(keys.as_deref()))
+                .await
+                .map_err(|e| IngestError::Internal(format!("sealing a pack: {e}")))?;
+            self.stats.new_bytes += pack.bytes.len() as u64;
+            let mut at: HashMap<ChunkId, usize> =
+                new.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+            for (id, loc) in &pack.chunks {
+                if let Some(n) = at.remove(id).map(|i| &mut new[i]) {
+                    n.stored_len = u64::from(loc.len);
+                    n.pack = Some(loc.clone());
+                }
+                self.packed.insert(*id, loc.clone());
+                chunks.insert(*id);
+            }
+            let store = self.repo.store.clone();
+            Some(tokio::spawn(async move {
+                store.put_pack(&pack.name, &pack.bytes).await
+            }))
+        };
+        self.settle().await?;
+        self.writing = Some(Writing {
+            put,
+            chunks,
+            entries,
+            new,
+        });
+        Ok(())
+    }
+
+    /// Wait for the pack being written and commit its batch.
+    async fn settle(&mut self) -> IngestResult<()> {
+        let Some(mut w) = self.writing.take() else {
+            return Ok(());
+        };
+        if let Some(put) = w.put.take() {
+            put.await
+                .map_err(|e| IngestError::Internal(format!("writing a pack: {e}")))??;
+        }
+        match &mut self.sink {
+            Sink::Part { backup, part } => {
+                self.repo
+                    .catalog
+                    .add_manifest(*backup, part, &w.entries, &w.new)
+                    .await?;
+            }
+            Sink::Memory { entries, new } => {
+                entries.append(&mut w.entries);
+                new.append(&mut w.new);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, t: PartTrailer) -> IngestResult<PartStats> {
+        let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        let mismatch = |what: String| {
+            IngestError::Rejected(format!(
+                "{} does not add up: {what}; it is not stored",
+                self.label
+            ))
+        };
+        if t.chunk_count != self.stats.chunks {
+            return Err(mismatch(format!(
+                "agent sent {} chunks, trailer says {}",
+                self.stats.chunks, t.chunk_count
+            )));
+        }
+        if t.raw_bytes != self.stats.raw_bytes {
+            return Err(mismatch(format!(
+                "received {} bytes, trailer says {}",
+                self.stats.raw_bytes, t.raw_bytes
+            )));
+        }
+        if t.stream_sha256.as_slice() != digest.as_slice() {
+            return Err(mismatch(format!(
+                "stream digest of the stored chunks is {}, the agent read {}",
+                hex::encode(digest),
+                hex::encode(&t.stream_sha256)
+            )));
+        }
+        self.flush().await?;
+        self.settle().await?;
+        self.stats.stream_sha256 = hex::encode(digest);
+        Ok(self.stats.clone())
+    }
+}
