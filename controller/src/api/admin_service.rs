@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{caller, require};
 use super::convert;
-use crate::catalog::{BackupRow, DrillState};
+use crate::catalog::{BackupRow, BackupStatus, DrillState};
 use crate::cron::Cron;
 use crate::drill::{self, target::TargetSpec};
 use crate::ops::{self, OpsError, OpsResult, State, jobs};
@@ -496,7 +496,7 @@ impl AdminApi {
         let cat = &self.state.repo.catalog;
         let id = BackupId(r.backup_id);
         let b = self.state.backup(id).await?;
-        if b.status != "complete" {
+        if b.status != BackupStatus::Complete {
             let why = if b.reason.is_empty() {
                 String::new()
             } else {
@@ -775,7 +775,7 @@ async fn schedule_info(state: &State, instance: &str) -> OpsResult<pb::ScheduleI
             slot: r.slot,
             missed: r.missed,
             attempt: r.attempt,
-            state: r.state,
+            state: r.state.to_string(),
             job_id: r.job_id.map(|j| j.0).unwrap_or(0),
             drill_id: r.drill_id.unwrap_or(0),
             message: r.message,

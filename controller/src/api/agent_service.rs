@@ -13,8 +13,8 @@ use super::auth::require;
 use super::read::{self, PartStream};
 use super::upload;
 use crate::catalog::{
-    ArchiverRow, BackupRow, BaseBackupRow, BinlogCoordRow, InstanceFacts, InstanceRow, JobRow,
-    JobState, Registered, Registration,
+    ArchiverRow, BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, InstanceFacts,
+    InstanceRow, JobRow, JobState, Registered, Registration,
 };
 use crate::ops::sessions::{Closed, JobStream};
 use crate::ops::{self, OpsError, OpsResult, State};
@@ -79,7 +79,7 @@ impl AgentApi {
     /// complete backup that a running restore job of its names.
     async fn may_read(&self, agent: &str, b: &BackupRow, part: &str, job: JobId) -> OpsResult<()> {
         if job.0 == 0 {
-            if b.agent == agent && b.status == "running" {
+            if b.agent == agent && b.status == BackupStatus::Running {
                 return Ok(());
             }
             return Err(OpsError::PermissionDenied(format!(
@@ -102,7 +102,7 @@ impl AgentApi {
                 b.id
             )));
         }
-        if b.status != "complete" {
+        if b.status != BackupStatus::Complete {
             return Err(OpsError::FailedPrecondition(format!(
                 "backup {} is {}, not complete; only complete backups can be restored",
                 b.id, b.status
@@ -442,14 +442,18 @@ impl AgentService for AgentApi {
             ))
             .into());
         }
-        if !crate::catalog::BACKUP_KINDS.contains(&r.kind.as_str()) {
+        let Some(kind) = BackupKind::from_name(&r.kind) else {
             return Err(OpsError::InvalidArgument(format!(
                 "backup kind {:?} is not supported; use {}",
                 r.kind,
-                crate::catalog::BACKUP_KINDS.join(" or ")
+                BackupKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ))
             .into());
-        }
+        };
         let mut parts = r.parts.clone();
         parts.sort();
         parts.dedup();
@@ -470,7 +474,7 @@ impl AgentService for AgentApi {
             .create_backup(
                 &r.instance,
                 &agent,
-                &r.kind,
+                kind,
                 job,
                 &r.parts,
                 &r.warnings,
@@ -585,9 +589,12 @@ impl AgentService for AgentApi {
             .map_err(OpsError::from)?
             .map(|i| i.engine)
             .unwrap_or_default();
-        if engine == "mariadb" && r.error.is_empty() && b.status == "running" {
+        if engine == "mariadb" && r.error.is_empty() && b.status == BackupStatus::Running {
             self.record_binlog(&b, r.binlog.as_ref()).await?;
-        } else if b.kind == "base" && r.error.is_empty() && b.status == "running" {
+        } else if b.kind == BackupKind::Base
+            && r.error.is_empty()
+            && b.status == BackupStatus::Running
+        {
             match self.record_base(&b, r.base.as_ref()).await? {
                 BaseWal::Archived => {}
                 BaseWal::Waiting(reason) => {
@@ -621,7 +628,7 @@ impl AgentService for AgentApi {
         let after = self.own_backup(&agent, id).await?;
         tracing::info!(backup = %id, status = %after.status, reason = %after.reason, "backup finished");
         Ok(Response::new(pb::FinishBackupResponse {
-            status: after.status,
+            status: after.status.to_string(),
             reason: after.reason,
         }))
     }

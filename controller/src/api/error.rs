@@ -24,3 +24,31 @@ impl From<OpsError> for Status {
         Status::new(code, e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::ingest::IngestError;
+
+    /// The agent retries UNAVAILABLE and gives up on INVALID_ARGUMENT: the controller's own
+    /// failures must never read as the agent's mistake.
+    #[test]
+    fn internal_failures_are_retryable_and_bad_input_is_not() {
+        let code = |e: OpsError| Status::from(e).code();
+        assert_eq!(
+            code(IngestError::Internal("sealing a pack: task panicked".into()).into()),
+            Code::Unavailable
+        );
+        assert_eq!(code(OpsError::Internal("x".into())), Code::Unavailable);
+        assert_eq!(
+            code(IngestError::Rejected("chunk does not match its id".into()).into()),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(IngestError::NotOwned("never uploaded".into()).into()),
+            Code::PermissionDenied
+        );
+        assert!(OpsError::Internal("x".into()).transient());
+        assert!(!OpsError::InvalidArgument("x".into()).transient());
+    }
+}

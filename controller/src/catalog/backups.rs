@@ -7,10 +7,7 @@
 use sqlx::Row;
 use tidemark_core::ids::{BackupId, ChunkId, JobId};
 
-use super::{Catalog, CatalogError, DbConn, DbRow, Result, now};
-
-/// The kinds of backup an agent takes.
-pub const BACKUP_KINDS: &[&str] = &["logical", "base"];
+use super::{BackupKind, BackupStatus, Catalog, CatalogError, DbConn, DbRow, Result, now};
 
 #[derive(Debug, Clone, Default)]
 pub struct PartRow {
@@ -37,8 +34,8 @@ pub struct BackupRow {
     pub id: BackupId,
     pub instance: String,
     pub agent: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: BackupKind,
+    pub status: BackupStatus,
     pub job_id: Option<JobId>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -141,7 +138,7 @@ impl Catalog {
         &self,
         instance: &str,
         agent: &str,
-        kind: &str,
+        kind: BackupKind,
         job: Option<JobId>,
         parts: &[String],
         warnings: &[String],
@@ -156,7 +153,7 @@ impl Catalog {
         )
         .bind(instance)
         .bind(agent)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(job.map(|j| j.0))
         .bind(now())
         .bind(server_version)
@@ -253,16 +250,17 @@ impl Catalog {
         // A complete backup that verify found damaged reads as corrupt, with why: nothing
         // that asks for a complete backup (restores, drills, the window) takes it.
         let corrupt: String = r.get("corrupt");
-        let (status, reason) = if corrupt.is_empty() || r.get::<&str, _>("status") == "expired" {
-            (r.get("status"), r.get("reason"))
+        let stored = BackupStatus::parse(r.get("status"))?;
+        let (status, reason) = if corrupt.is_empty() || stored == BackupStatus::Expired {
+            (stored, r.get("reason"))
         } else {
-            ("corrupt".to_string(), corrupt)
+            (BackupStatus::Corrupt, corrupt)
         };
         Ok(BackupRow {
             id,
             instance: r.get("instance"),
             agent: r.get("agent"),
-            kind: r.get("kind"),
+            kind: BackupKind::parse(r.get("kind"))?,
             status,
             job_id: r.get::<Option<i64>, _>("job_id").map(JobId),
             started_at: r.get("started_at"),
@@ -518,7 +516,7 @@ mod tests {
             .create_backup(
                 "orders",
                 "db1",
-                "logical",
+                BackupKind::Logical,
                 None,
                 &["db:app".into()],
                 &["w".into()],

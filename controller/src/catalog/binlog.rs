@@ -6,7 +6,7 @@
 use sqlx::Row;
 use tidemark_core::ids::BackupId;
 
-use super::{Catalog, CatalogError, DbRow, Result};
+use super::{BackupKind, Catalog, CatalogError, DbRow, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinlogCoordRow {
@@ -78,7 +78,11 @@ impl Catalog {
 
     /// The complete, uncorrupted backups of `kind` of an instance that have a binlog
     /// position, oldest position first.
-    pub async fn binlog_backups(&self, instance: &str, kind: &str) -> Result<Vec<BinlogCoordRow>> {
+    pub async fn binlog_backups(
+        &self,
+        instance: &str,
+        kind: BackupKind,
+    ) -> Result<Vec<BinlogCoordRow>> {
         Ok(sqlx::query(
             "SELECT bc.* FROM binlog_coordinates bc JOIN backups b ON b.id = bc.backup_id
              WHERE b.instance = $1 AND b.kind = $2 AND b.status = 'complete' AND b.corrupt = ''
@@ -86,7 +90,7 @@ impl Catalog {
              ORDER BY bc.seq, bc.position, b.id",
         )
         .bind(instance)
-        .bind(kind)
+        .bind(kind.as_str())
         .fetch_all(&self.pool)
         .await?
         .iter()

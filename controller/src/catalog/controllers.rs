@@ -217,6 +217,7 @@ pub(super) fn new_controller_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::catalog::BackupKind;
     use crate::catalog::{Catalog, DrillState, JobState, Registration, test_catalog};
 
     async fn stop(live: &Catalog, stopped: &Catalog) {
@@ -251,11 +252,11 @@ mod tests {
         a.register_controller("a:7420").await.unwrap();
         b.register_controller("b:7420").await.unwrap();
         let on_a = a
-            .create_backup("pg", "db1", "logical", None, &[], &[], "", "")
+            .create_backup("pg", "db1", BackupKind::Logical, None, &[], &[], "", "")
             .await
             .unwrap();
         let on_b = b
-            .create_backup("pg", "db2", "logical", None, &[], &[], "", "")
+            .create_backup("pg", "db2", BackupKind::Logical, None, &[], &[], "", "")
             .await
             .unwrap();
         let job = a
@@ -279,13 +280,16 @@ mod tests {
             vec![a.controller_id().to_string()]
         );
         let failed = b.backup(on_a).await.unwrap().unwrap();
-        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.status.as_str(), "failed");
         assert!(
             failed.reason.contains(a.controller_id()),
             "{}",
             failed.reason
         );
-        assert_eq!(b.backup(on_b).await.unwrap().unwrap().status, "running");
+        assert_eq!(
+            b.backup(on_b).await.unwrap().unwrap().status.as_str(),
+            "running"
+        );
         assert_eq!(b.job(job).await.unwrap().unwrap().state, JobState::Failed);
         let d = b.drill(drill).await.unwrap().unwrap();
         assert_eq!(d.state, DrillState::Aborted, "{}", d.reason);

@@ -6,41 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tidemark_core::ids::{BackupId, JobId};
 
-use super::{Catalog, CatalogError, DbRow, Result, now};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DrillState {
-    Queued,
-    Running,
-    Passed,
-    Failed,
-    /// Interrupted (the controller restarted, the sandbox went away): it proves nothing
-    /// either way.
-    Aborted,
-}
-
-impl DrillState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DrillState::Queued => "queued",
-            DrillState::Running => "running",
-            DrillState::Passed => "passed",
-            DrillState::Failed => "failed",
-            DrillState::Aborted => "aborted",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "queued" => DrillState::Queued,
-            "running" => DrillState::Running,
-            "passed" => DrillState::Passed,
-            "failed" => DrillState::Failed,
-            "aborted" => DrillState::Aborted,
-            other => return Err(CatalogError::Corrupt(format!("drill state {other:?}"))),
-        })
-    }
-}
+use super::{Catalog, CatalogError, DbRow, DrillState, Result, now};
 
 /// One check of a drill and how it came out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

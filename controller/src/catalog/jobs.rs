@@ -3,40 +3,7 @@
 use sqlx::Row;
 use tidemark_core::ids::{BackupId, JobId};
 
-use super::{Catalog, CatalogError, Result, now};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "queued" => JobState::Queued,
-            "running" => JobState::Running,
-            "succeeded" => JobState::Succeeded,
-            "failed" => JobState::Failed,
-            other => return Err(CatalogError::Corrupt(format!("job state {other:?}"))),
-        })
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed)
-    }
-}
+use super::{Catalog, CatalogError, JobState, Result, now};
 
 #[derive(Debug, Clone)]
 pub struct JobRow {

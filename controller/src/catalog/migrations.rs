@@ -120,6 +120,7 @@ async fn apply(conn: &mut SqliteConnection, pending: &'static [(i64, &'static st
 
 #[cfg(test)]
 mod tests {
+    use crate::catalog::BackupKind;
     /// `pending` finds its place by version: each list must be in order.
     #[test]
     fn migrations_are_in_order_and_a_newer_catalog_is_refused() {
@@ -201,7 +202,7 @@ mod tests {
         }
         let cat = super::super::Catalog::open(&path).await.unwrap();
         let b = cat.backup(BackupId(7)).await.unwrap().unwrap();
-        assert_eq!(b.status, "complete");
+        assert_eq!(b.status.as_str(), "complete");
         assert_eq!(b.warnings, vec!["careful".to_string()]);
         assert_eq!(b.databases, vec!["app".to_string()]);
         let parts: Vec<&str> = b.parts.iter().map(|p| p.name.as_str()).collect();
@@ -214,7 +215,7 @@ mod tests {
             .await;
         assert!(refused.is_err(), "foreign keys are enforced again");
         let next = cat
-            .create_backup("pg", "db1", "logical", None, &[], &[], "", "")
+            .create_backup("pg", "db1", BackupKind::Logical, None, &[], &[], "", "")
             .await
             .unwrap();
         assert!(next.0 > 7, "ids keep counting up: {next}");

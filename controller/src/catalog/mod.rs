@@ -16,6 +16,7 @@ mod migrations;
 mod retention;
 mod samples;
 mod schedules;
+mod states;
 mod status;
 mod verify;
 mod wal;
@@ -27,15 +28,16 @@ use backend::Backend;
 pub use backend::Leadership;
 
 pub use agents::{AgentRow, InstanceFacts, InstanceRow, Registered, Registration};
-pub use backups::{BACKUP_KINDS, BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
+pub use backups::{BackupRow, ManifestEntry, NewChunk, PartRow, PartStats};
 pub use base::BaseBackupRow;
 pub use binlog::BinlogCoordRow;
 pub use controllers::{stopped_message, stopped_the_work};
-pub use drills::{CheckResult, DrillEvidence, DrillRow, DrillState};
-pub use jobs::{JobRow, JobState};
+pub use drills::{CheckResult, DrillEvidence, DrillRow};
+pub use jobs::JobRow;
 pub use keys::{DataKeyRow, KekRow, Rotation};
 pub use retention::Expiry;
 pub use schedules::RunRow;
+pub use states::{BackupKind, BackupStatus, DrillState, JobState, RunState};
 pub use status::ArchiverRow;
 pub use wal::{WalFileRow, WalOutcome};
 

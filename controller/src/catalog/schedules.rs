@@ -3,7 +3,7 @@
 use sqlx::Row;
 use tidemark_core::ids::JobId;
 
-use super::{Catalog, DbRow, Result, now};
+use super::{Catalog, DbRow, Result, RunState, now};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRow {
@@ -26,9 +26,7 @@ pub struct RunRow {
     pub slot: i64,
     pub missed: u32,
     pub attempt: u32,
-    /// "running" (an attempt is out), "waiting" (for its next attempt), "succeeded" or
-    /// "failed".
-    pub state: String,
+    pub state: RunState,
     pub job_id: Option<JobId>,
     pub drill_id: Option<i64>,
     pub deadline: Option<i64>,
@@ -49,15 +47,15 @@ fn schedule_from_row(r: &DbRow) -> ScheduleRow {
     }
 }
 
-fn run_from_row(r: &DbRow) -> RunRow {
-    RunRow {
+fn run_from_row(r: &DbRow) -> Result<RunRow> {
+    Ok(RunRow {
         id: r.get("id"),
         instance: r.get("instance"),
         kind: r.get("kind"),
         slot: r.get("slot"),
         missed: r.get::<i64, _>("missed") as u32,
         attempt: r.get::<i64, _>("attempt") as u32,
-        state: r.get("state"),
+        state: RunState::parse(r.get("state"))?,
         job_id: r.get::<Option<i64>, _>("job_id").map(JobId),
         drill_id: r.get("drill_id"),
         deadline: r.get("deadline"),
@@ -65,7 +63,7 @@ fn run_from_row(r: &DbRow) -> RunRow {
         message: r.get("message"),
         created_at: r.get("created_at"),
         finished_at: r.get("finished_at"),
-    }
+    })
 }
 
 impl Catalog {
@@ -226,23 +224,23 @@ impl Catalog {
         .fetch_one(&self.writer)
         .await?
         .get::<i64, _>(0);
-        Ok(sqlx::query("SELECT * FROM scheduled_runs WHERE id = $1")
+        let row = sqlx::query("SELECT * FROM scheduled_runs WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
-            .await
-            .map(|r| run_from_row(&r))?)
+            .await?;
+        run_from_row(&row)
     }
 
     /// Runs not yet finished, oldest first.
     pub async fn open_runs(&self) -> Result<Vec<RunRow>> {
-        Ok(sqlx::query(
+        sqlx::query(
             "SELECT * FROM scheduled_runs WHERE state IN ('running', 'waiting') ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(run_from_row)
-        .collect())
+        .collect()
     }
 
     pub async fn save_run(&self, r: &RunRow) -> Result<()> {
@@ -251,7 +249,7 @@ impl Catalog {
                next_attempt_at = $6, message = $7, finished_at = $8 WHERE id = $9",
         )
         .bind(r.attempt as i64)
-        .bind(&r.state)
+        .bind(r.state.as_str())
         .bind(r.job_id.map(|j| j.0))
         .bind(r.drill_id)
         .bind(r.deadline)
@@ -266,7 +264,7 @@ impl Catalog {
 
     /// Newest first.
     pub async fn runs(&self, instance: Option<&str>, limit: u32) -> Result<Vec<RunRow>> {
-        Ok(sqlx::query(
+        sqlx::query(
             "SELECT * FROM scheduled_runs WHERE ($1 IS NULL OR instance = $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(instance)
@@ -276,7 +274,7 @@ impl Catalog {
         .await?
         .iter()
         .map(run_from_row)
-        .collect())
+        .collect()
     }
 
     /// Fail the running backup a job made (it timed out).
@@ -295,6 +293,7 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    use crate::catalog::RunState;
     use crate::catalog::test_catalog;
 
     #[tokio::test]
@@ -346,11 +345,11 @@ mod tests {
         assert_eq!(cat.schedules().await.unwrap()[0].last_slot, Some(200));
 
         let run = cat.create_run("orders", "base", 200, 0).await.unwrap();
-        assert_eq!((run.state.as_str(), run.attempt), ("waiting", 0));
+        assert_eq!((run.state, run.attempt), (RunState::Waiting, 0));
         assert!(cat.claim_attempt(run.id, 0).await.unwrap());
         assert!(!cat.claim_attempt(run.id, 0).await.unwrap(), "taken");
         let r = &cat.runs(None, 10).await.unwrap()[0];
-        assert_eq!((r.state.as_str(), r.attempt), ("running", 1));
+        assert_eq!((r.state, r.attempt), (RunState::Running, 1));
         // A running attempt is not taken again, whatever attempt it names.
         assert!(!cat.claim_attempt(run.id, 1).await.unwrap());
     }

@@ -113,6 +113,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::BackupKind;
     use crate::catalog::{ManifestEntry, NewChunk, test_catalog};
 
     #[tokio::test]
@@ -134,7 +135,7 @@ mod tests {
             .create_backup(
                 "pg",
                 "db1",
-                "logical",
+                BackupKind::Logical,
                 None,
                 &["db:app".into()],
                 &[],

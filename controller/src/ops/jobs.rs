@@ -7,7 +7,7 @@ use tidemark_proto as pb;
 
 use super::State;
 use super::error::{OpsError, OpsResult};
-use crate::catalog::JobState;
+use crate::catalog::{BackupKind, JobState};
 
 /// Record a job and hand it to its agent; a job that cannot be delivered fails at once.
 pub async fn dispatch(
@@ -78,18 +78,21 @@ pub async fn deliver(state: &State, agent: &str, id: JobId, spec: pb::job::Spec)
 
 /// Start a backup of `instance` on its agent: `kind` logical (the default) or base.
 pub async fn start_backup(state: &State, instance: &str, kind: &str) -> OpsResult<JobId> {
-    let kind = if kind.is_empty() { "logical" } else { kind };
-    if !crate::catalog::BACKUP_KINDS.contains(&kind) {
-        return Err(OpsError::InvalidArgument(format!(
-            "backup kind {kind:?} is not supported; use --kind logical or --kind base"
-        )));
-    }
+    let kind = if kind.is_empty() {
+        BackupKind::Logical
+    } else {
+        BackupKind::from_name(kind).ok_or_else(|| {
+            OpsError::InvalidArgument(format!(
+                "backup kind {kind:?} is not supported; use --kind logical or --kind base"
+            ))
+        })?
+    };
     let inst = super::instance(state, instance).await?;
     let spec = pb::job::Spec::Backup(pb::BackupJob {
         instance: inst.name.clone(),
         kind: kind.to_string(),
     });
-    let params = json!({ "instance": inst.name, "kind": kind });
+    let params = json!({ "instance": inst.name, "kind": kind.as_str() });
     dispatch(state, "backup", &inst.agent, &inst.name, params, 0, spec).await
 }
 

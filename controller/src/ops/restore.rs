@@ -180,7 +180,7 @@ async fn plan_binlog_restore(
         let backups: Vec<_> = state
             .repo
             .catalog
-            .binlog_backups(&inst.name, &chosen.kind)
+            .binlog_backups(&inst.name, chosen.kind)
             .await?
             .into_iter()
             .filter(|c| c.backup_id == chosen.id)

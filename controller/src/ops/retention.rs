@@ -7,7 +7,7 @@ use tidemark_proto as pb;
 
 use super::State;
 use super::error::OpsResult;
-use crate::catalog::{Expiry, InstanceRow};
+use crate::catalog::{BackupKind, BackupStatus, Expiry, InstanceRow};
 use crate::retention::{self, BackupFacts, Kind};
 
 /// An instance without a policy keeps everything: deleting backups is never a default.
@@ -56,7 +56,7 @@ pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionAppl
                 .collect(),
             kept_bases: items
                 .iter()
-                .filter(|i| i.keep && i.kind == "base")
+                .filter(|i| i.keep && i.kind == BackupKind::Base.as_str())
                 .map(|i| i.backup_id)
                 .collect(),
         };
@@ -134,15 +134,18 @@ async fn plan_instance(
     for b in state.repo.catalog.list_backups(Some(&inst.name)).await? {
         // Running backups are not done; expired ones are history. Failed and corrupt ones
         // restore nothing: their data goes (their rows stay).
-        if b.expired_at.is_some() || b.status == "running" || b.status == "expired" {
+        if b.expired_at.is_some()
+            || b.status == BackupStatus::Running
+            || b.status == BackupStatus::Expired
+        {
             continue;
         }
-        if b.status != "complete" {
+        if b.status != BackupStatus::Complete {
             let why = format!("{}: restores nothing ({})", b.status, b.reason);
             broken.push((b, why));
             continue;
         }
-        let kind = if b.kind == "base" {
+        let kind = if b.kind == BackupKind::Base {
             Kind::Base
         } else {
             Kind::Logical
@@ -195,7 +198,7 @@ async fn plan_instance(
         };
         item(
             inst,
-            &b.kind,
+            b.kind.as_str(),
             b.id.0,
             "",
             b.finished_at.unwrap_or(b.started_at),

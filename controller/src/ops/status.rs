@@ -4,13 +4,13 @@ use tidemark_proto as pb;
 
 use super::window::window_info;
 use super::{OpsResult, State};
-use crate::catalog::{BackupRow, DrillRow, DrillState};
+use crate::catalog::{BackupKind, BackupRow, BackupStatus, DrillRow, DrillState};
 
 /// The newest finish time of a complete backup of `kind`, 0 when none.
-fn last_complete(backups: &[BackupRow], kind: &str) -> i64 {
+fn last_complete(backups: &[BackupRow], kind: BackupKind) -> i64 {
     backups
         .iter()
-        .filter(|b| b.kind == kind && b.status == "complete")
+        .filter(|b| b.kind == kind && b.status == BackupStatus::Complete)
         .filter_map(|b| b.finished_at)
         .max()
         .unwrap_or(0)
@@ -42,10 +42,10 @@ pub async fn fleet_status(state: &State) -> OpsResult<Vec<pb::InstanceStatus>> {
                     error: a.error,
                     ..Default::default()
                 }),
-                last_base_backup: last_complete(&backups, "base"),
+                last_base_backup: last_complete(&backups, BackupKind::Base),
                 newest_wal_stored_at: state.repo.catalog.newest_wal_stored_at(&inst.name).await?,
                 last_drill: last_drill(state, &inst.name).await?.map(|d| drill_info(&d)),
-                last_logical_backup: last_complete(&backups, "logical"),
+                last_logical_backup: last_complete(&backups, BackupKind::Logical),
                 alerts: state
                     .repo
                     .catalog

@@ -12,7 +12,7 @@ use tidemark_proto::{PartHeader, UploadPartMessage, UploadPartResponse};
 
 use super::State;
 use super::{OpsError, OpsResult};
-use crate::catalog::PartStats;
+use crate::catalog::{BackupStatus, PartStats};
 use crate::repo::ingest::{ChunkReceiver, IngestError, Sink};
 
 /// Run an upload. Any failure after the header fails the backup with the reason, except a
@@ -31,7 +31,7 @@ pub async fn receive(
             row.agent
         )));
     }
-    if row.status != "running" {
+    if row.status != BackupStatus::Running {
         return Err(OpsError::FailedPrecondition(format!(
             "backup {backup} is {}, not running; it takes no more data",
             row.status

@@ -4,7 +4,7 @@
 use tidemark_proto as pb;
 
 use super::{OpsResult, State};
-use crate::catalog::InstanceRow;
+use crate::catalog::{BackupKind, InstanceRow};
 use crate::window::binlog::BinlogWindow;
 use crate::window::wal::Window;
 
@@ -18,7 +18,7 @@ pub async fn binlog_window(state: &State, inst: &InstanceRow) -> OpsResult<Binlo
     let backups = state
         .repo
         .catalog
-        .binlog_backups(&inst.name, "base")
+        .binlog_backups(&inst.name, BackupKind::Base)
         .await?;
     let files = state.repo.catalog.wal_segments(&inst.name).await?;
     Ok(BinlogWindow::compute(&backups, &files, inst.binlog_base()))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tidemark_core::timefmt::utc;
 
-use crate::catalog::{DrillState, JobState, RunRow, now};
+use crate::catalog::{DrillState, JobState, RunRow, RunState, now};
 use crate::cron::Cron;
 use crate::drill::{self, target::TargetSpec};
 use crate::ops::State;
@@ -103,7 +103,7 @@ async fn tick(state: &Arc<State>, now: i64) -> OpsResult<()> {
     for run in state.repo.catalog.open_runs().await? {
         let mut run = run;
         advance(state, &mut run, now).await?;
-        if run.state == "running" || run.state == "waiting" {
+        if matches!(run.state, RunState::Running | RunState::Waiting) {
             open.insert((run.instance.clone(), run.kind.clone()));
         }
     }
@@ -153,8 +153,8 @@ async fn tick(state: &Arc<State>, now: i64) -> OpsResult<()> {
 
 /// Move one open run on, and save it.
 async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> OpsResult<()> {
-    match run.state.as_str() {
-        "waiting" if run.next_attempt_at.is_none_or(|t| t <= now) => {
+    match run.state {
+        RunState::Waiting if run.next_attempt_at.is_none_or(|t| t <= now) => {
             // One controller starts each attempt, and only once.
             if !state
                 .repo
@@ -168,28 +168,28 @@ async fn advance(state: &Arc<State>, run: &mut RunRow, now: i64) -> OpsResult<()
             let started = start_attempt(state, run).await;
             match started {
                 Ok(()) => {
-                    run.state = "running".into();
+                    run.state = RunState::Running;
                     run.deadline = Some(now + time_limit(state, &run.kind).as_secs() as i64);
                     run.message = format!("attempt {} started", run.attempt);
                 }
                 Err(e) => retry_or_fail(state, run, now, &e.to_string()),
             }
         }
-        "running" => match outcome(state, run, now).await? {
+        RunState::Running => match outcome(state, run, now).await? {
             Outcome::Going => return Ok(()),
             Outcome::Done(msg) => {
-                run.state = "succeeded".into();
+                run.state = RunState::Succeeded;
                 run.message = msg;
                 run.finished_at = Some(now);
             }
             Outcome::Verdict(msg) => {
-                run.state = "failed".into();
+                run.state = RunState::Failed;
                 run.message = msg;
                 run.finished_at = Some(now);
             }
             Outcome::Retry(msg) => retry_or_fail(state, run, now, &msg),
             Outcome::Interrupted(msg) => {
-                run.state = "waiting".into();
+                run.state = RunState::Waiting;
                 run.next_attempt_at = Some(now);
                 run.message = format!("attempt {}: {msg}; retrying now", run.attempt);
             }
@@ -401,11 +401,11 @@ fn retry_or_fail(state: &State, run: &mut RunRow, now: i64, why: &str) {
     if run.attempt <= s.retries {
         let wait = backoff(s.retry_backoff, run.attempt);
         let at = now + wait.as_secs() as i64;
-        run.state = "waiting".into();
+        run.state = RunState::Waiting;
         run.next_attempt_at = Some(at);
         run.message = format!("attempt {}: {why}; retrying at {}", run.attempt, utc(at));
     } else {
-        run.state = "failed".into();
+        run.state = RunState::Failed;
         run.finished_at = Some(now);
         run.message = format!("failed after {} attempts; the last: {why}", run.attempt);
     }

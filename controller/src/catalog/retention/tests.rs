@@ -1,3 +1,4 @@
+use crate::catalog::{BackupKind, BackupStatus};
 use tidemark_core::ids::{BackupId, ChunkId};
 
 use super::*;
@@ -38,7 +39,16 @@ fn entries(ids: &[ChunkId]) -> Vec<ManifestEntry> {
 /// A finished one-part backup of instance "pg" referring to `refs`, storing `new` first.
 async fn backup(cat: &Catalog, refs: &[ChunkId], new: &[NewChunk], ok: bool) -> BackupId {
     let b = cat
-        .create_backup("pg", "db1", "base", None, &["base".into()], &[], "15", "15")
+        .create_backup(
+            "pg",
+            "db1",
+            BackupKind::Base,
+            None,
+            &["base".into()],
+            &[],
+            "15",
+            "15",
+        )
         .await
         .unwrap();
     cat.add_manifest(b, "base", &entries(refs), new)
@@ -83,7 +93,7 @@ async fn applying_expires_backups_and_deletes_logs_keeping_the_rows_as_history()
     cat.apply_retention(&e).await.unwrap().unwrap();
 
     let row = cat.backup(old).await.unwrap().unwrap();
-    assert_eq!(row.status, "expired");
+    assert_eq!(row.status.as_str(), "expired");
     assert!(row.reason.contains("no rule keeps it"), "{}", row.reason);
     assert!(row.expired_at.is_some());
     let row = cat.backup(failed).await.unwrap().unwrap();
@@ -133,7 +143,10 @@ async fn a_plan_whose_premises_changed_is_not_applied_at_all() {
     wal(&cat, "000000010000000000000001", &[a], &[]).await;
     let e = expiry(&[old], &["000000010000000000000001"], &[kept]);
     let unchanged = |cat: Catalog| async move {
-        assert_eq!(cat.backup(old).await.unwrap().unwrap().status, "complete");
+        assert_eq!(
+            cat.backup(old).await.unwrap().unwrap().status.as_str(),
+            "complete"
+        );
         assert_eq!(
             cat.manifest_page(old, "base", 0, 10).await.unwrap().len(),
             1
@@ -248,7 +261,16 @@ async fn an_upload_and_a_collection_never_both_win() {
 
     // The reference commits first: collection sees it and keeps the pack.
     let first = cat
-        .create_backup("pg", "db1", "base", None, &["base".into()], &[], "15", "15")
+        .create_backup(
+            "pg",
+            "db1",
+            BackupKind::Base,
+            None,
+            &["base".into()],
+            &[],
+            "15",
+            "15",
+        )
         .await
         .unwrap();
     cat.add_manifest(first, "base", &entries(&[a]), &[])
@@ -338,7 +360,16 @@ async fn uploads_and_collections_running_together_never_lose_a_reference() {
             for i in 0..40usize {
                 let refs = [shared[i % 6], shared[(i + 1) % 6], chunk(100 + i as u8)];
                 let b = cat
-                    .create_backup("pg", "db1", "base", None, &["base".into()], &[], "15", "15")
+                    .create_backup(
+                        "pg",
+                        "db1",
+                        BackupKind::Base,
+                        None,
+                        &["base".into()],
+                        &[],
+                        "15",
+                        "15",
+                    )
                     .await
                     .unwrap();
                 // Like the receiver: send only the chunks the catalog does not know, and
@@ -385,7 +416,7 @@ async fn uploads_and_collections_running_together_never_lose_a_reference() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|b| b.status == "complete")
+            .filter(|b| b.status == BackupStatus::Complete)
             .map(|b| b.id)
             .collect();
         if let Some((newest, older)) = complete.split_last() {
