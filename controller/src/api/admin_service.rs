@@ -552,7 +552,7 @@ impl AdminApi {
             .instances
             .iter()
             .find(|i| i.name == instance)
-            .map(|i| i.engine.clone());
+            .map(|i| i.engine);
         if let (Some(s), Some(t)) = (&source_engine, &target_engine)
             && s != t
         {

@@ -13,8 +13,8 @@ use super::auth::require;
 use super::read::{self, PartStream};
 use super::upload;
 use crate::catalog::{
-    ArchiverRow, BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, InstanceFacts,
-    InstanceRow, JobRow, JobState, Registered, Registration,
+    ArchiverRow, BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, Engine,
+    InstanceFacts, InstanceRow, JobRow, JobState, Registered, Registration,
 };
 use crate::ops::sessions::{Closed, JobStream};
 use crate::ops::{self, OpsError, OpsResult, State};
@@ -29,8 +29,14 @@ pub struct AgentApi {
 /// Largest dedup query accepted in one call.
 const MAX_HAVE_CHUNKS: usize = 4096;
 
-/// Engines this controller can back up.
-const ENGINES: &[&str] = &["postgresql", "mariadb"];
+/// The engines this controller can back up, for messages.
+fn engine_names() -> String {
+    Engine::ALL
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn agent_name<T>(req: &Request<T>, what: &str) -> OpsResult<String> {
     Ok(require(req, &[Role::Agent], what)?.name)
@@ -245,19 +251,19 @@ impl AgentService for AgentApi {
         }
         let mut instances = Vec::new();
         for i in &r.instances {
-            if !ENGINES.contains(&i.engine.as_str()) {
+            let Some(engine) = Engine::from_name(&i.engine) else {
                 return Err(OpsError::InvalidArgument(format!(
                     "instance {} has engine {:?}; this controller supports {}",
                     i.name,
                     i.engine,
-                    ENGINES.join(", ")
+                    engine_names()
                 ))
                 .into());
-            }
+            };
             instances.push(InstanceRow {
                 name: i.name.clone(),
                 agent: agent.clone(),
-                engine: i.engine.clone(),
+                engine,
                 server_version: i.server_version.clone(),
                 system_identifier: i.system_identifier.clone(),
                 databases: i.databases.clone(),
@@ -280,7 +286,14 @@ impl AgentService for AgentApi {
             sandbox_engines: r
                 .sandbox_engines
                 .iter()
-                .map(|e| (e.engine.clone(), e.major))
+                .filter_map(|e| match Engine::from_name(&e.engine) {
+                    Some(engine) => Some((engine, e.major)),
+                    None => {
+                        // A newer sandbox may offer more: it still runs what we know.
+                        tracing::warn!(sandbox = %agent, engine = %e.engine, "sandbox offers an engine this controller does not know; ignored");
+                        None
+                    }
+                })
                 .collect(),
         };
         match self
@@ -587,9 +600,11 @@ impl AgentService for AgentApi {
             .instance(&b.instance)
             .await
             .map_err(OpsError::from)?
-            .map(|i| i.engine)
-            .unwrap_or_default();
-        if engine == "mariadb" && r.error.is_empty() && b.status == BackupStatus::Running {
+            .map(|i| i.engine);
+        if engine == Some(Engine::Mariadb)
+            && r.error.is_empty()
+            && b.status == BackupStatus::Running
+        {
             self.record_binlog(&b, r.binlog.as_ref()).await?;
         } else if b.kind == BackupKind::Base
             && r.error.is_empty()

@@ -9,7 +9,7 @@ use crate::catalog::{
 pub fn instance(i: &InstanceRow) -> pb::InstanceInfo {
     pb::InstanceInfo {
         name: i.name.clone(),
-        engine: i.engine.clone(),
+        engine: i.engine.to_string(),
         server_version: i.server_version.clone(),
         system_identifier: i.system_identifier.clone(),
         databases: i.databases.clone(),
@@ -28,7 +28,7 @@ pub fn agent(a: &AgentRow, connected: bool) -> pb::AgentInfo {
             .sandbox_engines
             .iter()
             .map(|(engine, major)| pb::SandboxEngine {
-                engine: engine.clone(),
+                engine: engine.to_string(),
                 major: *major,
             })
             .collect(),

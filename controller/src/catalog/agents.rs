@@ -4,13 +4,13 @@
 
 use sqlx::Row;
 
-use super::{Catalog, CatalogError, Db, DbRow, Result, now};
+use super::{Catalog, CatalogError, Db, DbRow, Engine, Result, now};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRow {
     pub name: String,
     pub agent: String,
-    pub engine: String,
+    pub engine: Engine,
     pub server_version: String,
     pub system_identifier: String,
     pub databases: Vec<String>,
@@ -25,10 +25,6 @@ pub struct InstanceRow {
 }
 
 impl InstanceRow {
-    pub fn is_mariadb(&self) -> bool {
-        self.engine == "mariadb"
-    }
-
     /// The file name part of log_bin_basename: binlogs are named BASE.000001.
     pub fn binlog_base(&self) -> &str {
         self.log_bin_basename
@@ -64,7 +60,7 @@ pub struct AgentRow {
     /// "agent" or "sandbox".
     pub role: String,
     /// A sandbox's engines and major versions.
-    pub sandbox_engines: Vec<(String, u32)>,
+    pub sandbox_engines: Vec<(Engine, u32)>,
     pub agent_version: String,
     pub tools: Vec<(String, String)>,
     pub last_seen: i64,
@@ -75,11 +71,25 @@ fn json_err(e: serde_json::Error) -> CatalogError {
     CatalogError::Corrupt(e.to_string())
 }
 
+/// A sandbox's engines as stored: `[["postgresql", 15], ...]`.
+fn sandbox_engines_json(engines: &[(Engine, u32)]) -> Result<String> {
+    let named: Vec<(&str, u32)> = engines.iter().map(|(e, m)| (e.as_str(), *m)).collect();
+    serde_json::to_string(&named).map_err(json_err)
+}
+
+fn sandbox_engines_from(json: &str) -> Result<Vec<(Engine, u32)>> {
+    let named: Vec<(String, u32)> = serde_json::from_str(json).map_err(json_err)?;
+    named
+        .into_iter()
+        .map(|(e, m)| Ok((Engine::parse(&e)?, m)))
+        .collect()
+}
+
 fn instance_from_row(r: &DbRow) -> Result<InstanceRow> {
     Ok(InstanceRow {
         name: r.get("name"),
         agent: r.get("agent"),
-        engine: r.get("engine"),
+        engine: Engine::parse(r.get("engine"))?,
         server_version: r.get("server_version"),
         system_identifier: r.get("system_identifier"),
         databases: serde_json::from_str(r.get::<&str, _>("databases")).map_err(json_err)?,
@@ -98,7 +108,7 @@ pub struct Registration {
     pub role: String,
     pub agent_version: String,
     pub tools: Vec<(String, String)>,
-    pub sandbox_engines: Vec<(String, u32)>,
+    pub sandbox_engines: Vec<(Engine, u32)>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -170,7 +180,7 @@ impl Catalog {
         .bind(t)
         .bind(t)
         .bind(&reg.role)
-        .bind(serde_json::to_string(&reg.sandbox_engines).map_err(json_err)?)
+        .bind(sandbox_engines_json(&reg.sandbox_engines)?)
         .execute(&mut *tx)
         .await?;
         for inst in instances {
@@ -190,7 +200,7 @@ impl Catalog {
             )
             .bind(&inst.name)
             .bind(name)
-            .bind(&inst.engine)
+            .bind(inst.engine.as_str())
             .bind(&inst.server_version)
             .bind(&inst.system_identifier)
             .bind(serde_json::to_string(&inst.databases).map_err(json_err)?)
@@ -296,8 +306,7 @@ impl Catalog {
                 let name: String = r.get("name");
                 Ok(AgentRow {
                     role: r.get("role"),
-                    sandbox_engines: serde_json::from_str(r.get::<&str, _>("sandbox_engines"))
-                        .map_err(json_err)?,
+                    sandbox_engines: sandbox_engines_from(r.get::<&str, _>("sandbox_engines"))?,
                     agent_version: r.get("agent_version"),
                     tools: serde_json::from_str(r.get::<&str, _>("tools")).map_err(json_err)?,
                     last_seen: r.get("last_seen"),
@@ -322,7 +331,7 @@ mod tests {
         InstanceRow {
             name: name.into(),
             agent: String::new(),
-            engine: "postgresql".into(),
+            engine: Engine::Postgresql,
             server_version: "15.18".into(),
             system_identifier: "123".into(),
             databases: vec!["app".into()],
@@ -409,7 +418,7 @@ mod tests {
         // A sandbox cannot take an agent's name.
         let sandbox = Registration {
             role: "sandbox".into(),
-            sandbox_engines: vec![("postgresql".into(), 15)],
+            sandbox_engines: vec![(Engine::Postgresql, 15)],
             ..reg("0.1")
         };
         assert_eq!(
@@ -422,7 +431,7 @@ mod tests {
         );
         let sb = cat.agent("sb1").await.unwrap().unwrap();
         assert_eq!(sb.role, "sandbox");
-        assert_eq!(sb.sandbox_engines, vec![("postgresql".to_string(), 15)]);
+        assert_eq!(sb.sandbox_engines, vec![(Engine::Postgresql, 15)]);
         assert!(cat.instance("shop").await.unwrap().is_none());
         assert!(cat.agent("db2").await.unwrap().is_none());
         let a = cat.agent("db1").await.unwrap().unwrap();

@@ -37,7 +37,7 @@ pub use jobs::JobRow;
 pub use keys::{DataKeyRow, KekRow, Rotation};
 pub use retention::Expiry;
 pub use schedules::RunRow;
-pub use states::{BackupKind, BackupStatus, DrillState, JobState, RunState};
+pub use states::{BackupKind, BackupStatus, DrillState, Engine, JobState, RunState};
 pub use status::ArchiverRow;
 pub use wal::{WalFileRow, WalOutcome};
 

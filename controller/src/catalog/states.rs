@@ -73,6 +73,26 @@ text_enum! {
 }
 
 text_enum! {
+    /// An instance's database engine. Parsed where it enters (an agent's registration, the
+    /// catalog), so that every branch on it is a `match` naming each engine: a new engine is
+    /// a compile error wherever it needs a decision, never a silent fall into another's branch.
+    pub enum Engine("engine") {
+        Postgresql = "postgresql",
+        Mariadb = "mariadb",
+    }
+}
+
+impl Engine {
+    /// What its archived logs are called in retention plans: wal or binlog.
+    pub fn log_kind(self) -> &'static str {
+        match self {
+            Engine::Postgresql => "wal",
+            Engine::Mariadb => "binlog",
+        }
+    }
+}
+
+text_enum! {
     pub enum JobState("job state") {
         Queued = "queued",
         Running = "running",

@@ -10,7 +10,7 @@ use tidemark_core::timefmt::pg_timestamp;
 use tidemark_proto as pb;
 
 use super::{sandboxes_for, series};
-use crate::catalog::{DrillRow, DrillState, JobState};
+use crate::catalog::{DrillRow, DrillState, Engine, InstanceRow, JobState};
 use crate::ops::{OpsError, OpsResult};
 use crate::ops::{State, jobs};
 use crate::window::wal::Target;
@@ -61,10 +61,10 @@ async fn dispatch(state: &Arc<State>) -> OpsResult<()> {
                 .await?;
             continue;
         };
-        let Some(major) = series(&inst.engine, &inst.server_version) else {
+        let Some(major) = series(inst.engine, &inst.server_version) else {
             continue;
         };
-        let free = sandboxes_for(&agents, &inst.engine, major)
+        let free = sandboxes_for(&agents, inst.engine, major)
             .into_iter()
             .filter(|a| d.sandbox_wanted.is_empty() || a.name == d.sandbox_wanted)
             .find(|a| !busy.contains(&a.name) && connected.contains(&a.name));
@@ -106,10 +106,20 @@ fn smoke_checks(state: &State, instance: &str) -> Vec<pb::SmokeCheck> {
 /// Pick the backup for the drill's target and send the job.
 async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> OpsResult<()> {
     let inst = crate::ops::instance(state, &d.instance).await?;
-    if inst.is_mariadb() {
-        return start_mariadb(state, d, sandbox, &inst).await;
+    match inst.engine {
+        Engine::Postgresql => start_postgres(state, d, sandbox, &inst).await,
+        Engine::Mariadb => start_mariadb(state, d, sandbox, &inst).await,
     }
-    let w = crate::ops::window::window(state, &inst).await?;
+}
+
+/// A PostgreSQL drill: the newest base backup that ended before the target, and its WAL.
+async fn start_postgres(
+    state: &Arc<State>,
+    d: &DrillRow,
+    sandbox: &str,
+    inst: &InstanceRow,
+) -> OpsResult<()> {
+    let w = crate::ops::window::window(state, inst).await?;
     let reach = w
         .choose(&inst.name, &Target::Time(d.target))
         .map_err(OpsError::FailedPrecondition)?;
@@ -143,8 +153,8 @@ async fn start(state: &Arc<State>, d: &DrillRow, sandbox: &str) -> OpsResult<()>
         checks: smoke_checks(state, &inst.name),
         amcheck: settings.amcheck,
         user: settings.user.clone(),
-        major: series(&inst.engine, &b.server_version)
-            .or_else(|| series(&inst.engine, &inst.server_version))
+        major: series(inst.engine, &b.server_version)
+            .or_else(|| series(inst.engine, &inst.server_version))
             .unwrap_or(0),
     };
     let params = json!({
@@ -184,8 +194,8 @@ async fn start_mariadb(
         checks: smoke_checks(state, &inst.name),
         amcheck: state.drills.settings.amcheck,
         user: "root".into(),
-        major: series(&inst.engine, &b.server_version)
-            .or_else(|| series(&inst.engine, &inst.server_version))
+        major: series(inst.engine, &b.server_version)
+            .or_else(|| series(inst.engine, &inst.server_version))
             .unwrap_or(0),
     };
     // The sandbox may fetch this instance's binlogs from the backup's file on.

@@ -17,7 +17,7 @@ use tidemark_core::ids::JobId;
 use tidemark_core::timefmt::pg_timestamp;
 use tidemark_proto as pb;
 
-use crate::catalog::{AgentRow, DrillRow, DrillState, InstanceRow};
+use crate::catalog::{AgentRow, DrillRow, DrillState, Engine, InstanceRow};
 use crate::config::Expect;
 use crate::ops::State;
 pub use crate::ops::drills::Drills;
@@ -36,21 +36,22 @@ pub fn major(version: &str) -> Option<u32> {
 /// The version a sandbox must run to restore a backup of `engine` `version`: PostgreSQL's
 /// major version, or MariaDB's series as major * 100 + minor (10.11.9 -> 1011), because
 /// mariabackup prepares only backups of its own series.
-pub fn series(engine: &str, version: &str) -> Option<u32> {
-    if engine != "mariadb" {
-        return major(version);
+pub fn series(engine: Engine, version: &str) -> Option<u32> {
+    match engine {
+        Engine::Postgresql => major(version),
+        Engine::Mariadb => {
+            let mut it = version.split(|c: char| !c.is_ascii_digit());
+            let (maj, min): (u32, u32) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+            Some(maj * 100 + min)
+        }
     }
-    let mut it = version.split(|c: char| !c.is_ascii_digit());
-    let (maj, min): (u32, u32) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
-    Some(maj * 100 + min)
 }
 
 /// A series as people write it: 15, or 10.11.
-pub fn show_series(engine: &str, n: u32) -> String {
-    if engine == "mariadb" {
-        format!("{}.{}", n / 100, n % 100)
-    } else {
-        n.to_string()
+pub fn show_series(engine: Engine, n: u32) -> String {
+    match engine {
+        Engine::Postgresql => n.to_string(),
+        Engine::Mariadb => format!("{}.{}", n / 100, n % 100),
     }
 }
 
@@ -61,14 +62,14 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-fn sandboxes_for<'a>(agents: &'a [AgentRow], engine: &str, major: u32) -> Vec<&'a AgentRow> {
+fn sandboxes_for(agents: &[AgentRow], engine: Engine, major: u32) -> Vec<&AgentRow> {
     agents
         .iter()
         .filter(|a| a.role == Role::Sandbox.as_str())
         .filter(|a| {
             a.sandbox_engines
                 .iter()
-                .any(|(e, m)| e == engine && *m == major)
+                .any(|(e, m)| *e == engine && *m == major)
         })
         .collect()
 }
@@ -81,14 +82,14 @@ pub async fn request(
     spec: &TargetSpec,
     sandbox: &str,
 ) -> OpsResult<DrillRow> {
-    let major = series(&inst.engine, &inst.server_version).ok_or_else(|| {
+    let major = series(inst.engine, &inst.server_version).ok_or_else(|| {
         OpsError::FailedPrecondition(format!(
             "instance {}'s server version is unknown (its agent could not reach it); a drill needs a sandbox of the same major version",
             inst.name
         ))
     })?;
     let agents = state.repo.catalog.agents().await?;
-    let fit = sandboxes_for(&agents, &inst.engine, major);
+    let fit = sandboxes_for(&agents, inst.engine, major);
     if !sandbox.is_empty() {
         let name = sandbox.strip_prefix("sandbox:").unwrap_or(sandbox);
         match agents.iter().find(|a| a.name == name) {
@@ -101,10 +102,10 @@ pub async fn request(
                 return Err(OpsError::FailedPrecondition(format!(
                     "sandbox {name} cannot run {} {} (it offers {})",
                     inst.engine,
-                    show_series(&inst.engine, major),
+                    show_series(inst.engine, major),
                     a.sandbox_engines
                         .iter()
-                        .map(|(e, m)| format!("{e} {}", show_series(e, *m)))
+                        .map(|(e, m)| format!("{e} {}", show_series(*e, *m)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
@@ -120,24 +121,14 @@ pub async fn request(
         return Err(OpsError::FailedPrecondition(format!(
             "no sandbox for {} {} has registered; start tidemark-agent with a sandbox certificate and a [sandbox] section on a host with that version",
             inst.engine,
-            show_series(&inst.engine, major)
+            show_series(inst.engine, major)
         )));
     }
-    let (bounds, describe) = if inst.is_mariadb() {
-        let w = crate::ops::window::binlog_window(state, inst).await?;
-        let b = w
-            .oldest()
-            .zip(w.newest())
-            .map(|(o, n)| (o.backup.stop_time, n.end_time));
-        (b, w.describe())
-    } else {
-        let w = crate::ops::window::window(state, inst).await?;
-        let b = w
-            .oldest()
-            .zip(w.newest())
-            .map(|(o, n)| (o.base.stop_time, n.end_time));
-        (b, w.describe())
-    };
+    let w = crate::ops::window::recovery_window(state, inst).await?;
+    let (bounds, describe) = (
+        w.oldest().zip(w.newest()).map(|(o, n)| (o.time, n.time)),
+        w.describe(),
+    );
     let Some((oldest, newest)) = bounds else {
         return Err(OpsError::FailedPrecondition(format!(
             "instance {} cannot be drilled: {describe}",
@@ -189,23 +180,24 @@ pub async fn report(state: &State, sandbox: &str, r: &pb::DrillReport) -> OpsRes
             d.id
         )))
     };
-    let (base, coords) = if inst.is_mariadb() {
-        let c = state.repo.catalog.binlog_coordinates(backup).await?;
-        (None, Some(c.ok_or_else(|| corrupt("binlog position"))?))
-    } else {
-        let b = state.repo.catalog.base_backup(backup).await?;
-        (Some(b.ok_or_else(|| corrupt("WAL positions"))?), None)
-    };
-    let start = match (&base, &coords) {
-        (Some(base), _) => judge::Start::Wal {
-            base,
-            seg_size: inst.segment_size(),
-        },
-        (_, Some(coords)) => judge::Start::Binlog {
-            coords,
-            base_name: inst.binlog_base(),
-        },
-        (None, None) => unreachable!("one of them was found above"),
+    // Where recovery started, to judge where it stopped: held here, lent to the judge.
+    let base;
+    let coords;
+    let start = match inst.engine {
+        Engine::Postgresql => {
+            base = state.repo.catalog.base_backup(backup).await?;
+            judge::Start::Wal {
+                base: base.as_ref().ok_or_else(|| corrupt("WAL positions"))?,
+                seg_size: inst.segment_size(),
+            }
+        }
+        Engine::Mariadb => {
+            coords = state.repo.catalog.binlog_coordinates(backup).await?;
+            judge::Start::Binlog {
+                coords: coords.as_ref().ok_or_else(|| corrupt("binlog position"))?,
+                base_name: inst.binlog_base(),
+            }
+        }
     };
     let checks = state.drills.checks(&d.instance);
     let mut samples = HashMap::new();

@@ -14,7 +14,7 @@ use tidemark_core::wal::{self, Lsn, WalName};
 use tidemark_proto::{self as pb, UploadPartMessage};
 
 use super::{OpsError, OpsResult, State};
-use crate::catalog::{InstanceRow, ManifestEntry, WalFileRow, WalOutcome, now};
+use crate::catalog::{Engine, InstanceRow, ManifestEntry, WalFileRow, WalOutcome, now};
 use crate::repo::ingest::{ChunkReceiver, IngestError, Sink};
 
 /// How long after a restore job finishes its agent may still fetch WAL (the operator may
@@ -75,7 +75,7 @@ async fn binlog_source(
             inst.name, inst.agent
         )));
     }
-    if !inst.is_mariadb() {
+    if inst.engine != Engine::Mariadb {
         return Err(OpsError::InvalidArgument(format!(
             "instance {} is {}, not MariaDB: its WAL comes from archive_command",
             inst.name, inst.engine
@@ -231,18 +231,19 @@ pub async fn fetch(
 ) -> OpsResult<ArchivedFile> {
     let agent = who.name.as_str();
     let inst = fetch_source(state, &r).await?;
-    let segno = if inst.is_mariadb() {
-        let seq = binlog::sequence(&r.name, inst.binlog_base()).ok_or_else(|| {
-            OpsError::InvalidArgument(format!(
-                "{:?} is not a binlog of instance {}",
-                r.name, inst.name
-            ))
-        })?;
-        Some(seq)
-    } else {
-        WalName::parse(&r.name, inst.segment_size())
+    let segno = match inst.engine {
+        Engine::Mariadb => {
+            let seq = binlog::sequence(&r.name, inst.binlog_base()).ok_or_else(|| {
+                OpsError::InvalidArgument(format!(
+                    "{:?} is not a binlog of instance {}",
+                    r.name, inst.name
+                ))
+            })?;
+            Some(seq)
+        }
+        Engine::Postgresql => WalName::parse(&r.name, inst.segment_size())
             .map_err(OpsError::InvalidArgument)?
-            .segno()
+            .segno(),
     };
     if who.role == Role::Sandbox {
         // Only what its running drill replays: this instance's WAL from the backup's start,

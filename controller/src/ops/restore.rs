@@ -10,7 +10,7 @@ use tidemark_proto as pb;
 
 use super::window::{binlog_window, window};
 use super::{OpsError, OpsResult, State, instance};
-use crate::catalog::{BackupRow, InstanceRow};
+use crate::catalog::{BackupRow, Engine, InstanceRow};
 use crate::window::binlog::BinlogWindow;
 use crate::window::wal::Target;
 
@@ -66,10 +66,22 @@ pub async fn plan_restore(
         }
         Some(_) => {}
     }
-    if inst.is_mariadb() {
-        return plan_binlog_restore(state, r, &inst, host, &target).await;
+    match inst.engine {
+        Engine::Postgresql => plan_wal_restore(state, r, &inst, host, &target).await,
+        Engine::Mariadb => plan_binlog_restore(state, r, &inst, host, &target).await,
     }
-    let w = window(state, &inst).await?;
+}
+
+/// A PostgreSQL point-in-time restore: the base backup that ended before the target, its
+/// tablespaces mapped, and the recovery target.
+async fn plan_wal_restore(
+    state: &State,
+    r: &pb::StartPitrRestoreRequest,
+    inst: &InstanceRow,
+    host: String,
+    target: &Target,
+) -> OpsResult<(String, serde_json::Value, pb::RestoreJob, u64)> {
+    let w = window(state, inst).await?;
     let reach = if r.backup_id != 0 {
         w.reaches
             .iter()
@@ -81,7 +93,7 @@ pub async fn plan_restore(
                 ))
             })?
     } else {
-        w.choose(&inst.name, &target)
+        w.choose(&inst.name, target)
             .map_err(OpsError::FailedPrecondition)?
     };
     let base = &reach.base;

@@ -7,7 +7,7 @@ use tidemark_proto as pb;
 
 use super::State;
 use super::error::OpsResult;
-use crate::catalog::{BackupKind, BackupStatus, Expiry, InstanceRow};
+use crate::catalog::{BackupKind, BackupStatus, Engine, Expiry, InstanceRow};
 use crate::retention::{self, BackupFacts, Kind};
 
 /// An instance without a policy keeps everything: deleting backups is never a default.
@@ -128,7 +128,6 @@ async fn plan_instance(
     in_use: &[i64],
 ) -> OpsResult<Vec<pb::RetentionItem>> {
     let policy = state.retention.get(&inst.name);
-    let mariadb = inst.engine == "mariadb";
     let mut facts = Vec::new();
     let mut broken = Vec::new();
     for b in state.repo.catalog.list_backups(Some(&inst.name)).await? {
@@ -152,17 +151,19 @@ async fn plan_instance(
         };
         let start_log = match kind {
             Kind::Logical => None,
-            Kind::Base if mariadb => state
-                .repo
-                .catalog
-                .binlog_coordinates(b.id)
-                .await?
-                .map(|c| c.file)
-                .filter(|f| !f.is_empty()),
-            Kind::Base => state.repo.catalog.base_backup(b.id).await?.map(|bb| {
-                let size = inst.segment_size();
-                tidemark_core::wal::segment_name(bb.timeline, bb.start_lsn.segno(size), size)
-            }),
+            Kind::Base => match inst.engine {
+                Engine::Mariadb => state
+                    .repo
+                    .catalog
+                    .binlog_coordinates(b.id)
+                    .await?
+                    .map(|c| c.file)
+                    .filter(|f| !f.is_empty()),
+                Engine::Postgresql => state.repo.catalog.base_backup(b.id).await?.map(|bb| {
+                    let size = inst.segment_size();
+                    tidemark_core::wal::segment_name(bb.timeline, bb.start_lsn.segno(size), size)
+                }),
+            },
         };
         facts.push(BackupFacts {
             id: b.id.0,
@@ -173,7 +174,7 @@ async fn plan_instance(
         });
     }
     let logs = state.repo.catalog.archived_log_names(&inst.name).await?;
-    let log_kind = if mariadb { "binlog" } else { "wal" };
+    let log_kind = inst.engine.log_kind();
     let Some(policy) = policy else {
         let keep = retention::Decision {
             keep: vec![NO_POLICY.into()],

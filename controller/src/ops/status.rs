@@ -27,7 +27,7 @@ pub async fn fleet_status(state: &State) -> OpsResult<Vec<pb::InstanceStatus>> {
             out.push(pb::InstanceStatus {
                 instance: inst.name.clone(),
                 agent: agent.name.clone(),
-                engine: inst.engine.clone(),
+                engine: inst.engine.to_string(),
                 connected,
                 window: Some(window_info(state, inst).await?),
                 archiver_reported_at: archiver.as_ref().map(|a| a.reported_at).unwrap_or(0),

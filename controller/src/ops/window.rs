@@ -4,7 +4,8 @@
 use tidemark_proto as pb;
 
 use super::{OpsResult, State};
-use crate::catalog::{BackupKind, InstanceRow};
+use crate::catalog::{BackupKind, Engine, InstanceRow};
+use crate::window::RecoveryWindow;
 use crate::window::binlog::BinlogWindow;
 use crate::window::wal::Window;
 
@@ -24,52 +25,35 @@ pub async fn binlog_window(state: &State, inst: &InstanceRow) -> OpsResult<Binlo
     Ok(BinlogWindow::compute(&backups, &files, inst.binlog_base()))
 }
 
-/// A MariaDB instance's window: positions are shown as binlog file:offset.
-async fn binlog_window_info(state: &State, inst: &InstanceRow) -> OpsResult<pb::PitrWindowInfo> {
-    let w = binlog_window(state, inst).await?;
-    let mut info = pb::PitrWindowInfo {
-        instance: inst.name.clone(),
-        base_backups: w.reaches.len() as i64,
-        wal_files: state.repo.catalog.wal_file_count(&inst.name).await?,
-        newest_wal: w.newest_file.clone().unwrap_or_default(),
-        gap: w.gap.clone().unwrap_or_default(),
-        detail: w.describe(),
-        ..Default::default()
-    };
-    if let (Some(o), Some(n)) = (w.oldest(), w.newest()) {
-        info.restorable = true;
-        info.oldest_time = o.backup.stop_time;
-        info.oldest_lsn = format!("{}:{}", o.backup.file, o.backup.position);
-        info.newest_time = n.end_time;
-        info.newest_lsn = n
-            .files
-            .last()
-            .map(|f| f.0.clone())
-            .unwrap_or_else(|| format!("{}:{}", n.backup.file, n.backup.position));
-    }
-    Ok(info)
+/// The instance's window, whichever its engine: the one place that picks by engine.
+pub async fn recovery_window(
+    state: &State,
+    inst: &InstanceRow,
+) -> OpsResult<Box<dyn RecoveryWindow>> {
+    Ok(match inst.engine {
+        Engine::Postgresql => Box::new(window(state, inst).await?),
+        Engine::Mariadb => Box::new(binlog_window(state, inst).await?),
+    })
 }
 
+/// The window as `tidemark pitr-window` and `status` show it.
 pub async fn window_info(state: &State, inst: &InstanceRow) -> OpsResult<pb::PitrWindowInfo> {
-    if inst.is_mariadb() {
-        return binlog_window_info(state, inst).await;
-    }
-    let w = window(state, inst).await?;
+    let w = recovery_window(state, inst).await?;
     let mut info = pb::PitrWindowInfo {
         instance: inst.name.clone(),
-        base_backups: w.reaches.len() as i64,
+        base_backups: w.backups() as i64,
         wal_files: state.repo.catalog.wal_file_count(&inst.name).await?,
-        newest_wal: w.newest_wal.clone().unwrap_or_default(),
-        gap: w.gap.clone().unwrap_or_default(),
+        newest_wal: w.newest_log().unwrap_or_default(),
+        gap: w.gap().unwrap_or_default(),
         detail: w.describe(),
         ..Default::default()
     };
     if let (Some(o), Some(n)) = (w.oldest(), w.newest()) {
         info.restorable = true;
-        info.oldest_time = o.base.stop_time;
-        info.oldest_lsn = o.base.stop_lsn.to_string();
-        info.newest_time = n.end_time;
-        info.newest_lsn = n.end_lsn.to_string();
+        info.oldest_time = o.time;
+        info.oldest_lsn = o.position;
+        info.newest_time = n.time;
+        info.newest_lsn = n.position;
     }
     Ok(info)
 }
