@@ -38,6 +38,7 @@ pub async fn run(config: &AgentConfig, tls: &TlsMaterial, path: &Path) -> Result
         data_directory: data_dir.display().to_string(),
         name: name.clone(),
         modified_at,
+        engine: tidemark_proto::Engine::Postgresql.into(),
         ..Default::default()
     };
     // PostgreSQL retries a failed archive_command itself, and its archiver (and a shutdown)

@@ -129,6 +129,7 @@ async fn start_postgres(
     let seg = inst.segment_size();
     let parts: Vec<String> = b.parts.iter().map(|p| p.name.clone()).collect();
     let restore = pb::PhysicalRestore {
+        engine: pb::Engine::from(inst.engine).into(),
         backup_id: b.id.0,
         source_instance: inst.name.clone(),
         parts: parts.clone(),
@@ -186,6 +187,7 @@ async fn start_mariadb(
         target: pg_timestamp(d.target),
         start: true,
         binlog: Some(replay.job(reach)),
+        engine: pb::Engine::from(inst.engine).into(),
         ..Default::default()
     };
     let job = pb::DrillJob {

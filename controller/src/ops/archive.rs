@@ -90,6 +90,17 @@ async fn binlog_source(
     Ok((inst, seq))
 }
 
+/// What a push carries. An agent of the version before the header named its engine sends
+/// a binlog's instance and leaves it empty for PostgreSQL WAL: that tells them apart.
+fn pushed_engine(h: &pb::WalHeader) -> Engine {
+    match h.engine() {
+        pb::Engine::Postgresql => Engine::Postgresql,
+        pb::Engine::Mariadb => Engine::Mariadb,
+        pb::Engine::Unspecified if h.instance.is_empty() => Engine::Postgresql,
+        pb::Engine::Unspecified => Engine::Mariadb,
+    }
+}
+
 /// Archive one WAL file or binlog: `stream` yields its chunks and trailer after `header`.
 pub async fn push(
     state: &State,
@@ -99,15 +110,19 @@ pub async fn push(
 ) -> OpsResult<pb::PushWalResponse> {
     // PostgreSQL WAL: (timeline, segment number or None for a .history file), and the size
     // every segment must have. A binlog: its sequence number, any size.
-    let (inst, timeline, segno, size) = if header.instance.is_empty() {
-        let inst = primary_for(state, agent, &header).await?;
-        let name =
-            WalName::parse(&header.name, inst.segment_size()).map_err(OpsError::InvalidArgument)?;
-        let size = name.segno().map(|_| inst.segment_size());
-        (inst, name.timeline(), name.segno(), size)
-    } else {
-        let (inst, seq) = binlog_source(state, agent, &header).await?;
-        (inst, 0, Some(seq), None)
+    let engine = pushed_engine(&header);
+    let (inst, timeline, segno, size) = match engine {
+        Engine::Postgresql => {
+            let inst = primary_for(state, agent, &header).await?;
+            let name = WalName::parse(&header.name, inst.segment_size())
+                .map_err(OpsError::InvalidArgument)?;
+            let size = name.segno().map(|_| inst.segment_size());
+            (inst, name.timeline(), name.segno(), size)
+        }
+        Engine::Mariadb => {
+            let (inst, seq) = binlog_source(state, agent, &header).await?;
+            (inst, 0, Some(seq), None)
+        }
     };
     let _claim = state.uploading.claim(format!(
         "WAL file {} of instance {}",
@@ -149,7 +164,7 @@ pub async fn push(
         modified_at: header.modified_at,
         stored_at: 0,
         agent: agent.to_string(),
-        first_event_at: (!header.instance.is_empty()).then_some(header.first_event_at),
+        first_event_at: (engine == Engine::Mariadb).then_some(header.first_event_at),
     };
     match state.repo.catalog.add_wal(&row, &entries, &new).await? {
         WalOutcome::Stored => {
@@ -357,4 +372,35 @@ pub async fn missing(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_names_its_engine_and_an_older_agent_is_told_by_its_instance() {
+        let header = |engine: pb::Engine, instance: &str| pb::WalHeader {
+            engine: engine.into(),
+            instance: instance.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            pushed_engine(&header(pb::Engine::Mariadb, "shop")),
+            Engine::Mariadb
+        );
+        assert_eq!(
+            pushed_engine(&header(pb::Engine::Postgresql, "")),
+            Engine::Postgresql
+        );
+        // The version before the field: a binlog names its instance, WAL does not.
+        assert_eq!(
+            pushed_engine(&header(pb::Engine::Unspecified, "shop")),
+            Engine::Mariadb
+        );
+        assert_eq!(
+            pushed_engine(&header(pb::Engine::Unspecified, "")),
+            Engine::Postgresql
+        );
+    }
 }

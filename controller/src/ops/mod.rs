@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use tidemark_core::ids::{BackupId, ChunkId, JobId};
 
-use crate::catalog::{BackupRow, InstanceRow, JobRow};
+use crate::catalog::{BackupRow, Engine, InstanceRow, JobRow};
 use crate::repo::Repository;
 use crate::repo::verified::VerifiedChunk;
 pub use error::{OpsError, OpsResult};
@@ -98,6 +98,15 @@ impl State {
     /// Read a chunk with its digest checked (see [`Repository::read_chunk`]).
     pub async fn read_chunk(&self, id: &ChunkId) -> OpsResult<VerifiedChunk> {
         Ok(self.repo.read_chunk(id).await?)
+    }
+}
+
+impl From<Engine> for tidemark_proto::Engine {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Postgresql => tidemark_proto::Engine::Postgresql,
+            Engine::Mariadb => tidemark_proto::Engine::Mariadb,
+        }
     }
 }
 

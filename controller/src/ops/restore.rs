@@ -148,6 +148,7 @@ async fn plan_wal_restore(
         start: r.start,
         verify: !r.skip_verify,
         binlog: None,
+        engine: pb::Engine::from(inst.engine).into(),
     };
     let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let params = json!({
@@ -226,6 +227,7 @@ async fn plan_binlog_restore(
         port: r.port,
         start: r.start,
         binlog: Some(replay.job(reach)),
+        engine: pb::Engine::from(inst.engine).into(),
         ..Default::default()
     };
     let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();

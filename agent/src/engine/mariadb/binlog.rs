@@ -308,6 +308,7 @@ impl Archiver {
             modified_at: summary.last_event_at,
             instance: self.db.cfg.name.clone(),
             first_event_at: summary.first_event_at,
+            engine: tidemark_proto::Engine::Mariadb.into(),
         };
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // Exactly the bytes SHOW BINARY LOGS counted, which a closed file never outgrows.
