@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tidemark_core::identity::Role;
 use tidemark_core::ids::{BackupId, JobId};
 use tidemark_proto as pb;
@@ -12,9 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{caller, require};
 use super::convert;
-use crate::catalog::{BackupRow, BackupStatus, DrillState};
-use crate::cron::Cron;
-use crate::drill::{self, target::TargetSpec};
+use crate::drill;
 use crate::ops::{self, OpsError, OpsResult, State, jobs};
 use crate::schedule;
 
@@ -32,49 +29,6 @@ struct Change {
     who: String,
     action: &'static str,
     detail: String,
-}
-
-/// The part a restore reads: the named database, or the backup's only one.
-/// The part to restore, and the database to take from it when it holds several (a
-/// MariaDB dump holds every database of the instance in one part).
-fn restore_part(b: &BackupRow, database: &str) -> OpsResult<(String, String)> {
-    let (dbs, part): (Vec<&str>, Option<&str>) = if b.databases.is_empty() {
-        let dbs = b
-            .parts
-            .iter()
-            .filter_map(|p| p.name.strip_prefix("db:"))
-            .collect();
-        (dbs, None)
-    } else {
-        let part = b.parts.first().map(|p| p.name.as_str());
-        (b.databases.iter().map(String::as_str).collect(), part)
-    };
-    let pick = |db: &str| match part {
-        Some(p) => (p.to_string(), db.to_string()),
-        None => (format!("db:{db}"), String::new()),
-    };
-    if !database.is_empty() {
-        if dbs.contains(&database) {
-            return Ok(pick(database));
-        }
-        return Err(OpsError::NotFound(format!(
-            "backup {} holds no database {database:?}; it holds: {}",
-            b.id,
-            dbs.join(", ")
-        )));
-    }
-    match dbs.as_slice() {
-        [one] => Ok(pick(one)),
-        [] => Err(OpsError::FailedPrecondition(format!(
-            "backup {} holds no database dump",
-            b.id
-        ))),
-        many => Err(OpsError::InvalidArgument(format!(
-            "backup {} holds several databases ({}); pick one with --database",
-            b.id,
-            many.join(", ")
-        ))),
-    }
 }
 
 impl AdminApi {
@@ -154,6 +108,19 @@ impl AdminApi {
         )
         .await?;
         self.job_info(id).await
+    }
+
+    async fn dispatch_restore(&self, plan: ops::restore::RestorePlan) -> OpsResult<pb::JobInfo> {
+        let instance = plan.job.instance.clone();
+        self.dispatch(
+            "restore",
+            &plan.host,
+            &instance,
+            plan.params,
+            plan.bytes_total,
+            pb::job::Spec::Restore(plan.job),
+        )
+        .await
     }
 }
 
@@ -336,7 +303,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         read(&req, "read schedules")?;
         Ok(Response::new(
-            schedule_info(&self.state, &req.get_ref().instance).await?,
+            schedule::policy::info(&self.state, &req.get_ref().instance).await?,
         ))
     }
 
@@ -443,40 +410,9 @@ impl AdminApi {
         req: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
         let by = caller(&req)?.to_string();
-        let r = req.into_inner();
-        let id: tidemark_core::identity::Identity =
-            r.identity
-                .parse()
-                .map_err(|e: tidemark_core::identity::IdentityError| {
-                    OpsError::InvalidArgument(e.to_string())
-                })?;
-        if r.fingerprint.len() != 64 || !r.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(OpsError::InvalidArgument(format!(
-                "{:?} is not a certificate fingerprint (64 hex digits, the SHA-256 of its DER)",
-                r.fingerprint
-            ))
-            .into());
-        }
-        let fingerprint = r.fingerprint.to_ascii_lowercase();
-        let newly = self
-            .state
-            .repo
-            .catalog
-            .revoke_certificate(&fingerprint, &id.to_string(), &by)
-            .await
-            .map_err(OpsError::from)?;
-        self.state.revoked.add(&fingerprint);
-        if matches!(id.role, Role::Agent | Role::Sandbox) {
-            self.state
-                .sessions
-                .close(&id.name, "its certificate was revoked");
-        }
-        tracing::warn!(identity = %id, %fingerprint, "certificate revoked");
-        Ok(Response::new(pb::RevokeCertificateResponse {
-            identity: id.to_string(),
-            fingerprint,
-            already: !newly,
-        }))
+        Ok(Response::new(
+            ops::revoked::revoke(&self.state, &by, req.into_inner()).await?,
+        ))
     }
 
     async fn start_backup_unaudited(
@@ -492,229 +428,33 @@ impl AdminApi {
         &self,
         req: Request<pb::StartRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        let r = req.into_inner();
-        let cat = &self.state.repo.catalog;
-        let id = BackupId(r.backup_id);
-        let b = self.state.backup(id).await?;
-        if b.status != BackupStatus::Complete {
-            let why = if b.reason.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", b.reason)
-            };
-            return Err(OpsError::FailedPrecondition(format!(
-                "backup {id} is {}, not complete{why}; only complete backups can be restored",
-                b.status
-            ))
-            .into());
-        }
-        if r.into_database.is_empty() {
-            return Err(OpsError::InvalidArgument(
-                "name the new database with --into-database".into(),
-            )
-            .into());
-        }
-        let (part, source_database) = restore_part(&b, &r.database)?;
-        let host = r.host.strip_prefix("agent:").unwrap_or(&r.host);
-        let agent = cat.agent(host).await.map_err(OpsError::from)?;
-        let agent = agent.ok_or_else(|| {
-            OpsError::NotFound(format!(
-                "no agent {host:?} has registered; tidemark agents lists them"
-            ))
-        })?;
-        let owned: Vec<&str> = agent.instances.iter().map(|i| i.name.as_str()).collect();
-        let instance = if !r.target_instance.is_empty() {
-            if !owned.contains(&r.target_instance.as_str()) {
-                return Err(OpsError::NotFound(format!(
-                    "agent {host} has no instance {:?}",
-                    r.target_instance
-                ))
-                .into());
-            }
-            r.target_instance.clone()
-        } else if owned.contains(&b.instance.as_str()) {
-            b.instance.clone()
-        } else if let [one] = owned.as_slice() {
-            one.to_string()
-        } else {
-            return Err(OpsError::InvalidArgument(format!(
-                "agent {host} has several instances ({}); pick one with --target-instance",
-                owned.join(", ")
-            ))
-            .into());
-        };
-        let source_engine = cat
-            .instance(&b.instance)
-            .await
-            .map_err(OpsError::from)?
-            .map(|i| i.engine);
-        let target_engine = agent
-            .instances
-            .iter()
-            .find(|i| i.name == instance)
-            .map(|i| i.engine);
-        if let (Some(s), Some(t)) = (&source_engine, &target_engine)
-            && s != t
-        {
-            return Err(OpsError::InvalidArgument(format!(
-                "backup {id} is of a {s} instance, and instance {instance} on {host} is {t}; restore onto a {s} instance"
-            ))
-            .into());
-        }
-        if let Some(bad) = cat
-            .unavailable_chunks(id, &part, 1)
-            .await
-            .map_err(OpsError::from)?
-            .first()
-        {
-            return Err(OpsError::DataLoss(format!(
-                "backup {id} cannot be restored: chunk {bad} of part {part} is missing or was found corrupt"
-            ))
-            .into());
-        }
-        let total = b.part(&part).map(|p| p.stats.raw_bytes).unwrap_or(0);
-        let job = pb::RestoreJob {
-            backup_id: id.0,
-            part: part.clone(),
-            instance: instance.clone(),
-            into_database: r.into_database.clone(),
-            clean: r.clean,
-            jobs: r.jobs.max(1),
-            no_owner: r.no_owner,
-            physical: None,
-            database: source_database,
-        };
-        let params = json!({
-            "backup_id": id.0, "part": part, "instance": instance, "into_database": r.into_database,
-            "clean": r.clean, "jobs": job.jobs, "no_owner": r.no_owner,
-        });
-        let info = self
-            .dispatch(
-                "restore",
-                host,
-                &instance,
-                params,
-                total,
-                pb::job::Spec::Restore(job),
-            )
-            .await?;
-        Ok(Response::new(info))
+        let plan = ops::restore::plan_logical_restore(&self.state, req.get_ref()).await?;
+        Ok(Response::new(self.dispatch_restore(plan).await?))
     }
 
     async fn start_pitr_restore_unaudited(
         &self,
         req: Request<pb::StartPitrRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        let (host, params, job, total) =
-            ops::restore::plan_restore(&self.state, req.get_ref()).await?;
-        let instance = job.instance.clone();
-        let info = self
-            .dispatch(
-                "restore",
-                &host,
-                &instance,
-                params,
-                total,
-                pb::job::Spec::Restore(job),
-            )
-            .await?;
-        Ok(Response::new(info))
+        let plan = ops::restore::plan_restore(&self.state, req.get_ref()).await?;
+        Ok(Response::new(self.dispatch_restore(plan).await?))
     }
 
     async fn start_drill_unaudited(
         &self,
         req: Request<pb::StartDrillRequest>,
     ) -> Result<Response<pb::StartDrillResponse>, Status> {
-        let r = req.into_inner();
-        let spec = TargetSpec::parse(&r.target).map_err(OpsError::InvalidArgument)?;
-        let mut drills = Vec::new();
-        if r.all {
-            if !r.instance.is_empty() {
-                return Err(OpsError::InvalidArgument(
-                    "give --instance NAME or --all, not both".into(),
-                )
-                .into());
-            }
-            // Every instance is tried; one that cannot be drilled is recorded as a failed
-            // drill with the reason, so it shows in the history and the alerts.
-            for agent in self
-                .state
-                .repo
-                .catalog
-                .agents()
-                .await
-                .map_err(OpsError::from)?
-            {
-                for inst in &agent.instances {
-                    match drill::request(&self.state, inst, &spec, &r.sandbox).await {
-                        Ok(d) => drills.push(ops::status::drill_info(&d)),
-                        Err(e) => {
-                            let cat = &self.state.repo.catalog;
-                            let id = cat
-                                .create_drill(&inst.name, 0, "", &r.sandbox)
-                                .await
-                                .map_err(OpsError::from)?;
-                            cat.end_drill(id, DrillState::Failed, &e.to_string())
-                                .await
-                                .map_err(OpsError::from)?;
-                            if let Some(d) = cat.drill(id).await.map_err(OpsError::from)? {
-                                drills.push(ops::status::drill_info(&d));
-                            }
-                        }
-                    }
-                }
-            }
-        } else {
-            let inst = ops::instance(&self.state, &r.instance).await?;
-            let d = drill::request(&self.state, &inst, &spec, &r.sandbox).await?;
-            drills.push(ops::status::drill_info(&d));
-        }
-        Ok(Response::new(pb::StartDrillResponse { drills }))
+        Ok(Response::new(
+            drill::request_run(&self.state, req.get_ref()).await?,
+        ))
     }
 
     async fn set_policy_unaudited(
         &self,
         req: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
-        let r = req.into_inner();
-        ops::instance(&self.state, &r.instance).await?;
-        if !schedule::KINDS.contains(&r.kind.as_str()) {
-            return Err(OpsError::InvalidArgument(format!(
-                "schedule kind {:?} is not one of {}",
-                r.kind,
-                schedule::KINDS.join(", ")
-            ))
-            .into());
-        }
-        let cat = &self.state.repo.catalog;
-        if r.reset {
-            let configured = self
-                .state
-                .drills
-                .policies
-                .iter()
-                .find(|p| p.name == r.instance)
-                .and_then(|p| {
-                    p.schedules()
-                        .into_iter()
-                        .find(|(k, _)| *k == r.kind)
-                        .map(|(_, c)| c.to_string())
-                });
-            cat.reset_schedule(&r.instance, &r.kind, configured.as_deref())
-                .await
-                .map_err(OpsError::from)?;
-        } else {
-            let cron = r.cron.trim();
-            if cron != "off" {
-                Cron::parse(cron).map_err(OpsError::InvalidArgument)?;
-            }
-            cat.set_schedule(&r.instance, &r.kind, cron)
-                .await
-                .map_err(OpsError::from)?;
-        }
-        tracing::info!(instance = %r.instance, kind = %r.kind, cron = %r.cron, reset = r.reset, "policy changed");
         Ok(Response::new(
-            schedule_info(&self.state, &r.instance).await?,
+            schedule::policy::set(&self.state, req.get_ref()).await?,
         ))
     }
 
@@ -733,56 +473,4 @@ impl AdminApi {
     ) -> Result<Response<pb::KeysInfo>, Status> {
         Ok(Response::new(ops::keys::rotate(&self.state).await?))
     }
-}
-
-async fn schedule_info(state: &State, instance: &str) -> OpsResult<pb::ScheduleInfo> {
-    let now = crate::catalog::now();
-    let mut policies: Vec<pb::PolicyEntry> = state
-        .repo
-        .catalog
-        .schedules()
-        .await?
-        .into_iter()
-        .filter(|s| instance.is_empty() || s.instance == instance)
-        .map(|s| {
-            // The next slot after the last one that fired, or now if that one is overdue.
-            let from = s.last_slot.unwrap_or(s.updated_at);
-            let next = schedule::next_run(&s.cron, from)
-                .map(|n| if n < now { now } else { n })
-                .unwrap_or(0);
-            pb::PolicyEntry {
-                instance: s.instance,
-                kind: s.kind,
-                cron: s.cron,
-                origin: s.origin,
-                next_run: next,
-                last_slot: s.last_slot.unwrap_or(0),
-            }
-        })
-        .collect();
-    policies.sort_by_key(|p| (p.next_run == 0, p.next_run));
-    let filter = (!instance.is_empty()).then_some(instance);
-    let runs = state
-        .repo
-        .catalog
-        .runs(filter, 50)
-        .await?
-        .into_iter()
-        .map(|r| pb::ScheduledRun {
-            id: r.id,
-            instance: r.instance,
-            kind: r.kind,
-            slot: r.slot,
-            missed: r.missed,
-            attempt: r.attempt,
-            state: r.state.to_string(),
-            job_id: r.job_id.map(|j| j.0).unwrap_or(0),
-            drill_id: r.drill_id.unwrap_or(0),
-            message: r.message,
-            created_at: r.created_at,
-            finished_at: r.finished_at.unwrap_or(0),
-            next_attempt_at: r.next_attempt_at.unwrap_or(0),
-        })
-        .collect();
-    Ok(pb::ScheduleInfo { policies, runs })
 }

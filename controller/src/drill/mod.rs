@@ -74,6 +74,47 @@ fn sandboxes_for(agents: &[AgentRow], engine: Engine, major: u32) -> Vec<&AgentR
         .collect()
 }
 
+/// `tidemark drill run`: one instance's drill, or every instance's (`--all`), where one that
+/// cannot be drilled is recorded as a failed drill with the reason, so that it shows in the
+/// history and the alerts.
+pub async fn request_run(
+    state: &State,
+    r: &pb::StartDrillRequest,
+) -> OpsResult<pb::StartDrillResponse> {
+    let spec = TargetSpec::parse(&r.target).map_err(OpsError::InvalidArgument)?;
+    let mut drills = Vec::new();
+    if r.all {
+        if !r.instance.is_empty() {
+            return Err(OpsError::InvalidArgument(
+                "give --instance NAME or --all, not both".into(),
+            ));
+        }
+        // Every instance is tried; one that cannot be drilled is recorded as a failed
+        // drill with the reason, so it shows in the history and the alerts.
+        for agent in state.repo.catalog.agents().await? {
+            for inst in &agent.instances {
+                match request(state, inst, &spec, &r.sandbox).await {
+                    Ok(d) => drills.push(crate::ops::status::drill_info(&d)),
+                    Err(e) => {
+                        let cat = &state.repo.catalog;
+                        let id = cat.create_drill(&inst.name, 0, "", &r.sandbox).await?;
+                        cat.end_drill(id, DrillState::Failed, &e.to_string())
+                            .await?;
+                        if let Some(d) = cat.drill(id).await? {
+                            drills.push(crate::ops::status::drill_info(&d));
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        let inst = crate::ops::instance(state, &r.instance).await?;
+        let d = request(state, &inst, &spec, &r.sandbox).await?;
+        drills.push(crate::ops::status::drill_info(&d));
+    }
+    Ok(pb::StartDrillResponse { drills })
+}
+
 /// Queue a drill of `inst`, its target fixed now. Refused with the reason when it could
 /// not run: no restorable window, a target outside it, no sandbox of its version.
 pub async fn request(

@@ -7,7 +7,7 @@ use tidemark_proto as pb;
 
 use super::State;
 use super::error::{OpsError, OpsResult};
-use crate::catalog::{BackupKind, JobState};
+use crate::catalog::{BackupKind, JobRow, JobState};
 
 /// Record a job and hand it to its agent; a job that cannot be delivered fails at once.
 pub async fn dispatch(
@@ -107,4 +107,38 @@ pub async fn cancel(state: &State, agent: &str, job: JobId, reason: &str) {
     if let Err(e) = state.sessions.send(agent, msg).await {
         tracing::warn!(%job, agent, error = %e, "could not ask the agent to stop the job");
     }
+}
+
+/// An agent's report on a job of its own: progress, or how it ended. Returns the job as it
+/// was before the report, and the reported state.
+pub async fn report(
+    state: &State,
+    agent: &str,
+    r: &pb::JobReport,
+) -> OpsResult<(JobRow, JobState)> {
+    let job = super::backups::own_job(state, agent, JobId(r.job_id)).await?;
+    let reported = match pb::JobState::try_from(r.state) {
+        Ok(pb::JobState::Running) => JobState::Running,
+        Ok(pb::JobState::Succeeded) => JobState::Succeeded,
+        Ok(pb::JobState::Failed) => JobState::Failed,
+        _ => {
+            return Err(OpsError::InvalidArgument(format!(
+                "job state {} cannot be reported",
+                r.state
+            )));
+        }
+    };
+    let total = (r.bytes_total > 0).then_some(r.bytes_total);
+    state
+        .repo
+        .catalog
+        .update_job(JobId(r.job_id), reported, r.bytes_done, total, &r.message)
+        .await?;
+    // The job ended in the catalog (it timed out, perhaps on another controller whose
+    // cancel could not reach this agent's stream) while the agent still runs it: stop
+    // it from here, where the stream is. Progress comes every second.
+    if reported == JobState::Running && job.state.is_terminal() {
+        cancel(state, agent, job.id, &job.message).await;
+    }
+    Ok((job, reported))
 }

@@ -6,8 +6,10 @@
 //! They speak the protocol's message types as plain data but know nothing of gRPC itself;
 //! their errors carry a kind (`OpsError`), which the gRPC layer maps to a status code.
 
+pub mod agents;
 pub mod archive;
 pub mod background;
+pub mod backups;
 pub mod drills;
 mod error;
 pub mod jobs;

@@ -10,7 +10,7 @@ use tidemark_proto as pb;
 
 use super::window::{binlog_window, window};
 use super::{OpsError, OpsResult, State, instance};
-use crate::catalog::{BackupRow, Engine, InstanceRow};
+use crate::catalog::{BackupRow, BackupStatus, Engine, InstanceRow};
 use crate::window::binlog::BinlogWindow;
 use crate::window::wal::Target;
 
@@ -33,11 +33,157 @@ pub async fn check_chunks_stored(state: &State, b: &BackupRow) -> OpsResult<()> 
     Ok(())
 }
 
-/// A physical restore job for `r`: (agent, job params, job).
+/// A restore job ready to dispatch: the agent that runs it, what the catalog records of it,
+/// the job, and how many bytes it reads.
+pub struct RestorePlan {
+    pub host: String,
+    pub params: serde_json::Value,
+    pub job: pb::RestoreJob,
+    pub bytes_total: u64,
+}
+
+/// A logical restore job for `r`: one database of a complete dump into a new database on
+/// an instance of the target host, of the same engine.
+pub async fn plan_logical_restore(
+    state: &State,
+    r: &pb::StartRestoreRequest,
+) -> OpsResult<RestorePlan> {
+    let cat = &state.repo.catalog;
+    let id = BackupId(r.backup_id);
+    let b = state.backup(id).await?;
+    if b.status != BackupStatus::Complete {
+        let why = if b.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", b.reason)
+        };
+        return Err(OpsError::FailedPrecondition(format!(
+            "backup {id} is {}, not complete{why}; only complete backups can be restored",
+            b.status
+        )));
+    }
+    if r.into_database.is_empty() {
+        return Err(OpsError::InvalidArgument(
+            "name the new database with --into-database".into(),
+        ));
+    }
+    let (part, source_database) = restore_part(&b, &r.database)?;
+    let host = r.host.strip_prefix("agent:").unwrap_or(&r.host);
+    let agent = cat.agent(host).await?;
+    let agent = agent.ok_or_else(|| {
+        OpsError::NotFound(format!(
+            "no agent {host:?} has registered; tidemark agents lists them"
+        ))
+    })?;
+    let owned: Vec<&str> = agent.instances.iter().map(|i| i.name.as_str()).collect();
+    let instance = if !r.target_instance.is_empty() {
+        if !owned.contains(&r.target_instance.as_str()) {
+            return Err(OpsError::NotFound(format!(
+                "agent {host} has no instance {:?}",
+                r.target_instance
+            )));
+        }
+        r.target_instance.clone()
+    } else if owned.contains(&b.instance.as_str()) {
+        b.instance.clone()
+    } else if let [one] = owned.as_slice() {
+        one.to_string()
+    } else {
+        return Err(OpsError::InvalidArgument(format!(
+            "agent {host} has several instances ({}); pick one with --target-instance",
+            owned.join(", ")
+        )));
+    };
+    let source_engine = cat.instance(&b.instance).await?.map(|i| i.engine);
+    let target_engine = agent
+        .instances
+        .iter()
+        .find(|i| i.name == instance)
+        .map(|i| i.engine);
+    if let (Some(s), Some(t)) = (&source_engine, &target_engine)
+        && s != t
+    {
+        return Err(OpsError::InvalidArgument(format!(
+            "backup {id} is of a {s} instance, and instance {instance} on {host} is {t}; restore onto a {s} instance"
+        )));
+    }
+    if let Some(bad) = cat.unavailable_chunks(id, &part, 1).await?.first() {
+        return Err(OpsError::DataLoss(format!(
+            "backup {id} cannot be restored: chunk {bad} of part {part} is missing or was found corrupt"
+        )));
+    }
+    let total = b.part(&part).map(|p| p.stats.raw_bytes).unwrap_or(0);
+    let job = pb::RestoreJob {
+        backup_id: id.0,
+        part: part.clone(),
+        instance: instance.clone(),
+        into_database: r.into_database.clone(),
+        clean: r.clean,
+        jobs: r.jobs.max(1),
+        no_owner: r.no_owner,
+        physical: None,
+        database: source_database,
+    };
+    let params = json!({
+        "backup_id": id.0, "part": part, "instance": instance, "into_database": r.into_database,
+        "clean": r.clean, "jobs": job.jobs, "no_owner": r.no_owner,
+    });
+    Ok(RestorePlan {
+        host: host.to_string(),
+        params,
+        job,
+        bytes_total: total,
+    })
+}
+
+/// The part a restore reads: the named database, or the backup's only one.
+/// The part to restore, and the database to take from it when it holds several (a
+/// MariaDB dump holds every database of the instance in one part).
+fn restore_part(b: &BackupRow, database: &str) -> OpsResult<(String, String)> {
+    let (dbs, part): (Vec<&str>, Option<&str>) = if b.databases.is_empty() {
+        let dbs = b
+            .parts
+            .iter()
+            .filter_map(|p| p.name.strip_prefix("db:"))
+            .collect();
+        (dbs, None)
+    } else {
+        let part = b.parts.first().map(|p| p.name.as_str());
+        (b.databases.iter().map(String::as_str).collect(), part)
+    };
+    let pick = |db: &str| match part {
+        Some(p) => (p.to_string(), db.to_string()),
+        None => (format!("db:{db}"), String::new()),
+    };
+    if !database.is_empty() {
+        if dbs.contains(&database) {
+            return Ok(pick(database));
+        }
+        return Err(OpsError::NotFound(format!(
+            "backup {} holds no database {database:?}; it holds: {}",
+            b.id,
+            dbs.join(", ")
+        )));
+    }
+    match dbs.as_slice() {
+        [one] => Ok(pick(one)),
+        [] => Err(OpsError::FailedPrecondition(format!(
+            "backup {} holds no database dump",
+            b.id
+        ))),
+        many => Err(OpsError::InvalidArgument(format!(
+            "backup {} holds several databases ({}); pick one with --database",
+            b.id,
+            many.join(", ")
+        ))),
+    }
+}
+
+/// A physical restore job for `r`.
 pub async fn plan_restore(
     state: &State,
     r: &pb::StartPitrRestoreRequest,
-) -> OpsResult<(String, serde_json::Value, pb::RestoreJob, u64)> {
+) -> OpsResult<RestorePlan> {
     let inst = instance(state, &r.instance).await?;
     let target = Target::parse(&r.target_kind, &r.target).map_err(OpsError::InvalidArgument)?;
     if !matches!(r.action.as_str(), "pause" | "promote") {
@@ -80,7 +226,7 @@ async fn plan_wal_restore(
     inst: &InstanceRow,
     host: String,
     target: &Target,
-) -> OpsResult<(String, serde_json::Value, pb::RestoreJob, u64)> {
+) -> OpsResult<RestorePlan> {
     let w = window(state, inst).await?;
     let reach = if r.backup_id != 0 {
         w.reaches
@@ -162,7 +308,12 @@ async fn plan_wal_restore(
         physical: Some(physical),
         ..Default::default()
     };
-    Ok((host, params, job, total))
+    Ok(RestorePlan {
+        host,
+        params,
+        job,
+        bytes_total: total,
+    })
 }
 
 /// A MariaDB point-in-time restore: the physical backup to prepare, and the binlogs to
@@ -173,7 +324,7 @@ async fn plan_binlog_restore(
     inst: &InstanceRow,
     host: String,
     target: &Target,
-) -> OpsResult<(String, serde_json::Value, pb::RestoreJob, u64)> {
+) -> OpsResult<RestorePlan> {
     if !r.tablespace_map.is_empty() {
         return Err(OpsError::InvalidArgument(
             "--tablespace-map is PostgreSQL's; a MariaDB restore goes into --datadir".into(),
@@ -242,5 +393,10 @@ async fn plan_binlog_restore(
         physical: Some(physical),
         ..Default::default()
     };
-    Ok((host, params, job, total))
+    Ok(RestorePlan {
+        host,
+        params,
+        job,
+        bytes_total: total,
+    })
 }

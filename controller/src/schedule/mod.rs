@@ -6,6 +6,8 @@
 //! skipped. A run whose attempt fails or times out is retried with doubling backoff; a
 //! drill that ran and failed its checks is a verdict, not an accident, and is not retried.
 
+pub mod policy;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
