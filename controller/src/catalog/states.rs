@@ -83,6 +83,31 @@ text_enum! {
 }
 
 impl Engine {
+    /// The version a sandbox must run to restore a backup made on server `version`:
+    /// PostgreSQL's major version ("15.10 (Debian ...)" -> 15), or MariaDB's series as
+    /// major * 100 + minor (10.11.9 -> 1011), because mariabackup prepares only backups of
+    /// its own series.
+    pub fn series(self, version: &str) -> Option<u32> {
+        let mut numbers = version
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().ok());
+        match self {
+            Engine::Postgresql => numbers.next()?,
+            Engine::Mariadb => {
+                let (major, minor) = (numbers.next()??, numbers.next()??);
+                Some(major * 100 + minor)
+            }
+        }
+    }
+
+    /// A series as people write it: 15, or 10.11.
+    pub fn show_series(self, series: u32) -> String {
+        match self {
+            Engine::Postgresql => series.to_string(),
+            Engine::Mariadb => format!("{}.{}", series / 100, series % 100),
+        }
+    }
+
     /// What its archived logs are called in retention plans: wal or binlog.
     pub fn log_kind(self) -> &'static str {
         match self {
@@ -148,5 +173,17 @@ mod tests {
         assert!(e.contains("job state \"done\""), "{e}");
         assert!(DrillState::parse("").is_err());
         assert!(JobState::Failed.is_terminal() && !JobState::Running.is_terminal());
+    }
+
+    #[test]
+    fn a_sandbox_runs_the_same_major_version_or_series() {
+        let pg = Engine::Postgresql;
+        assert_eq!(pg.series("15.10 (Debian 15.10-0+deb12u1)"), Some(15));
+        assert_eq!(pg.series(""), None);
+        assert_eq!(pg.show_series(15), "15");
+        let maria = Engine::Mariadb;
+        assert_eq!(maria.series("10.11.9-MariaDB-0+deb12u1"), Some(1011));
+        assert_eq!(maria.series("10"), None);
+        assert_eq!(maria.show_series(1011), "10.11");
     }
 }

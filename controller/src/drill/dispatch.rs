@@ -9,7 +9,7 @@ use serde_json::json;
 use tidemark_core::timefmt::pg_timestamp;
 use tidemark_proto as pb;
 
-use super::{sandboxes_for, series};
+use super::sandboxes_for;
 use crate::catalog::{DrillRow, DrillState, Engine, InstanceRow, JobState};
 use crate::ops::{OpsError, OpsResult};
 use crate::ops::{State, jobs};
@@ -61,7 +61,7 @@ async fn dispatch(state: &Arc<State>) -> OpsResult<()> {
                 .await?;
             continue;
         };
-        let Some(major) = series(inst.engine, &inst.server_version) else {
+        let Some(major) = inst.engine.series(&inst.server_version) else {
             continue;
         };
         let free = sandboxes_for(&agents, inst.engine, major)
@@ -154,8 +154,10 @@ async fn start_postgres(
         checks: smoke_checks(state, &inst.name),
         amcheck: settings.amcheck,
         user: settings.user.clone(),
-        major: series(inst.engine, &b.server_version)
-            .or_else(|| series(inst.engine, &inst.server_version))
+        major: inst
+            .engine
+            .series(&b.server_version)
+            .or_else(|| inst.engine.series(&inst.server_version))
             .unwrap_or(0),
     };
     let params = json!({
@@ -196,8 +198,10 @@ async fn start_mariadb(
         checks: smoke_checks(state, &inst.name),
         amcheck: state.drills.settings.amcheck,
         user: "root".into(),
-        major: series(inst.engine, &b.server_version)
-            .or_else(|| series(inst.engine, &inst.server_version))
+        major: inst
+            .engine
+            .series(&b.server_version)
+            .or_else(|| inst.engine.series(&inst.server_version))
             .unwrap_or(0),
     };
     // The sandbox may fetch this instance's binlogs from the backup's file on.

@@ -25,36 +25,6 @@ use crate::ops::{OpsError, OpsResult};
 pub use dispatch::run_dispatcher;
 use target::{Span, TargetSpec};
 
-/// PostgreSQL's major version from a server version string ("15.10 (Debian ...)").
-pub fn major(version: &str) -> Option<u32> {
-    version
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|m| m.parse().ok())
-}
-
-/// The version a sandbox must run to restore a backup of `engine` `version`: PostgreSQL's
-/// major version, or MariaDB's series as major * 100 + minor (10.11.9 -> 1011), because
-/// mariabackup prepares only backups of its own series.
-pub fn series(engine: Engine, version: &str) -> Option<u32> {
-    match engine {
-        Engine::Postgresql => major(version),
-        Engine::Mariadb => {
-            let mut it = version.split(|c: char| !c.is_ascii_digit());
-            let (maj, min): (u32, u32) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
-            Some(maj * 100 + min)
-        }
-    }
-}
-
-/// A series as people write it: 15, or 10.11.
-pub fn show_series(engine: Engine, n: u32) -> String {
-    match engine {
-        Engine::Postgresql => n.to_string(),
-        Engine::Mariadb => format!("{}.{}", n / 100, n % 100),
-    }
-}
-
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -123,7 +93,7 @@ pub async fn request(
     spec: &TargetSpec,
     sandbox: &str,
 ) -> OpsResult<DrillRow> {
-    let major = series(inst.engine, &inst.server_version).ok_or_else(|| {
+    let major = inst.engine.series(&inst.server_version).ok_or_else(|| {
         OpsError::FailedPrecondition(format!(
             "instance {}'s server version is unknown (its agent could not reach it); a drill needs a sandbox of the same major version",
             inst.name
@@ -143,10 +113,10 @@ pub async fn request(
                 return Err(OpsError::FailedPrecondition(format!(
                     "sandbox {name} cannot run {} {} (it offers {})",
                     inst.engine,
-                    show_series(inst.engine, major),
+                    inst.engine.show_series(major),
                     a.sandbox_engines
                         .iter()
-                        .map(|(e, m)| format!("{e} {}", show_series(*e, *m)))
+                        .map(|(e, m)| format!("{e} {}", e.show_series(*m)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
@@ -162,7 +132,7 @@ pub async fn request(
         return Err(OpsError::FailedPrecondition(format!(
             "no sandbox for {} {} has registered; start tidemark-agent with a sandbox certificate and a [sandbox] section on a host with that version",
             inst.engine,
-            show_series(inst.engine, major)
+            inst.engine.show_series(major)
         )));
     }
     let w = crate::ops::window::recovery_window(state, inst).await?;
