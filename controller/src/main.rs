@@ -146,20 +146,22 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         sessions: Default::default(),
         status: Default::default(),
         uploading: Default::default(),
-        retention: config
-            .instances
-            .iter()
-            .filter_map(|i| Some((i.name.clone(), i.retention.clone()?)))
-            .collect(),
         retention_running: Default::default(),
         drills: Arc::new(drill::Drills::new(
             config.drills.clone(),
             config.instances.clone(),
         )),
-        schedule: config.schedule.clone(),
-        verify_sample: config.verify.sample,
-        verify_timeout: config.verify.timeout,
-        retention_timeout: config.retention.timeout,
+        settings: ops::Settings {
+            schedule: config.schedule.clone(),
+            retention: config
+                .instances
+                .iter()
+                .filter_map(|i| Some((i.name.clone(), i.retention.clone()?)))
+                .collect(),
+            verify_sample: config.verify.sample,
+            verify_timeout: config.verify.timeout,
+            retention_timeout: config.retention.timeout,
+        },
         background: Default::default(),
         leading: Default::default(),
     });

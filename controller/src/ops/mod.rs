@@ -47,18 +47,23 @@ pub struct State {
     /// Parts and WAL files being uploaded right now: one upload of each at a time.
     pub uploading: upload::ActiveUploads,
     pub drills: Arc<drills::Drills>,
-    /// Each instance's retention policy, from the config.
-    pub retention: std::collections::HashMap<String, crate::retention::Policy>,
+    pub settings: Settings,
     /// Held while retention is applied: one run at a time (the CLI's or the schedule's).
     pub retention_running: tokio::sync::Mutex<()>,
+    pub background: background::Background,
+    /// Whether this controller runs schedules and drills (see `cluster`).
+    pub leading: std::sync::atomic::AtomicBool,
+}
+
+/// What the config says that operations and the scheduler read.
+pub struct Settings {
     pub schedule: crate::config::ScheduleSettings,
+    /// Each instance's retention policy.
+    pub retention: std::collections::HashMap<String, crate::retention::Policy>,
     /// Percent of the chunks a scheduled verification reads.
     pub verify_sample: u32,
     pub verify_timeout: std::time::Duration,
     pub retention_timeout: std::time::Duration,
-    pub background: background::Background,
-    /// Whether this controller runs schedules and drills (see `cluster`).
-    pub leading: std::sync::atomic::AtomicBool,
 }
 
 impl State {

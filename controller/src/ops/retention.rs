@@ -127,7 +127,7 @@ async fn plan_instance(
     inst: &InstanceRow,
     in_use: &[i64],
 ) -> OpsResult<Vec<pb::RetentionItem>> {
-    let policy = state.retention.get(&inst.name);
+    let policy = state.settings.retention.get(&inst.name);
     let mut facts = Vec::new();
     let mut broken = Vec::new();
     for b in state.repo.catalog.list_backups(Some(&inst.name)).await? {

@@ -51,10 +51,10 @@ pub fn from_config(c: &crate::config::ControllerConfig) -> Vec<(String, String, 
 /// How long an attempt of a run of `kind` may take before it is stopped and retried.
 fn time_limit(state: &State, kind: &str) -> Duration {
     match kind {
-        "drill" => state.schedule.drill_timeout,
-        "verify" => state.verify_timeout,
-        "retention" => state.retention_timeout,
-        _ => state.schedule.backup_timeout,
+        "drill" => state.settings.schedule.drill_timeout,
+        "verify" => state.settings.verify_timeout,
+        "retention" => state.settings.retention_timeout,
+        _ => state.settings.schedule.backup_timeout,
     }
 }
 
@@ -75,13 +75,13 @@ pub async fn run(state: Arc<State>) {
     loop {
         // Only the leading controller schedules (see cluster).
         if !state.leading() {
-            tokio::time::sleep(state.schedule.tick).await;
+            tokio::time::sleep(state.settings.schedule.tick).await;
             continue;
         }
         if let Err(e) = tick(&state, now()).await {
             tracing::error!(error = %e, "scheduler");
         }
-        tokio::time::sleep(state.schedule.tick).await;
+        tokio::time::sleep(state.settings.schedule.tick).await;
     }
 }
 
@@ -209,7 +209,7 @@ async fn start_attempt(state: &Arc<State>, run: &mut RunRow) -> OpsResult<()> {
     if run.kind == "verify" {
         let req = tidemark_proto::VerifyRequest {
             instance: String::new(),
-            sample_pct: state.verify_sample,
+            sample_pct: state.settings.verify_sample,
         };
         let st = state.clone();
         spawn_background(state, run.id, async move {
@@ -399,7 +399,7 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 fn retry_or_fail(state: &State, run: &mut RunRow, now: i64, why: &str) {
-    let s = &state.schedule;
+    let s = &state.settings.schedule;
     if run.attempt <= s.retries {
         let wait = backoff(s.retry_backoff, run.attempt);
         let at = now + wait.as_secs() as i64;
