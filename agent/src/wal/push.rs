@@ -11,7 +11,7 @@ use tidemark_proto::WalHeader;
 use super::{connect, system_identifier, transient};
 use crate::config::AgentConfig;
 use crate::progress::Progress;
-use crate::upload::{Ack, Target, UploadError, upload_stream};
+use crate::upload::{UploadError, push_wal};
 
 const PUSH_RETRY_LIMIT: Duration = Duration::from_secs(5);
 
@@ -76,18 +76,8 @@ async fn push_once(
         .map_err(|e| (e, true))?;
     let file = std::fs::File::open(path)
         .map_err(|e| (format!("cannot open {}: {e}", path.display()), false))?;
-    match upload_stream(
-        &client,
-        Target::Wal(header),
-        file,
-        &Progress::default(),
-        || {},
-        || Ok(()),
-    )
-    .await
-    {
-        Ok(Ack::Wal(r)) => Ok(r.already_archived),
-        Ok(Ack::Part(_)) => unreachable!("a WAL push is acknowledged as WAL"),
+    match push_wal(&client, header, file, &Progress::default()).await {
+        Ok(r) => Ok(r.already_archived),
         Err(UploadError::Rpc { status, .. }) => {
             Err((status.message().to_string(), transient(status.code())))
         }

@@ -29,7 +29,7 @@ use tidemark_core::binlog::sequence;
 use super::Maria;
 use super::logical::unix_now;
 use crate::progress::Progress;
-use crate::upload::{Ack, Target, upload_stream};
+use crate::upload::push_wal;
 
 const MAGIC: &[u8; 4] = b"\xfebin";
 const HEADER: usize = 19;
@@ -312,17 +312,8 @@ impl Archiver {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // Exactly the bytes SHOW BINARY LOGS counted, which a closed file never outgrows.
         let reader = file.take(size);
-        match upload_stream(
-            &self.client,
-            Target::Wal(header),
-            reader,
-            &Progress::default(),
-            || {},
-            || Ok(()),
-        )
-        .await
-        {
-            Ok(Ack::Wal(r)) => {
+        match push_wal(&self.client, header, reader, &Progress::default()).await {
+            Ok(r) => {
                 if r.already_archived {
                     tracing::info!(instance = %self.db.cfg.name, binlog = %name, "binlog already archived (identical)");
                 } else {
@@ -330,7 +321,6 @@ impl Archiver {
                 }
                 Ok(())
             }
-            Ok(Ack::Part(_)) => unreachable!("a WAL push is acknowledged as WAL"),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -338,13 +328,12 @@ impl Archiver {
     /// Close the active file once its oldest unarchived transaction is archive-timeout
     /// old. Only its new bytes are read each round.
     async fn maybe_rotate(&mut self, path: &Path, name: &str, size: u64) -> Result<(), String> {
-        let fresh = !matches!(&self.active, Some((n, _, _)) if n == name);
-        if fresh {
-            self.active = Some((name.to_string(), 0, None));
-        }
-        let Some((_, read_to, first_data)) = &mut self.active else {
-            unreachable!()
+        // A file not seen before (the server rotated it) is read from its start.
+        let active = match self.active.take() {
+            Some(a) if a.0 == name => a,
+            _ => (name.to_string(), 0, None),
         };
+        let (_, read_to, first_data) = self.active.insert(active);
         if first_data.is_none() && size > *read_to {
             let s = scan(path, size, false)?;
             *read_to = s.end;

@@ -21,7 +21,7 @@ use crate::config::Checkpoint;
 use crate::job::{JobContext, JobFailure, JobResult};
 use crate::tar::{TarSummary, TarTap};
 use crate::tool::{self, ToolError};
-use crate::upload::{Ack, Part, Target, UploadError, upload_stream};
+use crate::upload::{Part, UploadError, upload_part};
 
 pub const BASE: &str = "base";
 pub const MANIFEST: &str = "backup_manifest";
@@ -80,21 +80,22 @@ async fn stream_backup(
 ) -> Result<Streamed, JobFailure> {
     // pg_basebackup may, in principle, open a file before its pipe exists; that is
     // detected and the run repeated once.
-    for attempt in 1..=2 {
+    let mut retried = false;
+    loop {
         match run_pg_basebackup(ctx, pg, backup, tablespaces).await {
-            Err(Attempt::LostRace(name)) if attempt == 1 => {
+            Err(Attempt::LostRace(name)) if !retried => {
                 tracing::warn!(%backup, file = %name, "pg_basebackup opened {name} before its pipe existed; running it again");
+                retried = true;
             }
             Err(Attempt::LostRace(name)) => {
-                return Err(JobFailure(format!(
+                break Err(JobFailure(format!(
                     "pg_basebackup twice opened {name} before its pipe was in place"
                 )));
             }
-            Err(Attempt::Failed(f)) => return Err(f),
-            Ok(s) => return Ok(s),
+            Err(Attempt::Failed(f)) => break Err(f),
+            Ok(s) => break Ok(s),
         }
     }
-    unreachable!("the loop returns")
 }
 
 enum Attempt {
@@ -222,11 +223,11 @@ async fn run_pg_basebackup(
             &["backup_label", "global/pg_control"],
         );
         summaries.insert(part.clone(), summary.clone());
-        let target = Target::Part(Part {
+        let target = Part {
             backup,
             name: &part,
             format: FORMAT_TAR,
-        });
+        };
         // A tar stream cut short (pg_basebackup died) lacks its end-of-archive marker: it
         // must not be stored as a part.
         let complete = move || {
@@ -239,12 +240,11 @@ async fn run_pg_basebackup(
                 (None, true) => Ok(()),
             }
         };
-        match upload_stream(&ctx.client, target, tap, &ctx.progress, kill, complete).await {
-            Ok(Ack::Part(ack)) => {
+        match upload_part(&ctx.client, target, tap, &ctx.progress, kill, complete).await {
+            Ok(ack) => {
                 stored += ack.raw_bytes;
                 new += ack.new_bytes;
             }
-            Ok(Ack::Wal(_)) => unreachable!("a part is acknowledged as a part"),
             Err(e) => {
                 failure = Some(e);
                 kill();
@@ -316,12 +316,12 @@ async fn run_pg_basebackup(
             manifest_path.display()
         )
     })?;
-    let target = Target::Part(Part {
+    let target = Part {
         backup,
         name: MANIFEST,
         format: FORMAT_MANIFEST,
-    });
-    match upload_stream(
+    };
+    let ack = upload_part(
         &ctx.client,
         target,
         std::io::Cursor::new(manifest.clone()),
@@ -329,14 +329,9 @@ async fn run_pg_basebackup(
         || {},
         || Ok(()),
     )
-    .await?
-    {
-        Ack::Part(ack) => {
-            stored += ack.raw_bytes;
-            new += ack.new_bytes;
-        }
-        Ack::Wal(_) => unreachable!("a part is acknowledged as a part"),
-    }
+    .await?;
+    stored += ack.raw_bytes;
+    new += ack.new_bytes;
 
     let base = summaries
         .get(BASE)
