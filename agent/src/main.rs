@@ -11,10 +11,8 @@ mod osuser;
 mod progress;
 mod sampler;
 mod sandbox;
-mod tar;
 mod tool;
 mod upload;
-mod wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +23,7 @@ use tidemark_core::identity::Role;
 use tidemark_core::tls::TlsMaterial;
 
 use crate::config::AgentConfig;
+use crate::engine::postgres::wal;
 
 #[derive(Parser)]
 #[command(

@@ -19,7 +19,7 @@ use super::Maria;
 use super::binlog::next_transaction_at;
 use super::pitr::{self, ServerMode, local_client};
 use crate::config::{Engine, InstanceConfig, SandboxConfig};
-use crate::engine::postgres::physical::{prepare_dir, tail};
+use crate::engine::common::{prepare_dir, tail};
 use crate::job::{JobContext, JobResult};
 use crate::{osuser, sandbox, tool};
 

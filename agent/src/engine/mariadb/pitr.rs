@@ -32,7 +32,7 @@ use super::Maria;
 use super::physical::PART;
 use crate::config::InstanceConfig;
 use crate::download::{Feed, run_fed};
-use crate::engine::postgres::physical::{prepare_dir, tail};
+use crate::engine::common::{prepare_dir, tail};
 use crate::job::{JobContext, JobFailure, JobResult};
 use crate::osuser;
 use crate::tool::{self, ToolError};
@@ -193,8 +193,14 @@ pub async fn fetch_binlogs(
     let mut paths = Vec::new();
     for name in files {
         let dest = dir.join(name);
-        crate::wal::fetch::fetch_named(&ctx.client, instance, name, &dest, Duration::from_secs(30))
-            .await?;
+        crate::engine::common::fetch_named(
+            &ctx.client,
+            instance,
+            name,
+            &dest,
+            Duration::from_secs(30),
+        )
+        .await?;
         paths.push(dest);
     }
     Ok(paths)

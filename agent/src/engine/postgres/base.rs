@@ -17,9 +17,9 @@ use tidemark_proto::{BaseBackupInfo, BeginBackupRequest, FinishBackupRequest, Pa
 
 use super::Pg;
 use super::fifo::{FifoSpool, PlantError};
+use super::tar::{TarSummary, TarTap};
 use crate::config::Checkpoint;
 use crate::job::{JobContext, JobFailure, JobResult};
-use crate::tar::{TarSummary, TarTap};
 use crate::tool::{self, ToolError};
 use crate::upload::{Part, UploadError, upload_part};
 

@@ -16,6 +16,7 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 use super::physical::{self, Layout, Server};
 use super::{Pg, quote_literal};
 use crate::config::{InstanceConfig, SandboxConfig};
+use crate::engine::common::{prepare_dir, tail};
 use crate::job::{JobContext, JobResult};
 use crate::{osuser, sandbox, tool};
 
@@ -86,9 +87,9 @@ async fn procedure(
             .collect(),
         created: Vec::new(),
     };
-    physical::prepare_dir(&layout.pgdata, ids, &mut layout.created)?;
+    prepare_dir(&layout.pgdata, ids, &mut layout.created)?;
     for d in layout.tablespaces.values() {
-        physical::prepare_dir(d, ids, &mut layout.created)?;
+        prepare_dir(d, ids, &mut layout.created)?;
     }
     report.bytes_restored =
         physical::restore_files(ctx, config, &inst, &r, BackupId(r.backup_id), &layout, ids)
@@ -104,7 +105,7 @@ async fn procedure(
         Err(e) => {
             let log =
                 std::fs::read_to_string(pgdata.join(physical::SERVER_LOG)).unwrap_or_default();
-            report.log_tail = physical::tail(&log, 20);
+            report.log_tail = tail(&log, 20);
             return Err(match recovery_failure(&log) {
                 Some(why) => format!("recovery failed: {why}"),
                 None => e,

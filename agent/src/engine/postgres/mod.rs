@@ -7,6 +7,8 @@ mod fifo;
 pub mod logical;
 pub mod physical;
 pub mod restore;
+pub mod tar;
+pub mod wal;
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -21,6 +21,7 @@ use super::Pg;
 use super::base::{BASE, MANIFEST};
 use crate::config::InstanceConfig;
 use crate::download::{Feed, download_part, run_fed};
+use crate::engine::common::{prepare_dir, tail};
 use crate::job::{JobContext, JobFailure, JobResult};
 use crate::osuser;
 use crate::tool::{self, ToolError};
@@ -49,37 +50,6 @@ pub(super) struct Layout {
     /// OID -> directory.
     pub tablespaces: BTreeMap<String, PathBuf>,
     pub created: Vec<PathBuf>,
-}
-
-/// Make `dir` (or accept it empty), owned by the server's user with mode 0700.
-pub(crate) fn prepare_dir(
-    dir: &Path,
-    ids: Option<(u32, u32)>,
-    created: &mut Vec<PathBuf>,
-) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    if !dir.is_absolute() {
-        return Err(format!("{} is not an absolute path", dir.display()));
-    }
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(format!(
-                    "{} exists and is not empty; restore into a new or empty directory",
-                    dir.display()
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            created.push(dir.to_path_buf());
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .and_then(|_| osuser::chown(dir, ids))
-        .map_err(|e| format!("cannot set up {}: {e}", dir.display()))
 }
 
 /// `'text'` as a postgresql.conf string.
@@ -416,12 +386,6 @@ async fn start_and_wait(
     } else {
         format!("{reached}; the server is promoted and running")
     })
-}
-
-/// The last `n` lines of `text`.
-pub(crate) fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The restored server's log, in its data directory.

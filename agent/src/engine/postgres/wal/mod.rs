@@ -61,18 +61,3 @@ pub async fn connect(
         failures.join("; ")
     ))
 }
-
-/// Is this failure worth retrying (the controller or its storage may come back)?
-pub fn transient(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(
-        code,
-        Unavailable
-            | DeadlineExceeded
-            | Unknown
-            | Internal
-            | ResourceExhausted
-            | Aborted
-            | Cancelled
-    )
-}

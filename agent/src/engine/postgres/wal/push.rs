@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::WalHeader;
 
-use super::{connect, system_identifier, transient};
+use super::{connect, system_identifier};
 use crate::config::AgentConfig;
+use crate::engine::common::transient;
 use crate::progress::Progress;
 use crate::upload::{UploadError, push_wal};
 
