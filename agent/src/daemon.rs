@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 use crate::config::{AgentConfig, Engine};
 use crate::engine::mariadb::{self, Maria};
 use crate::engine::postgres::{self, Pg};
+use crate::error::{AgentError, Kind};
 use crate::job::{JobContext, JobResult};
 use crate::progress::Progress;
 
@@ -47,13 +48,13 @@ pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<(
                 backoff = Duration::from_secs(1);
                 unreachable_in_a_row = 0;
             }
-            Err(SessionError::Refused(msg)) => {
+            Err(e) if e.kind() == Kind::Refused => {
                 // A refused registration is a configuration problem; retrying slowly lets
                 // an operator fix the fleet side without restarting the agent.
-                tracing::error!(controller = %address, "registration refused: {msg}");
+                tracing::error!(controller = %address, "registration refused: {e}");
                 backoff = MAX_BACKOFF;
             }
-            Err(SessionError::Transport(msg)) => {
+            Err(msg) => {
                 unreachable_in_a_row += 1;
                 at = (at + 1) % endpoints.len();
                 if unreachable_in_a_row < endpoints.len() {
@@ -70,20 +71,12 @@ pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<(
     }
 }
 
-enum SessionError {
-    Refused(String),
-    Transport(String),
-}
-
-impl From<tonic::Status> for SessionError {
-    fn from(s: tonic::Status) -> Self {
-        use tonic::Code::*;
-        match s.code() {
-            PermissionDenied | InvalidArgument | Unauthenticated | FailedPrecondition => {
-                SessionError::Refused(s.message().to_string())
-            }
-            _ => SessionError::Transport(format!("{}: {}", s.code(), s.message())),
-        }
+/// Why a session ended: refused by the controller (its message), or anything else, which
+/// is logged with its code since it is most likely the transport.
+fn session_error(s: tonic::Status) -> AgentError {
+    match Kind::of(s.code()) {
+        Kind::Refused => AgentError::new(Kind::Refused, s.message()),
+        kind => AgentError::new(kind, format!("{}: {}", s.code(), s.message())),
     }
 }
 
@@ -92,11 +85,11 @@ async fn session(
     endpoint: &tonic::transport::Endpoint,
     name: &str,
     address: &str,
-) -> Result<(), SessionError> {
+) -> Result<(), AgentError> {
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| SessionError::Transport(tidemark_core::text::error_chain(&e)))?;
+        .map_err(|e| AgentError::transient(tidemark_core::text::error_chain(&e)))?;
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
@@ -128,7 +121,8 @@ async fn session(
             instances,
             sandbox_engines,
         })
-        .await?
+        .await
+        .map_err(session_error)?
         .into_inner();
     tracing::info!(identity = %reg.identity, controller = %address, "registered");
     // A sandbox has no instances to report on. MariaDB binlogs are archived by this
@@ -163,14 +157,15 @@ async fn session(
         .jobs(JobsRequest {
             session: reg.session,
         })
-        .await?
+        .await
+        .map_err(session_error)?
         .into_inner();
     // Drills die with the session: their evidence could not be reported, and the
     // controller has already written them off. What they left is wiped below. Any job can
     // be stopped by a cancel (the controller gave up on it: it timed out).
     let mut running: HashMap<i64, (bool, tokio::task::JoinHandle<()>)> = HashMap::new();
     let result = async {
-        while let Some(job) = jobs.message().await? {
+        while let Some(job) = jobs.message().await.map_err(session_error)? {
             running.retain(|_, (_, t)| !t.is_finished());
             if let Some(job::Spec::Cancel(c)) = &job.spec {
                 if let Some((drill, task)) = running.remove(&job.job_id) {
@@ -189,7 +184,7 @@ async fn session(
             let task = tokio::spawn(async move { run_job(client, config, job).await });
             running.insert(id, (is_drill, task));
         }
-        Ok::<(), SessionError>(())
+        Ok::<(), AgentError>(())
     }
     .await;
     let mut interrupted = false;
@@ -366,7 +361,7 @@ async fn run_job(
     drop(reporter);
     let (state, message) = match result {
         Ok(m) => (JobState::Succeeded, m),
-        Err(f) => (JobState::Failed, f.0),
+        Err(f) => (JobState::Failed, f.to_string()),
     };
     tracing::info!(job = id, state = ?state, %message, "job finished");
     // The final report must arrive: retry briefly through a blip.
@@ -386,10 +381,9 @@ async fn run_job(
 
 async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>) -> JobResult {
     let instance_of = |name: &str| {
-        config
-            .instance(name)
-            .cloned()
-            .ok_or_else(|| format!("instance {name} is not in this agent's config"))
+        config.instance(name).cloned().ok_or_else(|| {
+            AgentError::permanent(format!("instance {name} is not in this agent's config"))
+        })
     };
     match spec {
         Some(job::Spec::Backup(b)) => {
@@ -401,9 +395,9 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
                 (Engine::Postgresql, "base") => postgres::base::run(ctx, &Pg::new(inst)).await,
                 (Engine::Mariadb, "logical") => mariadb::logical::run(ctx, &Maria::new(inst)).await,
                 (Engine::Mariadb, "base") => mariadb::physical::run(ctx, &Maria::new(inst)).await,
-                (_, other) => {
-                    Err(format!("backup kind {other:?} is not supported by this agent").into())
-                }
+                (_, other) => Err(AgentError::permanent(format!(
+                    "backup kind {other:?} is not supported by this agent"
+                ))),
             }
         }
         Some(job::Spec::Restore(r)) => match &r.physical {
@@ -452,10 +446,12 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
                 mariadb::drill::run(ctx, sb, &d).await
             }
             Some(sb) => postgres::drill::run(ctx, &config.path, sb, &d).await,
-            None => Err("this host is not a sandbox; drills run only on sandbox hosts".into()),
+            None => Err(AgentError::permanent(
+                "this host is not a sandbox; drills run only on sandbox hosts",
+            )),
         },
-        Some(job::Spec::Cancel(_)) | None => Err(
-            "the controller sent a job this agent does not understand; upgrade the agent".into(),
-        ),
+        Some(job::Spec::Cancel(_)) | None => Err(AgentError::permanent(
+            "the controller sent a job this agent does not understand; upgrade the agent",
+        )),
     }
 }

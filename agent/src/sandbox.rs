@@ -9,7 +9,8 @@ use std::process::Stdio;
 use tidemark_proto::DrillReport;
 
 use crate::config::SandboxConfig;
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::osuser;
 
 const MARK: &str = ".tidemark-sandbox";
@@ -90,24 +91,30 @@ pub fn series(version: &str) -> Option<u32> {
 
 /// Make the directory (marked, owned by the server's user, mode 0700), or check that an
 /// existing one is ours.
-pub fn prepare(cfg: &SandboxConfig) -> Result<(), String> {
+pub fn prepare(cfg: &SandboxConfig) -> Result<(), AgentError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = &cfg.dir;
     let ids = osuser::target(&cfg.os_user)?;
     match std::fs::read_dir(dir) {
         Ok(mut rd) => {
             if !dir.join(MARK).exists() && rd.next().is_some() {
-                return Err(format!(
+                return Err(AgentError::permanent(format!(
                     "sandbox dir {} holds files tidemark did not put there, so it will not empty it; point [sandbox] dir at a new or empty directory",
                     dir.display()
-                ));
+                )));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create sandbox dir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                AgentError::permanent(format!("cannot create sandbox dir {}: {e}", dir.display()))
+            })?;
         }
-        Err(e) => return Err(format!("cannot read sandbox dir {}: {e}", dir.display())),
+        Err(e) => {
+            return Err(AgentError::permanent(format!(
+                "cannot read sandbox dir {}: {e}",
+                dir.display()
+            )));
+        }
     }
     std::fs::write(
         dir.join(MARK),
@@ -115,11 +122,11 @@ pub fn prepare(cfg: &SandboxConfig) -> Result<(), String> {
     )
     .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
     .and_then(|_| osuser::chown(dir, ids))
-    .map_err(|e| format!("cannot set up sandbox dir {}: {e}", dir.display()))
+    .map_err(|e| AgentError::permanent(format!("cannot set up sandbox dir {}: {e}", dir.display())))
 }
 
 /// Stop a server left running in the sandbox, then remove everything but the mark.
-pub async fn wipe(cfg: &SandboxConfig) -> Result<(), String> {
+pub async fn wipe(cfg: &SandboxConfig) -> Result<(), AgentError> {
     prepare(cfg)?;
     let dir = &cfg.dir;
     let data = pgdata(dir);
@@ -127,8 +134,9 @@ pub async fn wipe(cfg: &SandboxConfig) -> Result<(), String> {
         stop_server(cfg, &data).await;
     }
     kill_by_pid_file(&data.join(MARIADB_PID)).await;
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read sandbox dir {}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        AgentError::permanent(format!("cannot read sandbox dir {}: {e}", dir.display()))
+    })?;
     for e in entries.flatten() {
         if e.file_name() == MARK {
             continue;
@@ -139,7 +147,12 @@ pub async fn wipe(cfg: &SandboxConfig) -> Result<(), String> {
         } else {
             std::fs::remove_file(&p)
         };
-        r.map_err(|e| format!("cannot remove {} from the sandbox: {e}", p.display()))?;
+        r.map_err(|e| {
+            AgentError::permanent(format!(
+                "cannot remove {} from the sandbox: {e}",
+                p.display()
+            ))
+        })?;
     }
     Ok(())
 }
@@ -157,24 +170,22 @@ pub async fn finish_drill(
             report.error = format!("the sandbox could not be emptied afterwards: {e}");
         }
     }
-    let mut sent = Err(String::new());
+    let mut sent = Ok(());
     for attempt in 0..5 {
         sent = ctx
             .client
             .clone()
             .report_drill(report.clone())
             .await
-            .map(|_| ())
-            .map_err(|s| s.message().to_string());
+            .map(|_| ());
         if sent.is_ok() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
     }
-    if let Err(e) = sent {
-        return Err(JobFailure(format!(
-            "the drill's evidence could not be reported: {e}"
-        )));
+    if let Err(s) = sent {
+        return Err(AgentError::from(s)
+            .reworded(|e| format!("the drill's evidence could not be reported: {e}")));
     }
     if report.error.is_empty() {
         Ok(format!(
@@ -186,7 +197,7 @@ pub async fn finish_drill(
             report.replay_ms as f64 / 1000.0
         ))
     } else {
-        Err(JobFailure(format!(
+        Err(AgentError::permanent(format!(
             "drill {}: {}",
             report.drill_id, report.error
         )))
@@ -247,7 +258,7 @@ mod tests {
         std::fs::create_dir_all(theirs.join("base")).unwrap();
         std::fs::write(theirs.join("PG_VERSION"), "15\n").unwrap();
         let e = wipe(&cfg(&theirs)).await.unwrap_err();
-        assert!(e.contains("did not put there"), "{e}");
+        assert!(e.message().contains("did not put there"), "{e}");
         assert!(theirs.join("PG_VERSION").exists());
         // A new one is made and marked; what a drill leaves in it goes.
         let ours = tmp.path().join("ours");

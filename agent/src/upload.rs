@@ -83,6 +83,11 @@ impl Target<'_> {
     }
 }
 
+/// What an inspector found wrong with a stream, in words: why it must not be stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
 /// Reads a tool's stream as it goes by, to check its structure or pick facts out of it,
 /// without holding it.
 pub trait Inspector: Send + 'static {
@@ -90,14 +95,14 @@ pub trait Inspector: Send + 'static {
     /// Called once the tool exited 0 and its whole stream was read, before the part is
     /// committed: an error means the stream is not what the tool should have written, and
     /// the part is not stored.
-    fn verdict(&mut self) -> Result<(), String>;
+    fn verdict(&mut self) -> Result<(), Malformed>;
 }
 
 struct NoInspection;
 
 impl Inspector for NoInspection {
     fn feed(&mut self, _: &[u8]) {}
-    fn verdict(&mut self) -> Result<(), String> {
+    fn verdict(&mut self) -> Result<(), Malformed> {
         Ok(())
     }
 }
@@ -197,9 +202,9 @@ pub async fn upload_inspected<I: Inspector>(
                 .lock()
                 .expect("inspector lock")
                 .verdict()
-                .map_err(|what| UploadError::Mismatch {
+                .map_err(|m| UploadError::Mismatch {
                     part: part_name,
-                    what,
+                    what: m.0,
                 })
         } else {
             Err(ToolError::Failed {
@@ -380,6 +385,10 @@ where
     };
     if let Some(f) = failure {
         // Ending the stream without a trailer tells the controller the part is not stored.
+        // Which failure to report is not a question of kind (nothing is retried here): the
+        // controller's status is the cause unless the failure is local (the tool, the
+        // stream), or the status only echoes this agent ending the stream early (the
+        // controller's "ended without its trailer" is FailedPrecondition).
         drop(msg_tx);
         if let Ok(Err(status)) = rpc.await
             && !matches!(f, UploadError::Read(_) | UploadError::Tool(_))

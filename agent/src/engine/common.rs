@@ -11,6 +11,7 @@ use tidemark_proto::agent_service_client::AgentServiceClient;
 use tonic::transport::Channel;
 
 use crate::download::{self, DownloadError};
+use crate::error::{AgentError, Kind};
 use crate::osuser;
 use crate::progress::Progress;
 
@@ -19,30 +20,39 @@ pub fn prepare_dir(
     dir: &Path,
     ids: Option<(u32, u32)>,
     created: &mut Vec<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     use std::os::unix::fs::PermissionsExt;
     if !dir.is_absolute() {
-        return Err(format!("{} is not an absolute path", dir.display()));
+        return Err(AgentError::permanent(format!(
+            "{} is not an absolute path",
+            dir.display()
+        )));
     }
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(format!(
+                return Err(AgentError::permanent(format!(
                     "{} exists and is not empty; restore into a new or empty directory",
                     dir.display()
-                ));
+                )));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                AgentError::permanent(format!("cannot create {}: {e}", dir.display()))
+            })?;
             created.push(dir.to_path_buf());
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        Err(e) => {
+            return Err(AgentError::permanent(format!(
+                "cannot read {}: {e}",
+                dir.display()
+            )));
+        }
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .and_then(|_| osuser::chown(dir, ids))
-        .map_err(|e| format!("cannot set up {}: {e}", dir.display()))
+        .map_err(|e| AgentError::permanent(format!("cannot set up {}: {e}", dir.display())))
 }
 
 /// The last `n` lines of `text`.
@@ -51,30 +61,8 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Is this failure worth retrying (the controller or its storage may come back)?
-pub fn transient(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(
-        code,
-        Unavailable
-            | DeadlineExceeded
-            | Unknown
-            | Internal
-            | ResourceExhausted
-            | Aborted
-            | Cancelled
-    )
-}
-
-/// Why an archived file could not be fetched.
-pub enum FetchFailure {
-    /// The archive has no such file.
-    NotFound,
-    /// Worth retrying: the controller or its storage may come back.
-    Transient(String),
-    Fatal(String),
-}
-
+/// What wal-fetch, the prefetcher and a binlog replay ask the archive for: file `name` of
+/// `instance`, or of the instance with system identifier `sysid` when none is named.
 pub fn archive_request(sysid: &str, instance: Option<&str>, name: &str) -> FetchWalRequest {
     FetchWalRequest {
         instance: instance.unwrap_or_default().to_string(),
@@ -84,38 +72,39 @@ pub fn archive_request(sysid: &str, instance: Option<&str>, name: &str) -> Fetch
 }
 
 /// Fetch one file into `dest` through a temporary file beside it, synced before the rename
-/// so that a crash never leaves a torn file under a WAL name.
+/// so that a crash never leaves a torn file under a WAL name. Returns its size, or None when
+/// the archive has no such file.
 pub async fn fetch_archived(
     client: &AgentServiceClient<Channel>,
     req: FetchWalRequest,
     dest: &Path,
-) -> Result<u64, FetchFailure> {
+) -> Result<Option<u64>, AgentError> {
     let stream = match client.clone().fetch_wal(req.clone()).await {
         Ok(r) => r.into_inner(),
-        Err(s) if s.code() == tonic::Code::NotFound => return Err(FetchFailure::NotFound),
-        Err(s) if transient(s.code()) => return Err(FetchFailure::Transient(s.message().into())),
-        Err(s) => return Err(FetchFailure::Fatal(s.message().into())),
+        Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+        Err(s) => return Err(s.into()),
     };
     let tmp = dest.with_file_name(format!(
         ".{}.tidemark-{}",
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
         std::process::id()
     ));
-    let io = |e: std::io::Error| FetchFailure::Fatal(format!("writing {}: {e}", tmp.display()));
+    let io = |e: std::io::Error| AgentError::permanent(format!("writing {}: {e}", tmp.display()));
     let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
     let got = download::receive(stream, &req.name, &mut file, &Progress::default()).await;
     let result = match got {
         Ok(n) => async {
             file.sync_all().await?;
             tokio::fs::rename(&tmp, dest).await?;
-            Ok(n)
+            Ok(Some(n))
         }
         .await
         .map_err(io),
-        Err(DownloadError::Rpc { status, .. }) if transient(status.code()) => {
-            Err(FetchFailure::Transient(status.message().into()))
+        // Worth retrying, and said as the controller said it.
+        Err(DownloadError::Rpc { status, .. }) if Kind::of(status.code()) == Kind::Transient => {
+            Err(AgentError::transient(status.message()))
         }
-        Err(e) => Err(FetchFailure::Fatal(e.to_string())),
+        Err(e) => Err(e.into()),
     };
     if result.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
@@ -131,22 +120,23 @@ pub async fn fetch_named(
     name: &str,
     dest: &Path,
     retry_for: Duration,
-) -> Result<u64, String> {
+) -> Result<u64, AgentError> {
     let deadline = Instant::now() + retry_for;
     let mut delay = Duration::from_millis(250);
     loop {
         match fetch_archived(client, archive_request("", Some(instance), name), dest).await {
-            Ok(n) => return Ok(n),
-            Err(FetchFailure::NotFound) => {
-                return Err(format!("{name} is not in instance {instance}'s archive"));
+            Ok(Some(n)) => return Ok(n),
+            Ok(None) => {
+                return Err(AgentError::permanent(format!(
+                    "{name} is not in instance {instance}'s archive"
+                )));
             }
-            Err(FetchFailure::Fatal(msg)) => return Err(format!("fetching {name}: {msg}")),
-            Err(FetchFailure::Transient(msg)) if Instant::now() + delay < deadline => {
-                tracing::warn!("fetching {name}: {msg}; retrying in {delay:?}");
+            Err(e) if e.kind() == Kind::Transient && Instant::now() + delay < deadline => {
+                tracing::warn!("fetching {name}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(FetchFailure::Transient(msg)) => return Err(format!("fetching {name}: {msg}")),
+            Err(e) => return Err(e.reworded(|e| format!("fetching {name}: {e}"))),
         }
     }
 }

@@ -20,6 +20,7 @@ use super::binlog::next_transaction_at;
 use super::pitr::{self, ServerMode, local_client};
 use crate::config::{Engine, InstanceConfig, SandboxConfig};
 use crate::engine::common::{prepare_dir, tail};
+use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
 use crate::{osuser, sandbox, tool};
 
@@ -30,7 +31,7 @@ pub async fn run(ctx: &JobContext, sb: &SandboxConfig, job: &DrillJob) -> JobRes
         ..Default::default()
     };
     if let Err(e) = procedure(ctx, sb, job, started, &mut report).await {
-        report.error = e;
+        report.error = e.to_string();
     }
     sandbox::finish_drill(ctx, sb, report).await
 }
@@ -41,24 +42,27 @@ async fn procedure(
     job: &DrillJob,
     started: Instant,
     report: &mut DrillReport,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let dir = &sb.dir;
     sandbox::wipe(sb).await?;
     let (series, bin) = sandbox::mariadb_series(sb)
         .filter(|(s, _)| *s == job.major)
         .ok_or_else(|| {
-            format!(
+            AgentError::permanent(format!(
                 "this sandbox has no mariadbd {}.{}; install that series or set [sandbox] mariadb-bin-dir",
                 job.major / 100,
                 job.major % 100
-            )
+            ))
         })?;
     let ids = osuser::target(&sb.os_user)?;
     let r = job
         .restore
         .clone()
-        .ok_or("the drill job names no backup to restore")?;
-    let replay = r.binlog.clone().ok_or("the drill job names no binlogs")?;
+        .ok_or_else(|| AgentError::permanent("the drill job names no backup to restore"))?;
+    let replay = r
+        .binlog
+        .clone()
+        .ok_or_else(|| AgentError::permanent("the drill job names no binlogs"))?;
     let mut inst = InstanceConfig::fallback_for(Engine::Mariadb, &r.source_instance);
     inst.os_user = sb.os_user.clone();
     let db = Maria::new(inst);
@@ -67,10 +71,10 @@ async fn procedure(
     let backup = BackupId(r.backup_id);
     report.bytes_restored = pitr::unpack(ctx, &db, backup, &datadir, ids)
         .await
-        .map_err(|f| format!("restoring backup {backup}: {}", f.0))?;
+        .map_err(|f| f.reworded(|m| format!("restoring backup {backup}: {m}")))?;
     pitr::prepare(&db, &datadir, ids)
         .await
-        .map_err(|f| format!("preparing backup {backup}: {}", f.0))?;
+        .map_err(|f| f.reworded(|m| format!("preparing backup {backup}: {m}")))?;
     report.restore_ms = started.elapsed().as_millis() as u64;
 
     let replay_started = Instant::now();
@@ -81,8 +85,7 @@ async fn procedure(
         &sb.os_user,
         ServerMode::Replay,
     )
-    .await
-    .map_err(|f| f.0)?;
+    .await?;
     tracing::info!(
         drill = job.drill_id,
         series,
@@ -90,13 +93,13 @@ async fn procedure(
     );
     let staging = dir.join("binlogs");
     std::fs::create_dir_all(&staging)
-        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        .map_err(|e| AgentError::permanent(format!("cannot create {}: {e}", staging.display())))?;
     let files = pitr::fetch_binlogs(ctx, &r.source_instance, &replay.files, &staging)
         .await
-        .map_err(|e| format!("recovery failed: {e}"))?;
+        .map_err(|e| e.reworded(|m| format!("recovery failed: {m}")))?;
     let done = pitr::replay_binlogs(&db, &server.socket, &replay, &files)
         .await
-        .map_err(|f| format!("recovery failed: {}", f.0))?;
+        .map_err(|f| f.reworded(|m| format!("recovery failed: {m}")))?;
     report.replay_ms = replay_started.elapsed().as_millis() as u64;
     report.rto_ms = started.elapsed().as_millis() as u64;
     report.reached_target = true;

@@ -33,7 +33,8 @@ use super::physical::PART;
 use crate::config::InstanceConfig;
 use crate::download::{Feed, run_fed};
 use crate::engine::common::{prepare_dir, tail};
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::osuser;
 use crate::tool::{self, ToolError};
 
@@ -67,13 +68,13 @@ pub async fn run(ctx: &JobContext, inst: &InstanceConfig, r: &PhysicalRestore) -
         Ok(msg) => Ok(msg),
         Err(f) => {
             stop_server(&Maria::new(inst.clone()), &datadir).await;
-            let mut msg = f.0;
+            let mut removed = String::new();
             for d in created.iter().rev() {
                 if std::fs::remove_dir_all(d).is_ok() {
-                    msg.push_str(&format!("; removed {}", d.display()));
+                    removed.push_str(&format!("; removed {}", d.display()));
                 }
             }
-            Err(JobFailure(msg))
+            Err(f.reworded(|m| format!("{m}{removed}")))
         }
     }
 }
@@ -115,7 +116,12 @@ async fn restore(
             let staging = tempfile::Builder::new()
                 .prefix("tidemark-binlogs.")
                 .tempdir_in(&ctx.spool_dir)
-                .map_err(|e| format!("cannot stage binlogs in {}: {e}", ctx.spool_dir.display()))?;
+                .map_err(|e| {
+                    AgentError::permanent(format!(
+                        "cannot stage binlogs in {}: {e}",
+                        ctx.spool_dir.display()
+                    ))
+                })?;
             let paths =
                 fetch_binlogs(ctx, &r.source_instance, &replay.files, staging.path()).await?;
             replay_binlogs(&db, &server.socket, &replay, &paths).await?
@@ -189,7 +195,7 @@ pub async fn fetch_binlogs(
     instance: &str,
     files: &[String],
     dir: &Path,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, AgentError> {
     let mut paths = Vec::new();
     for name in files {
         let dest = dir.join(name);
@@ -207,7 +213,7 @@ pub async fn fetch_binlogs(
 }
 
 /// A new, empty data directory for a dump to load into.
-async fn initialize(db: &Maria, datadir: &Path, os_user: &str) -> Result<(), JobFailure> {
+async fn initialize(db: &Maria, datadir: &Path, os_user: &str) -> Result<(), AgentError> {
     let mut cmd = std::process::Command::new(db.program("mariadb-install-db"));
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
@@ -231,7 +237,7 @@ async fn load_dump(
     backup: BackupId,
     part: &str,
     socket: &Path,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let accounts = part == super::logical::USERS_PART;
     let mut cmd = local_client(db, "mariadb", socket);
     if accounts {
@@ -256,7 +262,7 @@ async fn load_dump(
     };
     run_fed(ctx, cmd, Some(feed))
         .await
-        .map_err(|f| JobFailure(format!("loading part {part}: {}", f.0)))
+        .map_err(|f| f.reworded(|m| format!("loading part {part}: {m}")))
 }
 
 /// `mariabackup --prepare` the unpacked copy: apply its redo log so it is consistent.
@@ -264,7 +270,7 @@ pub async fn prepare(
     db: &Maria,
     datadir: &Path,
     ids: Option<(u32, u32)>,
-) -> Result<(), JobFailure> {
+) -> Result<(), AgentError> {
     let mut cmd = std::process::Command::new(db.program("mariabackup"));
     cmd.arg("--no-defaults")
         .arg("--prepare")
@@ -280,7 +286,7 @@ pub async fn unpack(
     backup: BackupId,
     datadir: &Path,
     ids: Option<(u32, u32)>,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let mut cmd = std::process::Command::new(db.program("mbstream"));
     cmd.arg("-x").arg("-C").arg(datadir);
     osuser::run_as(&mut cmd, ids);
@@ -292,15 +298,15 @@ pub async fn unpack(
     run_fed(ctx, cmd, Some(feed)).await
 }
 
-async fn run_tool(cmd: std::process::Command, what: &str) -> Result<(), JobFailure> {
+async fn run_tool(cmd: std::process::Command, what: &str) -> Result<(), AgentError> {
     let out = tokio::process::Command::from(cmd)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| AgentError::permanent(format!("{what}: {e}")))?;
     if !out.status.success() {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "{what} {}: {}",
             tool::describe(out.status),
             tail(&String::from_utf8_lossy(&out.stderr), 8)
@@ -341,7 +347,7 @@ pub async fn start_server(
     datadir: &Path,
     os_user: &str,
     mode: ServerMode,
-) -> Result<Server, JobFailure> {
+) -> Result<Server, AgentError> {
     let socket = datadir.join(SOCKET);
     let mut cmd = std::process::Command::new(program);
     cmd.arg("--no-defaults")
@@ -388,7 +394,7 @@ pub async fn start_server(
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(JobFailure(format!(
+            return Err(AgentError::permanent(format!(
                 "mariadbd {} while starting: {}",
                 tool::describe(status),
                 server.log_tail(12)
@@ -398,7 +404,7 @@ pub async fn start_server(
             break;
         }
         if Instant::now() > deadline {
-            return Err(JobFailure(format!(
+            return Err(AgentError::permanent(format!(
                 "mariadbd did not accept connections within 300 s: {}",
                 server.log_tail(12)
             )));
@@ -447,25 +453,27 @@ impl Server {
 
     /// A clean shutdown by SIGTERM, which needs no login (the restored accounts may not
     /// let this job in any more).
-    pub async fn shut_down(&mut self) -> Result<(), JobFailure> {
+    pub async fn shut_down(&mut self) -> Result<(), AgentError> {
         let pid = std::fs::read_to_string(self.datadir.join(PID))
             .ok()
             .and_then(|p| p.trim().parse().ok())
             .and_then(rustix::process::Pid::from_raw)
-            .ok_or_else(|| format!("no pid file in {}", self.datadir.display()))?;
+            .ok_or_else(|| {
+                AgentError::permanent(format!("no pid file in {}", self.datadir.display()))
+            })?;
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-            .map_err(|e| format!("stopping mariadbd (pid {pid:?}): {e}"))?;
+            .map_err(|e| AgentError::permanent(format!("stopping mariadbd (pid {pid:?}): {e}")))?;
         wait_gone(&self.datadir).await
     }
 }
 
 /// Wait until the server whose pid file is in `datadir` has exited.
-async fn wait_gone(datadir: &Path) -> Result<(), JobFailure> {
+async fn wait_gone(datadir: &Path) -> Result<(), AgentError> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while datadir.join(PID).exists() {
         if Instant::now() > deadline {
-            return Err(JobFailure(
-                "mariadbd did not stop within 120 s of shutdown".into(),
+            return Err(AgentError::permanent(
+                "mariadbd did not stop within 120 s of shutdown",
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -496,7 +504,7 @@ pub async fn replay_binlogs(
     socket: &Path,
     replay: &BinlogReplay,
     files: &[PathBuf],
-) -> Result<Replayed, JobFailure> {
+) -> Result<Replayed, AgentError> {
     let decoder = db.program("mariadb-binlog");
     let mut dec = std::process::Command::new(&decoder);
     // Binlog times are UTC here, and so is --stop-datetime.
@@ -529,7 +537,7 @@ pub async fn replay_binlogs(
     let mut client = tokio::process::Command::from(client)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("starting mariadb for the replay: {e}"))?;
+        .map_err(|e| AgentError::permanent(format!("starting mariadb for the replay: {e}")))?;
     let decoded = dec.stdout.take().expect("piped");
     let mut dec_err = dec.stderr.take().expect("piped");
     let mut sql = client.stdin.take().expect("piped");
@@ -578,23 +586,23 @@ pub async fn replay_binlogs(
         dec_err.read_to_string(&mut e1),
         client_err.read_to_string(&mut e2)
     );
-    let dec_status = dec.wait().await.map_err(|e| e.to_string())?;
-    let client_status = client.wait().await.map_err(|e| e.to_string())?;
+    let dec_status = dec.wait().await?;
+    let client_status = client.wait().await?;
     if !dec_status.success() {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "mariadb-binlog {}: {}",
             tool::describe(dec_status),
             e1.trim()
         )));
     }
     if !client_status.success() {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "replaying the binlogs failed: mariadb {}: {}",
             tool::describe(client_status),
             e2.trim()
         )));
     }
-    pumped.map_err(|e| format!("feeding the replay: {e}"))?;
+    pumped.map_err(|e| AgentError::permanent(format!("feeding the replay: {e}")))?;
     Ok(seen)
 }
 

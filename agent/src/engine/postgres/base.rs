@@ -19,7 +19,8 @@ use super::Pg;
 use super::fifo::{FifoSpool, PlantError};
 use super::tar::{TarSummary, TarTap};
 use crate::config::Checkpoint;
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::tool::{self, ToolError};
 use crate::upload::{Part, UploadError, upload_part};
 
@@ -60,7 +61,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     };
     match outcome {
         Ok(msg) => Ok(msg),
-        Err(f) => Err(ctx.fail_backup(backup, &f.0).await),
+        Err(f) => Err(ctx.fail_backup(backup, f).await),
     }
 }
 
@@ -77,7 +78,7 @@ async fn stream_backup(
     pg: &Pg,
     backup: BackupId,
     tablespaces: &BTreeMap<String, String>,
-) -> Result<Streamed, JobFailure> {
+) -> Result<Streamed, AgentError> {
     // pg_basebackup may, in principle, open a file before its pipe exists; that is
     // detected and the run repeated once.
     let mut retried = false;
@@ -88,7 +89,7 @@ async fn stream_backup(
                 retried = true;
             }
             Err(Attempt::LostRace(name)) => {
-                break Err(JobFailure(format!(
+                break Err(AgentError::permanent(format!(
                     "pg_basebackup twice opened {name} before its pipe was in place"
                 )));
             }
@@ -100,12 +101,24 @@ async fn stream_backup(
 
 enum Attempt {
     LostRace(String),
-    Failed(JobFailure),
+    Failed(AgentError),
 }
 
-impl<E: std::fmt::Display> From<E> for Attempt {
-    fn from(e: E) -> Self {
-        Attempt::Failed(JobFailure(e.to_string()))
+impl From<AgentError> for Attempt {
+    fn from(e: AgentError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<ToolError> for Attempt {
+    fn from(e: ToolError) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+impl From<UploadError> for Attempt {
+    fn from(e: UploadError) -> Self {
+        Attempt::Failed(e.into())
     }
 }
 
@@ -116,10 +129,10 @@ async fn run_pg_basebackup(
     tablespaces: &BTreeMap<String, String>,
 ) -> Result<Streamed, Attempt> {
     let mut spool = FifoSpool::new(&ctx.spool_dir).map_err(|e| {
-        format!(
+        AgentError::permanent(format!(
             "cannot make a spool directory in {}: {e}",
             ctx.spool_dir.display()
-        )
+        ))
     })?;
     let app = format!("tidemark-base-{backup}");
     let mut cmd: Command = pg.command("pg_basebackup");
@@ -190,7 +203,7 @@ async fn run_pg_basebackup(
                 }
                 .into(),
             ),
-            PlantError::Io(m) => Attempt::Failed(JobFailure(m)),
+            PlantError::Io(m) => Attempt::Failed(AgentError::permanent(m)),
         });
     }
 
@@ -264,7 +277,7 @@ async fn run_pg_basebackup(
     let stderr = stderr_tail.await.unwrap_or_default();
     let stop_time = now();
     if waited_out {
-        return Err(Attempt::Failed(JobFailure(format!(
+        return Err(Attempt::Failed(AgentError::permanent(format!(
             "PostgreSQL waited longer than {} for the backup's WAL to be archived, so pg_basebackup was stopped; check that archive_command is 'tidemark-agent wal-push %p' and working (tidemark status, pg_stat_archiver)",
             tidemark_core::duration::human(pg.cfg.wal_wait_timeout)
         ))));
@@ -276,7 +289,7 @@ async fn run_pg_basebackup(
         (Some(f @ UploadError::Read(_)), Some(s)) if !s.success() => {
             tracing::debug!("stream cut short: {f}");
         }
-        (Some(f), _) => return Err(Attempt::Failed(JobFailure(f.to_string()))),
+        (Some(f), _) => return Err(f.into()),
         _ => {}
     }
     match exit {
@@ -294,27 +307,27 @@ async fn run_pg_basebackup(
     }
     let extra = spool.unexpected_files();
     if !extra.is_empty() {
-        return Err(format!(
+        return Err(AgentError::permanent(format!(
             "pg_basebackup wrote {} that the backup did not expect (a tablespace created while it ran); run the backup again",
             extra.join(", ")
-        )
+        ))
         .into());
     }
     for oid in tablespaces.keys() {
         if !summaries.contains_key(&format!("tablespace:{oid}")) {
-            return Err(format!(
+            return Err(AgentError::permanent(format!(
                 "pg_basebackup sent nothing for tablespace {oid} (dropped while the backup ran?); run the backup again"
-            )
+            ))
             .into());
         }
     }
     // The manifest is small (a line per file) and written only at the end, as a file.
     let manifest_path = spool.dir().join("backup_manifest");
     let manifest = std::fs::read(&manifest_path).map_err(|e| {
-        format!(
+        AgentError::permanent(format!(
             "pg_basebackup left no readable {}: {e}",
             manifest_path.display()
-        )
+        ))
     })?;
     let target = Part {
         backup,
@@ -336,12 +349,12 @@ async fn run_pg_basebackup(
     let base = summaries
         .get(BASE)
         .map(|s| s.lock().unwrap().clone())
-        .ok_or("pg_basebackup sent no base.tar")?;
+        .ok_or_else(|| AgentError::permanent("pg_basebackup sent no base.tar"))?;
     let label_text = base
         .captured
         .get("backup_label")
         .map(|b| String::from_utf8_lossy(b).into_owned())
-        .ok_or("base.tar holds no backup_label")?;
+        .ok_or_else(|| AgentError::permanent("base.tar holds no backup_label"))?;
     let label = parse_label(&label_text)?;
     let range = parse_manifest(&manifest)?;
     let mut map = tablespaces.clone();
@@ -456,14 +469,16 @@ struct Label {
 }
 
 /// `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
-fn parse_label(text: &str) -> Result<Label, String> {
+fn parse_label(text: &str) -> Result<Label, AgentError> {
     let start = text
         .lines()
         .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
         .and_then(|rest| rest.split_whitespace().next())
-        .ok_or_else(|| format!("backup_label has no START WAL LOCATION: {text:?}"))?;
+        .ok_or_else(|| {
+            AgentError::permanent(format!("backup_label has no START WAL LOCATION: {text:?}"))
+        })?;
     Ok(Label {
-        start: Lsn::parse(start)?,
+        start: Lsn::parse(start).map_err(AgentError::permanent)?,
     })
 }
 
@@ -474,18 +489,19 @@ struct WalRange {
 }
 
 /// The WAL range from the manifest's `WAL-Ranges` (the last range is the backup's end).
-fn parse_manifest(bytes: &[u8]) -> Result<WalRange, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("backup_manifest is not JSON: {e}"))?;
+fn parse_manifest(bytes: &[u8]) -> Result<WalRange, AgentError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| AgentError::permanent(format!("backup_manifest is not JSON: {e}")))?;
     let ranges = v["WAL-Ranges"]
         .as_array()
         .filter(|r| !r.is_empty())
-        .ok_or("backup_manifest has no WAL-Ranges")?;
-    let lsn = |r: &serde_json::Value, k: &str| -> Result<Lsn, String> {
+        .ok_or_else(|| AgentError::permanent("backup_manifest has no WAL-Ranges"))?;
+    let lsn = |r: &serde_json::Value, k: &str| -> Result<Lsn, AgentError> {
         Lsn::parse(
             r[k].as_str()
-                .ok_or_else(|| format!("WAL-Ranges entry without {k}"))?,
+                .ok_or_else(|| AgentError::permanent(format!("WAL-Ranges entry without {k}")))?,
         )
+        .map_err(AgentError::permanent)
     };
     let last = ranges.last().expect("non-empty");
     Ok(WalRange {
@@ -493,7 +509,8 @@ fn parse_manifest(bytes: &[u8]) -> Result<WalRange, String> {
         stop: lsn(last, "End-LSN")?,
         timeline: last["Timeline"]
             .as_u64()
-            .ok_or("WAL-Ranges entry without Timeline")? as u32,
+            .ok_or_else(|| AgentError::permanent("WAL-Ranges entry without Timeline"))?
+            as u32,
     })
 }
 
@@ -512,11 +529,7 @@ async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) 
             base: Some(s.info.clone()),
             binlog: None,
         };
-        let r = client
-            .finish_backup(finish)
-            .await
-            .map_err(|st| st.message().to_string())?
-            .into_inner();
+        let r = client.finish_backup(finish).await?.into_inner();
         match r.status.as_str() {
             "complete" => {
                 return Ok(format!(
@@ -537,13 +550,18 @@ async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) 
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             "running" => {
-                return Err(JobFailure(format!(
+                return Err(AgentError::permanent(format!(
                     "{} after {}; check that archive_command is 'tidemark-agent wal-push %p' and working (tidemark status, pg_stat_archiver)",
                     r.reason,
                     tidemark_core::duration::human(pg.cfg.wal_wait_timeout)
                 )));
             }
-            other => return Err(JobFailure(format!("backup {backup} {other}: {}", r.reason))),
+            other => {
+                return Err(AgentError::permanent(format!(
+                    "backup {backup} {other}: {}",
+                    r.reason
+                )));
+            }
         }
     }
 }

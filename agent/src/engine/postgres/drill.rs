@@ -17,6 +17,7 @@ use super::physical::{self, Layout, Server};
 use super::{Pg, quote_literal};
 use crate::config::{InstanceConfig, SandboxConfig};
 use crate::engine::common::{prepare_dir, tail};
+use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
 use crate::{osuser, sandbox, tool};
 
@@ -36,7 +37,7 @@ pub async fn run(ctx: &JobContext, config: &Path, sb: &SandboxConfig, job: &Dril
         ..Default::default()
     };
     if let Err(e) = procedure(ctx, config, sb, job, started, &mut report).await {
-        report.error = e;
+        report.error = e.to_string();
     }
     sandbox::finish_drill(ctx, sb, report).await
 }
@@ -48,20 +49,20 @@ async fn procedure(
     job: &DrillJob,
     started: Instant,
     report: &mut DrillReport,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let dir = &sb.dir;
     sandbox::wipe(sb).await?;
     let bin = sandbox::engines(sb).remove(&job.major).ok_or_else(|| {
-        format!(
+        AgentError::permanent(format!(
             "this sandbox has no PostgreSQL {} binaries; install them or list their bin directory in [sandbox] bin-dirs",
             job.major
-        )
+        ))
     })?;
     let ids = osuser::target(&sb.os_user)?;
     let mut r = job
         .restore
         .clone()
-        .ok_or("the drill job names no backup to restore")?;
+        .ok_or_else(|| AgentError::permanent("the drill job names no backup to restore"))?;
     let pgdata = sandbox::pgdata(dir);
     r.pgdata = pgdata.display().to_string();
     r.tablespaces = r
@@ -94,7 +95,7 @@ async fn procedure(
     report.bytes_restored =
         physical::restore_files(ctx, config, &inst, &r, BackupId(r.backup_id), &layout, ids)
             .await
-            .map_err(|f| format!("restoring backup {}: {}", r.backup_id, f.0))?;
+            .map_err(|f| f.reworded(|m| format!("restoring backup {}: {m}", r.backup_id)))?;
     isolate(&inst, dir, &pgdata, ids).await?;
     report.restore_ms = started.elapsed().as_millis() as u64;
 
@@ -107,7 +108,7 @@ async fn procedure(
                 std::fs::read_to_string(pgdata.join(physical::SERVER_LOG)).unwrap_or_default();
             report.log_tail = tail(&log, 20);
             return Err(match recovery_failure(&log) {
-                Some(why) => format!("recovery failed: {why}"),
+                Some(why) => AgentError::permanent(format!("recovery failed: {why}")),
                 None => e,
             });
         }
@@ -134,12 +135,12 @@ async fn procedure(
             }
             Ok(())
         }
-        Ok(at) => Err(format!(
+        Ok(at) => Err(AgentError::permanent(format!(
             "recovery ended at {} without pausing at the target",
             at.lsn
-        )),
+        ))),
         Err(e) => Err(match recovery_failure(&log) {
-            Some(why) => format!("recovery failed: {why}"),
+            Some(why) => AgentError::permanent(format!("recovery failed: {why}")),
             None => e,
         }),
     };
@@ -183,16 +184,16 @@ async fn isolate(
     dir: &Path,
     pgdata: &Path,
     ids: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let run = sandbox::socket_dir(dir);
     std::fs::create_dir_all(&run)
         .and_then(|_| osuser::chown(&run, ids))
-        .map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+        .map_err(|e| AgentError::permanent(format!("cannot create {}: {e}", run.display())))?;
     let write = |name: &str, text: &str| {
         let p = pgdata.join(name);
         std::fs::write(&p, text)
             .and_then(|_| osuser::chown(&p, ids))
-            .map_err(|e| format!("cannot write {}: {e}", p.display()))
+            .map_err(|e| AgentError::permanent(format!("cannot write {}: {e}", p.display())))
     };
     if !pgdata.join("postgresql.conf").exists() {
         write("postgresql.conf", "# created by tidemark for a drill\n")?;
@@ -235,7 +236,7 @@ async fn isolate(
 async fn standby_minimums(
     inst: &InstanceConfig,
     pgdata: &Path,
-) -> Result<BTreeMap<&'static str, String>, String> {
+) -> Result<BTreeMap<&'static str, String>, AgentError> {
     let pg = Pg::new(inst.clone());
     let program = pg.program("pg_controldata");
     let out = tokio::process::Command::new(&program)
@@ -244,13 +245,13 @@ async fn standby_minimums(
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        .map_err(|e| AgentError::permanent(format!("cannot run {}: {e}", program.display())))?;
     if !out.status.success() {
-        return Err(format!(
+        return Err(AgentError::permanent(format!(
             "pg_controldata failed on the restored files ({}): {}",
             tool::describe(out.status),
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut found = BTreeMap::new();
@@ -296,11 +297,12 @@ async fn amcheck(server: &Server, report: &mut DrillReport) {
         server
             .pg
             .query("postgres", "SELECT pg_wal_replay_resume()")
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let at = server.wait_for_target(Duration::from_secs(600)).await?;
         if at.paused {
-            return Err("the server stayed paused after pg_wal_replay_resume()".to_string());
+            return Err(AgentError::permanent(
+                "the server stayed paused after pg_wal_replay_resume()",
+            ));
         }
         Ok(())
     };

@@ -17,7 +17,8 @@ use tidemark_core::wal::{self, WalName};
 
 use super::{connect, system_identifier};
 use crate::config::AgentConfig;
-use crate::engine::common::{FetchFailure, archive_request, fetch_archived};
+use crate::engine::common::{archive_request, fetch_archived};
+use crate::error::{AgentError, Kind};
 
 pub const PREFETCH_DIR: &str = "pg_wal/.tidemark-prefetch";
 /// A prefetch marker older than this belongs to a prefetcher that died.
@@ -38,8 +39,9 @@ pub async fn run(
     config: &AgentConfig,
     tls: &TlsMaterial,
     r: Request<'_>,
-) -> Result<Fetched, String> {
-    let data_dir = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
+) -> Result<Fetched, AgentError> {
+    let data_dir = std::env::current_dir()
+        .map_err(|e| AgentError::permanent(format!("no working directory: {e}")))?;
     let sysid = match (system_identifier(&data_dir), r.instance) {
         (Ok(s), _) => s,
         (Err(_), Some(_)) => String::new(),
@@ -58,25 +60,29 @@ pub async fn run(
             Ok(client) => {
                 fetch_archived(&client, archive_request(&sysid, r.instance, r.name), r.dest).await
             }
-            Err(e) => Err(FetchFailure::Transient(e)),
+            Err(e) => Err(e),
         };
         match attempt {
-            Ok(_) => {
+            Ok(Some(_)) => {
                 spawn_prefetcher(config, r.name, r.dest, r.instance);
                 return Ok(Fetched::Found);
             }
-            Err(FetchFailure::NotFound) => return Ok(Fetched::NotFound),
-            Err(FetchFailure::Fatal(msg)) => return Err(format!("fetching {}: {msg}", r.name)),
-            Err(FetchFailure::Transient(msg)) if Instant::now() + delay < deadline => {
-                tracing::warn!("fetching {}: {msg}; retrying in {delay:?}", r.name);
+            Ok(None) => return Ok(Fetched::NotFound),
+            Err(e) if e.kind() != Kind::Transient => {
+                return Err(e.reworded(|e| format!("fetching {}: {e}", r.name)));
+            }
+            Err(e) if Instant::now() + delay < deadline => {
+                tracing::warn!("fetching {}: {e}; retrying in {delay:?}", r.name);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(FetchFailure::Transient(msg)) => {
-                return Err(format!(
-                    "fetching {}: {msg}; gave up after {:?} so that recovery stops instead of ending early",
-                    r.name, config.wal_retry_for
-                ));
+            Err(e) => {
+                return Err(e.reworded(|e| {
+                    format!(
+                        "fetching {}: {e}; gave up after {:?} so that recovery stops instead of ending early",
+                        r.name, config.wal_retry_for
+                    )
+                }));
             }
         }
     }
@@ -160,7 +166,7 @@ pub async fn prefetch(
         tasks.spawn(async move {
             let r = fetch_archived(&client, req, &target).await;
             let _ = std::fs::remove_file(&marker);
-            r.is_ok()
+            matches!(r, Ok(Some(_)))
         });
         while tasks.len() >= 4 {
             tasks.join_next().await;
