@@ -13,7 +13,7 @@ use tidemark_proto::{
 };
 use tonic::transport::Channel;
 
-use crate::config::{AgentConfig, Engine};
+use crate::config::{AgentConfig, EngineKind, InstanceConfig};
 use crate::engine::mariadb::{self, Maria};
 use crate::engine::postgres::{self, Pg};
 use crate::error::{AgentError, Kind};
@@ -99,13 +99,13 @@ async fn session(
             let mut e: Vec<SandboxEngine> = crate::sandbox::engines(sb)
                 .into_keys()
                 .map(|major| SandboxEngine {
-                    engine: Engine::Postgresql.as_str().into(),
+                    engine: EngineKind::Postgresql.as_str().into(),
                     major,
                 })
                 .collect();
             if let Some((series, _)) = crate::sandbox::mariadb_series(sb) {
                 e.push(SandboxEngine {
-                    engine: Engine::Mariadb.as_str().into(),
+                    engine: EngineKind::Mariadb.as_str().into(),
                     major: series,
                 });
             }
@@ -138,7 +138,7 @@ async fn session(
     let _stop_archivers: Vec<AbortOnDrop> = config
         .instances
         .iter()
-        .filter(|i| i.engine == Engine::Mariadb)
+        .filter(|i| i.kind() == EngineKind::Mariadb)
         .map(|i| {
             AbortOnDrop(tokio::spawn(mariadb::binlog::archive(
                 client.clone(),
@@ -230,19 +230,25 @@ async fn report_status(
     loop {
         let mut instances = Vec::new();
         for inst in &config.instances {
-            match inst.engine {
-                Engine::Postgresql => instances.push(Pg::new(inst.clone()).archiver_status().await),
-                Engine::Mariadb => {
+            match inst.kind() {
+                EngineKind::Postgresql => {
+                    instances.push(Pg::new(inst.clone()).archiver_status().await)
+                }
+                EngineKind::Mariadb => {
                     let known = binlogs
                         .lock()
                         .expect("status lock")
                         .get(&inst.name)
                         .cloned();
-                    instances.push(known.unwrap_or_else(|| tidemark_proto::ArchiverStatus {
-                        instance: inst.name.clone(),
-                        archive_timeout_secs: inst.archive_timeout.as_secs() as i64,
-                        error: "the binlog archiver has not run yet".into(),
-                        ..Default::default()
+                    instances.push(known.unwrap_or_else(|| {
+                        tidemark_proto::ArchiverStatus {
+                            instance: inst.name.clone(),
+                            archive_timeout_secs: inst
+                                .mariadb()
+                                .map_or(0, |m| m.archive_timeout.as_secs() as i64),
+                            error: "the binlog archiver has not run yet".into(),
+                            ..Default::default()
+                        }
                     }));
                 }
             }
@@ -260,8 +266,8 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
     let mut tools = Vec::new();
     let mut instances = Vec::new();
     for inst in &config.instances {
-        match inst.engine {
-            Engine::Mariadb => {
+        match inst.kind() {
+            EngineKind::Mariadb => {
                 let db = Maria::new(inst.clone());
                 for t in ["mariadb-dump", "mariabackup", "mbstream", "mariadb-binlog"] {
                     let version = db
@@ -279,7 +285,7 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
                 }
                 instances.push(InstanceInfo {
                     name: inst.name.clone(),
-                    engine: inst.engine.as_str().into(),
+                    engine: inst.kind().as_str().into(),
                     server_version: facts.version,
                     system_identifier: String::new(),
                     databases,
@@ -289,7 +295,7 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
                     log_bin_basename: facts.log_bin_basename,
                 });
             }
-            Engine::Postgresql => {
+            EngineKind::Postgresql => {
                 let pg = Pg::new(inst.clone());
                 for t in ["pg_dump", "pg_restore", "pg_basebackup"] {
                     let version = pg
@@ -309,7 +315,7 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
                 let (data_directory, wal_segment_size) = pg.storage().await.unwrap_or_default();
                 instances.push(InstanceInfo {
                     name: inst.name.clone(),
-                    engine: inst.engine.as_str().into(),
+                    engine: inst.kind().as_str().into(),
                     server_version,
                     system_identifier: pg.system_identifier().await,
                     databases,
@@ -388,13 +394,17 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
     match spec {
         Some(job::Spec::Backup(b)) => {
             let inst = instance_of(&b.instance)?;
-            match (inst.engine, b.kind.as_str()) {
-                (Engine::Postgresql, "logical") => {
+            match (inst.kind(), b.kind.as_str()) {
+                (EngineKind::Postgresql, "logical") => {
                     postgres::logical::run(ctx, &Pg::new(inst)).await
                 }
-                (Engine::Postgresql, "base") => postgres::base::run(ctx, &Pg::new(inst)).await,
-                (Engine::Mariadb, "logical") => mariadb::logical::run(ctx, &Maria::new(inst)).await,
-                (Engine::Mariadb, "base") => mariadb::physical::run(ctx, &Maria::new(inst)).await,
+                (EngineKind::Postgresql, "base") => postgres::base::run(ctx, &Pg::new(inst)).await,
+                (EngineKind::Mariadb, "logical") => {
+                    mariadb::logical::run(ctx, &Maria::new(inst)).await
+                }
+                (EngineKind::Mariadb, "base") => {
+                    mariadb::physical::run(ctx, &Maria::new(inst)).await
+                }
                 (_, other) => Err(AgentError::permanent(format!(
                     "backup kind {other:?} is not supported by this agent"
                 ))),
@@ -405,17 +415,15 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
                 // The tools and OS user of a MariaDB instance on this host.
                 let inst = config
                     .instance(&r.instance)
-                    .filter(|i| i.engine == Engine::Mariadb)
+                    .filter(|i| i.kind() == EngineKind::Mariadb)
                     .or_else(|| {
                         config
                             .instances
                             .iter()
-                            .find(|i| i.engine == Engine::Mariadb)
+                            .find(|i| i.kind() == EngineKind::Mariadb)
                     })
                     .cloned()
-                    .unwrap_or_else(|| {
-                        crate::config::InstanceConfig::fallback_for(Engine::Mariadb, &r.instance)
-                    });
+                    .unwrap_or_else(|| InstanceConfig::fallback(EngineKind::Mariadb, &r.instance));
                 mariadb::pitr::run(ctx, &inst, p).await
             }
             Some(p) => {
@@ -427,17 +435,19 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
                         config
                             .instances
                             .iter()
-                            .find(|i| i.engine == Engine::Postgresql)
+                            .find(|i| i.kind() == EngineKind::Postgresql)
                     })
                     .cloned()
-                    .unwrap_or_else(|| crate::config::InstanceConfig::fallback(&r.instance));
+                    .unwrap_or_else(|| {
+                        InstanceConfig::fallback(EngineKind::Postgresql, &r.instance)
+                    });
                 postgres::physical::run(ctx, &config.path, &inst, p).await
             }
             None => {
                 let inst = instance_of(&r.instance)?;
-                match inst.engine {
-                    Engine::Postgresql => postgres::restore::run(ctx, &Pg::new(inst), &r).await,
-                    Engine::Mariadb => mariadb::restore::run(ctx, &Maria::new(inst), &r).await,
+                match inst.kind() {
+                    EngineKind::Postgresql => postgres::restore::run(ctx, &Pg::new(inst), &r).await,
+                    EngineKind::Mariadb => mariadb::restore::run(ctx, &Maria::new(inst), &r).await,
                 }
             }
         },

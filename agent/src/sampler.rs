@@ -10,7 +10,7 @@ use tidemark_proto::{Probe, Sample, SampleBatch};
 use tonic::transport::Channel;
 
 use crate::config::AgentConfig;
-use crate::config::Engine;
+use crate::config::EngineKind;
 use crate::engine::mariadb::Maria;
 use crate::engine::postgres::Pg;
 
@@ -40,9 +40,9 @@ pub async fn run(
                 continue;
             };
             let taken_at = now_micros();
-            let result = match inst.engine {
-                Engine::Postgresql => Pg::new(inst.clone()).query(&p.database, &p.sql).await,
-                Engine::Mariadb => {
+            let result = match inst.kind() {
+                EngineKind::Postgresql => Pg::new(inst.clone()).query(&p.database, &p.sql).await,
+                EngineKind::Mariadb => {
                     Maria::new(inst.clone())
                         .query(Some(&p.database), &p.sql)
                         .await

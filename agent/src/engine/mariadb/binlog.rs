@@ -184,7 +184,7 @@ pub type Statuses = Arc<Mutex<HashMap<String, ArchiverStatus>>>;
 /// The archiver of one instance: runs for the whole session.
 pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: Statuses) {
     let poll =
-        (db.cfg.archive_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
+        (db.settings.archive_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut a = Archiver {
         client,
         db,
@@ -258,7 +258,7 @@ impl Archiver {
         self.update(|s| {
             s.log_bin_basename = facts.log_bin_basename.clone();
             s.ready = waiting.len() as u64;
-            s.archive_timeout_secs = self.db.cfg.archive_timeout.as_secs() as i64;
+            s.archive_timeout_secs = self.db.settings.archive_timeout.as_secs() as i64;
             s.error.clear();
         });
         for (name, size) in waiting {
@@ -347,7 +347,7 @@ impl Archiver {
             return Ok(());
         };
         let age = unix_now() - oldest;
-        if age < self.db.cfg.archive_timeout.as_secs() as i64 {
+        if age < self.db.settings.archive_timeout.as_secs() as i64 {
             return Ok(());
         }
         tracing::info!(instance = %self.db.cfg.name, binlog = %name, age_secs = age, "rotating the binlog so it can be archived");

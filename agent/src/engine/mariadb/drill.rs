@@ -18,7 +18,7 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 use super::Maria;
 use super::binlog::next_transaction_at;
 use super::pitr::{self, ServerMode, local_client};
-use crate::config::{Engine, InstanceConfig, SandboxConfig};
+use crate::config::{EngineKind, InstanceConfig, SandboxConfig};
 use crate::engine::common::{prepare_dir, tail};
 use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
@@ -63,7 +63,7 @@ async fn procedure(
         .binlog
         .clone()
         .ok_or_else(|| AgentError::permanent("the drill job names no binlogs"))?;
-    let mut inst = InstanceConfig::fallback_for(Engine::Mariadb, &r.source_instance);
+    let mut inst = InstanceConfig::fallback(EngineKind::Mariadb, &r.source_instance);
     inst.os_user = sb.os_user.clone();
     let db = Maria::new(inst);
     let datadir = sandbox::pgdata(dir);

@@ -17,15 +17,18 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::InstanceConfig;
+use crate::config::{InstanceConfig, MariadbSettings};
 use crate::tool::{self, ToolError};
 
 /// Schemas that belong to the server, never dumped as user data.
 const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
 
+/// One configured MariaDB (or MySQL) instance and how to reach it.
 #[derive(Clone)]
 pub struct Maria {
     pub cfg: InstanceConfig,
+    /// MariaDB's own settings (defaults for a restore target with no MariaDB instance).
+    pub settings: MariadbSettings,
 }
 
 /// What the server says about itself and its binary log.
@@ -71,7 +74,8 @@ pub fn quote_literal(s: &str) -> String {
 
 impl Maria {
     pub fn new(cfg: InstanceConfig) -> Self {
-        Self { cfg }
+        let settings = cfg.mariadb().cloned().unwrap_or_default();
+        Self { cfg, settings }
     }
 
     pub fn program(&self, name: &str) -> PathBuf {

@@ -148,7 +148,7 @@ async fn run_pg_basebackup(
         ])
         .arg(format!(
             "--checkpoint={}",
-            match pg.cfg.checkpoint {
+            match pg.settings.checkpoint {
                 Checkpoint::Fast => "fast",
                 Checkpoint::Spread => "spread",
             }
@@ -210,7 +210,7 @@ async fn run_pg_basebackup(
     let watchdog = tokio::spawn(watch_archive_wait(
         pg.clone(),
         app,
-        pg.cfg.wal_wait_timeout,
+        pg.settings.wal_wait_timeout,
         kill,
     ));
     let mut opened = spool.open_all();
@@ -279,7 +279,7 @@ async fn run_pg_basebackup(
     if waited_out {
         return Err(Attempt::Failed(AgentError::permanent(format!(
             "PostgreSQL waited longer than {} for the backup's WAL to be archived, so pg_basebackup was stopped; check that archive_command is 'tidemark-agent wal-push %p' and working (tidemark status, pg_stat_archiver)",
-            tidemark_core::duration::human(pg.cfg.wal_wait_timeout)
+            tidemark_core::duration::human(pg.settings.wal_wait_timeout)
         ))));
     }
     // An upload the controller refused is the cause, and stopped pg_basebackup; a stream
@@ -518,7 +518,7 @@ fn parse_manifest(bytes: &[u8]) -> Result<WalRange, AgentError> {
 /// segment switch once, in case the last segment is still being filled).
 async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) -> JobResult {
     let mut client = ctx.client.clone();
-    let deadline = Instant::now() + pg.cfg.wal_wait_timeout;
+    let deadline = Instant::now() + pg.settings.wal_wait_timeout;
     let mut switched = false;
     let started = Instant::now();
     loop {
@@ -553,7 +553,7 @@ async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) 
                 return Err(AgentError::permanent(format!(
                     "{} after {}; check that archive_command is 'tidemark-agent wal-push %p' and working (tidemark status, pg_stat_archiver)",
                     r.reason,
-                    tidemark_core::duration::human(pg.cfg.wal_wait_timeout)
+                    tidemark_core::duration::human(pg.settings.wal_wait_timeout)
                 )));
             }
             other => {

@@ -15,7 +15,7 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 
 use super::physical::{self, Layout, Server};
 use super::{Pg, quote_literal};
-use crate::config::{InstanceConfig, SandboxConfig};
+use crate::config::{EngineKind, InstanceConfig, SandboxConfig};
 use crate::engine::common::{prepare_dir, tail};
 use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
@@ -75,7 +75,7 @@ async fn procedure(
             )
         })
         .collect();
-    let mut inst = InstanceConfig::fallback(&r.source_instance);
+    let mut inst = InstanceConfig::fallback(EngineKind::Postgresql, &r.source_instance);
     inst.bin_dir = Some(bin);
     inst.os_user = sb.os_user.clone();
     inst.user = job.user.clone();

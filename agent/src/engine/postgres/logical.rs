@@ -98,7 +98,7 @@ async fn dump_and_check(
         // -Z0: chunking can only deduplicate an uncompressed stream; zstd compresses after.
         dump.args(["--format=custom", "--compress=0", "--no-password", "-d"])
             .arg(dbname_conninfo(db));
-        if let Some(t) = pg.cfg.lock_wait_timeout {
+        if let Some(t) = pg.settings.lock_wait_timeout {
             dump.arg(format!("--lock-wait-timeout={}", t.as_millis()));
         }
         let name = format!("db:{db}");
@@ -121,7 +121,7 @@ async fn dump_and_check(
 /// Transactions open longer than the configured limit. They pin old row versions (vacuum
 /// cannot remove them), which is worth a DBA's attention while a dump holds its snapshot.
 async fn long_transactions(pg: &Pg) -> Vec<String> {
-    let limit = pg.cfg.long_transaction_warning.as_secs();
+    let limit = pg.settings.long_transaction_warning.as_secs();
     let sql = format!(
         "SELECT pid, coalesce(usename, ''), coalesce(datname, ''), extract(epoch FROM now() - xact_start)::bigint, coalesce(state, '')
          FROM pg_stat_activity
@@ -139,7 +139,7 @@ async fn long_transactions(pg: &Pg) -> Vec<String> {
                 let age = duration::human(Duration::from_secs(secs.parse().unwrap_or(0)));
                 Some(format!(
                     "transaction open for {age} (pid {pid}, user {user}, database {db}, {state}), longer than the {} limit: it pins old row versions, so vacuum cannot remove them while it lasts",
-                    duration::human(pg.cfg.long_transaction_warning)
+                    duration::human(pg.settings.long_transaction_warning)
                 ))
             })
             .collect(),

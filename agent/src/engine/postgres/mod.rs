@@ -14,13 +14,16 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::InstanceConfig;
+use crate::config::{InstanceConfig, PgSettings};
 use crate::tool::{self, ToolError};
 
 /// One configured PostgreSQL instance and how to reach it.
 #[derive(Clone)]
 pub struct Pg {
     pub cfg: InstanceConfig,
+    /// PostgreSQL's own settings (defaults for an instance configured for another engine,
+    /// whose tools a restore may borrow).
+    pub settings: PgSettings,
 }
 
 /// A libpq connection string naming only a database: safe for any database name, where a
@@ -41,7 +44,8 @@ pub fn quote_literal(s: &str) -> String {
 
 impl Pg {
     pub fn new(cfg: InstanceConfig) -> Self {
-        Self { cfg }
+        let settings = cfg.postgresql().cloned().unwrap_or_default();
+        Self { cfg, settings }
     }
 
     pub fn program(&self, name: &str) -> PathBuf {
