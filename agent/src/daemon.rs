@@ -13,9 +13,8 @@ use tidemark_proto::{
 };
 use tonic::transport::Channel;
 
-use crate::config::{AgentConfig, EngineKind, InstanceConfig};
-use crate::engine::mariadb::{self, Maria};
-use crate::engine::postgres::{self, Pg};
+use crate::config::AgentConfig;
+use crate::engine::{self, ArchiverStatuses, BackupKind};
 use crate::error::{AgentError, Kind};
 use crate::job::{JobContext, JobResult};
 use crate::progress::Progress;
@@ -95,22 +94,16 @@ async fn session(
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
     let (tools, instances) = describe(config).await;
     let sandbox_engines = match &config.sandbox {
-        Some(sb) => {
-            let mut e: Vec<SandboxEngine> = crate::sandbox::engines(sb)
-                .into_keys()
-                .map(|major| SandboxEngine {
-                    engine: EngineKind::Postgresql.as_str().into(),
-                    major,
-                })
-                .collect();
-            if let Some((series, _)) = crate::sandbox::mariadb_series(sb) {
-                e.push(SandboxEngine {
-                    engine: EngineKind::Mariadb.as_str().into(),
-                    major: series,
-                });
-            }
-            e
-        }
+        Some(sb) => engine::all()
+            .flat_map(|e| {
+                e.sandbox_versions(sb)
+                    .into_iter()
+                    .map(move |major| SandboxEngine {
+                        engine: e.kind().as_str().into(),
+                        major,
+                    })
+            })
+            .collect(),
         None => Vec::new(),
     };
     let reg = client
@@ -125,27 +118,23 @@ async fn session(
         .map_err(session_error)?
         .into_inner();
     tracing::info!(identity = %reg.identity, controller = %address, "registered");
-    // A sandbox has no instances to report on. MariaDB binlogs are archived by this
-    // daemon, one archiver per instance, for as long as the session lasts.
-    let binlog_status = mariadb::binlog::Statuses::default();
+    // A sandbox has no instances to report on. An engine whose log the agent ships itself
+    // (MariaDB's binlogs) has an archiver per instance, for as long as the session lasts.
+    let archiver_status = ArchiverStatuses::default();
     let _stop_reporter = (config.sandbox.is_none()).then(|| {
         AbortOnDrop(tokio::spawn(report_status(
             client.clone(),
             config.clone(),
-            binlog_status.clone(),
+            archiver_status.clone(),
         )))
     });
     let _stop_archivers: Vec<AbortOnDrop> = config
         .instances
         .iter()
-        .filter(|i| i.kind() == EngineKind::Mariadb)
-        .map(|i| {
-            AbortOnDrop(tokio::spawn(mariadb::binlog::archive(
-                client.clone(),
-                Maria::new(i.clone()),
-                binlog_status.clone(),
-            )))
+        .filter_map(|i| {
+            engine::of(i.kind()).log_archiver(client.clone(), i, archiver_status.clone())
         })
+        .map(|archiver| AbortOnDrop(tokio::spawn(archiver)))
         .collect();
     let _stop_sampler = AbortOnDrop(tokio::spawn(crate::sampler::run(
         client.clone(),
@@ -225,33 +214,15 @@ impl Drop for AbortOnDrop {
 async fn report_status(
     mut client: AgentServiceClient<Channel>,
     config: Arc<AgentConfig>,
-    binlogs: mariadb::binlog::Statuses,
+    archivers: ArchiverStatuses,
 ) {
     loop {
         let mut instances = Vec::new();
         for inst in &config.instances {
-            match inst.kind() {
-                EngineKind::Postgresql => {
-                    instances.push(Pg::new(inst.clone()).archiver_status().await)
-                }
-                EngineKind::Mariadb => {
-                    let known = binlogs
-                        .lock()
-                        .expect("status lock")
-                        .get(&inst.name)
-                        .cloned();
-                    instances.push(known.unwrap_or_else(|| {
-                        tidemark_proto::ArchiverStatus {
-                            instance: inst.name.clone(),
-                            archive_timeout_secs: inst
-                                .mariadb()
-                                .map_or(0, |m| m.archive_timeout.as_secs() as i64),
-                            error: "the binlog archiver has not run yet".into(),
-                            ..Default::default()
-                        }
-                    }));
-                }
-            }
+            let status = engine::of(inst.kind())
+                .archiver_status(inst, &archivers)
+                .await;
+            instances.push(status);
         }
         if let Err(e) = client.report_status(StatusReport { instances }).await {
             tracing::warn!(error = %e.message(), "reporting archiver status failed");
@@ -266,76 +237,25 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
     let mut tools = Vec::new();
     let mut instances = Vec::new();
     for inst in &config.instances {
-        match inst.kind() {
-            EngineKind::Mariadb => {
-                let db = Maria::new(inst.clone());
-                for t in ["mariadb-dump", "mariabackup", "mbstream", "mariadb-binlog"] {
-                    let version = db
-                        .tool_version(t)
-                        .await
-                        .unwrap_or_else(|e| format!("unavailable: {e}"));
-                    add_tool(&mut tools, t, version);
-                }
-                let (facts, databases, error) = match (db.facts().await, db.databases().await) {
-                    (Ok(f), Ok(d)) => (f, d, String::new()),
-                    (Err(e), _) | (_, Err(e)) => (Default::default(), Vec::new(), e.to_string()),
-                };
-                if !error.is_empty() {
-                    tracing::warn!(instance = %inst.name, %error, "instance unreachable");
-                }
-                instances.push(InstanceInfo {
-                    name: inst.name.clone(),
-                    engine: inst.kind().as_str().into(),
-                    server_version: facts.version,
-                    system_identifier: String::new(),
-                    databases,
-                    error,
-                    data_directory: facts.datadir,
-                    wal_segment_size: 0,
-                    log_bin_basename: facts.log_bin_basename,
-                });
-            }
-            EngineKind::Postgresql => {
-                let pg = Pg::new(inst.clone());
-                for t in ["pg_dump", "pg_restore", "pg_basebackup"] {
-                    let version = pg
-                        .tool_version(t)
-                        .await
-                        .unwrap_or_else(|e| format!("unavailable: {e}"));
-                    add_tool(&mut tools, t, version);
-                }
-                let (server_version, databases, error) =
-                    match (pg.server_version().await, pg.databases().await) {
-                        (Ok(v), Ok(d)) => (v, d, String::new()),
-                        (Err(e), _) | (_, Err(e)) => (String::new(), Vec::new(), e.to_string()),
-                    };
-                if !error.is_empty() {
-                    tracing::warn!(instance = %inst.name, %error, "instance unreachable");
-                }
-                let (data_directory, wal_segment_size) = pg.storage().await.unwrap_or_default();
-                instances.push(InstanceInfo {
-                    name: inst.name.clone(),
-                    engine: inst.kind().as_str().into(),
-                    server_version,
-                    system_identifier: pg.system_identifier().await,
-                    databases,
-                    error,
-                    data_directory,
-                    wal_segment_size,
-                    log_bin_basename: String::new(),
-                });
-            }
+        let d = engine::of(inst.kind()).describe(inst).await;
+        for t in d.tools {
+            add_tool(&mut tools, t);
         }
+        if !d.instance.error.is_empty() {
+            tracing::warn!(instance = %inst.name, error = %d.instance.error, "instance unreachable");
+        }
+        instances.push(d.instance);
     }
     (tools, instances)
 }
 
-fn add_tool(tools: &mut Vec<ToolVersion>, name: &str, version: String) {
-    if !tools.iter().any(|v| v.name == name && v.version == version) {
-        tools.push(ToolVersion {
-            name: name.into(),
-            version,
-        });
+/// Each tool version once, however many instances use it.
+fn add_tool(tools: &mut Vec<ToolVersion>, tool: ToolVersion) {
+    if !tools
+        .iter()
+        .any(|v| v.name == tool.name && v.version == tool.version)
+    {
+        tools.push(tool);
     }
 }
 
@@ -361,6 +281,7 @@ async fn run_job(
         job_id: id,
         progress: progress.clone(),
         spool_dir: config.spool_dir(),
+        config_path: config.path.clone(),
     };
     let reporter = progress.report_every_second(client.clone(), id);
     let result = execute(&ctx, &config, job.spec).await;
@@ -385,6 +306,7 @@ async fn run_job(
     }
 }
 
+/// Run one job on the engine its spec is for.
 async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>) -> JobResult {
     let instance_of = |name: &str| {
         config.instance(name).cloned().ok_or_else(|| {
@@ -394,68 +316,34 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
     match spec {
         Some(job::Spec::Backup(b)) => {
             let inst = instance_of(&b.instance)?;
-            match (inst.kind(), b.kind.as_str()) {
-                (EngineKind::Postgresql, "logical") => {
-                    postgres::logical::run(ctx, &Pg::new(inst)).await
-                }
-                (EngineKind::Postgresql, "base") => postgres::base::run(ctx, &Pg::new(inst)).await,
-                (EngineKind::Mariadb, "logical") => {
-                    mariadb::logical::run(ctx, &Maria::new(inst)).await
-                }
-                (EngineKind::Mariadb, "base") => {
-                    mariadb::physical::run(ctx, &Maria::new(inst)).await
-                }
-                (_, other) => Err(AgentError::permanent(format!(
-                    "backup kind {other:?} is not supported by this agent"
-                ))),
-            }
+            let kind = BackupKind::parse(&b.kind).ok_or_else(|| {
+                AgentError::permanent(format!(
+                    "backup kind {:?} is not supported by this agent",
+                    b.kind
+                ))
+            })?;
+            engine::of(inst.kind()).backup(ctx, &inst, kind).await
         }
         Some(job::Spec::Restore(r)) => match &r.physical {
-            Some(p) if p.binlog.is_some() => {
-                // The tools and OS user of a MariaDB instance on this host.
-                let inst = config
-                    .instance(&r.instance)
-                    .filter(|i| i.kind() == EngineKind::Mariadb)
-                    .or_else(|| {
-                        config
-                            .instances
-                            .iter()
-                            .find(|i| i.kind() == EngineKind::Mariadb)
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| InstanceConfig::fallback(EngineKind::Mariadb, &r.instance));
-                mariadb::pitr::run(ctx, &inst, p).await
-            }
             Some(p) => {
-                // The target host may not run the source instance: take the tools and the
-                // OS user from an instance of the same name, or any PostgreSQL instance.
-                let inst = config
-                    .instance(&r.instance)
-                    .or_else(|| {
-                        config
-                            .instances
-                            .iter()
-                            .find(|i| i.kind() == EngineKind::Postgresql)
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        InstanceConfig::fallback(EngineKind::Postgresql, &r.instance)
-                    });
-                postgres::physical::run(ctx, &config.path, &inst, p).await
+                // The target host may not run the source instance: the tools and the OS
+                // user come from an instance of the same engine, or the engine's defaults.
+                let kind = engine::recovery_engine(Some(p));
+                let inst = config.restore_tools(&r.instance, kind);
+                engine::of(kind).restore_physical(ctx, &inst, p).await
             }
             None => {
                 let inst = instance_of(&r.instance)?;
-                match inst.kind() {
-                    EngineKind::Postgresql => postgres::restore::run(ctx, &Pg::new(inst), &r).await,
-                    EngineKind::Mariadb => mariadb::restore::run(ctx, &Maria::new(inst), &r).await,
-                }
+                engine::of(inst.kind())
+                    .restore_logical(ctx, &inst, &r)
+                    .await
             }
         },
         Some(job::Spec::Drill(d)) => match &config.sandbox {
-            Some(sb) if d.restore.as_ref().is_some_and(|r| r.binlog.is_some()) => {
-                mariadb::drill::run(ctx, sb, &d).await
+            Some(sb) => {
+                let kind = engine::recovery_engine(d.restore.as_ref());
+                engine::of(kind).drill(ctx, sb, &d).await
             }
-            Some(sb) => postgres::drill::run(ctx, &config.path, sb, &d).await,
             None => Err(AgentError::permanent(
                 "this host is not a sandbox; drills run only on sandbox hosts",
             )),

@@ -15,6 +15,8 @@ pub struct JobContext {
     pub job_id: i64,
     pub progress: Progress,
     pub spool_dir: PathBuf,
+    /// The agent's config file: a restored PostgreSQL server's restore_command names it.
+    pub config_path: PathBuf,
 }
 
 impl JobContext {

@@ -21,34 +21,50 @@ pub enum EngineKind {
     Mariadb,
 }
 
+/// What the config knows of an engine before any of its settings.
+struct EngineDefaults {
+    name: &'static str,
+    port: u16,
+    user: &'static str,
+    os_user: &'static str,
+}
+
 impl EngineKind {
+    /// Every engine the config can name, in the order the agent offers and visits them.
+    pub const ALL: [EngineKind; 2] = [EngineKind::Postgresql, EngineKind::Mariadb];
+
+    fn defaults(self) -> EngineDefaults {
+        match self {
+            EngineKind::Postgresql => EngineDefaults {
+                name: "postgresql",
+                port: 5432,
+                user: "postgres",
+                os_user: "postgres",
+            },
+            EngineKind::Mariadb => EngineDefaults {
+                name: "mariadb",
+                port: 3306,
+                user: "root",
+                os_user: "mysql",
+            },
+        }
+    }
+
     /// The engine's name, as in the config and the protocol.
     pub fn as_str(self) -> &'static str {
-        match self {
-            EngineKind::Postgresql => "postgresql",
-            EngineKind::Mariadb => "mariadb",
-        }
+        self.defaults().name
     }
 
     fn default_port(self) -> u16 {
-        match self {
-            EngineKind::Postgresql => 5432,
-            EngineKind::Mariadb => 3306,
-        }
+        self.defaults().port
     }
 
     fn default_user(self) -> &'static str {
-        match self {
-            EngineKind::Postgresql => "postgres",
-            EngineKind::Mariadb => "root",
-        }
+        self.defaults().user
     }
 
     fn default_os_user(self) -> &'static str {
-        match self {
-            EngineKind::Postgresql => "postgres",
-            EngineKind::Mariadb => "mysql",
-        }
+        self.defaults().os_user
     }
 }
 

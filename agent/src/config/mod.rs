@@ -218,6 +218,17 @@ impl AgentConfig {
         self.instances.iter().find(|i| i.name == name)
     }
 
+    /// The instance whose tools and OS user a physical restore of `kind` onto this host
+    /// uses: instance `name` when this host runs it, else any instance of the engine, else
+    /// the engine's defaults (this host runs none: a restore target).
+    pub fn restore_tools(&self, name: &str, kind: EngineKind) -> InstanceConfig {
+        self.instance(name)
+            .filter(|i| i.kind() == kind)
+            .or_else(|| self.instances.iter().find(|i| i.kind() == kind))
+            .cloned()
+            .unwrap_or_else(|| InstanceConfig::fallback(kind, name))
+    }
+
     pub fn spool_dir(&self) -> PathBuf {
         self.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
     }

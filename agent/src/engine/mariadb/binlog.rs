@@ -14,10 +14,9 @@
 //! RPO is archive-timeout plus the poll interval plus one push: 30 s + 5 s + well under a
 //! second by default. An idle server is never rotated.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidemark_proto::agent_service_client::AgentServiceClient;
@@ -28,6 +27,7 @@ use tidemark_core::binlog::sequence;
 
 use super::Maria;
 use super::logical::unix_now;
+use crate::engine::ArchiverStatuses;
 use crate::error::AgentError;
 use crate::progress::Progress;
 use crate::upload::push_wal;
@@ -178,11 +178,8 @@ pub fn next_transaction_at(files: &[PathBuf], from: i64) -> Result<Option<i64>, 
     Ok(None)
 }
 
-/// What the archiver of each instance last did, for the status reports.
-pub type Statuses = Arc<Mutex<HashMap<String, ArchiverStatus>>>;
-
 /// The archiver of one instance: runs for the whole session.
-pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: Statuses) {
+pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: ArchiverStatuses) {
     let poll =
         (db.settings.archive_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut a = Archiver {
@@ -205,7 +202,7 @@ pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: S
 struct Archiver {
     client: AgentServiceClient<Channel>,
     db: Maria,
-    statuses: Statuses,
+    statuses: ArchiverStatuses,
     /// Files this session has archived (or found already archived).
     archived: BTreeSet<String>,
     /// The active file, how far it has been read, and its first event not yet archived.

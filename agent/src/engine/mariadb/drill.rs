@@ -7,7 +7,7 @@
 //! the replay stopped, the last transaction it replayed, the first one it left out, the
 //! checks' values.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -45,7 +45,7 @@ async fn procedure(
 ) -> Result<(), AgentError> {
     let dir = &sb.dir;
     sandbox::wipe(sb).await?;
-    let (series, bin) = sandbox::mariadb_series(sb)
+    let (series, bin) = mariadb_series(sb)
         .filter(|(s, _)| *s == job.major)
         .ok_or_else(|| {
             AgentError::permanent(format!(
@@ -66,7 +66,7 @@ async fn procedure(
     let mut inst = InstanceConfig::fallback(EngineKind::Mariadb, &r.source_instance);
     inst.os_user = sb.os_user.clone();
     let db = Maria::new(inst);
-    let datadir = sandbox::pgdata(dir);
+    let datadir = sandbox::data_dir(dir);
     prepare_dir(&datadir, ids, &mut Vec::new())?;
     let backup = BackupId(r.backup_id);
     report.bytes_restored = pitr::unpack(ctx, &db, backup, &datadir, ids)
@@ -126,6 +126,34 @@ async fn procedure(
     }
     report.log_tail = server.log_tail(20);
     Ok(())
+}
+
+/// The MariaDB series this sandbox can run drills on, encoded as major * 100 + minor
+/// (10.11 -> 1011: mariabackup prepares only its own series' backups), with the directory
+/// holding mariadbd. From `mariadbd --version` in `[sandbox] mariadb-bin-dir`, else
+/// Debian's /usr/sbin.
+pub fn mariadb_series(cfg: &SandboxConfig) -> Option<(u32, PathBuf)> {
+    let dir = cfg
+        .mariadb_bin_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin"));
+    let out = std::process::Command::new(dir.join("mariadbd"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    // "/usr/sbin/mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split(" Ver ").nth(1)?;
+    Some((series(version)?, dir))
+}
+
+/// "10.11.19-MariaDB..." -> 1011.
+pub fn series(version: &str) -> Option<u32> {
+    let mut it = version.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = it.next()?.parse().ok()?;
+    let minor: u32 = it.next()?.parse().ok()?;
+    Some(major * 100 + minor)
 }
 
 async fn check(db: &Maria, socket: &Path, c: &tidemark_proto::SmokeCheck) -> CheckValue {

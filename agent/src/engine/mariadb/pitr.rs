@@ -39,7 +39,8 @@ use crate::osuser;
 use crate::tool::{self, ToolError};
 
 const SOCKET: &str = "mysqld.sock";
-const PID: &str = "mysqld.pid";
+/// The restored server's pid file, in its data directory.
+pub const PID: &str = "mysqld.pid";
 const SERVER_LOG: &str = "tidemark-restore.err";
 
 /// What a replay did.

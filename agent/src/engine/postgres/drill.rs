@@ -52,7 +52,7 @@ async fn procedure(
 ) -> Result<(), AgentError> {
     let dir = &sb.dir;
     sandbox::wipe(sb).await?;
-    let bin = sandbox::engines(sb).remove(&job.major).ok_or_else(|| {
+    let bin = sandbox_binaries(sb).remove(&job.major).ok_or_else(|| {
         AgentError::permanent(format!(
             "this sandbox has no PostgreSQL {} binaries; install them or list their bin directory in [sandbox] bin-dirs",
             job.major
@@ -63,7 +63,7 @@ async fn procedure(
         .restore
         .clone()
         .ok_or_else(|| AgentError::permanent("the drill job names no backup to restore"))?;
-    let pgdata = sandbox::pgdata(dir);
+    let pgdata = sandbox::data_dir(dir);
     r.pgdata = pgdata.display().to_string();
     r.tablespaces = r
         .tablespaces
@@ -329,6 +329,61 @@ async fn amcheck(server: &Server, report: &mut DrillReport) {
             };
         }
     }
+}
+
+/// PostgreSQL major version -> its bin directory, from `pg_ctl --version` in each.
+pub fn sandbox_binaries(cfg: &SandboxConfig) -> BTreeMap<u32, PathBuf> {
+    let dirs: Vec<PathBuf> = if cfg.bin_dirs.is_empty() {
+        std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+            .unwrap_or_default()
+    } else {
+        cfg.bin_dirs.clone()
+    };
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let Ok(o) = std::process::Command::new(dir.join("pg_ctl"))
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+        else {
+            tracing::warn!(dir = %dir.display(), "no pg_ctl here; this version cannot run drills");
+            continue;
+        };
+        // "pg_ctl (PostgreSQL) 15.10 (Debian 15.10-0+deb12u1)"
+        let text = String::from_utf8_lossy(&o.stdout);
+        let major = text
+            .split(") ")
+            .nth(1)
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|m| m.parse().ok());
+        if let Some(m) = major {
+            out.insert(m, dir);
+        }
+    }
+    out
+}
+
+/// `pg_ctl stop -m immediate` (the files are about to go); if that fails, kill the
+/// postmaster, whose children exit when it dies.
+pub async fn stop_sandbox_server(cfg: &SandboxConfig, data: &Path) {
+    let ids = osuser::target(&cfg.os_user).ok().flatten();
+    for bin in sandbox_binaries(cfg).values() {
+        let mut cmd = std::process::Command::new(bin.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(data)
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        osuser::run_as(&mut cmd, ids);
+        if let Ok(s) = tokio::process::Command::from(cmd).status().await
+            && s.success()
+        {
+            return;
+        }
+    }
+    sandbox::kill_by_pid_file(&data.join("postmaster.pid")).await;
 }
 
 #[cfg(test)]
