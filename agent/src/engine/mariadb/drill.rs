@@ -17,7 +17,9 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 
 use super::Maria;
 use super::binlog::next_transaction_at;
-use super::pitr::{self, ServerMode, local_client};
+use super::pitr;
+use super::replay::{fetch_binlogs, replay_binlogs};
+use super::server::{ServerMode, local_client, start_server};
 use crate::config::{EngineKind, InstanceConfig, SandboxConfig};
 use crate::engine::common::{prepare_dir, tail};
 use crate::error::AgentError;
@@ -78,7 +80,7 @@ async fn procedure(
     report.restore_ms = started.elapsed().as_millis() as u64;
 
     let replay_started = Instant::now();
-    let server = pitr::start_server(
+    let server = start_server(
         &db,
         &bin.join("mariadbd"),
         &datadir,
@@ -94,10 +96,10 @@ async fn procedure(
     let staging = dir.join("binlogs");
     std::fs::create_dir_all(&staging)
         .map_err(|e| AgentError::permanent(format!("cannot create {}: {e}", staging.display())))?;
-    let files = pitr::fetch_binlogs(ctx, &r.source_instance, &replay.files, &staging)
+    let files = fetch_binlogs(ctx, &r.source_instance, &replay.files, &staging)
         .await
         .map_err(|e| e.reworded(|m| format!("recovery failed: {m}")))?;
-    let done = pitr::replay_binlogs(&db, &server.socket, &replay, &files)
+    let done = replay_binlogs(&db, &server.socket, &replay, &files)
         .await
         .map_err(|f| f.reworded(|m| format!("recovery failed: {m}")))?;
     report.replay_ms = replay_started.elapsed().as_millis() as u64;

@@ -16,7 +16,9 @@ pub mod drill;
 pub mod logical;
 pub mod physical;
 pub mod pitr;
+pub mod replay;
 pub mod restore;
+pub mod server;
 mod xbstream;
 
 use std::path::PathBuf;
@@ -158,7 +160,7 @@ impl Engine for MariadbEngine {
 
     async fn stop_sandbox_server(&self, sandbox: &SandboxConfig) {
         let data = crate::sandbox::data_dir(&sandbox.dir);
-        crate::sandbox::kill_by_pid_file(&data.join(pitr::PID)).await;
+        crate::sandbox::kill_by_pid_file(&data.join(server::PID)).await;
     }
 }
 

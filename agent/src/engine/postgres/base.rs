@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use tidemark_core::ids::BackupId;
 use tidemark_core::text::bytes as human_bytes;
 use tidemark_core::timefmt::now;
-use tidemark_core::wal::Lsn;
 use tidemark_proto::{BaseBackupInfo, BeginBackupRequest, FinishBackupRequest, PartCheck};
 
 use super::Pg;
 use super::fifo::{FifoSpool, PlantError};
+use super::manifest::{parse_label, parse_manifest, tar_check};
 use super::tar::{TarSummary, TarTap};
 use crate::config::Checkpoint;
 use crate::error::AgentError;
@@ -435,85 +435,6 @@ async fn watch_archive_wait(pg: Pg, app: String, limit: Duration, kill: impl FnO
     }
 }
 
-fn tar_check(part: &str, s: &TarSummary) -> PartCheck {
-    let problem = if let Some(m) = &s.malformed {
-        Some(m.clone())
-    } else if !s.ended {
-        Some("the tar stream ends without its end-of-archive marker; it is truncated".into())
-    } else if part == BASE && !s.seen.iter().any(|n| n == "global/pg_control") {
-        Some("base.tar holds no global/pg_control".into())
-    } else if part == BASE && !s.seen.iter().any(|n| n == "backup_label") {
-        Some("base.tar holds no backup_label".into())
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => PartCheck {
-            part: part.into(),
-            ok: false,
-            detail: p,
-        },
-        None => PartCheck {
-            part: part.into(),
-            ok: true,
-            detail: format!(
-                "tar stream with {} members, closed by its end-of-archive marker",
-                s.members
-            ),
-        },
-    }
-}
-
-struct Label {
-    start: Lsn,
-}
-
-/// `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
-fn parse_label(text: &str) -> Result<Label, AgentError> {
-    let start = text
-        .lines()
-        .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .ok_or_else(|| {
-            AgentError::permanent(format!("backup_label has no START WAL LOCATION: {text:?}"))
-        })?;
-    Ok(Label {
-        start: Lsn::parse(start).map_err(AgentError::permanent)?,
-    })
-}
-
-struct WalRange {
-    start: Lsn,
-    stop: Lsn,
-    timeline: u32,
-}
-
-/// The WAL range from the manifest's `WAL-Ranges` (the last range is the backup's end).
-fn parse_manifest(bytes: &[u8]) -> Result<WalRange, AgentError> {
-    let v: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| AgentError::permanent(format!("backup_manifest is not JSON: {e}")))?;
-    let ranges = v["WAL-Ranges"]
-        .as_array()
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| AgentError::permanent("backup_manifest has no WAL-Ranges"))?;
-    let lsn = |r: &serde_json::Value, k: &str| -> Result<Lsn, AgentError> {
-        Lsn::parse(
-            r[k].as_str()
-                .ok_or_else(|| AgentError::permanent(format!("WAL-Ranges entry without {k}")))?,
-        )
-        .map_err(AgentError::permanent)
-    };
-    let last = ranges.last().expect("non-empty");
-    Ok(WalRange {
-        start: lsn(&ranges[0], "Start-LSN")?,
-        stop: lsn(last, "End-LSN")?,
-        timeline: last["Timeline"]
-            .as_u64()
-            .ok_or_else(|| AgentError::permanent("WAL-Ranges entry without Timeline"))?
-            as u32,
-    })
-}
-
 /// Finish the backup; while the controller still lacks some of its WAL, wait (forcing a
 /// segment switch once, in case the last segment is still being filled).
 async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) -> JobResult {
@@ -584,19 +505,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_and_manifest_give_the_wal_range() {
-        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nSTART TIMELINE: 1\n";
-        assert_eq!(parse_label(label).unwrap().start, Lsn(0x2000028));
-        assert!(parse_label("LABEL: x\n").is_err());
-        let m = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
-            "WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000138" }]}"#;
-        let r = parse_manifest(m).unwrap();
-        assert_eq!(
-            (r.start, r.stop, r.timeline),
-            (Lsn(0x2000028), Lsn(0x2000138), 1)
-        );
-        assert!(parse_manifest(b"{}").is_err());
-        assert!(parse_manifest(b"not json").is_err());
+    fn each_tar_goes_to_its_part() {
         assert_eq!(part_of("base.tar"), "base");
         assert_eq!(part_of("16385.tar"), "tablespace:16385");
     }

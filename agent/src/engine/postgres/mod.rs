@@ -12,6 +12,7 @@ pub mod base;
 pub mod drill;
 mod fifo;
 pub mod logical;
+mod manifest;
 pub mod physical;
 pub mod restore;
 pub mod tar;
