@@ -53,16 +53,17 @@ pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<(
                 tracing::error!(controller = %address, "registration refused: {e}");
                 backoff = MAX_BACKOFF;
             }
-            Err(msg) => {
+            // Anything else: the transport, or a status that is not a refusal.
+            Err(e) => {
                 unreachable_in_a_row += 1;
                 at = (at + 1) % endpoints.len();
                 if unreachable_in_a_row < endpoints.len() {
                     // Another controller may answer: try it at once.
-                    tracing::warn!(controller = %address, next = %endpoints[at].0, "cannot reach the controller: {msg}");
+                    tracing::warn!(controller = %address, next = %endpoints[at].0, "cannot reach the controller: {e}");
                     continue;
                 }
                 unreachable_in_a_row = 0;
-                tracing::warn!(controller = %address, retry_in = ?backoff, "cannot reach the controller: {msg}");
+                tracing::warn!(controller = %address, retry_in = ?backoff, "cannot reach the controller: {e}");
             }
         }
         tokio::time::sleep(backoff).await;

@@ -12,14 +12,21 @@
 //!
 //! # Adding an engine
 //!
-//! 1. `config/instance.rs`: a variant of [`EngineKind`] (its name and default port and
-//!    users, and an entry in `EngineKind::ALL`), its settings type and
-//!    [`EngineSettings`] variant, and its keys in the flat `InstanceTable`.
-//! 2. A folder `engine/<name>/` with a type implementing [`Engine`], reusing [`common`].
-//! 3. One line in [`of`], the registry, below.
+//! Three places in the agent, and the compiler points at every match to extend:
 //!
-//! Nothing else: the daemon (registration, jobs, status reports, the log archivers), the
-//! sampler and the sandbox go through the trait.
+//! 1. `config/instance.rs`: a variant of [`EngineKind`] (its arm in `EngineKind::defaults`:
+//!    name, default port and users; an entry in `EngineKind::ALL`), its settings type with
+//!    its [`EngineSettings`] variant, and its keys in the flat `InstanceTable` (and in
+//!    `engine_keys`, so another engine's instance refuses them, and the `TryFrom` arm that
+//!    reads them).
+//! 2. A folder `engine/<name>/`: a type implementing [`Engine`], with one file per use case
+//!    (backup kinds, restores, drill), reusing [`common`] and crate-level helpers (`tool`,
+//!    `upload`, `download`, `osuser`, `sandbox`).
+//! 3. This file: `pub mod <name>;` and one line in [`of`], the registry.
+//!
+//! Nothing else changes: the daemon (registration, jobs, status reports, the log
+//! archivers), the sampler and the sandbox go through the trait. The controller, which
+//! parses the engine's name at its catalog boundary, needs to know the name too.
 //!
 //! [`EngineKind`]: crate::config::EngineKind
 //! [`EngineSettings`]: crate::config::EngineSettings
