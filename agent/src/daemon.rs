@@ -13,9 +13,9 @@ use tidemark_proto::{
 };
 use tonic::transport::Channel;
 
-use crate::config::{AgentConfig, Engine};
-use crate::engine::mariadb::{self, Maria};
-use crate::engine::postgres::{self, Pg};
+use crate::config::AgentConfig;
+use crate::engine::{self, ArchiverStatuses, BackupKind};
+use crate::error::{AgentError, Kind};
 use crate::job::{JobContext, JobResult};
 use crate::progress::Progress;
 
@@ -47,22 +47,23 @@ pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<(
                 backoff = Duration::from_secs(1);
                 unreachable_in_a_row = 0;
             }
-            Err(SessionError::Refused(msg)) => {
+            Err(e) if e.kind() == Kind::Refused => {
                 // A refused registration is a configuration problem; retrying slowly lets
                 // an operator fix the fleet side without restarting the agent.
-                tracing::error!(controller = %address, "registration refused: {msg}");
+                tracing::error!(controller = %address, "registration refused: {e}");
                 backoff = MAX_BACKOFF;
             }
-            Err(SessionError::Transport(msg)) => {
+            // Anything else: the transport, or a status that is not a refusal.
+            Err(e) => {
                 unreachable_in_a_row += 1;
                 at = (at + 1) % endpoints.len();
                 if unreachable_in_a_row < endpoints.len() {
                     // Another controller may answer: try it at once.
-                    tracing::warn!(controller = %address, next = %endpoints[at].0, "cannot reach the controller: {msg}");
+                    tracing::warn!(controller = %address, next = %endpoints[at].0, "cannot reach the controller: {e}");
                     continue;
                 }
                 unreachable_in_a_row = 0;
-                tracing::warn!(controller = %address, retry_in = ?backoff, "cannot reach the controller: {msg}");
+                tracing::warn!(controller = %address, retry_in = ?backoff, "cannot reach the controller: {e}");
             }
         }
         tokio::time::sleep(backoff).await;
@@ -70,20 +71,12 @@ pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<(
     }
 }
 
-enum SessionError {
-    Refused(String),
-    Transport(String),
-}
-
-impl From<tonic::Status> for SessionError {
-    fn from(s: tonic::Status) -> Self {
-        use tonic::Code::*;
-        match s.code() {
-            PermissionDenied | InvalidArgument | Unauthenticated | FailedPrecondition => {
-                SessionError::Refused(s.message().to_string())
-            }
-            _ => SessionError::Transport(format!("{}: {}", s.code(), s.message())),
-        }
+/// Why a session ended: refused by the controller (its message), or anything else, which
+/// is logged with its code since it is most likely the transport.
+fn session_error(s: tonic::Status) -> AgentError {
+    match Kind::of(s.code()) {
+        Kind::Refused => AgentError::new(Kind::Refused, s.message()),
+        kind => AgentError::new(kind, format!("{}: {}", s.code(), s.message())),
     }
 }
 
@@ -92,32 +85,26 @@ async fn session(
     endpoint: &tonic::transport::Endpoint,
     name: &str,
     address: &str,
-) -> Result<(), SessionError> {
+) -> Result<(), AgentError> {
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| SessionError::Transport(tidemark_core::text::error_chain(&e)))?;
+        .map_err(|e| AgentError::transient(tidemark_core::text::error_chain(&e)))?;
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(tidemark_proto::MAX_MESSAGE_BYTES);
     let (tools, instances) = describe(config).await;
     let sandbox_engines = match &config.sandbox {
-        Some(sb) => {
-            let mut e: Vec<SandboxEngine> = crate::sandbox::engines(sb)
-                .into_keys()
-                .map(|major| SandboxEngine {
-                    engine: Engine::Postgresql.as_str().into(),
-                    major,
-                })
-                .collect();
-            if let Some((series, _)) = crate::sandbox::mariadb_series(sb) {
-                e.push(SandboxEngine {
-                    engine: Engine::Mariadb.as_str().into(),
-                    major: series,
-                });
-            }
-            e
-        }
+        Some(sb) => engine::all()
+            .flat_map(|e| {
+                e.sandbox_versions(sb)
+                    .into_iter()
+                    .map(move |major| SandboxEngine {
+                        engine: e.kind().as_str().into(),
+                        major,
+                    })
+            })
+            .collect(),
         None => Vec::new(),
     };
     let reg = client
@@ -128,30 +115,27 @@ async fn session(
             instances,
             sandbox_engines,
         })
-        .await?
+        .await
+        .map_err(session_error)?
         .into_inner();
     tracing::info!(identity = %reg.identity, controller = %address, "registered");
-    // A sandbox has no instances to report on. MariaDB binlogs are archived by this
-    // daemon, one archiver per instance, for as long as the session lasts.
-    let binlog_status = mariadb::binlog::Statuses::default();
+    // A sandbox has no instances to report on. An engine whose log the agent ships itself
+    // (MariaDB's binlogs) has an archiver per instance, for as long as the session lasts.
+    let archiver_status = ArchiverStatuses::default();
     let _stop_reporter = (config.sandbox.is_none()).then(|| {
         AbortOnDrop(tokio::spawn(report_status(
             client.clone(),
             config.clone(),
-            binlog_status.clone(),
+            archiver_status.clone(),
         )))
     });
     let _stop_archivers: Vec<AbortOnDrop> = config
         .instances
         .iter()
-        .filter(|i| i.engine == Engine::Mariadb)
-        .map(|i| {
-            AbortOnDrop(tokio::spawn(mariadb::binlog::archive(
-                client.clone(),
-                Maria::new(i.clone()),
-                binlog_status.clone(),
-            )))
+        .filter_map(|i| {
+            engine::of(i.kind()).log_archiver(client.clone(), i, archiver_status.clone())
         })
+        .map(|archiver| AbortOnDrop(tokio::spawn(archiver)))
         .collect();
     let _stop_sampler = AbortOnDrop(tokio::spawn(crate::sampler::run(
         client.clone(),
@@ -163,14 +147,15 @@ async fn session(
         .jobs(JobsRequest {
             session: reg.session,
         })
-        .await?
+        .await
+        .map_err(session_error)?
         .into_inner();
     // Drills die with the session: their evidence could not be reported, and the
     // controller has already written them off. What they left is wiped below. Any job can
     // be stopped by a cancel (the controller gave up on it: it timed out).
     let mut running: HashMap<i64, (bool, tokio::task::JoinHandle<()>)> = HashMap::new();
     let result = async {
-        while let Some(job) = jobs.message().await? {
+        while let Some(job) = jobs.message().await.map_err(session_error)? {
             running.retain(|_, (_, t)| !t.is_finished());
             if let Some(job::Spec::Cancel(c)) = &job.spec {
                 if let Some((drill, task)) = running.remove(&job.job_id) {
@@ -189,7 +174,7 @@ async fn session(
             let task = tokio::spawn(async move { run_job(client, config, job).await });
             running.insert(id, (is_drill, task));
         }
-        Ok::<(), SessionError>(())
+        Ok::<(), AgentError>(())
     }
     .await;
     let mut interrupted = false;
@@ -230,27 +215,15 @@ impl Drop for AbortOnDrop {
 async fn report_status(
     mut client: AgentServiceClient<Channel>,
     config: Arc<AgentConfig>,
-    binlogs: mariadb::binlog::Statuses,
+    archivers: ArchiverStatuses,
 ) {
     loop {
         let mut instances = Vec::new();
         for inst in &config.instances {
-            match inst.engine {
-                Engine::Postgresql => instances.push(Pg::new(inst.clone()).archiver_status().await),
-                Engine::Mariadb => {
-                    let known = binlogs
-                        .lock()
-                        .expect("status lock")
-                        .get(&inst.name)
-                        .cloned();
-                    instances.push(known.unwrap_or_else(|| tidemark_proto::ArchiverStatus {
-                        instance: inst.name.clone(),
-                        archive_timeout_secs: inst.archive_timeout.as_secs() as i64,
-                        error: "the binlog archiver has not run yet".into(),
-                        ..Default::default()
-                    }));
-                }
-            }
+            let status = engine::of(inst.kind())
+                .archiver_status(inst, &archivers)
+                .await;
+            instances.push(status);
         }
         if let Err(e) = client.report_status(StatusReport { instances }).await {
             tracing::warn!(error = %e.message(), "reporting archiver status failed");
@@ -265,76 +238,25 @@ async fn describe(config: &AgentConfig) -> (Vec<ToolVersion>, Vec<InstanceInfo>)
     let mut tools = Vec::new();
     let mut instances = Vec::new();
     for inst in &config.instances {
-        match inst.engine {
-            Engine::Mariadb => {
-                let db = Maria::new(inst.clone());
-                for t in ["mariadb-dump", "mariabackup", "mbstream", "mariadb-binlog"] {
-                    let version = db
-                        .tool_version(t)
-                        .await
-                        .unwrap_or_else(|e| format!("unavailable: {e}"));
-                    add_tool(&mut tools, t, version);
-                }
-                let (facts, databases, error) = match (db.facts().await, db.databases().await) {
-                    (Ok(f), Ok(d)) => (f, d, String::new()),
-                    (Err(e), _) | (_, Err(e)) => (Default::default(), Vec::new(), e.to_string()),
-                };
-                if !error.is_empty() {
-                    tracing::warn!(instance = %inst.name, %error, "instance unreachable");
-                }
-                instances.push(InstanceInfo {
-                    name: inst.name.clone(),
-                    engine: inst.engine.as_str().into(),
-                    server_version: facts.version,
-                    system_identifier: String::new(),
-                    databases,
-                    error,
-                    data_directory: facts.datadir,
-                    wal_segment_size: 0,
-                    log_bin_basename: facts.log_bin_basename,
-                });
-            }
-            Engine::Postgresql => {
-                let pg = Pg::new(inst.clone());
-                for t in ["pg_dump", "pg_restore", "pg_basebackup"] {
-                    let version = pg
-                        .tool_version(t)
-                        .await
-                        .unwrap_or_else(|e| format!("unavailable: {e}"));
-                    add_tool(&mut tools, t, version);
-                }
-                let (server_version, databases, error) =
-                    match (pg.server_version().await, pg.databases().await) {
-                        (Ok(v), Ok(d)) => (v, d, String::new()),
-                        (Err(e), _) | (_, Err(e)) => (String::new(), Vec::new(), e.to_string()),
-                    };
-                if !error.is_empty() {
-                    tracing::warn!(instance = %inst.name, %error, "instance unreachable");
-                }
-                let (data_directory, wal_segment_size) = pg.storage().await.unwrap_or_default();
-                instances.push(InstanceInfo {
-                    name: inst.name.clone(),
-                    engine: inst.engine.as_str().into(),
-                    server_version,
-                    system_identifier: pg.system_identifier().await,
-                    databases,
-                    error,
-                    data_directory,
-                    wal_segment_size,
-                    log_bin_basename: String::new(),
-                });
-            }
+        let d = engine::of(inst.kind()).describe(inst).await;
+        for t in d.tools {
+            add_tool(&mut tools, t);
         }
+        if !d.instance.error.is_empty() {
+            tracing::warn!(instance = %inst.name, error = %d.instance.error, "instance unreachable");
+        }
+        instances.push(d.instance);
     }
     (tools, instances)
 }
 
-fn add_tool(tools: &mut Vec<ToolVersion>, name: &str, version: String) {
-    if !tools.iter().any(|v| v.name == name && v.version == version) {
-        tools.push(ToolVersion {
-            name: name.into(),
-            version,
-        });
+/// Each tool version once, however many instances use it.
+fn add_tool(tools: &mut Vec<ToolVersion>, tool: ToolVersion) {
+    if !tools
+        .iter()
+        .any(|v| v.name == tool.name && v.version == tool.version)
+    {
+        tools.push(tool);
     }
 }
 
@@ -360,13 +282,14 @@ async fn run_job(
         job_id: id,
         progress: progress.clone(),
         spool_dir: config.spool_dir(),
+        config_path: config.path.clone(),
     };
     let reporter = progress.report_every_second(client.clone(), id);
     let result = execute(&ctx, &config, job.spec).await;
     drop(reporter);
     let (state, message) = match result {
         Ok(m) => (JobState::Succeeded, m),
-        Err(f) => (JobState::Failed, f.0),
+        Err(f) => (JobState::Failed, f.to_string()),
     };
     tracing::info!(job = id, state = ?state, %message, "job finished");
     // The final report must arrive: retry briefly through a blip.
@@ -384,78 +307,50 @@ async fn run_job(
     }
 }
 
+/// Run one job on the engine its spec is for.
 async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>) -> JobResult {
     let instance_of = |name: &str| {
-        config
-            .instance(name)
-            .cloned()
-            .ok_or_else(|| format!("instance {name} is not in this agent's config"))
+        config.instance(name).cloned().ok_or_else(|| {
+            AgentError::permanent(format!("instance {name} is not in this agent's config"))
+        })
     };
     match spec {
         Some(job::Spec::Backup(b)) => {
             let inst = instance_of(&b.instance)?;
-            match (inst.engine, b.kind.as_str()) {
-                (Engine::Postgresql, "logical") => {
-                    postgres::logical::run(ctx, &Pg::new(inst)).await
-                }
-                (Engine::Postgresql, "base") => postgres::base::run(ctx, &Pg::new(inst)).await,
-                (Engine::Mariadb, "logical") => mariadb::logical::run(ctx, &Maria::new(inst)).await,
-                (Engine::Mariadb, "base") => mariadb::physical::run(ctx, &Maria::new(inst)).await,
-                (_, other) => {
-                    Err(format!("backup kind {other:?} is not supported by this agent").into())
-                }
-            }
+            let kind = BackupKind::parse(&b.kind).ok_or_else(|| {
+                AgentError::permanent(format!(
+                    "backup kind {:?} is not supported by this agent",
+                    b.kind
+                ))
+            })?;
+            engine::of(inst.kind()).backup(ctx, &inst, kind).await
         }
         Some(job::Spec::Restore(r)) => match &r.physical {
-            Some(p) if p.binlog.is_some() => {
-                // The tools and OS user of a MariaDB instance on this host.
-                let inst = config
-                    .instance(&r.instance)
-                    .filter(|i| i.engine == Engine::Mariadb)
-                    .or_else(|| {
-                        config
-                            .instances
-                            .iter()
-                            .find(|i| i.engine == Engine::Mariadb)
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        crate::config::InstanceConfig::fallback_for(Engine::Mariadb, &r.instance)
-                    });
-                mariadb::pitr::run(ctx, &inst, p).await
-            }
             Some(p) => {
-                // The target host may not run the source instance: take the tools and the
-                // OS user from an instance of the same name, or any PostgreSQL instance.
-                let inst = config
-                    .instance(&r.instance)
-                    .or_else(|| {
-                        config
-                            .instances
-                            .iter()
-                            .find(|i| i.engine == Engine::Postgresql)
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| crate::config::InstanceConfig::fallback(&r.instance));
-                postgres::physical::run(ctx, &config.path, &inst, p).await
+                // The target host may not run the source instance: the tools and the OS
+                // user come from an instance of the same engine, or the engine's defaults.
+                let kind = engine::recovery_engine(Some(p));
+                let inst = config.restore_tools(&r.instance, kind);
+                engine::of(kind).restore_physical(ctx, &inst, p).await
             }
             None => {
                 let inst = instance_of(&r.instance)?;
-                match inst.engine {
-                    Engine::Postgresql => postgres::restore::run(ctx, &Pg::new(inst), &r).await,
-                    Engine::Mariadb => mariadb::restore::run(ctx, &Maria::new(inst), &r).await,
-                }
+                engine::of(inst.kind())
+                    .restore_logical(ctx, &inst, &r)
+                    .await
             }
         },
         Some(job::Spec::Drill(d)) => match &config.sandbox {
-            Some(sb) if d.restore.as_ref().is_some_and(|r| r.binlog.is_some()) => {
-                mariadb::drill::run(ctx, sb, &d).await
+            Some(sb) => {
+                let kind = engine::recovery_engine(d.restore.as_ref());
+                engine::of(kind).drill(ctx, sb, &d).await
             }
-            Some(sb) => postgres::drill::run(ctx, &config.path, sb, &d).await,
-            None => Err("this host is not a sandbox; drills run only on sandbox hosts".into()),
+            None => Err(AgentError::permanent(
+                "this host is not a sandbox; drills run only on sandbox hosts",
+            )),
         },
-        Some(job::Spec::Cancel(_)) | None => Err(
-            "the controller sent a job this agent does not understand; upgrade the agent".into(),
-        ),
+        Some(job::Spec::Cancel(_)) | None => Err(AgentError::permanent(
+            "the controller sent a job this agent does not understand; upgrade the agent",
+        )),
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use sha2::{Digest, Sha256};
-use tidemark_core::chunk;
+use tidemark_core::chunk::{self, ChunkError};
 use tidemark_core::ids::{BackupId, ChunkId};
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::read_part_message::Msg;
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use crate::error::AgentError;
 use crate::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,14 +83,14 @@ pub async fn receive<W: AsyncWrite + Unpin>(
         chunks: 0,
         what,
     };
-    let mut decoding: VecDeque<JoinHandle<Result<Vec<u8>, String>>> = VecDeque::new();
+    let mut decoding: VecDeque<JoinHandle<Result<Vec<u8>, ChunkError>>> = VecDeque::new();
     loop {
         let msg = stream.message().await.map_err(rpc)?;
         match msg.and_then(|m| m.msg) {
             Some(Msg::Chunk(c)) => {
                 let id = ChunkId::from_slice(&c.id).map_err(|e| corrupt(e.to_string()))?;
                 decoding.push_back(tokio::task::spawn_blocking(move || {
-                    chunk::decode(&id, &c.data).map_err(|e| e.to_string())
+                    chunk::decode(&id, &c.data)
                 }));
                 if decoding.len() >= DECODE_AHEAD {
                     out.write(decoding.pop_front().expect("non-empty"), sink, progress)
@@ -133,18 +134,17 @@ struct Writer<'a> {
 impl Writer<'_> {
     async fn write<W: AsyncWrite + Unpin>(
         &mut self,
-        decoded: JoinHandle<Result<Vec<u8>, String>>,
+        decoded: JoinHandle<Result<Vec<u8>, ChunkError>>,
         sink: &mut W,
         progress: &Progress,
     ) -> Result<(), DownloadError> {
-        let plain =
-            decoded
-                .await
-                .expect("decode task")
-                .map_err(|detail| DownloadError::Corrupt {
-                    what: self.what.to_string(),
-                    detail,
-                })?;
+        let plain = decoded
+            .await
+            .expect("decode task")
+            .map_err(|e| DownloadError::Corrupt {
+                what: self.what.to_string(),
+                detail: e.to_string(),
+            })?;
         let mut hasher = self.hasher.take().expect("hasher");
         let (plain, hasher) = tokio::task::spawn_blocking(move || {
             hasher.update(&plain);
@@ -182,7 +182,7 @@ pub async fn run_fed(
     ctx: &crate::job::JobContext,
     mut cmd: std::process::Command,
     feed: Option<Feed<'_>>,
-) -> Result<u64, crate::job::JobFailure> {
+) -> Result<u64, AgentError> {
     use std::process::Stdio;
     use tokio::io::AsyncReadExt;
 

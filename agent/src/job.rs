@@ -1,4 +1,4 @@
-//! What every job gets to work with, and how its failure is phrased.
+//! What every job gets to work with, and how its outcome is phrased.
 
 use std::path::PathBuf;
 
@@ -7,6 +7,7 @@ use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::{BeginBackupRequest, FinishBackupRequest};
 use tonic::transport::Channel;
 
+use crate::error::AgentError;
 use crate::progress::Progress;
 
 pub struct JobContext {
@@ -14,48 +15,44 @@ pub struct JobContext {
     pub job_id: i64,
     pub progress: Progress,
     pub spool_dir: PathBuf,
+    /// The agent's config file: a restored PostgreSQL server's restore_command names it.
+    pub config_path: PathBuf,
 }
 
 impl JobContext {
     /// Record a new backup with the controller; returns its id.
-    pub async fn begin_backup(&self, req: BeginBackupRequest) -> Result<BackupId, JobFailure> {
-        let resp = self
-            .client
-            .clone()
-            .begin_backup(req)
-            .await
-            .map_err(|s| s.message().to_string())?;
+    pub async fn begin_backup(&self, req: BeginBackupRequest) -> Result<BackupId, AgentError> {
+        let resp = self.client.clone().begin_backup(req).await?;
         Ok(BackupId(resp.into_inner().backup_id))
     }
 
-    /// Tell the controller a backup failed, and why; returns the job's failure. Best effort:
-    /// if the controller cannot be told now, it fails the backup when the agent's session
-    /// ends.
-    pub async fn fail_backup(&self, backup: BackupId, error: &str) -> JobFailure {
+    /// Tell the controller a backup failed, and why; returns the job's failure (of the same
+    /// kind). Best effort: if the controller cannot be told now, it fails the backup when
+    /// the agent's session ends.
+    pub async fn fail_backup(&self, backup: BackupId, error: AgentError) -> AgentError {
         let finish = FinishBackupRequest {
             backup_id: backup.0,
-            error: error.to_string(),
+            error: error.message().to_string(),
             ..Default::default()
         };
         if let Err(s) = self.client.clone().finish_backup(finish).await {
             tracing::warn!(%backup, error = %s, "could not record the backup's failure");
         }
-        JobFailure(format!("backup {backup} failed: {error}"))
+        error.reworded(|e| format!("backup {backup} failed: {e}"))
     }
 
     /// Finish a backup whose parts are all stored and checked: the job fails unless the
     /// controller then calls it complete.
-    pub async fn finish_complete(&self, finish: FinishBackupRequest) -> Result<(), JobFailure> {
+    pub async fn finish_complete(&self, finish: FinishBackupRequest) -> Result<(), AgentError> {
         let backup = finish.backup_id;
         let r = self
             .client
             .clone()
             .finish_backup(finish)
-            .await
-            .map_err(|s| s.message().to_string())?
+            .await?
             .into_inner();
         if r.status != "complete" {
-            return Err(JobFailure(format!(
+            return Err(AgentError::permanent(format!(
                 "backup {backup} {}: {}",
                 r.status, r.reason
             )));
@@ -64,15 +61,5 @@ impl JobContext {
     }
 }
 
-/// Why a job failed, as the operator will read it.
-#[derive(Debug)]
-pub struct JobFailure(pub String);
-
-impl<E: std::fmt::Display> From<E> for JobFailure {
-    fn from(e: E) -> Self {
-        JobFailure(e.to_string())
-    }
-}
-
-/// The job's outcome message on success.
-pub type JobResult = Result<String, JobFailure>;
+/// The job's outcome: its message on success, or why it failed.
+pub type JobResult = Result<String, AgentError>;

@@ -6,15 +6,14 @@ mod config;
 mod daemon;
 mod download;
 mod engine;
+mod error;
 mod job;
 mod osuser;
 mod progress;
 mod sampler;
 mod sandbox;
-mod tar;
 mod tool;
 mod upload;
-mod wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +24,8 @@ use tidemark_core::identity::Role;
 use tidemark_core::tls::TlsMaterial;
 
 use crate::config::AgentConfig;
+use crate::engine::postgres::wal;
+use crate::error::AgentError;
 
 #[derive(Parser)]
 #[command(
@@ -74,28 +75,28 @@ enum Command {
 /// PostgreSQL aborts recovery instead of ending it early.
 const FETCH_ABORT: u8 = 200;
 
-fn load(path: &std::path::Path) -> Result<(AgentConfig, TlsMaterial), String> {
-    let c = AgentConfig::load(path).map_err(|e| e.to_string())?;
-    let tls = TlsMaterial::load(&c.tls).map_err(|e| e.to_string())?;
+fn load(path: &std::path::Path) -> Result<(AgentConfig, TlsMaterial), AgentError> {
+    let c = AgentConfig::load(path).map_err(|e| AgentError::permanent(e.to_string()))?;
+    let tls = TlsMaterial::load(&c.tls).map_err(|e| AgentError::permanent(e.to_string()))?;
     match (tls.identity.role, c.sandbox.is_some()) {
         (Role::Agent, false) | (Role::Sandbox, true) => Ok((c, tls)),
-        (Role::Sandbox, false) => Err(format!(
+        (Role::Sandbox, false) => Err(AgentError::permanent(format!(
             "certificate {} is for {}, a sandbox, but {} has no [sandbox] section; add one with dir = \"/var/lib/tidemark/sandbox\"",
             c.tls.cert.display(),
             tls.identity,
             path.display()
-        )),
-        (Role::Agent, true) => Err(format!(
+        ))),
+        (Role::Agent, true) => Err(AgentError::permanent(format!(
             "{} has a [sandbox] section, but certificate {} is for {}; a sandbox needs a certificate issued with --name sandbox:HOST",
             path.display(),
             c.tls.cert.display(),
             tls.identity
-        )),
-        _ => Err(format!(
+        ))),
+        _ => Err(AgentError::permanent(format!(
             "certificate {} is for {}, not an agent or sandbox; issue one with: tidemark pki issue --name agent:HOST",
             c.tls.cert.display(),
             tls.identity
-        )),
+        ))),
     }
 }
 

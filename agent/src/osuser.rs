@@ -5,6 +5,8 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use crate::error::AgentError;
+
 /// uid and gid of a local user, from /etc/passwd.
 pub fn lookup(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
@@ -17,12 +19,12 @@ pub fn lookup(name: &str) -> Option<(u32, u32)> {
 
 /// The user to act as: `Some(ids)` when the agent is root, `None` when it already is the
 /// user that will own the files.
-pub fn target(name: &str) -> Result<Option<(u32, u32)>, String> {
+pub fn target(name: &str) -> Result<Option<(u32, u32)>, AgentError> {
     if !rustix::process::geteuid().is_root() {
         return Ok(None);
     }
     lookup(name).map(Some).ok_or_else(|| {
-        format!("os-user {name:?} does not exist on this host; set os-user for the instance in the agent config")
+        AgentError::permanent(format!("os-user {name:?} does not exist on this host; set os-user for the instance in the agent config"))
     })
 }
 

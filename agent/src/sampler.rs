@@ -10,9 +10,7 @@ use tidemark_proto::{Probe, Sample, SampleBatch};
 use tonic::transport::Channel;
 
 use crate::config::AgentConfig;
-use crate::config::Engine;
-use crate::engine::mariadb::Maria;
-use crate::engine::postgres::Pg;
+use crate::engine;
 
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
@@ -40,14 +38,9 @@ pub async fn run(
                 continue;
             };
             let taken_at = now_micros();
-            let result = match inst.engine {
-                Engine::Postgresql => Pg::new(inst.clone()).query(&p.database, &p.sql).await,
-                Engine::Mariadb => {
-                    Maria::new(inst.clone())
-                        .query(Some(&p.database), &p.sql)
-                        .await
-                }
-            };
+            let result = engine::of(inst.kind())
+                .probe(inst, &p.database, &p.sql)
+                .await;
             match result {
                 Ok(out) => samples.push(Sample {
                     instance: p.instance.clone(),

@@ -10,6 +10,7 @@
 //! controller has stored every chunk and found the same stream digest the agent read.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::io::{self, Read};
 use std::process::{Command, Stdio};
 
@@ -55,16 +56,11 @@ pub struct Part<'a> {
     pub format: &'a str,
 }
 
-/// What a stream is uploaded as: a part of a backup, or a WAL file for the archive.
-pub enum Target<'a> {
+/// What a stream is sent as: a part of a backup, or a WAL file (or binlog) for the archive.
+/// Each has its own rpc and acknowledgement; see [`upload_part`] and [`push_wal`].
+enum Target<'a> {
     Part(Part<'a>),
     Wal(WalHeader),
-}
-
-/// The controller's acknowledgement of a stream.
-pub enum Ack {
-    Part(UploadPartResponse),
-    Wal(PushWalResponse),
 }
 
 impl Target<'_> {
@@ -87,6 +83,11 @@ impl Target<'_> {
     }
 }
 
+/// What an inspector found wrong with a stream, in words: why it must not be stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
 /// Reads a tool's stream as it goes by, to check its structure or pick facts out of it,
 /// without holding it.
 pub trait Inspector: Send + 'static {
@@ -94,14 +95,14 @@ pub trait Inspector: Send + 'static {
     /// Called once the tool exited 0 and its whole stream was read, before the part is
     /// committed: an error means the stream is not what the tool should have written, and
     /// the part is not stored.
-    fn verdict(&mut self) -> Result<(), String>;
+    fn verdict(&mut self) -> Result<(), Malformed>;
 }
 
 struct NoInspection;
 
 impl Inspector for NoInspection {
     fn feed(&mut self, _: &[u8]) {}
-    fn verdict(&mut self) -> Result<(), String> {
+    fn verdict(&mut self) -> Result<(), Malformed> {
         Ok(())
     }
 }
@@ -201,9 +202,9 @@ pub async fn upload_inspected<I: Inspector>(
                 .lock()
                 .expect("inspector lock")
                 .verdict()
-                .map_err(|what| UploadError::Mismatch {
+                .map_err(|m| UploadError::Mismatch {
                     part: part_name,
-                    what,
+                    what: m.0,
                 })
         } else {
             Err(ToolError::Failed {
@@ -214,7 +215,7 @@ pub async fn upload_inspected<I: Inspector>(
             .into())
         }
     };
-    let uploaded = upload_stream(client, Target::Part(part), stdout, progress, kill, exited).await;
+    let uploaded = upload_part(client, part, stdout, progress, kill, exited).await;
     drop(stop);
     match uploaded {
         Err(UploadError::Read(source)) => Err(ToolError::Io {
@@ -223,7 +224,7 @@ pub async fn upload_inspected<I: Inspector>(
         }
         .into()),
         Err(e) => Err(e),
-        Ok(Ack::Part(resp)) => {
+        Ok(resp) => {
             let inspector = std::sync::Arc::try_unwrap(inspector)
                 .ok()
                 .expect("the upload is done with the inspector")
@@ -231,7 +232,6 @@ pub async fn upload_inspected<I: Inspector>(
                 .expect("inspector lock");
             Ok((resp, inspector))
         }
-        Ok(Ack::Wal(_)) => unreachable!("a part upload is acknowledged as a part"),
     }
 }
 
@@ -248,18 +248,86 @@ impl Drop for StopTool {
     }
 }
 
-/// Upload everything `reader` yields as `target`. `abort` runs when the upload fails while
-/// the reader may still be producing (to stop the tool that writes it). `settle` runs once
-/// the reader is exhausted, before the trailer goes out: if it fails (the tool that wrote
-/// the stream exited non-zero, say), the trailer is never sent and nothing is stored.
-pub async fn upload_stream<R: Read + Send + 'static>(
+/// Upload everything `reader` yields as part `part`; returns the controller's ack, which
+/// must count the same chunks and bytes the agent sent. `abort` runs when the upload fails
+/// while the reader may still be producing (to stop the tool that writes it). `settle` runs
+/// once the reader is exhausted, before the trailer goes out: if it fails (the tool that
+/// wrote the stream exited non-zero, say), the trailer is never sent and nothing is stored.
+pub async fn upload_part<R: Read + Send + 'static>(
+    client: &AgentServiceClient<Channel>,
+    part: Part<'_>,
+    reader: R,
+    progress: &Progress,
+    abort: impl FnOnce() + Send + 'static,
+    settle: impl FnOnce() -> Result<(), UploadError> + Send + 'static,
+) -> Result<UploadPartResponse, UploadError> {
+    let label = part.name.to_string();
+    let rpc = |mut c: AgentServiceClient<Channel>, stream| async move {
+        c.upload_part(stream).await.map(tonic::Response::into_inner)
+    };
+    let (ack, summary) = send(
+        client,
+        Target::Part(part),
+        reader,
+        progress,
+        abort,
+        settle,
+        rpc,
+    )
+    .await?;
+    if ack.chunks != summary.chunks || ack.raw_bytes != summary.bytes {
+        return Err(UploadError::Mismatch {
+            part: label,
+            what: format!(
+                "controller acknowledged {} chunks / {} bytes, the agent sent {} / {}",
+                ack.chunks, ack.raw_bytes, summary.chunks, summary.bytes
+            ),
+        });
+    }
+    Ok(ack)
+}
+
+/// Push everything `reader` yields to the archive as the file `header` names (a WAL
+/// segment, or a MariaDB binlog); returns the controller's ack.
+pub async fn push_wal<R: Read + Send + 'static>(
+    client: &AgentServiceClient<Channel>,
+    header: WalHeader,
+    reader: R,
+    progress: &Progress,
+) -> Result<PushWalResponse, UploadError> {
+    let rpc = |mut c: AgentServiceClient<Channel>, stream| async move {
+        c.push_wal(stream).await.map(tonic::Response::into_inner)
+    };
+    let (ack, _) = send(
+        client,
+        Target::Wal(header),
+        reader,
+        progress,
+        || {},
+        || Ok(()),
+        rpc,
+    )
+    .await?;
+    Ok(ack)
+}
+
+/// The stream both uploads share: chunk `reader`, send `target`'s header, the chunks and the
+/// trailer over the client-streaming `rpc`, and return its ack with what was sent.
+async fn send<R, A, F, Fut>(
     client: &AgentServiceClient<Channel>,
     target: Target<'_>,
     reader: R,
     progress: &Progress,
     abort: impl FnOnce() + Send + 'static,
     settle: impl FnOnce() -> Result<(), UploadError> + Send + 'static,
-) -> Result<Ack, UploadError> {
+    rpc: F,
+) -> Result<(A, StreamSummary), UploadError>
+where
+    R: Read + Send + 'static,
+    A: Send + 'static,
+    F: FnOnce(AgentServiceClient<Channel>, ReceiverStream<UploadPartMessage>) -> Fut,
+    Fut: Future<Output = Result<A, tonic::Status>> + Send + 'static,
+{
     let label = target.label();
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
     let counter = progress.clone();
@@ -287,21 +355,7 @@ pub async fn upload_stream<R: Read + Send + 'static>(
         })
         .await
         .expect("receiver alive");
-    let mut rpc_client = client.clone();
-    let rpc = tokio::spawn(async move {
-        let stream = ReceiverStream::new(msg_rx);
-        if is_wal {
-            rpc_client
-                .push_wal(stream)
-                .await
-                .map(|r| Ack::Wal(r.into_inner()))
-        } else {
-            rpc_client
-                .upload_part(stream)
-                .await
-                .map(|r| Ack::Part(r.into_inner()))
-        }
-    });
+    let rpc = tokio::spawn(rpc(client.clone(), ReceiverStream::new(msg_rx)));
 
     let pumped = pump(client.clone(), chunk_rx, &msg_tx, !is_wal).await;
     let mut abort = Some(abort);
@@ -331,6 +385,10 @@ pub async fn upload_stream<R: Read + Send + 'static>(
     };
     if let Some(f) = failure {
         // Ending the stream without a trailer tells the controller the part is not stored.
+        // Which failure to report is not a question of kind (nothing is retried here): the
+        // controller's status is the cause unless the failure is local (the tool, the
+        // stream), or the status only echoes this agent ending the stream early (the
+        // controller's "ended without its trailer" is FailedPrecondition).
         drop(msg_tx);
         if let Ok(Err(status)) = rpc.await
             && !matches!(f, UploadError::Read(_) | UploadError::Tool(_))
@@ -357,18 +415,7 @@ pub async fn upload_stream<R: Read + Send + 'static>(
         .await
         .map_err(|e| rpc_err(tonic::Status::internal(e.to_string())))?
         .map_err(rpc_err)?;
-    if let Ack::Part(resp) = &ack
-        && (resp.chunks != summary.chunks || resp.raw_bytes != summary.bytes)
-    {
-        return Err(UploadError::Mismatch {
-            part: label,
-            what: format!(
-                "controller acknowledged {} chunks / {} bytes, the agent sent {} / {}",
-                resp.chunks, resp.raw_bytes, summary.chunks, summary.bytes
-            ),
-        });
-    }
-    Ok(ack)
+    Ok((ack, summary))
 }
 
 /// Move chunks from the chunker to the upload stream: ask which the controller lacks

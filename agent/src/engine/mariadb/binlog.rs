@@ -14,10 +14,9 @@
 //! RPO is archive-timeout plus the poll interval plus one push: 30 s + 5 s + well under a
 //! second by default. An idle server is never rotated.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidemark_proto::agent_service_client::AgentServiceClient;
@@ -28,8 +27,10 @@ use tidemark_core::binlog::sequence;
 
 use super::Maria;
 use super::logical::unix_now;
+use crate::engine::ArchiverStatuses;
+use crate::error::AgentError;
 use crate::progress::Progress;
-use crate::upload::{Ack, Target, upload_stream};
+use crate::upload::push_wal;
 
 const MAGIC: &[u8; 4] = b"\xfebin";
 const HEADER: usize = 19;
@@ -76,13 +77,17 @@ struct Event {
 /// Call `f` for each whole event of a binlog up to `limit` bytes, reading only headers.
 /// Returns where the last whole event ends: an event cut off by `limit` ends the walk (the
 /// active file may be mid-write).
-fn walk(path: &Path, limit: u64, mut f: impl FnMut(&Event)) -> Result<u64, String> {
-    let what = |e: std::io::Error| format!("reading {}: {e}", path.display());
+fn walk(path: &Path, limit: u64, mut f: impl FnMut(&Event)) -> Result<u64, AgentError> {
+    let what =
+        |e: std::io::Error| AgentError::permanent(format!("reading {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(what)?;
     let mut magic = [0u8; 4];
     file.read_exact(&mut magic).map_err(what)?;
     if &magic != MAGIC {
-        return Err(format!("{} is not a binlog file", path.display()));
+        return Err(AgentError::permanent(format!(
+            "{} is not a binlog file",
+            path.display()
+        )));
     }
     let mut pos = 4u64;
     let mut h = [0u8; HEADER];
@@ -91,10 +96,10 @@ fn walk(path: &Path, limit: u64, mut f: impl FnMut(&Event)) -> Result<u64, Strin
         file.read_exact(&mut h).map_err(what)?;
         let size = u32::from_le_bytes(h[9..13].try_into().unwrap()) as u64;
         if size < HEADER as u64 {
-            return Err(format!(
+            return Err(AgentError::permanent(format!(
                 "{}: an event at {pos} claims {size} bytes; the file is damaged",
                 path.display()
-            ));
+            )));
         }
         if pos + size > limit {
             break;
@@ -112,7 +117,7 @@ fn walk(path: &Path, limit: u64, mut f: impl FnMut(&Event)) -> Result<u64, Strin
 
 /// Summarise a binlog up to `limit` bytes. With `whole` set, bytes after the last whole
 /// event are an error (a closed file must end on an event).
-pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, String> {
+pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, AgentError> {
     let mut s = BinlogSummary {
         events: 0,
         first_event_at: 0,
@@ -136,18 +141,18 @@ pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, Strin
         last_type = e.kind;
     })?;
     if bad_start {
-        return Err(format!(
+        return Err(AgentError::permanent(format!(
             "{}: the first event is not a format description",
             path.display()
-        ));
+        )));
     }
     if whole && s.end != limit {
-        return Err(format!(
+        return Err(AgentError::permanent(format!(
             "{}: {} bytes after the last whole event at {}; the file is truncated",
             path.display(),
             limit - s.end,
             s.end
-        ));
+        )));
     }
     s.closed_cleanly = !in_use && matches!(last_type, ROTATE_EVENT | STOP_EVENT);
     Ok(s)
@@ -155,10 +160,10 @@ pub fn scan(path: &Path, limit: u64, whole: bool) -> Result<BinlogSummary, Strin
 
 /// The time of the first transaction stamped at or after `from` (unix seconds) in the
 /// files, in order: where a replay that stops before `from` stopped.
-pub fn next_transaction_at(files: &[PathBuf], from: i64) -> Result<Option<i64>, String> {
+pub fn next_transaction_at(files: &[PathBuf], from: i64) -> Result<Option<i64>, AgentError> {
     for path in files {
         let len = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| AgentError::permanent(format!("{}: {e}", path.display())))?
             .len();
         let mut found = None;
         walk(path, len, |e| {
@@ -173,13 +178,10 @@ pub fn next_transaction_at(files: &[PathBuf], from: i64) -> Result<Option<i64>, 
     Ok(None)
 }
 
-/// What the archiver of each instance last did, for the status reports.
-pub type Statuses = Arc<Mutex<HashMap<String, ArchiverStatus>>>;
-
 /// The archiver of one instance: runs for the whole session.
-pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: Statuses) {
+pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: ArchiverStatuses) {
     let poll =
-        (db.cfg.archive_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
+        (db.settings.archive_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let mut a = Archiver {
         client,
         db,
@@ -191,7 +193,7 @@ pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: S
     loop {
         if let Err(e) = a.round().await {
             tracing::warn!(instance = %a.db.cfg.name, error = %e, "binlog archiving");
-            a.update(|s| s.error = e.clone());
+            a.update(|s| s.error = e.to_string());
         }
         tokio::time::sleep(poll).await;
     }
@@ -200,7 +202,7 @@ pub async fn archive(client: AgentServiceClient<Channel>, db: Maria, statuses: S
 struct Archiver {
     client: AgentServiceClient<Channel>,
     db: Maria,
-    statuses: Statuses,
+    statuses: ArchiverStatuses,
     /// Files this session has archived (or found already archived).
     archived: BTreeSet<String>,
     /// The active file, how far it has been read, and its first event not yet archived.
@@ -220,10 +222,12 @@ impl Archiver {
         f(s);
     }
 
-    async fn round(&mut self) -> Result<(), String> {
-        let facts = self.db.facts().await.map_err(|e| e.to_string())?;
+    async fn round(&mut self) -> Result<(), AgentError> {
+        let facts = self.db.facts().await?;
         if facts.log_bin_basename.is_empty() {
-            return Err("binary logging is off (log_bin); there is nothing to archive and no point-in-time recovery".into());
+            return Err(AgentError::permanent(
+                "binary logging is off (log_bin); there is nothing to archive and no point-in-time recovery",
+            ));
         }
         let base_path = PathBuf::from(&facts.log_bin_basename);
         let dir = base_path.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -232,11 +236,7 @@ impl Archiver {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        let logs = self
-            .db
-            .query(None, "SHOW BINARY LOGS")
-            .await
-            .map_err(|e| e.to_string())?;
+        let logs = self.db.query(None, "SHOW BINARY LOGS").await?;
         let logs: Vec<(String, u64)> = logs
             .lines()
             .filter_map(|l| {
@@ -255,15 +255,15 @@ impl Archiver {
         self.update(|s| {
             s.log_bin_basename = facts.log_bin_basename.clone();
             s.ready = waiting.len() as u64;
-            s.archive_timeout_secs = self.db.cfg.archive_timeout.as_secs() as i64;
+            s.archive_timeout_secs = self.db.settings.archive_timeout.as_secs() as i64;
             s.error.clear();
         });
         for (name, size) in waiting {
             if sequence(name, &base).is_none() {
-                return Err(format!(
+                return Err(AgentError::permanent(format!(
                     "binlog {name} does not match log_bin_basename {}",
                     facts.log_bin_basename
-                ));
+                )));
             }
             let path = dir.join(name);
             match self.push(&path, name, *size).await {
@@ -284,7 +284,7 @@ impl Archiver {
                         s.last_failed_at = now;
                         s.last_failed_wal = name.clone();
                     });
-                    return Err(format!("archiving {name}: {e}"));
+                    return Err(e.reworded(|e| format!("archiving {name}: {e}")));
                 }
             }
         }
@@ -292,7 +292,7 @@ impl Archiver {
             .await
     }
 
-    async fn push(&self, path: &Path, name: &str, size: u64) -> Result<(), String> {
+    async fn push(&self, path: &Path, name: &str, size: u64) -> Result<(), AgentError> {
         let summary = scan(path, size, true)?;
         if !summary.closed_cleanly {
             tracing::warn!(instance = %self.db.cfg.name, binlog = %name,
@@ -310,20 +310,12 @@ impl Archiver {
             first_event_at: summary.first_event_at,
             engine: tidemark_proto::Engine::Mariadb.into(),
         };
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| AgentError::permanent(format!("{}: {e}", path.display())))?;
         // Exactly the bytes SHOW BINARY LOGS counted, which a closed file never outgrows.
         let reader = file.take(size);
-        match upload_stream(
-            &self.client,
-            Target::Wal(header),
-            reader,
-            &Progress::default(),
-            || {},
-            || Ok(()),
-        )
-        .await
-        {
-            Ok(Ack::Wal(r)) => {
+        match push_wal(&self.client, header, reader, &Progress::default()).await {
+            Ok(r) => {
                 if r.already_archived {
                     tracing::info!(instance = %self.db.cfg.name, binlog = %name, "binlog already archived (identical)");
                 } else {
@@ -331,21 +323,19 @@ impl Archiver {
                 }
                 Ok(())
             }
-            Ok(Ack::Part(_)) => unreachable!("a WAL push is acknowledged as WAL"),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Close the active file once its oldest unarchived transaction is archive-timeout
     /// old. Only its new bytes are read each round.
-    async fn maybe_rotate(&mut self, path: &Path, name: &str, size: u64) -> Result<(), String> {
-        let fresh = !matches!(&self.active, Some((n, _, _)) if n == name);
-        if fresh {
-            self.active = Some((name.to_string(), 0, None));
-        }
-        let Some((_, read_to, first_data)) = &mut self.active else {
-            unreachable!()
+    async fn maybe_rotate(&mut self, path: &Path, name: &str, size: u64) -> Result<(), AgentError> {
+        // A file not seen before (the server rotated it) is read from its start.
+        let active = match self.active.take() {
+            Some(a) if a.0 == name => a,
+            _ => (name.to_string(), 0, None),
         };
+        let (_, read_to, first_data) = self.active.insert(active);
         if first_data.is_none() && size > *read_to {
             let s = scan(path, size, false)?;
             *read_to = s.end;
@@ -355,7 +345,7 @@ impl Archiver {
             return Ok(());
         };
         let age = unix_now() - oldest;
-        if age < self.db.cfg.archive_timeout.as_secs() as i64 {
+        if age < self.db.settings.archive_timeout.as_secs() as i64 {
             return Ok(());
         }
         tracing::info!(instance = %self.db.cfg.name, binlog = %name, age_secs = age, "rotating the binlog so it can be archived");
@@ -363,7 +353,11 @@ impl Archiver {
         self.db
             .query(None, "FLUSH BINARY LOGS")
             .await
-            .map_err(|e| format!("FLUSH BINARY LOGS (needs the RELOAD privilege): {e}"))?;
+            .map_err(|e| {
+                AgentError::permanent(format!(
+                    "FLUSH BINARY LOGS (needs the RELOAD privilege): {e}"
+                ))
+            })?;
         tracing::debug!(elapsed = ?started.elapsed(), "binlog rotated");
         self.active = None;
         Ok(())
@@ -428,6 +422,7 @@ mod tests {
         assert!(
             scan(f.path(), len - 5, true)
                 .unwrap_err()
+                .message()
                 .contains("truncated")
         );
     }

@@ -7,7 +7,7 @@
 //! the replay stopped, the last transaction it replayed, the first one it left out, the
 //! checks' values.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -17,9 +17,12 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 
 use super::Maria;
 use super::binlog::next_transaction_at;
-use super::pitr::{self, ServerMode, local_client};
-use crate::config::{Engine, InstanceConfig, SandboxConfig};
-use crate::engine::postgres::physical::{prepare_dir, tail};
+use super::pitr;
+use super::replay::{fetch_binlogs, replay_binlogs};
+use super::server::{ServerMode, local_client, start_server};
+use crate::config::{EngineKind, InstanceConfig, SandboxConfig};
+use crate::engine::common::{prepare_dir, tail};
+use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
 use crate::{osuser, sandbox, tool};
 
@@ -30,7 +33,7 @@ pub async fn run(ctx: &JobContext, sb: &SandboxConfig, job: &DrillJob) -> JobRes
         ..Default::default()
     };
     if let Err(e) = procedure(ctx, sb, job, started, &mut report).await {
-        report.error = e;
+        report.error = e.to_string();
     }
     sandbox::finish_drill(ctx, sb, report).await
 }
@@ -41,48 +44,50 @@ async fn procedure(
     job: &DrillJob,
     started: Instant,
     report: &mut DrillReport,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let dir = &sb.dir;
     sandbox::wipe(sb).await?;
-    let (series, bin) = sandbox::mariadb_series(sb)
+    let (series, bin) = mariadb_series(sb)
         .filter(|(s, _)| *s == job.major)
         .ok_or_else(|| {
-            format!(
+            AgentError::permanent(format!(
                 "this sandbox has no mariadbd {}.{}; install that series or set [sandbox] mariadb-bin-dir",
                 job.major / 100,
                 job.major % 100
-            )
+            ))
         })?;
     let ids = osuser::target(&sb.os_user)?;
     let r = job
         .restore
         .clone()
-        .ok_or("the drill job names no backup to restore")?;
-    let replay = r.binlog.clone().ok_or("the drill job names no binlogs")?;
-    let mut inst = InstanceConfig::fallback_for(Engine::Mariadb, &r.source_instance);
+        .ok_or_else(|| AgentError::permanent("the drill job names no backup to restore"))?;
+    let replay = r
+        .binlog
+        .clone()
+        .ok_or_else(|| AgentError::permanent("the drill job names no binlogs"))?;
+    let mut inst = InstanceConfig::fallback(EngineKind::Mariadb, &r.source_instance);
     inst.os_user = sb.os_user.clone();
     let db = Maria::new(inst);
-    let datadir = sandbox::pgdata(dir);
+    let datadir = sandbox::data_dir(dir);
     prepare_dir(&datadir, ids, &mut Vec::new())?;
     let backup = BackupId(r.backup_id);
     report.bytes_restored = pitr::unpack(ctx, &db, backup, &datadir, ids)
         .await
-        .map_err(|f| format!("restoring backup {backup}: {}", f.0))?;
+        .map_err(|f| f.reworded(|m| format!("restoring backup {backup}: {m}")))?;
     pitr::prepare(&db, &datadir, ids)
         .await
-        .map_err(|f| format!("preparing backup {backup}: {}", f.0))?;
+        .map_err(|f| f.reworded(|m| format!("preparing backup {backup}: {m}")))?;
     report.restore_ms = started.elapsed().as_millis() as u64;
 
     let replay_started = Instant::now();
-    let server = pitr::start_server(
+    let server = start_server(
         &db,
         &bin.join("mariadbd"),
         &datadir,
         &sb.os_user,
         ServerMode::Replay,
     )
-    .await
-    .map_err(|f| f.0)?;
+    .await?;
     tracing::info!(
         drill = job.drill_id,
         series,
@@ -90,13 +95,13 @@ async fn procedure(
     );
     let staging = dir.join("binlogs");
     std::fs::create_dir_all(&staging)
-        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-    let files = pitr::fetch_binlogs(ctx, &r.source_instance, &replay.files, &staging)
+        .map_err(|e| AgentError::permanent(format!("cannot create {}: {e}", staging.display())))?;
+    let files = fetch_binlogs(ctx, &r.source_instance, &replay.files, &staging)
         .await
-        .map_err(|e| format!("recovery failed: {e}"))?;
-    let done = pitr::replay_binlogs(&db, &server.socket, &replay, &files)
+        .map_err(|e| e.reworded(|m| format!("recovery failed: {m}")))?;
+    let done = replay_binlogs(&db, &server.socket, &replay, &files)
         .await
-        .map_err(|f| format!("recovery failed: {}", f.0))?;
+        .map_err(|f| f.reworded(|m| format!("recovery failed: {m}")))?;
     report.replay_ms = replay_started.elapsed().as_millis() as u64;
     report.rto_ms = started.elapsed().as_millis() as u64;
     report.reached_target = true;
@@ -123,6 +128,34 @@ async fn procedure(
     }
     report.log_tail = server.log_tail(20);
     Ok(())
+}
+
+/// The MariaDB series this sandbox can run drills on, encoded as major * 100 + minor
+/// (10.11 -> 1011: mariabackup prepares only its own series' backups), with the directory
+/// holding mariadbd. From `mariadbd --version` in `[sandbox] mariadb-bin-dir`, else
+/// Debian's /usr/sbin.
+pub fn mariadb_series(cfg: &SandboxConfig) -> Option<(u32, PathBuf)> {
+    let dir = cfg
+        .mariadb_bin_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin"));
+    let out = std::process::Command::new(dir.join("mariadbd"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    // "/usr/sbin/mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split(" Ver ").nth(1)?;
+    Some((series(version)?, dir))
+}
+
+/// "10.11.19-MariaDB..." -> 1011.
+pub fn series(version: &str) -> Option<u32> {
+    let mut it = version.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = it.next()?.parse().ok()?;
+    let minor: u32 = it.next()?.parse().ok()?;
+    Some(major * 100 + minor)
 }
 
 async fn check(db: &Maria, socket: &Path, c: &tidemark_proto::SmokeCheck) -> CheckValue {

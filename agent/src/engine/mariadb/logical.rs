@@ -14,8 +14,9 @@ use tidemark_core::text::bytes as human_bytes;
 use tidemark_proto::{BeginBackupRequest, BinlogCoordinates, FinishBackupRequest, PartCheck};
 
 use super::{Maria, ServerFacts, quote_literal, version_triple};
-use crate::job::{JobContext, JobFailure, JobResult};
-use crate::upload::{Inspector, Part, upload_inspected};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
+use crate::upload::{Inspector, Malformed, Part, upload_inspected};
 
 pub const DUMP_PART: &str = "dump";
 /// MariaDB: the accounts and their grants (`mariadb-dump --system=users`), which the dump
@@ -29,7 +30,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
     let facts = db.facts().await?;
     let databases = db.databases().await?;
     if databases.is_empty() {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "instance {} has no database to dump",
             db.cfg.name
         )));
@@ -77,7 +78,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
     let (ack, found) = match uploaded {
         Ok(r) => r,
         Err(e) => {
-            return Err(ctx.fail_backup(backup, &e.to_string()).await);
+            return Err(ctx.fail_backup(backup, e.into()).await);
         }
     };
     let coords = found.coordinates(start_time, unix_now());
@@ -110,7 +111,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
                 ),
             }),
             Err(e) => {
-                return Err(ctx.fail_backup(backup, &e.to_string()).await);
+                return Err(ctx.fail_backup(backup, e.into()).await);
             }
         }
     }
@@ -235,15 +236,15 @@ impl Inspector for DumpInspector {
         }
     }
 
-    fn verdict(&mut self) -> Result<(), String> {
+    fn verdict(&mut self) -> Result<(), Malformed> {
         let tail = String::from_utf8_lossy(&self.tail);
         if !tail.contains("\n-- Dump completed") {
-            return Err(
+            return Err(Malformed(
                 "the dump does not end with its '-- Dump completed' line; it is truncated".into(),
-            );
+            ));
         }
         if self.needs_position && self.file_and_position().is_none() {
-            return Err("the dump names no binlog position (CHANGE MASTER TO MASTER_LOG_FILE=...); is binary logging on (log_bin)?".into());
+            return Err(Malformed("the dump names no binlog position (CHANGE MASTER TO MASTER_LOG_FILE=...); is binary logging on (log_bin)?".into()));
         }
         Ok(())
     }
@@ -332,8 +333,8 @@ mod tests {
             "-- CHANGE MASTER TO MASTER_LOG_FILE='b.000001', MASTER_LOG_POS=4;\nINSERT",
             5,
         );
-        assert!(cut.verdict().unwrap_err().contains("truncated"));
+        assert!(cut.verdict().unwrap_err().0.contains("truncated"));
         let mut nolog = inspect("-- MariaDB dump\n\n-- Dump completed on x\n", 5);
-        assert!(nolog.verdict().unwrap_err().contains("log_bin"));
+        assert!(nolog.verdict().unwrap_err().0.contains("log_bin"));
     }
 }

@@ -1,5 +1,11 @@
-//! MariaDB (and MySQL): how the agent reaches a server, and the small queries it needs,
-//! through the `mariadb` command-line client (the agent links no database driver).
+//! MariaDB (and MySQL): the [`Engine`] for MariaDB instances, how the agent reaches a
+//! server, and the small queries it needs, through the `mariadb` command-line client (the
+//! agent links no database driver).
+//!
+//! Backups: `logical` (one mariadb-dump of every database) and `base` (mariabackup's
+//! xbstream, checked by `xbstream`). Restores: `restore` (one database of a dump) and
+//! `pitr` (a backup, then the archived binlogs replayed). Drills: `drill`. The daemon runs
+//! the binlog archiver (`binlog`) for each instance.
 //!
 //! Every tool gets `--no-defaults` first, so nothing in /etc/mysql changes what it does, or
 //! `--defaults-file=PASSFILE` when a password file is configured: an option file with a
@@ -10,22 +16,163 @@ pub mod drill;
 pub mod logical;
 pub mod physical;
 pub mod pitr;
+pub mod replay;
 pub mod restore;
+pub mod server;
 mod xbstream;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::InstanceConfig;
+use async_trait::async_trait;
+use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::{
+    ArchiverStatus, DrillJob, InstanceInfo, PhysicalRestore, RestoreJob, ToolVersion,
+};
+use tonic::transport::Channel;
+
+use super::{ArchiverStatuses, BackupKind, Description, Engine, SessionTask};
+use crate::config::{EngineKind, InstanceConfig, MariadbSettings, SandboxConfig};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::tool::{self, ToolError};
+
+/// The MariaDB engine (MySQL servers too: its tools are picked by the server's version).
+pub struct MariadbEngine;
+
+#[async_trait]
+impl Engine for MariadbEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Mariadb
+    }
+
+    async fn describe(&self, inst: &InstanceConfig) -> Description {
+        let db = Maria::new(inst.clone());
+        let mut tools = Vec::new();
+        for t in ["mariadb-dump", "mariabackup", "mbstream", "mariadb-binlog"] {
+            let version = db
+                .tool_version(t)
+                .await
+                .unwrap_or_else(|e| format!("unavailable: {e}"));
+            tools.push(ToolVersion {
+                name: t.into(),
+                version,
+            });
+        }
+        let (facts, databases, error) = match (db.facts().await, db.databases().await) {
+            (Ok(f), Ok(d)) => (f, d, String::new()),
+            (Err(e), _) | (_, Err(e)) => (Default::default(), Vec::new(), e.to_string()),
+        };
+        let instance = InstanceInfo {
+            name: inst.name.clone(),
+            engine: EngineKind::Mariadb.as_str().into(),
+            server_version: facts.version,
+            system_identifier: String::new(),
+            databases,
+            error,
+            data_directory: facts.datadir,
+            wal_segment_size: 0,
+            log_bin_basename: facts.log_bin_basename,
+        };
+        Description { tools, instance }
+    }
+
+    async fn backup(&self, ctx: &JobContext, inst: &InstanceConfig, kind: BackupKind) -> JobResult {
+        let db = Maria::new(inst.clone());
+        match kind {
+            BackupKind::Logical => logical::run(ctx, &db).await,
+            BackupKind::Base => physical::run(ctx, &db).await,
+        }
+    }
+
+    async fn restore_logical(
+        &self,
+        ctx: &JobContext,
+        inst: &InstanceConfig,
+        job: &RestoreJob,
+    ) -> JobResult {
+        restore::run(ctx, &Maria::new(inst.clone()), job).await
+    }
+
+    async fn restore_physical(
+        &self,
+        ctx: &JobContext,
+        inst: &InstanceConfig,
+        job: &PhysicalRestore,
+    ) -> JobResult {
+        pitr::run(ctx, inst, job).await
+    }
+
+    async fn drill(&self, ctx: &JobContext, sandbox: &SandboxConfig, job: &DrillJob) -> JobResult {
+        drill::run(ctx, sandbox, job).await
+    }
+
+    /// The binlog archiver: the server only writes its binlogs, the agent ships them.
+    fn log_archiver(
+        &self,
+        client: AgentServiceClient<Channel>,
+        inst: &InstanceConfig,
+        statuses: ArchiverStatuses,
+    ) -> Option<SessionTask> {
+        Some(Box::pin(binlog::archive(
+            client,
+            Maria::new(inst.clone()),
+            statuses,
+        )))
+    }
+
+    /// What the binlog archiver last recorded.
+    async fn archiver_status(
+        &self,
+        inst: &InstanceConfig,
+        statuses: &ArchiverStatuses,
+    ) -> ArchiverStatus {
+        let known = statuses
+            .lock()
+            .expect("status lock")
+            .get(&inst.name)
+            .cloned();
+        known.unwrap_or_else(|| ArchiverStatus {
+            instance: inst.name.clone(),
+            archive_timeout_secs: Maria::new(inst.clone()).settings.archive_timeout.as_secs()
+                as i64,
+            error: "the binlog archiver has not run yet".into(),
+            ..Default::default()
+        })
+    }
+
+    async fn probe(
+        &self,
+        inst: &InstanceConfig,
+        database: &str,
+        sql: &str,
+    ) -> Result<String, AgentError> {
+        Ok(Maria::new(inst.clone()).query(Some(database), sql).await?)
+    }
+
+    fn sandbox_versions(&self, sandbox: &SandboxConfig) -> Vec<u32> {
+        drill::mariadb_series(sandbox)
+            .map(|(series, _)| series)
+            .into_iter()
+            .collect()
+    }
+
+    async fn stop_sandbox_server(&self, sandbox: &SandboxConfig) {
+        let data = crate::sandbox::data_dir(&sandbox.dir);
+        crate::sandbox::kill_by_pid_file(&data.join(server::PID)).await;
+    }
+}
 
 /// Schemas that belong to the server, never dumped as user data.
 const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
 
+/// One configured MariaDB (or MySQL) instance and how to reach it.
 #[derive(Clone)]
 pub struct Maria {
     pub cfg: InstanceConfig,
+    /// MariaDB's own settings (defaults for a restore target with no MariaDB instance).
+    pub settings: MariadbSettings,
 }
 
 /// What the server says about itself and its binary log.
@@ -71,7 +218,8 @@ pub fn quote_literal(s: &str) -> String {
 
 impl Maria {
     pub fn new(cfg: InstanceConfig) -> Self {
-        Self { cfg }
+        let settings = cfg.mariadb().cloned().unwrap_or_default();
+        Self { cfg, settings }
     }
 
     pub fn program(&self, name: &str) -> PathBuf {

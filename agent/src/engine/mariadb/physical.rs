@@ -12,8 +12,9 @@ use tidemark_proto::{BeginBackupRequest, BinlogCoordinates, FinishBackupRequest,
 use super::Maria;
 use super::logical::unix_now;
 use super::xbstream::XbstreamCheck;
+use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
-use crate::upload::{Inspector, Part, upload_inspected};
+use crate::upload::{Inspector, Malformed, Part, upload_inspected};
 
 pub const PART: &str = "xbstream";
 pub const FORMAT: &str = "xbstream";
@@ -22,7 +23,7 @@ impl Inspector for XbstreamCheck {
     fn feed(&mut self, bytes: &[u8]) {
         XbstreamCheck::feed(self, bytes)
     }
-    fn verdict(&mut self) -> Result<(), String> {
+    fn verdict(&mut self) -> Result<(), Malformed> {
         self.finish().map(|_| ())
     }
 }
@@ -48,10 +49,10 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
         .prefix("tidemark-mariabackup.")
         .tempdir_in(&ctx.spool_dir)
         .map_err(|e| {
-            format!(
+            AgentError::permanent(format!(
                 "cannot make a scratch directory in {}: {e}",
                 ctx.spool_dir.display()
-            )
+            ))
         })?;
     let start_time = unix_now();
     let mut cmd = db.command(tool);
@@ -73,7 +74,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
     let (ack, check) = match uploaded {
         Ok(r) => r,
         Err(e) => {
-            return Err(ctx.fail_backup(backup, &e.to_string()).await);
+            return Err(ctx.fail_backup(backup, e.into()).await);
         }
     };
     let stop_time = unix_now();
@@ -86,7 +87,7 @@ pub async fn run(ctx: &JobContext, db: &Maria) -> JobResult {
             start_time,
             stop_time,
         });
-    let detail = check.finish().unwrap_or_else(|e| e);
+    let detail = check.finish().unwrap_or_else(|e| e.0);
     let finish = FinishBackupRequest {
         backup_id: backup.0,
         error: String::new(),

@@ -14,49 +14,32 @@
 //!    can follow the original with `MASTER_USE_GTID = slave_pos`;
 //! 6. shut down, or with --start, start again for use (socket only, unless a port is given).
 //!
+//! The server is `server.rs`'s, the replay (steps 4 and 5) `replay.rs`'s; a drill runs both
+//! the same way in its sandbox.
+//!
 //! A failure removes the data directory this job created: nothing half-restored is left
 //! looking like a good copy.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tidemark_core::ids::BackupId;
 use tidemark_core::text::bytes as human_bytes;
-use tidemark_core::timefmt::{days_from_civil, utc};
+use tidemark_core::timefmt::utc;
 use tidemark_proto::{BinlogReplay, PhysicalRestore};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::Maria;
 use super::physical::PART;
+use super::replay::{Replayed, fetch_binlogs, replay_binlogs};
+use super::server::{ServerMode, local_client, mariadbd, start_server, stop_server};
 use crate::config::InstanceConfig;
 use crate::download::{Feed, run_fed};
-use crate::engine::postgres::physical::{prepare_dir, tail};
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::engine::common::{prepare_dir, tail};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::osuser;
-use crate::tool::{self, ToolError};
-
-const SOCKET: &str = "mysqld.sock";
-const PID: &str = "mysqld.pid";
-const SERVER_LOG: &str = "tidemark-restore.err";
-
-/// What a replay did.
-#[derive(Debug, Default, Clone)]
-pub struct Replayed {
-    pub files: usize,
-    pub transactions: u64,
-    /// Unix seconds of the last replayed event; 0 when none was.
-    pub last_event_at: i64,
-    /// domain -> "domain-server-seq" of the last transaction replayed in it.
-    pub gtids: BTreeMap<u64, String>,
-}
-
-impl Replayed {
-    pub fn gtid_position(&self) -> String {
-        self.gtids.values().cloned().collect::<Vec<_>>().join(",")
-    }
-}
+use crate::tool;
 
 pub async fn run(ctx: &JobContext, inst: &InstanceConfig, r: &PhysicalRestore) -> JobResult {
     let datadir = PathBuf::from(&r.pgdata);
@@ -67,13 +50,13 @@ pub async fn run(ctx: &JobContext, inst: &InstanceConfig, r: &PhysicalRestore) -
         Ok(msg) => Ok(msg),
         Err(f) => {
             stop_server(&Maria::new(inst.clone()), &datadir).await;
-            let mut msg = f.0;
+            let mut removed = String::new();
             for d in created.iter().rev() {
                 if std::fs::remove_dir_all(d).is_ok() {
-                    msg.push_str(&format!("; removed {}", d.display()));
+                    removed.push_str(&format!("; removed {}", d.display()));
                 }
             }
-            Err(JobFailure(msg))
+            Err(f.reworded(|m| format!("{m}{removed}")))
         }
     }
 }
@@ -115,7 +98,12 @@ async fn restore(
             let staging = tempfile::Builder::new()
                 .prefix("tidemark-binlogs.")
                 .tempdir_in(&ctx.spool_dir)
-                .map_err(|e| format!("cannot stage binlogs in {}: {e}", ctx.spool_dir.display()))?;
+                .map_err(|e| {
+                    AgentError::permanent(format!(
+                        "cannot stage binlogs in {}: {e}",
+                        ctx.spool_dir.display()
+                    ))
+                })?;
             let paths =
                 fetch_binlogs(ctx, &r.source_instance, &replay.files, staging.path()).await?;
             replay_binlogs(&db, &server.socket, &replay, &paths).await?
@@ -183,25 +171,8 @@ fn describe(replay: &BinlogReplay, done: &Replayed) -> String {
     )
 }
 
-/// Fetch archived binlogs of `instance` into `dir`; returns their paths in order.
-pub async fn fetch_binlogs(
-    ctx: &JobContext,
-    instance: &str,
-    files: &[String],
-    dir: &Path,
-) -> Result<Vec<PathBuf>, String> {
-    let mut paths = Vec::new();
-    for name in files {
-        let dest = dir.join(name);
-        crate::wal::fetch::fetch_named(&ctx.client, instance, name, &dest, Duration::from_secs(30))
-            .await?;
-        paths.push(dest);
-    }
-    Ok(paths)
-}
-
 /// A new, empty data directory for a dump to load into.
-async fn initialize(db: &Maria, datadir: &Path, os_user: &str) -> Result<(), JobFailure> {
+async fn initialize(db: &Maria, datadir: &Path, os_user: &str) -> Result<(), AgentError> {
     let mut cmd = std::process::Command::new(db.program("mariadb-install-db"));
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
@@ -225,7 +196,7 @@ async fn load_dump(
     backup: BackupId,
     part: &str,
     socket: &Path,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let accounts = part == super::logical::USERS_PART;
     let mut cmd = local_client(db, "mariadb", socket);
     if accounts {
@@ -250,7 +221,7 @@ async fn load_dump(
     };
     run_fed(ctx, cmd, Some(feed))
         .await
-        .map_err(|f| JobFailure(format!("loading part {part}: {}", f.0)))
+        .map_err(|f| f.reworded(|m| format!("loading part {part}: {m}")))
 }
 
 /// `mariabackup --prepare` the unpacked copy: apply its redo log so it is consistent.
@@ -258,7 +229,7 @@ pub async fn prepare(
     db: &Maria,
     datadir: &Path,
     ids: Option<(u32, u32)>,
-) -> Result<(), JobFailure> {
+) -> Result<(), AgentError> {
     let mut cmd = std::process::Command::new(db.program("mariabackup"));
     cmd.arg("--no-defaults")
         .arg("--prepare")
@@ -274,7 +245,7 @@ pub async fn unpack(
     backup: BackupId,
     datadir: &Path,
     ids: Option<(u32, u32)>,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let mut cmd = std::process::Command::new(db.program("mbstream"));
     cmd.arg("-x").arg("-C").arg(datadir);
     osuser::run_as(&mut cmd, ids);
@@ -286,374 +257,19 @@ pub async fn unpack(
     run_fed(ctx, cmd, Some(feed)).await
 }
 
-async fn run_tool(cmd: std::process::Command, what: &str) -> Result<(), JobFailure> {
+async fn run_tool(cmd: std::process::Command, what: &str) -> Result<(), AgentError> {
     let out = tokio::process::Command::from(cmd)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| AgentError::permanent(format!("{what}: {e}")))?;
     if !out.status.success() {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "{what} {}: {}",
             tool::describe(out.status),
             tail(&String::from_utf8_lossy(&out.stderr), 8)
         )));
     }
     Ok(())
-}
-
-#[derive(Clone, Copy)]
-pub enum ServerMode {
-    /// Private socket, no binlog, no grant checks for the replaying session.
-    Replay,
-    /// For use after the restore: grants in force; networking only with a port.
-    Serve { port: u32 },
-}
-
-pub struct Server {
-    pub socket: PathBuf,
-    pub datadir: PathBuf,
-}
-
-/// mariadbd from the instance's bin-dir, else Debian's /usr/sbin, else the PATH.
-pub fn mariadbd(db: &Maria) -> PathBuf {
-    if db.cfg.bin_dir.is_some() {
-        return db.program("mariadbd");
-    }
-    let sbin = PathBuf::from("/usr/sbin/mariadbd");
-    if sbin.exists() {
-        sbin
-    } else {
-        PathBuf::from("mariadbd")
-    }
-}
-
-pub async fn start_server(
-    db: &Maria,
-    program: &Path,
-    datadir: &Path,
-    os_user: &str,
-    mode: ServerMode,
-) -> Result<Server, JobFailure> {
-    let socket = datadir.join(SOCKET);
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg("--no-defaults")
-        .arg(format!("--datadir={}", datadir.display()))
-        .arg(format!("--socket={}", socket.display()))
-        .arg(format!("--pid-file={}", datadir.join(PID).display()))
-        .arg(format!(
-            "--log-error={}",
-            datadir.join(SERVER_LOG).display()
-        ))
-        .args([
-            "--skip-log-bin",
-            "--skip-slave-start",
-            "--event-scheduler=OFF",
-        ]);
-    if rustix::process::geteuid().is_root() {
-        cmd.arg(format!("--user={os_user}"));
-    }
-    match mode {
-        ServerMode::Replay => {
-            cmd.args(["--skip-networking", "--skip-grant-tables"]);
-        }
-        ServerMode::Serve { port: 0 } => {
-            cmd.arg("--skip-networking");
-        }
-        ServerMode::Serve { port } => {
-            cmd.arg(format!("--port={port}"));
-        }
-    }
-    // Detached: with --start the server outlives this job (and the agent).
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = tokio::process::Command::from(cmd)
-        .spawn()
-        .map_err(|source| ToolError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
-    let server = Server {
-        socket,
-        datadir: datadir.to_path_buf(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(JobFailure(format!(
-                "mariadbd {} while starting: {}",
-                tool::describe(status),
-                server.log_tail(12)
-            )));
-        }
-        if ping(db, &server.socket).await {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(JobFailure(format!(
-                "mariadbd did not accept connections within 300 s: {}",
-                server.log_tail(12)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Reap it when it exits, or a stopped server stays a zombie that still "runs" for
-    // anyone checking its pid. If the agent goes first, init adopts and reaps it.
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
-    Ok(server)
-}
-
-/// A client command on the restored server's socket (root: no password while grant tables
-/// are skipped; the source's root afterwards).
-pub fn local_client(db: &Maria, tool: &str, socket: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(db.program(tool));
-    c.env_remove("MYSQL_PWD")
-        .arg("--no-defaults")
-        .arg(format!("--socket={}", socket.display()))
-        .arg("--user=root");
-    c
-}
-
-async fn ping(db: &Maria, socket: &Path) -> bool {
-    let mut c = local_client(db, "mariadb", socket);
-    c.args(["--batch", "--execute", "SELECT 1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    tokio::process::Command::from(c)
-        .status()
-        .await
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-impl Server {
-    pub fn log_tail(&self, n: usize) -> String {
-        tail(
-            &std::fs::read_to_string(self.datadir.join(SERVER_LOG)).unwrap_or_default(),
-            n,
-        )
-    }
-
-    /// A clean shutdown by SIGTERM, which needs no login (the restored accounts may not
-    /// let this job in any more).
-    pub async fn shut_down(&mut self) -> Result<(), JobFailure> {
-        let pid = std::fs::read_to_string(self.datadir.join(PID))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .and_then(rustix::process::Pid::from_raw)
-            .ok_or_else(|| format!("no pid file in {}", self.datadir.display()))?;
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-            .map_err(|e| format!("stopping mariadbd (pid {pid:?}): {e}"))?;
-        wait_gone(&self.datadir).await
-    }
-}
-
-/// Wait until the server whose pid file is in `datadir` has exited.
-async fn wait_gone(datadir: &Path) -> Result<(), JobFailure> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while datadir.join(PID).exists() {
-        if Instant::now() > deadline {
-            return Err(JobFailure(
-                "mariadbd did not stop within 120 s of shutdown".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-/// Stop a server this job may have left running (after a failure): kill by its pid file.
-pub async fn stop_server(_db: &Maria, datadir: &Path) {
-    let Ok(pid) = std::fs::read_to_string(datadir.join(PID)) else {
-        return;
-    };
-    if let Some(pid) = pid
-        .trim()
-        .parse()
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Replay `files` from `replay.start_position` in one `mariadb` session, following the
-/// GTIDs and event times that go by.
-pub async fn replay_binlogs(
-    db: &Maria,
-    socket: &Path,
-    replay: &BinlogReplay,
-    files: &[PathBuf],
-) -> Result<Replayed, JobFailure> {
-    let decoder = db.program("mariadb-binlog");
-    let mut dec = std::process::Command::new(&decoder);
-    // Binlog times are UTC here, and so is --stop-datetime.
-    dec.env("TZ", "UTC")
-        .arg("--no-defaults")
-        .arg(format!("--start-position={}", replay.start_position));
-    if replay.stop_before > 0 {
-        dec.arg(format!(
-            "--stop-datetime={}",
-            utc(replay.stop_before).trim_end_matches('Z')
-        ));
-    }
-    dec.args(files)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut dec = tokio::process::Command::from(dec)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Spawn {
-            program: decoder.display().to_string(),
-            source,
-        })?;
-    let mut client = local_client(db, "mariadb", socket);
-    client
-        .args(["--binary-mode", "--batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut client = tokio::process::Command::from(client)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting mariadb for the replay: {e}"))?;
-    let decoded = dec.stdout.take().expect("piped");
-    let mut dec_err = dec.stderr.take().expect("piped");
-    let mut sql = client.stdin.take().expect("piped");
-    let mut client_err = client.stderr.take().expect("piped");
-    let mut seen = Replayed {
-        files: files.len(),
-        ..Default::default()
-    };
-    for g in replay
-        .gtid
-        .split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-    {
-        if let Some(domain) = g.split('-').next().and_then(|d| d.parse().ok()) {
-            seen.gtids.insert(domain, g.to_string());
-        }
-    }
-    let pump = async {
-        // Account statements in the binlog need the grant tables loaded.
-        sql.write_all(b"FLUSH PRIVILEGES;\n").await?;
-        let mut lines = BufReader::new(decoded);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if lines.read_until(b'\n', &mut line).await? == 0 {
-                break;
-            }
-            if line.first() == Some(&b'#') {
-                follow(&String::from_utf8_lossy(&line), &mut seen);
-            }
-            sql.write_all(&line).await?;
-        }
-        let position = seen.gtid_position();
-        if !position.is_empty() {
-            sql.write_all(format!("\nSET GLOBAL gtid_slave_pos = '{position}';\n").as_bytes())
-                .await?;
-        }
-        sql.shutdown().await?;
-        drop(sql);
-        Ok::<(), std::io::Error>(())
-    };
-    let (mut e1, mut e2) = (String::new(), String::new());
-    let (pumped, _, _) = tokio::join!(
-        pump,
-        dec_err.read_to_string(&mut e1),
-        client_err.read_to_string(&mut e2)
-    );
-    let dec_status = dec.wait().await.map_err(|e| e.to_string())?;
-    let client_status = client.wait().await.map_err(|e| e.to_string())?;
-    if !dec_status.success() {
-        return Err(JobFailure(format!(
-            "mariadb-binlog {}: {}",
-            tool::describe(dec_status),
-            e1.trim()
-        )));
-    }
-    if !client_status.success() {
-        return Err(JobFailure(format!(
-            "replaying the binlogs failed: mariadb {}: {}",
-            tool::describe(client_status),
-            e2.trim()
-        )));
-    }
-    pumped.map_err(|e| format!("feeding the replay: {e}"))?;
-    Ok(seen)
-}
-
-/// Take the event time and GTID from one of mariadb-binlog's comment lines:
-/// `#261126  4:42:16 server id 1  end_log_pos 427 CRC32 0xac93fb79 <TAB>GTID 0-1-5 trans`.
-fn follow(line: &str, seen: &mut Replayed) {
-    let Some(rest) = line.strip_prefix('#') else {
-        return;
-    };
-    if !rest.contains(" server id ") {
-        return;
-    }
-    if let Some(t) = event_time(rest) {
-        seen.last_event_at = t;
-    }
-    if let Some(g) = rest.split("GTID ").nth(1) {
-        let gtid = g.split_whitespace().next().unwrap_or("");
-        let mut parts = gtid.split('-');
-        if let (Some(Ok(domain)), Some(_), Some(_)) = (
-            parts.next().map(str::parse::<u64>),
-            parts.next(),
-            parts.next(),
-        ) {
-            seen.gtids.insert(domain, gtid.to_string());
-            seen.transactions += 1;
-        }
-    }
-}
-
-/// `261126  4:42:16 server id ...` -> unix seconds (the decoder ran with TZ=UTC).
-fn event_time(s: &str) -> Option<i64> {
-    let date = s.get(0..6)?;
-    let (yy, mm, dd): (i64, u32, u32) = (
-        date.get(0..2)?.parse().ok()?,
-        date.get(2..4)?.parse().ok()?,
-        date.get(4..6)?.parse().ok()?,
-    );
-    let clock = s.get(6..)?.split_whitespace().next()?;
-    let mut hms = clock.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    Some(days_from_civil(2000 + yy, mm, dd) * 86400 + h * 3600 + m * 60 + sec)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decoder_comments_give_event_times_and_gtids() {
-        let mut seen = Replayed::default();
-        follow(
-            "#261126  4:42:16 server id 1  end_log_pos 427 CRC32 0xac93fb79 \tGTID 0-1-5 trans\n",
-            &mut seen,
-        );
-        follow(
-            "#261126 14:02:09 server id 1  end_log_pos 500 CRC32 0x1 \tGTID 2-1-9 trans\n",
-            &mut seen,
-        );
-        follow(
-            "#261126 14:02:10 server id 1  end_log_pos 600 CRC32 0x1 \tXid = 12\n",
-            &mut seen,
-        );
-        follow("# at 427\n", &mut seen);
-        assert_eq!(seen.transactions, 2);
-        assert_eq!(seen.gtid_position(), "0-1-5,2-1-9");
-        assert_eq!(utc(seen.last_event_at), "2026-11-26 14:02:10Z");
-    }
 }

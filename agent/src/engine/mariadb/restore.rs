@@ -22,7 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::{Maria, quote_ident, quote_literal};
 use crate::download::download_part;
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::tool::{self, ToolError};
 
 const SECTION: &str = "-- Current Database: `";
@@ -32,8 +33,8 @@ const SHORT_LINE: usize = 4096;
 pub async fn run(ctx: &JobContext, db: &Maria, job: &RestoreJob) -> JobResult {
     let into = &job.into_database;
     if job.database.is_empty() {
-        return Err(JobFailure(
-            "the controller named no source database for this dump".into(),
+        return Err(AgentError::permanent(
+            "the controller named no source database for this dump",
         ));
     }
     let exists = db
@@ -48,7 +49,7 @@ pub async fn run(ctx: &JobContext, db: &Maria, job: &RestoreJob) -> JobResult {
         == "1";
     if exists {
         if !job.clean {
-            return Err(JobFailure(format!(
+            return Err(AgentError::permanent(format!(
                 "database {into} already exists on instance {}; pass --clean to replace it, or pick a new name",
                 db.cfg.name
             )));
@@ -65,7 +66,10 @@ pub async fn run(ctx: &JobContext, db: &Maria, job: &RestoreJob) -> JobResult {
             human_bytes(bytes)
         )),
         Err(f) => {
-            let mut msg = format!("restore of backup {backup} into {into} failed: {}", f.0);
+            let mut msg = format!(
+                "restore of backup {backup} into {into} failed: {}",
+                f.message()
+            );
             match db
                 .query(
                     None,
@@ -80,7 +84,7 @@ pub async fn run(ctx: &JobContext, db: &Maria, job: &RestoreJob) -> JobResult {
                     "; dropping the partly restored database {into} failed too: {e}"
                 )),
             }
-            Err(JobFailure(msg))
+            Err(AgentError::new(f.kind(), msg))
         }
     }
 }
@@ -90,7 +94,7 @@ async fn restore_into(
     db: &Maria,
     job: &RestoreJob,
     backup: BackupId,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let mut cmd = db.command("mariadb");
     cmd.arg("--batch")
         .stdin(Stdio::piped())
@@ -139,18 +143,18 @@ async fn restore_into(
     let status = child
         .wait()
         .await
-        .map_err(|e| format!("waiting for mariadb: {e}"))?;
+        .map_err(|e| AgentError::permanent(format!("waiting for mariadb: {e}")))?;
     if !status.success() {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "mariadb {}: {}",
             tool::describe(status),
             err.trim()
         )));
     }
     let bytes = downloaded?;
-    fed.map_err(|e| format!("feeding mariadb: {e}"))?;
+    fed.map_err(|e| AgentError::permanent(format!("feeding mariadb: {e}")))?;
     if !filter.found {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "the dump has no database {}",
             job.database
         )));

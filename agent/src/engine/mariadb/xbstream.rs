@@ -8,6 +8,8 @@
 
 use std::collections::HashSet;
 
+use crate::upload::Malformed;
+
 const MAGIC: &[u8; 8] = b"XBSTCK01";
 const FIXED: usize = 14; // magic, flags, type, path length
 const MAX_PATH: usize = 4096;
@@ -28,25 +30,27 @@ pub struct XbstreamCheck {
     pub chunks: u64,
     pub sparse_chunks: u64,
     pub binlog_info: Vec<u8>,
-    error: Option<String>,
+    error: Option<Malformed>,
 }
 
 impl XbstreamCheck {
     /// The whole header's length, once enough of it is known to tell.
-    fn header_len(&self) -> Option<Result<usize, String>> {
+    fn header_len(&self) -> Option<Result<usize, Malformed>> {
         let h = &self.header;
         if h.len() < FIXED {
             return None;
         }
         if &h[..8] != MAGIC {
-            return Some(Err(format!(
+            return Some(Err(Malformed(format!(
                 "not an xbstream chunk at a chunk boundary (found {:?})",
                 String::from_utf8_lossy(&h[..8])
-            )));
+            ))));
         }
         let path_len = u32::from_le_bytes(h[10..14].try_into().unwrap()) as usize;
         if path_len > MAX_PATH {
-            return Some(Err(format!("a chunk names a path of {path_len} bytes")));
+            return Some(Err(Malformed(format!(
+                "a chunk names a path of {path_len} bytes"
+            ))));
         }
         let base = FIXED + path_len;
         Some(Ok(match h[9] {
@@ -59,11 +63,16 @@ impl XbstreamCheck {
                 let holes = u32::from_le_bytes(h[base..base + 4].try_into().unwrap()) as usize;
                 base + 4 + 20 + holes * 8
             }
-            t => return Some(Err(format!("unknown xbstream chunk type {:?}", t as char))),
+            t => {
+                return Some(Err(Malformed(format!(
+                    "unknown xbstream chunk type {:?}",
+                    t as char
+                ))));
+            }
         }))
     }
 
-    fn start_chunk(&mut self) -> Result<(), String> {
+    fn start_chunk(&mut self) -> Result<(), Malformed> {
         let h = std::mem::take(&mut self.header);
         let path_len = u32::from_le_bytes(h[10..14].try_into().unwrap()) as usize;
         let path = String::from_utf8_lossy(&h[FIXED..FIXED + path_len]).into_owned();
@@ -93,22 +102,22 @@ impl XbstreamCheck {
         self.end_payload_if_done()
     }
 
-    fn end_payload_if_done(&mut self) -> Result<(), String> {
+    fn end_payload_if_done(&mut self) -> Result<(), Malformed> {
         if self.remaining == 0
             && let Some((h, want)) = self.crc.take()
         {
             let got = h.finalize();
             if got != want {
-                return Err(format!(
+                return Err(Malformed(format!(
                     "a chunk of {} fails its CRC32 (stored {want:08x}, computed {got:08x})",
                     self.current
-                ));
+                )));
             }
         }
         Ok(())
     }
 
-    fn step(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    fn step(&mut self, mut bytes: &[u8]) -> Result<(), Malformed> {
         while !bytes.is_empty() {
             if self.remaining > 0 {
                 let n = bytes.len().min(self.remaining as usize);
@@ -151,23 +160,25 @@ impl XbstreamCheck {
     }
 
     /// The stream ended: was it whole?
-    pub fn finish(&self) -> Result<String, String> {
+    pub fn finish(&self) -> Result<String, Malformed> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
         if self.remaining > 0 || !self.header.is_empty() {
-            return Err("the stream ends inside a chunk; it is truncated".into());
+            return Err(Malformed(
+                "the stream ends inside a chunk; it is truncated".into(),
+            ));
         }
         if let Some(open) = self.open.iter().next() {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "{} file(s) were never closed, {open} among them; the stream is truncated",
                 self.open.len()
-            ));
+            )));
         }
         if !self.seen.contains(CHECKPOINTS) {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "the stream has no {CHECKPOINTS}; it is not a complete mariabackup backup"
-            ));
+            )));
         }
         Ok(format!(
             "xbstream of {} files in {} chunks, every chunk's CRC32 matched{}",
@@ -252,14 +263,20 @@ mod tests {
         let s = stream();
         let cut = check(&s[..s.len() - 30], 64);
         assert!(
-            cut.finish().unwrap_err().contains("truncated"),
+            cut.finish().unwrap_err().0.contains("truncated"),
             "{:?}",
             cut.finish()
         );
         let mut flipped = s.clone();
         flipped[100] ^= 1;
-        assert!(check(&flipped, 64).finish().unwrap_err().contains("CRC32"));
+        assert!(
+            check(&flipped, 64)
+                .finish()
+                .unwrap_err()
+                .0
+                .contains("CRC32")
+        );
         let garbage = check(b"this is not an xbstream at all", 8);
-        assert!(garbage.finish().unwrap_err().contains("not an xbstream"));
+        assert!(garbage.finish().unwrap_err().0.contains("not an xbstream"));
     }
 }

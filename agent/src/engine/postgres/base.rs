@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 use tidemark_core::ids::BackupId;
 use tidemark_core::text::bytes as human_bytes;
 use tidemark_core::timefmt::now;
-use tidemark_core::wal::Lsn;
 use tidemark_proto::{BaseBackupInfo, BeginBackupRequest, FinishBackupRequest, PartCheck};
 
 use super::Pg;
 use super::fifo::{FifoSpool, PlantError};
+use super::manifest::{parse_label, parse_manifest, tar_check};
+use super::tar::{TarSummary, TarTap};
 use crate::config::Checkpoint;
-use crate::job::{JobContext, JobFailure, JobResult};
-use crate::tar::{TarSummary, TarTap};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::tool::{self, ToolError};
-use crate::upload::{Ack, Part, Target, UploadError, upload_stream};
+use crate::upload::{Part, UploadError, upload_part};
 
 pub const BASE: &str = "base";
 pub const MANIFEST: &str = "backup_manifest";
@@ -60,7 +61,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     };
     match outcome {
         Ok(msg) => Ok(msg),
-        Err(f) => Err(ctx.fail_backup(backup, &f.0).await),
+        Err(f) => Err(ctx.fail_backup(backup, f).await),
     }
 }
 
@@ -77,34 +78,47 @@ async fn stream_backup(
     pg: &Pg,
     backup: BackupId,
     tablespaces: &BTreeMap<String, String>,
-) -> Result<Streamed, JobFailure> {
+) -> Result<Streamed, AgentError> {
     // pg_basebackup may, in principle, open a file before its pipe exists; that is
     // detected and the run repeated once.
-    for attempt in 1..=2 {
+    let mut retried = false;
+    loop {
         match run_pg_basebackup(ctx, pg, backup, tablespaces).await {
-            Err(Attempt::LostRace(name)) if attempt == 1 => {
+            Err(Attempt::LostRace(name)) if !retried => {
                 tracing::warn!(%backup, file = %name, "pg_basebackup opened {name} before its pipe existed; running it again");
+                retried = true;
             }
             Err(Attempt::LostRace(name)) => {
-                return Err(JobFailure(format!(
+                break Err(AgentError::permanent(format!(
                     "pg_basebackup twice opened {name} before its pipe was in place"
                 )));
             }
-            Err(Attempt::Failed(f)) => return Err(f),
-            Ok(s) => return Ok(s),
+            Err(Attempt::Failed(f)) => break Err(f),
+            Ok(s) => break Ok(s),
         }
     }
-    unreachable!("the loop returns")
 }
 
 enum Attempt {
     LostRace(String),
-    Failed(JobFailure),
+    Failed(AgentError),
 }
 
-impl<E: std::fmt::Display> From<E> for Attempt {
-    fn from(e: E) -> Self {
-        Attempt::Failed(JobFailure(e.to_string()))
+impl From<AgentError> for Attempt {
+    fn from(e: AgentError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<ToolError> for Attempt {
+    fn from(e: ToolError) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+impl From<UploadError> for Attempt {
+    fn from(e: UploadError) -> Self {
+        Attempt::Failed(e.into())
     }
 }
 
@@ -115,10 +129,10 @@ async fn run_pg_basebackup(
     tablespaces: &BTreeMap<String, String>,
 ) -> Result<Streamed, Attempt> {
     let mut spool = FifoSpool::new(&ctx.spool_dir).map_err(|e| {
-        format!(
+        AgentError::permanent(format!(
             "cannot make a spool directory in {}: {e}",
             ctx.spool_dir.display()
-        )
+        ))
     })?;
     let app = format!("tidemark-base-{backup}");
     let mut cmd: Command = pg.command("pg_basebackup");
@@ -134,7 +148,7 @@ async fn run_pg_basebackup(
         ])
         .arg(format!(
             "--checkpoint={}",
-            match pg.cfg.checkpoint {
+            match pg.settings.checkpoint {
                 Checkpoint::Fast => "fast",
                 Checkpoint::Spread => "spread",
             }
@@ -189,14 +203,14 @@ async fn run_pg_basebackup(
                 }
                 .into(),
             ),
-            PlantError::Io(m) => Attempt::Failed(JobFailure(m)),
+            PlantError::Io(m) => Attempt::Failed(AgentError::permanent(m)),
         });
     }
 
     let watchdog = tokio::spawn(watch_archive_wait(
         pg.clone(),
         app,
-        pg.cfg.wal_wait_timeout,
+        pg.settings.wal_wait_timeout,
         kill,
     ));
     let mut opened = spool.open_all();
@@ -222,11 +236,11 @@ async fn run_pg_basebackup(
             &["backup_label", "global/pg_control"],
         );
         summaries.insert(part.clone(), summary.clone());
-        let target = Target::Part(Part {
+        let target = Part {
             backup,
             name: &part,
             format: FORMAT_TAR,
-        });
+        };
         // A tar stream cut short (pg_basebackup died) lacks its end-of-archive marker: it
         // must not be stored as a part.
         let complete = move || {
@@ -239,12 +253,11 @@ async fn run_pg_basebackup(
                 (None, true) => Ok(()),
             }
         };
-        match upload_stream(&ctx.client, target, tap, &ctx.progress, kill, complete).await {
-            Ok(Ack::Part(ack)) => {
+        match upload_part(&ctx.client, target, tap, &ctx.progress, kill, complete).await {
+            Ok(ack) => {
                 stored += ack.raw_bytes;
                 new += ack.new_bytes;
             }
-            Ok(Ack::Wal(_)) => unreachable!("a part is acknowledged as a part"),
             Err(e) => {
                 failure = Some(e);
                 kill();
@@ -264,9 +277,9 @@ async fn run_pg_basebackup(
     let stderr = stderr_tail.await.unwrap_or_default();
     let stop_time = now();
     if waited_out {
-        return Err(Attempt::Failed(JobFailure(format!(
+        return Err(Attempt::Failed(AgentError::permanent(format!(
             "PostgreSQL waited longer than {} for the backup's WAL to be archived, so pg_basebackup was stopped; check that archive_command is 'tidemark-agent wal-push %p' and working (tidemark status, pg_stat_archiver)",
-            tidemark_core::duration::human(pg.cfg.wal_wait_timeout)
+            tidemark_core::duration::human(pg.settings.wal_wait_timeout)
         ))));
     }
     // An upload the controller refused is the cause, and stopped pg_basebackup; a stream
@@ -276,7 +289,7 @@ async fn run_pg_basebackup(
         (Some(f @ UploadError::Read(_)), Some(s)) if !s.success() => {
             tracing::debug!("stream cut short: {f}");
         }
-        (Some(f), _) => return Err(Attempt::Failed(JobFailure(f.to_string()))),
+        (Some(f), _) => return Err(f.into()),
         _ => {}
     }
     match exit {
@@ -294,34 +307,34 @@ async fn run_pg_basebackup(
     }
     let extra = spool.unexpected_files();
     if !extra.is_empty() {
-        return Err(format!(
+        return Err(AgentError::permanent(format!(
             "pg_basebackup wrote {} that the backup did not expect (a tablespace created while it ran); run the backup again",
             extra.join(", ")
-        )
+        ))
         .into());
     }
     for oid in tablespaces.keys() {
         if !summaries.contains_key(&format!("tablespace:{oid}")) {
-            return Err(format!(
+            return Err(AgentError::permanent(format!(
                 "pg_basebackup sent nothing for tablespace {oid} (dropped while the backup ran?); run the backup again"
-            )
+            ))
             .into());
         }
     }
     // The manifest is small (a line per file) and written only at the end, as a file.
     let manifest_path = spool.dir().join("backup_manifest");
     let manifest = std::fs::read(&manifest_path).map_err(|e| {
-        format!(
+        AgentError::permanent(format!(
             "pg_basebackup left no readable {}: {e}",
             manifest_path.display()
-        )
+        ))
     })?;
-    let target = Target::Part(Part {
+    let target = Part {
         backup,
         name: MANIFEST,
         format: FORMAT_MANIFEST,
-    });
-    match upload_stream(
+    };
+    let ack = upload_part(
         &ctx.client,
         target,
         std::io::Cursor::new(manifest.clone()),
@@ -329,24 +342,19 @@ async fn run_pg_basebackup(
         || {},
         || Ok(()),
     )
-    .await?
-    {
-        Ack::Part(ack) => {
-            stored += ack.raw_bytes;
-            new += ack.new_bytes;
-        }
-        Ack::Wal(_) => unreachable!("a part is acknowledged as a part"),
-    }
+    .await?;
+    stored += ack.raw_bytes;
+    new += ack.new_bytes;
 
     let base = summaries
         .get(BASE)
         .map(|s| s.lock().unwrap().clone())
-        .ok_or("pg_basebackup sent no base.tar")?;
+        .ok_or_else(|| AgentError::permanent("pg_basebackup sent no base.tar"))?;
     let label_text = base
         .captured
         .get("backup_label")
         .map(|b| String::from_utf8_lossy(b).into_owned())
-        .ok_or("base.tar holds no backup_label")?;
+        .ok_or_else(|| AgentError::permanent("base.tar holds no backup_label"))?;
     let label = parse_label(&label_text)?;
     let range = parse_manifest(&manifest)?;
     let mut map = tablespaces.clone();
@@ -427,86 +435,11 @@ async fn watch_archive_wait(pg: Pg, app: String, limit: Duration, kill: impl FnO
     }
 }
 
-fn tar_check(part: &str, s: &TarSummary) -> PartCheck {
-    let problem = if let Some(m) = &s.malformed {
-        Some(m.clone())
-    } else if !s.ended {
-        Some("the tar stream ends without its end-of-archive marker; it is truncated".into())
-    } else if part == BASE && !s.seen.iter().any(|n| n == "global/pg_control") {
-        Some("base.tar holds no global/pg_control".into())
-    } else if part == BASE && !s.seen.iter().any(|n| n == "backup_label") {
-        Some("base.tar holds no backup_label".into())
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => PartCheck {
-            part: part.into(),
-            ok: false,
-            detail: p,
-        },
-        None => PartCheck {
-            part: part.into(),
-            ok: true,
-            detail: format!(
-                "tar stream with {} members, closed by its end-of-archive marker",
-                s.members
-            ),
-        },
-    }
-}
-
-struct Label {
-    start: Lsn,
-}
-
-/// `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
-fn parse_label(text: &str) -> Result<Label, String> {
-    let start = text
-        .lines()
-        .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .ok_or_else(|| format!("backup_label has no START WAL LOCATION: {text:?}"))?;
-    Ok(Label {
-        start: Lsn::parse(start)?,
-    })
-}
-
-struct WalRange {
-    start: Lsn,
-    stop: Lsn,
-    timeline: u32,
-}
-
-/// The WAL range from the manifest's `WAL-Ranges` (the last range is the backup's end).
-fn parse_manifest(bytes: &[u8]) -> Result<WalRange, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("backup_manifest is not JSON: {e}"))?;
-    let ranges = v["WAL-Ranges"]
-        .as_array()
-        .filter(|r| !r.is_empty())
-        .ok_or("backup_manifest has no WAL-Ranges")?;
-    let lsn = |r: &serde_json::Value, k: &str| -> Result<Lsn, String> {
-        Lsn::parse(
-            r[k].as_str()
-                .ok_or_else(|| format!("WAL-Ranges entry without {k}"))?,
-        )
-    };
-    let last = ranges.last().expect("non-empty");
-    Ok(WalRange {
-        start: lsn(&ranges[0], "Start-LSN")?,
-        stop: lsn(last, "End-LSN")?,
-        timeline: last["Timeline"]
-            .as_u64()
-            .ok_or("WAL-Ranges entry without Timeline")? as u32,
-    })
-}
-
 /// Finish the backup; while the controller still lacks some of its WAL, wait (forcing a
 /// segment switch once, in case the last segment is still being filled).
 async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) -> JobResult {
     let mut client = ctx.client.clone();
-    let deadline = Instant::now() + pg.cfg.wal_wait_timeout;
+    let deadline = Instant::now() + pg.settings.wal_wait_timeout;
     let mut switched = false;
     let started = Instant::now();
     loop {
@@ -517,11 +450,7 @@ async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) 
             base: Some(s.info.clone()),
             binlog: None,
         };
-        let r = client
-            .finish_backup(finish)
-            .await
-            .map_err(|st| st.message().to_string())?
-            .into_inner();
+        let r = client.finish_backup(finish).await?.into_inner();
         match r.status.as_str() {
             "complete" => {
                 return Ok(format!(
@@ -542,13 +471,18 @@ async fn wait_for_wal(ctx: &JobContext, pg: &Pg, backup: BackupId, s: Streamed) 
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             "running" => {
-                return Err(JobFailure(format!(
+                return Err(AgentError::permanent(format!(
                     "{} after {}; check that archive_command is 'tidemark-agent wal-push %p' and working (tidemark status, pg_stat_archiver)",
                     r.reason,
-                    tidemark_core::duration::human(pg.cfg.wal_wait_timeout)
+                    tidemark_core::duration::human(pg.settings.wal_wait_timeout)
                 )));
             }
-            other => return Err(JobFailure(format!("backup {backup} {other}: {}", r.reason))),
+            other => {
+                return Err(AgentError::permanent(format!(
+                    "backup {backup} {other}: {}",
+                    r.reason
+                )));
+            }
         }
     }
 }
@@ -571,19 +505,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_and_manifest_give_the_wal_range() {
-        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nSTART TIMELINE: 1\n";
-        assert_eq!(parse_label(label).unwrap().start, Lsn(0x2000028));
-        assert!(parse_label("LABEL: x\n").is_err());
-        let m = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
-            "WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000138" }]}"#;
-        let r = parse_manifest(m).unwrap();
-        assert_eq!(
-            (r.start, r.stop, r.timeline),
-            (Lsn(0x2000028), Lsn(0x2000138), 1)
-        );
-        assert!(parse_manifest(b"{}").is_err());
-        assert!(parse_manifest(b"not json").is_err());
+    fn each_tar_goes_to_its_part() {
         assert_eq!(part_of("base.tar"), "base");
         assert_eq!(part_of("16385.tar"), "tablespace:16385");
     }

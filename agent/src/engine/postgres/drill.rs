@@ -15,7 +15,9 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 
 use super::physical::{self, Layout, Server};
 use super::{Pg, quote_literal};
-use crate::config::{InstanceConfig, SandboxConfig};
+use crate::config::{EngineKind, InstanceConfig, SandboxConfig};
+use crate::engine::common::{prepare_dir, tail};
+use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
 use crate::{osuser, sandbox, tool};
 
@@ -35,7 +37,7 @@ pub async fn run(ctx: &JobContext, config: &Path, sb: &SandboxConfig, job: &Dril
         ..Default::default()
     };
     if let Err(e) = procedure(ctx, config, sb, job, started, &mut report).await {
-        report.error = e;
+        report.error = e.to_string();
     }
     sandbox::finish_drill(ctx, sb, report).await
 }
@@ -47,21 +49,21 @@ async fn procedure(
     job: &DrillJob,
     started: Instant,
     report: &mut DrillReport,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let dir = &sb.dir;
     sandbox::wipe(sb).await?;
-    let bin = sandbox::engines(sb).remove(&job.major).ok_or_else(|| {
-        format!(
+    let bin = sandbox_binaries(sb).remove(&job.major).ok_or_else(|| {
+        AgentError::permanent(format!(
             "this sandbox has no PostgreSQL {} binaries; install them or list their bin directory in [sandbox] bin-dirs",
             job.major
-        )
+        ))
     })?;
     let ids = osuser::target(&sb.os_user)?;
     let mut r = job
         .restore
         .clone()
-        .ok_or("the drill job names no backup to restore")?;
-    let pgdata = sandbox::pgdata(dir);
+        .ok_or_else(|| AgentError::permanent("the drill job names no backup to restore"))?;
+    let pgdata = sandbox::data_dir(dir);
     r.pgdata = pgdata.display().to_string();
     r.tablespaces = r
         .tablespaces
@@ -73,7 +75,7 @@ async fn procedure(
             )
         })
         .collect();
-    let mut inst = InstanceConfig::fallback(&r.source_instance);
+    let mut inst = InstanceConfig::fallback(EngineKind::Postgresql, &r.source_instance);
     inst.bin_dir = Some(bin);
     inst.os_user = sb.os_user.clone();
     inst.user = job.user.clone();
@@ -86,14 +88,14 @@ async fn procedure(
             .collect(),
         created: Vec::new(),
     };
-    physical::prepare_dir(&layout.pgdata, ids, &mut layout.created)?;
+    prepare_dir(&layout.pgdata, ids, &mut layout.created)?;
     for d in layout.tablespaces.values() {
-        physical::prepare_dir(d, ids, &mut layout.created)?;
+        prepare_dir(d, ids, &mut layout.created)?;
     }
     report.bytes_restored =
         physical::restore_files(ctx, config, &inst, &r, BackupId(r.backup_id), &layout, ids)
             .await
-            .map_err(|f| format!("restoring backup {}: {}", r.backup_id, f.0))?;
+            .map_err(|f| f.reworded(|m| format!("restoring backup {}: {m}", r.backup_id)))?;
     isolate(&inst, dir, &pgdata, ids).await?;
     report.restore_ms = started.elapsed().as_millis() as u64;
 
@@ -104,9 +106,9 @@ async fn procedure(
         Err(e) => {
             let log =
                 std::fs::read_to_string(pgdata.join(physical::SERVER_LOG)).unwrap_or_default();
-            report.log_tail = physical::tail(&log, 20);
+            report.log_tail = tail(&log, 20);
             return Err(match recovery_failure(&log) {
-                Some(why) => format!("recovery failed: {why}"),
+                Some(why) => AgentError::permanent(format!("recovery failed: {why}")),
                 None => e,
             });
         }
@@ -133,12 +135,12 @@ async fn procedure(
             }
             Ok(())
         }
-        Ok(at) => Err(format!(
+        Ok(at) => Err(AgentError::permanent(format!(
             "recovery ended at {} without pausing at the target",
             at.lsn
-        )),
+        ))),
         Err(e) => Err(match recovery_failure(&log) {
-            Some(why) => format!("recovery failed: {why}"),
+            Some(why) => AgentError::permanent(format!("recovery failed: {why}")),
             None => e,
         }),
     };
@@ -182,16 +184,16 @@ async fn isolate(
     dir: &Path,
     pgdata: &Path,
     ids: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let run = sandbox::socket_dir(dir);
     std::fs::create_dir_all(&run)
         .and_then(|_| osuser::chown(&run, ids))
-        .map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+        .map_err(|e| AgentError::permanent(format!("cannot create {}: {e}", run.display())))?;
     let write = |name: &str, text: &str| {
         let p = pgdata.join(name);
         std::fs::write(&p, text)
             .and_then(|_| osuser::chown(&p, ids))
-            .map_err(|e| format!("cannot write {}: {e}", p.display()))
+            .map_err(|e| AgentError::permanent(format!("cannot write {}: {e}", p.display())))
     };
     if !pgdata.join("postgresql.conf").exists() {
         write("postgresql.conf", "# created by tidemark for a drill\n")?;
@@ -234,7 +236,7 @@ async fn isolate(
 async fn standby_minimums(
     inst: &InstanceConfig,
     pgdata: &Path,
-) -> Result<BTreeMap<&'static str, String>, String> {
+) -> Result<BTreeMap<&'static str, String>, AgentError> {
     let pg = Pg::new(inst.clone());
     let program = pg.program("pg_controldata");
     let out = tokio::process::Command::new(&program)
@@ -243,13 +245,13 @@ async fn standby_minimums(
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        .map_err(|e| AgentError::permanent(format!("cannot run {}: {e}", program.display())))?;
     if !out.status.success() {
-        return Err(format!(
+        return Err(AgentError::permanent(format!(
             "pg_controldata failed on the restored files ({}): {}",
             tool::describe(out.status),
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut found = BTreeMap::new();
@@ -295,11 +297,12 @@ async fn amcheck(server: &Server, report: &mut DrillReport) {
         server
             .pg
             .query("postgres", "SELECT pg_wal_replay_resume()")
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let at = server.wait_for_target(Duration::from_secs(600)).await?;
         if at.paused {
-            return Err("the server stayed paused after pg_wal_replay_resume()".to_string());
+            return Err(AgentError::permanent(
+                "the server stayed paused after pg_wal_replay_resume()",
+            ));
         }
         Ok(())
     };
@@ -326,6 +329,61 @@ async fn amcheck(server: &Server, report: &mut DrillReport) {
             };
         }
     }
+}
+
+/// PostgreSQL major version -> its bin directory, from `pg_ctl --version` in each.
+pub fn sandbox_binaries(cfg: &SandboxConfig) -> BTreeMap<u32, PathBuf> {
+    let dirs: Vec<PathBuf> = if cfg.bin_dirs.is_empty() {
+        std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+            .unwrap_or_default()
+    } else {
+        cfg.bin_dirs.clone()
+    };
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let Ok(o) = std::process::Command::new(dir.join("pg_ctl"))
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+        else {
+            tracing::warn!(dir = %dir.display(), "no pg_ctl here; this version cannot run drills");
+            continue;
+        };
+        // "pg_ctl (PostgreSQL) 15.10 (Debian 15.10-0+deb12u1)"
+        let text = String::from_utf8_lossy(&o.stdout);
+        let major = text
+            .split(") ")
+            .nth(1)
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|m| m.parse().ok());
+        if let Some(m) = major {
+            out.insert(m, dir);
+        }
+    }
+    out
+}
+
+/// `pg_ctl stop -m immediate` (the files are about to go); if that fails, kill the
+/// postmaster, whose children exit when it dies.
+pub async fn stop_sandbox_server(cfg: &SandboxConfig, data: &Path) {
+    let ids = osuser::target(&cfg.os_user).ok().flatten();
+    for bin in sandbox_binaries(cfg).values() {
+        let mut cmd = std::process::Command::new(bin.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(data)
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        osuser::run_as(&mut cmd, ids);
+        if let Ok(s) = tokio::process::Command::from(cmd).status().await
+            && s.success()
+        {
+            return;
+        }
+    }
+    sandbox::kill_by_pid_file(&data.join("postmaster.pid")).await;
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use super::{Pg, dbname_conninfo};
 use crate::download::download_part;
 use tidemark_core::text::bytes as human_bytes;
 
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::tool;
 use crate::upload::{Part, upload_tool_output};
 
@@ -25,7 +26,7 @@ const FORMAT_SQL: &str = "sql";
 pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
     let databases = pg.databases().await?;
     if databases.is_empty() {
-        return Err(JobFailure(format!(
+        return Err(AgentError::permanent(format!(
             "instance {} has no database to dump",
             pg.cfg.name
         )));
@@ -70,7 +71,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg) -> JobResult {
                 }
             ))
         }
-        Err(f) => Err(ctx.fail_backup(backup, &f.0).await),
+        Err(f) => Err(ctx.fail_backup(backup, f).await),
     }
 }
 
@@ -80,7 +81,7 @@ async fn dump_and_check(
     pg: &Pg,
     backup: BackupId,
     databases: &[String],
-) -> Result<(Vec<PartCheck>, u64, u64), JobFailure> {
+) -> Result<(Vec<PartCheck>, u64, u64), AgentError> {
     let (mut stored, mut new) = (0, 0);
     let mut globals = pg.command("pg_dumpall");
     globals.args(["--globals-only", "--no-password", "-l", "postgres"]);
@@ -97,7 +98,7 @@ async fn dump_and_check(
         // -Z0: chunking can only deduplicate an uncompressed stream; zstd compresses after.
         dump.args(["--format=custom", "--compress=0", "--no-password", "-d"])
             .arg(dbname_conninfo(db));
-        if let Some(t) = pg.cfg.lock_wait_timeout {
+        if let Some(t) = pg.settings.lock_wait_timeout {
             dump.arg(format!("--lock-wait-timeout={}", t.as_millis()));
         }
         let name = format!("db:{db}");
@@ -120,7 +121,7 @@ async fn dump_and_check(
 /// Transactions open longer than the configured limit. They pin old row versions (vacuum
 /// cannot remove them), which is worth a DBA's attention while a dump holds its snapshot.
 async fn long_transactions(pg: &Pg) -> Vec<String> {
-    let limit = pg.cfg.long_transaction_warning.as_secs();
+    let limit = pg.settings.long_transaction_warning.as_secs();
     let sql = format!(
         "SELECT pid, coalesce(usename, ''), coalesce(datname, ''), extract(epoch FROM now() - xact_start)::bigint, coalesce(state, '')
          FROM pg_stat_activity
@@ -138,7 +139,7 @@ async fn long_transactions(pg: &Pg) -> Vec<String> {
                 let age = duration::human(Duration::from_secs(secs.parse().unwrap_or(0)));
                 Some(format!(
                     "transaction open for {age} (pid {pid}, user {user}, database {db}, {state}), longer than the {} limit: it pins old row versions, so vacuum cannot remove them while it lasts",
-                    duration::human(pg.cfg.long_transaction_warning)
+                    duration::human(pg.settings.long_transaction_warning)
                 ))
             })
             .collect(),
@@ -148,7 +149,7 @@ async fn long_transactions(pg: &Pg) -> Vec<String> {
 /// The globals are SQL text; a complete dump ends with pg_dumpall's closing banner.
 async fn check_globals(ctx: &JobContext, backup: BackupId) -> PartCheck {
     let mut buf: Vec<u8> = Vec::new();
-    let detail = match download_part(
+    match download_part(
         &ctx.client,
         backup,
         GLOBALS,
@@ -158,22 +159,23 @@ async fn check_globals(ctx: &JobContext, backup: BackupId) -> PartCheck {
     )
     .await
     {
-        Err(e) => Err(e.to_string()),
+        Err(e) => failed(GLOBALS, e.to_string()),
         Ok(n) => {
             let text = String::from_utf8_lossy(&buf);
             if text.contains("PostgreSQL database cluster dump complete") {
-                Ok(format!(
-                    "pg_dumpall globals, {n} bytes, ends with its completion banner"
-                ))
+                passed(
+                    GLOBALS,
+                    format!("pg_dumpall globals, {n} bytes, ends with its completion banner"),
+                )
             } else {
-                Err(
+                failed(
+                    GLOBALS,
                     "the globals dump lacks pg_dumpall's completion banner; it is truncated"
                         .to_string(),
                 )
             }
         }
-    };
-    part_check(GLOBALS, detail)
+    }
 }
 
 /// Feed the stored stream to `pg_restore --list`, which parses the archive's header and table
@@ -191,10 +193,7 @@ async fn check_custom_dump(ctx: &JobContext, pg: &Pg, backup: BackupId, part: &s
     {
         Ok(c) => c,
         Err(source) => {
-            return part_check(
-                part,
-                Err(tool::ToolError::Spawn { program, source }.to_string()),
-            );
+            return failed(part, tool::ToolError::Spawn { program, source }.to_string());
         }
     };
     let mut stdin = child.stdin.take().expect("piped");
@@ -223,41 +222,43 @@ async fn check_custom_dump(ctx: &JobContext, pg: &Pg, backup: BackupId, part: &s
     };
     let (fed, (out, err)) = tokio::join!(feed, read_out);
     let status = child.wait().await;
-    let detail = match (status, fed) {
-        (Err(e), _) => Err(format!("pg_restore --list: {e}")),
-        (Ok(s), _) if !s.success() => Err(format!(
-            "pg_restore --list {}: {}",
-            tool::describe(s),
-            err.trim()
-        )),
+    match (status, fed) {
+        (Err(e), _) => failed(part, format!("pg_restore --list: {e}")),
+        (Ok(s), _) if !s.success() => failed(
+            part,
+            format!("pg_restore --list {}: {}", tool::describe(s), err.trim()),
+        ),
         // A sink error only means pg_restore stopped reading after the TOC.
         (Ok(_), Err(e)) if !matches!(e, crate::download::DownloadError::Sink { .. }) => {
-            Err(e.to_string())
+            failed(part, e.to_string())
         }
         (Ok(_), _) => {
             let entries = out
                 .lines()
                 .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
                 .count();
-            Ok(format!(
-                "pg_restore --list read the archive: {entries} TOC entries"
-            ))
+            passed(
+                part,
+                format!("pg_restore --list read the archive: {entries} TOC entries"),
+            )
         }
-    };
-    part_check(part, detail)
+    }
 }
 
-fn part_check(part: &str, detail: Result<String, String>) -> PartCheck {
-    match detail {
-        Ok(d) => PartCheck {
-            part: part.into(),
-            ok: true,
-            detail: d,
-        },
-        Err(d) => PartCheck {
-            part: part.into(),
-            ok: false,
-            detail: d,
-        },
+/// A check the stored part passed, and what it found.
+fn passed(part: &str, detail: String) -> PartCheck {
+    PartCheck {
+        part: part.into(),
+        ok: true,
+        detail,
+    }
+}
+
+/// A check the stored part failed, and why.
+fn failed(part: &str, detail: String) -> PartCheck {
+    PartCheck {
+        part: part.into(),
+        ok: false,
+        detail,
     }
 }

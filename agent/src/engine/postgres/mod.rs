@@ -1,24 +1,155 @@
-//! PostgreSQL: connection settings shared by every tool run, and small catalog queries
-//! through psql (the agent links no database driver).
+//! PostgreSQL: the [`Engine`] for PostgreSQL instances, connection settings shared by
+//! every tool run, and small catalog queries through psql (the agent links no database
+//! driver).
+//!
+//! Backups: `logical` (pg_dumpall globals, then pg_dump per database) and `base`
+//! (pg_basebackup through named pipes, `fifo` and `tar`). Restores: `restore` (pg_restore
+//! into a database) and `physical` (a base backup, then recovery from archived WAL). Drills:
+//! `drill`. The WAL archive is not a daemon task: PostgreSQL runs `tidemark-agent
+//! wal-push` as its archive_command and `wal-fetch` as its restore_command (`wal`).
 
 pub mod base;
 pub mod drill;
 mod fifo;
 pub mod logical;
+mod manifest;
 pub mod physical;
 pub mod restore;
+pub mod tar;
+pub mod wal;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::InstanceConfig;
+use async_trait::async_trait;
+use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::{
+    ArchiverStatus, DrillJob, InstanceInfo, PhysicalRestore, RestoreJob, ToolVersion,
+};
+use tonic::transport::Channel;
+
+use super::{ArchiverStatuses, BackupKind, Description, Engine, SessionTask};
+use crate::config::{EngineKind, InstanceConfig, PgSettings, SandboxConfig};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::tool::{self, ToolError};
+
+/// The PostgreSQL engine.
+pub struct PostgresEngine;
+
+#[async_trait]
+impl Engine for PostgresEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Postgresql
+    }
+
+    async fn describe(&self, inst: &InstanceConfig) -> Description {
+        let pg = Pg::new(inst.clone());
+        let mut tools = Vec::new();
+        for t in ["pg_dump", "pg_restore", "pg_basebackup"] {
+            let version = pg
+                .tool_version(t)
+                .await
+                .unwrap_or_else(|e| format!("unavailable: {e}"));
+            tools.push(ToolVersion {
+                name: t.into(),
+                version,
+            });
+        }
+        let (server_version, databases, error) =
+            match (pg.server_version().await, pg.databases().await) {
+                (Ok(v), Ok(d)) => (v, d, String::new()),
+                (Err(e), _) | (_, Err(e)) => (String::new(), Vec::new(), e.to_string()),
+            };
+        let (data_directory, wal_segment_size) = pg.storage().await.unwrap_or_default();
+        let instance = InstanceInfo {
+            name: inst.name.clone(),
+            engine: EngineKind::Postgresql.as_str().into(),
+            server_version,
+            system_identifier: pg.system_identifier().await,
+            databases,
+            error,
+            data_directory,
+            wal_segment_size,
+            log_bin_basename: String::new(),
+        };
+        Description { tools, instance }
+    }
+
+    async fn backup(&self, ctx: &JobContext, inst: &InstanceConfig, kind: BackupKind) -> JobResult {
+        let pg = Pg::new(inst.clone());
+        match kind {
+            BackupKind::Logical => logical::run(ctx, &pg).await,
+            BackupKind::Base => base::run(ctx, &pg).await,
+        }
+    }
+
+    async fn restore_logical(
+        &self,
+        ctx: &JobContext,
+        inst: &InstanceConfig,
+        job: &RestoreJob,
+    ) -> JobResult {
+        restore::run(ctx, &Pg::new(inst.clone()), job).await
+    }
+
+    async fn restore_physical(
+        &self,
+        ctx: &JobContext,
+        inst: &InstanceConfig,
+        job: &PhysicalRestore,
+    ) -> JobResult {
+        physical::run(ctx, &ctx.config_path, inst, job).await
+    }
+
+    async fn drill(&self, ctx: &JobContext, sandbox: &SandboxConfig, job: &DrillJob) -> JobResult {
+        drill::run(ctx, &ctx.config_path, sandbox, job).await
+    }
+
+    /// None: PostgreSQL pushes its WAL itself, through archive_command.
+    fn log_archiver(
+        &self,
+        _: AgentServiceClient<Channel>,
+        _: &InstanceConfig,
+        _: ArchiverStatuses,
+    ) -> Option<SessionTask> {
+        None
+    }
+
+    /// From the server: pg_stat_archiver and the segments waiting to be archived.
+    async fn archiver_status(&self, inst: &InstanceConfig, _: &ArchiverStatuses) -> ArchiverStatus {
+        Pg::new(inst.clone()).archiver_status().await
+    }
+
+    async fn probe(
+        &self,
+        inst: &InstanceConfig,
+        database: &str,
+        sql: &str,
+    ) -> Result<String, AgentError> {
+        Ok(Pg::new(inst.clone()).query(database, sql).await?)
+    }
+
+    fn sandbox_versions(&self, sandbox: &SandboxConfig) -> Vec<u32> {
+        drill::sandbox_binaries(sandbox).into_keys().collect()
+    }
+
+    async fn stop_sandbox_server(&self, sandbox: &SandboxConfig) {
+        let data = crate::sandbox::data_dir(&sandbox.dir);
+        if data.join("postmaster.pid").exists() {
+            drill::stop_sandbox_server(sandbox, &data).await;
+        }
+    }
+}
 
 /// One configured PostgreSQL instance and how to reach it.
 #[derive(Clone)]
 pub struct Pg {
     pub cfg: InstanceConfig,
+    /// PostgreSQL's own settings (defaults for an instance configured for another engine,
+    /// whose tools a restore may borrow).
+    pub settings: PgSettings,
 }
 
 /// A libpq connection string naming only a database: safe for any database name, where a
@@ -39,7 +170,8 @@ pub fn quote_literal(s: &str) -> String {
 
 impl Pg {
     pub fn new(cfg: InstanceConfig) -> Self {
-        Self { cfg }
+        let settings = cfg.postgresql().cloned().unwrap_or_default();
+        Self { cfg, settings }
     }
 
     pub fn program(&self, name: &str) -> PathBuf {

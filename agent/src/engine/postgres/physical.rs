@@ -21,7 +21,9 @@ use super::Pg;
 use super::base::{BASE, MANIFEST};
 use crate::config::InstanceConfig;
 use crate::download::{Feed, download_part, run_fed};
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::engine::common::{prepare_dir, tail};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 use crate::osuser;
 use crate::tool::{self, ToolError};
 
@@ -51,37 +53,6 @@ pub(super) struct Layout {
     pub created: Vec<PathBuf>,
 }
 
-/// Make `dir` (or accept it empty), owned by the server's user with mode 0700.
-pub(crate) fn prepare_dir(
-    dir: &Path,
-    ids: Option<(u32, u32)>,
-    created: &mut Vec<PathBuf>,
-) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    if !dir.is_absolute() {
-        return Err(format!("{} is not an absolute path", dir.display()));
-    }
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(format!(
-                    "{} exists and is not empty; restore into a new or empty directory",
-                    dir.display()
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            created.push(dir.to_path_buf());
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .and_then(|_| osuser::chown(dir, ids))
-        .map_err(|e| format!("cannot set up {}: {e}", dir.display()))
-}
-
 /// `'text'` as a postgresql.conf string.
 fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -109,25 +80,26 @@ pub async fn run(
         for dir in layout.tablespaces.values() {
             prepare_dir(dir, ids, &mut layout.created)?;
         }
-        Ok::<(), String>(())
+        Ok::<(), AgentError>(())
     })();
     let result = match prepared {
         Ok(()) => restore_files(ctx, config, inst, r, backup, &layout, ids).await,
-        Err(e) => Err(JobFailure(e)),
+        Err(e) => Err(e),
     };
     let bytes = match result {
         Ok(b) => b,
         Err(f) => {
             let mut msg = format!(
                 "restore of backup {backup} into {} failed: {}",
-                r.pgdata, f.0
+                r.pgdata,
+                f.message()
             );
             for dir in layout.created.iter().rev() {
                 if std::fs::remove_dir_all(dir).is_ok() {
                     msg.push_str(&format!("; removed {}", dir.display()));
                 }
             }
-            return Err(JobFailure(msg));
+            return Err(AgentError::new(f.kind(), msg));
         }
     };
     let target = describe_target(r);
@@ -168,17 +140,15 @@ pub(super) async fn restore_files(
     backup: BackupId,
     layout: &Layout,
     ids: Option<(u32, u32)>,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let mut bytes = 0;
     for part in &r.parts {
         let dir = if part == BASE {
             layout.pgdata.clone()
         } else if let Some(oid) = part.strip_prefix("tablespace:") {
-            layout
-                .tablespaces
-                .get(oid)
-                .cloned()
-                .ok_or_else(|| format!("the job gives no directory for tablespace {oid}"))?
+            layout.tablespaces.get(oid).cloned().ok_or_else(|| {
+                AgentError::permanent(format!("the job gives no directory for tablespace {oid}"))
+            })?
         } else {
             continue;
         };
@@ -213,7 +183,7 @@ async fn untar_part(
     part: &str,
     dir: &Path,
     ids: Option<(u32, u32)>,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let mut cmd = std::process::Command::new("tar");
     // 256 KiB records, read in full from the pipe: tar's default 10 KiB reads cost a
     // system call and a wake-up per 10 KiB of a multi-gigabyte stream.
@@ -237,7 +207,7 @@ async fn untar_part(
 
 /// Point pg_tblspc/OID at each tablespace's new home, and rewrite tablespace_map to match
 /// (PostgreSQL recreates the links from it at startup). Returns whether any moved.
-fn link_tablespaces(layout: &Layout, ids: Option<(u32, u32)>) -> Result<bool, String> {
+fn link_tablespaces(layout: &Layout, ids: Option<(u32, u32)>) -> Result<bool, AgentError> {
     if layout.tablespaces.is_empty() {
         return Ok(false);
     }
@@ -247,8 +217,13 @@ fn link_tablespaces(layout: &Layout, ids: Option<(u32, u32)>) -> Result<bool, St
     for (oid, dir) in &layout.tablespaces {
         let link = layout.pgdata.join("pg_tblspc").join(oid);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(dir, &link)
-            .map_err(|e| format!("cannot link {} to {}: {e}", link.display(), dir.display()))?;
+        std::os::unix::fs::symlink(dir, &link).map_err(|e| {
+            AgentError::permanent(format!(
+                "cannot link {} to {}: {e}",
+                link.display(),
+                dir.display()
+            ))
+        })?;
         rustix::fs::chownat(
             rustix::fs::CWD,
             &link,
@@ -256,21 +231,23 @@ fn link_tablespaces(layout: &Layout, ids: Option<(u32, u32)>) -> Result<bool, St
             ids.map(|i| rustix::fs::Gid::from_raw(i.1)),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| format!("cannot chown {}: {e}", link.display()))?;
+        .map_err(|e| AgentError::permanent(format!("cannot chown {}: {e}", link.display())))?;
         new_map.push_str(&format!("{oid} {}\n", dir.display()));
     }
     let moved = new_map != old;
     if moved {
         std::fs::write(&map_path, &new_map)
             .and_then(|_| osuser::chown(&map_path, ids))
-            .map_err(|e| format!("cannot write {}: {e}", map_path.display()))?;
+            .map_err(|e| {
+                AgentError::permanent(format!("cannot write {}: {e}", map_path.display()))
+            })?;
     }
     Ok(moved)
 }
 
 /// pg_verifybackup: every file the manifest lists is present with its checksum. WAL is not
 /// in the backup (it comes from the archive), so WAL parsing is skipped.
-async fn verify(inst: &InstanceConfig, layout: &Layout, remapped: bool) -> Result<(), JobFailure> {
+async fn verify(inst: &InstanceConfig, layout: &Layout, remapped: bool) -> Result<(), AgentError> {
     let pg = Pg::new(inst.clone());
     let mut cmd = pg.command("pg_verifybackup");
     cmd.arg("--no-parse-wal").arg("--quiet");
@@ -302,7 +279,7 @@ fn write_recovery_settings(
     config: &Path,
     layout: &Layout,
     ids: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let pgdata = &layout.pgdata;
     for name in ["postgresql.conf", "postgresql.auto.conf"] {
         let path = pgdata.join(name);
@@ -321,10 +298,10 @@ fn write_recovery_settings(
             })
             .collect();
         std::fs::write(&path, cleaned.join("\n") + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| AgentError::permanent(format!("cannot write {}: {e}", path.display())))?;
     }
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find this agent's binary: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| AgentError::permanent(format!("cannot find this agent's binary: {e}")))?;
     let restore_command = format!(
         "{} --config {} wal-fetch --instance {} %f %p",
         exe.display(),
@@ -370,10 +347,10 @@ fn write_recovery_settings(
         .and_then(|_| osuser::chown(&auto, ids))
         .and_then(|_| osuser::chown(&signal, ids))
         .map_err(|e| {
-            format!(
+            AgentError::permanent(format!(
                 "cannot write the recovery settings in {}: {e}",
                 pgdata.display()
-            )
+            ))
         })
 }
 
@@ -383,23 +360,16 @@ async fn start_and_wait(
     inst: &InstanceConfig,
     r: &PhysicalRestore,
     ids: Option<(u32, u32)>,
-) -> Result<String, JobFailure> {
+) -> Result<String, AgentError> {
     let pgdata = PathBuf::from(&r.pgdata);
-    let server = Server::start(inst, &pgdata, ids).await.map_err(|e| {
-        JobFailure(format!(
-            "{e}; the files are left in {} for inspection",
-            r.pgdata
-        ))
-    })?;
+    let left = |e: AgentError| {
+        e.reworded(|e| format!("{e}; the files are left in {} for inspection", r.pgdata))
+    };
+    let server = Server::start(inst, &pgdata, ids).await.map_err(left)?;
     let at = server
         .wait_for_target(Duration::from_secs(24 * 3600))
         .await
-        .map_err(|e| {
-            JobFailure(format!(
-                "{e}; the files are left in {} for inspection",
-                r.pgdata
-            ))
-        })?;
+        .map_err(left)?;
     let reached = format!(
         "replayed to LSN {}, last transaction committed {}",
         at.lsn,
@@ -416,12 +386,6 @@ async fn start_and_wait(
     } else {
         format!("{reached}; the server is promoted and running")
     })
-}
-
-/// The last `n` lines of `text`.
-pub(crate) fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The restored server's log, in its data directory.
@@ -452,7 +416,7 @@ impl Server {
         inst: &InstanceConfig,
         pgdata: &Path,
         ids: Option<(u32, u32)>,
-    ) -> Result<Server, String> {
+    ) -> Result<Server, AgentError> {
         let log = pgdata.join(SERVER_LOG);
         let pg = Pg::new(inst.clone());
         let mut cmd = std::process::Command::new(pg.program("pg_ctl"));
@@ -467,18 +431,18 @@ impl Server {
         let out = tokio::process::Command::from(cmd)
             .output()
             .await
-            .map_err(|source| ToolError::Spawn { program, source }.to_string())?;
+            .map_err(|source| ToolError::Spawn { program, source })?;
         let mut server = Server {
             pgdata: pgdata.to_path_buf(),
             log,
             pg,
         };
         if !out.status.success() {
-            return Err(format!(
+            return Err(AgentError::permanent(format!(
                 "the restored server did not start ({}). Log:\n{}",
                 tool::describe(out.status),
                 server.log_tail(8)
-            ));
+            )));
         }
         // postmaster.pid: line 4 is the port, line 5 the socket directory.
         let pid_file = std::fs::read_to_string(pgdata.join("postmaster.pid")).unwrap_or_default();
@@ -504,7 +468,7 @@ impl Server {
     }
 
     /// Poll until recovery pauses at its target or the server is promoted.
-    pub async fn wait_for_target(&self, limit: Duration) -> Result<Reached, String> {
+    pub async fn wait_for_target(&self, limit: Duration) -> Result<Reached, AgentError> {
         let deadline = Instant::now() + limit;
         loop {
             let state = self
@@ -521,9 +485,9 @@ impl Server {
                 Ok(s) => {
                     let f: Vec<&str> = s.split('\t').collect();
                     let [in_recovery, pause, lsn, ts, micros] = f.as_slice() else {
-                        return Err(format!(
+                        return Err(AgentError::permanent(format!(
                             "unexpected answer from the restored server while waiting for recovery: {s:?}"
-                        ));
+                        )));
                     };
                     let reached = |paused| Reached {
                         paused,
@@ -540,19 +504,19 @@ impl Server {
                 }
                 Err(e) => {
                     if !self.pgdata.join("postmaster.pid").exists() {
-                        return Err(format!(
+                        return Err(AgentError::permanent(format!(
                             "the restored server stopped during recovery. Log:\n{}",
                             self.log_tail(8)
-                        ));
+                        )));
                     }
                     tracing::debug!("restored server not answering yet: {e}");
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(AgentError::permanent(format!(
                     "recovery did not reach its target within {}",
                     tidemark_core::duration::human(limit)
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

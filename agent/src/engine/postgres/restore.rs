@@ -11,7 +11,8 @@ use super::{Pg, dbname_conninfo, quote_ident, quote_literal};
 use crate::download::{Feed, download_part, run_fed};
 use tidemark_core::text::bytes as human_bytes;
 
-use crate::job::{JobContext, JobFailure, JobResult};
+use crate::error::AgentError;
+use crate::job::{JobContext, JobResult};
 
 pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
     let db = &job.into_database;
@@ -37,7 +38,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
             .parse()
             .unwrap_or(0);
         if objects > 0 && !job.clean {
-            return Err(JobFailure(format!(
+            return Err(AgentError::permanent(format!(
                 "database {db} already exists on instance {} and is not empty ({objects} relations); pass --clean to replace its contents, or pick a new name",
                 pg.cfg.name
             )));
@@ -58,7 +59,10 @@ pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
             human_bytes(bytes)
         )),
         Err(f) => {
-            let mut msg = format!("restore of backup {backup} into {db} failed: {}", f.0);
+            let mut msg = format!(
+                "restore of backup {backup} into {db} failed: {}",
+                f.message()
+            );
             if !exists {
                 match pg
                     .query(
@@ -75,7 +79,7 @@ pub async fn run(ctx: &JobContext, pg: &Pg, job: &RestoreJob) -> JobResult {
                     )),
                 }
             }
-            Err(JobFailure(msg))
+            Err(AgentError::new(f.kind(), msg))
         }
     }
 }
@@ -105,13 +109,18 @@ async fn restore_into(
     pg: &Pg,
     job: &RestoreJob,
     backup: BackupId,
-) -> Result<u64, JobFailure> {
+) -> Result<u64, AgentError> {
     let mut cmd = pg_restore_command(pg, job);
     let spool = if job.jobs > 1 {
         let file = tempfile::Builder::new()
             .prefix("tidemark-restore-")
             .tempfile_in(&ctx.spool_dir)
-            .map_err(|e| format!("creating a spool file in {}: {e}", ctx.spool_dir.display()))?;
+            .map_err(|e| {
+                AgentError::permanent(format!(
+                    "creating a spool file in {}: {e}",
+                    ctx.spool_dir.display()
+                ))
+            })?;
         let mut out = tokio::fs::File::create(file.path()).await?;
         download_part(
             &ctx.client,

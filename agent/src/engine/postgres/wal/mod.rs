@@ -13,35 +13,43 @@ use tidemark_proto::agent_service_client::AgentServiceClient;
 use tonic::transport::Channel;
 
 use crate::config::AgentConfig;
+use crate::error::AgentError;
 
 /// The cluster's system identifier, from `global/pg_control` under `data_dir`: the first
 /// eight bytes of the control file, in the machine's byte order.
-pub fn system_identifier(data_dir: &Path) -> Result<String, String> {
+pub fn system_identifier(data_dir: &Path) -> Result<String, AgentError> {
     let path = data_dir.join("global/pg_control");
     let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
+        AgentError::permanent(format!(
             "cannot read {}: {e}; PostgreSQL runs archive_command and restore_command in the data directory",
             path.display()
-        )
+        ))
     })?;
     let head: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{} is too short to be a control file", path.display()))?;
+        .ok_or_else(|| {
+            AgentError::permanent(format!(
+                "{} is too short to be a control file",
+                path.display()
+            ))
+        })?;
     Ok(u64::from_ne_bytes(head).to_string())
 }
 
+/// Dial the first controller that answers. Any failure is transient: wal-push and wal-fetch
+/// retry it until their deadline (an endpoint that cannot even be built included).
 pub async fn connect(
     config: &AgentConfig,
     tls: &TlsMaterial,
     timeout: Duration,
-) -> Result<AgentServiceClient<Channel>, String> {
+) -> Result<AgentServiceClient<Channel>, AgentError> {
     // Controllers sharing a catalog are tried in order; the first that answers serves.
     let mut failures = Vec::new();
     for address in &config.controller {
         match tls
             .endpoint(address, Some(timeout))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| AgentError::transient(e.to_string()))?
             .connect()
             .await
         {
@@ -56,23 +64,8 @@ pub async fn connect(
             )),
         }
     }
-    Err(format!(
+    Err(AgentError::transient(format!(
         "cannot reach the controller at {}",
         failures.join("; ")
-    ))
-}
-
-/// Is this failure worth retrying (the controller or its storage may come back)?
-pub fn transient(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(
-        code,
-        Unavailable
-            | DeadlineExceeded
-            | Unknown
-            | Internal
-            | ResourceExhausted
-            | Aborted
-            | Cancelled
-    )
+    )))
 }

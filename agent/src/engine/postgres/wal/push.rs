@@ -8,25 +8,30 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidemark_core::tls::TlsMaterial;
 use tidemark_proto::WalHeader;
 
-use super::{connect, system_identifier, transient};
+use super::{connect, system_identifier};
 use crate::config::AgentConfig;
+use crate::error::{AgentError, Kind};
 use crate::progress::Progress;
-use crate::upload::{Ack, Target, UploadError, upload_stream};
+use crate::upload::{UploadError, push_wal};
 
 const PUSH_RETRY_LIMIT: Duration = Duration::from_secs(5);
 
-pub async fn run(config: &AgentConfig, tls: &TlsMaterial, path: &Path) -> Result<String, String> {
+pub async fn run(
+    config: &AgentConfig,
+    tls: &TlsMaterial,
+    path: &Path,
+) -> Result<String, AgentError> {
     let data_dir = std::env::current_dir()
         .and_then(std::fs::canonicalize)
-        .map_err(|e| format!("cannot resolve the working directory: {e}"))?;
+        .map_err(|e| AgentError::permanent(format!("cannot resolve the working directory: {e}")))?;
     let sysid = system_identifier(&data_dir)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{} has no file name", path.display()))?
+        .ok_or_else(|| AgentError::permanent(format!("{} has no file name", path.display())))?
         .to_string();
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| AgentError::permanent(format!("cannot read {}: {e}", path.display())))?;
     let modified_at = meta
         .modified()
         .ok()
@@ -55,43 +60,30 @@ pub async fn run(config: &AgentConfig, tls: &TlsMaterial, path: &Path) -> Result
                     format!("archived {name}")
                 });
             }
-            Err((msg, retry)) if retry && Instant::now() + delay < deadline => {
-                tracing::warn!("pushing {name}: {msg}; retrying in {delay:?}");
+            Err(e) if e.kind() == Kind::Transient && Instant::now() + delay < deadline => {
+                tracing::warn!("pushing {name}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err((msg, _)) => return Err(format!("{name} was not archived: {msg}")),
+            Err(e) => return Err(e.reworded(|e| format!("{name} was not archived: {e}"))),
         }
     }
 }
 
-/// One attempt. Err carries the reason and whether trying again may help.
+/// One attempt; its error's kind says whether trying again may help.
 async fn push_once(
     config: &AgentConfig,
     tls: &TlsMaterial,
     path: &Path,
     header: WalHeader,
-) -> Result<bool, (String, bool)> {
-    let client = connect(config, tls, Duration::from_secs(60))
-        .await
-        .map_err(|e| (e, true))?;
+) -> Result<bool, AgentError> {
+    let client = connect(config, tls, Duration::from_secs(60)).await?;
     let file = std::fs::File::open(path)
-        .map_err(|e| (format!("cannot open {}: {e}", path.display()), false))?;
-    match upload_stream(
-        &client,
-        Target::Wal(header),
-        file,
-        &Progress::default(),
-        || {},
-        || Ok(()),
-    )
-    .await
-    {
-        Ok(Ack::Wal(r)) => Ok(r.already_archived),
-        Ok(Ack::Part(_)) => unreachable!("a WAL push is acknowledged as WAL"),
-        Err(UploadError::Rpc { status, .. }) => {
-            Err((status.message().to_string(), transient(status.code())))
-        }
-        Err(e) => Err((e.to_string(), false)),
+        .map_err(|e| AgentError::permanent(format!("cannot open {}: {e}", path.display())))?;
+    match push_wal(&client, header, file, &Progress::default()).await {
+        Ok(r) => Ok(r.already_archived),
+        // The controller's own words, judged by its status.
+        Err(UploadError::Rpc { status, .. }) => Err(status.into()),
+        Err(e) => Err(AgentError::permanent(e.to_string())),
     }
 }

@@ -14,14 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tidemark_core::tls::TlsMaterial;
 use tidemark_core::wal::{self, WalName};
-use tidemark_proto::FetchWalRequest;
-use tidemark_proto::agent_service_client::AgentServiceClient;
-use tonic::transport::Channel;
 
-use super::{connect, system_identifier, transient};
+use super::{connect, system_identifier};
 use crate::config::AgentConfig;
-use crate::download::{self, DownloadError};
-use crate::progress::Progress;
+use crate::engine::common::{archive_request, fetch_archived};
+use crate::error::{AgentError, Kind};
 
 pub const PREFETCH_DIR: &str = "pg_wal/.tidemark-prefetch";
 /// A prefetch marker older than this belongs to a prefetcher that died.
@@ -32,73 +29,19 @@ pub enum Fetched {
     NotFound,
 }
 
-enum Failure {
-    NotFound,
-    /// Worth retrying: the controller or its storage may come back.
-    Transient(String),
-    Fatal(String),
-}
-
 pub struct Request<'a> {
     pub name: &'a str,
     pub dest: &'a Path,
     pub instance: Option<&'a str>,
 }
 
-fn request(sysid: &str, instance: Option<&str>, name: &str) -> FetchWalRequest {
-    FetchWalRequest {
-        instance: instance.unwrap_or_default().to_string(),
-        system_identifier: sysid.to_string(),
-        name: name.to_string(),
-    }
-}
-
-/// Fetch one file into `dest` through a temporary file beside it, synced before the rename
-/// so that a crash never leaves a torn file under a WAL name.
-async fn fetch_to(
-    client: &AgentServiceClient<Channel>,
-    req: FetchWalRequest,
-    dest: &Path,
-) -> Result<u64, Failure> {
-    let stream = match client.clone().fetch_wal(req.clone()).await {
-        Ok(r) => r.into_inner(),
-        Err(s) if s.code() == tonic::Code::NotFound => return Err(Failure::NotFound),
-        Err(s) if transient(s.code()) => return Err(Failure::Transient(s.message().into())),
-        Err(s) => return Err(Failure::Fatal(s.message().into())),
-    };
-    let tmp = dest.with_file_name(format!(
-        ".{}.tidemark-{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
-        std::process::id()
-    ));
-    let io = |e: std::io::Error| Failure::Fatal(format!("writing {}: {e}", tmp.display()));
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-    let got = download::receive(stream, &req.name, &mut file, &Progress::default()).await;
-    let result = match got {
-        Ok(n) => async {
-            file.sync_all().await?;
-            tokio::fs::rename(&tmp, dest).await?;
-            Ok(n)
-        }
-        .await
-        .map_err(io),
-        Err(DownloadError::Rpc { status, .. }) if transient(status.code()) => {
-            Err(Failure::Transient(status.message().into()))
-        }
-        Err(e) => Err(Failure::Fatal(e.to_string())),
-    };
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
-}
-
 pub async fn run(
     config: &AgentConfig,
     tls: &TlsMaterial,
     r: Request<'_>,
-) -> Result<Fetched, String> {
-    let data_dir = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
+) -> Result<Fetched, AgentError> {
+    let data_dir = std::env::current_dir()
+        .map_err(|e| AgentError::permanent(format!("no working directory: {e}")))?;
     let sysid = match (system_identifier(&data_dir), r.instance) {
         (Ok(s), _) => s,
         (Err(_), Some(_)) => String::new(),
@@ -114,55 +57,33 @@ pub async fn run(
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = match connect(config, tls, Duration::from_secs(60)).await {
-            Ok(client) => fetch_to(&client, request(&sysid, r.instance, r.name), r.dest).await,
-            Err(e) => Err(Failure::Transient(e)),
+            Ok(client) => {
+                fetch_archived(&client, archive_request(&sysid, r.instance, r.name), r.dest).await
+            }
+            Err(e) => Err(e),
         };
         match attempt {
-            Ok(_) => {
+            Ok(Some(_)) => {
                 spawn_prefetcher(config, r.name, r.dest, r.instance);
                 return Ok(Fetched::Found);
             }
-            Err(Failure::NotFound) => return Ok(Fetched::NotFound),
-            Err(Failure::Fatal(msg)) => return Err(format!("fetching {}: {msg}", r.name)),
-            Err(Failure::Transient(msg)) if Instant::now() + delay < deadline => {
-                tracing::warn!("fetching {}: {msg}; retrying in {delay:?}", r.name);
+            Ok(None) => return Ok(Fetched::NotFound),
+            Err(e) if e.kind() != Kind::Transient => {
+                return Err(e.reworded(|e| format!("fetching {}: {e}", r.name)));
+            }
+            Err(e) if Instant::now() + delay < deadline => {
+                tracing::warn!("fetching {}: {e}; retrying in {delay:?}", r.name);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(Failure::Transient(msg)) => {
-                return Err(format!(
-                    "fetching {}: {msg}; gave up after {:?} so that recovery stops instead of ending early",
-                    r.name, config.wal_retry_for
-                ));
+            Err(e) => {
+                return Err(e.reworded(|e| {
+                    format!(
+                        "fetching {}: {e}; gave up after {:?} so that recovery stops instead of ending early",
+                        r.name, config.wal_retry_for
+                    )
+                }));
             }
-        }
-    }
-}
-
-/// Fetch archived file `name` of `instance` (a MariaDB binlog) into `dest` over an open
-/// connection, riding out a blip of the controller for up to `retry_for`.
-pub async fn fetch_named(
-    client: &AgentServiceClient<Channel>,
-    instance: &str,
-    name: &str,
-    dest: &Path,
-    retry_for: Duration,
-) -> Result<u64, String> {
-    let deadline = Instant::now() + retry_for;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match fetch_to(client, request("", Some(instance), name), dest).await {
-            Ok(n) => return Ok(n),
-            Err(Failure::NotFound) => {
-                return Err(format!("{name} is not in instance {instance}'s archive"));
-            }
-            Err(Failure::Fatal(msg)) => return Err(format!("fetching {name}: {msg}")),
-            Err(Failure::Transient(msg)) if Instant::now() + delay < deadline => {
-                tracing::warn!("fetching {name}: {msg}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(Failure::Transient(msg)) => return Err(format!("fetching {name}: {msg}")),
         }
     }
 }
@@ -241,11 +162,11 @@ pub async fn prefetch(
         if target.exists() || !claim(&marker) {
             continue;
         }
-        let (client, req) = (client.clone(), request(&sysid, instance, &next));
+        let (client, req) = (client.clone(), archive_request(&sysid, instance, &next));
         tasks.spawn(async move {
-            let r = fetch_to(&client, req, &target).await;
+            let r = fetch_archived(&client, req, &target).await;
             let _ = std::fs::remove_file(&marker);
-            r.is_ok()
+            matches!(r, Ok(Some(_)))
         });
         while tasks.len() >= 4 {
             tasks.join_next().await;

@@ -22,11 +22,12 @@
 //! passfile = "/etc/tidemark/pgpass"   # optional, a libpq password file
 //! bin-dir = "/usr/lib/postgresql/15/bin"
 //! databases = ["orders"]              # optional; default: every database that allows connections
+//! os-user = "postgres"                # owns restored data directories (when the agent is root)
+//! # PostgreSQL only:
 //! long-transaction-warning = "1h"
 //! lock-wait-timeout = "10m"          # optional: fail instead of waiting longer for a table lock
 //! wal-wait-timeout = "5m"             # a base backup fails if its WAL is not archived by then
 //! checkpoint = "fast"                 # pg_basebackup --checkpoint: fast or spread
-//! os-user = "postgres"                # owns restored data directories (when the agent is root)
 //!
 //! [[instance]]
 //! name = "shop-db"
@@ -34,9 +35,12 @@
 //! host = "/run/mysqld/mysqld.sock"    # a socket file, or a host name (then port, default 3306)
 //! user = "tidemark"                   # default root
 //! passfile = "/etc/tidemark/my.cnf"   # optional: an option file with [client] password=...
-//! archive-timeout = "30s"             # rotate the binlog when its oldest unarchived event is this old
 //! os-user = "mysql"                   # owns restored data directories
+//! # MariaDB only:
+//! archive-timeout = "30s"             # rotate the binlog when its oldest unarchived event is this old
 //! ```
+//!
+//! A key marked for one engine is refused on an instance of the other (`instance.rs`).
 //!
 //! A sandbox host (certificate `sandbox:NAME`) has no instances; it runs drills:
 //!
@@ -52,6 +56,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tidemark_core::config::{self, ConfigError, TlsFiles};
+
+mod instance;
+
+pub use instance::{Checkpoint, EngineKind, InstanceConfig, MariadbSettings, PgSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -92,56 +100,6 @@ pub struct AgentConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct InstanceConfig {
-    pub name: String,
-    pub engine: Engine,
-    pub host: String,
-    /// Default: 5432 for PostgreSQL, 3306 for MariaDB (filled in by `load`).
-    #[serde(default)]
-    pub port: u16,
-    /// Default: postgres for PostgreSQL, root for MariaDB.
-    #[serde(default)]
-    pub user: String,
-    pub passfile: Option<PathBuf>,
-    pub bin_dir: Option<PathBuf>,
-    pub databases: Option<Vec<String>>,
-    /// pg_dump's --lock-wait-timeout: fail rather than wait longer than this for a table
-    /// lock (another session's ALTER TABLE, say). Unset: wait as long as pg_dump would.
-    #[serde(default, with = "tidemark_core::duration::serde_text_opt")]
-    pub lock_wait_timeout: Option<Duration>,
-    /// How long a base backup waits for its WAL to be archived before it fails.
-    #[serde(
-        default = "default_wal_wait",
-        with = "tidemark_core::duration::serde_text"
-    )]
-    pub wal_wait_timeout: Duration,
-    /// pg_basebackup's --checkpoint: "fast" starts the backup at once, "spread" waits for
-    /// a paced checkpoint (gentler on a busy server's I/O).
-    #[serde(default)]
-    pub checkpoint: Checkpoint,
-    /// The OS user that owns restored data directories and runs a restored server, when
-    /// the agent runs as root (PostgreSQL refuses to run as root). Default: postgres, or
-    /// mysql for MariaDB.
-    #[serde(default)]
-    pub os_user: String,
-    /// Warn when a transaction has been open longer than this when a dump starts.
-    #[serde(
-        default = "default_long_txn",
-        with = "tidemark_core::duration::serde_text"
-    )]
-    pub long_transaction_warning: Duration,
-    /// MariaDB: the agent ships closed binlogs only, so it rotates the binlog (FLUSH
-    /// BINARY LOGS) once its oldest unarchived event is this old. This bounds the RPO, as
-    /// PostgreSQL's archive_timeout does.
-    #[serde(
-        default = "default_binlog_timeout",
-        with = "tidemark_core::duration::serde_text"
-    )]
-    pub archive_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SandboxConfig {
     /// Drills restore here. Everything in it is removed before and after each drill, so
     /// the agent marks it as its own and refuses a directory that holds anything else.
@@ -158,54 +116,6 @@ pub struct SandboxConfig {
     pub mariadb_bin_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Checkpoint {
-    #[default]
-    Fast,
-    Spread,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Engine {
-    Postgresql,
-    Mariadb,
-}
-
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Postgresql => "postgresql",
-            Engine::Mariadb => "mariadb",
-        }
-    }
-
-    fn default_port(self) -> u16 {
-        match self {
-            Engine::Postgresql => 5432,
-            Engine::Mariadb => 3306,
-        }
-    }
-
-    fn default_user(self) -> &'static str {
-        match self {
-            Engine::Postgresql => "postgres",
-            Engine::Mariadb => "root",
-        }
-    }
-
-    fn default_os_user(self) -> &'static str {
-        match self {
-            Engine::Postgresql => "postgres",
-            Engine::Mariadb => "mysql",
-        }
-    }
-}
-
-fn default_binlog_timeout() -> Duration {
-    Duration::from_secs(30)
-}
 fn default_prefetch() -> u32 {
     8
 }
@@ -215,47 +125,8 @@ fn default_wal_retry() -> Duration {
 fn default_status_interval() -> Duration {
     Duration::from_secs(15)
 }
-fn default_wal_wait() -> Duration {
-    Duration::from_secs(300)
-}
 fn default_os_user() -> String {
     "postgres".into()
-}
-fn default_long_txn() -> Duration {
-    Duration::from_secs(3600)
-}
-
-impl InstanceConfig {
-    /// Defaults for restoring onto a host that runs no instance of this engine.
-    pub fn fallback_for(engine: Engine, name: &str) -> Self {
-        let mut c = Self::fallback(name);
-        c.engine = engine;
-        c.port = engine.default_port();
-        c.user = engine.default_user().into();
-        c.os_user = engine.default_os_user().into();
-        c
-    }
-
-    /// Defaults for a host with no configured instance (a restore target): tools on PATH,
-    /// files owned by postgres.
-    pub fn fallback(name: &str) -> Self {
-        Self {
-            name: name.into(),
-            engine: Engine::Postgresql,
-            host: "/var/run/postgresql".into(),
-            port: Engine::Postgresql.default_port(),
-            user: Engine::Postgresql.default_user().into(),
-            passfile: None,
-            bin_dir: None,
-            databases: None,
-            lock_wait_timeout: None,
-            wal_wait_timeout: default_wal_wait(),
-            checkpoint: Checkpoint::default(),
-            os_user: default_os_user(),
-            long_transaction_warning: default_long_txn(),
-            archive_timeout: default_binlog_timeout(),
-        }
-    }
 }
 
 /// `controller = "URL"` or `controller = ["URL", ...]`.
@@ -326,16 +197,9 @@ impl AgentConfig {
                     i.name
                 )));
             }
-            if i.port == 0 {
-                i.port = i.engine.default_port();
-            }
-            if i.user.is_empty() {
-                i.user = i.engine.default_user().into();
-            }
-            if i.os_user.is_empty() {
-                i.os_user = i.engine.default_os_user().into();
-            }
-            if i.archive_timeout < Duration::from_secs(1) {
+            if let Some(m) = i.mariadb()
+                && m.archive_timeout < Duration::from_secs(1)
+            {
                 return Err(invalid(format!(
                     "instance {:?}: archive-timeout must be at least 1s",
                     i.name
@@ -354,6 +218,17 @@ impl AgentConfig {
         self.instances.iter().find(|i| i.name == name)
     }
 
+    /// The instance whose tools and OS user a physical restore of `kind` onto this host
+    /// uses: instance `name` when this host runs it, else any instance of the engine, else
+    /// the engine's defaults (this host runs none: a restore target).
+    pub fn restore_tools(&self, name: &str, kind: EngineKind) -> InstanceConfig {
+        self.instance(name)
+            .filter(|i| i.kind() == kind)
+            .or_else(|| self.instances.iter().find(|i| i.kind() == kind))
+            .cloned()
+            .unwrap_or_else(|| InstanceConfig::fallback(kind, name))
+    }
+
     pub fn spool_dir(&self) -> PathBuf {
         self.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
@@ -368,17 +243,21 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
         let c = AgentConfig::load(&path).unwrap();
         let i = &c.instances[0];
-        assert_eq!(i.engine, Engine::Postgresql);
-        assert_eq!(i.long_transaction_warning, Duration::from_secs(3600));
-        assert_eq!(i.lock_wait_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(i.kind(), EngineKind::Postgresql);
+        let pg = i.postgresql().unwrap();
+        assert_eq!(pg.long_transaction_warning, Duration::from_secs(3600));
+        assert_eq!(pg.lock_wait_timeout, Some(Duration::from_secs(600)));
         assert_eq!(i.databases.as_deref(), Some(&["orders".to_string()][..]));
-        assert_eq!(i.wal_wait_timeout, Duration::from_secs(300));
-        assert_eq!(i.checkpoint, Checkpoint::Fast);
+        assert_eq!(pg.wal_wait_timeout, Duration::from_secs(300));
+        assert_eq!(pg.checkpoint, Checkpoint::Fast);
         assert_eq!(c.wal_prefetch, 8);
         let m = &c.instances[1];
-        assert_eq!(m.engine, Engine::Mariadb);
+        assert_eq!(m.kind(), EngineKind::Mariadb);
         assert_eq!((m.port, m.os_user.as_str()), (3306, "mysql"));
-        assert_eq!(m.archive_timeout, Duration::from_secs(30));
+        assert_eq!(
+            m.mariadb().unwrap().archive_timeout,
+            Duration::from_secs(30)
+        );
         assert_eq!(c.wal_retry_for, Duration::from_secs(30));
     }
 
