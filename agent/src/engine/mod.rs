@@ -65,16 +65,22 @@ pub fn all() -> impl Iterator<Item = &'static dyn Engine> {
     EngineKind::ALL.into_iter().map(of)
 }
 
-/// The engine a physical restore or a drill is for. The protocol does not carry it yet, so
-/// it is inferred, here and nowhere else: only a MariaDB restore has binlogs to replay
-/// (`PhysicalRestore.binlog`), and a job with no restore at all goes to PostgreSQL, which
-/// reports what is missing. Once the controller sends the engine, parse it instead and
-/// hand it to [`of`].
+/// The engine a physical restore or a drill is for: the one the controller names. A
+/// controller of the version before `PhysicalRestore.engine` leaves it unspecified; then,
+/// here and nowhere else, it is inferred as that version meant it: only a MariaDB restore
+/// has binlogs to replay, and a job with no restore at all goes to PostgreSQL, which
+/// reports what is missing.
 pub fn recovery_engine(restore: Option<&PhysicalRestore>) -> EngineKind {
-    if restore.is_some_and(|r| r.binlog.is_some()) {
-        EngineKind::Mariadb
-    } else {
-        EngineKind::Postgresql
+    match restore.map(|r| r.engine()) {
+        Some(tidemark_proto::Engine::Postgresql) => EngineKind::Postgresql,
+        Some(tidemark_proto::Engine::Mariadb) => EngineKind::Mariadb,
+        Some(tidemark_proto::Engine::Unspecified) | None => {
+            if restore.is_some_and(|r| r.binlog.is_some()) {
+                EngineKind::Mariadb
+            } else {
+                EngineKind::Postgresql
+            }
+        }
     }
 }
 
@@ -198,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_with_binlogs_is_mariadb_and_any_other_postgresql() {
+    fn from_an_older_controller_a_restore_with_binlogs_is_mariadb_and_any_other_postgresql() {
         let mut p = PhysicalRestore::default();
         assert_eq!(recovery_engine(Some(&p)), EngineKind::Postgresql);
         assert_eq!(recovery_engine(None), EngineKind::Postgresql);
@@ -206,5 +212,17 @@ mod tests {
         assert_eq!(recovery_engine(Some(&p)), EngineKind::Mariadb);
         assert_eq!(BackupKind::parse("base"), Some(BackupKind::Base));
         assert_eq!(BackupKind::parse("snapshot"), None);
+    }
+
+    #[test]
+    fn the_engine_the_controller_names_wins_over_the_inference() {
+        let mut p = PhysicalRestore {
+            engine: tidemark_proto::Engine::Mariadb.into(),
+            ..Default::default()
+        };
+        assert_eq!(recovery_engine(Some(&p)), EngineKind::Mariadb);
+        p.engine = tidemark_proto::Engine::Postgresql.into();
+        p.binlog = Some(Default::default());
+        assert_eq!(recovery_engine(Some(&p)), EngineKind::Postgresql);
     }
 }
