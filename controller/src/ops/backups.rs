@@ -297,20 +297,25 @@ pub async fn finish(
         }
         cat.set_part_check(id, &c.part, c.ok, &c.detail).await?;
     }
-    let engine = cat.instance(&b.instance).await?.map(|i| i.engine);
-    if engine == Some(Engine::Mariadb) && r.error.is_empty() && b.status == BackupStatus::Running {
-        record_binlog(state, &b, r.binlog.as_ref()).await?;
-    } else if b.kind == BackupKind::Base && r.error.is_empty() && b.status == BackupStatus::Running
-    {
-        match record_base(state, &b, r.base.as_ref()).await? {
-            BaseWal::Archived => {}
-            BaseWal::Waiting(reason) => {
-                // Not complete until its WAL is archived; the agent asks again.
-                return Ok(pb::FinishBackupResponse {
-                    status: BackupStatus::Running.to_string(),
-                    reason,
-                });
+    let engine = super::instance(state, &b.instance).await?.engine;
+    if r.error.is_empty() && b.status == BackupStatus::Running {
+        match (engine, b.kind) {
+            // Every MariaDB backup, dump or copy, records the binlog position it is
+            // consistent with: point-in-time recovery replays from there.
+            (Engine::Mariadb, _) => record_binlog(state, &b, r.binlog.as_ref()).await?,
+            (Engine::Postgresql, BackupKind::Base) => {
+                match record_base(state, &b, r.base.as_ref()).await? {
+                    BaseWal::Archived => {}
+                    BaseWal::Waiting(reason) => {
+                        // Not complete until its WAL is archived; the agent asks again.
+                        return Ok(pb::FinishBackupResponse {
+                            status: BackupStatus::Running.to_string(),
+                            reason,
+                        });
+                    }
+                }
             }
+            (Engine::Postgresql, BackupKind::Logical) => {}
         }
     }
     let problem = if !r.error.is_empty() {
