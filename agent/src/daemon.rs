@@ -30,7 +30,7 @@ pub async fn run(config: Arc<AgentConfig>, tls: TlsMaterial) -> anyhow::Result<(
     let name = tls.identity.name.clone();
     if let Some(sb) = &config.sandbox {
         // A drill interrupted by a crash or restart leaves its server and files behind.
-        crate::sandbox::wipe(sb)
+        crate::engine::wipe_sandbox(sb)
             .await
             .map_err(|e| anyhow::anyhow!("sandbox: {e}"))?;
     }
@@ -196,7 +196,7 @@ async fn session(
 async fn wipe_sandbox(config: &AgentConfig) {
     if let Some(sb) = &config.sandbox {
         tracing::warn!("stopping the drill's server and emptying the sandbox");
-        if let Err(e) = crate::sandbox::wipe(sb).await {
+        if let Err(e) = crate::engine::wipe_sandbox(sb).await {
             tracing::error!(error = %e, "could not empty the sandbox");
         }
     }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use crate::error::AgentError;
+use crate::error::{AgentError, Kind};
 use crate::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -264,5 +264,17 @@ pub async fn run_fed(
         .into()),
         Err(e) => Err(e.into()),
         Ok(n) => Ok(n),
+    }
+}
+
+/// A download: cut off by the controller (judged by its status), or corrupt, or its sink
+/// failed.
+impl From<DownloadError> for AgentError {
+    fn from(e: DownloadError) -> Self {
+        let kind = match &e {
+            DownloadError::Rpc { status, .. } => Kind::of(status.code()),
+            DownloadError::Corrupt { .. } | DownloadError::Sink { .. } => Kind::Permanent,
+        };
+        Self::new(kind, e.to_string())
     }
 }

@@ -6,9 +6,7 @@
 //! A gRPC status is judged in one place, [`Kind::of`]. A failure the agent only describes
 //! is made with [`AgentError::permanent`] (or another kind's constructor) where it happens.
 
-use crate::download::DownloadError;
 use crate::tool::ToolError;
-use crate::upload::UploadError;
 
 /// Whether a failure may go away by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,31 +96,6 @@ impl From<ToolError> for AgentError {
 impl From<std::io::Error> for AgentError {
     fn from(e: std::io::Error) -> Self {
         Self::permanent(e.to_string())
-    }
-}
-
-/// An upload: refused or dropped by the controller (judged by its status), or failed here.
-impl From<UploadError> for AgentError {
-    fn from(e: UploadError) -> Self {
-        let kind = match &e {
-            UploadError::Rpc { status, .. } => Kind::of(status.code()),
-            UploadError::Tool(_) | UploadError::Mismatch { .. } | UploadError::Read(_) => {
-                Kind::Permanent
-            }
-        };
-        Self::new(kind, e.to_string())
-    }
-}
-
-/// A download: cut off by the controller (judged by its status), or corrupt, or its sink
-/// failed.
-impl From<DownloadError> for AgentError {
-    fn from(e: DownloadError) -> Self {
-        let kind = match &e {
-            DownloadError::Rpc { status, .. } => Kind::of(status.code()),
-            DownloadError::Corrupt { .. } | DownloadError::Sink { .. } => Kind::Permanent,
-        };
-        Self::new(kind, e.to_string())
     }
 }
 

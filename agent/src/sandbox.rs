@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use tidemark_proto::DrillReport;
 
 use crate::config::SandboxConfig;
-use crate::engine;
 use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
 use crate::osuser;
@@ -62,12 +61,11 @@ pub fn prepare(cfg: &SandboxConfig) -> Result<(), AgentError> {
     .map_err(|e| AgentError::permanent(format!("cannot set up sandbox dir {}: {e}", dir.display())))
 }
 
-/// Stop a server left running in the sandbox, then remove everything but the mark.
-pub async fn wipe(cfg: &SandboxConfig) -> Result<(), AgentError> {
+/// Remove everything in the sandbox but the mark. A server a drill left running must be
+/// stopped first: a drill stops its own engine's, and the daemon, after a crash or an
+/// interrupted drill, every engine's ([`crate::engine::wipe_sandbox`]).
+pub fn remove_all(cfg: &SandboxConfig) -> Result<(), AgentError> {
     prepare(cfg)?;
-    for engine in engine::all() {
-        engine.stop_sandbox_server(cfg).await;
-    }
     let dir = &cfg.dir;
     let entries = std::fs::read_dir(dir).map_err(|e| {
         AgentError::permanent(format!("cannot read sandbox dir {}: {e}", dir.display()))
@@ -92,14 +90,17 @@ pub async fn wipe(cfg: &SandboxConfig) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// After a drill's procedure, whatever it reached: empty the sandbox, and report the
-/// evidence (retrying through a blip). The job succeeds when the procedure ran to the end.
+/// After a drill's procedure, whatever it reached: stop its server (`stop_server`, the
+/// drill's engine's), empty the sandbox, and report the evidence (retrying through a
+/// blip). The job succeeds when the procedure ran to the end.
 pub async fn finish_drill(
     ctx: &JobContext,
     sb: &SandboxConfig,
+    stop_server: impl std::future::Future<Output = ()>,
     mut report: DrillReport,
 ) -> JobResult {
-    if let Err(e) = wipe(sb).await {
+    stop_server.await;
+    if let Err(e) = remove_all(sb) {
         tracing::error!(error = %e, "could not empty the sandbox after the drill");
         if report.error.is_empty() {
             report.error = format!("the sandbox could not be emptied afterwards: {e}");
@@ -170,15 +171,17 @@ mod tests {
         let theirs = tmp.path().join("theirs");
         std::fs::create_dir_all(theirs.join("base")).unwrap();
         std::fs::write(theirs.join("PG_VERSION"), "15\n").unwrap();
-        let e = wipe(&cfg(&theirs)).await.unwrap_err();
+        let e = crate::engine::wipe_sandbox(&cfg(&theirs))
+            .await
+            .unwrap_err();
         assert!(e.message().contains("did not put there"), "{e}");
         assert!(theirs.join("PG_VERSION").exists());
         // A new one is made and marked; what a drill leaves in it goes.
         let ours = tmp.path().join("ours");
-        wipe(&cfg(&ours)).await.unwrap();
+        crate::engine::wipe_sandbox(&cfg(&ours)).await.unwrap();
         std::fs::create_dir_all(data_dir(&ours).join("base")).unwrap();
         std::fs::write(ours.join("stray"), "x").unwrap();
-        wipe(&cfg(&ours)).await.unwrap();
+        crate::engine::wipe_sandbox(&cfg(&ours)).await.unwrap();
         let left: Vec<_> = std::fs::read_dir(&ours)
             .unwrap()
             .flatten()

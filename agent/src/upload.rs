@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::error::{AgentError, Kind};
 use crate::progress::Progress;
 use crate::tool::{self, ToolError};
 
@@ -504,4 +505,17 @@ async fn pump(
     };
     let (fed, sent) = tokio::join!(feeder, sender);
     fed.and(sent)
+}
+
+/// An upload: refused or dropped by the controller (judged by its status), or failed here.
+impl From<UploadError> for AgentError {
+    fn from(e: UploadError) -> Self {
+        let kind = match &e {
+            UploadError::Rpc { status, .. } => Kind::of(status.code()),
+            UploadError::Tool(_) | UploadError::Mismatch { .. } | UploadError::Read(_) => {
+                Kind::Permanent
+            }
+        };
+        Self::new(kind, e.to_string())
+    }
 }

@@ -84,6 +84,15 @@ pub fn recovery_engine(restore: Option<&PhysicalRestore>) -> EngineKind {
     }
 }
 
+/// Stop any server a drill left running in the sandbox, whichever its engine, then empty
+/// the sandbox.
+pub async fn wipe_sandbox(cfg: &SandboxConfig) -> Result<(), AgentError> {
+    for engine in all() {
+        engine.stop_sandbox_server(cfg).await;
+    }
+    crate::sandbox::remove_all(cfg)
+}
+
 /// What a backup job asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackupKind {

@@ -21,6 +21,7 @@ use super::pitr;
 use super::replay::{fetch_binlogs, replay_binlogs};
 use super::server::{ServerMode, local_client, start_server};
 use crate::config::{EngineKind, InstanceConfig, SandboxConfig};
+use crate::engine::Engine;
 use crate::engine::common::{prepare_dir, tail};
 use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
@@ -35,7 +36,8 @@ pub async fn run(ctx: &JobContext, sb: &SandboxConfig, job: &DrillJob) -> JobRes
     if let Err(e) = procedure(ctx, sb, job, started, &mut report).await {
         report.error = e.to_string();
     }
-    sandbox::finish_drill(ctx, sb, report).await
+    let stop = super::MariadbEngine.stop_sandbox_server(sb);
+    sandbox::finish_drill(ctx, sb, stop, report).await
 }
 
 async fn procedure(
@@ -46,7 +48,10 @@ async fn procedure(
     report: &mut DrillReport,
 ) -> Result<(), AgentError> {
     let dir = &sb.dir;
-    sandbox::wipe(sb).await?;
+    // A server of this engine left by an earlier drill is stopped first; the daemon stops
+    // any engine's when a drill is interrupted.
+    super::MariadbEngine.stop_sandbox_server(sb).await;
+    sandbox::remove_all(sb)?;
     let (series, bin) = mariadb_series(sb)
         .filter(|(s, _)| *s == job.major)
         .ok_or_else(|| {

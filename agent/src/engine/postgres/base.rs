@@ -16,7 +16,7 @@ use tidemark_proto::{BaseBackupInfo, BeginBackupRequest, FinishBackupRequest, Pa
 
 use super::Pg;
 use super::fifo::{FifoSpool, PlantError};
-use super::manifest::{parse_label, parse_manifest, tar_check};
+use super::manifest::{BASE, MANIFEST, parse_label, parse_manifest, tar_check};
 use super::tar::{TarSummary, TarTap};
 use crate::config::Checkpoint;
 use crate::error::AgentError;
@@ -24,8 +24,6 @@ use crate::job::{JobContext, JobResult};
 use crate::tool::{self, ToolError};
 use crate::upload::{Part, UploadError, upload_part};
 
-pub const BASE: &str = "base";
-pub const MANIFEST: &str = "backup_manifest";
 pub const FORMAT_TAR: &str = "tar";
 const FORMAT_MANIFEST: &str = "pg-backup-manifest";
 

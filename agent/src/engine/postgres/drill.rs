@@ -16,6 +16,7 @@ use tidemark_proto::{CheckValue, DrillJob, DrillReport};
 use super::physical::{self, Layout, Server};
 use super::{Pg, quote_literal};
 use crate::config::{EngineKind, InstanceConfig, SandboxConfig};
+use crate::engine::Engine;
 use crate::engine::common::{prepare_dir, tail};
 use crate::error::AgentError;
 use crate::job::{JobContext, JobResult};
@@ -39,7 +40,8 @@ pub async fn run(ctx: &JobContext, config: &Path, sb: &SandboxConfig, job: &Dril
     if let Err(e) = procedure(ctx, config, sb, job, started, &mut report).await {
         report.error = e.to_string();
     }
-    sandbox::finish_drill(ctx, sb, report).await
+    let stop = super::PostgresEngine.stop_sandbox_server(sb);
+    sandbox::finish_drill(ctx, sb, stop, report).await
 }
 
 async fn procedure(
@@ -51,7 +53,10 @@ async fn procedure(
     report: &mut DrillReport,
 ) -> Result<(), AgentError> {
     let dir = &sb.dir;
-    sandbox::wipe(sb).await?;
+    // A server of this engine left by an earlier drill is stopped first; the daemon stops
+    // any engine's when a drill is interrupted.
+    super::PostgresEngine.stop_sandbox_server(sb).await;
+    sandbox::remove_all(sb)?;
     let bin = sandbox_binaries(sb).remove(&job.major).ok_or_else(|| {
         AgentError::permanent(format!(
             "this sandbox has no PostgreSQL {} binaries; install them or list their bin directory in [sandbox] bin-dirs",

@@ -5,9 +5,13 @@
 use tidemark_core::wal::Lsn;
 use tidemark_proto::PartCheck;
 
-use super::base::BASE;
 use super::tar::TarSummary;
 use crate::error::AgentError;
+
+/// The part holding the data directory's tar, and the one holding PostgreSQL's own
+/// backup_manifest.
+pub const BASE: &str = "base";
+pub const MANIFEST: &str = "backup_manifest";
 
 /// The stored tar's check: closed by its end-of-archive marker and, for the base
 /// tablespace, holding the control file and the backup label.

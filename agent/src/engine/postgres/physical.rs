@@ -18,7 +18,7 @@ use tidemark_core::text::bytes as human_bytes;
 use tidemark_proto::PhysicalRestore;
 
 use super::Pg;
-use super::base::{BASE, MANIFEST};
+use super::manifest::{BASE, MANIFEST};
 use crate::config::InstanceConfig;
 use crate::download::{Feed, download_part, run_fed};
 use crate::engine::common::{prepare_dir, tail};
