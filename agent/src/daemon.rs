@@ -329,7 +329,7 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
             Some(p) => {
                 // The target host may not run the source instance: the tools and the OS
                 // user come from an instance of the same engine, or the engine's defaults.
-                let kind = engine::recovery_engine(Some(p));
+                let kind = engine::recovery_engine(Some(p))?;
                 let inst = config.restore_tools(&r.instance, kind);
                 engine::of(kind).restore_physical(ctx, &inst, p).await
             }
@@ -342,7 +342,7 @@ async fn execute(ctx: &JobContext, config: &AgentConfig, spec: Option<job::Spec>
         },
         Some(job::Spec::Drill(d)) => match &config.sandbox {
             Some(sb) => {
-                let kind = engine::recovery_engine(d.restore.as_ref());
+                let kind = engine::recovery_engine(d.restore.as_ref())?;
                 engine::of(kind).drill(ctx, sb, &d).await
             }
             None => Err(AgentError::permanent(

@@ -99,8 +99,15 @@ pub async fn finish_drill(
     stop_server: impl std::future::Future<Output = ()>,
     mut report: DrillReport,
 ) -> JobResult {
-    stop_server.await;
-    if let Err(e) = remove_all(sb) {
+    // Never stop a server in a directory that is not the sandbox (a mistyped dir).
+    let emptied = match prepare(sb) {
+        Ok(()) => {
+            stop_server.await;
+            remove_all(sb)
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = emptied {
         tracing::error!(error = %e, "could not empty the sandbox after the drill");
         if report.error.is_empty() {
             report.error = format!("the sandbox could not be emptied afterwards: {e}");
@@ -188,5 +195,34 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from(MARK)]);
+    }
+
+    /// A mistyped sandbox dir holding a real server: the server is left running, not only
+    /// its files. A MariaDB sandbox server is stopped by the pid in data/mysqld.pid, so a
+    /// process of our own stands in for it.
+    #[tokio::test]
+    async fn a_server_in_a_directory_that_is_not_the_sandbox_is_never_stopped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let theirs = tmp.path().join("var-lib-mysql");
+        std::fs::create_dir_all(data_dir(&theirs)).unwrap();
+        let mut server = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            data_dir(&theirs).join("mysqld.pid"),
+            format!("{}\n", server.id()),
+        )
+        .unwrap();
+        let e = crate::engine::wipe_sandbox(&cfg(&theirs))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("did not put there"), "{e}");
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "the server in a directory that is not the sandbox was stopped"
+        );
+        server.kill().unwrap();
+        server.wait().unwrap();
     }
 }

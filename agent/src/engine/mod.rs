@@ -70,23 +70,34 @@ pub fn all() -> impl Iterator<Item = &'static dyn Engine> {
 /// here and nowhere else, it is inferred as that version meant it: only a MariaDB restore
 /// has binlogs to replay, and a job with no restore at all goes to PostgreSQL, which
 /// reports what is missing.
-pub fn recovery_engine(restore: Option<&PhysicalRestore>) -> EngineKind {
-    match restore.map(|r| r.engine()) {
-        Some(tidemark_proto::Engine::Postgresql) => EngineKind::Postgresql,
-        Some(tidemark_proto::Engine::Mariadb) => EngineKind::Mariadb,
-        Some(tidemark_proto::Engine::Unspecified) | None => {
+/// An engine number this agent does not know (a newer controller's) is refused, never
+/// taken for one it knows.
+pub fn recovery_engine(restore: Option<&PhysicalRestore>) -> Result<EngineKind, AgentError> {
+    let named = restore.map(|r| tidemark_proto::Engine::try_from(r.engine));
+    Ok(match named {
+        Some(Ok(tidemark_proto::Engine::Postgresql)) => EngineKind::Postgresql,
+        Some(Ok(tidemark_proto::Engine::Mariadb)) => EngineKind::Mariadb,
+        Some(Ok(tidemark_proto::Engine::Unspecified)) | None => {
             if restore.is_some_and(|r| r.binlog.is_some()) {
                 EngineKind::Mariadb
             } else {
                 EngineKind::Postgresql
             }
         }
-    }
+        Some(Err(_)) => {
+            return Err(AgentError::permanent(format!(
+                "the controller asks for engine number {}, which this agent does not know; upgrade the agent",
+                restore.map(|r| r.engine).unwrap_or_default()
+            )));
+        }
+    })
 }
 
 /// Stop any server a drill left running in the sandbox, whichever its engine, then empty
 /// the sandbox.
 pub async fn wipe_sandbox(cfg: &SandboxConfig) -> Result<(), AgentError> {
+    // Never stop a server in a directory that is not the sandbox (a mistyped dir).
+    crate::sandbox::prepare(cfg)?;
     for engine in all() {
         engine.stop_sandbox_server(cfg).await;
     }
@@ -215,10 +226,10 @@ mod tests {
     #[test]
     fn from_an_older_controller_a_restore_with_binlogs_is_mariadb_and_any_other_postgresql() {
         let mut p = PhysicalRestore::default();
-        assert_eq!(recovery_engine(Some(&p)), EngineKind::Postgresql);
-        assert_eq!(recovery_engine(None), EngineKind::Postgresql);
+        assert_eq!(recovery_engine(Some(&p)).unwrap(), EngineKind::Postgresql);
+        assert_eq!(recovery_engine(None).unwrap(), EngineKind::Postgresql);
         p.binlog = Some(Default::default());
-        assert_eq!(recovery_engine(Some(&p)), EngineKind::Mariadb);
+        assert_eq!(recovery_engine(Some(&p)).unwrap(), EngineKind::Mariadb);
         assert_eq!(BackupKind::parse("base"), Some(BackupKind::Base));
         assert_eq!(BackupKind::parse("snapshot"), None);
     }
@@ -229,9 +240,13 @@ mod tests {
             engine: tidemark_proto::Engine::Mariadb.into(),
             ..Default::default()
         };
-        assert_eq!(recovery_engine(Some(&p)), EngineKind::Mariadb);
+        assert_eq!(recovery_engine(Some(&p)).unwrap(), EngineKind::Mariadb);
         p.engine = tidemark_proto::Engine::Postgresql.into();
         p.binlog = Some(Default::default());
-        assert_eq!(recovery_engine(Some(&p)), EngineKind::Postgresql);
+        assert_eq!(recovery_engine(Some(&p)).unwrap(), EngineKind::Postgresql);
+        // A newer controller's engine is refused, not taken for one of ours.
+        p.engine = 99;
+        let e = recovery_engine(Some(&p)).unwrap_err();
+        assert!(e.message().contains("engine number 99"), "{e}");
     }
 }

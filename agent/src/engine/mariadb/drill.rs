@@ -48,8 +48,9 @@ async fn procedure(
     report: &mut DrillReport,
 ) -> Result<(), AgentError> {
     let dir = &sb.dir;
-    // A server of this engine left by an earlier drill is stopped first; the daemon stops
-    // any engine's when a drill is interrupted.
+    // A server of this engine left by an earlier drill is stopped first (the daemon stops
+    // any engine's when a drill is interrupted), once the directory is known to be ours.
+    sandbox::prepare(sb)?;
     super::MariadbEngine.stop_sandbox_server(sb).await;
     sandbox::remove_all(sb)?;
     let (series, bin) = mariadb_series(sb)
