@@ -77,12 +77,14 @@ fn sandbox_engines_json(engines: &[(Engine, u32)]) -> Result<String> {
     serde_json::to_string(&named).map_err(json_err)
 }
 
+/// An engine this controller does not know (a newer controller registered the sandbox in a
+/// shared catalog) is left out: the sandbox still runs the engines it knows.
 fn sandbox_engines_from(json: &str) -> Result<Vec<(Engine, u32)>> {
     let named: Vec<(String, u32)> = serde_json::from_str(json).map_err(json_err)?;
-    named
+    Ok(named
         .into_iter()
-        .map(|(e, m)| Ok((Engine::parse(&e)?, m)))
-        .collect()
+        .filter_map(|(e, m)| Some((Engine::from_name(&e)?, m)))
+        .collect())
 }
 
 fn instance_from_row(r: &DbRow) -> Result<InstanceRow> {
@@ -432,6 +434,10 @@ mod tests {
         let sb = cat.agent("sb1").await.unwrap().unwrap();
         assert_eq!(sb.role, "sandbox");
         assert_eq!(sb.sandbox_engines, vec![(Engine::Postgresql, 15)]);
+        assert_eq!(
+            sandbox_engines_from(r#"[["postgresql",15],["oracle",23]]"#).unwrap(),
+            vec![(Engine::Postgresql, 15)]
+        );
         assert!(cat.instance("shop").await.unwrap().is_none());
         assert!(cat.agent("db2").await.unwrap().is_none());
         let a = cat.agent("db1").await.unwrap().unwrap();

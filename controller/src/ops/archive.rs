@@ -91,14 +91,21 @@ async fn binlog_source(
 }
 
 /// What a push carries. An agent of the version before the header named its engine sends
-/// a binlog's instance and leaves it empty for PostgreSQL WAL: that tells them apart.
-fn pushed_engine(h: &pb::WalHeader) -> Engine {
-    match h.engine() {
-        pb::Engine::Postgresql => Engine::Postgresql,
-        pb::Engine::Mariadb => Engine::Mariadb,
-        pb::Engine::Unspecified if h.instance.is_empty() => Engine::Postgresql,
-        pb::Engine::Unspecified => Engine::Mariadb,
-    }
+/// a binlog's instance and leaves it empty for PostgreSQL WAL: that tells them apart. An
+/// engine number this controller does not know is refused, never taken for one it knows.
+fn pushed_engine(h: &pb::WalHeader) -> OpsResult<Engine> {
+    Ok(match pb::Engine::try_from(h.engine) {
+        Ok(pb::Engine::Postgresql) => Engine::Postgresql,
+        Ok(pb::Engine::Mariadb) => Engine::Mariadb,
+        Ok(pb::Engine::Unspecified) if h.instance.is_empty() => Engine::Postgresql,
+        Ok(pb::Engine::Unspecified) => Engine::Mariadb,
+        Err(_) => {
+            return Err(OpsError::InvalidArgument(format!(
+                "{} is pushed as engine number {}, which this controller does not know; upgrade the controller",
+                h.name, h.engine
+            )));
+        }
+    })
 }
 
 /// Archive one WAL file or binlog: `stream` yields its chunks and trailer after `header`.
@@ -110,7 +117,7 @@ pub async fn push(
 ) -> OpsResult<pb::PushWalResponse> {
     // PostgreSQL WAL: (timeline, segment number or None for a .history file), and the size
     // every segment must have. A binlog: its sequence number, any size.
-    let engine = pushed_engine(&header);
+    let engine = pushed_engine(&header)?;
     let (inst, timeline, segno, size) = match engine {
         Engine::Postgresql => {
             let inst = primary_for(state, agent, &header).await?;
@@ -385,22 +392,28 @@ mod tests {
             instance: instance.into(),
             ..Default::default()
         };
+        let engine = |h: pb::WalHeader| pushed_engine(&h).unwrap();
+        assert_eq!(engine(header(pb::Engine::Mariadb, "shop")), Engine::Mariadb);
         assert_eq!(
-            pushed_engine(&header(pb::Engine::Mariadb, "shop")),
-            Engine::Mariadb
-        );
-        assert_eq!(
-            pushed_engine(&header(pb::Engine::Postgresql, "")),
+            engine(header(pb::Engine::Postgresql, "")),
             Engine::Postgresql
         );
         // The version before the field: a binlog names its instance, WAL does not.
         assert_eq!(
-            pushed_engine(&header(pb::Engine::Unspecified, "shop")),
+            engine(header(pb::Engine::Unspecified, "shop")),
             Engine::Mariadb
         );
         assert_eq!(
-            pushed_engine(&header(pb::Engine::Unspecified, "")),
+            engine(header(pb::Engine::Unspecified, "")),
             Engine::Postgresql
+        );
+        // A newer agent's engine is refused, not taken for one of ours.
+        let newer = pb::WalHeader {
+            engine: 99,
+            ..Default::default()
+        };
+        assert!(
+            matches!(pushed_engine(&newer), Err(OpsError::InvalidArgument(m)) if m.contains("engine number 99"))
         );
     }
 }
