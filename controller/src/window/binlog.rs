@@ -1,5 +1,5 @@
 //! The recovery window of a MariaDB/MySQL instance, and what a point-in-time restore
-//! replays. Pure functions over catalog rows, as for PostgreSQL (`pitr`).
+//! replays. Pure functions over catalog rows, as for PostgreSQL (`wal`).
 //!
 //! A backup is consistent with a binlog position (file and offset). It can reach any point
 //! from its own end up to the last event of the unbroken run of archived binlog files that

@@ -1,5 +1,6 @@
-//! The recovery window of an instance, and which base backup a point-in-time restore starts
-//! from. Pure functions over catalog rows, so every rule is tested without a server.
+//! The recovery window of a PostgreSQL instance, and which base backup a point-in-time
+//! restore starts from. Pure functions over catalog rows, so every rule is tested without a
+//! server.
 //!
 //! A base backup can reach any point from its stop up to the end of the unbroken run of
 //! archived segments that starts at its start segment. The window runs from the oldest
