@@ -132,6 +132,17 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             Arc::new(store::retry::Retrying::new(s3, policy))
         }
     };
+    // Only on the store this catalog indexes: never on an unmounted volume's empty
+    // directory, nor on another bucket.
+    let store_name = match config.store.kind {
+        config::StoreKind::Fs => config.store_path().display().to_string(),
+        config::StoreKind::S3 => {
+            let s = config.s3_settings().map_err(anyhow::Error::msg)?;
+            format!("s3://{}/{}", s.bucket, s.prefix)
+        }
+    };
+    let store_id = repo::identity::check(&catalog, store.as_ref(), &store_name).await?;
+    tracing::info!(store = %store_name, %store_id, "store identity checked");
     let keys = keys::Keyring::open(&catalog, config.encryption.enabled, config.key_dir())
         .await
         .context("opening the encryption keys")?;

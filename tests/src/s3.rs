@@ -20,6 +20,9 @@ pub struct S3Server {
     port: u16,
 }
 
+/// The store's identity object, at the root of its prefix.
+const IDENTITY: &str = "tidemark-store";
+
 impl S3Server {
     /// Start on a free port with bucket [`BUCKET`], storing under `dir/s3`.
     pub fn start(dir: &Path) -> Self {
@@ -96,8 +99,25 @@ impl S3Server {
         )
     }
 
-    /// Every object's file under the bucket (chunks and quarantine).
+    /// Every data object's file under the bucket (packs, chunks and quarantine): all but
+    /// the store's identity object, which holds only its random id (see
+    /// [`identity_files`](Self::identity_files)).
     pub fn object_files(&self) -> Vec<PathBuf> {
+        self.all_files()
+            .into_iter()
+            .filter(|p| p.file_name().is_none_or(|n| n != IDENTITY))
+            .collect()
+    }
+
+    /// The store identity objects in the bucket (one per store prefix).
+    pub fn identity_files(&self) -> Vec<PathBuf> {
+        self.all_files()
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == IDENTITY))
+            .collect()
+    }
+
+    fn all_files(&self) -> Vec<PathBuf> {
         fn walk(d: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
                 let p = e.path();

@@ -38,9 +38,6 @@ fn family(declared: &str) -> &'static str {
     }
 }
 
-/// Tables of the migration machinery, which each backend keeps its own way.
-const OWN_BOOKKEEPING: &[&str] = &["schema_version", "_sqlx_migrations"];
-
 async fn sqlite_schema(path: &std::path::Path) -> BTreeSet<Fact> {
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)
@@ -55,7 +52,6 @@ async fn sqlite_schema(path: &std::path::Path) -> BTreeSet<Fact> {
     .unwrap()
     .iter()
     .map(|r| r.get(0))
-    .filter(|t: &String| !OWN_BOOKKEEPING.contains(&t.as_str()))
     .collect();
     for t in &tables {
         facts.insert(Fact::Table(t.clone()));
@@ -125,9 +121,6 @@ async fn postgres_schema(url: &str) -> BTreeSet<Fact> {
     .unwrap()
     {
         let table: String = r.get(0);
-        if OWN_BOOKKEEPING.contains(&table.as_str()) {
-            continue;
-        }
         facts.insert(Fact::Table(table.clone()));
         facts.insert(Fact::Column(
             table,
@@ -153,9 +146,6 @@ async fn postgres_schema(url: &str) -> BTreeSet<Fact> {
     .unwrap()
     {
         let table: String = r.get(0);
-        if OWN_BOOKKEEPING.contains(&table.as_str()) {
-            continue;
-        }
         facts.insert(Fact::Index(table, r.get("cols"), r.get(1)));
     }
     pool.close().await;

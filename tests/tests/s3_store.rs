@@ -36,6 +36,13 @@ fn backups_round_trip_through_s3() {
     let s3 = f.s3.as_ref().unwrap();
     let objects = s3.object_files();
     assert!(objects.len() >= 3, "{objects:?}");
+    // The store was initialised with its identity, at the root of its prefix.
+    let identity = s3.identity_files();
+    assert_eq!(identity.len(), 1, "{identity:?}");
+    assert!(
+        identity[0].ends_with("tidemark/fleet/tidemark-store"),
+        "{identity:?}"
+    );
     assert!(
         objects
             .iter()
@@ -46,11 +53,16 @@ fn backups_round_trip_through_s3() {
         f.controller.pack_files().is_empty(),
         "nothing goes to the controller's disk"
     );
-    // What S3 bills is counted: one PUT per pack, each pack holding many chunks.
+    // What S3 bills is counted: one PUT per pack, each pack holding many chunks, and the
+    // identity's one when the store was initialised.
     let puts = f
         .controller
         .metric("tidemark_store_requests_total{op=\"put\"}");
-    assert_eq!(puts as usize, objects.len(), "one PUT per pack");
+    assert_eq!(
+        puts as usize,
+        objects.len() + identity.len(),
+        "one PUT per pack, and one for the identity"
+    );
     let chunks = f.controller.stored_chunks().len();
     assert!(
         chunks > 2 * objects.len(),

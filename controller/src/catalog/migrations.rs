@@ -23,9 +23,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("migrations/0012_retention.sql")),
     (13, include_str!("migrations/0013_portable.sql")),
     (14, include_str!("migrations/0014_controllers.sql")),
+    (15, include_str!("migrations/0015_store_identity.sql")),
 ];
 
-const POSTGRES: &[(i64, &str)] = &[(14, include_str!("migrations/postgres/0014_schema.sql"))];
+const POSTGRES: &[(i64, &str)] = &[
+    (14, include_str!("migrations/postgres/0014_schema.sql")),
+    (
+        15,
+        include_str!("migrations/postgres/0015_store_identity.sql"),
+    ),
+];
 
 const CURRENT: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
 const RECORD: &str = "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)";

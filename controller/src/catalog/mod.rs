@@ -18,6 +18,7 @@ mod samples;
 mod schedules;
 mod states;
 mod status;
+mod store_identity;
 mod verify;
 mod wal;
 

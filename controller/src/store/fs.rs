@@ -16,6 +16,9 @@ use tidemark_core::ids::ChunkId;
 
 use super::{ChunkStore, StoreError};
 
+/// The identity object's name, at the store's root.
+const IDENTITY: &str = "tidemark-store";
+
 /// Cheap to clone: blocking file work runs on its own thread with a handle of its own.
 #[derive(Clone)]
 pub struct FsStore {
@@ -24,24 +27,10 @@ pub struct FsStore {
 }
 
 impl FsStore {
+    /// Open the store at `root`. Nothing is created: a store is laid out only when it is
+    /// initialised ([`ChunkStore::initialize`]), so an unmounted volume is never mistaken
+    /// for an empty store.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in ["chunks", "packs", "tmp", "quarantine"] {
-            let p = root.join(dir);
-            fs::create_dir_all(&p).map_err(|e| StoreError::io(p.display(), e))?;
-        }
-        // All 256 fan-out directories exist and are durable from the start, so a put never
-        // depends on another put's directory creation having reached the disk.
-        for top in ["chunks", "packs"] {
-            let top = root.join(top);
-            for b in 0..=255u8 {
-                let d = top.join(format!("{b:02x}"));
-                if !d.exists() {
-                    fs::create_dir(&d).map_err(|e| StoreError::io(d.display(), e))?;
-                }
-            }
-            sync_dir(&top)?;
-        }
-        sync_dir(root)?;
         // Temp files left by a crash are never referenced; clear them.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for e in entries.flatten() {
@@ -52,6 +41,31 @@ impl FsStore {
             root: Arc::new(root.to_path_buf()),
             tmp_seq: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Make the layout (idempotent): every fan-out directory exists and is durable from
+    /// the start, so a put never depends on another put's directory creation having
+    /// reached the disk.
+    fn make_layout(root: &Path) -> Result<(), StoreError> {
+        for dir in ["chunks", "packs", "tmp", "quarantine"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(|e| StoreError::io(p.display(), e))?;
+        }
+        for top in ["chunks", "packs"] {
+            let top = root.join(top);
+            for b in 0..=255u8 {
+                let d = top.join(format!("{b:02x}"));
+                if !d.exists() {
+                    fs::create_dir(&d).map_err(|e| StoreError::io(d.display(), e))?;
+                }
+            }
+            sync_dir(&top)?;
+        }
+        sync_dir(root)
+    }
+
+    fn identity_path(&self) -> PathBuf {
+        self.root.join(IDENTITY)
     }
 
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
@@ -212,7 +226,11 @@ impl ChunkStore for FsStore {
         let chunks = self.root.join("chunks");
         blocking(move || {
             let mut out = Vec::new();
-            for fan in fs::read_dir(&chunks).map_err(|e| StoreError::io(chunks.display(), e))? {
+            let fans = match fs::read_dir(&chunks) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+                other => other.map_err(|e| StoreError::io(chunks.display(), e))?,
+            };
+            for fan in fans {
                 let fan = fan.map_err(|e| StoreError::io(chunks.display(), e))?;
                 let dir = fan.path();
                 for f in fs::read_dir(&dir).map_err(|e| StoreError::io(dir.display(), e))? {
@@ -256,7 +274,11 @@ impl ChunkStore for FsStore {
         let packs = self.root.join("packs");
         blocking(move || {
             let mut out = Vec::new();
-            for fan in fs::read_dir(&packs).map_err(|e| StoreError::io(packs.display(), e))? {
+            let fans = match fs::read_dir(&packs) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+                other => other.map_err(|e| StoreError::io(packs.display(), e))?,
+            };
+            for fan in fans {
                 let dir = fan.map_err(|e| StoreError::io(packs.display(), e))?.path();
                 for f in fs::read_dir(&dir).map_err(|e| StoreError::io(dir.display(), e))? {
                     let f = f.map_err(|e| StoreError::io(dir.display(), e))?;
@@ -270,6 +292,37 @@ impl ChunkStore for FsStore {
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
         remove_durably(self.pack_path(name)?).await
+    }
+
+    async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.identity_path();
+        blocking(move || match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(path.display(), e)),
+        })
+        .await
+    }
+
+    async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError> {
+        let (this, path) = (self.clone(), self.identity_path());
+        let identity = identity.to_vec();
+        blocking(move || {
+            if path.exists() {
+                return Err(StoreError::IdentityExists);
+            }
+            Self::make_layout(&this.root)?;
+            let tmp = this.write_temp(IDENTITY, &identity)?;
+            // A hard link, unlike a rename, never replaces: the first identity stays.
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::IdentityExists),
+                other => other.map_err(|e| StoreError::io(path.display(), e)),
+            }?;
+            sync_dir(&this.root)
+        })
+        .await
     }
 }
 
@@ -299,6 +352,7 @@ mod tests {
     async fn a_damaged_file_is_replaced_by_a_verified_upload() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
+        store.initialize(b"test").await.unwrap();
         let id = ChunkId::of(b"x");
         store.put(&id, b"good bytes").await.unwrap();
         fs::write(store.chunk_path(&id), b"rotten").unwrap();
@@ -314,6 +368,7 @@ mod tests {
     async fn leaves_no_temp_files_and_clears_stale_ones_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
+        store.initialize(b"test").await.unwrap();
         let id = ChunkId::of(b"x");
         store.put(&id, b"TMZ1...").await.unwrap();
         assert!(store.chunk_path(&id).exists());
@@ -321,5 +376,15 @@ mod tests {
         fs::write(dir.path().join("tmp").join("stale"), b"half").unwrap();
         FsStore::open(dir.path()).unwrap();
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// An unmounted volume: opening the store creates nothing there.
+    #[tokio::test]
+    async fn opening_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(&dir.path().join("store")).unwrap();
+        assert_eq!(store.identity().await.unwrap(), None);
+        assert!(!store.holds_data().await.unwrap());
+        assert!(!dir.path().join("store").exists());
     }
 }

@@ -12,6 +12,7 @@ use super::{ChunkStore, StoreError};
 pub struct MemStore {
     chunks: Mutex<HashMap<ChunkId, Vec<u8>>>,
     packs: Mutex<HashMap<String, Vec<u8>>>,
+    identity: Mutex<Option<Vec<u8>>>,
 }
 
 #[async_trait]
@@ -80,6 +81,19 @@ impl ChunkStore for MemStore {
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
         self.packs.lock().unwrap().remove(name);
+        Ok(())
+    }
+
+    async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.identity.lock().unwrap().clone())
+    }
+
+    async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError> {
+        let mut held = self.identity.lock().unwrap();
+        if held.is_some() {
+            return Err(StoreError::IdentityExists);
+        }
+        *held = Some(identity.to_vec());
         Ok(())
     }
 }

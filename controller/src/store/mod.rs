@@ -15,6 +15,8 @@ use tidemark_core::ids::ChunkId;
 pub enum StoreError {
     #[error("chunk {0} is not in the store")]
     NotFound(ChunkId),
+    #[error("the store already has an identity object; it was initialised before")]
+    IdentityExists,
     #[error("pack {0} is not in the store")]
     PackNotFound(String),
     #[error("pack {0} is already stored; packs are never replaced")]
@@ -65,6 +67,7 @@ impl StoreError {
             StoreError::NotFound(_)
             | StoreError::PackNotFound(_)
             | StoreError::PackExists(_)
+            | StoreError::IdentityExists
             | StoreError::Damaged { .. } => false,
         }
     }
@@ -133,6 +136,18 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// call this (a later issue).
     #[allow(dead_code)]
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError>;
+    /// The store's identity object (see `crate::store_identity`), or None when it has none:
+    /// a store never initialised, or not the store at all (an unmounted volume, another
+    /// bucket or prefix). Reading creates nothing.
+    async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Initialise the store: make its layout and write its identity object, once. A store
+    /// that has one refuses with [`StoreError::IdentityExists`]; nothing is overwritten.
+    async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError>;
+    /// Does the store hold any chunk or pack? Used once, when a catalog that knows stored
+    /// chunks meets a store without an identity (a catalog from before identities).
+    async fn holds_data(&self) -> Result<bool, StoreError> {
+        Ok(!self.list_packs().await?.is_empty() || !self.list().await?.is_empty())
+    }
     /// Requests made to a remote store so far, by kind (PUT, GET, HEAD, LIST, DELETE,
     /// COPY): what an object store bills. Empty for local stores.
     fn requests(&self) -> Vec<(&'static str, u64)> {
@@ -148,6 +163,24 @@ pub mod conformance {
     use tidemark_core::chunk;
 
     pub async fn run(store: Arc<dyn ChunkStore>) {
+        // A new store has no identity and no data until it is initialised, once.
+        assert_eq!(store.identity().await.unwrap(), None);
+        assert!(!store.holds_data().await.unwrap());
+        store.initialize(b"{\"store_id\":\"a\"}").await.unwrap();
+        assert_eq!(
+            store.identity().await.unwrap().as_deref(),
+            Some(&b"{\"store_id\":\"a\"}"[..])
+        );
+        assert!(matches!(
+            store.initialize(b"{\"store_id\":\"b\"}").await,
+            Err(StoreError::IdentityExists)
+        ));
+        assert_eq!(
+            store.identity().await.unwrap().as_deref(),
+            Some(&b"{\"store_id\":\"a\"}"[..]),
+            "a second initialisation changes nothing"
+        );
+
         let plain = b"conformance chunk ".repeat(500);
         let id = ChunkId::of(&plain);
         let enc = chunk::encode(&plain);

@@ -136,6 +136,33 @@ impl<S: ChunkStore> ChunkStore for Retrying<S> {
             .await
     }
 
+    async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run("get identity", "", || self.inner.identity()).await
+    }
+
+    async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError> {
+        // A retried initialisation may find the identity its first attempt wrote.
+        let tried = std::sync::atomic::AtomicBool::new(false);
+        self.run("initialize", "", || {
+            let again = tried.swap(true, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                match self.inner.initialize(identity).await {
+                    Err(StoreError::IdentityExists)
+                        if again && self.inner.identity().await?.as_deref() == Some(identity) =>
+                    {
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn holds_data(&self) -> Result<bool, StoreError> {
+        self.run("list", "", || self.inner.holds_data()).await
+    }
+
     fn requests(&self) -> Vec<(&'static str, u64)> {
         self.inner.requests()
     }
@@ -238,6 +265,18 @@ mod tests {
         async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
             self.inner.delete_pack(name).await
         }
+        async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.identity().await
+        }
+        async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError> {
+            if self.failing() {
+                if self.lands {
+                    let _ = self.inner.initialize(identity).await;
+                }
+                return Err(self.slow_down("identity".into()));
+            }
+            self.inner.initialize(identity).await
+        }
     }
 
     fn policy() -> Policy {
@@ -296,6 +335,17 @@ mod tests {
         // But a name taken by other bytes stays an error: a pack is never replaced.
         let e = s.put_pack(&name, b"other").await.unwrap_err();
         assert!(e.to_string().contains("never replaced"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_initialisation_whose_reply_was_lost_is_confirmed_and_another_is_refused() {
+        let s = flaky(1, true, true);
+        s.initialize(b"ours").await.unwrap();
+        assert_eq!(s.identity().await.unwrap().as_deref(), Some(&b"ours"[..]));
+        assert!(matches!(
+            s.initialize(b"theirs").await,
+            Err(StoreError::IdentityExists)
+        ));
     }
 
     #[tokio::test]

@@ -166,6 +166,10 @@ impl S3Store {
         )
     }
 
+    fn identity_key(&self) -> String {
+        format!("{}tidemark-store", self.prefix)
+    }
+
     fn key(&self, id: &ChunkId) -> String {
         let hex = id.to_hex();
         format!("{}chunks/{}/{hex}", self.prefix, &hex[..2])
@@ -449,6 +453,75 @@ impl ChunkStore for S3Store {
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
         self.delete_key(&self.pack_key(name)).await
+    }
+
+    async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.identity_key();
+        self.counts.add("get");
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if matches!(e.as_service_error(), Some(s) if s.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(remote("get", &key, e)),
+        };
+        let bytes = out.body.collect().await.map_err(|e| StoreError::Remote {
+            op: "get",
+            key: key.clone(),
+            message: format!("reading the body: {}", tidemark_core::text::error_chain(&e)),
+            transient: true,
+        })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError> {
+        // Objects need no layout; the identity is created only if absent (Object Lock
+        // friendly, and a second controller initialising at once cannot replace it).
+        let key = self.identity_key();
+        self.counts.add("put");
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .body(ByteStream::from(identity.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                Err(StoreError::IdentityExists)
+            }
+            Err(e) => Err(remote("put", &key, e)),
+        }
+    }
+
+    async fn holds_data(&self) -> Result<bool, StoreError> {
+        for under in ["packs/", "chunks/"] {
+            let prefix = format!("{}{under}", self.prefix);
+            self.counts.add("list");
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .max_keys(1)
+                .send()
+                .await
+                .map_err(|e| remote("list", &prefix, e))?;
+            if !page.contents().is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn requests(&self) -> Vec<(&'static str, u64)> {
