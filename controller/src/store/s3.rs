@@ -215,6 +215,64 @@ impl S3Store {
         Ok(())
     }
 
+    /// The whole object at `key`, or None when there is none.
+    async fn get_whole(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.counts.add("get");
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if matches!(e.as_service_error(), Some(s) if s.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(remote("get", key, e)),
+        };
+        let bytes = out.body.collect().await.map_err(|e| {
+            let chain = tidemark_core::text::error_chain(&e);
+            // The SDK checks the checksum the server stored with the object: a mismatch
+            // means the stored bytes changed, which no retry mends.
+            if chain.to_ascii_lowercase().contains("checksum mismatch") {
+                StoreError::Damaged {
+                    key: key.to_string(),
+                    detail: chain,
+                }
+            } else {
+                StoreError::Remote {
+                    op: "get",
+                    key: key.to_string(),
+                    message: format!("reading the body: {chain}"),
+                    transient: true,
+                }
+            }
+        })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    /// Write `bytes` at `key` only if no object is there (If-None-Match: *): false when
+    /// one is.
+    async fn create(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.counts.add("put");
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+            Err(e) => Err(remote("put", key, e)),
+        }
+    }
+
     /// Check that the bucket is there and these credentials may use it, so that a
     /// misconfiguration stops the controller at start rather than the first backup.
     pub async fn check(&self) -> Result<(), StoreError> {
@@ -280,41 +338,9 @@ impl ChunkStore for S3Store {
     }
 
     async fn get(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        let key = self.key(id);
-        self.counts.add("get");
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if matches!(e.as_service_error(), Some(s) if s.is_no_such_key()) => {
-                return Err(StoreError::NotFound(*id));
-            }
-            Err(e) => return Err(remote("get", &key, e)),
-        };
-        let bytes = out.body.collect().await.map_err(|e| {
-            let chain = tidemark_core::text::error_chain(&e);
-            // The SDK checks the checksum the server stored with the object: a mismatch
-            // means the stored bytes changed, which no retry mends.
-            if chain.to_ascii_lowercase().contains("checksum mismatch") {
-                StoreError::Damaged {
-                    key: key.clone(),
-                    detail: chain,
-                }
-            } else {
-                StoreError::Remote {
-                    op: "get",
-                    key: key.clone(),
-                    message: format!("reading the body: {chain}"),
-                    transient: true,
-                }
-            }
-        })?;
-        Ok(bytes.into_bytes().to_vec())
+        self.get_whole(&self.key(id))
+            .await?
+            .ok_or(StoreError::NotFound(*id))
     }
 
     async fn exists(&self, id: &ChunkId) -> Result<bool, StoreError> {
@@ -374,24 +400,10 @@ impl ChunkStore for S3Store {
     }
 
     async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let key = self.pack_key(name);
-        self.counts.add("put");
         // Created only if absent: a pack is never replaced (Object Lock friendly).
-        match self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .if_none_match("*")
-            .body(ByteStream::from(bytes.to_vec()))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
-                Err(StoreError::PackExists(name.to_string()))
-            }
-            Err(e) => Err(remote("put", &key, e)),
+        match self.create(&self.pack_key(name), bytes).await? {
+            true => Ok(()),
+            false => Err(StoreError::PackExists(name.to_string())),
         }
     }
 
@@ -456,51 +468,15 @@ impl ChunkStore for S3Store {
     }
 
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.identity_key();
-        self.counts.add("get");
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if matches!(e.as_service_error(), Some(s) if s.is_no_such_key()) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(remote("get", &key, e)),
-        };
-        let bytes = out.body.collect().await.map_err(|e| StoreError::Remote {
-            op: "get",
-            key: key.clone(),
-            message: format!("reading the body: {}", tidemark_core::text::error_chain(&e)),
-            transient: true,
-        })?;
-        Ok(Some(bytes.into_bytes().to_vec()))
+        self.get_whole(&self.identity_key()).await
     }
 
     async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError> {
-        // Objects need no layout; the identity is created only if absent (Object Lock
-        // friendly, and a second controller initialising at once cannot replace it).
-        let key = self.identity_key();
-        self.counts.add("put");
-        match self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .if_none_match("*")
-            .body(ByteStream::from(identity.to_vec()))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
-                Err(StoreError::IdentityExists)
-            }
-            Err(e) => Err(remote("put", &key, e)),
+        // Objects need no layout; the identity is created only if absent, so a second
+        // controller initialising at the same moment cannot replace it.
+        match self.create(&self.identity_key(), identity).await? {
+            true => Ok(()),
+            false => Err(StoreError::IdentityExists),
         }
     }
 
