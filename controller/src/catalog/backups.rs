@@ -75,7 +75,8 @@ pub struct NewChunk {
 }
 
 /// Record chunks newly durable in the store, and that `owner` uploaded them (an agent may
-/// later refer only to chunks it owns). Idempotent: a chunk stored before keeps its row.
+/// later refer only to chunks it owns). Idempotent: a chunk stored before keeps its row,
+/// unless a read found it faulty: then these verified bytes, just stored, heal it.
 pub(super) async fn record_new_chunks(
     conn: &mut DbConn,
     new_chunks: &[NewChunk],
@@ -85,7 +86,10 @@ pub(super) async fn record_new_chunks(
     for c in new_chunks {
         sqlx::query(
             "INSERT INTO chunks (id, raw_len, stored_len, created_at, pack, pack_offset, pack_len)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET stored_len = excluded.stored_len, pack = excluded.pack,
+               pack_offset = excluded.pack_offset, pack_len = excluded.pack_len, fault = ''
+             WHERE chunks.fault <> ''",
         )
         .bind(c.id.0.as_slice())
         .bind(c.raw_len as i64)
@@ -392,14 +396,15 @@ impl Catalog {
         .rows_affected())
     }
 
-    /// The dedup query: which of these chunks are durably stored and were uploaded by
-    /// `agent` itself?
+    /// The dedup query: which of these chunks are durably stored, not found faulty, and were
+    /// uploaded by `agent` itself?
     pub async fn have_chunks(&self, agent: &str, ids: &[ChunkId]) -> Result<Vec<bool>> {
         let mut conn = self.pool.acquire().await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let found = sqlx::query(
-                "SELECT 1 FROM chunks c JOIN chunk_owners o ON o.chunk_id = c.id WHERE c.id = $1 AND o.agent = $2",
+                "SELECT 1 FROM chunks c JOIN chunk_owners o ON o.chunk_id = c.id
+                 WHERE c.id = $1 AND o.agent = $2 AND c.fault = ''",
             )
             .bind(id.0.as_slice())
             .bind(agent)
@@ -423,34 +428,59 @@ impl Catalog {
         )
     }
 
-    /// A chunk was found corrupt or missing: stop vouching for it, so the next upload of the
-    /// same content stores it again.
     /// Where a chunk the catalog holds as stored is: None when it does not hold it,
     /// Some(None) for a chunk stored as its own object.
+    #[cfg(test)]
     pub async fn chunk_location(
         &self,
         id: &ChunkId,
     ) -> Result<Option<Option<crate::store::PackLoc>>> {
-        let row = sqlx::query("SELECT pack, pack_offset, pack_len FROM chunks WHERE id = $1")
-            .bind(id.0.as_slice())
-            .fetch_optional(&self.pool)
-            .await?;
+        Ok(self.chunk_place(id).await?.map(|(loc, _)| loc))
+    }
+
+    /// [`chunk_location`](Self::chunk_location), and whether a read found it faulty.
+    pub async fn chunk_place(
+        &self,
+        id: &ChunkId,
+    ) -> Result<Option<(Option<crate::store::PackLoc>, bool)>> {
+        let row =
+            sqlx::query("SELECT pack, pack_offset, pack_len, fault FROM chunks WHERE id = $1")
+                .bind(id.0.as_slice())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| {
-            r.get::<Option<String>, _>(0)
+            let loc = r
+                .get::<Option<String>, _>(0)
                 .map(|pack| crate::store::PackLoc {
                     pack,
                     offset: r.get::<i64, _>(1) as u64,
                     len: r.get::<i64, _>(2) as u32,
-                })
+                });
+            (loc, !r.get::<&str, _>(3).is_empty())
         }))
     }
 
-    pub async fn forget_chunk(&self, id: &ChunkId) -> Result<()> {
-        sqlx::query("DELETE FROM chunks WHERE id = $1")
+    /// A read found the chunk missing, corrupt or unreadable: record why. The row stays, so
+    /// nothing that refers to it is lost; until a good read or a new upload clears the
+    /// fault, the chunk is not offered for dedup and what needs it is refused.
+    pub async fn mark_chunk_fault(&self, id: &ChunkId, why: &str) -> Result<()> {
+        sqlx::query("UPDATE chunks SET fault = $1 WHERE id = $2")
+            .bind(if why.is_empty() { "unreadable" } else { why })
             .bind(id.0.as_slice())
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    /// A read found the chunk intact again (a volume remounted, a lagging replica caught
+    /// up, a key loaded): clear its fault. True when it had one.
+    pub async fn clear_chunk_fault(&self, id: &ChunkId) -> Result<bool> {
+        let n = sqlx::query("UPDATE chunks SET fault = '' WHERE id = $1 AND fault <> ''")
+            .bind(id.0.as_slice())
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 
     /// Up to `limit` manifest lines of a part with `seq >= from`.
@@ -482,7 +512,8 @@ impl Catalog {
         .collect()
     }
 
-    /// Chunks a part needs that the catalog no longer vouches for (found corrupt or missing).
+    /// Chunks a part needs that the catalog cannot vouch for: found faulty by a read, or
+    /// forgotten (by a version before faults were recorded).
     pub async fn unavailable_chunks(
         &self,
         backup: BackupId,
@@ -491,7 +522,7 @@ impl Catalog {
     ) -> Result<Vec<ChunkId>> {
         sqlx::query(
             "SELECT DISTINCT p.chunk_id FROM part_chunks p LEFT JOIN chunks c ON c.id = p.chunk_id
-             WHERE p.backup_id = $1 AND p.part = $2 AND c.id IS NULL LIMIT $3",
+             WHERE p.backup_id = $1 AND p.part = $2 AND (c.id IS NULL OR c.fault <> '') LIMIT $3",
         )
         .bind(backup.0)
         .bind(part)
@@ -571,11 +602,53 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        cat.forget_chunk(&ids[3]).await.unwrap();
+        // A read found it missing: it is refused and not offered for dedup, but its row
+        // stays, with where it is stored.
+        cat.mark_chunk_fault(&ids[3], "chunk is missing from the store")
+            .await
+            .unwrap();
         assert_eq!(
             cat.unavailable_chunks(b, "db:app", 10).await.unwrap(),
             vec![ids[3]]
         );
+        assert_eq!(
+            cat.have_chunks("db1", &[ids[3]]).await.unwrap(),
+            vec![false]
+        );
+        assert_eq!(
+            cat.chunk_place(&ids[3]).await.unwrap().map(|p| p.1),
+            Some(true)
+        );
+        // A later good read clears it.
+        assert!(cat.clear_chunk_fault(&ids[3]).await.unwrap());
+        assert!(!cat.clear_chunk_fault(&ids[3]).await.unwrap());
+        assert!(
+            cat.unavailable_chunks(b, "db:app", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // So does a new upload of the same content, which also records where it now is.
+        cat.mark_chunk_fault(&ids[3], "corrupt").await.unwrap();
+        let moved = crate::store::PackLoc {
+            pack: "newpack".into(),
+            offset: 7,
+            len: 3,
+        };
+        let again = NewChunk {
+            id: ids[3],
+            raw_len: 1,
+            stored_len: 3,
+            pack: Some(moved.clone()),
+        };
+        cat.add_manifest(b, "db:app", &[], &[again]).await.unwrap();
+        assert_eq!(
+            cat.chunk_place(&ids[3]).await.unwrap(),
+            Some((Some(moved), false))
+        );
+        cat.mark_chunk_fault(&ids[3], "chunk is missing from the store")
+            .await
+            .unwrap();
 
         assert!(cat.finish_backup(b, false, "pg_dump failed").await.unwrap());
         assert!(

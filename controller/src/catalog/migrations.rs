@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("migrations/0013_portable.sql")),
     (14, include_str!("migrations/0014_controllers.sql")),
     (15, include_str!("migrations/0015_store_identity.sql")),
+    (16, include_str!("migrations/0016_chunk_faults.sql")),
 ];
 
 const POSTGRES: &[(i64, &str)] = &[
@@ -31,6 +32,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         15,
         include_str!("migrations/postgres/0015_store_identity.sql"),
+    ),
+    (
+        16,
+        include_str!("migrations/postgres/0016_chunk_faults.sql"),
     ),
 ];
 

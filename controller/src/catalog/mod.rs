@@ -20,6 +20,7 @@ mod states;
 mod status;
 mod store_identity;
 mod verify;
+pub use verify::Held;
 mod wal;
 
 use std::path::Path;

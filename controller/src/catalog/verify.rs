@@ -7,6 +7,16 @@ use tidemark_core::ids::{BackupId, ChunkId};
 use super::backups::chunk_id;
 use super::{Catalog, Result, now};
 
+/// What the catalog holds of a chunk something refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Held {
+    Stored,
+    /// A read found it missing, corrupt or unreadable.
+    Faulty,
+    /// Its row was deleted by a version that forgot chunks a read could not find.
+    Forgotten,
+}
+
 /// Who refers to a chunk.
 #[derive(Debug, Default, PartialEq)]
 pub struct ChunkUsers {
@@ -18,17 +28,17 @@ pub struct ChunkUsers {
 
 impl Catalog {
     /// Chunks that complete backups and archived WAL of `instance` (or of every instance)
-    /// refer to, each with whether the catalog still holds it as stored (false: it was
-    /// found missing or corrupt before). `known` is a number, not a boolean: SQLite has
-    /// none, and the catalog's SQL runs on PostgreSQL too.
-    pub async fn referenced_chunks(&self, instance: Option<&str>) -> Result<Vec<(ChunkId, bool)>> {
+    /// refer to, each with what the catalog knows of it. `known` is a number (2 stored,
+    /// 1 found faulty, 0 forgotten by a version before faults were recorded): SQLite has
+    /// no booleans, and the catalog's SQL runs on PostgreSQL too.
+    pub async fn referenced_chunks(&self, instance: Option<&str>) -> Result<Vec<(ChunkId, Held)>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT pc.chunk_id AS id, CASE WHEN c.id IS NULL THEN 0 ELSE 1 END AS known
+            "SELECT DISTINCT pc.chunk_id AS id, CASE WHEN c.id IS NULL THEN 0 WHEN c.fault <> '' THEN 1 ELSE 2 END AS known
                FROM part_chunks pc
                JOIN backups b ON b.id = pc.backup_id LEFT JOIN chunks c ON c.id = pc.chunk_id
              WHERE b.status = 'complete' AND ($1 IS NULL OR b.instance = $2)
              UNION
-             SELECT DISTINCT w.chunk_id AS id, CASE WHEN c.id IS NULL THEN 0 ELSE 1 END AS known
+             SELECT DISTINCT w.chunk_id AS id, CASE WHEN c.id IS NULL THEN 0 WHEN c.fault <> '' THEN 1 ELSE 2 END AS known
                FROM wal_chunks w
                LEFT JOIN chunks c ON c.id = w.chunk_id
              WHERE ($3 IS NULL OR w.instance = $4)",
@@ -41,7 +51,12 @@ impl Catalog {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            out.push((chunk_id(r, "id")?, r.get::<i64, _>("known") == 1));
+            let held = match r.get::<i64, _>("known") {
+                2 => Held::Stored,
+                1 => Held::Faulty,
+                _ => Held::Forgotten,
+            };
+            out.push((chunk_id(r, "id")?, held));
         }
         out.sort();
         out.dedup_by(|a, b| a.0 == b.0);
@@ -81,6 +96,29 @@ impl Catalog {
             .await?
             .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Clear the corrupt mark of complete backups whose every chunk the catalog now holds
+    /// as stored (a fault a later read cleared); their ids.
+    pub async fn clear_healed_corruption(&self) -> Result<Vec<BackupId>> {
+        let healed: Vec<BackupId> = sqlx::query(
+            "SELECT b.id FROM backups b WHERE b.status = 'complete' AND b.corrupt <> ''
+               AND NOT EXISTS (SELECT 1 FROM part_chunks pc LEFT JOIN chunks c ON c.id = pc.chunk_id
+                               WHERE pc.backup_id = b.id AND (c.id IS NULL OR c.fault <> ''))
+             ORDER BY b.id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| BackupId(r.get(0)))
+        .collect();
+        for id in &healed {
+            sqlx::query("UPDATE backups SET corrupt = '' WHERE id = $1")
+                .bind(id.0)
+                .execute(&self.writer)
+                .await?;
+        }
+        Ok(healed)
     }
 
     /// Complete backups of `instance` that verify found damaged.
@@ -155,10 +193,39 @@ mod tests {
         cat.finish_backup(backup, true, "").await.unwrap();
         let file = crate::catalog::wal::test_file("000000010000000000000001", "");
         cat.add_wal(&file, &[entry(0, w)], &[new(w)]).await.unwrap();
-        cat.forget_chunk(&b).await.unwrap();
-        let mut want = vec![(a, true), (b, false), (w, true)];
+        cat.mark_chunk_fault(&b, "corrupt").await.unwrap();
+        let mut want = vec![(a, Held::Stored), (b, Held::Faulty), (w, Held::Stored)];
         want.sort();
         assert_eq!(cat.referenced_chunks(None).await.unwrap(), want);
         assert_eq!(cat.referenced_chunks(Some("other")).await.unwrap(), vec![]);
+
+        // A backup marked corrupt for the faulty chunk is complete again once it reads.
+        assert!(
+            cat.mark_backup_corrupt(backup, "chunk b is corrupt")
+                .await
+                .unwrap()
+        );
+        assert_eq!(cat.clear_healed_corruption().await.unwrap(), vec![]);
+        cat.clear_chunk_fault(&b).await.unwrap();
+        assert_eq!(cat.clear_healed_corruption().await.unwrap(), vec![backup]);
+        assert_eq!(cat.corrupt_backup_count("pg").await.unwrap(), 0);
+        // A chunk forgotten by an older version is gone for good: never healed.
+        sqlx::query("DELETE FROM chunks WHERE id = $1")
+            .bind(a.0.as_slice())
+            .execute(&cat.writer)
+            .await
+            .unwrap();
+        assert!(
+            cat.mark_backup_corrupt(backup, "chunk a is missing")
+                .await
+                .unwrap()
+        );
+        assert_eq!(cat.clear_healed_corruption().await.unwrap(), vec![]);
+        assert!(
+            cat.referenced_chunks(None)
+                .await
+                .unwrap()
+                .contains(&(a, Held::Forgotten))
+        );
     }
 }

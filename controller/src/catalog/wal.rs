@@ -165,7 +165,7 @@ impl Catalog {
     pub async fn unavailable_wal_chunks(&self, instance: &str, name: &str) -> Result<Vec<ChunkId>> {
         sqlx::query(
             "SELECT DISTINCT w.chunk_id FROM wal_chunks w LEFT JOIN chunks c ON c.id = w.chunk_id
-             WHERE w.instance = $1 AND w.name = $2 AND c.id IS NULL LIMIT 3",
+             WHERE w.instance = $1 AND w.name = $2 AND (c.id IS NULL OR c.fault <> '') LIMIT 3",
         )
         .bind(instance)
         .bind(name)
@@ -183,7 +183,8 @@ impl Catalog {
         Ok(sqlx::query(
             "SELECT * FROM wal_files f WHERE instance = $1 AND segno IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM wal_chunks w LEFT JOIN chunks c ON c.id = w.chunk_id
-                               WHERE w.instance = f.instance AND w.name = f.name AND c.id IS NULL)
+                               WHERE w.instance = f.instance AND w.name = f.name
+                                 AND (c.id IS NULL OR c.fault <> ''))
              ORDER BY segno, timeline",
         )
         .bind(instance)

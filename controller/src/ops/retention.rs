@@ -7,8 +7,17 @@ use tidemark_proto as pb;
 
 use super::State;
 use super::error::OpsResult;
-use crate::catalog::{BackupKind, BackupStatus, Engine, Expiry, InstanceRow};
+use crate::catalog::{BackupKind, BackupRow, BackupStatus, Engine, Expiry, InstanceRow};
 use crate::retention::{self, BackupFacts, Kind};
+
+/// An instance's plan, and which of its backups are kept because verify found them damaged.
+struct Plan {
+    items: Vec<pb::RetentionItem>,
+    damaged: Vec<i64>,
+}
+
+/// Why a backup verify found damaged is kept: deleting it is an operator's decision.
+const DAMAGED: &str = "found damaged by verify; retention never deletes a backup because a read failed (the read may succeed later, and verify then clears it)";
 
 /// An instance without a policy keeps everything: deleting backups is never a default.
 const NO_POLICY: &str = "the instance has no [instance.retention] policy in the controller's config; nothing is deleted";
@@ -29,7 +38,7 @@ pub async fn plan(state: &State, instance: &str) -> OpsResult<pb::RetentionPlanR
     let in_use = state.repo.catalog.backups_in_use().await?;
     let mut items = Vec::new();
     for inst in &instances(state, instance).await? {
-        items.extend(plan_instance(state, inst, &in_use).await?);
+        items.extend(plan_instance(state, inst, &in_use).await?.items);
     }
     Ok(pb::RetentionPlanResponse { items })
 }
@@ -41,7 +50,7 @@ pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionAppl
     let in_use = state.repo.catalog.backups_in_use().await?;
     let mut out = pb::RetentionApplyResponse::default();
     for inst in &instances(state, instance).await? {
-        let items = plan_instance(state, inst, &in_use).await?;
+        let Plan { items, damaged } = plan_instance(state, inst, &in_use).await?;
         let expiry = Expiry {
             instance: inst.name.clone(),
             backups: items
@@ -56,7 +65,9 @@ pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionAppl
                 .collect(),
             kept_bases: items
                 .iter()
+                // Premises of the plan: kept bases it counts on, not damaged ones it keeps.
                 .filter(|i| i.keep && i.kind == BackupKind::Base.as_str())
+                .filter(|i| !damaged.contains(&i.backup_id))
                 .map(|i| i.backup_id)
                 .collect(),
         };
@@ -122,56 +133,25 @@ async fn collect_garbage(state: &State, out: &mut pb::RetentionApplyResponse) ->
     Ok(())
 }
 
-async fn plan_instance(
-    state: &State,
-    inst: &InstanceRow,
-    in_use: &[i64],
-) -> OpsResult<Vec<pb::RetentionItem>> {
+async fn plan_instance(state: &State, inst: &InstanceRow, in_use: &[i64]) -> OpsResult<Plan> {
     let policy = state.settings.retention.get(&inst.name);
     let mut facts = Vec::new();
+    let mut damaged = Vec::new();
     let mut broken = Vec::new();
     for b in state.repo.catalog.list_backups(Some(&inst.name)).await? {
-        // Running backups are not done; expired ones are history. Failed and corrupt ones
-        // restore nothing: their data goes (their rows stay).
-        if b.expired_at.is_some()
-            || b.status == BackupStatus::Running
-            || b.status == BackupStatus::Expired
-        {
-            continue;
+        // Running backups are not done; expired ones are history. Failed ones never
+        // completed and restore nothing: their data goes (their rows stay). A corrupt one
+        // is kept: a read failed, which may pass, and only an operator deletes it.
+        match b.status {
+            _ if b.expired_at.is_some() => continue,
+            BackupStatus::Running | BackupStatus::Expired => continue,
+            BackupStatus::Failed => {
+                let why = format!("{}: restores nothing ({})", b.status, b.reason);
+                broken.push((b, why));
+            }
+            BackupStatus::Corrupt => damaged.push(facts_of(state, inst, &b, in_use).await?),
+            BackupStatus::Complete => facts.push(facts_of(state, inst, &b, in_use).await?),
         }
-        if b.status != BackupStatus::Complete {
-            let why = format!("{}: restores nothing ({})", b.status, b.reason);
-            broken.push((b, why));
-            continue;
-        }
-        let kind = if b.kind == BackupKind::Base {
-            Kind::Base
-        } else {
-            Kind::Logical
-        };
-        let start_log = match kind {
-            Kind::Logical => None,
-            Kind::Base => match inst.engine {
-                Engine::Mariadb => state
-                    .repo
-                    .catalog
-                    .binlog_coordinates(b.id)
-                    .await?
-                    .map(|c| c.file)
-                    .filter(|f| !f.is_empty()),
-                Engine::Postgresql => state.repo.catalog.base_backup(b.id).await?.map(|bb| {
-                    let size = inst.segment_size();
-                    tidemark_core::wal::segment_name(bb.timeline, bb.start_lsn.segno(size), size)
-                }),
-            },
-        };
-        facts.push(BackupFacts {
-            id: b.id.0,
-            kind,
-            stop: b.finished_at.unwrap_or(b.started_at),
-            start_log,
-            in_use: in_use.contains(&b.id.0),
-        });
     }
     let logs = state.repo.catalog.archived_log_names(&inst.name).await?;
     let log_kind = inst.engine.log_kind();
@@ -182,16 +162,31 @@ async fn plan_instance(
         };
         let mut out: Vec<pb::RetentionItem> = facts
             .iter()
+            .chain(&damaged)
             .map(|f| item(inst, kind_name(f.kind), f.id, "", f.stop, &keep))
             .collect();
         out.extend(logs.iter().map(|n| item(inst, log_kind, 0, n, 0, &keep)));
-        return Ok(out);
+        return Ok(Plan {
+            items: out,
+            damaged: damaged.iter().map(|f| f.id).collect(),
+        });
     };
-    let decisions = retention::plan_backups(policy, crate::catalog::now(), &facts);
+    let mut decisions = retention::plan_backups(policy, crate::catalog::now(), &facts);
     let mut out: Vec<pb::RetentionItem> = facts
         .iter()
         .map(|f| item(inst, kind_name(f.kind), f.id, "", f.stop, &decisions[&f.id]))
         .collect();
+    // A damaged backup is kept, and so is the log it would replay from: if the read that
+    // failed succeeds later, it restores again.
+    for f in &damaged {
+        let d = retention::Decision {
+            keep: vec![DAMAGED.into()],
+            delete_reason: String::new(),
+        };
+        out.push(item(inst, kind_name(f.kind), f.id, "", f.stop, &d));
+        decisions.insert(f.id, d);
+    }
+    let with_damaged: Vec<BackupFacts> = facts.iter().chain(&damaged).cloned().collect();
     out.extend(broken.iter().map(|(b, why)| {
         let d = retention::Decision {
             keep: vec![],
@@ -208,11 +203,50 @@ async fn plan_instance(
     }));
     out.sort_by_key(|i| i.backup_id);
     out.extend(
-        retention::plan_logs(&facts, &decisions, &logs)
+        retention::plan_logs(&with_damaged, &decisions, &logs)
             .iter()
             .map(|(name, d)| item(inst, log_kind, 0, name, 0, d)),
     );
-    Ok(out)
+    Ok(Plan {
+        items: out,
+        damaged: damaged.iter().map(|f| f.id).collect(),
+    })
+}
+
+/// What retention needs to know of one backup of `inst`.
+async fn facts_of(
+    state: &State,
+    inst: &InstanceRow,
+    b: &BackupRow,
+    in_use: &[i64],
+) -> OpsResult<BackupFacts> {
+    let kind = match b.kind {
+        BackupKind::Base => Kind::Base,
+        BackupKind::Logical => Kind::Logical,
+    };
+    let start_log = match kind {
+        Kind::Logical => None,
+        Kind::Base => match inst.engine {
+            Engine::Mariadb => state
+                .repo
+                .catalog
+                .binlog_coordinates(b.id)
+                .await?
+                .map(|c| c.file)
+                .filter(|f| !f.is_empty()),
+            Engine::Postgresql => state.repo.catalog.base_backup(b.id).await?.map(|bb| {
+                let size = inst.segment_size();
+                tidemark_core::wal::segment_name(bb.timeline, bb.start_lsn.segno(size), size)
+            }),
+        },
+    };
+    Ok(BackupFacts {
+        id: b.id.0,
+        kind,
+        stop: b.finished_at.unwrap_or(b.started_at),
+        start_log,
+        in_use: in_use.contains(&b.id.0),
+    })
 }
 
 fn kind_name(k: Kind) -> &'static str {

@@ -1,9 +1,12 @@
 //! `tidemark verify`: read chunks back from the store and check each against its digest.
 //!
-//! A chunk found missing or corrupt is dropped from the catalog (and a corrupt one moved to
-//! quarantine by the read), every complete backup that uses it is marked corrupt, WAL files
-//! that use it leave the recovery window (it shows a gap), and an alert is raised on each
-//! instance concerned. Restores and drills then refuse those backups and say why.
+//! A chunk found missing or corrupt is recorded as faulty, never forgotten (a corrupt one of
+//! its own is also moved to quarantine by the read), every complete backup that uses it is
+//! marked corrupt, WAL files that use it leave the recovery window (it shows a gap), and an
+//! alert is raised on each instance concerned. Restores and drills then refuse those
+//! backups and say why. Every later run reads faulty chunks again, sampled or not: one that
+//! reads intact (a volume remounted, a lagging replica caught up, a key loaded) is cleared,
+//! and a corrupt backup whose every chunk is intact again is complete again.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -13,6 +16,7 @@ use tidemark_proto as pb;
 
 use super::State;
 use super::error::{OpsError, OpsResult};
+use crate::catalog::Held;
 
 /// Whether `id` is in a `pct` percent sample drawn with `seed`.
 fn sampled(id: &ChunkId, pct: u32, seed: u64) -> bool {
@@ -50,18 +54,33 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> OpsResult<pb::VerifyRe
         ..Default::default()
     };
     let mut bad = Vec::new();
-    for (id, known) in &chunks {
-        if !known {
-            // Found missing or corrupt before: always reported, never "sampled out".
-            bad.push((
-                *id,
-                "lost earlier",
-                "found missing or corrupt before this run".to_string(),
-            ));
-            continue;
-        }
-        if !sampled(id, pct, seed) {
-            continue;
+    for (id, held) in &chunks {
+        match held {
+            Held::Stored if !sampled(id, pct, seed) => continue,
+            Held::Stored => {}
+            // Forgotten by an older version: nothing left to read it from.
+            Held::Forgotten => {
+                bad.push((
+                    *id,
+                    "lost earlier",
+                    "found missing or corrupt before this run".to_string(),
+                ));
+                continue;
+            }
+            // Found faulty before: read again every run, never "sampled out".
+            Held::Faulty => {
+                report.chunks_checked += 1;
+                match state.read_chunk(id).await {
+                    Ok(c) => report.bytes_read += c.encoded.len() as u64,
+                    Err(OpsError::DataLoss(why)) => bad.push((
+                        *id,
+                        "lost earlier",
+                        format!("found missing or corrupt before this run, and still: {why}"),
+                    )),
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
         }
         report.chunks_checked += 1;
         match state.read_chunk(id).await {
@@ -136,6 +155,10 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> OpsResult<pb::VerifyRe
         });
     }
     report.backups_marked = marked.len() as u64;
+    for healed in state.repo.catalog.clear_healed_corruption().await? {
+        tracing::info!(backup = %healed, "every chunk of a corrupt backup reads intact again; it is complete again");
+        report.backups_healed.push(healed.0);
+    }
     report.millis = started.elapsed().as_millis() as u64;
     tracing::info!(
         checked = report.chunks_checked,

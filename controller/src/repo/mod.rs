@@ -35,15 +35,22 @@ pub enum RepoReadError {
 }
 
 impl Repository {
-    /// Read a chunk with its digest checked. A chunk found missing or corrupt is also dropped
-    /// from the catalog, so that it is no longer offered for dedup and a later upload of the
-    /// same content heals it.
+    /// Read a chunk with its digest checked. A chunk found missing or corrupt is recorded
+    /// as faulty, never forgotten: its row stays, it is no longer offered for dedup (so a
+    /// later upload of the same content stores it again), and what needs it is refused
+    /// until a good read clears the fault (the volume was remounted, a lagging replica
+    /// caught up). Nothing a read fails on is deleted.
     pub async fn read_chunk(&self, id: &ChunkId) -> Result<VerifiedChunk, RepoReadError> {
-        let pack = self.catalog.chunk_location(id).await?.flatten();
+        let (pack, faulty) = self.catalog.chunk_place(id).await?.unwrap_or((None, false));
         match verified::get(self.store.as_ref(), self.keys.as_deref(), id, pack.as_ref()).await {
-            Ok(c) => Ok(c),
+            Ok(c) => {
+                if faulty && self.catalog.clear_chunk_fault(id).await? {
+                    tracing::info!(chunk = %id, "a chunk found faulty before reads intact again");
+                }
+                Ok(c)
+            }
             Err(e @ (ReadError::Missing(_) | ReadError::Corrupt { .. })) => {
-                self.catalog.forget_chunk(id).await?;
+                self.catalog.mark_chunk_fault(id, &e.to_string()).await?;
                 Err(e.into())
             }
             Err(e) => Err(e.into()),

@@ -33,6 +33,7 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
         print_json(&json!({
             "chunks_total": r.chunks_total, "chunks_checked": r.chunks_checked,
             "bytes_read": r.bytes_read, "millis": r.millis, "backups_marked": r.backups_marked,
+            "backups_healed": r.backups_healed,
             "bad": r.bad.iter().map(|b| json!({
                 "chunk": b.chunk, "problem": b.problem, "detail": b.detail,
                 "backups": b.backups, "wal": b.wal,
@@ -55,6 +56,13 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
                 )
             }
         );
+        if !r.backups_healed.is_empty() {
+            let healed: Vec<String> = r.backups_healed.iter().map(|i| i.to_string()).collect();
+            println!(
+                "backups [{}] read intact again: complete again",
+                healed.join(", ")
+            );
+        }
         for b in &r.bad {
             let backups: Vec<String> = b.backups.iter().map(|i| i.to_string()).collect();
             println!(

@@ -1,0 +1,73 @@
+//! A read that fails now never erases a record. A pack that cannot be found (a file moved
+//! away, an S3 replica that lags) makes verify mark what uses it corrupt, restores refuse it,
+//! and retention keeps it; once the pack is back, the next verify reads it intact, the
+//! backup is complete again and restores.
+
+use tidemark_tests::fleet::{Fleet, FleetOpts};
+
+#[test]
+fn a_missing_pack_is_reported_and_kept_and_its_backup_heals_when_it_is_back() {
+    let f = Fleet::build(&FleetOpts {
+        label: "failedread",
+        controller_extra: "[[instance]]\nname = \"demo-pg\"\n[instance.retention]\nmin-base = 1\n",
+        ..Default::default()
+    });
+    f.pg.sql("postgres", "CREATE DATABASE shop");
+    f.pg.sql(
+        "shop",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 50000) g",
+    );
+    let (b, code) = f.backup();
+    assert_eq!(code, 0, "{b}");
+    let id = b["id"].as_i64().unwrap();
+
+    // A pack of it cannot be read now.
+    let packs = f.controller.pack_files();
+    assert!(!packs.is_empty());
+    let away = f.dir.path().join("pack-away");
+    std::fs::rename(&packs[0], &away).unwrap();
+    let out = f.admin.run(&["verify", "--output", "json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let v = out.json();
+    assert!(!v["bad"].as_array().unwrap().is_empty(), "{v}");
+    let detail = f.admin.json(&["backups", "show", &id.to_string()]);
+    assert!(detail.to_string().contains("corrupt"), "{detail}");
+    let refused = f.restore(id, &["--database", "shop", "--into-database", "shop_early"]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("is corrupt, not complete"),
+        "{}",
+        refused.stderr
+    );
+
+    // Retention keeps it: a read failed, which may pass.
+    let plan = f
+        .admin
+        .json(&["retention", "plan", "--instance", "demo-pg"]);
+    let item = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["backup_id"] == id)
+        .unwrap_or_else(|| panic!("backup {id} not planned: {plan:#}"));
+    assert_eq!(item["keep"], true, "{plan:#}");
+    assert!(
+        item["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("found damaged by verify"),
+        "{plan:#}"
+    );
+
+    // The pack is back: the next run reads it intact and the backup is complete again,
+    // because nothing of it was forgotten.
+    std::fs::rename(&away, &packs[0]).unwrap();
+    let v = f.admin.json(&["verify"]);
+    assert_eq!(v["bad"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["backups_healed"][0], id, "{v}");
+    let detail = f.admin.json(&["backups", "show", &id.to_string()]);
+    assert_eq!(detail["status"], "complete", "{detail}");
+    let out = f.restore(id, &["--database", "shop", "--into-database", "shop_back"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(f.pg.fingerprint("shop"), f.pg.fingerprint("shop_back"));
+}
