@@ -71,3 +71,66 @@ fn a_missing_pack_is_reported_and_kept_and_its_backup_heals_when_it_is_back() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(f.pg.fingerprint("shop"), f.pg.fingerprint("shop_back"));
 }
+
+/// Deleting a damaged backup is an operator's decision, made with an audited command.
+#[test]
+fn only_an_admin_deletes_a_corrupt_backup_with_a_reason_and_collection_then_frees_it() {
+    let f = Fleet::build(&FleetOpts {
+        label: "deletebackup",
+        controller_extra: "[[instance]]\nname = \"demo-pg\"\n[instance.retention]\nmin-base = 1\n",
+        ..Default::default()
+    });
+    let (b, code) = f.backup();
+    assert_eq!(code, 0, "{b}");
+    let id = b["id"].as_i64().unwrap().to_string();
+    let packs = f.controller.pack_files();
+    std::fs::remove_file(&packs[0]).unwrap();
+    assert_eq!(f.admin.run(&["verify"]).code, 1);
+
+    // Retention keeps it, however often it runs.
+    let applied = f.admin.json(&["retention", "apply"]);
+    assert_eq!(applied["objects_deleted"], 0, "{applied}");
+    assert_eq!(f.controller.pack_files().len(), packs.len() - 1);
+
+    let viewer =
+        tidemark_tests::fleet::Cli::new(f.dir.path(), &f.pki, "viewer:vera", &f.controller.url);
+    let refused = viewer.run(&["backups", "delete", &id, "--reason", "damaged"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("admin"), "{}", refused.stderr);
+    let no_reason = f.admin.run(&["backups", "delete", &id, "--reason", " "]);
+    assert_eq!(no_reason.code, 2, "{}", no_reason.stderr);
+    assert!(
+        no_reason.stderr.contains("--reason"),
+        "{}",
+        no_reason.stderr
+    );
+
+    let out = f.admin.run(&[
+        "backups",
+        "delete",
+        &id,
+        "--reason",
+        "pack lost with disk 3",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["status"], "expired", "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pack lost with disk 3"),
+        "{}",
+        out.stdout
+    );
+    let log = f.admin.json(&["audit", "--limit", "20"]);
+    let audited = log.as_array().unwrap().iter().any(|e| {
+        e["who"] == "admin:ops" && e["action"] == "delete backups" && e["outcome"] == "ok"
+    });
+    assert!(audited, "{log:#}");
+    // The next collection frees what only it used.
+    let applied = f.admin.json(&["retention", "apply"]);
+    assert!(
+        applied["objects_deleted"].as_u64().unwrap() > 0,
+        "{applied}"
+    );
+    assert!(f.controller.pack_files().is_empty());
+}

@@ -193,6 +193,19 @@ impl AdminService for AdminApi {
         )))
     }
 
+    async fn delete_backup(
+        &self,
+        req: Request<pb::DeleteBackupRequest>,
+    ) -> Result<Response<pb::BackupSummary>, Status> {
+        let change = self.change(&req, "delete backups").await?;
+        let r = req.get_ref();
+        let result = ops::backups::delete(&self.state, BackupId(r.id), &change.who, &r.reason)
+            .await
+            .map(|b| Response::new(convert::backup_summary(&b)))
+            .map_err(Status::from);
+        self.audited(change, result).await
+    }
+
     async fn start_backup(
         &self,
         req: Request<pb::StartBackupRequest>,

@@ -10,7 +10,7 @@ use tidemark_proto as pb;
 
 use super::{OpsError, OpsResult, State};
 use crate::catalog::{
-    BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, Engine, JobRow,
+    BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, Engine, Expiry, JobRow,
 };
 
 /// Largest dedup query accepted in one call.
@@ -342,4 +342,29 @@ pub async fn finish(
         status: after.status.to_string(),
         reason: after.reason,
     })
+}
+
+/// Delete backup `id`'s data at an operator's request (`who`, with `reason`): it is
+/// expired, its row stays as history, and the next collection removes what only it used.
+/// Refused while a drill or restore uses it, and for a backup still running.
+pub async fn delete(state: &State, id: BackupId, who: &str, reason: &str) -> OpsResult<BackupRow> {
+    if reason.trim().is_empty() {
+        return Err(OpsError::InvalidArgument(
+            "give the reason with --reason; it is kept with the backup and in the audit log".into(),
+        ));
+    }
+    let b = state.backup(id).await?;
+    let expiry = Expiry {
+        instance: b.instance.clone(),
+        backups: vec![(id.0, format!("deleted by {who}: {reason}"))],
+        logs: Vec::new(),
+        kept_bases: Vec::new(),
+    };
+    if let Err(why) = state.repo.catalog.apply_retention(&expiry).await? {
+        return Err(OpsError::FailedPrecondition(format!(
+            "backup {id} was not deleted: {why}"
+        )));
+    }
+    tracing::warn!(backup = %id, %who, %reason, "backup deleted by an operator");
+    state.backup(id).await
 }

@@ -1,10 +1,13 @@
-//! `tidemark backups [--instance NAME]` and `tidemark backups show ID`.
+//! `tidemark backups [--instance NAME]`, `tidemark backups show ID` and
+//! `tidemark backups delete ID --reason TEXT`.
 
 use std::path::Path;
 
 use serde_json::{Value, json};
 use tidemark_core::timefmt;
-use tidemark_proto::{BackupDetail, BackupSummary, GetBackupRequest, ListBackupsRequest};
+use tidemark_proto::{
+    BackupDetail, BackupSummary, DeleteBackupRequest, GetBackupRequest, ListBackupsRequest,
+};
 
 use crate::client::{self, CliError, Exit};
 use crate::output::{Format, bytes, print_json, print_table};
@@ -23,14 +26,41 @@ pub struct Args {
 enum Show {
     /// One backup in detail: parts, checks, warnings.
     Show { id: i64 },
+    /// Delete one backup's data (admins only, audited); its row stays as history, and the
+    /// next retention apply collects what only it used. Retention never deletes a backup
+    /// because a read failed: a corrupt one goes only this way.
+    Delete {
+        id: i64,
+        /// Why; kept with the backup and in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Exit, CliError> {
     let mut c = client::connect(config).await?;
-    if let Some(Show::Show { id }) = args.show {
-        let b = c.get_backup(GetBackupRequest { id }).await?.into_inner();
-        print_detail(&b, format);
-        return Ok(Exit::Ok);
+    match args.show {
+        Some(Show::Show { id }) => {
+            let b = c.get_backup(GetBackupRequest { id }).await?.into_inner();
+            print_detail(&b, format);
+            return Ok(Exit::Ok);
+        }
+        Some(Show::Delete { id, reason }) => {
+            let b = c
+                .delete_backup(DeleteBackupRequest { id, reason })
+                .await?
+                .into_inner();
+            if format == Format::Json {
+                print_json(&summary_json(&b));
+            } else {
+                println!(
+                    "backup {} deleted: its data goes at the next retention apply ({})",
+                    b.id, b.reason
+                );
+            }
+            return Ok(Exit::Ok);
+        }
+        None => {}
     }
     let req = ListBackupsRequest {
         instance: args.instance.unwrap_or_default(),
