@@ -57,3 +57,99 @@ impl Repository {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tidemark_core::chunk;
+
+    use super::*;
+    use crate::catalog::{BackupKind, ManifestEntry, NewChunk, test_catalog};
+    use crate::keys::Keyring;
+    use crate::repo::pack::PackBuilder;
+    use crate::store::mem::MemStore;
+
+    /// Two controllers share a catalog and a store. One rotates the keys and stores a
+    /// chunk under the new data key before the other has the new KEK file: the other cannot
+    /// read it yet. That must record a fault, never erase the chunk, and a read once the
+    /// key is loaded must clear it.
+    #[tokio::test]
+    async fn a_key_not_loaded_yet_on_a_second_controller_records_a_fault_that_a_later_read_clears()
+    {
+        let (cat, tmp) = test_catalog().await;
+        let store: Arc<dyn ChunkStore> = Arc::new(MemStore::default());
+        let (dir_a, dir_b) = (tmp.path().join("keys-a"), tmp.path().join("keys-b"));
+        let a = Keyring::open(&cat, true, &dir_a).await.unwrap().unwrap();
+        std::fs::create_dir_all(&dir_b).unwrap();
+        std::fs::copy(dir_a.join("kek-1.key"), dir_b.join("kek-1.key")).unwrap();
+        let b = Keyring::open(&cat, true, &dir_b).await.unwrap().unwrap();
+        a.rotate(&cat).await.unwrap();
+
+        // Controller A stores a chunk sealed with data key 2 and records it.
+        let plain = b"sealed under the new data key ".repeat(100);
+        let id = ChunkId::of(&plain);
+        let mut pack = PackBuilder::default();
+        pack.add(id, chunk::encode(&plain));
+        let sealed = pack.seal(Some(&a));
+        store.put_pack(&sealed.name, &sealed.bytes).await.unwrap();
+        let backup = cat
+            .create_backup(
+                "pg",
+                "db1",
+                BackupKind::Logical,
+                None,
+                &["db:a".into()],
+                &[],
+                "",
+                "",
+            )
+            .await
+            .unwrap();
+        let loc = sealed.chunks[0].1.clone();
+        let new = NewChunk {
+            id,
+            raw_len: plain.len() as u32,
+            stored_len: u64::from(loc.len),
+            pack: Some(loc),
+        };
+        let entry = ManifestEntry {
+            seq: 0,
+            id,
+            raw_len: plain.len() as u32,
+        };
+        cat.add_manifest(backup, "db:a", &[entry], &[new])
+            .await
+            .unwrap();
+
+        // Controller B reads it before it has KEK 2: refused, and recorded as a fault.
+        let on_b = Repository {
+            catalog: cat.clone(),
+            store: store.clone(),
+            keys: Some(b.clone()),
+        };
+        assert!(on_b.read_chunk(&id).await.is_err());
+        let (kept, faulty) = cat.chunk_place(&id).await.unwrap().expect("the row stays");
+        assert!(faulty && kept.is_some());
+        assert_eq!(
+            cat.unavailable_chunks(backup, "db:a", 5).await.unwrap(),
+            vec![id]
+        );
+
+        // The KEK file arrives on B, which takes up the rotation: the read succeeds and
+        // clears the fault.
+        std::fs::copy(dir_a.join("kek-2.key"), dir_b.join("kek-2.key")).unwrap();
+        assert!(b.refresh(&cat).await.unwrap());
+        assert_eq!(on_b.read_chunk(&id).await.unwrap().plaintext, plain);
+        assert_eq!(
+            cat.chunk_place(&id).await.unwrap().map(|p| p.1),
+            Some(false)
+        );
+        assert!(
+            cat.unavailable_chunks(backup, "db:a", 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
