@@ -29,7 +29,11 @@ fn a_missing_pack_is_reported_and_kept_and_its_backup_heals_when_it_is_back() {
     let out = f.admin.run(&["verify", "--output", "json"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let v = out.json();
-    assert!(!v["bad"].as_array().unwrap().is_empty(), "{v}");
+    let bad = v["bad"].as_array().unwrap();
+    assert!(!bad.is_empty(), "{v}");
+    // Each bad chunk is named with the pack that holds it: the one moved away.
+    let moved = packs[0].file_name().unwrap().to_str().unwrap();
+    assert!(bad.iter().all(|b| b["pack"] == moved), "{v}");
     let detail = f.admin.json(&["backups", "show", &id.to_string()]);
     assert!(detail.to_string().contains("corrupt"), "{detail}");
     let refused = f.restore(id, &["--database", "shop", "--into-database", "shop_early"]);

@@ -146,7 +146,16 @@ pub async fn run(state: &State, r: &pb::VerifyRequest) -> OpsResult<pb::VerifyRe
                 .raise_alert(inst, "corrupt", &message)
                 .await?;
         }
+        let pack = state
+            .repo
+            .catalog
+            .chunk_place(&id)
+            .await?
+            .and_then(|(loc, _)| loc)
+            .map(|l| l.pack)
+            .unwrap_or_default();
         report.bad.push(pb::BadChunk {
+            pack,
             chunk: id.to_hex(),
             problem: problem.into(),
             detail,

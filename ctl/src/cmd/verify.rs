@@ -35,7 +35,7 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
             "bytes_read": r.bytes_read, "millis": r.millis, "backups_marked": r.backups_marked,
             "backups_healed": r.backups_healed,
             "bad": r.bad.iter().map(|b| json!({
-                "chunk": b.chunk, "problem": b.problem, "detail": b.detail,
+                "chunk": b.chunk, "pack": b.pack, "problem": b.problem, "detail": b.detail,
                 "backups": b.backups, "wal": b.wal,
             })).collect::<Vec<_>>(),
         }));
@@ -65,8 +65,13 @@ pub async fn run(config: Option<&Path>, format: Format, args: Args) -> Result<Ex
         }
         for b in &r.bad {
             let backups: Vec<String> = b.backups.iter().map(|i| i.to_string()).collect();
+            let pack = if b.pack.is_empty() {
+                String::new()
+            } else {
+                format!(" in pack {}", b.pack)
+            };
             println!(
-                "  {} {}: backups [{}], WAL [{}]",
+                "  {} {}{pack}: backups [{}], WAL [{}]",
                 b.problem,
                 b.chunk,
                 backups.join(", "),
