@@ -195,6 +195,55 @@ pub(crate) async fn test_catalog() -> (Catalog, tempfile::TempDir) {
     (cat, dir)
 }
 
+/// A running logical backup of instance `pg` (agent `db1`) whose one part, `db:a`, is
+/// `chunks` in order, each newly stored (raw length, and where: a pack, or None for an
+/// object of its own). For tests that need the catalog to know stored chunks.
+#[cfg(test)]
+pub(crate) async fn test_backup(
+    cat: &Catalog,
+    chunks: &[(
+        tidemark_core::ids::ChunkId,
+        u32,
+        Option<crate::store::PackLoc>,
+    )],
+) -> tidemark_core::ids::BackupId {
+    let b = cat
+        .create_backup(
+            "pg",
+            "db1",
+            BackupKind::Logical,
+            None,
+            &["db:a".into()],
+            &[],
+            "",
+            "",
+        )
+        .await
+        .unwrap();
+    let entries: Vec<ManifestEntry> = chunks
+        .iter()
+        .enumerate()
+        .map(|(seq, (id, raw_len, _))| ManifestEntry {
+            seq: seq as u64,
+            id: *id,
+            raw_len: *raw_len,
+        })
+        .collect();
+    let new: Vec<NewChunk> = chunks
+        .iter()
+        .map(|(id, raw_len, pack)| NewChunk {
+            id: *id,
+            raw_len: *raw_len,
+            stored_len: pack
+                .as_ref()
+                .map_or(u64::from(*raw_len), |p| u64::from(p.len)),
+            pack: pack.clone(),
+        })
+        .collect();
+    cat.add_manifest(b, "db:a", &entries, &new).await.unwrap();
+    b
+}
+
 /// Create a database of its own for one test on the server at `server`; its URL.
 #[cfg(test)]
 async fn test_database(server: &str) -> String {

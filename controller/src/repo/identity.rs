@@ -132,7 +132,7 @@ async fn adopt(catalog: &Catalog, name: &str, id: &str) -> Result<String, Identi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{BackupKind, NewChunk, test_catalog};
+    use crate::catalog::test_catalog;
     use crate::store::mem::MemStore;
     use tidemark_core::ids::ChunkId;
 
@@ -176,27 +176,8 @@ mod tests {
     #[tokio::test]
     async fn a_catalog_that_knows_chunks_refuses_an_empty_store_without_identity() {
         let (cat, _dir) = test_catalog().await;
-        let b = cat
-            .create_backup(
-                "pg",
-                "db1",
-                BackupKind::Logical,
-                None,
-                &["db:a".into()],
-                &[],
-                "",
-                "",
-            )
-            .await
-            .unwrap();
         let chunk = ChunkId::of(b"known");
-        let new = [NewChunk {
-            id: chunk,
-            raw_len: 5,
-            stored_len: 5,
-            pack: None,
-        }];
-        cat.add_manifest(b, "db:a", &[], &new).await.unwrap();
+        crate::catalog::test_backup(&cat, &[(chunk, 5, None)]).await;
         assert!(cat.knows_stored_chunks().await.unwrap());
         let e = check(&cat, &MemStore::default(), "/srv/store")
             .await

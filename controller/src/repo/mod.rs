@@ -65,7 +65,7 @@ mod tests {
     use tidemark_core::chunk;
 
     use super::*;
-    use crate::catalog::{BackupKind, ManifestEntry, NewChunk, test_catalog};
+    use crate::catalog::test_catalog;
     use crate::keys::Keyring;
     use crate::repo::pack::PackBuilder;
     use crate::store::mem::MemStore;
@@ -93,34 +93,9 @@ mod tests {
         pack.add(id, chunk::encode(&plain));
         let sealed = pack.seal(Some(&a));
         store.put_pack(&sealed.name, &sealed.bytes).await.unwrap();
-        let backup = cat
-            .create_backup(
-                "pg",
-                "db1",
-                BackupKind::Logical,
-                None,
-                &["db:a".into()],
-                &[],
-                "",
-                "",
-            )
-            .await
-            .unwrap();
         let loc = sealed.chunks[0].1.clone();
-        let new = NewChunk {
-            id,
-            raw_len: plain.len() as u32,
-            stored_len: u64::from(loc.len),
-            pack: Some(loc),
-        };
-        let entry = ManifestEntry {
-            seq: 0,
-            id,
-            raw_len: plain.len() as u32,
-        };
-        cat.add_manifest(backup, "db:a", &[entry], &[new])
-            .await
-            .unwrap();
+        let backup =
+            crate::catalog::test_backup(&cat, &[(id, plain.len() as u32, Some(loc))]).await;
 
         // Controller B reads it before it has KEK 2: refused, and recorded as a fault.
         let on_b = Repository {
