@@ -1,19 +1,41 @@
-//! Helpers both engines use: restore directories, log tails, and fetching a file from the
-//! controller's log archive (PostgreSQL WAL for wal-fetch, MariaDB binlogs for a replay).
+//! Helpers both engines use: tool versions, restore directories, log tails, and fetching a
+//! file from the controller's log archive (PostgreSQL WAL for wal-fetch, MariaDB binlogs for a replay).
 //! Nothing here knows an engine; an engine's folder imports from here, never from another
 //! engine's folder.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tidemark_proto::FetchWalRequest;
 use tidemark_proto::agent_service_client::AgentServiceClient;
+use tidemark_proto::{FetchWalRequest, ToolVersion};
 use tonic::transport::Channel;
 
 use crate::download::{self, DownloadError};
 use crate::error::{AgentError, Kind};
 use crate::osuser;
 use crate::progress::Progress;
+use crate::tool::ToolError;
+
+/// The versions of `tools` as registration reports them: "unavailable: ..." for one that
+/// cannot run, so `tidemark agents` shows what is missing.
+pub async fn tool_versions<F, Fut>(tools: &[&'static str], version: F) -> Vec<ToolVersion>
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: Future<Output = Result<String, ToolError>>,
+{
+    let mut out = Vec::with_capacity(tools.len());
+    for &t in tools {
+        let version = version(t)
+            .await
+            .unwrap_or_else(|e| format!("unavailable: {e}"));
+        out.push(ToolVersion {
+            name: t.into(),
+            version,
+        });
+    }
+    out
+}
 
 /// Make `dir` (or accept it empty), owned by the server's user with mode 0700.
 pub fn prepare_dir(

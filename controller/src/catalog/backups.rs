@@ -428,17 +428,8 @@ impl Catalog {
         )
     }
 
-    /// Where a chunk the catalog holds as stored is: None when it does not hold it,
-    /// Some(None) for a chunk stored as its own object.
-    #[cfg(test)]
-    pub async fn chunk_location(
-        &self,
-        id: &ChunkId,
-    ) -> Result<Option<Option<crate::store::PackLoc>>> {
-        Ok(self.chunk_place(id).await?.map(|(loc, _)| loc))
-    }
-
-    /// [`chunk_location`](Self::chunk_location), and whether a read found it faulty.
+    /// Where a chunk the catalog holds as stored is (None: it does not hold it; Some(None):
+    /// an object of its own), and whether a read found it faulty.
     pub async fn chunk_place(
         &self,
         id: &ChunkId,

@@ -42,6 +42,29 @@ pub struct RestorePlan {
     pub bytes_total: u64,
 }
 
+impl RestorePlan {
+    /// A physical restore of backup `b` of `inst` on `host`: it reads every part.
+    fn physical(
+        host: String,
+        b: &BackupRow,
+        inst: &InstanceRow,
+        physical: pb::PhysicalRestore,
+        params: serde_json::Value,
+    ) -> Self {
+        RestorePlan {
+            host,
+            params,
+            job: pb::RestoreJob {
+                backup_id: b.id.0,
+                instance: inst.name.clone(),
+                physical: Some(physical),
+                ..Default::default()
+            },
+            bytes_total: b.parts.iter().map(|p| p.stats.raw_bytes).sum(),
+        }
+    }
+}
+
 /// A logical restore job for `r`: one database of a complete dump into a new database on
 /// an instance of the target host, of the same engine.
 pub async fn plan_logical_restore(
@@ -296,24 +319,12 @@ async fn plan_wal_restore(
         binlog: None,
         engine: pb::Engine::from(inst.engine).into(),
     };
-    let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let params = json!({
         "backup_id": b.id.0, "parts": physical.parts, "source_instance": inst.name,
         "pgdata": r.pgdata, "target_kind": r.target_kind, "target": target_value,
         "action": r.action, "start": r.start,
     });
-    let job = pb::RestoreJob {
-        backup_id: b.id.0,
-        instance: inst.name.clone(),
-        physical: Some(physical),
-        ..Default::default()
-    };
-    Ok(RestorePlan {
-        host,
-        params,
-        job,
-        bytes_total: total,
-    })
+    Ok(RestorePlan::physical(host, &b, inst, physical, params))
 }
 
 /// A MariaDB point-in-time restore: the physical backup to prepare, and the binlogs to
@@ -381,22 +392,10 @@ async fn plan_binlog_restore(
         engine: pb::Engine::from(inst.engine).into(),
         ..Default::default()
     };
-    let total: u64 = b.parts.iter().map(|p| p.stats.raw_bytes).sum();
     let params = json!({
         "backup_id": b.id.0, "parts": physical.parts, "source_instance": inst.name, "datadir": r.pgdata,
         "target_kind": r.target_kind, "target": target_value, "binlogs": replay.files,
         "start_position": replay.start_position, "start": r.start,
     });
-    let job = pb::RestoreJob {
-        backup_id: b.id.0,
-        instance: inst.name.clone(),
-        physical: Some(physical),
-        ..Default::default()
-    };
-    Ok(RestorePlan {
-        host,
-        params,
-        job,
-        bytes_total: total,
-    })
+    Ok(RestorePlan::physical(host, &b, inst, physical, params))
 }

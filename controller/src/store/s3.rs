@@ -276,16 +276,23 @@ impl S3Store {
     /// Check that the bucket is there and these credentials may use it, so that a
     /// misconfiguration stops the controller at start rather than the first backup.
     pub async fn check(&self) -> Result<(), StoreError> {
+        self.any_under("").await.map(|_| ())
+    }
+
+    /// Is there any object under PREFIX/`under`? One LIST of at most one key.
+    async fn any_under(&self, under: &str) -> Result<bool, StoreError> {
+        let prefix = format!("{}{under}", self.prefix);
         self.counts.add("list");
-        self.client
+        let page = self
+            .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(&self.prefix)
+            .prefix(&prefix)
             .max_keys(1)
             .send()
             .await
-            .map_err(|e| remote("list", &format!("s3://{}/{}", self.bucket, self.prefix), e))?;
-        Ok(())
+            .map_err(|e| remote("list", &format!("s3://{}/{prefix}", self.bucket), e))?;
+        Ok(!page.contents().is_empty())
     }
 }
 
@@ -481,23 +488,7 @@ impl ChunkStore for S3Store {
     }
 
     async fn holds_data(&self) -> Result<bool, StoreError> {
-        for under in ["packs/", "chunks/"] {
-            let prefix = format!("{}{under}", self.prefix);
-            self.counts.add("list");
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .max_keys(1)
-                .send()
-                .await
-                .map_err(|e| remote("list", &prefix, e))?;
-            if !page.contents().is_empty() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.any_under("packs/").await? || self.any_under("chunks/").await?)
     }
 
     fn requests(&self) -> Vec<(&'static str, u64)> {

@@ -27,9 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tidemark_proto::agent_service_client::AgentServiceClient;
-use tidemark_proto::{
-    ArchiverStatus, DrillJob, InstanceInfo, PhysicalRestore, RestoreJob, ToolVersion,
-};
+use tidemark_proto::{ArchiverStatus, DrillJob, InstanceInfo, PhysicalRestore, RestoreJob};
 use tonic::transport::Channel;
 
 use super::{ArchiverStatuses, BackupKind, Description, Engine, SessionTask};
@@ -49,17 +47,11 @@ impl Engine for MariadbEngine {
 
     async fn describe(&self, inst: &InstanceConfig) -> Description {
         let db = Maria::new(inst.clone());
-        let mut tools = Vec::new();
-        for t in ["mariadb-dump", "mariabackup", "mbstream", "mariadb-binlog"] {
-            let version = db
-                .tool_version(t)
-                .await
-                .unwrap_or_else(|e| format!("unavailable: {e}"));
-            tools.push(ToolVersion {
-                name: t.into(),
-                version,
-            });
-        }
+        let tools = super::common::tool_versions(
+            &["mariadb-dump", "mariabackup", "mbstream", "mariadb-binlog"],
+            |t| db.tool_version(t),
+        )
+        .await;
         let (facts, databases, error) = match (db.facts().await, db.databases().await) {
             (Ok(f), Ok(d)) => (f, d, String::new()),
             (Err(e), _) | (_, Err(e)) => (Default::default(), Vec::new(), e.to_string()),

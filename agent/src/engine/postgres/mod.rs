@@ -24,9 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tidemark_proto::agent_service_client::AgentServiceClient;
-use tidemark_proto::{
-    ArchiverStatus, DrillJob, InstanceInfo, PhysicalRestore, RestoreJob, ToolVersion,
-};
+use tidemark_proto::{ArchiverStatus, DrillJob, InstanceInfo, PhysicalRestore, RestoreJob};
 use tonic::transport::Channel;
 
 use super::{ArchiverStatuses, BackupKind, Description, Engine, SessionTask};
@@ -46,17 +44,11 @@ impl Engine for PostgresEngine {
 
     async fn describe(&self, inst: &InstanceConfig) -> Description {
         let pg = Pg::new(inst.clone());
-        let mut tools = Vec::new();
-        for t in ["pg_dump", "pg_restore", "pg_basebackup"] {
-            let version = pg
-                .tool_version(t)
-                .await
-                .unwrap_or_else(|e| format!("unavailable: {e}"));
-            tools.push(ToolVersion {
-                name: t.into(),
-                version,
-            });
-        }
+        let tools =
+            super::common::tool_versions(&["pg_dump", "pg_restore", "pg_basebackup"], |t| {
+                pg.tool_version(t)
+            })
+            .await;
         let (server_version, databases, error) =
             match (pg.server_version().await, pg.databases().await) {
                 (Ok(v), Ok(d)) => (v, d, String::new()),

@@ -237,11 +237,23 @@ async fn collection_takes_only_packs_nothing_refers_to() {
             bytes: 20,
         }]
     );
-    assert_eq!(cat.chunk_location(&ids[0]).await.unwrap(), None);
+    assert_eq!(cat.chunk_place(&ids[0]).await.unwrap().map(|p| p.0), None);
     assert!(!cat.chunk_owned_by(&ids[0], "db1").await.unwrap());
     // p2's unreferenced chunk stays held (its pack is kept whole), and so does p3's.
-    assert!(cat.chunk_location(&ids[2]).await.unwrap().is_some());
-    assert!(cat.chunk_location(&ids[4]).await.unwrap().is_some());
+    assert!(
+        cat.chunk_place(&ids[2])
+            .await
+            .unwrap()
+            .map(|p| p.0)
+            .is_some()
+    );
+    assert!(
+        cat.chunk_place(&ids[4])
+            .await
+            .unwrap()
+            .map(|p| p.0)
+            .is_some()
+    );
 
     // Pending until the store says it deleted it; collecting again adds nothing.
     assert_eq!(cat.collect_garbage().await.unwrap().len(), 1);
@@ -307,7 +319,13 @@ async fn an_upload_and_a_collection_never_both_win() {
         .await
         .unwrap();
     assert_eq!(
-        cat.chunk_location(&a).await.unwrap().unwrap().unwrap().pack,
+        cat.chunk_place(&a)
+            .await
+            .unwrap()
+            .map(|p| p.0)
+            .unwrap()
+            .unwrap()
+            .pack,
         "p9"
     );
 }
@@ -337,9 +355,9 @@ async fn a_chunk_stored_as_its_own_object_is_collected_alone() {
             bytes: 7,
         }]
     );
-    assert_eq!(cat.chunk_location(&a).await.unwrap(), None);
+    assert_eq!(cat.chunk_place(&a).await.unwrap().map(|p| p.0), None);
     assert!(!cat.chunk_owned_by(&a, "db1").await.unwrap());
-    assert_eq!(cat.chunk_location(&b).await.unwrap(), Some(None));
+    assert_eq!(cat.chunk_place(&b).await.unwrap().map(|p| p.0), Some(None));
 }
 
 /// Uploads through one controller and retention with garbage collection through another,
@@ -378,7 +396,7 @@ async fn uploads_and_collections_running_together_never_lose_a_reference() {
                 loop {
                     let mut unknown = Vec::new();
                     for id in &refs {
-                        if cat.chunk_location(id).await.unwrap().is_none() {
+                        if cat.chunk_place(id).await.unwrap().map(|p| p.0).is_none() {
                             unknown.push(*id);
                         }
                     }
