@@ -152,6 +152,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             catalog,
             store,
             keys,
+            published: Default::default(),
         },
         revoked: Arc::new(ops::revoked::Revoked::new(catalog_revoked)),
         sessions: Default::default(),
@@ -176,6 +177,13 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         background: Default::default(),
         leading: Default::default(),
     });
+    // The store must describe the keys that seal it (a rotation whose record was not
+    // written is caught up here).
+    state
+        .repo
+        .publish_keys()
+        .await
+        .context("writing the store's key record")?;
     state
         .repo
         .catalog

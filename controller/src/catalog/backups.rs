@@ -371,12 +371,23 @@ impl Catalog {
     /// Finish a running backup as complete or failed. Returns false if it had already
     /// finished, in which case nothing changes.
     pub async fn finish_backup(&self, id: BackupId, complete: bool, reason: &str) -> Result<bool> {
+        self.finish_backup_at(id, complete, reason, now()).await
+    }
+
+    /// [`Catalog::finish_backup`] at time `at` (the time its manifest record carries).
+    pub async fn finish_backup_at(
+        &self,
+        id: BackupId,
+        complete: bool,
+        reason: &str,
+        at: i64,
+    ) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE backups SET status = $1, reason = $2, finished_at = $3 WHERE id = $4 AND status = 'running'",
         )
         .bind(if complete { "complete" } else { "failed" })
         .bind(reason)
-        .bind(now())
+        .bind(at)
         .bind(id.0)
         .execute(&self.writer)
         .await?

@@ -122,6 +122,15 @@ impl Keyring {
         self.seal(index, |header| index_aad(header, pack))
     }
 
+    /// Seal a store record (`repo::records`), bound to its name.
+    pub fn seal_record(&self, name: &str, bytes: &[u8]) -> Vec<u8> {
+        self.seal(bytes, |header| record_aad(header, name))
+    }
+
+    pub fn open_record(&self, name: &str, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.open_sealed(sealed, |header| record_aad(header, name))
+    }
+
     /// `"TMX1" ‖ data key id ‖ nonce ‖ ciphertext ‖ tag` under the active data key, with a
     /// random nonce (2^32 seals per key keep the chance of a repeat negligible; a data key
     /// seals one chunk per MiB stored, and rotation starts a new one).
@@ -137,7 +146,6 @@ impl Keyring {
     }
 
     /// Open a pack's index, which is bound to the pack's name.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn open_index(&self, pack: &str, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
         self.open_sealed(sealed, |header| index_aad(header, pack))
     }
@@ -335,6 +343,10 @@ fn chunk_aad(header: &[u8], id: &ChunkId) -> Vec<u8> {
 
 fn index_aad(header: &[u8], pack: &str) -> Vec<u8> {
     [b"tidemark pack index\0".as_slice(), header, pack.as_bytes()].concat()
+}
+
+fn record_aad(header: &[u8], name: &str) -> Vec<u8> {
+    [b"tidemark record\0".as_slice(), header, name.as_bytes()].concat()
 }
 
 fn data_key_aad(id: u32) -> Vec<u8> {

@@ -111,12 +111,28 @@ pub async fn register(
     }
     tracing::info!(identity = %who, instances = instances.len(), "registered");
     let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
+    publish_instances(state, &names).await;
     Ok(pb::RegisterResponse {
         identity: who.to_string(),
         session: state.sessions.new_session_id(),
         probes: state.drills.probes(&names),
         sample_interval_secs: state.drills.settings.sample_interval.as_secs().max(1) as u32,
     })
+}
+
+/// Describe instances in the store as the catalog now holds them (unchanged ones cost a
+/// comparison). A store that fails here is tried again at the next status report.
+async fn publish_instances(state: &State, names: &[String]) {
+    for name in names {
+        let published = match state.repo.catalog.instance(name).await {
+            Ok(Some(inst)) => state.repo.publish_instance(&inst).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = published {
+            tracing::warn!(instance = %name, error = %e, "could not describe the instance in the store; trying again at its next status report");
+        }
+    }
 }
 
 /// Open `agent`'s job stream (session `session` of its registration).
@@ -166,6 +182,7 @@ pub async fn report_status(
                 },
             )
             .await?;
+        publish_instances(state, std::slice::from_ref(&s.instance)).await;
         state.status.report(ArchiverRow {
             instance: s.instance,
             last_archived_at: s.last_archived_at,

@@ -16,6 +16,7 @@ use tidemark_proto::{self as pb, UploadPartMessage};
 use super::{OpsError, OpsResult, State};
 use crate::catalog::{Engine, InstanceRow, ManifestEntry, WalFileRow, WalOutcome, now};
 use crate::repo::ingest::{ChunkReceiver, IngestError, Sink};
+use crate::repo::records::LogRecord;
 
 /// How long after a restore job finishes its agent may still fetch WAL (the operator may
 /// start the restored server later).
@@ -135,14 +136,27 @@ pub async fn push(
         "WAL file {} of instance {}",
         header.name, inst.name
     ))?;
+    // A name already archived: the push is received and compared, and nothing of it is
+    // stored, whether it is the same file again or a conflicting one.
+    let archived = state
+        .repo
+        .catalog
+        .wal_file(&inst.name, &header.name)
+        .await?
+        .is_some();
+    let sink = if archived {
+        Sink::Discard
+    } else {
+        Sink::Memory {
+            entries: Vec::new(),
+            new: Vec::new(),
+        }
+    };
     let mut rx = ChunkReceiver::new(
         &state.repo,
         agent,
         format!("WAL file {}", header.name),
-        Sink::Memory {
-            entries: Vec::new(),
-            new: Vec::new(),
-        },
+        sink,
     );
     let stats = rx.run(stream).await.map_err(|e| match e {
         IngestError::EndedEarly => OpsError::FailedPrecondition(format!(
@@ -159,7 +173,6 @@ pub async fn push(
             header.name, stats.raw_bytes, inst.name,
         )));
     }
-    let (entries, new) = rx.take_collected();
     let row = WalFileRow {
         instance: inst.name.clone(),
         name: header.name.clone(),
@@ -169,10 +182,15 @@ pub async fn push(
         sha256: stats.stream_sha256.clone(),
         chunks: stats.chunks,
         modified_at: header.modified_at,
-        stored_at: 0,
+        stored_at: now(),
         agent: agent.to_string(),
         first_event_at: (engine == Engine::Mariadb).then_some(header.first_event_at),
     };
+    // The pack carrying the file's last chunks describes it, so the store alone can
+    // rebuild the archive.
+    let description = (!archived).then(|| LogRecord::new(&row, &rx.manifest()));
+    let stats = rx.commit(description).await?;
+    let (entries, new) = rx.take_collected();
     match state.repo.catalog.add_wal(&row, &entries, &new).await? {
         WalOutcome::Stored => {
             tracing::debug!(instance = %inst.name, wal = %header.name, new_bytes = stats.new_bytes, "WAL archived");

@@ -9,7 +9,7 @@ use tidemark_core::wal::Lsn;
 use tidemark_proto as pb;
 
 use super::{OpsError, OpsResult, State};
-use crate::catalog::{
+use crate::catalog::{now, 
     BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, Engine, Expiry, JobRow,
 };
 
@@ -334,7 +334,20 @@ pub async fn finish(
             .find(|c| !c.ok)
             .map(|c| format!("structural check of part {} failed: {}", c.part, c.detail))
     };
-    cat.finish_backup(id, problem.is_none(), problem.as_deref().unwrap_or(""))
+    // A complete backup is described in the store first: the store alone must be enough
+    // to restore it (see repo::records).
+    let finished_at = now();
+    let problem = match problem {
+        Some(p) => Some(p),
+        None => match state.repo.publish_backup(id, finished_at).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(backup = %id, error = %e, "could not write the backup's manifest record");
+                Some(format!("its manifest record could not be written to the store: {e}"))
+            }
+        },
+    };
+    cat.finish_backup_at(id, problem.is_none(), problem.as_deref().unwrap_or(""), finished_at)
         .await?;
     let after = own_backup(state, agent, id).await?;
     tracing::info!(backup = %id, status = %after.status, reason = %after.reason, "backup finished");
@@ -360,7 +373,7 @@ pub async fn delete(state: &State, id: BackupId, who: &str, reason: &str) -> Ops
         logs: Vec::new(),
         kept_bases: Vec::new(),
     };
-    if let Err(why) = state.repo.catalog.apply_retention(&expiry).await? {
+    if let Err(why) = super::retention::apply_expiry(state, &expiry).await? {
         return Err(OpsError::FailedPrecondition(format!(
             "backup {id} was not deleted: {why}"
         )));

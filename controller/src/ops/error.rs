@@ -5,6 +5,7 @@
 use crate::catalog::CatalogError;
 use crate::repo::RepoReadError;
 use crate::repo::ingest::IngestError;
+use crate::repo::publish::PublishError;
 use crate::repo::verified::ReadError;
 use crate::store::StoreError;
 
@@ -52,6 +53,18 @@ impl From<ReadError> for OpsError {
         match e {
             ReadError::Store(s) => OpsError::Store(s),
             other => OpsError::DataLoss(other.to_string()),
+        }
+    }
+}
+
+impl From<PublishError> for OpsError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Catalog(c) => OpsError::Catalog(c),
+            PublishError::Store { name, source } => OpsError::Internal(format!(
+                "writing record {name} to the store: {source}; nothing was changed"
+            )),
+            PublishError::Missing(m) => OpsError::NotFound(m),
         }
     }
 }

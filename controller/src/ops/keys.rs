@@ -54,6 +54,12 @@ pub async fn info(state: &State) -> OpsResult<pb::KeysInfo> {
 pub async fn rotate(state: &State) -> OpsResult<pb::KeysInfo> {
     let keys = state.repo.keys.as_ref().ok_or_else(not_encrypted)?;
     let r = keys.rotate(&state.repo.catalog).await?;
+    // The store must describe every data key that seals its chunks.
+    state.repo.publish_keys().await.map_err(|e| {
+        OpsError::Internal(format!(
+            "the keys rotated, but the store's key record was not written ({e}); it is written when the controller next starts, restart it"
+        ))
+    })?;
     Ok(pb::KeysInfo {
         rotated_to: r.kek,
         rewrapped: r.rewrapped as u32,

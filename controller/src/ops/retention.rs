@@ -74,7 +74,7 @@ pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionAppl
         if expiry.backups.is_empty() && expiry.logs.is_empty() {
             continue;
         }
-        match state.repo.catalog.apply_retention(&expiry).await? {
+        match apply_expiry(state, &expiry).await? {
             Ok(()) => {
                 tracing::info!(instance = %inst.name, backups = expiry.backups.len(),
                     logs = expiry.logs.len(), "retention applied");
@@ -88,6 +88,26 @@ pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionAppl
     }
     collect_garbage(state, &mut out).await?;
     Ok(out)
+}
+
+/// Apply one instance's expiry: written to the store first, so that a catalog rebuilt
+/// from the store never brings back what was expired (its data may be collected next),
+/// then applied in the catalog. An expiry the catalog refuses (its premises changed) is
+/// retracted in the store. Ok(Err(why)): refused, nothing changed.
+pub async fn apply_expiry(state: &State, e: &Expiry) -> OpsResult<Result<(), String>> {
+    let name = state.repo.publish_expiry(e).await?;
+    let outcome = state.repo.catalog.apply_retention(e).await;
+    let refused = match &outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(why)) => Some(why.clone()),
+        Err(err) => Some(err.to_string()),
+    };
+    if let Some(why) = refused
+        && let Err(err) = state.repo.retract_expiry(&name, &why).await
+    {
+        tracing::error!(record = %name, error = %err, "an expiry the catalog refused could not be retracted in the store; a catalog rebuilt from the store would apply it");
+    }
+    Ok(outcome?)
 }
 
 /// Forget the chunks nothing refers to and delete their objects from the store. An object

@@ -69,7 +69,11 @@ pub async fn receive(
             part: header.part.clone(),
         },
     );
-    let result = match up.run(stream).await {
+    let received = match up.run(stream).await {
+        Ok(_) => up.commit(None).await,
+        Err(e) => Err(e),
+    };
+    let result = match received {
         Ok(stats) => mark_stored(state, backup, &header.part, &header.format, stats).await,
         Err(IngestError::EndedEarly) => {
             return Err(OpsError::FailedPrecondition(format!(

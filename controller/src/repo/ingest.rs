@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use super::Repository;
 use crate::catalog::{CatalogError, ManifestEntry, NewChunk, PartStats};
 use crate::repo::pack::{PackBuilder, PackLoc};
+use crate::repo::records::LogRecord;
 use crate::repo::verified::{self, ReadError};
 use crate::store::StoreError;
 
@@ -36,6 +37,10 @@ pub enum Sink {
         entries: Vec<ManifestEntry>,
         new: Vec<NewChunk>,
     },
+    /// Checked and compared, never stored: a WAL file pushed again under a name already
+    /// archived. The stream is held until its end (it is one file, whose size the caller
+    /// bounds), so that nothing reaches the store before the digests are compared.
+    Discard,
 }
 
 /// Receives the chunks of one stream: verifies each, stores it, rebuilds the stream digest
@@ -215,12 +220,13 @@ impl ChunkReceiver {
     pub fn take_collected(&mut self) -> (Vec<ManifestEntry>, Vec<NewChunk>) {
         match &mut self.sink {
             Sink::Memory { entries, new } => (std::mem::take(entries), std::mem::take(new)),
-            Sink::Part { .. } => (Vec::new(), Vec::new()),
+            Sink::Part { .. } | Sink::Discard => (Vec::new(), Vec::new()),
         }
     }
 
     /// Receive chunks up to and including the trailer. Returns the stream's statistics, its
-    /// digest included, once the trailer matched what was received.
+    /// digest included, once the trailer matched what was received; the caller then
+    /// commits (or drops the receiver, and nothing of the last batch is stored).
     /// `stream` yields the upload's messages after its header, or why it broke.
     pub async fn run(
         &mut self,
@@ -345,7 +351,8 @@ impl ChunkReceiver {
         });
         self.stats.chunks += 1;
         self.stats.raw_bytes += checked.plaintext.len() as u64;
-        if self.pack.is_full() || self.pending.len() >= MANIFEST_BATCH {
+        let discard = matches!(self.sink, Sink::Discard);
+        if !discard && (self.pack.is_full() || self.pending.len() >= MANIFEST_BATCH) {
             self.flush().await?;
         }
         Ok(())
@@ -413,10 +420,43 @@ impl ChunkReceiver {
                 entries.append(&mut w.entries);
                 new.append(&mut w.new);
             }
+            Sink::Discard => unreachable!("a discarded stream writes no pack"),
         }
         Ok(())
     }
 
+    /// Every manifest line of a stream received into [`Sink::Memory`], in order, before it
+    /// is committed: what its description lists.
+    pub fn manifest(&self) -> Vec<ManifestEntry> {
+        let mut all = match &self.sink {
+            Sink::Memory { entries, .. } => entries.clone(),
+            Sink::Part { .. } | Sink::Discard => Vec::new(),
+        };
+        if let Some(w) = &self.writing {
+            all.extend_from_slice(&w.entries);
+        }
+        all.extend_from_slice(&self.pending);
+        all
+    }
+
+    /// Store what [`ChunkReceiver::run`] received and checked: the last pack, with
+    /// `description` in it (a WAL file's, which then costs no request of its own), and the
+    /// last manifest lines. Returns the stream's final statistics. A discarded stream
+    /// stores nothing.
+    pub async fn commit(&mut self, description: Option<LogRecord>) -> IngestResult<PartStats> {
+        if matches!(self.sink, Sink::Discard) {
+            return Ok(self.stats.clone());
+        }
+        if let Some(d) = description {
+            self.pack.describe(d);
+        }
+        self.flush().await?;
+        self.settle().await?;
+        Ok(self.stats.clone())
+    }
+
+    /// Check the trailer against what was received. Nothing of the last batch is stored
+    /// yet: [`ChunkReceiver::commit`] does that.
     async fn finish(&mut self, t: PartTrailer) -> IngestResult<PartStats> {
         let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         let mismatch = |what: String| {
@@ -444,8 +484,6 @@ impl ChunkReceiver {
                 hex::encode(&t.stream_sha256)
             )));
         }
-        self.flush().await?;
-        self.settle().await?;
         self.stats.stream_sha256 = hex::encode(digest);
         Ok(self.stats.clone())
     }

@@ -6,6 +6,8 @@
 pub mod identity;
 pub mod ingest;
 pub mod pack;
+pub mod publish;
+pub mod records;
 pub mod verified;
 
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub struct Repository {
     pub store: Arc<dyn ChunkStore>,
     /// The encryption keys, when the store is encrypted at rest.
     pub keys: Option<Arc<Keyring>>,
+    /// What this controller has written to the store's records.
+    pub published: Arc<publish::Published>,
 }
 
 /// A read that failed in the catalog or in the store.
@@ -102,6 +106,7 @@ mod tests {
             catalog: cat.clone(),
             store: store.clone(),
             keys: Some(b.clone()),
+            published: Default::default(),
         };
         assert!(on_b.read_chunk(&id).await.is_err());
         let (kept, faulty) = cat.chunk_place(&id).await.unwrap().expect("the row stays");

@@ -1,5 +1,6 @@
-//! A content-addressed store on a local filesystem: packs in `packs/ab/abcdef…`, and chunks
-//! stored before packs existed in `chunks/ab/abcdef…`.
+//! A content-addressed store on a local filesystem: packs in `packs/ab/abcdef…`, records
+//! (what the store says about its backups) in `meta/…`, and chunks stored before packs
+//! existed in `chunks/ab/abcdef…`.
 //!
 //! A chunk becomes visible only complete and durable: it is written to a temp file, fsynced,
 //! renamed into place and the directory fsynced. A crash leaves at most a stray temp file,
@@ -47,7 +48,7 @@ impl FsStore {
     /// the start, so a put never depends on another put's directory creation having
     /// reached the disk.
     fn make_layout(root: &Path) -> Result<(), StoreError> {
-        for dir in ["chunks", "packs", "tmp", "quarantine"] {
+        for dir in ["chunks", "packs", "meta", "tmp", "quarantine"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(|e| StoreError::io(p.display(), e))?;
         }
@@ -136,17 +137,50 @@ impl FsStore {
     }
 
     fn put_pack_blocking(&self, path: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let tmp = self.write_temp(&format!("pack-{name}"), bytes)?;
-        // A hard link, unlike a rename, never replaces: a pack is written once.
+        self.create_blocking(path, &format!("pack-{name}"), bytes, || {
+            StoreError::PackExists(name.to_string())
+        })
+    }
+
+    /// Write `bytes` at `path` durably, only if nothing is there (`taken` otherwise). A hard
+    /// link from a synced temp file, unlike a rename, never replaces: objects are written
+    /// once.
+    fn create_blocking(
+        &self,
+        path: &Path,
+        stem: &str,
+        bytes: &[u8],
+        taken: impl FnOnce() -> StoreError,
+    ) -> Result<(), StoreError> {
+        let tmp = self.write_temp(stem, bytes)?;
         let linked = fs::hard_link(&tmp, path);
         let _ = fs::remove_file(&tmp);
         match linked {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                Err(StoreError::PackExists(name.to_string()))
-            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(taken()),
             other => other.map_err(|e| StoreError::io(path.display(), e)),
         }?;
-        sync_dir(path.parent().expect("pack path has a parent"))
+        sync_dir(path.parent().expect("an object path has a parent"))
+    }
+
+    fn record_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        super::check_record_name(name)?;
+        Ok(self.root.join("meta").join(name))
+    }
+
+    /// Make `dir` and its parents below the store's root, each durable.
+    fn make_dirs(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let parent = dir.parent().expect("below the store's root");
+        self.make_dirs(parent)?;
+        match fs::create_dir(dir) {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                return Err(StoreError::io(dir.display(), e));
+            }
+            _ => {}
+        }
+        sync_dir(parent)
     }
 }
 
@@ -167,6 +201,25 @@ fn read_range(path: &Path, name: &str, offset: u64, len: u32) -> Result<Vec<u8>,
     let mut out = vec![0; len as usize];
     f.read_exact(&mut out).map_err(io)?;
     Ok(out)
+}
+
+/// Every file below `dir`, as paths relative to `base` joined with `/`.
+fn walk_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        other => other.map_err(|e| StoreError::io(dir.display(), e))?,
+    };
+    for e in entries {
+        let e = e.map_err(|e| StoreError::io(dir.display(), e))?;
+        let path = e.path();
+        if e.file_type().map_err(|e| StoreError::io(path.display(), e))?.is_dir() {
+            walk_files(base, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(base) {
+            let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -270,7 +323,7 @@ impl ChunkStore for FsStore {
         blocking(move || read_range(&path, &name, offset, len)).await
     }
 
-    async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let packs = self.root.join("packs");
         blocking(move || {
             let mut out = Vec::new();
@@ -282,7 +335,8 @@ impl ChunkStore for FsStore {
                 let dir = fan.map_err(|e| StoreError::io(packs.display(), e))?.path();
                 for f in fs::read_dir(&dir).map_err(|e| StoreError::io(dir.display(), e))? {
                     let f = f.map_err(|e| StoreError::io(dir.display(), e))?;
-                    out.push(f.file_name().to_string_lossy().into_owned());
+                    let size = f.metadata().map_err(|e| StoreError::io(dir.display(), e))?.len();
+                    out.push((f.file_name().to_string_lossy().into_owned(), size));
                 }
             }
             Ok(out)
@@ -292,6 +346,41 @@ impl ChunkStore for FsStore {
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
         remove_durably(self.pack_path(name)?).await
+    }
+
+    async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.record_path(name)?;
+        let (this, name, bytes) = (self.clone(), name.to_string(), bytes.to_vec());
+        blocking(move || {
+            this.make_dirs(path.parent().expect("a record path has a parent"))?;
+            let stem = format!("record-{}", name.replace('/', "_"));
+            this.create_blocking(&path, &stem, &bytes, || StoreError::RecordExists(name))
+        })
+        .await
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.record_path(name)?;
+        let name = name.to_string();
+        blocking(move || match fs::read(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::RecordNotFound(name)),
+            other => other.map_err(|e| StoreError::io(path.display(), e)),
+        })
+        .await
+    }
+
+    async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError> {
+        let base = self.root.join("meta");
+        let dir = match under.trim_end_matches('/') {
+            "" => base.clone(),
+            u => self.record_path(u)?,
+        };
+        blocking(move || {
+            let mut out = Vec::new();
+            walk_files(&base, &dir, &mut out)?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {

@@ -13,6 +13,7 @@ pub struct MemStore {
     chunks: Mutex<HashMap<ChunkId, Vec<u8>>>,
     packs: Mutex<HashMap<String, Vec<u8>>>,
     identity: Mutex<Option<Vec<u8>>>,
+    records: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 #[async_trait]
@@ -75,13 +76,49 @@ impl ChunkStore for MemStore {
         slice_range(name, pack, offset, len).map(<[u8]>::to_vec)
     }
 
-    async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.packs.lock().unwrap().keys().cloned().collect())
+    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .packs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len() as u64))
+            .collect())
     }
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
         self.packs.lock().unwrap().remove(name);
         Ok(())
+    }
+
+    async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        super::check_record_name(name)?;
+        let mut records = self.records.lock().unwrap();
+        if records.contains_key(name) {
+            return Err(StoreError::RecordExists(name.to_string()));
+        }
+        records.insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        self.records
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::RecordNotFound(name.to_string()))
+    }
+
+    async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .records
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(under))
+            .cloned()
+            .collect())
     }
 
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {

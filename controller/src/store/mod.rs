@@ -21,6 +21,10 @@ pub enum StoreError {
     PackNotFound(String),
     #[error("pack {0} is already stored; packs are never replaced")]
     PackExists(String),
+    #[error("record {0} is already stored; records are never replaced")]
+    RecordExists(String),
+    #[error("record {0} is not in the store")]
+    RecordNotFound(String),
     #[error("chunk store i/o on {path}: {source}")]
     Io {
         path: String,
@@ -67,6 +71,8 @@ impl StoreError {
             StoreError::NotFound(_)
             | StoreError::PackNotFound(_)
             | StoreError::PackExists(_)
+            | StoreError::RecordExists(_)
+            | StoreError::RecordNotFound(_)
             | StoreError::IdentityExists
             | StoreError::Damaged { .. } => false,
         }
@@ -86,6 +92,28 @@ pub struct PackLoc {
     pub pack: String,
     pub offset: u64,
     pub len: u32,
+}
+
+/// Refuse a record name that is not `segment/segment/...` of `[A-Za-z0-9._-]`: names are
+/// the controller's own, and nothing else may be joined into a path or a key.
+pub fn check_record_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::io(
+            format!("record {name:?}"),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a record name"),
+        ))
+    }
 }
 
 /// A new pack's name: random (128 bits), so a pack is never written twice.
@@ -131,11 +159,19 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// Every stored pack's name. For the conformance suite now, and for verify and garbage
     /// collection (a later issue).
     #[allow(dead_code)]
-    async fn list_packs(&self) -> Result<Vec<String>, StoreError>;
+    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Remove a pack; removing an absent one is not an error. Only garbage collection may
     /// call this (a later issue).
     #[allow(dead_code)]
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError>;
+    /// Store a record (see `repo::records`: what the store says about backups, archived
+    /// logs, instances and keys) under `meta/NAME`, durably, only if the name is free:
+    /// records are never replaced, so the store stays append-only.
+    async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A record's bytes, unverified (`repo::records` checks them).
+    async fn get_record(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    /// The names of every record under `meta/UNDER` (`under` ends with `/`, or is empty).
+    async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError>;
     /// The store's identity object (see `crate::store_identity`), or None when it has none:
     /// a store never initialised, or not the store at all (an unmounted volume, another
     /// bucket or prefix). Reading creates nothing.
@@ -250,6 +286,36 @@ pub mod conformance {
         assert_eq!(store.get(&id).await.unwrap(), enc);
 
         run_packs(store.as_ref()).await;
+        run_records(store.as_ref()).await;
+    }
+
+    async fn run_records(store: &dyn ChunkStore) {
+        assert!(store.list_records("").await.unwrap().is_empty());
+        assert!(matches!(
+            store.get_record("backups/1").await,
+            Err(StoreError::RecordNotFound(_))
+        ));
+        store.put_record("backups/000001-ab", b"first").await.unwrap();
+        store.put_record("backups/000002-cd", b"second").await.unwrap();
+        store.put_record("keys/000001-ef", b"keys").await.unwrap();
+        assert_eq!(store.get_record("backups/000001-ab").await.unwrap(), b"first");
+        // Append-only: a record is never replaced, even by the same bytes.
+        assert!(matches!(
+            store.put_record("backups/000001-ab", b"other").await,
+            Err(StoreError::RecordExists(_))
+        ));
+        assert_eq!(store.get_record("backups/000001-ab").await.unwrap(), b"first");
+        let mut listed = store.list_records("backups/").await.unwrap();
+        listed.sort();
+        assert_eq!(listed, ["backups/000001-ab", "backups/000002-cd"]);
+        assert_eq!(store.list_records("").await.unwrap().len(), 3);
+        for bad in ["", "../x", "a//b", "a/./b", "a b", "/abs"] {
+            assert!(store.put_record(bad, b"x").await.is_err(), "{bad:?} refused");
+        }
+        assert!(
+            store.list_packs().await.unwrap().len() == 1,
+            "records do not show up as packs"
+        );
     }
 
     async fn run_packs(store: &dyn ChunkStore) {
@@ -284,9 +350,9 @@ pub mod conformance {
         store.put_pack(&other, b"second").await.unwrap();
         let mut listed = store.list_packs().await.unwrap();
         listed.sort();
-        let mut want = vec![name.clone(), other.clone()];
+        let mut want = vec![(name.clone(), 200_000), (other.clone(), 6)];
         want.sort();
-        assert_eq!(listed, want);
+        assert_eq!(listed, want, "every pack with its size");
         assert_eq!(
             store.list().await.unwrap().len(),
             chunks_before,
@@ -294,6 +360,6 @@ pub mod conformance {
         );
         store.delete_pack(&other).await.unwrap();
         store.delete_pack(&other).await.unwrap();
-        assert_eq!(store.list_packs().await.unwrap(), vec![name]);
+        assert_eq!(store.list_packs().await.unwrap(), vec![(name, 200_000)]);
     }
 }

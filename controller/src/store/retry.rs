@@ -127,12 +127,41 @@ impl<S: ChunkStore> ChunkStore for Retrying<S> {
         .await
     }
 
-    async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.run("list packs", "", || self.inner.list_packs()).await
     }
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
         self.run("delete pack", name, || self.inner.delete_pack(name))
+            .await
+    }
+
+    async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        // A retried PUT whose first try did land finds the name taken; it holds these bytes.
+        let tried = std::sync::atomic::AtomicBool::new(false);
+        self.run("put record", name, || {
+            let again = tried.swap(true, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                match self.inner.put_record(name, bytes).await {
+                    Err(StoreError::RecordExists(_))
+                        if again && self.inner.get_record(name).await? == bytes =>
+                    {
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        self.run("get record", name, || self.inner.get_record(name))
+            .await
+    }
+
+    async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError> {
+        self.run("list records", under, || self.inner.list_records(under))
             .await
     }
 
@@ -259,11 +288,20 @@ mod tests {
             }
             self.inner.get_pack_range(name, offset, len).await
         }
-        async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+        async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
             self.inner.list_packs().await
         }
         async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
             self.inner.delete_pack(name).await
+        }
+        async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+            self.inner.put_record(name, bytes).await
+        }
+        async fn get_record(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+            self.inner.get_record(name).await
+        }
+        async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list_records(under).await
         }
         async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.identity().await

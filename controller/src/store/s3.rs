@@ -166,6 +166,11 @@ impl S3Store {
         )
     }
 
+    fn record_key(&self, name: &str) -> Result<String, StoreError> {
+        super::check_record_name(name)?;
+        Ok(format!("{}meta/{name}", self.prefix))
+    }
+
     fn identity_key(&self) -> String {
         format!("{}tidemark-store", self.prefix)
     }
@@ -176,7 +181,19 @@ impl S3Store {
     }
 
     /// The last path segment of every object under PREFIX/`under`, page by page.
-    async fn list_names(&self, under: &str) -> Result<Vec<String>, StoreError> {
+    async fn list_names(&self, under: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut keys = self.list_keys(under).await?;
+        for (k, _) in &mut keys {
+            if let Some((_, last)) = k.rsplit_once('/') {
+                *k = last.to_string();
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Every object's key under PREFIX/`under`, without PREFIX/`under`, and its size, page
+    /// by page.
+    async fn list_keys(&self, under: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let prefix = format!("{}{under}", self.prefix);
         let mut out = Vec::new();
         let mut token = None;
@@ -194,7 +211,10 @@ impl S3Store {
             out.extend(
                 page.contents()
                     .iter()
-                    .filter_map(|o| o.key()?.rsplit('/').next().map(str::to_string)),
+                    .filter_map(|o| {
+                        let key = o.key()?.strip_prefix(&prefix)?.to_string();
+                        Some((key, o.size().unwrap_or(0).max(0) as u64))
+                    }),
             );
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() {
@@ -398,7 +418,7 @@ impl ChunkStore for S3Store {
             .list_names("chunks/")
             .await?
             .iter()
-            .filter_map(|n| n.parse::<ChunkId>().ok())
+            .filter_map(|(n, _)| n.parse::<ChunkId>().ok())
             .collect())
     }
 
@@ -466,12 +486,34 @@ impl ChunkStore for S3Store {
         Ok(bytes.to_vec())
     }
 
-    async fn list_packs(&self) -> Result<Vec<String>, StoreError> {
+    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.list_names("packs/").await
     }
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
         self.delete_key(&self.pack_key(name)).await
+    }
+
+    async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        // Created only if absent: a record is never replaced (Object Lock friendly).
+        match self.create(&self.record_key(name)?, bytes).await? {
+            true => Ok(()),
+            false => Err(StoreError::RecordExists(name.to_string())),
+        }
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_whole(&self.record_key(name)?)
+            .await?
+            .ok_or_else(|| StoreError::RecordNotFound(name.to_string()))
+    }
+
+    async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError> {
+        if !under.is_empty() {
+            super::check_record_name(under.trim_end_matches('/'))?;
+        }
+        let keys = self.list_keys(&format!("meta/{under}")).await?;
+        Ok(keys.into_iter().map(|(k, _)| format!("{under}{k}")).collect())
     }
 
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
