@@ -36,14 +36,32 @@ use crate::config::ControllerConfig;
 )]
 struct Args {
     /// Path to the controller's TOML config.
-    #[arg(long, env = "TIDEMARK_CONTROLLER_CONFIG")]
-    config: PathBuf,
+    #[arg(long, env = "TIDEMARK_CONTROLLER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Build a new catalog from the store alone (the catalog was lost): backups, archived
+    /// WAL and binlogs, instances and keys, from the records the store holds. Run it with
+    /// the controller stopped, on the config the lost catalog served.
+    RebuildCatalog {
+        /// Write into a catalog that is not empty, adding only what it lacks.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     tidemark_core::daemon::init_logging();
-    let config = match ControllerConfig::load(&args.config) {
+    let Some(path) = args.config else {
+        eprintln!("tidemark-controller: give the config file with --config FILE");
+        return ExitCode::from(2);
+    };
+    let config = match ControllerConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tidemark-controller: {e}");
@@ -51,7 +69,11 @@ fn main() -> ExitCode {
         }
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(config)) {
+    let done = match args.command {
+        None => rt.block_on(run(config)),
+        Some(Command::RebuildCatalog { force }) => rt.block_on(rebuild_catalog(config, force)),
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tidemark-controller: {e:#}");
@@ -69,18 +91,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             tls.identity
         );
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let catalog_url = config.catalog_url().map_err(anyhow::Error::msg)?;
-    let catalog = catalog::Catalog::open_configured(
-        catalog_url.as_deref(),
-        &config.data_dir.join("catalog.db"),
-    )
-    .await
-    .with_context(|| match &config.catalog.url {
-        Some(u) => format!("opening the PostgreSQL catalog at {}", without_password(u)),
-        None => format!("opening the catalog in {}", config.data_dir.display()),
-    })?;
+    let catalog = open_catalog(&config).await?;
     tracing::info!(backend = catalog.backend_name(), "catalog open");
     // A lone controller's restart interrupted whatever was running. Controllers sharing a
     // catalog fail only the work of one that stopped (see cluster).
@@ -108,39 +119,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             );
         }
     }
-    let policy = store::retry::Policy::default();
-    let store: Arc<dyn store::ChunkStore> = match config.store.kind {
-        config::StoreKind::Fs => Arc::new(store::retry::Retrying::new(
-            store::fs::FsStore::open(config.store_path())?,
-            policy,
-        )),
-        config::StoreKind::S3 => {
-            let settings = config.s3_settings().map_err(anyhow::Error::msg)?;
-            let s3 = store::s3::S3Store::new(&settings);
-            s3.check().await.with_context(|| {
-                format!(
-                    "checking S3 bucket {:?} at {}",
-                    settings.bucket,
-                    if settings.endpoint.is_empty() {
-                        "AWS"
-                    } else {
-                        &settings.endpoint
-                    }
-                )
-            })?;
-            tracing::info!(bucket = %settings.bucket, prefix = %settings.prefix, endpoint = %settings.endpoint, "chunk store: S3");
-            Arc::new(store::retry::Retrying::new(s3, policy))
-        }
-    };
-    // Only on the store this catalog indexes: never on an unmounted volume's empty
-    // directory, nor on another bucket.
-    let store_name = match config.store.kind {
-        config::StoreKind::Fs => config.store_path().display().to_string(),
-        config::StoreKind::S3 => {
-            let s = config.s3_settings().map_err(anyhow::Error::msg)?;
-            format!("s3://{}/{}", s.bucket, s.prefix)
-        }
-    };
+    let (store, store_name) = open_store(&config).await?;
     let store_id = repo::identity::check(&catalog, store.as_ref(), &store_name).await?;
     tracing::info!(store = %store_name, %store_id, "store identity checked");
     let keys = keys::Keyring::open(&catalog, config.encryption.enabled, config.key_dir())
@@ -225,6 +204,78 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn open_catalog(config: &ControllerConfig) -> anyhow::Result<catalog::Catalog> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let catalog_url = config.catalog_url().map_err(anyhow::Error::msg)?;
+    catalog::Catalog::open_configured(catalog_url.as_deref(), &config.data_dir.join("catalog.db"))
+        .await
+        .with_context(|| match &config.catalog.url {
+            Some(u) => format!("opening the PostgreSQL catalog at {}", without_password(u)),
+            None => format!("opening the catalog in {}", config.data_dir.display()),
+        })
+}
+
+/// The configured store, checked reachable, and how to name it in messages.
+async fn open_store(
+    config: &ControllerConfig,
+) -> anyhow::Result<(Arc<dyn store::ChunkStore>, String)> {
+    let policy = store::retry::Policy::default();
+    Ok(match config.store.kind {
+        config::StoreKind::Fs => (
+            Arc::new(store::retry::Retrying::new(
+                store::fs::FsStore::open(config.store_path())?,
+                policy,
+            )),
+            config.store_path().display().to_string(),
+        ),
+        config::StoreKind::S3 => {
+            let settings = config.s3_settings().map_err(anyhow::Error::msg)?;
+            let s3 = store::s3::S3Store::new(&settings);
+            s3.check().await.with_context(|| {
+                format!(
+                    "checking S3 bucket {:?} at {}",
+                    settings.bucket,
+                    if settings.endpoint.is_empty() {
+                        "AWS"
+                    } else {
+                        &settings.endpoint
+                    }
+                )
+            })?;
+            tracing::info!(bucket = %settings.bucket, prefix = %settings.prefix, endpoint = %settings.endpoint, "chunk store: S3");
+            (
+                Arc::new(store::retry::Retrying::new(s3, policy)),
+                format!("s3://{}/{}", settings.bucket, settings.prefix),
+            )
+        }
+    })
+}
+
+/// `tidemark-controller rebuild-catalog`: a new catalog from the store's records.
+async fn rebuild_catalog(config: ControllerConfig, force: bool) -> anyhow::Result<()> {
+    let catalog = open_catalog(&config).await?;
+    let (store, store_name) = open_store(&config).await?;
+    if store.identity().await?.is_none() {
+        anyhow::bail!(
+            "the store at {store_name} has no identity object (tidemark-store): it is not a Tidemark store, or not this one. Is the volume mounted, or the bucket and prefix right?"
+        );
+    }
+    let report = repo::rebuild::rebuild(
+        &catalog,
+        store.clone(),
+        repo::rebuild::KeySettings {
+            enabled: config.encryption.enabled,
+            dir: config.key_dir(),
+        },
+        force,
+    )
+    .await?;
+    repo::identity::check(&catalog, store.as_ref(), &store_name).await?;
+    println!("{report}");
     Ok(())
 }
 

@@ -14,6 +14,7 @@ mod jobs;
 mod keys;
 mod migrations;
 mod retention;
+mod rebuild;
 mod samples;
 mod schedules;
 mod states;

@@ -43,6 +43,41 @@ const IN_USE: &str =
      SELECT backup_id FROM jobs
       WHERE kind = 'restore' AND state IN ('queued', 'running') AND backup_id IS NOT NULL";
 
+/// Expire `e`'s backups (their rows stay as history, their manifests go) and delete its
+/// archived logs, at time `t`, in `tx`. No premise is checked here.
+pub(super) async fn expire(tx: &mut super::DbConn, e: &Expiry, t: i64) -> Result<()> {
+    for (id, reason) in &e.backups {
+        sqlx::query(
+            "UPDATE backups SET expired_at = $1,
+               reason = CASE status WHEN 'complete' THEN $2 ELSE reason END,
+               status = CASE status WHEN 'complete' THEN 'expired' ELSE status END
+             WHERE id = $3",
+        )
+        .bind(t)
+        .bind(format!("expired by retention: {reason}"))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM part_chunks WHERE backup_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for name in &e.logs {
+        for sql in [
+            "DELETE FROM wal_chunks WHERE instance = $1 AND name = $2",
+            "DELETE FROM wal_files WHERE instance = $1 AND name = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(&e.instance)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 impl Catalog {
     /// Backups a queued or running drill or restore reads.
     pub async fn backups_in_use(&self) -> Result<Vec<i64>> {
@@ -72,7 +107,17 @@ impl Catalog {
     /// restore started using, or that is no longer there to expire, or a kept base backup
     /// that is no longer sound. Then nothing is changed and the reason is returned (Ok(Err)):
     /// the next run plans again.
+    #[cfg(test)]
     pub async fn apply_retention(&self, e: &Expiry) -> Result<std::result::Result<(), String>> {
+        self.apply_retention_at(e, now()).await
+    }
+
+    /// [`Catalog::apply_retention`] at time `at` (the time its record in the store carries).
+    pub async fn apply_retention_at(
+        &self,
+        e: &Expiry,
+        at: i64,
+    ) -> Result<std::result::Result<(), String>> {
         let mut tx = self.write_tx().await?;
         let in_use: Vec<i64> = sqlx::query(IN_USE)
             .fetch_all(&mut *tx)
@@ -118,36 +163,7 @@ impl Catalog {
                 )));
             }
         }
-        let t = now();
-        for (id, reason) in &e.backups {
-            sqlx::query(
-                "UPDATE backups SET expired_at = $1,
-                   reason = CASE status WHEN 'complete' THEN $2 ELSE reason END,
-                   status = CASE status WHEN 'complete' THEN 'expired' ELSE status END
-                 WHERE id = $3",
-            )
-            .bind(t)
-            .bind(format!("expired by retention: {reason}"))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM part_chunks WHERE backup_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for name in &e.logs {
-            for sql in [
-                "DELETE FROM wal_chunks WHERE instance = $1 AND name = $2",
-                "DELETE FROM wal_files WHERE instance = $1 AND name = $2",
-            ] {
-                sqlx::query(sql)
-                    .bind(&e.instance)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        expire(&mut tx, e, at).await?;
         tx.commit().await?;
         Ok(Ok(()))
     }

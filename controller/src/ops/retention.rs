@@ -95,8 +95,9 @@ pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionAppl
 /// then applied in the catalog. An expiry the catalog refuses (its premises changed) is
 /// retracted in the store. Ok(Err(why)): refused, nothing changed.
 pub async fn apply_expiry(state: &State, e: &Expiry) -> OpsResult<Result<(), String>> {
-    let name = state.repo.publish_expiry(e).await?;
-    let outcome = state.repo.catalog.apply_retention(e).await;
+    let at = crate::catalog::now();
+    let name = state.repo.publish_expiry(e, at).await?;
+    let outcome = state.repo.catalog.apply_retention_at(e, at).await;
     let refused = match &outcome {
         Ok(Ok(())) => None,
         Ok(Err(why)) => Some(why.clone()),

@@ -8,7 +8,7 @@
 //! | id A | identity A | start |
 //! | id A | identity B | refuse: another store |
 //! | id A | nothing | refuse: not the store (unmounted? wrong bucket or prefix?) |
-//! | nothing | identity B | record B (a new catalog on an existing store) |
+//! | nothing | identity B | record B (a new catalog on an existing store), unless the store holds data the catalog does not know: then refuse, and point at `rebuild-catalog` |
 //! | nothing | nothing | initialise a new identity, unless the catalog knows stored chunks and the store holds no data at all (a catalog from before identities, on an empty store) |
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,10 @@ pub enum IdentityError {
         "the catalog knows stored chunks, but the store at {store} holds no data and no identity object; is the volume mounted, or the bucket and prefix right? The controller does not start on what may be an empty store"
     )]
     Empty { store: String },
+    #[error(
+        "the store at {store} holds backups, but this catalog is new and indexes none of them; to recover a lost catalog run `tidemark-controller rebuild-catalog --config FILE` first, or point [store] at a new location for a new fleet"
+    )]
+    Unindexed { store: String },
     #[error("the store at {store} has a malformed identity object: {detail}")]
     Malformed { store: String, detail: String },
     #[error(transparent)]
@@ -82,6 +86,11 @@ pub async fn check(
             store: name.to_string(),
             recorded,
         }),
+        (None, Some(_)) if !catalog.knows_stored_chunks().await? && store.holds_data().await? => {
+            Err(IdentityError::Unindexed {
+                store: name.to_string(),
+            })
+        }
         (None, Some(found)) => {
             tracing::info!(store = %name, store_id = %found, "recording the store's identity in the catalog");
             adopt(catalog, name, &found).await
@@ -189,6 +198,21 @@ mod tests {
         store.put(&chunk, b"bytes").await.unwrap();
         let id = check(&cat, &store, "/srv/store").await.unwrap();
         assert_eq!(cat.store_id().await.unwrap(), Some(id));
+    }
+
+    /// A lost catalog replaced by an empty one must not start on the store: its first
+    /// retention run would see every pack as garbage.
+    #[tokio::test]
+    async fn a_new_catalog_on_a_store_with_data_is_refused_with_the_rebuild_hint() {
+        let (cat, _dir) = test_catalog().await;
+        let store = MemStore::default();
+        check(&cat, &store, "mem").await.unwrap();
+        store.put_pack(&crate::store::new_pack_name(), b"data").await.unwrap();
+        let (fresh, _d2) = test_catalog().await;
+        let e = check(&fresh, &store, "/srv/store").await.unwrap_err();
+        assert!(matches!(e, IdentityError::Unindexed { .. }), "{e}");
+        assert!(e.to_string().contains("rebuild-catalog"), "{e}");
+        assert_eq!(fresh.store_id().await.unwrap(), None);
     }
 
     #[tokio::test]

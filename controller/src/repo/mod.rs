@@ -7,6 +7,7 @@ pub mod identity;
 pub mod ingest;
 pub mod pack;
 pub mod publish;
+pub mod rebuild;
 pub mod records;
 pub mod verified;
 

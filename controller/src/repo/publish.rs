@@ -96,13 +96,13 @@ impl Repository {
         Ok(name)
     }
 
-    /// Write an expiry before it is applied; returns its name, for a retraction should the
-    /// catalog refuse it.
-    pub async fn publish_expiry(&self, e: &Expiry) -> Result<String, PublishError> {
+    /// Write an expiry, as of `at`, before it is applied; returns its name, for a
+    /// retraction should the catalog refuse it.
+    pub async fn publish_expiry(&self, e: &Expiry, at: i64) -> Result<String, PublishError> {
         let record = ExpiryRecord {
             format: 1,
             instance: e.instance.clone(),
-            at: now(),
+            at,
             backups: e.backups.clone(),
             logs: e.logs.clone(),
         };
