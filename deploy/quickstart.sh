@@ -233,21 +233,32 @@ demo_run
 "$bin/tidemark" status
 echo
 if [ "$store" = s3 ]; then
-    # Data objects: the store's identity object (tidemark-store, a random id) is not one.
-    objects=$(find "$dir/s3/tidemark" -type f ! -name tidemark-store | wc -l)
+    # Data objects: the store's identity object (tidemark-store, a random id) and its
+    # records (meta/: what it says about its backups) are not.
+    objects=$(find "$dir/s3/tidemark" -type f ! -name tidemark-store ! -path '*/meta/*' | wc -l)
     [ "$objects" -gt 0 ] || die "the S3 bucket holds no objects; the chunks went elsewhere"
     [ ! -d "$dir/controller/store" ] || die "chunks were written to $dir/controller/store despite --store s3"
     echo "the chunks are in S3: $objects objects in bucket tidemark ($dir/s3/tidemark)"
     echo
 fi
 if [ $encrypt -eq 1 ]; then
-    objects_dir=$dir/controller/store/packs
+    objects_dir=$dir/controller/store
     [ "$store" = fs ] || objects_dir=$dir/s3/tidemark
     plain=0
     total=0
+    # Sealed: a pack starts with a sealed chunk (TMX1), a record (or a pack holding only a
+    # description) with TMR1 and kind 1. Key records are kind 0: they hold data keys
+    # wrapped by the key-encryption key, which never leaves the controller.
     while IFS= read -r -d '' f; do
         total=$((total + 1))
-        [ "$(head -c4 "$f")" = TMX1 ] || plain=$((plain + 1))
+        magic=$(head -c4 "$f")
+        kind=$(head -c5 "$f" | tail -c1 | od -An -tu1 | tr -d ' ')
+        case "$magic:$kind:$f" in
+            TMX1:*) ;;
+            TMR1:1:*) ;;
+            TMR1:0:*/meta/keys/*) ;;
+            *) plain=$((plain + 1)); echo "not sealed: $f" >&2 ;;
+        esac
     done < <(find "$objects_dir" -type f ! -name tidemark-store -print0)
     [ "$total" -gt 0 ] && [ "$plain" -eq 0 ] || die "$plain of $total stored objects are not sealed"
     echo "all $total stored objects are sealed (AES-256-GCM); the keys:"

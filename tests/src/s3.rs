@@ -101,12 +101,19 @@ impl S3Server {
 
     /// Every data object's file under the bucket (packs, chunks and quarantine): all but
     /// the store's identity object, which holds only its random id (see
-    /// [`identity_files`](Self::identity_files)).
+    /// [`identity_files`](Self::identity_files)), and its records (see
+    /// [`record_files`](Self::record_files)).
     pub fn object_files(&self) -> Vec<PathBuf> {
         self.all_files()
             .into_iter()
             .filter(|p| p.file_name().is_none_or(|n| n != IDENTITY))
+            .filter(|p| !is_record(p))
             .collect()
+    }
+
+    /// The store's records: what it says about its backups, archive, instances and keys.
+    pub fn record_files(&self) -> Vec<PathBuf> {
+        self.all_files().into_iter().filter(|p| is_record(p)).collect()
     }
 
     /// The store identity objects in the bucket (one per store prefix).
@@ -139,28 +146,59 @@ impl S3Server {
         let found = |b: &[u8]| b.windows(marker.len()).any(|w| w == marker);
         self.object_files()
             .into_iter()
+            .chain(self.record_files())
             .filter(|p| {
                 let bytes = std::fs::read(p).unwrap();
-                found(&bytes) || readable_chunks(&bytes).iter().any(|c| found(c))
+                found(&bytes)
+                    || readable_chunks(&bytes).iter().any(|c| found(c))
+                    || readable_record(&bytes).is_some_and(|r| found(&r))
             })
             .collect()
     }
 }
 
+fn is_record(p: &Path) -> bool {
+    p.components().any(|c| c.as_os_str() == "meta")
+}
+
+/// The JSON of a plaintext record (`TMR1`, kind 0: SHA-256, then zstd JSON), or of a
+/// pack's plaintext description; None for a sealed one.
+pub fn readable_record(bytes: &[u8]) -> Option<Vec<u8>> {
+    let rec = match bytes.get(..4) {
+        Some(b"TMR1") => bytes,
+        // A pack: its description sits before the 16-byte TMP2 footer.
+        _ if bytes.ends_with(b"TMP2") && bytes.len() >= 16 => {
+            let n = bytes.len();
+            let desc = u32::from_be_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+            bytes.get(n - 16 - desc..n - 16)?
+        }
+        _ => return None,
+    };
+    if rec.len() < 37 || &rec[..4] != b"TMR1" || rec[4] != 0 {
+        return None;
+    }
+    zstd::decode_all(&rec[37..]).ok()
+}
+
 /// The plaintext of every chunk in a pack whose index is readable (an unencrypted store);
 /// none for a sealed pack. Reads the documented layout on its own: chunks, the index of
-/// (id, offset u64, length u32) entries, then index length, entry count and `TMP1`.
+/// (id, offset u64, length u32) entries, the description, then index length, entry count,
+/// description length and `TMP2` (or, before descriptions, index length, entry count and
+/// `TMP1`).
 pub fn readable_chunks(pack: &[u8]) -> Vec<Vec<u8>> {
     let n = pack.len();
-    if n < 12 || &pack[n - 4..] != b"TMP1" {
+    let be = |at: usize| u32::from_be_bytes(pack[at..at + 4].try_into().unwrap()) as usize;
+    let (index_len, count, end) = if n >= 16 && &pack[n - 4..] == b"TMP2" {
+        (be(n - 16), be(n - 12), n - 16 - be(n - 8).min(n - 16))
+    } else if n >= 12 && &pack[n - 4..] == b"TMP1" {
+        (be(n - 12), be(n - 8), n - 12)
+    } else {
+        return Vec::new();
+    };
+    if index_len != count * 44 || index_len > end {
         return Vec::new();
     }
-    let index_len = u32::from_be_bytes(pack[n - 12..n - 8].try_into().unwrap()) as usize;
-    let count = u32::from_be_bytes(pack[n - 8..n - 4].try_into().unwrap()) as usize;
-    if index_len != count * 44 || index_len + 12 > n {
-        return Vec::new();
-    }
-    pack[n - 12 - index_len..n - 12]
+    pack[end - index_len..end]
         .chunks_exact(44)
         .filter_map(|e| {
             let id = tidemark_core::ids::ChunkId::from_slice(&e[..32]).ok()?;

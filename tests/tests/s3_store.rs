@@ -53,15 +53,25 @@ fn backups_round_trip_through_s3() {
         f.controller.pack_files().is_empty(),
         "nothing goes to the controller's disk"
     );
-    // What S3 bills is counted: one PUT per pack, each pack holding many chunks, and the
-    // identity's one when the store was initialised.
+    // The store describes itself: a manifest record per backup, and the instance's.
+    let records = s3.record_files();
+    let named = |dir: &str| {
+        records
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(&format!("/tidemark/fleet/meta/{dir}/")))
+            .count()
+    };
+    assert_eq!(named("backups"), 2, "{records:?}");
+    assert!(named("instances") >= 1, "{records:?}");
+    // What S3 bills is counted: one PUT per pack, each pack holding many chunks, one per
+    // record, and the identity's one when the store was initialised.
     let puts = f
         .controller
         .metric("tidemark_store_requests_total{op=\"put\"}");
     assert_eq!(
         puts as usize,
-        objects.len() + identity.len(),
-        "one PUT per pack, and one for the identity"
+        objects.len() + records.len() + identity.len(),
+        "one PUT per pack and per record, and one for the identity"
     );
     let chunks = f.controller.stored_chunks().len();
     assert!(
