@@ -101,6 +101,27 @@ impl Controller {
         self.url.rsplit(':').next().unwrap().to_string()
     }
 
+    /// Pin the config (`DIR/controller.toml`) to the port it listens on now, so agents'
+    /// configs stay right across restarts; returns the config's path.
+    pub fn pin_port(&self, dir: &Path) -> PathBuf {
+        let config = dir.join("controller.toml");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "\nlisten = \"127.0.0.1:0\"",
+            &format!("\nlisten = \"127.0.0.1:{}\"", self.port()),
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    }
+
+    /// Kill the controller (if it still runs) and start it again on the same port and data
+    /// directory.
+    pub fn restart_in_place(&mut self, dir: &Path) {
+        let config = self.pin_port(dir);
+        self.daemon.kill9();
+        let data_dir = self.data_dir.clone();
+        *self = Controller::start_with(dir, &config, data_dir);
+    }
+
     /// Start (or restart) on an existing config.
     pub fn start_with(dir: &Path, config: &Path, data_dir: PathBuf) -> Self {
         let addr_file = data_dir.join("controller.addr");
@@ -754,16 +775,7 @@ impl Fleet {
 
     /// As [`restart_controller`](Self::restart_controller), without waiting for the agent.
     pub fn restart_controller_alone(&mut self) {
-        let config = self.dir.path().join("controller.toml");
-        let port = self.controller.url.rsplit(':').next().unwrap().to_string();
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "\nlisten = \"127.0.0.1:0\"",
-            &format!("\nlisten = \"127.0.0.1:{port}\""),
-        );
-        std::fs::write(&config, text).unwrap();
-        self.controller.daemon.kill9();
-        let data_dir = self.controller.data_dir.clone();
-        self.controller = Controller::start_with(self.dir.path(), &config, data_dir);
+        self.controller.restart_in_place(self.dir.path());
     }
 
     /// Run a logical backup of demo-pg to the end; returns the backup's JSON detail and the

@@ -159,6 +159,8 @@ pub fn maria_instance_toml(name: &str, db: &MariaDb, extra: &str) -> String {
 /// A MariaDB server, a controller, agent `db1` owning it as `demo-mariadb`, and an admin CLI.
 /// Fields drop in order: processes first, the directory last.
 pub struct MariaFleet {
+    /// The S3-compatible server holding the store, when the fleet uses one.
+    pub s3: Option<crate::s3::S3Server>,
     pub agent: Agent,
     pub controller: Controller,
     pub db: MariaDb,
@@ -171,15 +173,27 @@ impl MariaFleet {
     /// `instance_extra` goes into demo-mariadb's instance table, `controller_extra` into the
     /// controller's config.
     pub fn start(label: &str, instance_extra: &str, controller_extra: &str) -> Self {
+        Self::build(label, instance_extra, controller_extra, false)
+    }
+
+    /// As [`start`](Self::start), with the store in an S3-compatible server when `s3`.
+    pub fn build(label: &str, instance_extra: &str, controller_extra: &str, s3: bool) -> Self {
         let dir = TestDir::new(label);
         let db = MariaDb::start(dir.path(), "maria", &[]);
         let pki = Pki::init(&dir.path().join("pki"));
+        let s3 = s3.then(|| crate::s3::S3Server::start(dir.path()));
+        let mut controller_extra = controller_extra.to_string();
+        if let Some(s) = &s3 {
+            controller_extra.push('\n');
+            controller_extra.push_str(&s.store_toml(dir.path()));
+        }
         let controller =
-            Controller::start_configured(dir.path(), &pki, "127.0.0.1:0", controller_extra);
+            Controller::start_configured(dir.path(), &pki, "127.0.0.1:0", &controller_extra);
         let admin = Cli::new(dir.path(), &pki, "admin:ops", &controller.url);
         let instance = maria_instance_toml("demo-mariadb", &db, instance_extra);
         let agent = Agent::start(dir.path(), &pki, "db1", &controller, &admin, &instance);
         Self {
+            s3,
             agent,
             controller,
             db,
@@ -237,5 +251,45 @@ impl MariaFleet {
                 (newest.as_str() >= name).then_some(())
             },
         );
+    }
+}
+
+/// A server a restore started (`--start`) in `datadir`; killed when dropped, so a failing
+/// test leaves nothing running.
+pub struct Restored {
+    datadir: PathBuf,
+}
+
+impl Restored {
+    pub fn new(datadir: &Path) -> Self {
+        Self {
+            datadir: datadir.to_path_buf(),
+        }
+    }
+
+    /// Run `sql` through the server's socket; the output, tab-separated.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = tool("mariadb")
+            .arg(format!(
+                "--socket={}",
+                self.datadir.join("mysqld.sock").display()
+            ))
+            .args(["-uroot", "--batch", "--skip-column-names", "-e", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.datadir.join("mysqld.pid")) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
     }
 }

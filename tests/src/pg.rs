@@ -262,3 +262,61 @@ impl Drop for PgCluster {
         ]));
     }
 }
+
+/// A server a restore started (`--start`) in `data`, on `port` with its socket in
+/// `socket_dir`; stopped when dropped, so a failing test leaves nothing running.
+pub struct Restored {
+    pub data: PathBuf,
+    pub port: u16,
+    pub socket_dir: PathBuf,
+}
+
+impl Restored {
+    pub fn new(data: &Path, port: u16, socket_dir: &Path) -> Self {
+        Self {
+            data: data.to_path_buf(),
+            port,
+            socket_dir: socket_dir.to_path_buf(),
+        }
+    }
+
+    /// Run `sql` in database postgres; the output, trimmed.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = run(Command::new(format!("{PG_BIN}/psql"))
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ]));
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let mut c = Command::new(format!("{PG_BIN}/pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"]);
+        if let Some((uid, gid)) = crate::user_ids("postgres").filter(|_| crate::running_as_root()) {
+            c.uid(uid).gid(gid);
+        }
+        let _ = run(&mut c);
+    }
+}

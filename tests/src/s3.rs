@@ -113,7 +113,10 @@ impl S3Server {
 
     /// The store's records: what it says about its backups, archive, instances and keys.
     pub fn record_files(&self) -> Vec<PathBuf> {
-        self.all_files().into_iter().filter(|p| is_record(p)).collect()
+        self.all_files()
+            .into_iter()
+            .filter(|p| is_record(p))
+            .collect()
     }
 
     /// The store identity objects in the bucket (one per store prefix).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tidemark_core::timefmt::pg_timestamp;
 use tidemark_tests::fleet::drill_check as check;
-use tidemark_tests::maria::MariaFleet;
+use tidemark_tests::maria::{MariaFleet, Restored};
 use tidemark_tests::now_micros;
 use tidemark_tests::process::wait_for;
 
@@ -274,33 +274,6 @@ impl Writer {
     }
 }
 
-/// Kill a server a restore left running, by the pid file in its data directory.
-fn kill_restored(datadir: &std::path::Path) {
-    if let Ok(pid) = std::fs::read_to_string(datadir.join("mysqld.pid")) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status();
-    }
-}
-
-fn restored_sql(datadir: &std::path::Path, sql: &str) -> String {
-    let out = std::process::Command::new("mariadb")
-        .arg("--no-defaults")
-        .arg(format!(
-            "--socket={}",
-            datadir.join("mysqld.sock").display()
-        ))
-        .args(["-uroot", "--batch", "--skip-column-names", "-e", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
 #[test]
 fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
     let f = MariaFleet::start("my-pitr", "archive-timeout = \"2s\"", "");
@@ -354,6 +327,7 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
         &to,
         "--start",
     ]);
+    let restored = Restored::new(&datadir);
     let result = std::panic::catch_unwind(|| {
         assert_eq!(
             out.code,
@@ -370,22 +344,19 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
         );
         assert!(out.stdout.contains("GTID position 0-1-"), "{}", out.stdout);
         assert_eq!(
-            restored_sql(&datadir, "SELECT GROUP_CONCAT(name) FROM app.markers"),
+            restored.sql("SELECT GROUP_CONCAT(name) FROM app.markers"),
             "A"
         );
-        assert_eq!(
-            restored_sql(&datadir, "SELECT COUNT(*) FROM app.load"),
-            count_a
-        );
-        let sum = restored_sql(&datadir, "CHECKSUM TABLE app.load");
+        assert_eq!(restored.sql("SELECT COUNT(*) FROM app.load"), count_a);
+        let sum = restored.sql("CHECKSUM TABLE app.load");
         assert_eq!(sum.split('\t').nth(1).unwrap(), sum_a);
         // The replayed server can follow the original by GTID from where it stopped.
-        let pos = restored_sql(&datadir, "SELECT @@gtid_slave_pos");
+        let pos = restored.sql("SELECT @@gtid_slave_pos");
         assert!(pos.starts_with("0-1-"), "{pos}");
         // And the archive was untouched by the restore: nothing was written as a binlog.
         assert!(!datadir.join("mysql-bin.000001").exists());
     });
-    kill_restored(&datadir);
+    drop(restored);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
@@ -407,6 +378,7 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
         &dump_id,
         "--start",
     ]);
+    let from_dump_server = Restored::new(&from_dump);
     let result = std::panic::catch_unwind(|| {
         assert_eq!(
             out.code,
@@ -423,28 +395,27 @@ fn a_point_in_time_restore_between_two_markers_is_exact_under_write_load() {
             out.stdout
         );
         assert_eq!(
-            restored_sql(&from_dump, "SELECT GROUP_CONCAT(name) FROM app.markers"),
+            from_dump_server.sql("SELECT GROUP_CONCAT(name) FROM app.markers"),
             "A"
         );
-        let sum = restored_sql(&from_dump, "CHECKSUM TABLE app.load");
+        let sum = from_dump_server.sql("CHECKSUM TABLE app.load");
         assert_eq!(sum.split('\t').nth(1).unwrap(), sum_a);
         // The accounts came along with the dump, grants included.
         assert_eq!(
-            restored_sql(&from_dump, "SHOW GRANTS FOR app@localhost")
+            from_dump_server
+                .sql("SHOW GRANTS FOR app@localhost")
                 .lines()
                 .count(),
             2
         );
         // ...and the temporary account that loaded them is gone.
         assert_eq!(
-            restored_sql(
-                &from_dump,
-                "SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'tidemark_restore'"
-            ),
+            from_dump_server
+                .sql("SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'tidemark_restore'"),
             "0"
         );
     });
-    kill_restored(&from_dump);
+    drop(from_dump_server);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

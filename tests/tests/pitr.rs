@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tidemark_tests::fleet::Fleet;
 use tidemark_tests::now_micros;
-use tidemark_tests::pg::{PG_BIN, give_to_postgres};
+use tidemark_tests::pg::{PG_BIN, Restored, give_to_postgres};
 use tidemark_tests::process::{run, wait_for};
 
 /// A tablespace in the test dir, owned by postgres; returns its location.
@@ -74,57 +74,6 @@ fn base_backup_with_a_tablespace_is_complete_once_its_wal_is_archived() {
     f.dir.keep_if_asked();
 }
 
-/// A restored server, stopped when dropped.
-struct Restored {
-    data: std::path::PathBuf,
-    port: u16,
-    socket_dir: std::path::PathBuf,
-}
-
-impl Restored {
-    fn sql(&self, sql: &str) -> String {
-        let out = run(Command::new(format!("{PG_BIN}/psql"))
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ]));
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        let mut c = Command::new(format!("{PG_BIN}/pg_ctl"));
-        c.arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"]);
-        if let Some((uid, gid)) =
-            tidemark_tests::user_ids("postgres").filter(|_| tidemark_tests::running_as_root())
-        {
-            use std::os::unix::process::CommandExt;
-            c.uid(uid).gid(gid);
-        }
-        let _ = run(&mut c);
-    }
-}
-
 fn utc_micros(micros: i64) -> String {
     // tidemark reads "YYYY-MM-DD HH:MM:SS.ffffff" as UTC; let PostgreSQL format it.
     let out = run(Command::new("date").args([
@@ -166,11 +115,7 @@ fn restore_to(
     ];
     args.extend(target);
     let out = f.admin.run(&args);
-    let restored = Restored {
-        data: data.clone(),
-        port,
-        socket_dir: f.pg.socket_dir.clone(),
-    };
+    let restored = Restored::new(&data, port, &f.pg.socket_dir);
     assert_eq!(
         out.code,
         0,

@@ -58,7 +58,10 @@ fn backups_round_trip_through_s3() {
     let named = |dir: &str| {
         records
             .iter()
-            .filter(|p| p.to_string_lossy().contains(&format!("/tidemark/fleet/meta/{dir}/")))
+            .filter(|p| {
+                p.to_string_lossy()
+                    .contains(&format!("/tidemark/fleet/meta/{dir}/"))
+            })
             .count()
     };
     assert_eq!(named("backups"), 2, "{records:?}");

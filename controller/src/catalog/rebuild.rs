@@ -28,10 +28,7 @@ impl Catalog {
             ("SELECT COUNT(*) FROM instances", "instances"),
             ("SELECT COUNT(*) FROM keks", "key-encryption keys"),
         ] {
-            let n: i64 = sqlx::query(sql)
-                .fetch_one(&self.pool)
-                .await?
-                .get(0);
+            let n: i64 = sqlx::query(sql).fetch_one(&self.pool).await?.get(0);
             if n > 0 {
                 held.push(format!("{n} {what}"));
             }
@@ -187,12 +184,14 @@ impl Catalog {
             own(&mut tx, lines.iter().map(|e| &e.id), &b.agent).await?;
         }
         for (seq, w) in b.warnings.iter().enumerate() {
-            sqlx::query("INSERT INTO backup_warnings (backup_id, seq, message) VALUES ($1, $2, $3)")
-                .bind(b.id.0)
-                .bind(seq as i64)
-                .bind(w)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO backup_warnings (backup_id, seq, message) VALUES ($1, $2, $3)",
+            )
+            .bind(b.id.0)
+            .bind(seq as i64)
+            .bind(w)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         if let Some(base) = base {

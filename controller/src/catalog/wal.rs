@@ -93,7 +93,11 @@ impl Catalog {
             });
         }
         // The time the file's description in the store carries, when the caller set one.
-        let t = if file.stored_at > 0 { file.stored_at } else { now() };
+        let t = if file.stored_at > 0 {
+            file.stored_at
+        } else {
+            now()
+        };
         record_new_chunks(&mut tx, new_chunks, Some(&file.agent)).await?;
         require_stored(&mut tx, entries).await?;
         for e in entries {

@@ -9,8 +9,8 @@ use tidemark_core::wal::Lsn;
 use tidemark_proto as pb;
 
 use super::{OpsError, OpsResult, State};
-use crate::catalog::{now, 
-    BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, Engine, Expiry, JobRow,
+use crate::catalog::{
+    BackupKind, BackupRow, BackupStatus, BaseBackupRow, BinlogCoordRow, Engine, Expiry, JobRow, now,
 };
 
 /// Largest dedup query accepted in one call.
@@ -343,12 +343,19 @@ pub async fn finish(
             Ok(_) => None,
             Err(e) => {
                 tracing::error!(backup = %id, error = %e, "could not write the backup's manifest record");
-                Some(format!("its manifest record could not be written to the store: {e}"))
+                Some(format!(
+                    "its manifest record could not be written to the store: {e}"
+                ))
             }
         },
     };
-    cat.finish_backup_at(id, problem.is_none(), problem.as_deref().unwrap_or(""), finished_at)
-        .await?;
+    cat.finish_backup_at(
+        id,
+        problem.is_none(),
+        problem.as_deref().unwrap_or(""),
+        finished_at,
+    )
+    .await?;
     let after = own_backup(state, agent, id).await?;
     tracing::info!(backup = %id, status = %after.status, reason = %after.reason, "backup finished");
     Ok(pb::FinishBackupResponse {

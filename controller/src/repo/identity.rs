@@ -207,7 +207,10 @@ mod tests {
         let (cat, _dir) = test_catalog().await;
         let store = MemStore::default();
         check(&cat, &store, "mem").await.unwrap();
-        store.put_pack(&crate::store::new_pack_name(), b"data").await.unwrap();
+        store
+            .put_pack(&crate::store::new_pack_name(), b"data")
+            .await
+            .unwrap();
         let (fresh, _d2) = test_catalog().await;
         let e = check(&fresh, &store, "/srv/store").await.unwrap_err();
         assert!(matches!(e, IdentityError::Unindexed { .. }), "{e}");

@@ -168,7 +168,12 @@ pub fn read_tail(
             return Err(bad("shorter than its footer".into()));
         }
         let f = &tail[end - FOOTER..];
-        (FOOTER as u64, be32(&f[..4]), be32(&f[4..8]), be32(&f[8..12]))
+        (
+            FOOTER as u64,
+            be32(&f[..4]),
+            be32(&f[4..8]),
+            be32(&f[8..12]),
+        )
     } else if &tail[end - 4..] == FOOTER_MAGIC_V1 {
         let f = &tail[end - FOOTER_V1..];
         (FOOTER_V1 as u64, be32(&f[..4]), be32(&f[4..8]), 0)

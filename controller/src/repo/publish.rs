@@ -57,7 +57,11 @@ impl Repository {
     /// Write backup `id`'s manifest record, as it will be once marked complete at
     /// `finished_at`. Called before it is marked complete: a backup the store cannot
     /// describe is not complete.
-    pub async fn publish_backup(&self, id: BackupId, finished_at: i64) -> Result<String, PublishError> {
+    pub async fn publish_backup(
+        &self,
+        id: BackupId,
+        finished_at: i64,
+    ) -> Result<String, PublishError> {
         let cat = &self.catalog;
         let b = cat
             .backup(id)
@@ -134,7 +138,11 @@ impl Repository {
         if unchanged {
             return Ok(());
         }
-        if self.newest_instance_record(&inst.name).await?.is_none_or(|r| !r.same_facts(&record)) {
+        if self
+            .newest_instance_record(&inst.name)
+            .await?
+            .is_none_or(|r| !r.same_facts(&record))
+        {
             self.put_record(&record.name(), &record, false).await?;
         }
         self.published
@@ -146,13 +154,22 @@ impl Repository {
     }
 
     /// The newest record of instance `name` in the store, if one reads.
-    async fn newest_instance_record(&self, name: &str) -> Result<Option<InstanceRecord>, PublishError> {
+    async fn newest_instance_record(
+        &self,
+        name: &str,
+    ) -> Result<Option<InstanceRecord>, PublishError> {
         let dir = format!("instances/{name}/");
         let store_err = |source| PublishError::Store {
             name: dir.clone(),
             source,
         };
-        let Some(newest) = self.store.list_records(&dir).await.map_err(store_err)?.into_iter().max()
+        let Some(newest) = self
+            .store
+            .list_records(&dir)
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .max()
         else {
             return Ok(None);
         };
@@ -168,7 +185,10 @@ impl Repository {
         if self.keys.is_none() {
             return Ok(());
         }
-        let record = KeysRecord::new(&self.catalog.keks().await?, &self.catalog.data_keys().await?);
+        let record = KeysRecord::new(
+            &self.catalog.keks().await?,
+            &self.catalog.data_keys().await?,
+        );
         let store_err = |source| PublishError::Store {
             name: "keys/".into(),
             source,

@@ -59,7 +59,11 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "catalog rebuilt from the store in {:.1}s:", self.elapsed.as_secs_f64())?;
+        writeln!(
+            f,
+            "catalog rebuilt from the store in {:.1}s:",
+            self.elapsed.as_secs_f64()
+        )?;
         if let Some((kek, dk)) = self.keys_version {
             writeln!(f, "  keys          KEK {kek}, data keys up to {dk}")?;
         }
@@ -140,8 +144,10 @@ pub async fn rebuild(
     }
 
     // Backups, expiries and retractions.
-    let backups: Vec<(String, BackupRecord)> = read_all(store.as_ref(), "backups/", k, &mut report).await?;
-    let expiries: Vec<(String, ExpiryRecord)> = read_all(store.as_ref(), "expiries/", k, &mut report).await?;
+    let backups: Vec<(String, BackupRecord)> =
+        read_all(store.as_ref(), "backups/", k, &mut report).await?;
+    let expiries: Vec<(String, ExpiryRecord)> =
+        read_all(store.as_ref(), "expiries/", k, &mut report).await?;
     let retractions: Vec<(String, RetractionRecord)> =
         read_all(store.as_ref(), "retractions/", k, &mut report).await?;
     let retracted: HashSet<&str> = retractions.iter().map(|(_, r)| r.expiry.as_str()).collect();
@@ -191,7 +197,10 @@ pub async fn rebuild(
     let mut known: HashSet<String> = HashSet::new();
     for i in &instances {
         known.insert(i.name.clone());
-        if catalog.rebuild_instance(&i.row().map_err(RebuildError::Refused)?, i.at).await? {
+        if catalog
+            .rebuild_instance(&i.row().map_err(RebuildError::Refused)?, i.at)
+            .await?
+        {
             report.instances += 1;
         }
     }
@@ -237,7 +246,12 @@ pub async fn rebuild(
             }
         };
         if catalog
-            .rebuild_backup(&rows.row, &rows.manifests, rows.base.as_ref(), rows.binlog.as_ref())
+            .rebuild_backup(
+                &rows.row,
+                &rows.manifests,
+                rows.base.as_ref(),
+                rows.binlog.as_ref(),
+            )
             .await?
         {
             report.backups += 1;
@@ -268,8 +282,10 @@ pub async fn rebuild(
     report.logs = catalog.rebuild_logs(&files).await?;
 
     // Expiries, oldest first, as they were applied.
-    let mut applied: Vec<&(String, ExpiryRecord)> =
-        expiries.iter().filter(|(n, _)| !retracted.contains(n.as_str())).collect();
+    let mut applied: Vec<&(String, ExpiryRecord)> = expiries
+        .iter()
+        .filter(|(n, _)| !retracted.contains(n.as_str()))
+        .collect();
     report.retracted = expiries.len() - applied.len();
     applied.sort_by_key(|(n, e)| (e.at, n.clone()));
     for (_, e) in applied {

@@ -21,8 +21,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tidemark_core::ids::{BackupId, ChunkId};
 use tidemark_core::wal::Lsn;
@@ -88,7 +88,9 @@ pub fn decode<T: DeserializeOwned>(
         (PLAIN, _) => {
             let body = &bytes[5..];
             if body.len() < 32 || Sha256::digest(&body[32..]).as_slice() != &body[..32] {
-                return Err(format!("record {name} is damaged (its digest does not match)"));
+                return Err(format!(
+                    "record {name} is damaged (its digest does not match)"
+                ));
             }
             body[32..].to_vec()
         }
@@ -340,7 +342,12 @@ pub struct ExpiryRecord {
 
 impl ExpiryRecord {
     pub fn name(&self) -> String {
-        format!("expiries/{}/{:012}-{}", self.instance, self.at, random_suffix())
+        format!(
+            "expiries/{}/{:012}-{}",
+            self.instance,
+            self.at,
+            random_suffix()
+        )
     }
 }
 
@@ -394,20 +401,35 @@ impl InstanceRecord {
     }
 
     pub fn name(&self) -> String {
-        format!("instances/{}/{:012}-{}", self.name, self.at, random_suffix())
+        format!(
+            "instances/{}/{:012}-{}",
+            self.name,
+            self.at,
+            random_suffix()
+        )
     }
 
     /// Does it say the same as `other`, the time it was written aside?
     pub fn same_facts(&self, other: &InstanceRecord) -> bool {
-        InstanceRecord { at: 0, ..self.clone() } == InstanceRecord { at: 0, ..other.clone() }
+        InstanceRecord {
+            at: 0,
+            ..self.clone()
+        } == InstanceRecord {
+            at: 0,
+            ..other.clone()
+        }
     }
 
     pub fn row(&self) -> Result<InstanceRow, String> {
         Ok(InstanceRow {
             name: self.name.clone(),
             agent: self.agent.clone(),
-            engine: Engine::from_name(&self.engine)
-                .ok_or_else(|| format!("instance {} has unknown engine {:?}", self.name, self.engine))?,
+            engine: Engine::from_name(&self.engine).ok_or_else(|| {
+                format!(
+                    "instance {} has unknown engine {:?}",
+                    self.name, self.engine
+                )
+            })?,
             server_version: self.server_version.clone(),
             system_identifier: self.system_identifier.clone(),
             databases: self.databases.clone(),
@@ -586,11 +608,17 @@ mod tests {
         let name = r.name();
         assert!(name.starts_with("expiries/db-a/001700000000-"));
         let bytes = encode(&name, &r, None);
-        assert_eq!(decode::<ExpiryRecord>(&name, &bytes, None, false).unwrap(), r);
+        assert_eq!(
+            decode::<ExpiryRecord>(&name, &bytes, None, false).unwrap(),
+            r
+        );
         for at in [3, 6, 20, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[at] ^= 1;
-            assert!(decode::<ExpiryRecord>(&name, &bad, None, false).is_err(), "byte {at}");
+            assert!(
+                decode::<ExpiryRecord>(&name, &bad, None, false).is_err(),
+                "byte {at}"
+            );
         }
     }
 
@@ -604,9 +632,17 @@ mod tests {
         let r = expiry();
         let name = r.name();
         let sealed = encode(&name, &r, Some(&keys));
-        assert!(!sealed.windows(4).any(|w| w == b"db-a"), "the content is hidden");
-        assert_eq!(decode::<ExpiryRecord>(&name, &sealed, Some(&keys), false).unwrap(), r);
-        assert!(decode::<ExpiryRecord>("expiries/db-a/other", &sealed, Some(&keys), false).is_err());
+        assert!(
+            !sealed.windows(4).any(|w| w == b"db-a"),
+            "the content is hidden"
+        );
+        assert_eq!(
+            decode::<ExpiryRecord>(&name, &sealed, Some(&keys), false).unwrap(),
+            r
+        );
+        assert!(
+            decode::<ExpiryRecord>("expiries/db-a/other", &sealed, Some(&keys), false).is_err()
+        );
         assert!(decode::<ExpiryRecord>(&name, &sealed, None, false).is_err());
         let plain = encode(&name, &r, None);
         let err = decode::<ExpiryRecord>(&name, &plain, Some(&keys), false).unwrap_err();

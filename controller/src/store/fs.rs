@@ -212,7 +212,10 @@ fn walk_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Stor
     for e in entries {
         let e = e.map_err(|e| StoreError::io(dir.display(), e))?;
         let path = e.path();
-        if e.file_type().map_err(|e| StoreError::io(path.display(), e))?.is_dir() {
+        if e.file_type()
+            .map_err(|e| StoreError::io(path.display(), e))?
+            .is_dir()
+        {
             walk_files(base, &path, out)?;
         } else if let Ok(rel) = path.strip_prefix(base) {
             let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
@@ -335,7 +338,10 @@ impl ChunkStore for FsStore {
                 let dir = fan.map_err(|e| StoreError::io(packs.display(), e))?.path();
                 for f in fs::read_dir(&dir).map_err(|e| StoreError::io(dir.display(), e))? {
                     let f = f.map_err(|e| StoreError::io(dir.display(), e))?;
-                    let size = f.metadata().map_err(|e| StoreError::io(dir.display(), e))?.len();
+                    let size = f
+                        .metadata()
+                        .map_err(|e| StoreError::io(dir.display(), e))?
+                        .len();
                     out.push((f.file_name().to_string_lossy().into_owned(), size));
                 }
             }

@@ -295,22 +295,37 @@ pub mod conformance {
             store.get_record("backups/1").await,
             Err(StoreError::RecordNotFound(_))
         ));
-        store.put_record("backups/000001-ab", b"first").await.unwrap();
-        store.put_record("backups/000002-cd", b"second").await.unwrap();
+        store
+            .put_record("backups/000001-ab", b"first")
+            .await
+            .unwrap();
+        store
+            .put_record("backups/000002-cd", b"second")
+            .await
+            .unwrap();
         store.put_record("keys/000001-ef", b"keys").await.unwrap();
-        assert_eq!(store.get_record("backups/000001-ab").await.unwrap(), b"first");
+        assert_eq!(
+            store.get_record("backups/000001-ab").await.unwrap(),
+            b"first"
+        );
         // Append-only: a record is never replaced, even by the same bytes.
         assert!(matches!(
             store.put_record("backups/000001-ab", b"other").await,
             Err(StoreError::RecordExists(_))
         ));
-        assert_eq!(store.get_record("backups/000001-ab").await.unwrap(), b"first");
+        assert_eq!(
+            store.get_record("backups/000001-ab").await.unwrap(),
+            b"first"
+        );
         let mut listed = store.list_records("backups/").await.unwrap();
         listed.sort();
         assert_eq!(listed, ["backups/000001-ab", "backups/000002-cd"]);
         assert_eq!(store.list_records("").await.unwrap().len(), 3);
         for bad in ["", "../x", "a//b", "a/./b", "a b", "/abs"] {
-            assert!(store.put_record(bad, b"x").await.is_err(), "{bad:?} refused");
+            assert!(
+                store.put_record(bad, b"x").await.is_err(),
+                "{bad:?} refused"
+            );
         }
         assert!(
             store.list_packs().await.unwrap().len() == 1,

@@ -208,14 +208,10 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|e| remote("list", &prefix, e))?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| {
-                        let key = o.key()?.strip_prefix(&prefix)?.to_string();
-                        Some((key, o.size().unwrap_or(0).max(0) as u64))
-                    }),
-            );
+            out.extend(page.contents().iter().filter_map(|o| {
+                let key = o.key()?.strip_prefix(&prefix)?.to_string();
+                Some((key, o.size().unwrap_or(0).max(0) as u64))
+            }));
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() {
                 return Ok(out);
@@ -513,7 +509,10 @@ impl ChunkStore for S3Store {
             super::check_record_name(under.trim_end_matches('/'))?;
         }
         let keys = self.list_keys(&format!("meta/{under}")).await?;
-        Ok(keys.into_iter().map(|(k, _)| format!("{under}{k}")).collect())
+        Ok(keys
+            .into_iter()
+            .map(|(k, _)| format!("{under}{k}"))
+            .collect())
     }
 
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
