@@ -15,6 +15,10 @@
 //! kind = "fs"
 //! path = "/var/lib/tidemark/store"   # default: DATA-DIR/store
 //!
+//! [catalog]
+//! snapshot-every = "1h"              # a SQLite catalog's online snapshot into the store; "off"
+//! snapshots-kept = 3
+//!
 //! [encryption]
 //! enabled = true                     # seal every chunk (AES-256-GCM) before it is stored
 //! key-dir = "/var/lib/tidemark/keys" # kek-N.key files, mode 0600; default: DATA-DIR/keys
@@ -220,13 +224,60 @@ impl Default for VerifySettings {
 
 /// Where the catalog lives: SQLite in the data directory (the default), or a PostgreSQL
 /// database that several controllers share.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CatalogSettings {
     /// postgres://USER@HOST[:PORT]/DB[?sslmode=...]; unset: SQLite at DATA-DIR/catalog.db.
     pub url: Option<String>,
     /// A file holding the PostgreSQL password (mode 0600), kept out of the config.
     pub password_file: Option<PathBuf>,
+    /// How often a SQLite catalog is snapshotted into the store ("off": never). A
+    /// PostgreSQL catalog is backed up as that database is.
+    #[serde(default = "default_snapshot_every", with = "snapshot_every")]
+    pub snapshot_every: Option<Duration>,
+    /// Snapshots kept in the store; older ones are deleted once a newer one is stored.
+    #[serde(default = "default_snapshots_kept")]
+    pub snapshots_kept: u32,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_file: None,
+            snapshot_every: default_snapshot_every(),
+            snapshots_kept: default_snapshots_kept(),
+        }
+    }
+}
+
+fn default_snapshot_every() -> Option<Duration> {
+    Some(Duration::from_secs(3600))
+}
+
+fn default_snapshots_kept() -> u32 {
+    3
+}
+
+/// A duration, or "off".
+mod snapshot_every {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(None);
+        }
+        let every = tidemark_core::duration::parse(&text).map_err(serde::de::Error::custom)?;
+        if every < Duration::from_secs(1) {
+            return Err(serde::de::Error::custom(
+                "snapshot-every must be at least 1s, or \"off\"",
+            ));
+        }
+        Ok(Some(every))
+    }
 }
 
 /// When retention is applied without an operator asking (the policies are per instance).

@@ -168,6 +168,16 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         .catalog
         .sync_config_schedules(&schedule::from_config(&config))
         .await?;
+    if let Some(every) = config.catalog.snapshot_every
+        && !state.repo.catalog.shared()
+    {
+        tokio::spawn(repo::snapshot::run(
+            state.repo.clone(),
+            config.data_dir.clone(),
+            every,
+            config.catalog.snapshots_kept,
+        ));
+    }
     tokio::spawn(drill::run_dispatcher(state.clone()));
     tokio::spawn(schedule::run(state.clone()));
     tokio::spawn(ops::status_buffer::run(
@@ -255,25 +265,52 @@ async fn open_store(
     })
 }
 
-/// `tidemark-controller rebuild-catalog`: a new catalog from the store's records.
+/// `tidemark-controller rebuild-catalog`: a new catalog from the store: a SQLite catalog
+/// from the newest snapshot in the store plus the records written after it, a PostgreSQL
+/// one (or a store without snapshots) from the records alone.
 async fn rebuild_catalog(config: ControllerConfig, force: bool) -> anyhow::Result<()> {
-    let catalog = open_catalog(&config).await?;
+    let mut catalog = open_catalog(&config).await?;
     let (store, store_name) = open_store(&config).await?;
     if store.identity().await?.is_none() {
         anyhow::bail!(
             "the store at {store_name} has no identity object (tidemark-store): it is not a Tidemark store, or not this one. Is the volume mounted, or the bucket and prefix right?"
         );
     }
-    let report = repo::rebuild::rebuild(
-        &catalog,
-        store.clone(),
-        repo::rebuild::KeySettings {
-            enabled: config.encryption.enabled,
-            dir: config.key_dir(),
-        },
-        force,
-    )
-    .await?;
+    repo::rebuild::check_target(&catalog, force).await?;
+    let keys = || repo::rebuild::KeySettings {
+        enabled: config.encryption.enabled,
+        dir: config.key_dir(),
+    };
+    let mut start = if force {
+        repo::rebuild::Start::Force
+    } else {
+        repo::rebuild::Start::Empty
+    };
+    if !catalog.shared() && !force {
+        // The snapshot is sealed with the store's keys: open them (into the empty catalog)
+        // to read it.
+        let mut ignored = repo::rebuild::Report::default();
+        let keyring =
+            repo::rebuild::open_keys(&catalog, store.as_ref(), &keys(), &mut ignored).await?;
+        if let Some((name, at, bytes)) =
+            repo::snapshot::newest(store.as_ref(), keyring.as_deref()).await?
+        {
+            catalog.close().await;
+            let path = config.data_dir.join("catalog.db");
+            let tmp = config.data_dir.join("catalog.db.restoring");
+            std::fs::write(&tmp, &bytes)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            for leftover in ["catalog.db-wal", "catalog.db-shm"] {
+                let _ = std::fs::remove_file(config.data_dir.join(leftover));
+            }
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("moving the snapshot into {}", path.display()))?;
+            catalog = open_catalog(&config).await?;
+            start = repo::rebuild::Start::Snapshot(name, at);
+        }
+    }
+    let report = repo::rebuild::rebuild(&catalog, store.clone(), keys(), start).await?;
     repo::identity::check(&catalog, store.as_ref(), &store_name).await?;
     println!("{report}");
     Ok(())

@@ -153,6 +153,29 @@ impl Catalog {
     /// After a restart of the only controller (SQLite) nothing is in flight: whatever was
     /// running was interrupted. Several controllers (PostgreSQL) use
     /// `reap_stopped_controllers` instead, which fails only a stopped controller's work.
+    /// Write an online, transactionally consistent copy of a SQLite catalog to `path`
+    /// (`VACUUM INTO`: a reader's snapshot, never a copy of a file being written). False
+    /// for a PostgreSQL catalog, which is backed up as that database is.
+    pub async fn snapshot_into(&self, path: &Path) -> Result<bool> {
+        if self.backend.shared() {
+            return Ok(false);
+        }
+        let path = path
+            .to_str()
+            .ok_or_else(|| CatalogError::Config(format!("{} is not UTF-8", path.display())))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    /// Close every connection (before the catalog's file is replaced).
+    pub async fn close(self) {
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+
     pub async fn fail_interrupted(&self, reason: &str) -> Result<(u64, u64)> {
         let b = sqlx::query(
             "UPDATE backups SET status = 'failed', reason = $1, finished_at = $2 WHERE status = 'running'",

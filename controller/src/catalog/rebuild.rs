@@ -36,16 +36,28 @@ impl Catalog {
         Ok((!held.is_empty()).then(|| held.join(", ")))
     }
 
-    /// The keys as the store describes them; nothing when the catalog has keys already.
+    /// The keys as the store describes them, unless the catalog's are as new (a snapshot
+    /// taken before a rotation holds older ones: they are replaced).
     pub async fn rebuild_keys(&self, keks: &[KekRow], data_keys: &[DataKeyRow]) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM keks")
+        let held: (i64, i64) = {
+            let r = sqlx::query(
+                "SELECT COALESCE((SELECT MAX(id) FROM keks), 0), COALESCE((SELECT MAX(id) FROM data_keys), 0)",
+            )
             .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-        if n > 0 {
+            .await?;
+            (r.get(0), r.get(1))
+        };
+        let newest = (
+            keks.iter().map(|k| i64::from(k.id)).max().unwrap_or(0),
+            data_keys.iter().map(|d| i64::from(d.id)).max().unwrap_or(0),
+        );
+        if held >= newest {
             return Ok(false);
         }
+        sqlx::raw_sql("DELETE FROM data_keys; DELETE FROM keks")
+            .execute(&mut *tx)
+            .await?;
         for k in keks {
             sqlx::query(
                 "INSERT INTO keks (id, fingerprint, created_at, retired_at) VALUES ($1, $2, $3, $4)",
@@ -107,6 +119,26 @@ impl Catalog {
         Ok(n == 1)
     }
 
+    /// Every pack the catalog places a chunk in.
+    pub async fn chunk_packs(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query("SELECT DISTINCT pack FROM chunks WHERE pack IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    /// Record a fault on every chunk of `pack` (its rows stay).
+    pub async fn mark_pack_fault(&self, pack: &str, why: &str) -> Result<()> {
+        sqlx::query("UPDATE chunks SET fault = $1 WHERE pack = $2")
+            .bind(why)
+            .bind(pack)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Chunks found in the store's packs (and loose chunk objects), in batches.
     pub async fn rebuild_chunks(&self, chunks: &[NewChunk]) -> Result<()> {
         for batch in chunks.chunks(CHUNK_BATCH) {
@@ -128,6 +160,24 @@ impl Catalog {
         binlog: Option<&BinlogCoordRow>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        // A backup a snapshot caught running, which completed after it: the record wins.
+        let held: Option<String> = sqlx::query("SELECT status FROM backups WHERE id = $1")
+            .bind(b.id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        if held.as_deref().is_some_and(|s| s != "complete" && s != "expired") {
+            for sql in [
+                "DELETE FROM part_chunks WHERE backup_id = $1",
+                "DELETE FROM backup_parts WHERE backup_id = $1",
+                "DELETE FROM backup_warnings WHERE backup_id = $1",
+                "DELETE FROM base_backups WHERE backup_id = $1",
+                "DELETE FROM binlog_coordinates WHERE backup_id = $1",
+                "DELETE FROM backups WHERE id = $1",
+            ] {
+                sqlx::query(sql).bind(b.id.0).execute(&mut *tx).await?;
+            }
+        }
         let n = sqlx::query(
             "INSERT INTO backups (id, instance, agent, kind, status, started_at, finished_at, reason,
                server_version, tool_version, databases)

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod pack;
 pub mod publish;
 pub mod rebuild;
+pub mod snapshot;
 pub mod records;
 pub mod verified;
 

@@ -44,6 +44,8 @@ pub enum RebuildError {
 /// What a rebuild found and wrote.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// The snapshot the rebuild started from (name, when taken).
+    pub snapshot: Option<(String, i64)>,
     pub keys_version: Option<(u32, u32)>,
     pub instances: usize,
     pub packs: usize,
@@ -94,21 +96,37 @@ pub struct KeySettings<'a> {
     pub dir: &'a Path,
 }
 
-/// Rebuild `catalog` from `store`. `force`: write into a catalog that holds some of it
-/// already (only what is missing is added).
+/// Where a rebuild starts.
+pub enum Start {
+    /// An empty catalog.
+    Empty,
+    /// A catalog that holds some of it already (`--force`): only what is missing is added.
+    Force,
+    /// A snapshot restored as the catalog (its name and when it was taken): the records
+    /// add what came after it.
+    Snapshot(String, i64),
+}
+
+/// Refuse a catalog that is not empty unless told.
+pub async fn check_target(catalog: &Catalog, force: bool) -> Result<(), RebuildError> {
+    match catalog.rebuild_target_contents().await? {
+        Some(held) if !force => Err(RebuildError::Refused(format!(
+            "the catalog is not empty (it holds {held}); rebuild into a new one, or pass --force to add only what it lacks"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Rebuild `catalog` from `store`, starting from `start`.
 pub async fn rebuild(
     catalog: &Catalog,
     store: Arc<dyn ChunkStore>,
     keys: KeySettings<'_>,
-    force: bool,
+    start: Start,
 ) -> Result<Report, RebuildError> {
     let started = Instant::now();
-    if let Some(held) = catalog.rebuild_target_contents().await?
-        && !force
-    {
-        return Err(RebuildError::Refused(format!(
-            "the catalog is not empty (it holds {held}); rebuild into a new one, or pass --force to add only what it lacks"
-        )));
+    if matches!(start, Start::Empty) {
+        check_target(catalog, false).await?;
     }
     let mut report = Report::default();
     let keyring = open_keys(catalog, store.as_ref(), &keys, &mut report).await?;
@@ -117,6 +135,19 @@ pub async fn rebuild(
     // Packs: every chunk stored and where, and the archived files they describe.
     let packs = store.list_packs().await?;
     report.packs = packs.len();
+    if let Start::Snapshot(name, at) = &start {
+        report.snapshot = Some((name.clone(), *at));
+        // Packs collected since the snapshot was taken: their chunks' rows stay, faulty,
+        // so nothing offers them for dedup and verify names what lost them.
+        let listed: HashSet<&str> = packs.iter().map(|(n, _)| n.as_str()).collect();
+        for pack in catalog.chunk_packs().await? {
+            if !listed.contains(pack.as_str()) {
+                catalog
+                    .mark_pack_fault(&pack, "its pack was not in the store when the catalog was rebuilt")
+                    .await?;
+            }
+        }
+    }
     let contents: Vec<_> = futures::stream::iter(packs)
         .map(|(name, size)| {
             let store = store.clone();
@@ -303,8 +334,9 @@ pub async fn rebuild(
     Ok(report)
 }
 
-/// Put the newest key record in the catalog and open the keyring with the KEK files.
-async fn open_keys(
+/// Put the newest key record in the catalog (replacing older keys a snapshot holds) and
+/// open the keyring with the KEK files. Records that do not read go to `report`.
+pub async fn open_keys(
     catalog: &Catalog,
     store: &dyn ChunkStore,
     keys: &KeySettings<'_>,

@@ -45,8 +45,12 @@ fn random_suffix() -> String {
 
 /// Encode `value` as the record called `name`: sealed when `keys` is set.
 pub fn encode<T: Serialize>(name: &str, value: &T, keys: Option<&Keyring>) -> Vec<u8> {
-    let json = serde_json::to_vec(value).expect("records serialise");
-    let packed = zstd::encode_all(json.as_slice(), 3).expect("zstd into memory");
+    encode_raw(name, &serde_json::to_vec(value).expect("records serialise"), keys)
+}
+
+/// Encode `raw` bytes as the record called `name` (zstd, then sealed or digested).
+pub fn encode_raw(name: &str, raw: &[u8], keys: Option<&Keyring>) -> Vec<u8> {
+    let packed = zstd::encode_all(raw, 3).expect("zstd into memory");
     let mut out = MAGIC.to_vec();
     match keys {
         Some(k) => {
@@ -70,6 +74,17 @@ pub fn decode<T: DeserializeOwned>(
     keys: Option<&Keyring>,
     plain_allowed: bool,
 ) -> Result<T, String> {
+    let json = decode_raw(name, bytes, keys, plain_allowed)?;
+    serde_json::from_slice(&json).map_err(|e| format!("record {name} is malformed: {e}"))
+}
+
+/// The raw bytes of the record called `name`, checked.
+pub fn decode_raw(
+    name: &str,
+    bytes: &[u8],
+    keys: Option<&Keyring>,
+    plain_allowed: bool,
+) -> Result<Vec<u8>, String> {
     if bytes.len() < 5 || &bytes[..4] != MAGIC {
         return Err(format!("record {name} is not a Tidemark record"));
     }
@@ -88,17 +103,24 @@ pub fn decode<T: DeserializeOwned>(
         (PLAIN, _) => {
             let body = &bytes[5..];
             if body.len() < 32 || Sha256::digest(&body[32..]).as_slice() != &body[..32] {
-                return Err(format!(
-                    "record {name} is damaged (its digest does not match)"
-                ));
+                return Err(format!("record {name} is damaged (its digest does not match)"));
             }
             body[32..].to_vec()
         }
         (other, _) => return Err(format!("record {name} has unknown kind {other}")),
     };
-    let json = zstd::decode_all(packed.as_slice())
-        .map_err(|e| format!("record {name} does not decompress: {e}"))?;
-    serde_json::from_slice(&json).map_err(|e| format!("record {name} is malformed: {e}"))
+    zstd::decode_all(packed.as_slice())
+        .map_err(|e| format!("record {name} does not decompress: {e}"))
+}
+
+/// The name of a catalog snapshot taken at `at`: they sort by time.
+pub fn snapshot_name(at: i64) -> String {
+    format!("snapshots/{at:012}-{}", random_suffix())
+}
+
+/// When the snapshot called `name` was taken, from its name.
+pub fn snapshot_time(name: &str) -> Option<i64> {
+    name.strip_prefix("snapshots/")?.split('-').next()?.parse().ok()
 }
 
 /// A chunk reference as records hold it: the id in hex and the plaintext length.

@@ -389,6 +389,10 @@ impl ChunkStore for FsStore {
         .await
     }
 
+    async fn delete_record(&self, name: &str) -> Result<(), StoreError> {
+        remove_durably(self.record_path(name)?).await
+    }
+
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.identity_path();
         blocking(move || match fs::read(&path) {

@@ -121,6 +121,11 @@ impl ChunkStore for MemStore {
             .collect())
     }
 
+    async fn delete_record(&self, name: &str) -> Result<(), StoreError> {
+        self.records.lock().unwrap().remove(name);
+        Ok(())
+    }
+
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.identity.lock().unwrap().clone())
     }

@@ -172,6 +172,9 @@ pub trait ChunkStore: Send + Sync + 'static {
     async fn get_record(&self, name: &str) -> Result<Vec<u8>, StoreError>;
     /// The names of every record under `meta/UNDER` (`under` ends with `/`, or is empty).
     async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError>;
+    /// Remove a record; removing an absent one is not an error. Only for records a newer
+    /// one replaces (old catalog snapshots); under Object Lock it fails until the lock ends.
+    async fn delete_record(&self, name: &str) -> Result<(), StoreError>;
     /// The store's identity object (see `crate::store_identity`), or None when it has none:
     /// a store never initialised, or not the store at all (an unmounted volume, another
     /// bucket or prefix). Reading creates nothing.
@@ -321,6 +324,13 @@ pub mod conformance {
         listed.sort();
         assert_eq!(listed, ["backups/000001-ab", "backups/000002-cd"]);
         assert_eq!(store.list_records("").await.unwrap().len(), 3);
+        store.delete_record("keys/000001-ef").await.unwrap();
+        store.delete_record("keys/000001-ef").await.unwrap();
+        assert_eq!(store.list_records("").await.unwrap().len(), 2);
+        assert!(matches!(
+            store.get_record("keys/000001-ef").await,
+            Err(StoreError::RecordNotFound(_))
+        ));
         for bad in ["", "../x", "a//b", "a/./b", "a b", "/abs"] {
             assert!(
                 store.put_record(bad, b"x").await.is_err(),

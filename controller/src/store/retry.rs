@@ -165,6 +165,11 @@ impl<S: ChunkStore> ChunkStore for Retrying<S> {
             .await
     }
 
+    async fn delete_record(&self, name: &str) -> Result<(), StoreError> {
+        self.run("delete record", name, || self.inner.delete_record(name))
+            .await
+    }
+
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.run("get identity", "", || self.inner.identity()).await
     }
@@ -302,6 +307,9 @@ mod tests {
         }
         async fn list_records(&self, under: &str) -> Result<Vec<String>, StoreError> {
             self.inner.list_records(under).await
+        }
+        async fn delete_record(&self, name: &str) -> Result<(), StoreError> {
+            self.inner.delete_record(name).await
         }
         async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.identity().await

@@ -515,6 +515,10 @@ impl ChunkStore for S3Store {
             .collect())
     }
 
+    async fn delete_record(&self, name: &str) -> Result<(), StoreError> {
+        self.delete_key(&self.record_key(name)?).await
+    }
+
     async fn identity(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.get_whole(&self.identity_key()).await
     }
