@@ -1,9 +1,10 @@
-//! A lost catalog is rebuilt from the store alone: on both engines, encrypted, in the S3
-//! test server. Before the loss the answers are read (backups, each backup's detail, the
-//! recovery window, the retention plan, verify); the catalog is deleted; a controller on
-//! an empty catalog refuses to start on the store; `tidemark-controller rebuild-catalog`
-//! rebuilds it; every answer is the same again, a point-in-time restore between two
-//! committed markers is exact, and new backups continue after the old ids.
+//! A lost catalog is rebuilt from the store alone, by the README's own commands (section
+//! "Disaster recovery of the controller"), on both engines, encrypted, in the S3 test
+//! server: a SQLite catalog from its newest snapshot plus the records written after it, a
+//! PostgreSQL catalog from the records alone. Before the loss the answers are read
+//! (backups, each backup's detail, the recovery window, the retention plan, verify); after
+//! the rebuild every answer is the same, a point-in-time restore between two committed
+//! markers is exact, and new backups continue after the old ids.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +14,7 @@ use serde_json::Value;
 use tidemark_tests::bin;
 use tidemark_tests::fleet::{Cli, Controller, Fleet, FleetOpts};
 use tidemark_tests::maria::MariaFleet;
+use tidemark_tests::pg::PgCluster;
 use tidemark_tests::process::{run, wait_for};
 
 /// What operators read, as JSON: compared before the loss and after the rebuild.
@@ -25,18 +27,27 @@ struct Answers {
     verify: Value,
 }
 
-fn answers(admin: &Cli, instance: &str) -> Answers {
-    let backups = admin.json(&["backups", "--instance", instance]);
-    let details = backups
+/// Each backup's detail without its job (the controller's bookkeeping: a rebuild from the
+/// records alone does not have it).
+fn details(admin: &Cli, backups: &Value) -> Vec<Value> {
+    backups
         .as_array()
         .unwrap()
         .iter()
-        .map(|b| {
-            let mut d = admin.json(&["backups", "show", &b["id"].to_string()]);
-            // The job that ran a backup is the controller's bookkeeping, not the store's.
-            d.as_object_mut().unwrap().remove("job_id");
-            d
-        })
+        .map(|b| admin.json(&["backups", "show", &b["id"].to_string()]))
+        .collect()
+}
+
+fn without_job(mut d: Value) -> Value {
+    d.as_object_mut().unwrap().remove("job_id");
+    d
+}
+
+fn answers(admin: &Cli, instance: &str) -> Answers {
+    let backups = admin.json(&["backups", "--instance", instance]);
+    let details = details(admin, &backups)
+        .into_iter()
+        .map(without_job)
         .collect();
     let window = admin
         .run(&["pitr-window", "--instance", instance, "--output", "json"])
@@ -54,48 +65,69 @@ fn answers(admin: &Cli, instance: &str) -> Answers {
     }
 }
 
-/// Lose the catalog, show that a controller on an empty one refuses the store, rebuild it
-/// with `rebuild-catalog`, and start the controller again on the same port. Returns what
-/// the rebuild printed.
-fn lose_and_rebuild(controller: &mut Controller, dir: &Path) -> String {
-    let config = controller.pin_port(dir);
-    controller.daemon.kill9();
-    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
-        let _ = std::fs::remove_file(controller.data_dir.join(f));
+/// The shell blocks of the README's section "Disaster recovery of the controller", in
+/// order: the SQLite rebuild, the checks, the PostgreSQL rebuild.
+fn readme_blocks() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let from = readme
+        .find("### Disaster recovery of the controller")
+        .expect("the README has the section");
+    let section = &readme[from..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |e| e + 4)];
+    let blocks: Vec<String> = section
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b[..b.find("```").unwrap()].to_string())
+        .collect();
+    assert_eq!(blocks.len(), 3, "{section}");
+    blocks
+}
+
+/// Run a README block word for word in bash, with the README's paths and instance name
+/// replaced by the test's own, the binaries on PATH and the admin's CLI config.
+fn run_block(block: &str, subs: &[(&str, String)], admin: &Cli, env: &[(&str, String)]) -> String {
+    let mut script = block.to_string();
+    for (from, to) in subs {
+        script = script.replace(from, to);
     }
-    let start = run(Command::new(bin("tidemark-controller"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn"));
-    let err = String::from_utf8_lossy(&start.stderr).to_string();
-    assert!(!start.status.success(), "{err}");
-    assert!(err.contains("rebuild-catalog"), "{err}");
-
-    let rebuilt = run(Command::new(bin("tidemark-controller"))
-        .arg("rebuild-catalog")
-        .arg("--config")
-        .arg(&config));
-    let out = String::from_utf8_lossy(&rebuilt.stdout).to_string();
+    let bin_dir = bin("tidemark").parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let mut cmd = Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .env("TIDEMARK_CONFIG", &admin.config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        rebuilt.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&rebuilt.stderr)
+        out.status.success(),
+        "{script}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.contains("problems      none"), "{out}");
+    stdout
+}
 
-    // Once rebuilt, a second run is refused: the catalog is not empty.
+/// A second rebuild is refused: the catalog is not empty now.
+fn rebuilding_again_is_refused(config: &Path) {
     let again = run(Command::new(bin("tidemark-controller"))
         .arg("rebuild-catalog")
         .arg("--config")
-        .arg(&config));
+        .arg(config));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success(), "{err}");
     assert!(err.contains("the catalog is not empty"), "{err}");
     assert!(err.contains("--force"), "{err}");
+}
 
-    let data_dir = controller.data_dir.clone();
-    *controller = Controller::start_with(dir, &config, data_dir);
-    out
+/// Replace `from` with `to` in the controller's config.
+fn edit_config(config: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains(from), "{text}");
+    std::fs::write(config, text.replace(from, to)).unwrap();
 }
 
 fn complete_id(b: &Value) -> i64 {
@@ -103,14 +135,17 @@ fn complete_id(b: &Value) -> i64 {
     b["id"].as_i64().unwrap()
 }
 
+/// SQLite catalog: phase one, a snapshot, phase two (after it), lose the catalog, follow
+/// the README.
 #[test]
-fn a_postgresql_fleet_is_restorable_from_the_store_alone() {
+fn a_postgresql_fleet_with_a_sqlite_catalog_comes_back_from_a_snapshot_and_the_records_after_it() {
     let mut f = Fleet::build(&FleetOpts {
         label: "rebuild-pg",
         s3: true,
-        controller_extra: "[encryption]\nenabled = true\n[[instance]]\nname = \"demo-pg\"\n[instance.retention]\nmin-base = 2\n",
+        controller_extra: "[catalog]\nsnapshot-every = \"off\"\n[encryption]\nenabled = true\n[[instance]]\nname = \"demo-pg\"\n[instance.retention]\nmin-base = 2\n",
         ..Default::default()
     });
+    let config = f.controller.pin_port(f.dir.path());
     f.pg.sql(
         "postgres",
         "CREATE TABLE markers (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())",
@@ -122,10 +157,9 @@ fn a_postgresql_fleet_is_restorable_from_the_store_alone() {
     );
     let (l1, code) = f.backup();
     assert_eq!(code, 0, "{l1}");
-    let _b1 = complete_id(&f.base_backup());
-    let _b2 = complete_id(&f.base_backup());
-    // Retention expires the dump and archived WAL only the first base backup needed: the
-    // store records the expiry, so a rebuild must not bring them back.
+    complete_id(&f.base_backup());
+    let b2 = complete_id(&f.base_backup());
+    // Retention expires the dump and the archived WAL only the first base backup needed.
     let applied = f
         .admin
         .json(&["retention", "apply", "--instance", "demo-pg"]);
@@ -133,15 +167,36 @@ fn a_postgresql_fleet_is_restorable_from_the_store_alone() {
         !applied["deleted"].as_array().unwrap().is_empty(),
         "{applied:#}"
     );
-    // A rotation: new chunks are sealed with data key 2.
+
+    // A snapshot of the catalog as it is now: the first start with snapshots on takes one.
+    edit_config(
+        &config,
+        "snapshot-every = \"off\"",
+        "snapshot-every = \"1h\"",
+    );
+    f.restart_controller();
+    let s3 = f.s3.as_ref().unwrap();
+    wait_for("a catalog snapshot", Duration::from_secs(30), || {
+        s3.record_files()
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/meta/snapshots/"))
+            .then_some(())
+    });
+    edit_config(
+        &config,
+        "snapshot-every = \"1h\"",
+        "snapshot-every = \"off\"",
+    );
+    f.restart_controller();
+
+    // After the snapshot: a rotation (new chunks sealed with data key 2), a base backup, a
+    // dump, and two markers a second apart, archived. Only the records know these.
     assert_eq!(f.admin.json(&["keys", "rotate"])["rotated_to"], 2);
     let b3 = complete_id(&f.base_backup());
     let (l2, code) = f.backup();
     assert_eq!(code, 0, "{l2}");
     let l2 = complete_id(&l2);
     let shop = f.pg.fingerprint("shop");
-
-    // Two markers a second apart, archived.
     f.pg.sql("postgres", "INSERT INTO markers (id) VALUES (1)");
     std::thread::sleep(Duration::from_millis(1200));
     f.pg.sql("postgres", "INSERT INTO markers (id) VALUES (2)");
@@ -156,13 +211,9 @@ fn a_postgresql_fleet_is_restorable_from_the_store_alone() {
         .unwrap()
     };
     let target_micros = (at(1) + at(2)) / 2;
-    let seg = f.pg.sql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
-    f.pg.sql("postgres", "SELECT pg_switch_wal()");
+    let seg = f.pg.archive_current_segment();
     wait_for(
-        "the markers' WAL to be archived",
+        "the markers' WAL in the archive",
         Duration::from_secs(60),
         || {
             let w = f
@@ -180,14 +231,43 @@ fn a_postgresql_fleet_is_restorable_from_the_store_alone() {
         "{:#}",
         before.verify
     );
-    let printed = lose_and_rebuild(&mut f.controller, f.dir.path());
+    let job_of = |id: i64| f.admin.json(&["backups", "show", &id.to_string()])["job_id"].clone();
+    assert!(job_of(b2).as_i64().unwrap() > 0);
+
+    // The loss, and the README's procedure.
+    f.controller.daemon.kill9();
+    let blocks = readme_blocks();
+    let subs = [
+        (
+            "/etc/tidemark/controller.toml",
+            config.display().to_string(),
+        ),
+        (
+            "/var/lib/tidemark",
+            f.controller.data_dir.display().to_string(),
+        ),
+        ("orders-pg", "demo-pg".to_string()),
+    ];
+    let printed = run_block(&blocks[0], &subs, &f.admin, &[]);
+    assert!(printed.contains("snapshot      snapshots/"), "{printed}");
     assert!(printed.contains("KEK 2"), "{printed}");
+    assert!(printed.contains("problems      none"), "{printed}");
+    assert!(f.controller.data_dir.join("catalog.db.lost").exists());
+    rebuilding_again_is_refused(&config);
+    let data_dir = f.controller.data_dir.clone();
+    f.controller = Controller::start_with(f.dir.path(), &config, data_dir);
     f.agent.wait_connected(&f.admin);
+    run_block(&blocks[1], &subs, &f.admin, &[]);
+
     let after = answers(&f.admin, "demo-pg");
     assert_eq!(
         before, after,
         "the rebuilt catalog answers as the lost one did"
     );
+    // The snapshot brought the controller's history: the job of a backup taken before it.
+    // A backup after it came from its record alone.
+    assert!(job_of(b2).as_i64().unwrap() > 0, "{}", job_of(b2));
+    assert_eq!(job_of(b3), 0, "{}", job_of(b3));
 
     // A point-in-time restore between the markers: exactly marker 1.
     let data = f.dir.path().join("restored");
@@ -224,7 +304,7 @@ fn a_postgresql_fleet_is_restorable_from_the_store_alone() {
         "1"
     );
     drop(restored);
-    // The newest dump restores to the database it was taken from.
+    // The newest dump restores the database it was taken from.
     let out = f.restore(l2, &["--database", "shop", "--into-database", "shop_back"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(f.pg.fingerprint("shop_back"), shop);
@@ -235,21 +315,31 @@ fn a_postgresql_fleet_is_restorable_from_the_store_alone() {
     f.dir.keep_if_asked();
 }
 
+/// PostgreSQL catalog (no snapshots): lose its database, show a controller on a new empty
+/// one refuses the store, follow the README.
 #[test]
-fn a_mariadb_fleet_is_restorable_from_the_store_alone() {
+fn a_mariadb_fleet_with_a_postgresql_catalog_comes_back_from_the_records_alone() {
+    let dir_for_catalog = tidemark_tests::TestDir::new("rebuild-my-catalog");
+    let catalog = PgCluster::start_with(dir_for_catalog.path(), "catalog", "");
+    catalog.sql("postgres", "CREATE ROLE tidemark LOGIN");
+    catalog.sql("postgres", "CREATE DATABASE tidemark");
     let mut f = MariaFleet::build(
         "rebuild-my",
         "archive-timeout = \"2s\"",
-        "[encryption]\nenabled = true\n[[instance]]\nname = \"demo-mariadb\"\n[instance.retention]\nmin-base = 1\n",
+        &format!(
+            "[catalog]\nurl = \"{}\"\n[encryption]\nenabled = true\n[[instance]]\nname = \"demo-mariadb\"\n[instance.retention]\nmin-base = 1\n",
+            catalog.url("tidemark")
+        ),
         true,
     );
+    let config = f.controller.pin_port(f.dir.path());
     f.db.sql(
         "CREATE DATABASE app;
          CREATE TABLE app.load (id BIGINT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;
          CREATE TABLE app.markers (name VARCHAR(10) PRIMARY KEY, at TIMESTAMP(6)) ENGINE=InnoDB;
          INSERT INTO app.load (v) SELECT MD5(seq) FROM app.seq_1_to_5000;",
     );
-    let _dump = complete_id(&f.backup("logical"));
+    let dump = complete_id(&f.backup("logical"));
     let base = complete_id(&f.backup("base"));
 
     // Marker A, two seconds, marker B (binlog times are whole seconds), both archived.
@@ -278,8 +368,46 @@ fn a_mariadb_fleet_is_restorable_from_the_store_alone() {
         "{:#}",
         before.window
     );
-    lose_and_rebuild(&mut f.controller, f.dir.path());
+
+    // The catalog's database is lost. A controller on a new, empty one refuses the store.
+    f.controller.daemon.kill9();
+    catalog.sql("postgres", "DROP DATABASE tidemark");
+    catalog.sql("postgres", "CREATE DATABASE tidemark");
+    let start = run(Command::new(bin("tidemark-controller"))
+        .arg("--config")
+        .arg(&config));
+    let err = String::from_utf8_lossy(&start.stderr).to_string();
+    assert!(!start.status.success(), "{err}");
+    assert!(err.contains("rebuild-catalog"), "{err}");
+
+    // The README's procedure: a new database, [catalog] url pointed at it, one rebuild.
+    let blocks = readme_blocks();
+    let subs = [
+        (
+            "/etc/tidemark/controller.toml",
+            config.display().to_string(),
+        ),
+        ("orders-pg", "demo-mariadb".to_string()),
+    ];
+    let psql_env = [
+        ("PGHOST", catalog.socket_dir.display().to_string()),
+        ("PGUSER", "postgres".to_string()),
+    ];
+    let (old_url, new_url) = (catalog.url("tidemark"), catalog.url("tidemark_rebuilt"));
+    let printed = {
+        // The block's first line makes the database; the config then points at it.
+        let (create, rebuild) = blocks[2].split_once('\n').unwrap();
+        run_block(create, &subs, &f.admin, &psql_env);
+        edit_config(&config, &old_url, &new_url);
+        run_block(rebuild, &subs, &f.admin, &psql_env)
+    };
+    assert!(printed.contains("problems      none"), "{printed}");
+    assert!(!printed.contains("snapshot "), "{printed}");
+    rebuilding_again_is_refused(&config);
+    let data_dir = f.controller.data_dir.clone();
+    f.controller = Controller::start_with(f.dir.path(), &config, data_dir);
     f.agent.wait_connected(&f.admin);
+    run_block(&blocks[1], &subs, &f.admin, &[]);
     let after = answers(&f.admin, "demo-mariadb");
     assert_eq!(
         before, after,
@@ -319,5 +447,9 @@ fn a_mariadb_fleet_is_restorable_from_the_store_alone() {
     );
     assert_eq!(restored.sql("SELECT COUNT(*) FROM app.load"), "5000");
     drop(restored);
+    // New backups continue after the ids the store knows (PostgreSQL's identity column
+    // was moved past them).
+    let next = complete_id(&f.backup("logical"));
+    assert!(next > base.max(dump), "{next}");
     f.dir.keep_if_asked();
 }

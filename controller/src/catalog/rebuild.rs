@@ -121,12 +121,14 @@ impl Catalog {
 
     /// Every pack the catalog places a chunk in.
     pub async fn chunk_packs(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query("SELECT DISTINCT pack FROM chunks WHERE pack IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
+        Ok(
+            sqlx::query("SELECT DISTINCT pack FROM chunks WHERE pack IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        )
     }
 
     /// Record a fault on every chunk of `pack` (its rows stay).
@@ -166,7 +168,10 @@ impl Catalog {
             .fetch_optional(&mut *tx)
             .await?
             .map(|r| r.get(0));
-        if held.as_deref().is_some_and(|s| s != "complete" && s != "expired") {
+        if held
+            .as_deref()
+            .is_some_and(|s| s != "complete" && s != "expired")
+        {
             for sql in [
                 "DELETE FROM part_chunks WHERE backup_id = $1",
                 "DELETE FROM backup_parts WHERE backup_id = $1",

@@ -8,8 +8,8 @@ pub mod ingest;
 pub mod pack;
 pub mod publish;
 pub mod rebuild;
-pub mod snapshot;
 pub mod records;
+pub mod snapshot;
 pub mod verified;
 
 use std::sync::Arc;

@@ -66,6 +66,13 @@ impl std::fmt::Display for Report {
             "catalog rebuilt from the store in {:.1}s:",
             self.elapsed.as_secs_f64()
         )?;
+        if let Some((name, at)) = &self.snapshot {
+            writeln!(
+                f,
+                "  snapshot      {name} (taken {}), then the records written after it",
+                tidemark_core::timefmt::utc(*at)
+            )?;
+        }
         if let Some((kek, dk)) = self.keys_version {
             writeln!(f, "  keys          KEK {kek}, data keys up to {dk}")?;
         }
@@ -143,7 +150,10 @@ pub async fn rebuild(
         for pack in catalog.chunk_packs().await? {
             if !listed.contains(pack.as_str()) {
                 catalog
-                    .mark_pack_fault(&pack, "its pack was not in the store when the catalog was rebuilt")
+                    .mark_pack_fault(
+                        &pack,
+                        "its pack was not in the store when the catalog was rebuilt",
+                    )
                     .await?;
             }
         }

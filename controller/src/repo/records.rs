@@ -45,7 +45,11 @@ fn random_suffix() -> String {
 
 /// Encode `value` as the record called `name`: sealed when `keys` is set.
 pub fn encode<T: Serialize>(name: &str, value: &T, keys: Option<&Keyring>) -> Vec<u8> {
-    encode_raw(name, &serde_json::to_vec(value).expect("records serialise"), keys)
+    encode_raw(
+        name,
+        &serde_json::to_vec(value).expect("records serialise"),
+        keys,
+    )
 }
 
 /// Encode `raw` bytes as the record called `name` (zstd, then sealed or digested).
@@ -103,7 +107,9 @@ pub fn decode_raw(
         (PLAIN, _) => {
             let body = &bytes[5..];
             if body.len() < 32 || Sha256::digest(&body[32..]).as_slice() != &body[..32] {
-                return Err(format!("record {name} is damaged (its digest does not match)"));
+                return Err(format!(
+                    "record {name} is damaged (its digest does not match)"
+                ));
             }
             body[32..].to_vec()
         }
@@ -120,7 +126,11 @@ pub fn snapshot_name(at: i64) -> String {
 
 /// When the snapshot called `name` was taken, from its name.
 pub fn snapshot_time(name: &str) -> Option<i64> {
-    name.strip_prefix("snapshots/")?.split('-').next()?.parse().ok()
+    name.strip_prefix("snapshots/")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A chunk reference as records hold it: the id in hex and the plaintext length.
