@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/lib/common.sh
 
-need_packages postgresql-15 postgresql-client-15 mariadb-server mariadb-backup bsdutils iproute2  # bsdutils: script(1), a pty for the progress-bar test; iproute2: ip netns for the sandbox isolation test
+need_packages postgresql-15 postgresql-client-15 mariadb-server mariadb-backup bsdutils iproute2 sqlite3  # bsdutils: script(1), a pty for the progress-bar test; iproute2: ip netns for the sandbox isolation test; sqlite3: an online copy of a catalog (.backup) in the leak test
 [ -x "$PG_BIN/initdb" ] || die "$PG_BIN/initdb is missing after installing postgresql-15"
 [ -x /usr/sbin/mariadbd ] || die "/usr/sbin/mariadbd is missing after installing mariadb-server"
 id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (postgresql-common creates it)"

@@ -292,6 +292,13 @@ pub struct RetentionSettings {
         with = "tidemark_core::duration::serde_text"
     )]
     pub timeout: Duration,
+    /// A pack in the store that nothing in the catalog refers to is deleted once this old
+    /// (an upload in flight writes its packs before it commits them).
+    #[serde(
+        default = "default_orphan_grace",
+        with = "tidemark_core::duration::serde_text"
+    )]
+    pub orphan_grace: Duration,
 }
 
 impl Default for RetentionSettings {
@@ -299,8 +306,13 @@ impl Default for RetentionSettings {
         Self {
             schedule: None,
             timeout: default_verify_timeout(),
+            orphan_grace: default_orphan_grace(),
         }
     }
+}
+
+fn default_orphan_grace() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_verify_timeout() -> Duration {

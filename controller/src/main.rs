@@ -152,6 +152,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             verify_sample: config.verify.sample,
             verify_timeout: config.verify.timeout,
             retention_timeout: config.retention.timeout,
+            orphan_grace: config.retention.orphan_grace,
         },
         background: Default::default(),
         leading: Default::default(),

@@ -292,6 +292,25 @@ impl Controller {
         out.sort();
         out
     }
+
+    /// Every object of the filesystem store (packs, records, the identity), each with its
+    /// size: what "the store holds" means when a test compares before and after.
+    pub fn store_files(&self) -> Vec<(PathBuf, u64)> {
+        fn walk(d: &Path, out: &mut Vec<(PathBuf, u64)>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push((p.clone(), e.metadata().map(|m| m.len()).unwrap_or(0)));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.join("store"), &mut out);
+        out.sort();
+        out
+    }
 }
 
 /// Where a chunk's stored bytes are: `len` bytes at `offset` of pack `pack`.

@@ -7,8 +7,8 @@ use tidemark_core::ids::ChunkId;
 use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{
-    BeginBackupRequest, EncodedChunk, FinishBackupRequest, PartCheck, PartHeader, PartTrailer,
-    UploadPartMessage, UploadPartResponse,
+    BeginBackupRequest, EncodedChunk, FinishBackupRequest, InstanceInfo, PartCheck, PartHeader,
+    PartTrailer, RegisterRequest, UploadPartMessage, UploadPartResponse,
 };
 use tonic::transport::Channel;
 
@@ -32,24 +32,57 @@ fn msg(m: Msg) -> UploadPartMessage {
     UploadPartMessage { msg: Some(m) }
 }
 
-/// agent:db1 of a fleet, on a connection of its own.
+/// An agent of a fleet (agent:db1, whose instance is demo-pg, unless made with
+/// [`RawAgent::connect_as`]), on a connection of its own.
 pub struct RawAgent {
     pub rt: tokio::runtime::Runtime,
     pub client: AgentServiceClient<Channel>,
+    instance: String,
 }
 
 impl RawAgent {
     pub fn connect(f: &Fleet) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = crate::fleet::raw_agent_client(&f.pki, &f.controller.url, "agent:db1", &rt);
-        Self { rt, client }
+        Self {
+            rt,
+            client,
+            instance: "demo-pg".into(),
+        }
     }
 
-    /// Begin a logical backup of demo-pg with one part, db:app.
+    /// agent:HOST, registered with a PostgreSQL instance of its own, `instance`.
+    pub fn connect_as(f: &Fleet, host: &str, instance: &str) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut client = crate::fleet::raw_agent_client(
+            &f.pki,
+            &f.controller.url,
+            &format!("agent:{host}"),
+            &rt,
+        );
+        rt.block_on(client.register(RegisterRequest {
+            host: host.into(),
+            agent_version: "test".into(),
+            instances: vec![InstanceInfo {
+                name: instance.into(),
+                engine: "postgresql".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }))
+        .unwrap();
+        Self {
+            rt,
+            client,
+            instance: instance.into(),
+        }
+    }
+
+    /// Begin a logical backup of the agent's instance with one part, db:app.
     pub fn begin(&mut self) -> i64 {
         self.rt
             .block_on(self.client.begin_backup(BeginBackupRequest {
-                instance: "demo-pg".into(),
+                instance: self.instance.clone(),
                 kind: "logical".into(),
                 parts: vec!["db:app".into()],
                 ..Default::default()

@@ -211,6 +211,9 @@ fn a_postgresql_fleet_with_a_sqlite_catalog_comes_back_from_a_snapshot_and_the_r
         .unwrap()
     };
     let target_micros = (at(1) + at(2)) / 2;
+    // The window ends at the newest segment's time, in whole seconds: switch it a second
+    // after marker 2, so that the target is inside.
+    std::thread::sleep(Duration::from_millis(1100));
     let seg = f.pg.archive_current_segment();
     wait_for(
         "the markers' WAL in the archive",

@@ -212,3 +212,35 @@ fn wal_is_archived_once_fetched_intact_and_refused_from_anyone_but_the_primary()
     assert_eq!(code, 1);
     f.dir.keep_if_asked();
 }
+
+/// A push under an archived name is compared, never stored: ten conflicting pushes, then a
+/// collection, and the store holds exactly what it held before.
+#[test]
+fn conflicting_pushes_store_nothing_and_collection_finds_nothing_to_free() {
+    let f = Fleet::start_archiving("walconflict", "", "");
+    let seg = switch_and_wait(&f);
+    let before = f.controller.store_files();
+    let impostor = fake_segment(&f.dir.path().join("impostor"), &seg, 0x5a);
+    for _ in 0..10 {
+        let (code, err) = agent_cmd(
+            &f.agent.config,
+            &f.pg.data,
+            &["wal-push", impostor.to_str().unwrap()],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("different"), "{err}");
+    }
+    // The identical file again is acknowledged, and stores nothing either.
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-push", &format!("pg_wal/{seg}")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(f.controller.store_files(), before);
+    let applied = f.admin.json(&["retention", "apply"]);
+    assert_eq!(applied["objects_deleted"], 0, "{applied}");
+    assert_eq!(applied["orphans_deleted"], 0, "{applied}");
+    assert_eq!(f.controller.store_files(), before);
+    f.dir.keep_if_asked();
+}

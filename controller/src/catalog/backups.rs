@@ -368,6 +368,23 @@ impl Catalog {
         Ok(())
     }
 
+    /// `agent` sent the bytes of these chunks, which were stored already: it owns them too
+    /// (it may refer to them later), and nothing is stored again.
+    pub async fn claim_chunks(&self, agent: &str, ids: &[ChunkId]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for id in ids {
+            sqlx::query(
+                "INSERT INTO chunk_owners (chunk_id, agent) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id.0.as_slice())
+            .bind(agent)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Finish a running backup as complete or failed. Returns false if it had already
     /// finished, in which case nothing changes.
     pub async fn finish_backup(&self, id: BackupId, complete: bool, reason: &str) -> Result<bool> {

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("migrations/0014_controllers.sql")),
     (15, include_str!("migrations/0015_store_identity.sql")),
     (16, include_str!("migrations/0016_chunk_faults.sql")),
+    (17, include_str!("migrations/0017_description_packs.sql")),
 ];
 
 const POSTGRES: &[(i64, &str)] = &[
@@ -36,6 +37,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         16,
         include_str!("migrations/postgres/0016_chunk_faults.sql"),
+    ),
+    (
+        17,
+        include_str!("migrations/postgres/0017_description_packs.sql"),
     ),
 ];
 

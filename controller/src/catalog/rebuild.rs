@@ -267,8 +267,8 @@ impl Catalog {
             for (f, lines) in batch {
                 let n = sqlx::query(
                     "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at,
-                       stored_at, agent, first_event_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                       stored_at, agent, first_event_at, description_pack)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                      ON CONFLICT (instance, name) DO NOTHING",
                 )
                 .bind(&f.instance)
@@ -282,6 +282,7 @@ impl Catalog {
                 .bind(f.stored_at)
                 .bind(&f.agent)
                 .bind(f.first_event_at)
+                .bind(&f.description_pack)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();

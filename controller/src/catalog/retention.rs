@@ -64,6 +64,23 @@ pub(super) async fn expire(tx: &mut super::DbConn, e: &Expiry, t: i64) -> Result
             .await?;
     }
     for name in &e.logs {
+        // The pack describing the file goes with it when nothing else keeps it: it holds
+        // no chunk of its own (every chunk of the file was stored before), so collection
+        // by chunks would never find it.
+        sqlx::query(
+            "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
+             SELECT w.description_pack, 'pack', 0, 0, $3 FROM wal_files w
+              WHERE w.instance = $1 AND w.name = $2 AND w.description_pack IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.pack = w.description_pack)
+                AND NOT EXISTS (SELECT 1 FROM wal_files o WHERE o.description_pack = w.description_pack
+                                  AND NOT (o.instance = $1 AND o.name = $2))
+             ON CONFLICT (object) DO NOTHING",
+        )
+        .bind(&e.instance)
+        .bind(name)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
         for sql in [
             "DELETE FROM wal_chunks WHERE instance = $1 AND name = $2",
             "DELETE FROM wal_files WHERE instance = $1 AND name = $2",
@@ -223,6 +240,32 @@ impl Catalog {
         }
         tx.commit().await?;
         self.pending_garbage().await
+    }
+
+    /// What the catalog knows of the store's packs: every pack a chunk is placed in, every
+    /// pack describing an archived file, and every pack queued for deletion. A pack outside
+    /// this set was written by an upload that never committed (or by a catalog's future).
+    pub async fn known_packs(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(sqlx::query(
+            "SELECT DISTINCT pack FROM chunks WHERE pack IS NOT NULL
+             UNION SELECT description_pack FROM wal_files WHERE description_pack IS NOT NULL
+             UNION SELECT object FROM gc_pending WHERE kind = 'pack'",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    /// Every backup id the catalog holds.
+    pub async fn backup_ids(&self) -> Result<std::collections::HashSet<i64>> {
+        Ok(sqlx::query("SELECT id FROM backups")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     pub async fn pending_garbage(&self) -> Result<Vec<Garbage>> {

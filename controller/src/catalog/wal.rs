@@ -24,6 +24,8 @@ pub struct WalFileRow {
     pub agent: String,
     /// A binlog's first event (unix seconds); None for WAL.
     pub first_event_at: Option<i64>,
+    /// The pack that describes it in the store (None: archived before descriptions).
+    pub description_pack: Option<String>,
 }
 
 /// What happened to a pushed file.
@@ -51,6 +53,7 @@ fn wal_from_row(r: &DbRow) -> WalFileRow {
         stored_at: r.get("stored_at"),
         agent: r.get("agent"),
         first_event_at: r.get("first_event_at"),
+        description_pack: r.get("description_pack"),
     }
 }
 
@@ -114,8 +117,8 @@ impl Catalog {
         }
         sqlx::query(
             "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at, stored_at, agent,
-               first_event_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+               first_event_at, description_pack)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&file.instance)
         .bind(&file.name)
@@ -128,6 +131,7 @@ impl Catalog {
         .bind(t)
         .bind(&file.agent)
         .bind(file.first_event_at)
+        .bind(&file.description_pack)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -250,6 +254,7 @@ pub(super) fn test_file(name: &str, sha: &str) -> WalFileRow {
         stored_at: 0,
         agent: "db1".into(),
         first_event_at: None,
+        description_pack: None,
     }
 }
 

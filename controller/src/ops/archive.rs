@@ -185,11 +185,16 @@ pub async fn push(
         stored_at: now(),
         agent: agent.to_string(),
         first_event_at: (engine == Engine::Mariadb).then_some(header.first_event_at),
+        description_pack: None,
     };
     // The pack carrying the file's last chunks describes it, so the store alone can
     // rebuild the archive.
     let description = (!archived).then(|| LogRecord::new(&row, &rx.manifest()));
     let stats = rx.commit(description).await?;
+    let row = WalFileRow {
+        description_pack: rx.last_pack(),
+        ..row
+    };
     let (entries, new) = rx.take_collected();
     match state.repo.catalog.add_wal(&row, &entries, &new).await? {
         WalOutcome::Stored => {

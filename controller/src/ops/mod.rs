@@ -64,6 +64,9 @@ pub struct Settings {
     pub verify_sample: u32,
     pub verify_timeout: std::time::Duration,
     pub retention_timeout: std::time::Duration,
+    /// How old a pack nothing in the catalog refers to must be before collection deletes
+    /// it: an upload in flight writes packs before it commits them.
+    pub orphan_grace: std::time::Duration,
 }
 
 impl State {

@@ -151,6 +151,83 @@ async fn collect_garbage(state: &State, out: &mut pb::RetentionApplyResponse) ->
             "garbage collected"
         );
     }
+    collect_orphans(state, out).await
+}
+
+/// Delete the packs in the store that nothing in the catalog refers to and that are older
+/// than the grace period: what an upload that never committed left (a crash, a dropped
+/// connection). Two guards keep a catalog that is behind its store (an old copy put back
+/// instead of rebuilt) from deleting what it merely does not know: nothing is collected
+/// while the store holds a backup record the catalog lacks, and a pack describing an
+/// archived file the catalog does not hold is kept and reported.
+async fn collect_orphans(state: &State, out: &mut pb::RetentionApplyResponse) -> OpsResult<()> {
+    let repo = &state.repo;
+    let grace = state.settings.orphan_grace.as_secs() as i64;
+    let listed = repo.store.list_packs().await?;
+    let known = repo.catalog.known_packs().await?;
+    let cutoff = crate::catalog::now() - grace;
+    let orphans: Vec<_> = listed
+        .into_iter()
+        .filter(|p| !known.contains(&p.name) && p.modified <= cutoff)
+        .collect();
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let held = repo.catalog.backup_ids().await?;
+    let unknown = repo
+        .store
+        .list_records("backups/")
+        .await?
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("backups/")?
+                .split('-')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
+        .filter(|id| !held.contains(id))
+        .count();
+    if unknown > 0 {
+        let why = format!(
+            "the store describes {unknown} backup(s) this catalog does not hold: the catalog is behind its store (rebuild it with `tidemark-controller rebuild-catalog --force`); {} unreferenced pack(s) kept",
+            orphans.len()
+        );
+        tracing::error!("{why}");
+        out.orphans_kept.push(why);
+        return Ok(());
+    }
+    for p in orphans {
+        let read = crate::repo::rebuild::read_pack(
+            repo.store.as_ref(),
+            &p.name,
+            p.size,
+            repo.keys.as_deref(),
+        )
+        .await?;
+        if let Ok(contents) = &read
+            && let Some(d) = &contents.description
+            && repo.catalog.wal_file(&d.instance, &d.name).await?.is_none()
+        {
+            out.orphans_kept.push(format!(
+                "{}: describes {} of instance {}, which the catalog does not hold",
+                p.name, d.name, d.instance
+            ));
+            continue;
+        }
+        // Recheck: an upload may have committed it since the listing.
+        if repo.catalog.known_packs().await?.contains(&p.name) {
+            continue;
+        }
+        match repo.store.delete_pack(&p.name).await {
+            Ok(()) => {
+                tracing::info!(pack = %p.name, bytes = p.size, "deleted a pack nothing referred to");
+                out.orphans_deleted += 1;
+                out.orphan_bytes_freed += p.size;
+            }
+            Err(e) => out.objects_failed.push(format!("pack {}: {e}", p.name)),
+        }
+    }
     Ok(())
 }
 

@@ -63,6 +63,11 @@ pub struct ChunkReceiver {
     packed: HashMap<ChunkId, PackLoc>,
     /// The previous batch: its pack being written, and its manifest lines.
     writing: Option<Writing>,
+    /// Chunks whose bytes this upload sent that were stored before: the agent owns them
+    /// once its batch commits.
+    claimed: Vec<ChunkId>,
+    /// The name of the last pack this upload wrote.
+    last_pack: Option<String>,
     sink: Sink,
 }
 
@@ -73,6 +78,7 @@ struct Writing {
     chunks: HashSet<ChunkId>,
     entries: Vec<ManifestEntry>,
     new: Vec<NewChunk>,
+    claimed: Vec<ChunkId>,
 }
 
 impl Drop for ChunkReceiver {
@@ -90,6 +96,9 @@ struct Checked {
     plaintext: Vec<u8>,
     /// The encoded bytes the agent sent (None for a dedup reference): they go into a pack.
     encoded: Option<Vec<u8>>,
+    /// The bytes were sent, but the store holds the chunk already (another host stored
+    /// it): it is not stored again, and the sender now owns it too.
+    stored_before: bool,
 }
 
 /// Where the copy a dedup reference points at is.
@@ -121,13 +130,18 @@ async fn check(repo: Repository, c: EncodedChunk, original: Original) -> IngestR
             id,
             plaintext,
             encoded: None,
+            stored_before: false,
         }
     } else {
         let (encoded, plaintext) = decode(id, c.data).await?;
+        // Held intact already (not found faulty): by another host, since an agent's own
+        // chunks are offered to it as references.
+        let stored_before = matches!(repo.catalog.chunk_place(&id).await?, Some((_, false)));
         Checked {
             id,
             plaintext,
             encoded: Some(encoded),
+            stored_before,
         }
     };
     if checked.plaintext.len() != c.raw_len as usize {
@@ -211,6 +225,8 @@ impl ChunkReceiver {
             pack: PackBuilder::default(),
             packed: HashMap::new(),
             writing: None,
+            claimed: Vec::new(),
+            last_pack: None,
             sink,
         }
     }
@@ -331,7 +347,9 @@ impl ChunkReceiver {
     /// Take a checked chunk into the part, in stream order.
     async fn absorb(&mut self, checked: Checked) -> IngestResult<()> {
         self.hasher.update(&checked.plaintext);
-        if let Some(encoded) = checked.encoded {
+        if checked.encoded.is_some() && checked.stored_before {
+            self.claimed.push(checked.id);
+        } else if let Some(encoded) = checked.encoded {
             // The same bytes sent twice in one upload are packed once.
             if self.pack.get(&checked.id).is_none() && !self.packed.contains_key(&checked.id) {
                 self.stats.new_chunks += 1;
@@ -385,6 +403,7 @@ impl ChunkReceiver {
                 self.packed.insert(*id, loc.clone());
                 chunks.insert(*id);
             }
+            self.last_pack = Some(pack.name.clone());
             let store = self.repo.store.clone();
             Some(tokio::spawn(async move {
                 store.put_pack(&pack.name, &pack.bytes).await
@@ -396,6 +415,7 @@ impl ChunkReceiver {
             chunks,
             entries,
             new,
+            claimed: std::mem::take(&mut self.claimed),
         });
         Ok(())
     }
@@ -408,6 +428,12 @@ impl ChunkReceiver {
         if let Some(put) = w.put.take() {
             put.await
                 .map_err(|e| IngestError::Internal(format!("writing a pack: {e}")))??;
+        }
+        if !w.claimed.is_empty() {
+            self.repo
+                .catalog
+                .claim_chunks(&self.agent, &w.claimed)
+                .await?;
         }
         match &mut self.sink {
             Sink::Part { backup, part } => {
@@ -423,6 +449,12 @@ impl ChunkReceiver {
             Sink::Discard => unreachable!("a discarded stream writes no pack"),
         }
         Ok(())
+    }
+
+    /// The last pack this upload wrote: after [`ChunkReceiver::commit`] with a description,
+    /// the pack holding it.
+    pub fn last_pack(&self) -> Option<String> {
+        self.last_pack.clone()
     }
 
     /// Every manifest line of a stream received into [`Sink::Memory`], in order, before it

@@ -146,7 +146,7 @@ pub async fn rebuild(
         report.snapshot = Some((name.clone(), *at));
         // Packs collected since the snapshot was taken: their chunks' rows stay, faulty,
         // so nothing offers them for dedup and verify names what lost them.
-        let listed: HashSet<&str> = packs.iter().map(|(n, _)| n.as_str()).collect();
+        let listed: HashSet<&str> = packs.iter().map(|p| p.name.as_str()).collect();
         for pack in catalog.chunk_packs().await? {
             if !listed.contains(pack.as_str()) {
                 catalog
@@ -159,25 +159,26 @@ pub async fn rebuild(
         }
     }
     let contents: Vec<_> = futures::stream::iter(packs)
-        .map(|(name, size)| {
+        .map(|p| {
             let store = store.clone();
             async move {
-                let read = read_pack(store.as_ref(), &name, size, k).await;
-                (name, read)
+                let read = read_pack(store.as_ref(), &p.name, p.size, k).await;
+                (p.name, read)
             }
         })
         .buffer_unordered(READS)
         .collect()
         .await;
     let mut located: HashMap<ChunkId, PackLoc> = HashMap::new();
-    let mut logs: Vec<LogRecord> = Vec::new();
+    // Each archived file's description, with the pack it came from.
+    let mut logs: Vec<(LogRecord, String)> = Vec::new();
     for (name, read) in contents {
         match read {
             Ok(Ok(c)) => {
                 for (id, loc) in c.chunks {
                     located.entry(id).or_insert(loc);
                 }
-                logs.extend(c.description);
+                logs.extend(c.description.map(|d| (d, name.clone())));
             }
             Ok(Err(why)) => report.problems.push(format!("pack {name}: {why}")),
             Err(e) => return Err(e.into()),
@@ -207,7 +208,7 @@ pub async fn rebuild(
             note(&p.chunks);
         }
     }
-    for l in &logs {
+    for (l, _) in &logs {
         note(&l.chunks);
     }
     let mut chunks: Vec<NewChunk> = located
@@ -300,10 +301,10 @@ pub async fn rebuild(
     }
 
     // Archived files: the first stored under each name is the archived one.
-    logs.sort_by(|a, b| (a.stored_at, &a.name).cmp(&(b.stored_at, &b.name)));
+    logs.sort_by(|(a, _), (b, _)| (a.stored_at, &a.name).cmp(&(b.stored_at, &b.name)));
     let mut seen: HashMap<(String, String), String> = HashMap::new();
     let mut files = Vec::new();
-    for l in logs {
+    for (l, pack) in logs {
         let key = (l.instance.clone(), l.name.clone());
         if let Some(sha) = seen.get(&key) {
             if *sha != l.sha256 {
@@ -315,7 +316,7 @@ pub async fn rebuild(
             continue;
         }
         seen.insert(key, l.sha256.clone());
-        match l.row() {
+        match l.row(&pack) {
             Ok(f) => files.push(f),
             Err(why) => report.problems.push(why),
         }
@@ -384,7 +385,7 @@ pub async fn open_keys(
 
 /// What pack `name` says about itself, from its last bytes (read again at the length its
 /// footer gives when the first read was short). Ok(Err): the pack does not read.
-async fn read_pack(
+pub async fn read_pack(
     store: &dyn ChunkStore,
     name: &str,
     size: u64,

@@ -599,7 +599,8 @@ impl LogRecord {
         }
     }
 
-    pub fn row(&self) -> Result<(WalFileRow, Vec<ManifestEntry>), String> {
+    /// The catalog's row for the file `pack` describes, and its manifest.
+    pub fn row(&self, pack: &str) -> Result<(WalFileRow, Vec<ManifestEntry>), String> {
         let entries = entries(&self.chunks).map_err(|e| format!("{}: {e}", self.name))?;
         Ok((
             WalFileRow {
@@ -614,6 +615,7 @@ impl LogRecord {
                 stored_at: self.stored_at,
                 agent: self.agent.clone(),
                 first_event_at: self.first_event_at,
+                description_pack: Some(pack.to_string()),
             },
             entries,
         ))

@@ -326,7 +326,7 @@ impl ChunkStore for FsStore {
         blocking(move || read_range(&path, &name, offset, len)).await
     }
 
-    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn list_packs(&self) -> Result<Vec<super::PackInfo>, StoreError> {
         let packs = self.root.join("packs");
         blocking(move || {
             let mut out = Vec::new();
@@ -338,11 +338,17 @@ impl ChunkStore for FsStore {
                 let dir = fan.map_err(|e| StoreError::io(packs.display(), e))?.path();
                 for f in fs::read_dir(&dir).map_err(|e| StoreError::io(dir.display(), e))? {
                     let f = f.map_err(|e| StoreError::io(dir.display(), e))?;
-                    let size = f
-                        .metadata()
-                        .map_err(|e| StoreError::io(dir.display(), e))?
-                        .len();
-                    out.push((f.file_name().to_string_lossy().into_owned(), size));
+                    let meta = f.metadata().map_err(|e| StoreError::io(dir.display(), e))?;
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs() as i64);
+                    out.push(super::PackInfo {
+                        name: f.file_name().to_string_lossy().into_owned(),
+                        size: meta.len(),
+                        modified,
+                    });
                 }
             }
             Ok(out)

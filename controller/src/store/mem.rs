@@ -11,7 +11,7 @@ use super::{ChunkStore, StoreError};
 #[derive(Default)]
 pub struct MemStore {
     chunks: Mutex<HashMap<ChunkId, Vec<u8>>>,
-    packs: Mutex<HashMap<String, Vec<u8>>>,
+    packs: Mutex<HashMap<String, (Vec<u8>, i64)>>,
     identity: Mutex<Option<Vec<u8>>>,
     records: Mutex<HashMap<String, Vec<u8>>>,
 }
@@ -59,7 +59,7 @@ impl ChunkStore for MemStore {
         if packs.contains_key(name) {
             return Err(StoreError::PackExists(name.to_string()));
         }
-        packs.insert(name.to_string(), bytes.to_vec());
+        packs.insert(name.to_string(), (bytes.to_vec(), crate::catalog::now()));
         Ok(())
     }
 
@@ -70,19 +70,23 @@ impl ChunkStore for MemStore {
         len: u32,
     ) -> Result<Vec<u8>, StoreError> {
         let packs = self.packs.lock().unwrap();
-        let pack = packs
+        let (pack, _) = packs
             .get(name)
             .ok_or_else(|| StoreError::PackNotFound(name.to_string()))?;
         slice_range(name, pack, offset, len).map(<[u8]>::to_vec)
     }
 
-    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn list_packs(&self) -> Result<Vec<super::PackInfo>, StoreError> {
         Ok(self
             .packs
             .lock()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.clone(), v.len() as u64))
+            .map(|(k, (v, at))| super::PackInfo {
+                name: k.clone(),
+                size: v.len() as u64,
+                modified: *at,
+            })
             .collect())
     }
 

@@ -116,6 +116,15 @@ pub fn check_record_name(name: &str) -> Result<(), StoreError> {
     }
 }
 
+/// A stored pack as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PackInfo {
+    pub name: String,
+    pub size: u64,
+    /// When it was written (unix seconds).
+    pub modified: i64,
+}
+
 /// A new pack's name: random (128 bits), so a pack is never written twice.
 pub fn new_pack_name() -> String {
     let mut b = [0u8; 16];
@@ -159,7 +168,7 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// Every stored pack's name. For the conformance suite now, and for verify and garbage
     /// collection (a later issue).
     #[allow(dead_code)]
-    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    async fn list_packs(&self) -> Result<Vec<PackInfo>, StoreError>;
     /// Remove a pack; removing an absent one is not an error. Only garbage collection may
     /// call this (a later issue).
     #[allow(dead_code)]
@@ -373,7 +382,17 @@ pub mod conformance {
         ));
         let other = new_pack_name();
         store.put_pack(&other, b"second").await.unwrap();
-        let mut listed = store.list_packs().await.unwrap();
+        let mut listed: Vec<(String, u64)> = store
+            .list_packs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let age = crate::catalog::now() - p.modified;
+                assert!((-5..600).contains(&age), "{p:?} was written just now");
+                (p.name, p.size)
+            })
+            .collect();
         listed.sort();
         let mut want = vec![(name.clone(), 200_000), (other.clone(), 6)];
         want.sort();
@@ -385,6 +404,11 @@ pub mod conformance {
         );
         store.delete_pack(&other).await.unwrap();
         store.delete_pack(&other).await.unwrap();
-        assert_eq!(store.list_packs().await.unwrap(), vec![(name, 200_000)]);
+        let left = store.list_packs().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].name.as_str(), left[0].size),
+            (name.as_str(), 200_000)
+        );
     }
 }

@@ -127,7 +127,7 @@ impl<S: ChunkStore> ChunkStore for Retrying<S> {
         .await
     }
 
-    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn list_packs(&self) -> Result<Vec<crate::store::PackInfo>, StoreError> {
         self.run("list packs", "", || self.inner.list_packs()).await
     }
 
@@ -293,7 +293,7 @@ mod tests {
             }
             self.inner.get_pack_range(name, offset, len).await
         }
-        async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        async fn list_packs(&self) -> Result<Vec<crate::store::PackInfo>, StoreError> {
             self.inner.list_packs().await
         }
         async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {

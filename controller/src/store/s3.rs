@@ -181,9 +181,9 @@ impl S3Store {
     }
 
     /// The last path segment of every object under PREFIX/`under`, page by page.
-    async fn list_names(&self, under: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn list_names(&self, under: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
         let mut keys = self.list_keys(under).await?;
-        for (k, _) in &mut keys {
+        for (k, _, _) in &mut keys {
             if let Some((_, last)) = k.rsplit_once('/') {
                 *k = last.to_string();
             }
@@ -191,9 +191,9 @@ impl S3Store {
         Ok(keys)
     }
 
-    /// Every object's key under PREFIX/`under`, without PREFIX/`under`, and its size, page
-    /// by page.
-    async fn list_keys(&self, under: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    /// Every object's key under PREFIX/`under`, without PREFIX/`under`, its size and when
+    /// it was written (unix seconds), page by page.
+    async fn list_keys(&self, under: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
         let prefix = format!("{}{under}", self.prefix);
         let mut out = Vec::new();
         let mut token = None;
@@ -210,7 +210,8 @@ impl S3Store {
                 .map_err(|e| remote("list", &prefix, e))?;
             out.extend(page.contents().iter().filter_map(|o| {
                 let key = o.key()?.strip_prefix(&prefix)?.to_string();
-                Some((key, o.size().unwrap_or(0).max(0) as u64))
+                let modified = o.last_modified().map_or(0, |t| t.secs());
+                Some((key, o.size().unwrap_or(0).max(0) as u64, modified))
             }));
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() {
@@ -414,7 +415,7 @@ impl ChunkStore for S3Store {
             .list_names("chunks/")
             .await?
             .iter()
-            .filter_map(|(n, _)| n.parse::<ChunkId>().ok())
+            .filter_map(|(n, _, _)| n.parse::<ChunkId>().ok())
             .collect())
     }
 
@@ -482,8 +483,17 @@ impl ChunkStore for S3Store {
         Ok(bytes.to_vec())
     }
 
-    async fn list_packs(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.list_names("packs/").await
+    async fn list_packs(&self) -> Result<Vec<super::PackInfo>, StoreError> {
+        Ok(self
+            .list_names("packs/")
+            .await?
+            .into_iter()
+            .map(|(name, size, modified)| super::PackInfo {
+                name,
+                size,
+                modified,
+            })
+            .collect())
     }
 
     async fn delete_pack(&self, name: &str) -> Result<(), StoreError> {
@@ -511,7 +521,7 @@ impl ChunkStore for S3Store {
         let keys = self.list_keys(&format!("meta/{under}")).await?;
         Ok(keys
             .into_iter()
-            .map(|(k, _)| format!("{under}{k}"))
+            .map(|(k, _, _)| format!("{under}{k}"))
             .collect())
     }
 

@@ -225,6 +225,7 @@ mod tests {
                 stored_at: 0,
                 agent: "db1".into(),
                 first_event_at: Some(last - 10),
+                description_pack: None,
             })
             .collect()
     }

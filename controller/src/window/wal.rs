@@ -243,6 +243,7 @@ mod tests {
                 stored_at: 0,
                 agent: "db1".into(),
                 first_event_at: None,
+                description_pack: None,
             })
             .collect()
     }

@@ -73,6 +73,9 @@ fn print_applied(format: Format, r: &RetentionApplyResponse) -> Exit {
             "chunks_freed": r.chunks_freed,
             "bytes_freed": r.bytes_freed,
             "objects_failed": r.objects_failed,
+            "orphans_deleted": r.orphans_deleted,
+            "orphan_bytes_freed": r.orphan_bytes_freed,
+            "orphans_kept": r.orphans_kept,
         }));
     } else {
         if r.deleted.is_empty() {
@@ -89,6 +92,16 @@ fn print_applied(format: Format, r: &RetentionApplyResponse) -> Exit {
             r.chunks_freed,
             r.bytes_freed as f64 / (1u64 << 20) as f64
         );
+        if r.orphans_deleted > 0 {
+            println!(
+                "Unreferenced packs (left by uploads that never committed): {} deleted, {:.1} MiB freed.",
+                r.orphans_deleted,
+                r.orphan_bytes_freed as f64 / (1u64 << 20) as f64
+            );
+        }
+        for k in &r.orphans_kept {
+            println!("Kept: {k}");
+        }
         for f in &r.objects_failed {
             eprintln!("error: could not delete {f}; it stays queued for the next run");
         }
