@@ -388,7 +388,7 @@ pub mod conformance {
             .unwrap()
             .into_iter()
             .map(|p| {
-                let age = crate::catalog::now() - p.modified;
+                let age = tidemark_core::timefmt::now() - p.modified;
                 assert!((-5..600).contains(&age), "{p:?} was written just now");
                 (p.name, p.size)
             })
