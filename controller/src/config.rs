@@ -19,6 +19,10 @@
 //! snapshot-every = "1h"              # a SQLite catalog's online snapshot into the store; "off"
 //! snapshots-kept = 3
 //!
+//! [ingest]
+//! backup-streams = 3                 # backup parts received at once; more wait, unread
+//! wal-streams = 4                    # WAL segments and binlogs received at once
+//!
 //! [encryption]
 //! enabled = true                     # seal every chunk (AES-256-GCM) before it is stored
 //! key-dir = "/var/lib/tidemark/keys" # kek-N.key files, mode 0600; default: DATA-DIR/keys
@@ -89,6 +93,8 @@ pub struct ControllerConfig {
     pub verify: VerifySettings,
     #[serde(default)]
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub ingest: IngestSettings,
     /// Per-instance policy: smoke checks for drills.
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstancePolicy>,
@@ -277,6 +283,25 @@ mod snapshot_every {
             ));
         }
         Ok(Some(every))
+    }
+}
+
+/// How many uploads the controller receives at once; more wait, unread (back-pressure).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IngestSettings {
+    /// Backup parts received at once.
+    pub backup_streams: usize,
+    /// WAL segments and binlogs received at once.
+    pub wal_streams: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            backup_streams: 3,
+            wal_streams: 4,
+        }
     }
 }
 

@@ -136,7 +136,10 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         revoked: Arc::new(ops::revoked::Revoked::new(catalog_revoked)),
         sessions: Default::default(),
         status: Default::default(),
-        uploading: Default::default(),
+        uploading: ops::upload::ActiveUploads::new(
+            config.ingest.backup_streams,
+            config.ingest.wal_streams,
+        ),
         retention_running: Default::default(),
         drills: Arc::new(drill::Drills::new(
             config.drills.clone(),

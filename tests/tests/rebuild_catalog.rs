@@ -456,3 +456,40 @@ fn a_mariadb_fleet_with_a_postgresql_catalog_comes_back_from_the_records_alone()
     assert!(next > base.max(dump), "{next}");
     f.dir.keep_if_asked();
 }
+
+/// SQLite catalog, encrypted filesystem store, no snapshot ever taken: the records alone.
+#[test]
+fn a_sqlite_catalog_without_snapshots_comes_back_from_the_records_alone() {
+    let mut f = Fleet::build(&FleetOpts {
+        label: "rebuild-nosnap",
+        controller_extra: "[catalog]\nsnapshot-every = \"off\"\n[encryption]\nenabled = true\n",
+        ..Default::default()
+    });
+    let config = f.controller.pin_port(f.dir.path());
+    let (l, code) = f.backup();
+    assert_eq!(code, 0, "{l}");
+    f.base_backup();
+    let before = answers(&f.admin, "demo-pg");
+    f.controller.daemon.kill9();
+    let blocks = readme_blocks();
+    let subs = [
+        (
+            "/etc/tidemark/controller.toml",
+            config.display().to_string(),
+        ),
+        (
+            "/var/lib/tidemark",
+            f.controller.data_dir.display().to_string(),
+        ),
+        ("orders-pg", "demo-pg".to_string()),
+    ];
+    let printed = run_block(&blocks[0], &subs, &f.admin, &[]);
+    assert!(!printed.contains("snapshot "), "{printed}");
+    assert!(printed.contains("backups       2"), "{printed}");
+    assert!(printed.contains("problems      none"), "{printed}");
+    let data_dir = f.controller.data_dir.clone();
+    f.controller = Controller::start_with(f.dir.path(), &config, data_dir);
+    f.agent.wait_connected(&f.admin);
+    assert_eq!(before, answers(&f.admin, "demo-pg"));
+    f.dir.keep_if_asked();
+}

@@ -132,10 +132,13 @@ pub async fn push(
             (inst, 0, Some(seq), None)
         }
     };
-    let _claim = state.uploading.claim(format!(
-        "WAL file {} of instance {}",
-        header.name, inst.name
-    ))?;
+    let _claim = state
+        .uploading
+        .claim(
+            format!("WAL file {} of instance {}", header.name, inst.name),
+            super::upload::StreamKind::Log,
+        )
+        .await?;
     // A name already archived: the push is received and compared, and nothing of it is
     // stored, whether it is the same file again or a conflicting one.
     let archived = state

@@ -54,7 +54,11 @@ pub async fn receive(
     }
     let _claim = state
         .uploading
-        .claim(format!("backup {backup} part {}", header.part))?;
+        .claim(
+            format!("backup {backup} part {}", header.part),
+            StreamKind::Part,
+        )
+        .await?;
     state
         .repo
         .catalog
@@ -122,30 +126,70 @@ async fn mark_stored(
     })
 }
 
-/// The streams being received, by what they write ("backup 3 part db:app", a WAL file). A
-/// second upload of a part while the first runs would clear the first one's manifest lines
-/// under it; two pushes of one WAL file would race to record it.
-#[derive(Default)]
-pub struct ActiveUploads(Mutex<HashSet<String>>);
+/// The streams being received, by what they write ("backup 3 part db:app", a WAL file), and
+/// how many may be received at once. A second upload of a part while the first runs would
+/// clear the first one's manifest lines under it; two pushes of one WAL file would race to
+/// record it. Each stream holds up to two packs and a few chunks in memory (about 40 MiB):
+/// streams past the limit wait for a slot without being read, so HTTP/2 flow control holds
+/// their senders back and the controller's memory does not grow with the number of
+/// uploads. Backup parts and archived files have slots of their own, so long backups never
+/// hold WAL archiving up.
+pub struct ActiveUploads {
+    claims: Mutex<HashSet<String>>,
+    parts: tokio::sync::Semaphore,
+    logs: tokio::sync::Semaphore,
+}
+
+/// What a stream writes: a backup part, or an archived WAL file or binlog.
+#[derive(Debug, Clone, Copy)]
+pub enum StreamKind {
+    Part,
+    Log,
+}
 
 pub struct UploadClaim<'a> {
     uploads: &'a ActiveUploads,
     key: String,
+    _slot: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl ActiveUploads {
-    pub fn claim(&self, key: String) -> OpsResult<UploadClaim<'_>> {
-        if !self.0.lock().unwrap().insert(key.clone()) {
+    pub fn new(parts: usize, logs: usize) -> Self {
+        Self {
+            claims: Mutex::default(),
+            parts: tokio::sync::Semaphore::new(parts.max(1)),
+            logs: tokio::sync::Semaphore::new(logs.max(1)),
+        }
+    }
+
+    /// Claim `key` (refused at once when it is being uploaded), then wait for a slot.
+    pub async fn claim(&self, key: String, kind: StreamKind) -> OpsResult<UploadClaim<'_>> {
+        if !self.claims.lock().unwrap().insert(key.clone()) {
             return Err(OpsError::FailedPrecondition(format!(
                 "{key} is already being uploaded"
             )));
         }
-        Ok(UploadClaim { uploads: self, key })
+        let slots = match kind {
+            StreamKind::Part => &self.parts,
+            StreamKind::Log => &self.logs,
+        };
+        let slot = match slots.acquire().await {
+            Ok(s) => s,
+            Err(_) => {
+                self.claims.lock().unwrap().remove(&key);
+                return Err(OpsError::Internal("the controller is stopping".into()));
+            }
+        };
+        Ok(UploadClaim {
+            uploads: self,
+            key,
+            _slot: slot,
+        })
     }
 }
 
 impl Drop for UploadClaim<'_> {
     fn drop(&mut self) {
-        self.uploads.0.lock().unwrap().remove(&self.key);
+        self.uploads.claims.lock().unwrap().remove(&self.key);
     }
 }

@@ -441,6 +441,13 @@ impl ChunkReceiver {
                     .catalog
                     .add_manifest(*backup, part, &w.entries, &w.new)
                     .await?;
+                // Committed: the catalog places these chunks and says the agent owns them,
+                // so this upload forgets them and its bookkeeping stays as small as a
+                // batch, however large the part.
+                for id in w.chunks.iter().chain(&w.claimed) {
+                    self.packed.remove(id);
+                    self.uploaded_here.remove(id.0.as_slice());
+                }
             }
             Sink::Memory { entries, new } => {
                 entries.append(&mut w.entries);

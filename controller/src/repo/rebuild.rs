@@ -103,9 +103,9 @@ pub struct KeySettings<'a> {
     pub dir: &'a Path,
 }
 
-/// Where a rebuild starts.
+/// Where a rebuild starts ([`check_target`] has been asked first).
 pub enum Start {
-    /// An empty catalog.
+    /// An empty catalog (it may hold the keys, put there to read a snapshot).
     Empty,
     /// A catalog that holds some of it already (`--force`): only what is missing is added.
     Force,
@@ -132,9 +132,6 @@ pub async fn rebuild(
     start: Start,
 ) -> Result<Report, RebuildError> {
     let started = Instant::now();
-    if matches!(start, Start::Empty) {
-        check_target(catalog, false).await?;
-    }
     let mut report = Report::default();
     let keyring = open_keys(catalog, store.as_ref(), &keys, &mut report).await?;
     let k = keyring.as_deref();

@@ -59,7 +59,10 @@ impl ChunkStore for MemStore {
         if packs.contains_key(name) {
             return Err(StoreError::PackExists(name.to_string()));
         }
-        packs.insert(name.to_string(), (bytes.to_vec(), tidemark_core::timefmt::now()));
+        packs.insert(
+            name.to_string(),
+            (bytes.to_vec(), tidemark_core::timefmt::now()),
+        );
         Ok(())
     }
 
