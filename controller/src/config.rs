@@ -20,8 +20,7 @@
 //! snapshots-kept = 3
 //!
 //! [ingest]
-//! backup-streams = 3                 # backup parts received at once; more wait, unread
-//! wal-streams = 4                    # WAL segments and binlogs received at once
+//! wal-streams = 8                    # WAL segments and binlogs received at once; more retry
 //!
 //! [encryption]
 //! enabled = true                     # seal every chunk (AES-256-GCM) before it is stored
@@ -286,22 +285,18 @@ mod snapshot_every {
     }
 }
 
-/// How many uploads the controller receives at once; more wait, unread (back-pressure).
+/// How many archived files the controller receives at once; more are refused as
+/// unavailable, and their agents try again.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IngestSettings {
-    /// Backup parts received at once.
-    pub backup_streams: usize,
     /// WAL segments and binlogs received at once.
     pub wal_streams: usize,
 }
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        Self {
-            backup_streams: 3,
-            wal_streams: 4,
-        }
+        Self { wal_streams: 8 }
     }
 }
 

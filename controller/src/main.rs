@@ -132,14 +132,12 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             store,
             keys,
             published: Default::default(),
+            in_flight: Default::default(),
         },
         revoked: Arc::new(ops::revoked::Revoked::new(catalog_revoked)),
         sessions: Default::default(),
         status: Default::default(),
-        uploading: ops::upload::ActiveUploads::new(
-            config.ingest.backup_streams,
-            config.ingest.wal_streams,
-        ),
+        uploading: ops::upload::ActiveUploads::new(config.ingest.wal_streams),
         retention_running: Default::default(),
         drills: Arc::new(drill::Drills::new(
             config.drills.clone(),

@@ -49,8 +49,8 @@ say "$pushes concurrent wal-push processes, 16 MiB of unique data each"
 mkdir -p "$work/segs"
 for i in $(seq 1 "$pushes"); do
     name=$(printf '00000001000000%02X000000%02X' $((0x40 + i / 256)) $((i % 256)))
-    openssl enc -aes-128-ctr -pass "pass:seg$i" -nosalt -pbkdf2 </dev/zero 2>/dev/null |
-        head -c $((16 << 20)) >"$work/segs/$name"
+    # head stops the stream, so openssl dies of SIGPIPE: read it through a substitution.
+    head -c $((16 << 20)) < <(openssl enc -aes-128-ctr -pass "pass:seg$i" -nosalt -pbkdf2 </dev/zero 2>/dev/null) >"$work/segs/$name"
 done
 chmod -R a+rX "$work/segs"
 reset_hwm "$controller_pid"
@@ -72,8 +72,7 @@ base_of() {
     local gib=$1 out
     say "base backup with a $gib GiB ballast file"
     rm -f "$work/pg/data/ballast"
-    openssl enc -aes-128-ctr -pass "pass:ballast$gib" -nosalt -pbkdf2 </dev/zero 2>/dev/null |
-        base64 -w 1000 | head -c $((gib << 30)) >"$work/pg/data/ballast"
+    head -c $((gib << 30)) < <(openssl enc -aes-128-ctr -pass "pass:ballast$gib" -nosalt -pbkdf2 </dev/zero 2>/dev/null | base64 -w 1000) >"$work/pg/data/ballast"
     [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$work/pg/data/ballast"
     reset_hwm "$controller_pid"
     reset_hwm "$agent_pid"

@@ -15,12 +15,17 @@ fn fleet(label: &str) -> Fleet {
     })
 }
 
-/// A pack a crashed upload left: a random name, bytes that are no pack at all.
-fn stray_pack(f: &Fleet) -> std::path::PathBuf {
-    let name = "5a".repeat(16);
-    let path = f.controller.fs_pack_path(&name);
-    std::fs::write(&path, noise(7, 100_000)).unwrap();
-    path
+/// A pack a crashed upload left: a copy, under a name of its own, of a pack backup `b`
+/// stored (its chunks are placed elsewhere, so nothing refers to the copy).
+fn stray_pack(f: &Fleet, b: i64) -> (std::path::PathBuf, u64) {
+    let chunk = f.controller.part_only_chunks(b, "db:postgres")[0].clone();
+    let original = f
+        .controller
+        .fs_pack_path(&f.controller.chunk_place(&chunk).pack);
+    let path = f.controller.fs_pack_path(&"5a".repeat(16));
+    std::fs::copy(&original, &path).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    (path, size)
 }
 
 #[test]
@@ -29,7 +34,10 @@ fn an_unreferenced_pack_is_collected_once_older_than_the_grace_period() {
     let (b, code) = f.backup();
     assert_eq!(code, 0, "{b}");
     let held = f.controller.store_files();
-    let stray = stray_pack(&f);
+    let (stray, size) = stray_pack(&f, b["id"].as_i64().unwrap());
+    // Bytes that are no pack at all are kept: what does not read is never deleted.
+    let junk = f.controller.fs_pack_path(&"6b".repeat(16));
+    std::fs::write(&junk, noise(7, 100_000)).unwrap();
 
     // Younger than the grace period: it may be an upload in flight.
     let applied = f.admin.json(&["retention", "apply"]);
@@ -39,8 +47,11 @@ fn an_unreferenced_pack_is_collected_once_older_than_the_grace_period() {
     std::thread::sleep(Duration::from_millis(3500));
     let applied = f.admin.json(&["retention", "apply"]);
     assert_eq!(applied["orphans_deleted"], 1, "{applied}");
-    assert_eq!(applied["orphan_bytes_freed"], 100_000, "{applied}");
+    assert_eq!(applied["orphan_bytes_freed"], size, "{applied}");
     assert!(!stray.exists());
+    let kept = applied["orphans_kept"][0].as_str().unwrap();
+    assert!(kept.contains("does not read as a pack"), "{applied}");
+    std::fs::remove_file(&junk).unwrap();
     assert_eq!(f.controller.store_files(), held, "everything else is kept");
     let v = f.admin.json(&["verify"]);
     assert_eq!(v["bad"].as_array().unwrap().len(), 0, "{v}");
@@ -106,7 +117,8 @@ fn a_chunk_another_host_stored_is_not_stored_again_and_the_sender_then_owns_it()
     let stored = db2
         .upload(id, &[(&shared, true), (&own, true)], || {})
         .unwrap();
-    assert_eq!(stored.new_chunks, 1, "{stored:?}");
+    // Reported as new all the same: what another host holds is not for db2 to learn.
+    assert_eq!(stored.new_chunks, 2, "{stored:?}");
     db2.finish(id).unwrap();
     assert_eq!(f.controller.pack_files().len(), packs + 1);
     assert_eq!(

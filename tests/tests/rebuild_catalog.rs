@@ -359,6 +359,21 @@ fn a_mariadb_fleet_with_a_postgresql_catalog_comes_back_from_the_records_alone()
     let written_to = f.db.binlogs().pop().unwrap();
     f.wait_archived(&written_to);
 
+    // A revoked certificate, put back in place: refused now, and by the rebuilt catalog.
+    let viewer = Cli::new(f.dir.path(), &f.pki, "viewer:vera", &f.controller.url);
+    let cert = f.pki.dir.join("viewer-vera.crt");
+    let kept = f.dir.path().join("viewer-vera.crt.kept");
+    std::fs::copy(&cert, &kept).unwrap();
+    let refused = |v: &Cli| v.run(&["backups"]).code != 0;
+    assert!(!refused(&viewer), "a viewer may list backups");
+    let dir = f.pki.dir.to_string_lossy().into_owned();
+    let out = f
+        .admin
+        .run(&["pki", "revoke", "--dir", &dir, "--name", "viewer:vera"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    std::fs::copy(&kept, &cert).unwrap();
+    assert!(refused(&viewer));
+
     let before = answers(&f.admin, "demo-mariadb");
     assert_eq!(
         before.verify["bad"].as_array().unwrap().len(),
@@ -415,6 +430,11 @@ fn a_mariadb_fleet_with_a_postgresql_catalog_comes_back_from_the_records_alone()
     assert_eq!(
         before, after,
         "the rebuilt catalog answers as the lost one did"
+    );
+    assert!(printed.contains("revocations   1"), "{printed}");
+    assert!(
+        refused(&viewer),
+        "a revoked certificate works again after the rebuild"
     );
 
     let datadir = f.dir.path().join("restored");

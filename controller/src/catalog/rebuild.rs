@@ -309,6 +309,27 @@ impl Catalog {
         Ok(added)
     }
 
+    /// A revoked certificate, as the store records it.
+    pub async fn rebuild_revocation(
+        &self,
+        fingerprint: &str,
+        identity: &str,
+        revoked_at: i64,
+        by: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO revoked_certificates (fingerprint, identity, revoked_at, revoked_by)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (fingerprint) DO NOTHING",
+        )
+        .bind(fingerprint)
+        .bind(identity)
+        .bind(revoked_at)
+        .bind(by)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// An expiry the store records, as it was applied at `at`.
     pub async fn rebuild_expiry(&self, e: &Expiry, at: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;

@@ -258,13 +258,13 @@ impl Catalog {
         .collect())
     }
 
-    /// Every backup id the catalog holds.
-    pub async fn backup_ids(&self) -> Result<std::collections::HashSet<i64>> {
-        Ok(sqlx::query("SELECT id FROM backups")
+    /// Every backup the catalog holds: id and start time.
+    pub async fn backup_starts(&self) -> Result<std::collections::HashMap<i64, i64>> {
+        Ok(sqlx::query("SELECT id, started_at FROM backups")
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
 

@@ -121,18 +121,22 @@ pub async fn register(
 }
 
 /// Describe instances in the store as the catalog now holds them (unchanged ones cost a
-/// comparison). A store that fails here is tried again at the next status report.
+/// comparison), in the background: a slow store never holds a registration or a status
+/// report up. A store that fails here is tried again at the next status report.
 async fn publish_instances(state: &State, names: &[String]) {
-    for name in names {
-        let published = match state.repo.catalog.instance(name).await {
-            Ok(Some(inst)) => state.repo.publish_instance(&inst).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = published {
-            tracing::warn!(instance = %name, error = %e, "could not describe the instance in the store; trying again at its next status report");
+    let (repo, names) = (state.repo.clone(), names.to_vec());
+    tokio::spawn(async move {
+        for name in names {
+            let published = match repo.catalog.instance(&name).await {
+                Ok(Some(inst)) => repo.publish_instance(&inst).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = published {
+                tracing::warn!(instance = %name, error = %e, "could not describe the instance in the store; trying again at its next status report");
+            }
         }
-    }
+    });
 }
 
 /// Open `agent`'s job stream (session `session` of its registration).

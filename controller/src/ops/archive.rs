@@ -132,13 +132,10 @@ pub async fn push(
             (inst, 0, Some(seq), None)
         }
     };
-    let _claim = state
-        .uploading
-        .claim(
-            format!("WAL file {} of instance {}", header.name, inst.name),
-            super::upload::StreamKind::Log,
-        )
-        .await?;
+    let _claim = state.uploading.claim(
+        format!("WAL file {} of instance {}", header.name, inst.name),
+        super::upload::StreamKind::Log,
+    )?;
     // A name already archived: the push is received and compared, and nothing of it is
     // stored, whether it is the same file again or a conflicting one.
     let archived = state
@@ -192,6 +189,21 @@ pub async fn push(
     };
     // The pack carrying the file's last chunks describes it, so the store alone can
     // rebuild the archive.
+    if archived
+        && state
+            .repo
+            .catalog
+            .wal_file(&inst.name, &header.name)
+            .await?
+            .is_none()
+    {
+        // Retention deleted it while this push was compared: nothing is recorded now,
+        // and the next push stores it again.
+        return Err(OpsError::Internal(format!(
+            "{} was deleted from the archive while it was pushed again; try again",
+            header.name
+        )));
+    }
     let description = (!archived).then(|| LogRecord::new(&row, &rx.manifest()));
     let stats = rx.commit(description).await?;
     let row = WalFileRow {

@@ -336,11 +336,18 @@ pub async fn finish(
     };
     // A complete backup is described in the store first: the store alone must be enough
     // to restore it (see repo::records).
+    // Only a backup still running can complete (a finish asked again, or one the
+    // controller failed meanwhile, changes nothing and writes nothing).
     let finished_at = now();
+    let mut record = None;
     let problem = match problem {
         Some(p) => Some(p),
+        None if b.status != BackupStatus::Running => None,
         None => match state.repo.publish_backup(id, finished_at).await {
-            Ok(_) => None,
+            Ok(name) => {
+                record = Some(name);
+                None
+            }
             Err(e) => {
                 tracing::error!(backup = %id, error = %e, "could not write the backup's manifest record");
                 Some(format!(
@@ -349,13 +356,27 @@ pub async fn finish(
             }
         },
     };
-    cat.finish_backup_at(
-        id,
-        problem.is_none(),
-        problem.as_deref().unwrap_or(""),
-        finished_at,
-    )
-    .await?;
+    let finished = cat
+        .finish_backup_at(
+            id,
+            problem.is_none(),
+            problem.as_deref().unwrap_or(""),
+            finished_at,
+        )
+        .await?;
+    if let Some(name) = record
+        && !finished
+    {
+        // It stopped running while its record was written (failed by a restart, say):
+        // the store must not say it completed.
+        state
+            .repo
+            .retract(
+                &name,
+                "the backup was no longer running when it was to complete",
+            )
+            .await?;
+    }
     let after = own_backup(state, agent, id).await?;
     tracing::info!(backup = %id, status = %after.status, reason = %after.reason, "backup finished");
     Ok(pb::FinishBackupResponse {

@@ -104,7 +104,7 @@ pub async fn apply_expiry(state: &State, e: &Expiry) -> OpsResult<Result<(), Str
         Err(err) => Some(err.to_string()),
     };
     if let Some(why) = refused
-        && let Err(err) = state.repo.retract_expiry(&name, &why).await
+        && let Err(err) = state.repo.retract(&name, &why).await
     {
         tracing::error!(record = %name, error = %err, "an expiry the catalog refused could not be retracted in the store; a catalog rebuilt from the store would apply it");
     }
@@ -156,63 +156,88 @@ async fn collect_garbage(state: &State, out: &mut pb::RetentionApplyResponse) ->
 
 /// Delete the packs in the store that nothing in the catalog refers to and that are older
 /// than the grace period: what an upload that never committed left (a crash, a dropped
-/// connection). Two guards keep a catalog that is behind its store (an old copy put back
+/// connection). Packs this controller's uploads are writing are never candidates, however
+/// long they take. Guards keep a catalog that is behind its store (an old copy put back
 /// instead of rebuilt) from deleting what it merely does not know: nothing is collected
-/// while the store holds a backup record the catalog lacks, and a pack describing an
-/// archived file the catalog does not hold is kept and reported.
+/// while the store holds a backup record the catalog lacks; a pack describing an archived
+/// file the catalog does not hold is kept, with every candidate holding a chunk of that
+/// file; and a pack that does not read is kept. Each kept pack is named.
 async fn collect_orphans(state: &State, out: &mut pb::RetentionApplyResponse) -> OpsResult<()> {
     let repo = &state.repo;
     let grace = state.settings.orphan_grace.as_secs() as i64;
     let listed = repo.store.list_packs().await?;
     let known = repo.catalog.known_packs().await?;
-    let cutoff = crate::catalog::now() - grace;
-    let orphans: Vec<_> = listed
-        .into_iter()
-        .filter(|p| !known.contains(&p.name) && p.modified <= cutoff)
-        .collect();
-    if orphans.is_empty() {
+    let now = crate::catalog::now();
+    let candidates: Vec<_> = {
+        let in_flight = repo.in_flight.lock().expect("in-flight lock");
+        listed
+            .into_iter()
+            // A store that gives no time (0) is taken as "just written".
+            .filter(|p| p.modified > 0 && p.modified <= now - grace)
+            .filter(|p| !known.contains(&p.name) && !in_flight.contains(&p.name))
+            .collect()
+    };
+    if candidates.is_empty() {
         return Ok(());
     }
-    let held = repo.catalog.backup_ids().await?;
+    let held = repo.catalog.backup_starts().await?;
     let unknown = repo
         .store
         .list_records("backups/")
         .await?
         .iter()
-        .filter_map(|n| {
-            n.strip_prefix("backups/")?
-                .split('-')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
-        .filter(|id| !held.contains(id))
+        .filter_map(|n| crate::repo::records::backup_of(n))
+        .filter(|(id, started)| held.get(id) != Some(started))
         .count();
     if unknown > 0 {
         let why = format!(
             "the store describes {unknown} backup(s) this catalog does not hold: the catalog is behind its store (rebuild it with `tidemark-controller rebuild-catalog --force`); {} unreferenced pack(s) kept",
-            orphans.len()
+            candidates.len()
         );
         tracing::error!("{why}");
         out.orphans_kept.push(why);
         return Ok(());
     }
-    for p in orphans {
-        let read = crate::repo::rebuild::read_pack(
+    // Read every candidate first: a description of a file the catalog does not hold keeps
+    // its pack and every candidate holding one of that file's chunks.
+    let mut read = Vec::with_capacity(candidates.len());
+    let mut protected: std::collections::HashSet<ChunkId> = Default::default();
+    for p in candidates {
+        let contents = crate::repo::rebuild::read_pack(
             repo.store.as_ref(),
             &p.name,
             p.size,
             repo.keys.as_deref(),
         )
-        .await?;
-        if let Ok(contents) = &read
-            && let Some(d) = &contents.description
-            && repo.catalog.wal_file(&d.instance, &d.name).await?.is_none()
-        {
-            out.orphans_kept.push(format!(
-                "{}: describes {} of instance {}, which the catalog does not hold",
-                p.name, d.name, d.instance
-            ));
+        .await;
+        let keep = match &contents {
+            Err(e) => Some(format!("it could not be read ({e})")),
+            Ok(Err(why)) => Some(format!("it does not read as a pack ({why})")),
+            Ok(Ok(c)) => match &c.description {
+                Some(d) if repo.catalog.wal_file(&d.instance, &d.name).await?.is_none() => {
+                    protected.extend(d.chunks.iter().filter_map(|r| r.0.parse::<ChunkId>().ok()));
+                    Some(format!(
+                        "it describes {} of instance {}, which the catalog does not hold",
+                        d.name, d.instance
+                    ))
+                }
+                _ => None,
+            },
+        };
+        read.push((p, contents, keep));
+    }
+    for (p, contents, keep) in read {
+        let keep = keep.or_else(|| {
+            let c = contents.as_ref().ok()?.as_ref().ok()?;
+            c.chunks
+                .iter()
+                .any(|(id, _)| protected.contains(id))
+                .then(|| {
+                    "it holds chunks of an archived file the catalog does not hold".to_string()
+                })
+        });
+        if let Some(why) = keep {
+            out.orphans_kept.push(format!("{}: {why}", p.name));
             continue;
         }
         // Recheck: an upload may have committed it since the listing.

@@ -52,6 +52,11 @@ pub async fn revoke(
         )));
     }
     let fingerprint = r.fingerprint.to_ascii_lowercase();
+    // In the store first: a catalog rebuilt from it must refuse the certificate too.
+    state
+        .repo
+        .publish_revocation(&fingerprint, &id.to_string(), by)
+        .await?;
     let newly = state
         .repo
         .catalog

@@ -52,13 +52,10 @@ pub async fn receive(
         }
         Some(_) => {}
     }
-    let _claim = state
-        .uploading
-        .claim(
-            format!("backup {backup} part {}", header.part),
-            StreamKind::Part,
-        )
-        .await?;
+    let _claim = state.uploading.claim(
+        format!("backup {backup} part {}", header.part),
+        StreamKind::Part,
+    )?;
     state
         .repo
         .catalog
@@ -127,17 +124,18 @@ async fn mark_stored(
 }
 
 /// The streams being received, by what they write ("backup 3 part db:app", a WAL file), and
-/// how many may be received at once. A second upload of a part while the first runs would
-/// clear the first one's manifest lines under it; two pushes of one WAL file would race to
-/// record it. Each stream holds up to two packs and a few chunks in memory (about 40 MiB):
-/// streams past the limit wait for a slot without being read, so HTTP/2 flow control holds
-/// their senders back and the controller's memory does not grow with the number of
-/// uploads. Backup parts and archived files have slots of their own, so long backups never
-/// hold WAL archiving up.
+/// the slots for archived files. A second upload of a part while the first runs would clear
+/// the first one's manifest lines under it; two pushes of one WAL file would race to record
+/// it. Each stream holds up to two packs and a few chunks in memory (about 40 MiB): the
+/// number of archived files received at once is bounded, so memory does not grow with the
+/// number of hosts pushing. A push past the limit is refused at once as unavailable (the
+/// agent tries again, and PostgreSQL after it), never parked: a parked stream would still
+/// fill its connection's HTTP/2 window and could stall the streams that hold the slots.
+/// Backup parts, as many as backups run, are not limited here.
 pub struct ActiveUploads {
     claims: Mutex<HashSet<String>>,
-    parts: tokio::sync::Semaphore,
     logs: tokio::sync::Semaphore,
+    log_slots: usize,
 }
 
 /// What a stream writes: a backup part, or an archived WAL file or binlog.
@@ -150,36 +148,35 @@ pub enum StreamKind {
 pub struct UploadClaim<'a> {
     uploads: &'a ActiveUploads,
     key: String,
-    _slot: tokio::sync::SemaphorePermit<'a>,
+    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 impl ActiveUploads {
-    pub fn new(parts: usize, logs: usize) -> Self {
+    pub fn new(logs: usize) -> Self {
         Self {
             claims: Mutex::default(),
-            parts: tokio::sync::Semaphore::new(parts.max(1)),
             logs: tokio::sync::Semaphore::new(logs.max(1)),
+            log_slots: logs.max(1),
         }
     }
 
-    /// Claim `key` (refused at once when it is being uploaded), then wait for a slot.
-    pub async fn claim(&self, key: String, kind: StreamKind) -> OpsResult<UploadClaim<'_>> {
+    /// Claim `key`: refused at once when it is being uploaded, or, for an archived file,
+    /// when every slot is taken.
+    pub fn claim(&self, key: String, kind: StreamKind) -> OpsResult<UploadClaim<'_>> {
+        let slot = match kind {
+            StreamKind::Part => None,
+            StreamKind::Log => Some(self.logs.try_acquire().map_err(|_| {
+                OpsError::Internal(format!(
+                    "the controller is receiving {} archived files already; {key} is refused for now, try again",
+                    self.log_slots
+                ))
+            })?),
+        };
         if !self.claims.lock().unwrap().insert(key.clone()) {
             return Err(OpsError::FailedPrecondition(format!(
                 "{key} is already being uploaded"
             )));
         }
-        let slots = match kind {
-            StreamKind::Part => &self.parts,
-            StreamKind::Log => &self.logs,
-        };
-        let slot = match slots.acquire().await {
-            Ok(s) => s,
-            Err(_) => {
-                self.claims.lock().unwrap().remove(&key);
-                return Err(OpsError::Internal("the controller is stopping".into()));
-            }
-        };
         Ok(UploadClaim {
             uploads: self,
             key,

@@ -68,6 +68,8 @@ pub struct ChunkReceiver {
     claimed: Vec<ChunkId>,
     /// The name of the last pack this upload wrote.
     last_pack: Option<String>,
+    /// Packs written and not yet committed (see `Repository::in_flight`).
+    uncommitted: Vec<String>,
     sink: Sink,
 }
 
@@ -82,10 +84,16 @@ struct Writing {
 }
 
 impl Drop for ChunkReceiver {
-    /// A failed upload stops writing its pack; what was written is unreferenced garbage.
+    /// A failed upload stops writing its pack; what was written is unreferenced garbage,
+    /// for collection once older than the grace period. A finished one's packs are
+    /// committed by now (a WAL file's by the caller, before it drops the receiver).
     fn drop(&mut self) {
         if let Some(put) = self.writing.as_ref().and_then(|w| w.put.as_ref()) {
             put.abort();
+        }
+        let mut in_flight = self.repo.in_flight.lock().expect("in-flight lock");
+        for p in &self.uncommitted {
+            in_flight.remove(p);
         }
     }
 }
@@ -227,6 +235,7 @@ impl ChunkReceiver {
             writing: None,
             claimed: Vec::new(),
             last_pack: None,
+            uncommitted: Vec::new(),
             sink,
         }
     }
@@ -347,7 +356,11 @@ impl ChunkReceiver {
     /// Take a checked chunk into the part, in stream order.
     async fn absorb(&mut self, checked: Checked) -> IngestResult<()> {
         self.hasher.update(&checked.plaintext);
-        if checked.encoded.is_some() && checked.stored_before {
+        if let (Some(encoded), true) = (&checked.encoded, checked.stored_before) {
+            // Counted as new, as if stored: what another host holds is not for this agent
+            // to learn from the figures it is told.
+            self.stats.new_chunks += 1;
+            self.stats.new_bytes += encoded.len() as u64;
             self.claimed.push(checked.id);
         } else if let Some(encoded) = checked.encoded {
             // The same bytes sent twice in one upload are packed once.
@@ -404,6 +417,12 @@ impl ChunkReceiver {
                 chunks.insert(*id);
             }
             self.last_pack = Some(pack.name.clone());
+            self.repo
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .insert(pack.name.clone());
+            self.uncommitted.push(pack.name.clone());
             let store = self.repo.store.clone();
             Some(tokio::spawn(async move {
                 store.put_pack(&pack.name, &pack.bytes).await
@@ -447,6 +466,15 @@ impl ChunkReceiver {
                 for id in w.chunks.iter().chain(&w.claimed) {
                     self.packed.remove(id);
                     self.uploaded_here.remove(id.0.as_slice());
+                }
+                let mut in_flight = self.repo.in_flight.lock().expect("in-flight lock");
+                for p in self.uncommitted.drain(..) {
+                    if Some(&p) != self.last_pack.as_ref() {
+                        in_flight.remove(&p);
+                    }
+                }
+                if let Some(p) = &self.last_pack {
+                    self.uncommitted.push(p.clone());
                 }
             }
             Sink::Memory { entries, new } => {

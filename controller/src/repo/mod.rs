@@ -29,6 +29,9 @@ pub struct Repository {
     pub keys: Option<Arc<Keyring>>,
     /// What this controller has written to the store's records.
     pub published: Arc<publish::Published>,
+    /// Packs this controller's uploads have written and not yet committed: garbage
+    /// collection never takes them for orphans, however long the upload takes.
+    pub in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// A read that failed in the catalog or in the store.
@@ -109,6 +112,7 @@ mod tests {
             store: store.clone(),
             keys: Some(b.clone()),
             published: Default::default(),
+            in_flight: Default::default(),
         };
         assert!(on_b.read_chunk(&id).await.is_err());
         let (kept, faulty) = cat.chunk_place(&id).await.unwrap().expect("the row stays");

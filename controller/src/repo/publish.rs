@@ -11,6 +11,7 @@ use tidemark_core::ids::BackupId;
 use super::Repository;
 use super::records::{
     self, BackupRecord, ExpiryRecord, InstanceRecord, KeysRecord, RetractionRecord,
+    RevocationRecord,
 };
 use crate::catalog::{CatalogError, Expiry, InstanceRow, now};
 use crate::store::StoreError;
@@ -115,14 +116,38 @@ impl Repository {
         Ok(name)
     }
 
-    /// The catalog refused expiry `name`: record that it never happened.
-    pub async fn retract_expiry(&self, name: &str, why: &str) -> Result<(), PublishError> {
+    /// Record `name` (an expiry the catalog refused, a backup that did not complete after
+    /// all) never took effect: a rebuild ignores it.
+    pub async fn retract(&self, name: &str, why: &str) -> Result<(), PublishError> {
         let record = RetractionRecord {
             format: 1,
-            expiry: name.to_string(),
+            record: name.to_string(),
             why: why.to_string(),
         };
         self.put_record(&record.name(), &record, false).await
+    }
+
+    /// Record a revocation before it takes effect (once per certificate).
+    pub async fn publish_revocation(
+        &self,
+        fingerprint: &str,
+        identity: &str,
+        by: &str,
+    ) -> Result<(), PublishError> {
+        let record = RevocationRecord {
+            format: 1,
+            fingerprint: fingerprint.to_string(),
+            identity: identity.to_string(),
+            revoked_at: now(),
+            revoked_by: by.to_string(),
+        };
+        match self.put_record(&record.name(), &record, false).await {
+            Err(PublishError::Store {
+                source: StoreError::RecordExists(_),
+                ..
+            }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Publish what `inst` registered, unless this controller published the same already.

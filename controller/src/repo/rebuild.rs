@@ -21,6 +21,7 @@ use tidemark_core::ids::ChunkId;
 use super::pack::{self, TAIL_GUESS, TailError};
 use super::records::{
     self, BackupRecord, ExpiryRecord, InstanceRecord, KeysRecord, LogRecord, RetractionRecord,
+    RevocationRecord,
 };
 use crate::catalog::{Catalog, CatalogError, Expiry, InstanceRow, NewChunk};
 use crate::keys::{Keyring, KeysError};
@@ -54,6 +55,7 @@ pub struct Report {
     pub logs: u64,
     pub expiries: usize,
     pub retracted: usize,
+    pub revocations: usize,
     /// What did not read, or did not add up; each left out.
     pub problems: Vec<String>,
     pub elapsed: Duration,
@@ -85,6 +87,7 @@ impl std::fmt::Display for Report {
             "  expiries      {} applied, {} retracted",
             self.expiries, self.retracted
         )?;
+        writeln!(f, "  revocations   {}", self.revocations)?;
         if self.problems.is_empty() {
             write!(f, "  problems      none")
         } else {
@@ -189,7 +192,15 @@ pub async fn rebuild(
         read_all(store.as_ref(), "expiries/", k, &mut report).await?;
     let retractions: Vec<(String, RetractionRecord)> =
         read_all(store.as_ref(), "retractions/", k, &mut report).await?;
-    let retracted: HashSet<&str> = retractions.iter().map(|(_, r)| r.expiry.as_str()).collect();
+    let revocations: Vec<(String, RevocationRecord)> =
+        read_all(store.as_ref(), "revocations/", k, &mut report).await?;
+    for (_, r) in &revocations {
+        catalog
+            .rebuild_revocation(&r.fingerprint, &r.identity, r.revoked_at, &r.revoked_by)
+            .await?;
+    }
+    report.revocations = revocations.len();
+    let retracted: HashSet<&str> = retractions.iter().map(|(_, r)| r.record.as_str()).collect();
 
     // Chunks, with the plaintext length the manifests give them.
     let mut raw_len: HashMap<ChunkId, u32> = HashMap::new();
@@ -218,8 +229,9 @@ pub async fn rebuild(
         })
         .collect();
     // Chunks stored one object each, before packs.
+    let in_packs: HashSet<ChunkId> = chunks.iter().map(|c| c.id).collect();
     for id in store.list().await? {
-        if !chunks.iter().any(|c| c.id == id) {
+        if !in_packs.contains(&id) {
             chunks.push(NewChunk {
                 id,
                 raw_len: raw_len.get(&id).copied().unwrap_or(0),
@@ -268,11 +280,21 @@ pub async fn rebuild(
         }
     }
 
-    // Backups by id (a record written twice for one backup, by a retried finish, is one).
+    // Backups by id, less the records retracted (a backup that stopped running while its
+    // record was written). Two records of one id and start are one backup (the earliest
+    // counts); two of one id and different starts are a conflict, reported.
     let mut by_id: BTreeMap<i64, &BackupRecord> = BTreeMap::new();
-    for (_, b) in &backups {
+    for (name, b) in &backups {
+        if retracted.contains(name.as_str()) {
+            continue;
+        }
         let slot = by_id.entry(b.id).or_insert(b);
-        if b.finished_at > slot.finished_at {
+        if slot.started_at != b.started_at {
+            report.problems.push(format!(
+                "two different backups are recorded as backup {} (started {} and {}); the first is kept",
+                b.id, slot.started_at, b.started_at
+            ));
+        } else if b.finished_at < slot.finished_at {
             *slot = b;
         }
     }

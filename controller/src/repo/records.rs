@@ -6,9 +6,10 @@
 //! |---|---|---|
 //! | a backup's manifest | `backups/ID-RANDOM` | before the backup is marked complete |
 //! | an expiry (retention or `backups delete`) | `expiries/INSTANCE/TIME-RANDOM` | before it is applied |
-//! | a retraction of an expiry not applied | `retractions/EXPIRY-LEAF` | when the catalog refused it |
+//! | a retraction of a record that never took effect | `retractions/NAME` | an expiry the catalog refused; a backup record whose backup did not complete after all |
 //! | an instance's registration | `instances/INSTANCE/TIME-RANDOM` | when what it registered changes |
 //! | the wrapped data keys | `keys/KEK-DATAKEY-RANDOM` | when keys start or rotate |
+//! | a revoked certificate | `revocations/FINGERPRINT` | before the revocation takes effect |
 //!
 //! An archived WAL file or binlog is described inside the pack that carries its last chunks
 //! (see `repo::pack`), so archiving costs no extra PUT.
@@ -117,6 +118,12 @@ pub fn decode_raw(
     };
     zstd::decode_all(packed.as_slice())
         .map_err(|e| format!("record {name} does not decompress: {e}"))
+}
+
+/// Which backup (id, start time) the backup record called `name` is, from its name.
+pub fn backup_of(name: &str) -> Option<(i64, i64)> {
+    let mut parts = name.strip_prefix("backups/")?.split('-');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// The name of a catalog snapshot taken at `at`: they sort by time.
@@ -276,8 +283,14 @@ impl BackupRecord {
         }
     }
 
+    /// `backups/ID-STARTED-RANDOM`: a listing alone tells which backup each one is.
     pub fn name(&self) -> String {
-        format!("backups/{:012}-{}", self.id, random_suffix())
+        format!(
+            "backups/{:012}-{}-{}",
+            self.id,
+            self.started_at,
+            random_suffix()
+        )
     }
 
     /// The catalog's rows for this backup, complete, and each part's manifest.
@@ -383,17 +396,36 @@ impl ExpiryRecord {
     }
 }
 
-/// An expiry the catalog refused (its premises changed): it never happened.
+/// A record that never took effect: an expiry the catalog refused (its premises changed),
+/// a backup record written for a backup that did not complete after all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetractionRecord {
     pub format: u32,
-    pub expiry: String,
+    /// The retracted record's name.
+    pub record: String,
     pub why: String,
 }
 
 impl RetractionRecord {
     pub fn name(&self) -> String {
-        format!("retractions/{}", self.expiry.replace('/', "."))
+        format!("retractions/{}", self.record.replace('/', "."))
+    }
+}
+
+/// A certificate an operator revoked: refused from then on, also by a rebuilt catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub format: u32,
+    pub fingerprint: String,
+    pub identity: String,
+    pub revoked_at: i64,
+    pub revoked_by: String,
+}
+
+impl RevocationRecord {
+    /// One per certificate: revoking it again writes nothing new.
+    pub fn name(&self) -> String {
+        format!("revocations/{}", self.fingerprint)
     }
 }
 

@@ -43,9 +43,9 @@ pub async fn take(
     let _ = std::fs::remove_file(&file);
     let taken = repo.catalog.snapshot_into(&file).await;
     let read = match taken {
-        Ok(true) => {
-            std::fs::read(&file).map_err(|e| SnapshotError::Io(format!("{}: {e}", file.display())))
-        }
+        Ok(true) => tokio::fs::read(&file)
+            .await
+            .map_err(|e| SnapshotError::Io(format!("{}: {e}", file.display()))),
         Ok(false) => return Ok(None),
         Err(e) => Err(e.into()),
     };
