@@ -170,6 +170,13 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         .catalog
         .sync_config_schedules(&schedule::from_config(&config))
         .await?;
+    // Describe in the store what was stored before records (once; nothing after that).
+    let backfill = state.repo.clone();
+    tokio::spawn(async move {
+        if let Err(e) = repo::backfill::run(&backfill).await {
+            tracing::error!(error = %e, "describing older backups and archived files in the store failed; it is tried again at the next start");
+        }
+    });
     if let Some(every) = config.catalog.snapshot_every
         && !state.repo.catalog.shared()
     {

@@ -513,3 +513,69 @@ fn a_sqlite_catalog_without_snapshots_comes_back_from_the_records_alone() {
     assert_eq!(before, answers(&f.admin, "demo-pg"));
     f.dir.keep_if_asked();
 }
+
+/// A store written before records (no backup records, no descriptions of archived files)
+/// is described at the first start after the upgrade, and can then be rebuilt.
+#[test]
+fn a_store_from_before_records_is_described_after_the_upgrade() {
+    let mut f = Fleet::build(&FleetOpts {
+        label: "rebuild-old",
+        controller_extra: "[catalog]\nsnapshot-every = \"off\"\n",
+        ..Default::default()
+    });
+    let config = f.controller.pin_port(f.dir.path());
+    let (l, code) = f.backup();
+    assert_eq!(code, 0, "{l}");
+    f.base_backup();
+    f.pg.sql("postgres", "CREATE TABLE after_the_backup AS SELECT 1 AS x");
+    f.pg.archive_current_segment();
+    let before = answers(&f.admin, "demo-pg");
+
+    // What an older version left: no backup records, and archived files no pack describes.
+    f.controller.daemon.kill9();
+    let meta = f.controller.data_dir.join("store/meta/backups");
+    std::fs::remove_dir_all(&meta).unwrap();
+    let sql = run(Command::new("sqlite3")
+        .arg(f.controller.data_dir.join("catalog.db"))
+        .arg("UPDATE wal_files SET description_pack = NULL"));
+    assert!(sql.status.success(), "{sql:?}");
+    f.restart_controller();
+    wait_for(
+        "the older backups to be described",
+        Duration::from_secs(30),
+        || {
+            let n = std::fs::read_dir(&meta).ok()?.count();
+            (n == 2).then_some(())
+        },
+    );
+    let logs = f.controller.data_dir.join("store/meta/logs/demo-pg");
+    wait_for(
+        "the older archived files to be described",
+        Duration::from_secs(30),
+        || std::fs::read_dir(&logs).ok()?.next().map(|_| ()),
+    );
+    // Let the marks settle: the record is written before the files are marked described.
+    std::thread::sleep(Duration::from_millis(500));
+
+    f.controller.daemon.kill9();
+    let blocks = readme_blocks();
+    let subs = [
+        (
+            "/etc/tidemark/controller.toml",
+            config.display().to_string(),
+        ),
+        (
+            "/var/lib/tidemark",
+            f.controller.data_dir.display().to_string(),
+        ),
+        ("orders-pg", "demo-pg".to_string()),
+    ];
+    let printed = run_block(&blocks[0], &subs, &f.admin, &[]);
+    assert!(printed.contains("backups       2"), "{printed}");
+    assert!(printed.contains("problems      none"), "{printed}");
+    let data_dir = f.controller.data_dir.clone();
+    f.controller = Controller::start_with(f.dir.path(), &config, data_dir);
+    f.agent.wait_connected(&f.admin);
+    assert_eq!(before, answers(&f.admin, "demo-pg"));
+    f.dir.keep_if_asked();
+}

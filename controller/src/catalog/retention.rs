@@ -71,6 +71,7 @@ pub(super) async fn expire(tx: &mut super::DbConn, e: &Expiry, t: i64) -> Result
             "INSERT INTO gc_pending (object, kind, chunks, bytes, queued_at)
              SELECT w.description_pack, 'pack', 0, 0, $3 FROM wal_files w
               WHERE w.instance = $1 AND w.name = $2 AND w.description_pack IS NOT NULL
+                AND w.description_pack <> ''
                 AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.pack = w.description_pack)
                 AND NOT EXISTS (SELECT 1 FROM wal_files o WHERE o.description_pack = w.description_pack
                                   AND NOT (o.instance = $1 AND o.name = $2))
@@ -248,7 +249,7 @@ impl Catalog {
     pub async fn known_packs(&self) -> Result<std::collections::HashSet<String>> {
         Ok(sqlx::query(
             "SELECT DISTINCT pack FROM chunks WHERE pack IS NOT NULL
-             UNION SELECT description_pack FROM wal_files WHERE description_pack IS NOT NULL
+             UNION SELECT description_pack FROM wal_files WHERE description_pack IS NOT NULL AND description_pack <> ''
              UNION SELECT object FROM gc_pending WHERE kind = 'pack'",
         )
         .fetch_all(&self.pool)

@@ -151,6 +151,36 @@ impl Catalog {
     }
 
     /// The chunks of an archived file, in order (a segment has a few dozen at most).
+    /// Archived files no pack or record describes (archived before descriptions), up to
+    /// `limit`, by instance.
+    pub async fn undescribed_logs(&self, limit: u32) -> Result<Vec<WalFileRow>> {
+        Ok(sqlx::query(
+            "SELECT * FROM wal_files WHERE description_pack IS NULL ORDER BY instance, name LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(wal_from_row)
+        .collect())
+    }
+
+    /// These files are described in a record (not a pack): `description_pack` is ''.
+    pub async fn mark_described(&self, files: &[(String, String)]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for (instance, name) in files {
+            sqlx::query(
+                "UPDATE wal_files SET description_pack = '' WHERE instance = $1 AND name = $2 AND description_pack IS NULL",
+            )
+            .bind(instance)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn wal_manifest(&self, instance: &str, name: &str) -> Result<Vec<ManifestEntry>> {
         sqlx::query(
             "SELECT seq, chunk_id, raw_len FROM wal_chunks WHERE instance = $1 AND name = $2 ORDER BY seq",

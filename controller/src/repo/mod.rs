@@ -3,6 +3,7 @@
 //! checked, packed, sealed and recorded here (`ingest`); every read is checked against its
 //! chunk id (`verified`). Nothing here knows about gRPC, jobs or operators.
 
+pub mod backfill;
 pub mod identity;
 pub mod ingest;
 pub mod pack;

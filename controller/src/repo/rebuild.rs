@@ -20,8 +20,8 @@ use tidemark_core::ids::ChunkId;
 
 use super::pack::{self, TAIL_GUESS, TailError};
 use super::records::{
-    self, BackupRecord, ExpiryRecord, InstanceRecord, KeysRecord, LogRecord, RetractionRecord,
-    RevocationRecord,
+    self, BackupRecord, ExpiryRecord, InstanceRecord, KeysRecord, LogRecord, LogsRecord,
+    RetractionRecord, RevocationRecord,
 };
 use crate::catalog::{Catalog, CatalogError, Expiry, InstanceRow, NewChunk};
 use crate::keys::{Keyring, KeysError};
@@ -192,6 +192,12 @@ pub async fn rebuild(
         read_all(store.as_ref(), "expiries/", k, &mut report).await?;
     let retractions: Vec<(String, RetractionRecord)> =
         read_all(store.as_ref(), "retractions/", k, &mut report).await?;
+    // Archived files described in records, not packs (stored before descriptions).
+    let described: Vec<(String, LogsRecord)> =
+        read_all(store.as_ref(), "logs/", k, &mut report).await?;
+    for (_, r) in described {
+        logs.extend(r.files.into_iter().map(|l| (l, String::new())));
+    }
     let revocations: Vec<(String, RevocationRecord)> =
         read_all(store.as_ref(), "revocations/", k, &mut report).await?;
     for (_, r) in &revocations {

@@ -10,6 +10,7 @@
 //! | an instance's registration | `instances/INSTANCE/TIME-RANDOM` | when what it registered changes |
 //! | the wrapped data keys | `keys/KEK-DATAKEY-RANDOM` | when keys start or rotate |
 //! | a revoked certificate | `revocations/FINGERPRINT` | before the revocation takes effect |
+//! | archived files from before descriptions | `logs/INSTANCE/TIME-RANDOM` | once, at the first start after the upgrade |
 //!
 //! An archived WAL file or binlog is described inside the pack that carries its last chunks
 //! (see `repo::pack`), so archiving costs no extra PUT.
@@ -594,6 +595,30 @@ impl KeysRecord {
             .collect::<Result<_, String>>()?;
         Ok((keks, data_keys))
     }
+}
+
+/// Archived files described in a record rather than a pack: those archived before packs
+/// described them, written once when the controller is upgraded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsRecord {
+    pub format: u32,
+    pub instance: String,
+    pub files: Vec<LogRecord>,
+}
+
+impl LogsRecord {
+    pub fn name(&self) -> String {
+        format!(
+            "logs/{}/{:012}-{}",
+            self.instance,
+            now_secs(),
+            random_suffix()
+        )
+    }
+}
+
+fn now_secs() -> i64 {
+    tidemark_core::timefmt::now()
 }
 
 /// An archived WAL file or binlog, as the pack that carries it describes it.
