@@ -246,9 +246,10 @@ if [ $encrypt -eq 1 ]; then
     [ "$store" = fs ] || objects_dir=$dir/s3/tidemark
     plain=0
     total=0
-    # Sealed: a pack starts with a sealed chunk (TMX1), a record (or a pack holding only a
-    # description) with TMR1 and kind 1. Key records are kind 0: they hold data keys
-    # wrapped by the key-encryption key, which never leaves the controller.
+    # Sealed: a pack starts with a sealed chunk, or, holding only a description, with its
+    # sealed index (TMX1 either way); a record starts with TMR1 and kind 1. Key records are
+    # kind 0: they hold data keys wrapped by the key-encryption key, which never leaves the
+    # controller.
     while IFS= read -r -d '' f; do
         total=$((total + 1))
         magic=$(head -c4 "$f")
