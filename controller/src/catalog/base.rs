@@ -41,29 +41,9 @@ fn base_from_row(r: &DbRow) -> Result<BaseBackupRow> {
 
 impl Catalog {
     pub async fn record_base_backup(&self, b: &BaseBackupRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO base_backups (backup_id, start_lsn, stop_lsn, start_lsn_num, stop_lsn_num, timeline,
-               system_identifier, backup_label, start_time, stop_time, tablespaces)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (backup_id) DO UPDATE SET start_lsn = excluded.start_lsn, stop_lsn = excluded.stop_lsn,
-               start_lsn_num = excluded.start_lsn_num, stop_lsn_num = excluded.stop_lsn_num,
-               timeline = excluded.timeline, system_identifier = excluded.system_identifier,
-               backup_label = excluded.backup_label, start_time = excluded.start_time,
-               stop_time = excluded.stop_time, tablespaces = excluded.tablespaces",
-        )
-        .bind(b.backup_id.0)
-        .bind(b.start_lsn.to_string())
-        .bind(b.stop_lsn.to_string())
-        .bind(b.start_lsn.0 as i64)
-        .bind(b.stop_lsn.0 as i64)
-        .bind(b.timeline as i64)
-        .bind(&b.system_identifier)
-        .bind(&b.backup_label)
-        .bind(b.start_time)
-        .bind(b.stop_time)
-        .bind(serde_json::to_string(&b.tablespaces).map_err(|e| CatalogError::Corrupt(e.to_string()))?)
-        .execute(&self.writer)
-        .await?;
+        let mut tx = self.write_tx().await?;
+        insert_base(&mut tx, b).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -91,4 +71,32 @@ impl Catalog {
         .map(base_from_row)
         .collect()
     }
+}
+
+/// Record where a base backup sits in the WAL (replacing what was recorded), in `conn`.
+pub(super) async fn insert_base(conn: &mut super::DbConn, b: &BaseBackupRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO base_backups (backup_id, start_lsn, stop_lsn, start_lsn_num, stop_lsn_num, timeline,
+           system_identifier, backup_label, start_time, stop_time, tablespaces)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (backup_id) DO UPDATE SET start_lsn = excluded.start_lsn, stop_lsn = excluded.stop_lsn,
+           start_lsn_num = excluded.start_lsn_num, stop_lsn_num = excluded.stop_lsn_num,
+           timeline = excluded.timeline, system_identifier = excluded.system_identifier,
+           backup_label = excluded.backup_label, start_time = excluded.start_time,
+           stop_time = excluded.stop_time, tablespaces = excluded.tablespaces",
+    )
+    .bind(b.backup_id.0)
+    .bind(b.start_lsn.to_string())
+    .bind(b.stop_lsn.to_string())
+    .bind(b.start_lsn.0 as i64)
+    .bind(b.stop_lsn.0 as i64)
+    .bind(b.timeline as i64)
+    .bind(&b.system_identifier)
+    .bind(&b.backup_label)
+    .bind(b.start_time)
+    .bind(b.stop_time)
+    .bind(serde_json::to_string(&b.tablespaces).map_err(|e| CatalogError::Corrupt(e.to_string()))?)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -46,22 +46,9 @@ impl Catalog {
     }
 
     pub async fn record_binlog_coordinates(&self, c: &BinlogCoordRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO binlog_coordinates (backup_id, file, seq, position, gtid, start_time, stop_time)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (backup_id) DO UPDATE SET file = excluded.file, seq = excluded.seq,
-               position = excluded.position, gtid = excluded.gtid,
-               start_time = excluded.start_time, stop_time = excluded.stop_time",
-        )
-        .bind(c.backup_id.0)
-        .bind(&c.file)
-        .bind(c.seq.map(|s| s as i64))
-        .bind(c.position as i64)
-        .bind(&c.gtid)
-        .bind(c.start_time)
-        .bind(c.stop_time)
-        .execute(&self.writer)
-        .await?;
+        let mut tx = self.write_tx().await?;
+        insert_binlog(&mut tx, c).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -97,4 +84,25 @@ impl Catalog {
         .map(coord_from_row)
         .collect())
     }
+}
+
+/// Record a backup's binlog coordinates (replacing what was recorded), in `conn`.
+pub(super) async fn insert_binlog(conn: &mut super::DbConn, c: &BinlogCoordRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO binlog_coordinates (backup_id, file, seq, position, gtid, start_time, stop_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (backup_id) DO UPDATE SET file = excluded.file, seq = excluded.seq,
+           position = excluded.position, gtid = excluded.gtid,
+           start_time = excluded.start_time, stop_time = excluded.stop_time",
+    )
+    .bind(c.backup_id.0)
+    .bind(&c.file)
+    .bind(c.seq.map(|s| s as i64))
+    .bind(c.position as i64)
+    .bind(&c.gtid)
+    .bind(c.start_time)
+    .bind(c.stop_time)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

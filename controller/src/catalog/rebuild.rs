@@ -248,13 +248,15 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        // In the same transaction: a rebuild stopped half-way leaves the backup whole or
+        // absent, never without its position.
         if let Some(base) = base {
-            self.record_base_backup(base).await?;
+            super::base::insert_base(&mut tx, base).await?;
         }
         if let Some(c) = binlog {
-            self.record_binlog_coordinates(c).await?;
+            super::binlog::insert_binlog(&mut tx, c).await?;
         }
+        tx.commit().await?;
         Ok(true)
     }
 

@@ -74,17 +74,22 @@ pub async fn apply(state: &State, instance: &str) -> OpsResult<pb::RetentionAppl
         if expiry.backups.is_empty() && expiry.logs.is_empty() {
             continue;
         }
-        match apply_expiry(state, &expiry).await? {
-            Ok(()) => {
+        // One instance that cannot be applied (its record not written, its premises
+        // changed) holds no other up.
+        let why = match apply_expiry(state, &expiry).await {
+            Ok(Ok(())) => {
                 tracing::info!(instance = %inst.name, backups = expiry.backups.len(),
                     logs = expiry.logs.len(), "retention applied");
                 out.deleted.extend(items.into_iter().filter(|i| !i.keep));
+                continue;
             }
-            Err(why) => out.skipped.push(format!(
-                "{}: {why}; nothing was deleted, the next run plans again",
-                inst.name
-            )),
-        }
+            Ok(Err(why)) => why,
+            Err(e) => e.to_string(),
+        };
+        out.skipped.push(format!(
+            "{}: {why}; nothing was deleted, the next run plans again",
+            inst.name
+        ));
     }
     collect_garbage(state, &mut out).await?;
     Ok(out)
