@@ -244,3 +244,58 @@ fn conflicting_pushes_store_nothing_and_collection_finds_nothing_to_free() {
     assert_eq!(f.controller.store_files(), before);
     f.dir.keep_if_asked();
 }
+
+/// More pushes at once than the controller receives ([ingest] wal-streams): the ones past
+/// the limit are refused as busy, never parked, and their agents try again until every
+/// file is archived.
+#[test]
+fn pushes_past_the_controllers_limit_wait_their_turn_and_all_arrive() {
+    let f = tidemark_tests::fleet::Fleet::build(&tidemark_tests::fleet::FleetOpts {
+        label: "walbusy",
+        controller_extra: "[ingest]\nwal-streams = 1\n",
+        ..Default::default()
+    });
+    let dir = f.dir.path().join("burst");
+    let files: Vec<PathBuf> = (0..6u8)
+        .map(|i| {
+            let name = format!("0000000100000000000000{:02X}", 0x40 + i);
+            // Different bytes each, and not compressible to nothing: each takes a moment.
+            let p = dir.join(&name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&p, tidemark_tests::raw_agent::noise(u64::from(i) + 1, SEG)).unwrap();
+            p
+        })
+        .collect();
+    let pushes: Vec<_> = files
+        .iter()
+        .map(|p| {
+            let (config, data, p) = (f.agent.config.clone(), f.pg.data.clone(), p.clone());
+            std::thread::spawn(move || {
+                agent_cmd(&config, &data, &["wal-push", p.to_str().unwrap()])
+            })
+        })
+        .collect();
+    for t in pushes {
+        let (code, err) = t.join().unwrap();
+        assert_eq!(code, 0, "{err}");
+    }
+    for p in &files {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let dest = f.dir.path().join(format!("fetched-{name}"));
+        let (code, err) = agent_cmd(
+            &f.agent.config,
+            &f.pg.data,
+            &["wal-fetch", name, dest.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(std::fs::read(&dest).unwrap() == std::fs::read(p).unwrap());
+    }
+    assert!(
+        f.controller
+            .daemon
+            .log_text()
+            .contains("busy: a push was refused for now"),
+        "no push was ever refused as busy: the test did not test the limit"
+    );
+    f.dir.keep_if_asked();
+}

@@ -14,6 +14,8 @@ impl From<OpsError> for Status {
             OpsError::FailedPrecondition(_) => Code::FailedPrecondition,
             OpsError::AlreadyExists(_) => Code::AlreadyExists,
             OpsError::DataLoss(_) => Code::DataLoss,
+            // Retryable, and worth waiting for longer than a failure.
+            OpsError::Busy(_) => Code::ResourceExhausted,
             // The controller's own trouble, and the catalog's and storage's, may pass:
             // retryable.
             OpsError::Internal(_) | OpsError::Catalog(_) | OpsError::Store(_) => {
@@ -40,6 +42,8 @@ mod tests {
             Code::Unavailable
         );
         assert_eq!(code(OpsError::Internal("x".into())), Code::Unavailable);
+        assert_eq!(code(OpsError::Busy("x".into())), Code::ResourceExhausted);
+        assert!(OpsError::Busy("x".into()).transient());
         assert_eq!(
             code(IngestError::Rejected("chunk does not match its id".into()).into()),
             Code::InvalidArgument

@@ -27,6 +27,9 @@ pub enum OpsError {
     /// Stored bytes are missing or do not match their id.
     #[error("{0}")]
     DataLoss(String),
+    /// The controller is receiving as much as it takes at once: try again shortly.
+    #[error("{0}")]
+    Busy(String),
     /// The controller's own trouble (a task that died, sealing that failed): nothing the
     /// caller did wrong, and it may pass.
     #[error("{0}")]
@@ -43,7 +46,7 @@ impl OpsError {
     pub fn transient(&self) -> bool {
         matches!(
             self,
-            OpsError::Internal(_) | OpsError::Catalog(_) | OpsError::Store(_)
+            OpsError::Internal(_) | OpsError::Catalog(_) | OpsError::Store(_) | OpsError::Busy(_)
         )
     }
 }

@@ -166,7 +166,8 @@ impl ActiveUploads {
         let slot = match kind {
             StreamKind::Part => None,
             StreamKind::Log => Some(self.logs.try_acquire().map_err(|_| {
-                OpsError::Internal(format!(
+                tracing::info!(upload = %key, slots = self.log_slots, "busy: a push was refused for now");
+                OpsError::Busy(format!(
                     "the controller is receiving {} archived files already; {key} is refused for now, try again",
                     self.log_slots
                 ))

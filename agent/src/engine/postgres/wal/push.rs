@@ -47,8 +47,13 @@ pub async fn run(
         ..Default::default()
     };
     // PostgreSQL retries a failed archive_command itself, and its archiver (and a shutdown)
-    // waits while this runs: ride out a blip, not an outage.
-    let deadline = Instant::now() + config.wal_retry_for.min(PUSH_RETRY_LIMIT);
+    // waits while this runs: ride out a blip, not an outage. A controller that is busy
+    // (receiving as many files as it takes at once) is waited for longer, at a random pace
+    // so that a burst of pushes spreads out: it will take the file in a moment, where
+    // PostgreSQL, once three tries failed, waits a minute.
+    let started = Instant::now();
+    let deadline = started + config.wal_retry_for.min(PUSH_RETRY_LIMIT);
+    let busy_deadline = started + config.wal_retry_for;
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = push_once(config, tls, path, header.clone()).await;
@@ -60,14 +65,38 @@ pub async fn run(
                     format!("archived {name}")
                 });
             }
-            Err(e) if e.kind() == Kind::Transient && Instant::now() + delay < deadline => {
+            Err(Failure::Busy(e)) if Instant::now() < busy_deadline => {
+                let wait = Duration::from_millis(100 + jitter_millis(900));
+                tracing::debug!("pushing {name}: {e}; trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            Err(Failure::Other(e))
+                if e.kind() == Kind::Transient && Instant::now() + delay < deadline =>
+            {
                 tracing::warn!("pushing {name}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e.reworded(|e| format!("{name} was not archived: {e}"))),
+            Err(Failure::Busy(e) | Failure::Other(e)) => {
+                return Err(e.reworded(|e| format!("{name} was not archived: {e}")));
+            }
         }
     }
+}
+
+/// Why one attempt failed: the controller was busy, or anything else.
+enum Failure {
+    Busy(AgentError),
+    Other(AgentError),
+}
+
+/// A number in 0..max from the clock's nanoseconds: enough to spread retries apart.
+fn jitter_millis(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ u64::from(std::process::id()).wrapping_mul(2_654_435_761)) % max.max(1)
 }
 
 /// One attempt; its error's kind says whether trying again may help.
@@ -76,14 +105,23 @@ async fn push_once(
     tls: &TlsMaterial,
     path: &Path,
     header: WalHeader,
-) -> Result<bool, AgentError> {
-    let client = connect(config, tls, Duration::from_secs(60)).await?;
-    let file = std::fs::File::open(path)
-        .map_err(|e| AgentError::permanent(format!("cannot open {}: {e}", path.display())))?;
+) -> Result<bool, Failure> {
+    let client = connect(config, tls, Duration::from_secs(60))
+        .await
+        .map_err(Failure::Other)?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        Failure::Other(AgentError::permanent(format!(
+            "cannot open {}: {e}",
+            path.display()
+        )))
+    })?;
     match push_wal(&client, header, file, &Progress::default()).await {
         Ok(r) => Ok(r.already_archived),
+        Err(UploadError::Rpc { status, .. }) if status.code() == tonic::Code::ResourceExhausted => {
+            Err(Failure::Busy(status.into()))
+        }
         // The controller's own words, judged by its status.
-        Err(UploadError::Rpc { status, .. }) => Err(status.into()),
-        Err(e) => Err(AgentError::permanent(e.to_string())),
+        Err(UploadError::Rpc { status, .. }) => Err(Failure::Other(status.into())),
+        Err(e) => Err(Failure::Other(AgentError::permanent(e.to_string()))),
     }
 }
