@@ -130,6 +130,37 @@ fn edit_config(config: &Path, from: &str, to: &str) {
     std::fs::write(config, text.replace(from, to)).unwrap();
 }
 
+/// The README's SQLite procedure, word for word, after the loss: the controller is stopped
+/// (killed), then the section's first block runs. Returns what the rebuild printed.
+fn follow_the_sqlite_procedure(f: &mut Fleet, config: &Path) -> String {
+    f.controller.daemon.kill9();
+    run_block(&readme_blocks()[0], &sqlite_subs(f, config), &f.admin, &[])
+}
+
+/// The README's paths and instance name, as this fleet has them.
+fn sqlite_subs(f: &Fleet, config: &Path) -> [(&'static str, String); 3] {
+    [
+        (
+            "/etc/tidemark/controller.toml",
+            config.display().to_string(),
+        ),
+        (
+            "/var/lib/tidemark",
+            f.controller.data_dir.display().to_string(),
+        ),
+        ("orders-pg", "demo-pg".to_string()),
+    ]
+}
+
+/// Start the controller again on the rebuilt catalog, wait for the agent, and run the
+/// README's checks word for word.
+fn serve_again(f: &mut Fleet, config: &Path) {
+    let data_dir = f.controller.data_dir.clone();
+    f.controller = Controller::start_with(f.dir.path(), config, data_dir);
+    f.agent.wait_connected(&f.admin);
+    run_block(&readme_blocks()[1], &sqlite_subs(f, config), &f.admin, &[]);
+}
+
 fn complete_id(b: &Value) -> i64 {
     assert_eq!(b["status"], "complete", "{b}");
     b["id"].as_i64().unwrap()
@@ -234,33 +265,18 @@ fn a_postgresql_fleet_with_a_sqlite_catalog_comes_back_from_a_snapshot_and_the_r
         "{:#}",
         before.verify
     );
-    let job_of = |id: i64| f.admin.json(&["backups", "show", &id.to_string()])["job_id"].clone();
-    assert!(job_of(b2).as_i64().unwrap() > 0);
+    let job_of =
+        |f: &Fleet, id: i64| f.admin.json(&["backups", "show", &id.to_string()])["job_id"].clone();
+    assert!(job_of(&f, b2).as_i64().unwrap() > 0);
 
     // The loss, and the README's procedure.
-    f.controller.daemon.kill9();
-    let blocks = readme_blocks();
-    let subs = [
-        (
-            "/etc/tidemark/controller.toml",
-            config.display().to_string(),
-        ),
-        (
-            "/var/lib/tidemark",
-            f.controller.data_dir.display().to_string(),
-        ),
-        ("orders-pg", "demo-pg".to_string()),
-    ];
-    let printed = run_block(&blocks[0], &subs, &f.admin, &[]);
+    let printed = follow_the_sqlite_procedure(&mut f, &config);
     assert!(printed.contains("snapshot      snapshots/"), "{printed}");
     assert!(printed.contains("KEK 2"), "{printed}");
     assert!(printed.contains("problems      none"), "{printed}");
     assert!(f.controller.data_dir.join("catalog.db.lost").exists());
     rebuilding_again_is_refused(&config);
-    let data_dir = f.controller.data_dir.clone();
-    f.controller = Controller::start_with(f.dir.path(), &config, data_dir);
-    f.agent.wait_connected(&f.admin);
-    run_block(&blocks[1], &subs, &f.admin, &[]);
+    serve_again(&mut f, &config);
 
     let after = answers(&f.admin, "demo-pg");
     assert_eq!(
@@ -269,8 +285,8 @@ fn a_postgresql_fleet_with_a_sqlite_catalog_comes_back_from_a_snapshot_and_the_r
     );
     // The snapshot brought the controller's history: the job of a backup taken before it.
     // A backup after it came from its record alone.
-    assert!(job_of(b2).as_i64().unwrap() > 0, "{}", job_of(b2));
-    assert_eq!(job_of(b3), 0, "{}", job_of(b3));
+    assert!(job_of(&f, b2).as_i64().unwrap() > 0, "{}", job_of(&f, b2));
+    assert_eq!(job_of(&f, b3), 0, "{}", job_of(&f, b3));
 
     // A point-in-time restore between the markers: exactly marker 1.
     let data = f.dir.path().join("restored");
@@ -490,26 +506,11 @@ fn a_sqlite_catalog_without_snapshots_comes_back_from_the_records_alone() {
     assert_eq!(code, 0, "{l}");
     f.base_backup();
     let before = answers(&f.admin, "demo-pg");
-    f.controller.daemon.kill9();
-    let blocks = readme_blocks();
-    let subs = [
-        (
-            "/etc/tidemark/controller.toml",
-            config.display().to_string(),
-        ),
-        (
-            "/var/lib/tidemark",
-            f.controller.data_dir.display().to_string(),
-        ),
-        ("orders-pg", "demo-pg".to_string()),
-    ];
-    let printed = run_block(&blocks[0], &subs, &f.admin, &[]);
+    let printed = follow_the_sqlite_procedure(&mut f, &config);
     assert!(!printed.contains("snapshot "), "{printed}");
     assert!(printed.contains("backups       2"), "{printed}");
     assert!(printed.contains("problems      none"), "{printed}");
-    let data_dir = f.controller.data_dir.clone();
-    f.controller = Controller::start_with(f.dir.path(), &config, data_dir);
-    f.agent.wait_connected(&f.admin);
+    serve_again(&mut f, &config);
     assert_eq!(before, answers(&f.admin, "demo-pg"));
     f.dir.keep_if_asked();
 }
@@ -557,25 +558,10 @@ fn a_store_from_before_records_is_described_after_the_upgrade() {
     // Let the marks settle: the record is written before the files are marked described.
     std::thread::sleep(Duration::from_millis(500));
 
-    f.controller.daemon.kill9();
-    let blocks = readme_blocks();
-    let subs = [
-        (
-            "/etc/tidemark/controller.toml",
-            config.display().to_string(),
-        ),
-        (
-            "/var/lib/tidemark",
-            f.controller.data_dir.display().to_string(),
-        ),
-        ("orders-pg", "demo-pg".to_string()),
-    ];
-    let printed = run_block(&blocks[0], &subs, &f.admin, &[]);
+    let printed = follow_the_sqlite_procedure(&mut f, &config);
     assert!(printed.contains("backups       2"), "{printed}");
     assert!(printed.contains("problems      none"), "{printed}");
-    let data_dir = f.controller.data_dir.clone();
-    f.controller = Controller::start_with(f.dir.path(), &config, data_dir);
-    f.agent.wait_connected(&f.admin);
+    serve_again(&mut f, &config);
     assert_eq!(before, answers(&f.admin, "demo-pg"));
     f.dir.keep_if_asked();
 }

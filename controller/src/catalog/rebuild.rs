@@ -267,43 +267,10 @@ impl Catalog {
         for batch in files.chunks(500) {
             let mut tx = self.write_tx().await?;
             for (f, lines) in batch {
-                let n = sqlx::query(
-                    "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at,
-                       stored_at, agent, first_event_at, description_pack)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                     ON CONFLICT (instance, name) DO NOTHING",
-                )
-                .bind(&f.instance)
-                .bind(&f.name)
-                .bind(f.timeline as i64)
-                .bind(f.segno.map(|s| s as i64))
-                .bind(f.size as i64)
-                .bind(&f.sha256)
-                .bind(lines.len() as i64)
-                .bind(f.modified_at)
-                .bind(f.stored_at)
-                .bind(&f.agent)
-                .bind(f.first_event_at)
-                .bind(&f.description_pack)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n == 0 {
+                if !super::wal::insert_wal(&mut tx, f, f.stored_at, lines).await? {
                     continue;
                 }
                 added += 1;
-                for e in lines {
-                    sqlx::query(
-                        "INSERT INTO wal_chunks (instance, name, seq, chunk_id, raw_len) VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&f.instance)
-                    .bind(&f.name)
-                    .bind(e.seq as i64)
-                    .bind(e.id.0.as_slice())
-                    .bind(e.raw_len as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
                 own(&mut tx, lines.iter().map(|e| &e.id), &f.agent).await?;
             }
             tx.commit().await?;

@@ -103,37 +103,7 @@ impl Catalog {
         };
         record_new_chunks(&mut tx, new_chunks, Some(&file.agent)).await?;
         require_stored(&mut tx, entries).await?;
-        for e in entries {
-            sqlx::query(
-                "INSERT INTO wal_chunks (instance, name, seq, chunk_id, raw_len) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&file.instance)
-            .bind(&file.name)
-            .bind(e.seq as i64)
-            .bind(e.id.0.as_slice())
-            .bind(e.raw_len as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at, stored_at, agent,
-               first_event_at, description_pack)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&file.instance)
-        .bind(&file.name)
-        .bind(file.timeline as i64)
-        .bind(file.segno.map(|s| s as i64))
-        .bind(file.size as i64)
-        .bind(&file.sha256)
-        .bind(file.chunks as i64)
-        .bind(file.modified_at)
-        .bind(t)
-        .bind(&file.agent)
-        .bind(file.first_event_at)
-        .bind(&file.description_pack)
-        .execute(&mut *tx)
-        .await?;
+        insert_wal(&mut tx, file, t, entries).await?;
         tx.commit().await?;
         Ok(WalOutcome::Stored)
     }
@@ -270,6 +240,54 @@ impl Catalog {
 }
 
 /// An archived segment of instance "pg" from agent "db1", for tests.
+
+/// Insert an archived file's row, stored at `stored_at`, and its manifest, in `conn`;
+/// false (and nothing written) when the catalog has the file already.
+pub(super) async fn insert_wal(
+    conn: &mut super::DbConn,
+    file: &WalFileRow,
+    stored_at: i64,
+    entries: &[ManifestEntry],
+) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO wal_files (instance, name, timeline, segno, size, sha256, chunks, modified_at, stored_at, agent,
+           first_event_at, description_pack)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (instance, name) DO NOTHING",
+    )
+    .bind(&file.instance)
+    .bind(&file.name)
+    .bind(file.timeline as i64)
+    .bind(file.segno.map(|s| s as i64))
+    .bind(file.size as i64)
+    .bind(&file.sha256)
+    .bind(entries.len() as i64)
+    .bind(file.modified_at)
+    .bind(stored_at)
+    .bind(&file.agent)
+    .bind(file.first_event_at)
+    .bind(&file.description_pack)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Ok(false);
+    }
+    for e in entries {
+        sqlx::query(
+            "INSERT INTO wal_chunks (instance, name, seq, chunk_id, raw_len) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&file.instance)
+        .bind(&file.name)
+        .bind(e.seq as i64)
+        .bind(e.id.0.as_slice())
+        .bind(e.raw_len as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 pub(super) fn test_file(name: &str, sha: &str) -> WalFileRow {
     WalFileRow {
