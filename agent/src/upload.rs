@@ -419,6 +419,9 @@ where
     Ok((ack, summary))
 }
 
+/// Chunk ids an upload remembers having sent (about 3 MiB of them), however large the part.
+const SENT_REMEMBERED: usize = 1 << 16;
+
 /// Move chunks from the chunker to the upload stream: ask which the controller lacks
 /// (unless `dedup` is off), compress those (a few at once, in order), and send. A chunk
 /// repeated within the stream is sent once either way. Returns when the chunker is done.
@@ -464,6 +467,12 @@ async fn pump(
                 .filter(|(_, p)| **p)
                 .map(|(id, _)| id.as_slice())
                 .collect();
+            // What this upload sent is remembered up to a bound (a few MiB), so memory does
+            // not grow with the part: past it, the controller's answer (the chunk is stored
+            // once its batch commits) does the remembering.
+            if sent.len() > SENT_REMEMBERED {
+                sent.clear();
+            }
             for c in batch {
                 let skip = sent.contains(&c.id) || stored.contains(c.id.0.as_slice());
                 sent.insert(c.id);
