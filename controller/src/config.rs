@@ -20,7 +20,7 @@
 //! snapshots-kept = 3
 //!
 //! [ingest]
-//! wal-streams = 8                    # WAL segments and binlogs received at once; more retry
+//! wal-streams = 4                    # WAL segments and binlogs received at once; more retry
 //!
 //! [encryption]
 //! enabled = true                     # seal every chunk (AES-256-GCM) before it is stored
@@ -296,7 +296,7 @@ pub struct IngestSettings {
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        Self { wal_streams: 8 }
+        Self { wal_streams: 4 }
     }
 }
 

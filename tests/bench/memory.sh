@@ -58,11 +58,13 @@ done
 chmod -R a+rX "$work/segs"
 reset_hwm "$controller_pid"
 t0=$(now)
+pushers=()
 for f in "$work/segs"/*; do
     (cd "$work/pg/data" && /usr/bin/time -f '%M' -o "$f.rss" \
         "$work/bin/tidemark-agent" --config "$work/agent.toml" wal-push "$f" 2>"$f.err" || echo fail >"$f.failed") &
+    pushers+=($!)
 done
-wait
+wait "${pushers[@]}"
 t1=$(now)
 failed=$(find "$work/segs" -name '*.failed' | wc -l)
 [ "$failed" -eq 0 ] || die "$failed pushes failed, e.g. $(cat "$(find "$work/segs" -name '*.err' -size +0 | head -1)")"
