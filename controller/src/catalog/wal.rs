@@ -239,8 +239,6 @@ impl Catalog {
     }
 }
 
-/// An archived segment of instance "pg" from agent "db1", for tests.
-
 /// Insert an archived file's row, stored at `stored_at`, and its manifest, in `conn`;
 /// false (and nothing written) when the catalog has the file already.
 pub(super) async fn insert_wal(
@@ -288,6 +286,7 @@ pub(super) async fn insert_wal(
     Ok(true)
 }
 
+/// An archived segment of instance "pg" from agent "db1", for tests.
 #[cfg(test)]
 pub(super) fn test_file(name: &str, sha: &str) -> WalFileRow {
     WalFileRow {
