@@ -4,7 +4,8 @@
 //! PostgreSQL catalog from the records alone. Before the loss the answers are read
 //! (backups, each backup's detail, the recovery window, the retention plan, verify); after
 //! the rebuild every answer is the same, a point-in-time restore between two committed
-//! markers is exact, and new backups continue after the old ids.
+//! markers is exact (and on PostgreSQL a drill to it passes), and new backups continue
+//! after the old ids.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tidemark_tests::bin;
-use tidemark_tests::fleet::{Cli, Controller, Fleet, FleetOpts};
+use tidemark_tests::fleet::{Cli, Controller, Fleet, FleetOpts, Sandbox};
 use tidemark_tests::maria::MariaFleet;
 use tidemark_tests::pg::PgCluster;
 use tidemark_tests::process::{run, wait_for};
@@ -323,6 +324,19 @@ fn a_postgresql_fleet_with_a_sqlite_catalog_comes_back_from_a_snapshot_and_the_r
         "1"
     );
     drop(restored);
+    // A drill to the same second passes on a sandbox: its base backup, WAL and keys all
+    // came from the store.
+    let _sb = Sandbox::start(
+        f.dir.path(),
+        &f.pki,
+        "sb1",
+        &f.controller.url,
+        &f.admin,
+        None,
+    );
+    let (drill, code) = f.admin.drill_run("demo-pg", &["--target", &target]);
+    assert_eq!(code, 0, "{drill:#}");
+    assert_eq!(drill["state"], "passed", "{drill:#}");
     // The newest dump restores the database it was taken from.
     let out = f.restore(l2, &["--database", "shop", "--into-database", "shop_back"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
