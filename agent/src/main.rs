@@ -2,6 +2,13 @@
 //! streams their output to the controller. The same binary is PostgreSQL's archive_command
 //! (`wal-push`) and restore_command (`wal-fetch`).
 
+/// jemalloc, not glibc's malloc. Chunk and pack buffers (1 to 16 MiB) are allocated on the
+/// blocking pool's threads and freed on others; glibc kept them in per-thread arenas, and
+/// RSS ran to three or four times the live heap (see `tests/bench/memory.sh`). Its settings
+/// (two arenas, pages returned within a second) are in `.cargo/config.toml`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod config;
 mod daemon;
 mod download;

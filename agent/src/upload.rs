@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::io::{self, Read};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use tidemark_core::chunk;
 use tidemark_core::chunker::{Chunk, MAX_CHUNK, StreamSummary, chunk_fixed, chunk_stream};
@@ -23,7 +24,7 @@ use tidemark_proto::{
     EncodedChunk, HaveChunksRequest, PartHeader, PartTrailer, PushWalResponse, UploadPartMessage,
     UploadPartResponse, WalHeader,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -32,9 +33,14 @@ use crate::error::{AgentError, Kind};
 use crate::progress::Progress;
 use crate::tool::{self, ToolError};
 
-/// Chunks cut but not yet sent; with up to 4 MiB per chunk this bounds the pipeline's memory.
+/// Chunks cut but not yet taken for compression.
 const CHUNK_QUEUE: usize = 2;
 const ENCODE_AHEAD: usize = 3;
+/// The plaintext, in KiB, of the chunks cut and not yet handed to the upload stream (queued,
+/// waiting for a dedup answer, being compressed): the counts above bound chunks, this bounds
+/// bytes, so a run of 4 MiB chunks (WAL, incompressible data) holds no more than a run of
+/// 1 MiB ones. Two 4 MiB chunks fit, so two are still compressed at once.
+const BUDGET_KIB: usize = 8 << 10;
 /// Chunks asked about in one dedup query.
 const DEDUP_BATCH: usize = 8;
 
@@ -330,14 +336,20 @@ where
     Fut: Future<Output = Result<A, tonic::Status>> + Send + 'static,
 {
     let label = target.label();
-    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Budgeted>(CHUNK_QUEUE);
     let counter = progress.clone();
     let is_wal = matches!(target, Target::Wal(_));
+    let budget = Arc::new(Semaphore::new(BUDGET_KIB));
+    let runtime = tokio::runtime::Handle::current();
     let chunker = tokio::task::spawn_blocking(move || {
         let send = |c: Chunk| {
             counter.add(c.data.len() as u64);
+            let kib = c.data.len().div_ceil(1024).clamp(1, BUDGET_KIB) as u32;
+            let permit = runtime
+                .block_on(budget.clone().acquire_many_owned(kib))
+                .expect("the budget is never closed");
             chunk_tx
-                .blocking_send(c)
+                .blocking_send((c, permit))
                 .map_err(|_| io::Error::other("upload stopped"))
         };
         // WAL never repeats across files: fixed 4 MiB chunks (four per 16 MiB segment, so
@@ -349,7 +361,8 @@ where
         }
     });
 
-    let (msg_tx, msg_rx) = mpsc::channel::<UploadPartMessage>(2);
+    // One message queued for the stream: the transport holds one or two more in its buffers.
+    let (msg_tx, msg_rx) = mpsc::channel::<UploadPartMessage>(1);
     msg_tx
         .send(UploadPartMessage {
             msg: Some(target.header()),
@@ -419,6 +432,9 @@ where
     Ok((ack, summary))
 }
 
+/// A chunk and its share of the pipeline's byte budget, given back once it is sent.
+type Budgeted = (Chunk, OwnedSemaphorePermit);
+
 /// Chunk ids an upload remembers having sent (about 3 MiB of them), however large the part.
 const SENT_REMEMBERED: usize = 1 << 16;
 
@@ -427,11 +443,12 @@ const SENT_REMEMBERED: usize = 1 << 16;
 /// repeated within the stream is sent once either way. Returns when the chunker is done.
 async fn pump(
     mut client: AgentServiceClient<Channel>,
-    mut chunks: mpsc::Receiver<Chunk>,
+    mut chunks: mpsc::Receiver<Budgeted>,
     out: &mpsc::Sender<UploadPartMessage>,
     dedup: bool,
 ) -> Result<(), UploadError> {
-    let (enc_tx, mut enc_rx) = mpsc::channel::<JoinHandle<EncodedChunk>>(ENCODE_AHEAD);
+    let (enc_tx, mut enc_rx) =
+        mpsc::channel::<JoinHandle<(EncodedChunk, OwnedSemaphorePermit)>>(ENCODE_AHEAD);
     let rpc_err = |status| UploadError::Rpc {
         part: String::new(),
         status,
@@ -448,6 +465,7 @@ async fn pump(
             }
             let ask: Vec<Vec<u8>> = batch
                 .iter()
+                .map(|(c, _)| c)
                 .filter(|c| !sent.contains(&c.id))
                 .map(|c| c.id.0.to_vec())
                 .collect();
@@ -473,17 +491,20 @@ async fn pump(
             if sent.len() > SENT_REMEMBERED {
                 sent.clear();
             }
-            for c in batch {
+            for (c, permit) in batch {
                 let skip = sent.contains(&c.id) || stored.contains(c.id.0.as_slice());
                 sent.insert(c.id);
-                let job = tokio::task::spawn_blocking(move || EncodedChunk {
-                    id: c.id.0.to_vec(),
-                    raw_len: c.data.len() as u32,
-                    data: if skip {
-                        Vec::new()
-                    } else {
-                        chunk::encode(&c.data)
-                    },
+                let job = tokio::task::spawn_blocking(move || {
+                    let encoded = EncodedChunk {
+                        id: c.id.0.to_vec(),
+                        raw_len: c.data.len() as u32,
+                        data: if skip {
+                            Vec::new()
+                        } else {
+                            chunk::encode(&c.data)
+                        },
+                    };
+                    (encoded, permit)
                 });
                 if enc_tx.send(job).await.is_err() {
                     return Ok(()); // the sender below stopped; it reports why
@@ -496,7 +517,8 @@ async fn pump(
     // instead of waiting forever on a full queue.
     let sender = async move {
         while let Some(job) = enc_rx.recv().await {
-            let encoded = job.await.expect("encode task");
+            // The permit goes once the chunk is in the stream's queue.
+            let (encoded, _permit) = job.await.expect("encode task");
             if out
                 .send(UploadPartMessage {
                     msg: Some(Msg::Chunk(encoded)),

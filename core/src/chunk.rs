@@ -32,12 +32,18 @@ pub enum ChunkError {
 }
 
 pub fn encode(plaintext: &[u8]) -> Vec<u8> {
-    // bulk::compress records the content size in the frame header, which decode relies on
-    // to size its buffer without trusting anything else. It fails only on allocation failure.
-    let frame = zstd::bulk::compress(plaintext, ZSTD_LEVEL).expect("zstd into memory");
-    let mut out = Vec::with_capacity(TAG_ZSTD.len() + frame.len());
-    out.extend_from_slice(TAG_ZSTD);
-    out.extend_from_slice(&frame);
+    // Compressed in place after the tag, into room for the worst case, then cut to size:
+    // one buffer, where compressing apart and prepending the tag took two and a copy. The
+    // frame records the content size in its header (the one-shot API knows it), which
+    // decode relies on to size its buffer without trusting anything else.
+    let mut out = vec![0u8; TAG_ZSTD.len() + zstd::zstd_safe::compress_bound(plaintext.len())];
+    out[..TAG_ZSTD.len()].copy_from_slice(TAG_ZSTD);
+    // Fails only when the room is too small, and compress_bound is the worst case.
+    let n = zstd::bulk::compress_to_buffer(plaintext, &mut out[TAG_ZSTD.len()..], ZSTD_LEVEL)
+        .expect("zstd into a buffer of compress_bound bytes");
+    out.truncate(TAG_ZSTD.len() + n);
+    // The unused room goes back (a large allocation shrinks in place).
+    out.shrink_to_fit();
     out
 }
 
@@ -98,5 +104,26 @@ mod tests {
             decode(&id, &enc[4..]),
             Err(ChunkError::UnknownEncoding { .. })
         ));
+    }
+
+    #[test]
+    fn incompressible_and_empty_chunks_round_trip_and_hold_no_spare_room() {
+        // A chunk waits in queues after it is encoded: room left over from compression
+        // would be held with it (4 MiB of capacity for a chunk that shrank to 1 MiB).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..4 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let text = b"0123456789abcdef".repeat(1 << 16);
+        for plain in [noise, text, Vec::new()] {
+            let enc = encode(&plain);
+            assert_eq!(enc.capacity(), enc.len());
+            assert_eq!(decode(&ChunkId::of(&plain), &enc).unwrap(), plain);
+        }
     }
 }

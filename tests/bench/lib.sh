@@ -2,6 +2,8 @@
 # it. It builds the release binaries, makes a work directory (removed on exit unless
 # TIDEMARK_BENCH_KEEP is set) and starts a fleet on loopback: a controller, agent `bench`
 # with instance bench-pg (a cluster in $work/pg), and optionally a drill sandbox.
+# TIDEMARK_BENCH_WRAP and TIDEMARK_BENCH_WRAP_AGENT, when set, prefix the controller's and
+# the agent daemon's command (a profiler: `perf record -g -o FILE --`).
 
 (cd "$repo" && cargo build --release --workspace --bins --locked -q)
 bin=$repo/target/release
@@ -44,7 +46,7 @@ bench_controller() {
     "$bin/tidemark" pki issue --dir "$work/pki" --name agent:bench >/dev/null
     "$bin/tidemark" pki issue --dir "$work/pki" --name admin:bench >/dev/null
     { printf 'version = 1\nlisten = "127.0.0.1:0"\nmetrics-listen = "127.0.0.1:0"\ndata-dir = "%s/controller"\n' "$work"; tls controller-localhost; printf '%s\n' "$extra"; } >"$work/controller.toml"
-    "$bin/tidemark-controller" --config "$work/controller.toml" >"$work/controller.log" 2>&1 &
+    ${TIDEMARK_BENCH_WRAP:-} "$bin/tidemark-controller" --config "$work/controller.toml" >"$work/controller.log" 2>&1 &
     controller_pid=$!
     pids+=($controller_pid)
     for _ in $(seq 100); do [ -s "$work/controller/controller.addr" ] && break; sleep 0.1; done
@@ -100,7 +102,7 @@ wait_connected() {
 
 # bench_agent: start agent bench; sets $agent_pid.
 bench_agent() {
-    "$work/bin/tidemark-agent" --config "$work/agent.toml" >"$work/agent.log" 2>&1 &
+    ${TIDEMARK_BENCH_WRAP_AGENT:-} "$work/bin/tidemark-agent" --config "$work/agent.toml" >"$work/agent.log" 2>&1 &
     agent_pid=$!
     pids+=($agent_pid)
     wait_connected 1

@@ -5,7 +5,8 @@
 # GiB, then BIG GiB (a ballast file in the data directory, unique, compressible like base64
 # text). Prints, per phase, the peak RSS of the controller, the agent daemon and the
 # wal-push processes (each peak is reset between phases), against the goals of 64 MiB for
-# the agent and 256 MiB for the controller. Release build.
+# the agent and 256 MiB for the controller. Release build. The first row is each process's
+# RSS at rest, for scale.
 #
 #   tests/bench/memory.sh [--pushes 200] [--small 2] [--big 20]
 set -euo pipefail
@@ -35,6 +36,7 @@ export PGHOST=$work/pg PGUSER=postgres PGPORT=5432
 bench_agent
 
 hwm() { awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$1/status"; }
+rss() { awk '/^VmRSS/ { print int($2 / 1024) }' "/proc/$1/status"; }
 reset_hwm() { echo 5 >"/proc/$1/clear_refs"; }
 rows=()
 # row PHASE CONTROLLER AGENT WALPUSH (MiB, "-" when not measured): a line of the table, with
@@ -46,6 +48,8 @@ row() {
     [ "$4" = - ] || [ "$4" -le 64 ] || verdict=OVER
     rows+=("$(printf '| %-44s | %10s | %10s | %10s | %8s |' "$1" "$2" "$3" "$4" "$verdict")")
 }
+
+row "at rest, once connected" "$(rss "$controller_pid")" "$(rss "$agent_pid")" -
 
 # --- phase 1: concurrent WAL pushes ---------------------------------------------------------
 say "$pushes concurrent wal-push processes, 16 MiB of unique data each"

@@ -299,3 +299,58 @@ fn pushes_past_the_controllers_limit_wait_their_turn_and_all_arrive() {
     );
     f.dir.keep_if_asked();
 }
+
+/// A file pushed again under its archived name is compared without being held in memory:
+/// its repeated chunks (a segment's zero-filled tail) are read back from the archive, and a
+/// repeat of a chunk the archive lacks shows at once that the file differs.
+#[test]
+fn a_file_pushed_again_is_compared_chunk_by_chunk_against_the_archive() {
+    let f = Fleet::start_archiving("walrepush", "", "");
+    let dir = f.dir.path().join("repush");
+    let name = "000000010000000000000060";
+    // Four 4 MiB chunks, the last three repeats of one another.
+    let quarter = SEG / 4;
+    let mut archived = vec![0x11u8; quarter];
+    archived.extend(std::iter::repeat_n(0u8, 3 * quarter));
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    let a = dir.join("a").join(name);
+    std::fs::write(&a, &archived).unwrap();
+    let push = |p: &Path| {
+        agent_cmd(
+            &f.agent.config,
+            &f.pg.data,
+            &["wal-push", p.to_str().unwrap()],
+        )
+    };
+    let (code, err) = push(&a);
+    assert_eq!(code, 0, "{err}");
+    let before = f.controller.store_files();
+
+    // The same bytes again: acknowledged, nothing stored.
+    let (code, err) = push(&a);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(f.controller.store_files(), before);
+
+    // Same first chunk, then a chunk twice that the archive does not hold: refused.
+    let mut other = vec![0x11u8; quarter];
+    other.extend(std::iter::repeat_n(0x22u8, 2 * quarter));
+    other.extend(std::iter::repeat_n(0u8, quarter));
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    let b = dir.join("b").join(name);
+    std::fs::write(&b, &other).unwrap();
+    let (code, err) = push(&b);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("different"), "{err}");
+    assert!(err.contains("differ from the archived file's"), "{err}");
+
+    assert_eq!(f.controller.store_files(), before);
+    let dest = dir.join("fetched");
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &["wal-fetch", name, dest.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(&dest).unwrap() == archived);
+    f.dir.keep_if_asked();
+}

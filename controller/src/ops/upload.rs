@@ -126,7 +126,7 @@ async fn mark_stored(
 /// The streams being received, by what they write ("backup 3 part db:app", a WAL file), and
 /// the slots for archived files. A second upload of a part while the first runs would clear
 /// the first one's manifest lines under it; two pushes of one WAL file would race to record
-/// it. Each stream holds up to two packs and a few chunks in memory (about 40 MiB): the
+/// it. Each stream holds up to two packs and 8 MiB of chunks in memory (about 50 MiB): the
 /// number of archived files received at once is bounded, so memory does not grow with the
 /// number of hosts pushing. A push past the limit is refused at once as unavailable (the
 /// agent tries again, and PostgreSQL after it), never parked: a parked stream would still

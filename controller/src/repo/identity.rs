@@ -208,7 +208,10 @@ mod tests {
         let store = MemStore::default();
         check(&cat, &store, "mem").await.unwrap();
         store
-            .put_pack(&crate::store::new_pack_name(), b"data")
+            .put_pack(
+                &crate::store::new_pack_name(),
+                bytes::Bytes::from_static(b"data"),
+            )
             .await
             .unwrap();
         let (fresh, _d2) = test_catalog().await;

@@ -23,8 +23,11 @@ use crate::store::StoreError;
 /// Manifest lines are committed to the catalog in batches of this many at most (a batch
 /// ends sooner when its pack is full).
 const MANIFEST_BATCH: usize = 1024;
-/// Chunks being checked and stored at once, per upload (each holds up to 8 MiB).
+/// Chunks being checked at once, per upload, and the most plaintext they may hold together
+/// (each holds its encoded bytes and plaintext until it is taken in order): four 1 MiB
+/// chunks of a dump, two 4 MiB chunks of a WAL file. Two cores' worth of decoding either way.
 const IN_FLIGHT: usize = 4;
+const IN_FLIGHT_BYTES: u64 = 8 << 20;
 
 /// Where a verified stream's manifest lines go.
 pub enum Sink {
@@ -38,8 +41,9 @@ pub enum Sink {
         new: Vec<NewChunk>,
     },
     /// Checked and compared, never stored: a WAL file pushed again under a name already
-    /// archived. The stream is held until its end (it is one file, whose size the caller
-    /// bounds), so that nothing reaches the store before the digests are compared.
+    /// archived. Nothing of it is kept: a reference to one of its own earlier chunks is
+    /// read back from the archive, and one the archive lacks shows that the file differs
+    /// (its digest then never matches the archived one's).
     Discard,
 }
 
@@ -71,6 +75,9 @@ pub struct ChunkReceiver {
     /// Packs written and not yet committed (see `Repository::in_flight`).
     uncommitted: Vec<String>,
     sink: Sink,
+    /// A discarded stream referred to a chunk of its own that the archive lacks: it is not
+    /// the archived file. The rest is counted, not checked.
+    diverged: bool,
 }
 
 /// A pack being written while the next one fills, and the batch that waits for it.
@@ -237,6 +244,7 @@ impl ChunkReceiver {
             last_pack: None,
             uncommitted: Vec::new(),
             sink,
+            diverged: false,
         }
     }
 
@@ -257,14 +265,16 @@ impl ChunkReceiver {
         &mut self,
         stream: &mut (impl Stream<Item = Result<UploadPartMessage, String>> + Unpin),
     ) -> IngestResult<PartStats> {
-        // Each task with the id of the chunk it checks.
-        let mut in_flight: VecDeque<(Vec<u8>, JoinHandle<IngestResult<Checked>>)> = VecDeque::new();
+        // Each task with the id and size of the chunk it checks.
+        let mut in_flight: VecDeque<(Vec<u8>, u64, JoinHandle<IngestResult<Checked>>)> =
+            VecDeque::new();
+        let mut held = 0u64;
         loop {
             let msg = match stream.next().await {
                 Some(Ok(m)) => m.msg,
                 None => {
                     // A chunk already received may still prove bad; that is the failure then.
-                    while let Some((_, done)) = in_flight.pop_front() {
+                    while let Some((_, _, done)) = in_flight.pop_front() {
                         joined(done).await?;
                     }
                     return Err(IngestError::EndedEarly);
@@ -277,13 +287,24 @@ impl ChunkReceiver {
             };
             match msg {
                 Some(Msg::Chunk(c)) => {
+                    if self.diverged || self.differs_at(&c).await? {
+                        self.diverged = true;
+                        self.stats.chunks += 1;
+                        self.stats.raw_bytes += u64::from(c.raw_len);
+                        continue;
+                    }
                     // A reference to a chunk whose first copy is still being stored must
                     // wait for it (repetitive data repeats chunks back to back).
                     let waits_for_copy =
-                        c.data.is_empty() && in_flight.iter().any(|(id, _)| *id == c.id);
-                    while in_flight.len() >= IN_FLIGHT || (waits_for_copy && !in_flight.is_empty())
+                        c.data.is_empty() && in_flight.iter().any(|(id, _, _)| *id == c.id);
+                    let size = u64::from(c.raw_len).max(c.data.len() as u64);
+                    while !in_flight.is_empty()
+                        && (in_flight.len() >= IN_FLIGHT
+                            || held + size > IN_FLIGHT_BYTES
+                            || waits_for_copy)
                     {
-                        let (_, done) = in_flight.pop_front().expect("non-empty");
+                        let (_, done_size, done) = in_flight.pop_front().expect("non-empty");
+                        held -= done_size;
                         self.absorb(joined(done).await?).await?;
                     }
                     self.check_reference(&c).await?;
@@ -298,10 +319,15 @@ impl ChunkReceiver {
                     }
                     let original = self.original_of(&c);
                     let id = c.id.clone();
-                    in_flight.push_back((id, tokio::spawn(check(self.repo.clone(), c, original))));
+                    held += size;
+                    in_flight.push_back((
+                        id,
+                        size,
+                        tokio::spawn(check(self.repo.clone(), c, original)),
+                    ));
                 }
                 Some(Msg::Trailer(t)) => {
-                    while let Some((_, done)) = in_flight.pop_front() {
+                    while let Some((_, _, done)) = in_flight.pop_front() {
                         self.absorb(joined(done).await?).await?;
                     }
                     return self.finish(t).await;
@@ -313,6 +339,17 @@ impl ChunkReceiver {
                 }
             }
         }
+    }
+
+    /// In a discarded stream, a reference to a chunk the archive lacks: one the stream sent
+    /// earlier and that is kept nowhere, so the pushed file is not the archived one.
+    async fn differs_at(&mut self, c: &EncodedChunk) -> IngestResult<bool> {
+        if !matches!(self.sink, Sink::Discard) || !c.data.is_empty() {
+            return Ok(false);
+        }
+        self.check_reference(c).await?;
+        let id = ChunkId::from_slice(&c.id).map_err(|e| IngestError::Rejected(e.to_string()))?;
+        Ok(self.repo.catalog.chunk_place(&id).await?.is_none())
     }
 
     /// An agent may refer only to chunks it uploaded itself. A chunk id is a content hash;
@@ -362,7 +399,9 @@ impl ChunkReceiver {
             self.stats.new_chunks += 1;
             self.stats.new_bytes += encoded.len() as u64;
             self.claimed.push(checked.id);
-        } else if let Some(encoded) = checked.encoded {
+        } else if let Some(encoded) = checked.encoded
+            && !matches!(self.sink, Sink::Discard)
+        {
             // The same bytes sent twice in one upload are packed once.
             if self.pack.get(&checked.id).is_none() && !self.packed.contains_key(&checked.id) {
                 self.stats.new_chunks += 1;
@@ -425,7 +464,7 @@ impl ChunkReceiver {
             self.uncommitted.push(pack.name.clone());
             let store = self.repo.store.clone();
             Some(tokio::spawn(async move {
-                store.put_pack(&pack.name, &pack.bytes).await
+                store.put_pack(&pack.name, pack.bytes.into()).await
             }))
         };
         self.settle().await?;
@@ -543,6 +582,15 @@ impl ChunkReceiver {
                 "received {} bytes, trailer says {}",
                 self.stats.raw_bytes, t.raw_bytes
             )));
+        }
+        if self.diverged {
+            // Not a digest: the stream was not hashed to its end, and what the agent says
+            // it read must not pass for the archived file's.
+            self.stats.stream_sha256 = format!(
+                "{} (by the agent; its chunks differ from the archived file's)",
+                hex::encode(&t.stream_sha256)
+            );
+            return Ok(self.stats.clone());
         }
         if t.stream_sha256.as_slice() != digest.as_slice() {
             return Err(mismatch(format!(

@@ -102,7 +102,10 @@ mod tests {
         let mut pack = PackBuilder::default();
         pack.add(id, chunk::encode(&plain));
         let sealed = pack.seal(Some(&a));
-        store.put_pack(&sealed.name, &sealed.bytes).await.unwrap();
+        store
+            .put_pack(&sealed.name, sealed.bytes.into())
+            .await
+            .unwrap();
         let loc = sealed.chunks[0].1.clone();
         let backup =
             crate::catalog::test_backup(&cat, &[(id, plain.len() as u32, Some(loc))]).await;

@@ -143,7 +143,10 @@ mod tests {
             b.add(ChunkId::of(p), chunk::encode(p));
         }
         let pack = b.seal(keys);
-        store.put_pack(&pack.name, &pack.bytes).await.unwrap();
+        store
+            .put_pack(&pack.name, pack.bytes.clone().into())
+            .await
+            .unwrap();
         for ((id, loc), p) in pack.chunks.iter().zip(&plains) {
             assert_eq!(
                 &get(&store, keys, id, Some(loc)).await.unwrap().plaintext,
@@ -154,7 +157,7 @@ mod tests {
         let mut bad = pack.bytes.clone();
         bad[loc1.offset as usize + loc1.len as usize / 2] ^= 0x20;
         let name = crate::repo::pack::new_name();
-        store.put_pack(&name, &bad).await.unwrap();
+        store.put_pack(&name, bad.into()).await.unwrap();
         let at = |l: &PackLoc| PackLoc {
             pack: name.clone(),
             ..l.clone()

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tidemark_core::ids::ChunkId;
 
 use super::{ChunkStore, StoreError};
@@ -309,9 +310,9 @@ impl ChunkStore for FsStore {
         remove_durably(self.chunk_path(id)).await
     }
 
-    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    async fn put_pack(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.pack_path(name)?;
-        let (this, name, bytes) = (self.clone(), name.to_string(), bytes.to_vec());
+        let (this, name) = (self.clone(), name.to_string());
         blocking(move || this.put_pack_blocking(&path, &name, &bytes)).await
     }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tidemark_core::ids::ChunkId;
 
 use super::{ChunkStore, StoreError};
@@ -54,7 +55,7 @@ impl ChunkStore for MemStore {
         Ok(())
     }
 
-    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    async fn put_pack(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         let mut packs = self.packs.lock().unwrap();
         if packs.contains_key(name) {
             return Err(StoreError::PackExists(name.to_string()));

@@ -9,6 +9,7 @@ pub mod retry;
 pub mod s3;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tidemark_core::ids::ChunkId;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +157,9 @@ pub trait ChunkStore: Send + Sync + 'static {
     #[allow(dead_code)]
     async fn delete(&self, id: &ChunkId) -> Result<(), StoreError>;
     /// Store a pack (see `repo::pack`) durably before returning. Pack names are random
-    /// and a pack is never replaced: a name already taken is an error.
-    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// and a pack is never replaced: a name already taken is an error. The bytes are
+    /// shared, not copied: a pack is up to 16 MiB, and a retry sends the same buffer again.
+    async fn put_pack(&self, name: &str, bytes: Bytes) -> Result<(), StoreError>;
     /// `len` bytes of pack `name` from `offset`; a pack too short for them is damaged.
     async fn get_pack_range(
         &self,
@@ -360,7 +362,7 @@ pub mod conformance {
             store.get_pack_range(&name, 0, 10).await,
             Err(StoreError::PackNotFound(_))
         ));
-        store.put_pack(&name, &bytes).await.unwrap();
+        store.put_pack(&name, bytes.clone().into()).await.unwrap();
         assert_eq!(
             store.get_pack_range(&name, 1000, 5000).await.unwrap(),
             &bytes[1000..6000]
@@ -370,7 +372,12 @@ pub mod conformance {
             bytes
         );
         // Append-only: a pack is never replaced, even by the same bytes.
-        assert!(store.put_pack(&name, b"other bytes").await.is_err());
+        assert!(
+            store
+                .put_pack(&name, Bytes::from_static(b"other bytes"))
+                .await
+                .is_err()
+        );
         assert_eq!(
             store.get_pack_range(&name, 0, 3).await.unwrap(),
             &bytes[..3]
@@ -381,7 +388,10 @@ pub mod conformance {
             Err(StoreError::Damaged { .. })
         ));
         let other = new_pack_name();
-        store.put_pack(&other, b"second").await.unwrap();
+        store
+            .put_pack(&other, Bytes::from_static(b"second"))
+            .await
+            .unwrap();
         let mut listed: Vec<(String, u64)> = store
             .list_packs()
             .await

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tidemark_core::ids::ChunkId;
 
 use super::{ChunkStore, StoreError};
@@ -100,14 +101,17 @@ impl<S: ChunkStore> ChunkStore for Retrying<S> {
             .await
     }
 
-    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    async fn put_pack(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         // A retried PUT whose first try did land finds the name taken; it holds these bytes.
         let tried = std::sync::atomic::AtomicBool::new(false);
         self.run("put pack", name, || {
             let again = tried.swap(true, std::sync::atomic::Ordering::Relaxed);
+            let bytes = bytes.clone();
             async move {
-                match self.inner.put_pack(name, bytes).await {
-                    Err(StoreError::PackExists(_)) if again => self.confirm_pack(name, bytes).await,
+                match self.inner.put_pack(name, bytes.clone()).await {
+                    Err(StoreError::PackExists(_)) if again => {
+                        self.confirm_pack(name, &bytes).await
+                    }
                     other => other,
                 }
             }
@@ -272,7 +276,7 @@ mod tests {
         async fn delete(&self, id: &ChunkId) -> Result<(), StoreError> {
             self.inner.delete(id).await
         }
-        async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        async fn put_pack(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
             if self.failing() {
                 if self.lands {
                     let _ = self.inner.put_pack(name, bytes).await;
@@ -350,14 +354,19 @@ mod tests {
     async fn transient_failures_and_hangs_are_retried_up_to_the_limit() {
         let name = crate::store::new_pack_name();
         let s = flaky(2, true, false);
-        s.put_pack(&name, b"pack").await.unwrap();
+        s.put_pack(&name, Bytes::from_static(b"pack"))
+            .await
+            .unwrap();
         assert_eq!(
             s.inner.calls.load(Ordering::SeqCst),
             3,
             "third try succeeds"
         );
         let s = flaky(3, true, false);
-        let e = s.put_pack(&name, b"pack").await.unwrap_err();
+        let e = s
+            .put_pack(&name, Bytes::from_static(b"pack"))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("SlowDown"), "{e}");
         assert_eq!(
             s.inner.calls.load(Ordering::SeqCst),
@@ -366,7 +375,9 @@ mod tests {
         );
         // Two hung reads time out and the third answers.
         let s = flaky(0, true, false);
-        s.put_pack(&name, b"pack").await.unwrap();
+        s.put_pack(&name, Bytes::from_static(b"pack"))
+            .await
+            .unwrap();
         s.inner.calls.store(0, Ordering::SeqCst);
         let s = Retrying::new(Flaky { fail: 2, ..s.inner }, policy());
         assert_eq!(s.get_pack_range(&name, 1, 2).await.unwrap(), b"ac");
@@ -376,10 +387,15 @@ mod tests {
     async fn a_pack_put_whose_reply_was_lost_is_confirmed_not_doubted() {
         let name = crate::store::new_pack_name();
         let s = flaky(1, true, true);
-        s.put_pack(&name, b"pack bytes").await.unwrap();
+        s.put_pack(&name, Bytes::from_static(b"pack bytes"))
+            .await
+            .unwrap();
         assert_eq!(s.get_pack_range(&name, 0, 10).await.unwrap(), b"pack bytes");
         // But a name taken by other bytes stays an error: a pack is never replaced.
-        let e = s.put_pack(&name, b"other").await.unwrap_err();
+        let e = s
+            .put_pack(&name, Bytes::from_static(b"other"))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("never replaced"), "{e}");
     }
 
@@ -398,7 +414,7 @@ mod tests {
     async fn permanent_failures_return_at_once() {
         let s = flaky(1, false, false);
         let e = s
-            .put_pack(&crate::store::new_pack_name(), b"x")
+            .put_pack(&crate::store::new_pack_name(), Bytes::from_static(b"x"))
             .await
             .unwrap_err();
         assert!(!e.is_transient());

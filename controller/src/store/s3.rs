@@ -14,6 +14,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
 use tidemark_core::ids::ChunkId;
 
 use super::{ChunkStore, StoreError};
@@ -272,7 +273,7 @@ impl S3Store {
 
     /// Write `bytes` at `key` only if no object is there (If-None-Match: *): false when
     /// one is.
-    async fn create(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+    async fn create(&self, key: &str, bytes: Bytes) -> Result<bool, StoreError> {
         self.counts.add("put");
         match self
             .client
@@ -280,7 +281,7 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .if_none_match("*")
-            .body(ByteStream::from(bytes.to_vec()))
+            .body(ByteStream::from(bytes))
             .send()
             .await
         {
@@ -423,7 +424,7 @@ impl ChunkStore for S3Store {
         self.delete_key(&self.key(id)).await
     }
 
-    async fn put_pack(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    async fn put_pack(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         // Created only if absent: a pack is never replaced (Object Lock friendly).
         match self.create(&self.pack_key(name), bytes).await? {
             true => Ok(()),
@@ -502,7 +503,10 @@ impl ChunkStore for S3Store {
 
     async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         // Created only if absent: a record is never replaced (Object Lock friendly).
-        match self.create(&self.record_key(name)?, bytes).await? {
+        match self
+            .create(&self.record_key(name)?, Bytes::copy_from_slice(bytes))
+            .await?
+        {
             true => Ok(()),
             false => Err(StoreError::RecordExists(name.to_string())),
         }
@@ -536,7 +540,10 @@ impl ChunkStore for S3Store {
     async fn initialize(&self, identity: &[u8]) -> Result<(), StoreError> {
         // Objects need no layout; the identity is created only if absent, so a second
         // controller initialising at the same moment cannot replace it.
-        match self.create(&self.identity_key(), identity).await? {
+        match self
+            .create(&self.identity_key(), Bytes::copy_from_slice(identity))
+            .await?
+        {
             true => Ok(()),
             false => Err(StoreError::IdentityExists),
         }
