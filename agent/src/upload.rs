@@ -438,9 +438,12 @@ type Budgeted = (Chunk, OwnedSemaphorePermit);
 /// Chunk ids an upload remembers having sent (about 3 MiB of them), however large the part.
 const SENT_REMEMBERED: usize = 1 << 16;
 
-/// Move chunks from the chunker to the upload stream: ask which the controller lacks
-/// (unless `dedup` is off), compress those (a few at once, in order), and send. A chunk
-/// repeated within the stream is sent once either way. Returns when the chunker is done.
+/// Move chunks from the chunker to the upload stream: ask which the controller lacks,
+/// compress those (a few at once, in order), and send. A chunk repeated within the stream
+/// is sent once. With `dedup` off (a WAL file or binlog) every chunk goes as bytes: the
+/// controller compares a file pushed again under its archived name without holding it
+/// whole, and a repeat in WAL is a zero-filled tail that compresses to almost nothing.
+/// Returns when the chunker is done.
 async fn pump(
     mut client: AgentServiceClient<Channel>,
     mut chunks: mpsc::Receiver<Budgeted>,
@@ -492,7 +495,7 @@ async fn pump(
                 sent.clear();
             }
             for (c, permit) in batch {
-                let skip = sent.contains(&c.id) || stored.contains(c.id.0.as_slice());
+                let skip = dedup && (sent.contains(&c.id) || stored.contains(c.id.0.as_slice()));
                 sent.insert(c.id);
                 let job = tokio::task::spawn_blocking(move || {
                     let encoded = EncodedChunk {

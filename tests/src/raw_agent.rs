@@ -1,6 +1,9 @@
-//! An agent driven message by message: logical backups of demo-pg made of chosen chunks,
-//! sent with their bytes or as references, for tests that need a chunk in a precise place
-//! (a pack boundary, a reference racing garbage collection).
+//! An agent driven message by message: logical backups of demo-pg and WAL pushes made of
+//! chosen chunks, sent with their bytes or as references, for tests that need a chunk in a
+//! precise place (a pack boundary, a reference racing garbage collection) or a stream an
+//! older agent would send.
+
+use std::future::Future;
 
 use tidemark_core::chunk;
 use tidemark_core::ids::ChunkId;
@@ -8,8 +11,10 @@ use tidemark_proto::agent_service_client::AgentServiceClient;
 use tidemark_proto::upload_part_message::Msg;
 use tidemark_proto::{
     BeginBackupRequest, EncodedChunk, FinishBackupRequest, InstanceInfo, PartCheck, PartHeader,
-    PartTrailer, RegisterRequest, UploadPartMessage, UploadPartResponse,
+    PartTrailer, PushWalResponse, RegisterRequest, UploadPartMessage, UploadPartResponse,
+    WalHeader,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::fleet::Fleet;
@@ -100,19 +105,54 @@ impl RawAgent {
         chunks: &[(&[u8], bool)],
         between: impl FnOnce(),
     ) -> Result<UploadPartResponse, tonic::Status> {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let mut client = self.client.clone();
-        let upload = self.rt.spawn(async move {
-            client
-                .upload_part(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-        });
-        let send = |m| self.rt.block_on(tx.send(msg(m))).unwrap();
-        send(Msg::Header(PartHeader {
+        let header = Msg::Header(PartHeader {
             backup_id: backup,
             part: "db:app".into(),
             format: "sql".into(),
-        }));
+        });
+        self.stream(header, chunks, between, |mut c, s| async move {
+            c.upload_part(s).await
+        })
+    }
+
+    /// Push `chunks` (with their bytes, or as references) as the archived file `header`
+    /// names.
+    pub fn push_wal(
+        &mut self,
+        header: WalHeader,
+        chunks: &[(&[u8], bool)],
+    ) -> Result<PushWalResponse, tonic::Status> {
+        self.stream(
+            Msg::Wal(header),
+            chunks,
+            || {},
+            |mut c, s| async move { c.push_wal(s).await },
+        )
+    }
+
+    /// Send `first`, then `chunks`, then (after `between`) the trailer over `rpc`.
+    fn stream<R, F, Fut>(
+        &mut self,
+        first: Msg,
+        chunks: &[(&[u8], bool)],
+        between: impl FnOnce(),
+        rpc: F,
+    ) -> Result<R, tonic::Status>
+    where
+        R: Send + 'static,
+        F: FnOnce(AgentServiceClient<Channel>, ReceiverStream<UploadPartMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let call = self
+            .rt
+            .spawn(rpc(self.client.clone(), ReceiverStream::new(rx)));
+        // A stream the controller refused partway stops taking messages; its reason comes
+        // back from the call.
+        let send = |m| {
+            let _ = self.rt.block_on(tx.send(msg(m)));
+        };
+        send(first);
         let mut stream = Vec::new();
         for (plain, with_data) in chunks {
             stream.extend_from_slice(plain);
@@ -133,7 +173,7 @@ impl RawAgent {
             chunk_count: chunks.len() as u64,
         }));
         drop(tx);
-        Ok(self.rt.block_on(upload).unwrap()?.into_inner())
+        Ok(self.rt.block_on(call).unwrap()?.into_inner())
     }
 
     /// Finish a backup whose part is stored, its check passed.

@@ -29,6 +29,9 @@ const MANIFEST_BATCH: usize = 1024;
 const IN_FLIGHT: usize = 4;
 const IN_FLIGHT_BYTES: u64 = 8 << 20;
 
+/// The most a discarded stream keeps of its chunks: a 16 MiB WAL segment whole.
+const DISCARD_HELD: usize = 16 << 20;
+
 /// Where a verified stream's manifest lines go.
 pub enum Sink {
     /// A backup part: lines are committed in batches while the upload runs (a part can be
@@ -41,9 +44,10 @@ pub enum Sink {
         new: Vec<NewChunk>,
     },
     /// Checked and compared, never stored: a WAL file pushed again under a name already
-    /// archived. Nothing of it is kept: a reference to one of its own earlier chunks is
-    /// read back from the archive, and one the archive lacks shows that the file differs
-    /// (its digest then never matches the archived one's).
+    /// archived. Its chunks are kept only up to [`DISCARD_HELD`] bytes, for a reference to
+    /// one of them later in the stream (the agent sends every chunk of a WAL file or binlog
+    /// as bytes; agents before that sent a repeat as a reference): past that, a reference
+    /// the archive cannot answer either is refused, with a hint to upgrade the agent.
     Discard,
 }
 
@@ -75,9 +79,6 @@ pub struct ChunkReceiver {
     /// Packs written and not yet committed (see `Repository::in_flight`).
     uncommitted: Vec<String>,
     sink: Sink,
-    /// A discarded stream referred to a chunk of its own that the archive lacks: it is not
-    /// the archived file. The rest is counted, not checked.
-    diverged: bool,
 }
 
 /// A pack being written while the next one fills, and the batch that waits for it.
@@ -244,7 +245,6 @@ impl ChunkReceiver {
             last_pack: None,
             uncommitted: Vec::new(),
             sink,
-            diverged: false,
         }
     }
 
@@ -287,12 +287,6 @@ impl ChunkReceiver {
             };
             match msg {
                 Some(Msg::Chunk(c)) => {
-                    if self.diverged || self.differs_at(&c).await? {
-                        self.diverged = true;
-                        self.stats.chunks += 1;
-                        self.stats.raw_bytes += u64::from(c.raw_len);
-                        continue;
-                    }
                     // A reference to a chunk whose first copy is still being stored must
                     // wait for it (repetitive data repeats chunks back to back).
                     let waits_for_copy =
@@ -308,6 +302,7 @@ impl ChunkReceiver {
                         self.absorb(joined(done).await?).await?;
                     }
                     self.check_reference(&c).await?;
+                    self.check_comparable(&c).await?;
                     if c.data.is_empty()
                         && let Ok(id) = ChunkId::from_slice(&c.id)
                         && self
@@ -341,15 +336,20 @@ impl ChunkReceiver {
         }
     }
 
-    /// In a discarded stream, a reference to a chunk the archive lacks: one the stream sent
-    /// earlier and that is kept nowhere, so the pushed file is not the archived one.
-    async fn differs_at(&mut self, c: &EncodedChunk) -> IngestResult<bool> {
+    /// In a discarded stream, a reference must be answerable: by a chunk still held, or by
+    /// the archive. The file cannot be compared otherwise (it is never taken for different).
+    async fn check_comparable(&self, c: &EncodedChunk) -> IngestResult<()> {
         if !matches!(self.sink, Sink::Discard) || !c.data.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
-        self.check_reference(c).await?;
         let id = ChunkId::from_slice(&c.id).map_err(|e| IngestError::Rejected(e.to_string()))?;
-        Ok(self.repo.catalog.chunk_place(&id).await?.is_none())
+        if self.pack.get(&id).is_some() || self.repo.catalog.chunk_place(&id).await?.is_some() {
+            return Ok(());
+        }
+        Err(IngestError::Rejected(format!(
+            "{} was pushed again under its archived name and cannot be compared: it refers to its own chunk {id}, which is past what is held for the comparison; upgrade the agent (it now sends every chunk of an archived file)",
+            self.label
+        )))
     }
 
     /// An agent may refer only to chunks it uploaded itself. A chunk id is a content hash;
@@ -400,7 +400,7 @@ impl ChunkReceiver {
             self.stats.new_bytes += encoded.len() as u64;
             self.claimed.push(checked.id);
         } else if let Some(encoded) = checked.encoded
-            && !matches!(self.sink, Sink::Discard)
+            && !(matches!(self.sink, Sink::Discard) && self.pack.bytes() >= DISCARD_HELD)
         {
             // The same bytes sent twice in one upload are packed once.
             if self.pack.get(&checked.id).is_none() && !self.packed.contains_key(&checked.id) {
@@ -582,15 +582,6 @@ impl ChunkReceiver {
                 "received {} bytes, trailer says {}",
                 self.stats.raw_bytes, t.raw_bytes
             )));
-        }
-        if self.diverged {
-            // Not a digest: the stream was not hashed to its end, and what the agent says
-            // it read must not pass for the archived file's.
-            self.stats.stream_sha256 = format!(
-                "{} (by the agent; its chunks differ from the archived file's)",
-                hex::encode(&t.stream_sha256)
-            );
-            return Ok(self.stats.clone());
         }
         if t.stream_sha256.as_slice() != digest.as_slice() {
             return Err(mismatch(format!(

@@ -76,6 +76,11 @@ impl PackBuilder {
         self.bytes >= PACK_TARGET
     }
 
+    /// The encoded bytes of the chunks added so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Lay the pack out (sealing each chunk and the index when `keys` is set) and empty the
     /// builder. CPU work: run it off the async threads.
     pub fn seal(&mut self, keys: Option<&Keyring>) -> SealedPack {

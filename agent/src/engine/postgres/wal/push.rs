@@ -70,7 +70,8 @@ pub async fn run(
                 });
             }
             Err(Failure::Busy(e)) if Instant::now() < busy_deadline => {
-                let wait = Duration::from_millis(100 + jitter_millis(busy_pace));
+                let wait = Duration::from_millis(100 + jitter_millis(busy_pace - 100))
+                    .min(busy_deadline.saturating_duration_since(Instant::now()));
                 busy_pace = (busy_pace * 3 / 2).min(8000);
                 tracing::debug!("pushing {name}: {e}; trying again in {wait:?}");
                 tokio::time::sleep(wait).await;
