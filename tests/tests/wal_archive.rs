@@ -193,6 +193,35 @@ fn wal_is_archived_once_fetched_intact_and_refused_from_anyone_but_the_primary()
         "{err}"
     );
 
+    // A configuration error is no "end of WAL" either, so recovery stops instead of
+    // promoting early: an instance that is not registered, a cluster no instance has.
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &f.pg.data,
+        &[
+            "wal-fetch",
+            "--instance",
+            "nosuch",
+            &seg,
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 200, "{err}");
+    assert!(err.contains("instance nosuch is not registered"), "{err}");
+    let stranger = dir.join("stranger");
+    std::fs::create_dir_all(stranger.join("global")).unwrap();
+    std::fs::write(stranger.join("global/pg_control"), 42u64.to_ne_bytes()).unwrap();
+    let (code, err) = agent_cmd(
+        &f.agent.config,
+        &stranger,
+        &["wal-fetch", &seg, dest.to_str().unwrap()],
+    );
+    assert_eq!(code, 200, "{err}");
+    assert!(
+        err.contains("no registered instance has system identifier \"42\""),
+        "{err}"
+    );
+
     // The controller gone: wal-fetch retries, then aborts recovery (status > 125) rather
     // than report the end of the WAL; wal-push fails so PostgreSQL keeps the segment.
     let mut f = f;

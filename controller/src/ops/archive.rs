@@ -234,7 +234,10 @@ pub async fn push(
     }
 }
 
-/// The instance a fetch reads from: named, or found by its system identifier.
+/// The instance a fetch reads from: named, or found by its system identifier. Not finding
+/// it is a configuration error, never NotFound: NotFound tells restore_command that the
+/// archive has no such file, and recovery would take that for the end of the WAL and
+/// promote, early.
 async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> OpsResult<InstanceRow> {
     if !r.instance.is_empty() {
         let inst = state
@@ -243,7 +246,10 @@ async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> OpsResult<Insta
             .instance(&r.instance)
             .await?
             .ok_or_else(|| {
-                OpsError::NotFound(format!("instance {} is not registered", r.instance))
+                OpsError::FailedPrecondition(format!(
+                    "instance {} is not registered; check --instance in restore_command",
+                    r.instance
+                ))
             })?;
         if !r.system_identifier.is_empty() && r.system_identifier != inst.system_identifier {
             return Err(OpsError::PermissionDenied(format!(
@@ -260,7 +266,7 @@ async fn fetch_source(state: &State, r: &pb::FetchWalRequest) -> OpsResult<Insta
         .await?;
     match matches.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(OpsError::NotFound(format!(
+        [] => Err(OpsError::FailedPrecondition(format!(
             "no registered instance has system identifier {:?}; pass --instance NAME to wal-fetch",
             r.system_identifier
         ))),
