@@ -460,3 +460,39 @@ fn a_sandbox_cut_off_from_production_still_passes_a_drill() {
     drop(sb);
     f.dir.keep_if_asked();
 }
+
+/// Production's configuration does not bring production's code to the sandbox: preloaded
+/// libraries and included files planted in the backed-up configuration (a compromised
+/// database host could put anything there) are disabled in the drill's copy.
+#[test]
+fn a_drill_loads_no_library_and_includes_no_file_planted_in_production() {
+    let (f, sb) = drill_fleet("drillplant", CHECKS);
+    // Planted in the files only: no production server reads them (nothing reloads it).
+    let planted = f.dir.path().join("planted.conf");
+    std::fs::write(&planted, "this is not a configuration file\n").unwrap();
+    let conf = f.pg.data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "include '{p}'\ninclude_if_exists '{p}'\ninclude_dir '{d}'\nShared_Preload_Libraries = 'tidemark_planted'\n",
+        p = planted.display(),
+        d = f.dir.path().display()
+    ));
+    std::fs::write(&conf, text).unwrap();
+    let auto = f.pg.data.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap();
+    for name in [
+        "shared_preload_libraries",
+        "session_preload_libraries",
+        "local_preload_libraries",
+    ] {
+        text.push_str(&format!("{name} = 'tidemark_planted'\n"));
+    }
+    std::fs::write(&auto, text).unwrap();
+    f.base_backup();
+    let target = write_markers(&f);
+    let (d, code) = drill(&f, &["--target", &target]);
+    assert_eq!(code, 0, "{d:#}\nsandbox log:\n{}", sb.daemon.log_text());
+    assert_eq!(d["state"], "passed", "{d:#}");
+    assert_eq!(check(&d, "before-rows")["value"], "50");
+    f.dir.keep_if_asked();
+}

@@ -180,11 +180,24 @@ fn recovery_failure(log: &str) -> Option<String> {
     })
 }
 
+/// What production's configuration may load or pull in, disabled in a drill's copy: a
+/// compromised database host must not get code running on the sandbox through the backup
+/// (a preloaded library, or a file an include names).
+const INHERITED_CODE: &[&str] = &[
+    "shared_preload_libraries",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "include",
+    "include_if_exists",
+    "include_dir",
+];
+
 /// Settings that keep the restored server to itself: no TCP listener, a socket in the
-/// sandbox, no archiving or replication, and local trust authentication (the socket
-/// directory is the sandbox's, mode 0700). Configuration the backup did not carry (a
-/// Debian cluster keeps it in /etc) is created, and the standby minimums from pg_control
-/// are met so that hot standby can answer queries while paused.
+/// sandbox, no archiving or replication, no library or included file from production
+/// (see [`INHERITED_CODE`]), and local trust authentication (the socket directory is the
+/// sandbox's, mode 0700). Configuration the backup did not carry (a Debian cluster keeps it
+/// in /etc) is created, and the standby minimums from pg_control are met so that hot
+/// standby can answer queries while paused.
 async fn isolate(
     inst: &InstanceConfig,
     dir: &Path,
@@ -211,6 +224,7 @@ async fn isolate(
     if !pgdata.join("pg_ident.conf").exists() {
         write("pg_ident.conf", "")?;
     }
+    physical::disable_settings(pgdata, INHERITED_CODE, "the tidemark drill sandbox")?;
     let minimums = standby_minimums(inst, pgdata).await?;
     let q = |p: &Path| quote_literal(&p.display().to_string());
     let mut lines = vec![
@@ -227,6 +241,9 @@ async fn isolate(
         "logging_collector = off".into(),
         "synchronous_standby_names = ''".into(),
         "primary_conninfo = ''".into(),
+        "shared_preload_libraries = ''".into(),
+        "session_preload_libraries = ''".into(),
+        "local_preload_libraries = ''".into(),
         // The verdict reads "recovery stopping before ..." from the log: keep it English.
         "lc_messages = 'C'".into(),
     ];

@@ -272,15 +272,10 @@ async fn verify(inst: &InstanceConfig, layout: &Layout, remapped: bool) -> Resul
     Ok(())
 }
 
-/// Comment out stale recovery settings, then append ours to postgresql.auto.conf (which
-/// PostgreSQL reads last), and create recovery.signal.
-fn write_recovery_settings(
-    r: &PhysicalRestore,
-    config: &Path,
-    layout: &Layout,
-    ids: Option<(u32, u32)>,
-) -> Result<(), AgentError> {
-    let pgdata = &layout.pgdata;
+/// Comment out every line of the restored postgresql.conf and postgresql.auto.conf that sets
+/// one of `keys` (or is one of these directives, for `include`), saying `by` did it.
+/// Setting names are matched as PostgreSQL matches them, without regard to case.
+pub(super) fn disable_settings(pgdata: &Path, keys: &[&str], by: &str) -> Result<(), AgentError> {
     for name in ["postgresql.conf", "postgresql.auto.conf"] {
         let path = pgdata.join(name);
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -290,8 +285,8 @@ fn write_recovery_settings(
             .lines()
             .map(|l| {
                 let key = l.trim_start().split(['=', ' ', '\t']).next().unwrap_or("");
-                if STALE.contains(&key) {
-                    format!("# {l}    # disabled by tidemark restore")
+                if keys.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+                    format!("# {l}    # disabled by {by}")
                 } else {
                     l.to_string()
                 }
@@ -300,6 +295,19 @@ fn write_recovery_settings(
         std::fs::write(&path, cleaned.join("\n") + "\n")
             .map_err(|e| AgentError::permanent(format!("cannot write {}: {e}", path.display())))?;
     }
+    Ok(())
+}
+
+/// Comment out stale recovery settings, then append ours to postgresql.auto.conf (which
+/// PostgreSQL reads last), and create recovery.signal.
+fn write_recovery_settings(
+    r: &PhysicalRestore,
+    config: &Path,
+    layout: &Layout,
+    ids: Option<(u32, u32)>,
+) -> Result<(), AgentError> {
+    let pgdata = &layout.pgdata;
+    disable_settings(pgdata, STALE, "tidemark restore")?;
     let exe = std::env::current_exe()
         .map_err(|e| AgentError::permanent(format!("cannot find this agent's binary: {e}")))?;
     let restore_command = format!(
