@@ -136,7 +136,7 @@ pub fn plan_backups(policy: &Policy, now: i64, backups: &[BackupFacts]) -> BTree
     for b in backups.iter().filter(|b| b.in_use) {
         keep.get_mut(&b.id)
             .unwrap()
-            .push("in use by a running drill or restore".into());
+            .push("in use by a drill or restore (a restore for a day after it ends, while its server may still replay WAL)".into());
     }
     keep.into_iter()
         .map(|(id, keep)| {

@@ -22,6 +22,11 @@ mod status;
 mod store_identity;
 mod verify;
 pub use verify::Held;
+
+/// How long after a restore job ends its agent may still fetch WAL (the operator may start
+/// the restored server later, or it was created with `--start` off), and so how long
+/// retention keeps the backup it restored and the WAL after it.
+pub const RESTORE_GRANT_SECS: i64 = 24 * 3600;
 mod wal;
 
 use std::path::Path;

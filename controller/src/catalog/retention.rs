@@ -37,11 +37,17 @@ pub struct Garbage {
     pub bytes: u64,
 }
 
+/// Backups a drill or restore reads: a queued or running drill; a restore that is queued or
+/// running, or ended less than [`super::RESTORE_GRANT_SECS`] ago (`$1` is the time that
+/// far back): a restore created with `--start` off, or whose server the operator starts
+/// again, replays WAL from its base backup after the job ended, for as long as its grant
+/// to read the archive lasts.
 const IN_USE: &str =
     "SELECT backup_id FROM drills WHERE state IN ('queued', 'running') AND backup_id IS NOT NULL
      UNION
      SELECT backup_id FROM jobs
-      WHERE kind = 'restore' AND state IN ('queued', 'running') AND backup_id IS NOT NULL";
+      WHERE kind = 'restore' AND backup_id IS NOT NULL
+        AND (state IN ('queued', 'running') OR finished_at >= $1)";
 
 /// Expire `e`'s backups (their rows stay as history, their manifests go) and delete its
 /// archived logs, at time `t`, in `tx`. No premise is checked here.
@@ -97,9 +103,10 @@ pub(super) async fn expire(tx: &mut super::DbConn, e: &Expiry, t: i64) -> Result
 }
 
 impl Catalog {
-    /// Backups a queued or running drill or restore reads.
+    /// Backups a drill or restore reads (see [`IN_USE`]).
     pub async fn backups_in_use(&self) -> Result<Vec<i64>> {
         Ok(sqlx::query(IN_USE)
+            .bind(now() - super::RESTORE_GRANT_SECS)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -138,6 +145,7 @@ impl Catalog {
     ) -> Result<std::result::Result<(), String>> {
         let mut tx = self.write_tx().await?;
         let in_use: Vec<i64> = sqlx::query(IN_USE)
+            .bind(at - super::RESTORE_GRANT_SECS)
             .fetch_all(&mut *tx)
             .await?
             .iter()

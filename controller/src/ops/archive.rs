@@ -18,10 +18,6 @@ use crate::catalog::{Engine, InstanceRow, ManifestEntry, WalFileRow, WalOutcome,
 use crate::repo::ingest::{ChunkReceiver, IngestError, Sink};
 use crate::repo::records::LogRecord;
 
-/// How long after a restore job finishes its agent may still fetch WAL (the operator may
-/// start the restored server later).
-const FETCH_GRANT_SECS: i64 = 24 * 3600;
-
 /// The instance `agent` archives from `header`'s cluster and directory, or why not.
 async fn primary_for(state: &State, agent: &str, h: &pb::WalHeader) -> OpsResult<InstanceRow> {
     let same_cluster = state
@@ -340,7 +336,11 @@ pub async fn fetch(
         || state
             .repo
             .catalog
-            .has_wal_grant(agent, &inst.name, now() - FETCH_GRANT_SECS)
+            .has_wal_grant(
+                agent,
+                &inst.name,
+                now() - crate::catalog::RESTORE_GRANT_SECS,
+            )
             .await?;
     if !allowed {
         return Err(OpsError::PermissionDenied(format!(

@@ -166,7 +166,7 @@ fn a_backup_in_use_by_a_drill_or_restore_is_kept() {
     bases[10].in_use = true;
     let plan = plan_backups(&policy(), NOW, &bases);
     assert_eq!(kept(&plan), vec![11, 59, 60]);
-    assert!(plan[&11].keep[0].contains("running drill or restore"));
+    assert!(plan[&11].keep[0].contains("in use by a drill or restore"));
 }
 
 #[test]

@@ -172,6 +172,19 @@ async fn a_plan_whose_premises_changed_is_not_applied_at_all() {
     cat.update_job(job, crate::catalog::JobState::Succeeded, 0, None, "")
         .await
         .unwrap();
+    // Ended, it still holds its backup while its grant lasts: its server, started later
+    // (or created with --start off), replays WAL from that backup.
+    let why = cat.apply_retention(&e).await.unwrap().unwrap_err();
+    assert!(why.contains("used by a drill or restore"), "{why}");
+    assert_eq!(cat.backups_in_use().await.unwrap(), vec![old.0]);
+    unchanged(cat.clone()).await;
+    sqlx::query("UPDATE jobs SET finished_at = $1 WHERE id = $2")
+        .bind(crate::catalog::now() - crate::catalog::RESTORE_GRANT_SECS - 60)
+        .bind(job.0)
+        .execute(&cat.pool)
+        .await
+        .unwrap();
+    assert!(cat.backups_in_use().await.unwrap().is_empty());
 
     // So was a drill.
     let drill = cat.create_drill("pg", 0, "test", "").await.unwrap();
