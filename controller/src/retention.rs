@@ -73,9 +73,35 @@ pub struct BackupFacts {
     pub kind: Kind,
     /// When it ended (unix seconds): the earliest point it restores to.
     pub stop: i64,
-    /// A base backup's first WAL segment (or binlog file), in archive order.
-    pub start_log: Option<String>,
+    /// A base backup's first WAL segment (or binlog file); None for a logical backup, or a
+    /// base backup whose first log is not known.
+    pub start_log: Option<LogFile>,
     pub in_use: bool,
+}
+
+/// Where an archived file sits: its timeline (0 for a binlog) and its segment or binlog
+/// sequence number. Compared as numbers, never as names: a binlog past 999999 has seven
+/// digits, and sorts before `.999999` as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPos {
+    pub timeline: u32,
+    pub number: u64,
+}
+
+/// An archived WAL file or binlog; `pos` is None for a timeline history file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogFile {
+    pub name: String,
+    pub pos: Option<LogPos>,
+}
+
+impl LogPos {
+    /// Does a restore from a base backup starting at `start` read this file? It replays
+    /// its own timeline and those that branched from it later (recovery_target_timeline
+    /// 'latest' follows them, which have higher numbers), from its first segment on.
+    fn needed_from(self, start: LogPos) -> bool {
+        self.timeline >= start.timeline && self.number >= start.number
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -199,43 +225,68 @@ fn iso_week(t: i64) -> String {
     format!("{y:04}-W{:02}", (thursday - jan1) / 7 + 1)
 }
 
-/// Decide archived log files (WAL segment or binlog names, which sort in archive order):
-/// delete only those before the first log of the oldest base backup kept. With no base
-/// backup kept (none yet), all are kept.
+/// Decide archived log files: one goes only when no base backup kept needs it (see
+/// [`LogPos::needed_from`]). A timeline history file is always kept. With no base backup
+/// kept (none yet), or one whose first log is not known, all are kept.
 pub fn plan_logs(
     backups: &[BackupFacts],
     decisions: &BTreeMap<i64, Decision>,
-    logs: &[String],
+    logs: &[LogFile],
 ) -> Vec<(String, Decision)> {
-    let oldest = backups
+    let kept: Vec<&BackupFacts> = backups
         .iter()
         .filter(|b| b.kind == Kind::Base && decisions.get(&b.id).is_some_and(Decision::kept))
-        .filter_map(|b| b.start_log.as_ref().map(|s| (s.clone(), b.id)))
-        .min();
+        .collect();
+    let unknown = kept
+        .iter()
+        .find(|b| b.start_log.as_ref().and_then(|l| l.pos).is_none());
+    // Each kept base backup's start, oldest first.
+    let mut starts: Vec<(LogPos, &str, i64)> = kept
+        .iter()
+        .filter_map(|b| {
+            let l = b.start_log.as_ref()?;
+            Some((l.pos?, l.name.as_str(), b.id))
+        })
+        .collect();
+    starts.sort();
+    let keep = |why: String| Decision {
+        keep: vec![why],
+        delete_reason: String::new(),
+    };
     logs.iter()
-        .map(|name| {
-            let d = match &oldest {
+        .map(|log| {
+            let d = match (log.pos, unknown, starts.first()) {
                 // A timeline's history is small and every later restore may need it.
-                _ if name.ends_with(".history") => Decision {
-                    keep: vec!["timeline history is always kept".into()],
-                    delete_reason: String::new(),
-                },
-                Some((first, id)) if name < first => Decision {
-                    keep: vec![],
-                    delete_reason: format!(
-                        "older than {first}, where the oldest base backup kept ({id}) starts"
-                    ),
-                },
-                Some((_, id)) => Decision {
-                    keep: vec![format!("needed from base backup {id} on")],
-                    delete_reason: String::new(),
-                },
-                None => Decision {
-                    keep: vec!["no base backup is kept yet".into()],
-                    delete_reason: String::new(),
-                },
+                (None, _, _) => keep("timeline history is always kept".into()),
+                (Some(_), Some(b), _) => keep(format!(
+                    "base backup {} is kept and where its WAL starts is not known",
+                    b.id
+                )),
+                (Some(_), None, None) => keep("no base backup is kept yet".into()),
+                (Some(pos), None, Some((_, first, oldest))) => {
+                    let delete = |why: String| Decision {
+                        keep: vec![],
+                        delete_reason: why,
+                    };
+                    // Kept base backups on its timeline or an earlier one: it is older than
+                    // each of them; name the earliest.
+                    let earliest = starts
+                        .iter()
+                        .filter(|(s, _, _)| pos.timeline >= s.timeline)
+                        .min_by_key(|(s, _, id)| (s.number, *id));
+                    match (starts.iter().find(|(s, _, _)| pos.needed_from(*s)), earliest) {
+                        (Some((_, _, id)), _) => keep(format!("needed from base backup {id} on")),
+                        (None, Some((_, name, id))) => delete(format!(
+                            "older than {name}, where the oldest base backup kept ({id}) starts"
+                        )),
+                        (None, None) => delete(format!(
+                            "on timeline {}, which no base backup kept restores through (the oldest, {oldest}, starts at {first})",
+                            pos.timeline
+                        )),
+                    }
+                }
             };
-            (name.clone(), d)
+            (log.name.clone(), d)
         })
         .collect()
 }

@@ -114,7 +114,32 @@ impl Catalog {
             .collect())
     }
 
+    /// Every archived WAL file or binlog of an instance: its name, timeline (0 for a
+    /// binlog) and segment or binlog number (None for a timeline history file, and for a
+    /// backup history file, which records none).
+    pub async fn archived_log_positions(
+        &self,
+        instance: &str,
+    ) -> Result<Vec<(String, u32, Option<u64>)>> {
+        Ok(sqlx::query(
+            "SELECT name, timeline, segno FROM wal_files WHERE instance = $1 ORDER BY name",
+        )
+        .bind(instance)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get::<i64, _>(1) as u32,
+                r.get::<Option<i64>, _>(2).map(|n| n as u64),
+            )
+        })
+        .collect())
+    }
+
     /// Every archived WAL file or binlog of an instance, by name.
+    #[cfg(test)]
     pub async fn archived_log_names(&self, instance: &str) -> Result<Vec<String>> {
         Ok(
             sqlx::query("SELECT name FROM wal_files WHERE instance = $1 ORDER BY name")

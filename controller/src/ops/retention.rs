@@ -281,7 +281,27 @@ async fn plan_instance(state: &State, inst: &InstanceRow, in_use: &[i64]) -> Ops
             BackupStatus::Complete => facts.push(facts_of(state, inst, &b, in_use).await?),
         }
     }
-    let logs = state.repo.catalog.archived_log_names(&inst.name).await?;
+    let logs: Vec<retention::LogFile> = state
+        .repo
+        .catalog
+        .archived_log_positions(&inst.name)
+        .await?
+        .into_iter()
+        .map(|(name, timeline, number)| {
+            // A backup history file (SEGMENT.OFFSET.backup) is stored without a number: it
+            // sits where its name says.
+            let number = number.or_else(|| {
+                match tidemark_core::wal::WalName::parse(&name, inst.segment_size()) {
+                    Ok(tidemark_core::wal::WalName::BackupHistory { segno, .. }) => Some(segno),
+                    _ => None,
+                }
+            });
+            retention::LogFile {
+                pos: number.map(|number| retention::LogPos { timeline, number }),
+                name,
+            }
+        })
+        .collect();
     let log_kind = inst.engine.log_kind();
     let Some(policy) = policy else {
         let keep = retention::Decision {
@@ -293,7 +313,10 @@ async fn plan_instance(state: &State, inst: &InstanceRow, in_use: &[i64]) -> Ops
             .chain(&damaged)
             .map(|f| item(inst, kind_name(f.kind), f.id, "", f.stop, &keep))
             .collect();
-        out.extend(logs.iter().map(|n| item(inst, log_kind, 0, n, 0, &keep)));
+        out.extend(
+            logs.iter()
+                .map(|l| item(inst, log_kind, 0, &l.name, 0, &keep)),
+        );
         return Ok(Plan {
             items: out,
             damaged: damaged.iter().map(|f| f.id).collect(),
@@ -361,10 +384,26 @@ async fn facts_of(
                 .binlog_coordinates(b.id)
                 .await?
                 .map(|c| c.file)
-                .filter(|f| !f.is_empty()),
+                .filter(|f| !f.is_empty())
+                .map(|name| retention::LogFile {
+                    pos: tidemark_core::binlog::sequence(&name, inst.binlog_base()).map(|number| {
+                        retention::LogPos {
+                            timeline: 0,
+                            number,
+                        }
+                    }),
+                    name,
+                }),
             Engine::Postgresql => state.repo.catalog.base_backup(b.id).await?.map(|bb| {
                 let size = inst.segment_size();
-                tidemark_core::wal::segment_name(bb.timeline, bb.start_lsn.segno(size), size)
+                let number = bb.start_lsn.segno(size);
+                retention::LogFile {
+                    name: tidemark_core::wal::segment_name(bb.timeline, number, size),
+                    pos: Some(retention::LogPos {
+                        timeline: bb.timeline,
+                        number,
+                    }),
+                }
             }),
         },
     };

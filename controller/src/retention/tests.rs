@@ -10,9 +10,36 @@ fn base(id: i64, days_ago: f64, start_log: &str) -> BackupFacts {
         id,
         kind: Kind::Base,
         stop: NOW - (days_ago * DAY as f64) as i64,
-        start_log: Some(start_log.into()),
+        start_log: Some(wal(start_log)),
         in_use: false,
     }
+}
+
+/// A WAL file of 16 MiB segments, placed as the catalog places it.
+fn wal(name: &str) -> LogFile {
+    use tidemark_core::wal::WalName;
+    let pos = match WalName::parse(name, 16 << 20).unwrap() {
+        WalName::Segment { timeline, segno } | WalName::Partial { timeline, segno } => {
+            Some(LogPos {
+                timeline,
+                number: segno,
+            })
+        }
+        WalName::History { .. } => None,
+        other => panic!("{other:?}"),
+    };
+    LogFile {
+        name: name.into(),
+        pos,
+    }
+}
+
+/// The names `plan_logs` deletes.
+fn deleted(plan: &[(String, Decision)]) -> Vec<&str> {
+    plan.iter()
+        .filter(|(_, d)| !d.kept())
+        .map(|(n, _)| n.as_str())
+        .collect()
 }
 
 fn logical(id: i64, days_ago: f64) -> BackupFacts {
@@ -173,19 +200,15 @@ fn a_backup_in_use_by_a_drill_or_restore_is_kept() {
 fn wal_goes_only_when_older_than_the_oldest_base_backup_kept() {
     let bases = daily_bases();
     let plan = plan_backups(&policy(), NOW, &bases);
-    let logs: Vec<String> = (0x30..=0x40)
-        .map(|n| format!("0000000100000000000000{n:02X}"))
-        .chain(["00000002.history".to_string()])
+    let logs: Vec<LogFile> = (0x30..=0x40)
+        .map(|n| wal(&format!("0000000100000000000000{n:02X}")))
+        .chain([wal("00000002.history")])
         .collect();
-    let wal = plan_logs(&bases, &plan, &logs);
-    let deleted: Vec<&str> = wal
-        .iter()
-        .filter(|(_, d)| !d.kept())
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let plan_wal = plan_logs(&bases, &plan, &logs);
+    let wal = plan_wal;
     // Base 59 (the oldest kept) starts at segment 0x3B.
     assert_eq!(
-        deleted,
+        deleted(&wal),
         (0x30..0x3B)
             .map(|n| format!("0000000100000000000000{n:02X}"))
             .collect::<Vec<_>>()
@@ -196,7 +219,7 @@ fn wal_goes_only_when_older_than_the_oldest_base_backup_kept() {
         let start = b.start_log.as_ref().unwrap();
         assert!(
             wal.iter()
-                .filter(|(n, _)| n >= start)
+                .filter(|(n, _)| *n >= start.name)
                 .all(|(_, d)| d.kept())
         );
     }
@@ -211,4 +234,123 @@ fn iso_weeks_follow_thursdays() {
     assert_eq!(iso_week(day(2026, 11, 26)), "2026-W48");
     assert_eq!(iso_week(day(2027, 1, 1)), "2026-W53");
     assert_eq!(iso_week(day(2024, 12, 30)), "2025-W01");
+}
+
+/// After failovers: timelines 1, 2 and 3 (promotions at segments 0x20 and 0x30). Files are
+/// compared by timeline and segment, never by name: what a kept base backup replays stays
+/// (its timeline and the later ones, from its first segment), history files always stay.
+#[test]
+fn wal_across_timelines_goes_only_when_no_base_backup_kept_replays_it() {
+    let mut bases = vec![
+        base(1, 20.0, "000000010000000000000010"),
+        base(2, 1.0, "000000030000000000000031"),
+    ];
+    let logs: Vec<LogFile> = [
+        "00000001000000000000000F",
+        "000000010000000000000010",
+        "00000001000000000000001F",
+        "000000010000000000000020.partial",
+        "000000010000000000000035",
+        "00000002.history",
+        "000000020000000000000020",
+        "00000002000000000000002F",
+        "00000003.history",
+        "000000030000000000000030",
+        "000000030000000000000031",
+        "000000030000000000000040",
+    ]
+    .iter()
+    .map(|n| wal(n))
+    .collect();
+    let keep_all = |bases: &[BackupFacts]| -> BTreeMap<i64, Decision> {
+        bases
+            .iter()
+            .map(|b| {
+                (
+                    b.id,
+                    Decision {
+                        keep: vec!["kept".into()],
+                        delete_reason: String::new(),
+                    },
+                )
+            })
+            .collect()
+    };
+    // The timeline 1 base reaches timelines 2 and 3 by replaying through the promotions:
+    // only what precedes it goes.
+    let plan = plan_logs(&bases, &keep_all(&bases), &logs);
+    assert_eq!(deleted(&plan), vec!["00000001000000000000000F"]);
+
+    // Only the timeline 3 base kept: a timeline 1 segment numbered past its start (the old
+    // primary's tail) and everything before its start go; the histories stay.
+    bases.remove(0);
+    let plan = plan_logs(&bases, &keep_all(&bases), &logs);
+    assert_eq!(
+        deleted(&plan),
+        vec![
+            "00000001000000000000000F",
+            "000000010000000000000010",
+            "00000001000000000000001F",
+            "000000010000000000000020.partial",
+            "000000010000000000000035",
+            "000000020000000000000020",
+            "00000002000000000000002F",
+            "000000030000000000000030",
+        ]
+    );
+    let reason = |name: &str| {
+        plan.iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .delete_reason
+            .clone()
+    };
+    assert!(reason("000000030000000000000030").contains("older than 000000030000000000000031"));
+    assert!(reason("000000010000000000000035").contains("on timeline 1"));
+    for kept in [
+        "00000002.history",
+        "00000003.history",
+        "000000030000000000000040",
+    ] {
+        assert!(plan.iter().any(|(n, d)| n == kept && d.kept()), "{kept}");
+    }
+
+    // A base backup kept whose first segment is not known: nothing goes.
+    let mut unknown = base(3, 0.5, "000000030000000000000041");
+    unknown.start_log = None;
+    bases.push(unknown);
+    let plan = plan_logs(&bases, &keep_all(&bases), &logs);
+    assert!(deleted(&plan).is_empty());
+    assert!(plan[0].1.keep[0].contains("base backup 3"));
+}
+
+/// Binlog numbers past 999999 have seven digits, and sort before `.999999` as names: the
+/// newest binlogs must not look oldest.
+#[test]
+fn binlogs_past_999999_are_compared_by_number() {
+    let binlog = |n: u64| LogFile {
+        name: tidemark_core::binlog::file_name("mysql-bin", n),
+        pos: Some(LogPos {
+            timeline: 0,
+            number: n,
+        }),
+    };
+    let mut b = base(1, 1.0, "000000010000000000000001");
+    b.start_log = Some(binlog(999_998));
+    let decisions: BTreeMap<i64, Decision> = [(
+        1,
+        Decision {
+            keep: vec!["kept".into()],
+            delete_reason: String::new(),
+        },
+    )]
+    .into();
+    let logs: Vec<LogFile> = [999_997, 999_998, 999_999, 1_000_000, 1_000_001]
+        .into_iter()
+        .map(binlog)
+        .collect();
+    assert!(logs[3].name < logs[0].name, "the names do sort wrongly");
+    let plan = plan_logs(&[b], &decisions, &logs);
+    assert_eq!(deleted(&plan), vec!["mysql-bin.999997"]);
 }
