@@ -84,7 +84,7 @@ pub fn judge(ctx: &Context, r: &pb::DrillReport) -> Judged {
     if r.reached_target {
         checks.push(match &ctx.start {
             Start::Wal { base, .. } => wal_replayed(base, replay),
-            Start::Binlog { coords, .. } => binlog_replayed(coords, &r.replay_lsn),
+            Start::Binlog { coords, .. } => binlog_replayed(coords, r),
         });
         checks.push(recovered_point(ctx, r));
     }
@@ -182,32 +182,42 @@ fn wal_replayed(base: &BaseBackupRow, replay: Option<Lsn>) -> CheckResult {
     }
 }
 
-/// Likewise for MariaDB: the drill must have replayed archived binlogs from the backup's
-/// position, not only restored the backup.
-fn binlog_replayed(coords: &BinlogCoordRow, last_file: &str) -> CheckResult {
+/// Likewise for MariaDB, judged on what the replay reports it applied: at least one
+/// transaction from archived binlogs after the backup's position. A sandbox that does not
+/// report it (too old) cannot be judged on evidence, and fails.
+fn binlog_replayed(coords: &BinlogCoordRow, r: &pb::DrillReport) -> CheckResult {
     let expect = format!(
-        "replay binlogs from the backup's position {}:{}",
+        "replay transactions from binlogs after the backup's position {}:{}",
         coords.file, coords.position
     );
-    if last_file.is_empty() {
-        result(
+    let fail = |detail: String| result("binlog-replayed", &expect, String::new(), false, detail);
+    match r.transactions_replayed {
+        None => fail(
+            "the sandbox did not report what its replay applied, so the drill cannot be judged on evidence; upgrade the sandbox's agent".into(),
+        ),
+        Some(0) => fail(
+            "the replay applied no transaction after the backup, so the drill exercised no binlog replay; pick a later target".into(),
+        ),
+        Some(_) if r.replay_lsn.is_empty() => fail(
+            "the replay reports transactions but no binlog it read them from".into(),
+        ),
+        Some(n) => result(
             "binlog-replayed",
             &expect,
-            String::new(),
-            false,
-            "the drill replayed no binlog after the backup, so it exercised no binlog replay; pick a later target".into(),
-        )
-    } else {
-        result(
-            "binlog-replayed",
-            &expect,
-            last_file.to_string(),
+            n.to_string(),
             true,
             format!(
-                "replayed binlogs from {}:{} through {last_file}",
-                coords.file, coords.position
+                "replayed {n} transaction(s) from {}:{} through {}, the last {}",
+                coords.file,
+                coords.position,
+                r.replay_lsn,
+                if r.last_event.is_empty() {
+                    "without a GTID"
+                } else {
+                    r.last_event.as_str()
+                }
             ),
-        )
+        ),
     }
 }
 
@@ -484,6 +494,89 @@ mod tests {
         assert!(
             j.reason
                 .starts_with("procedure: the restored server stopped"),
+            "{}",
+            j.reason
+        );
+    }
+
+    fn coords() -> BinlogCoordRow {
+        BinlogCoordRow {
+            backup_id: tidemark_core::ids::BackupId(1),
+            file: "mysql-bin.000003".into(),
+            seq: Some(3),
+            position: 385,
+            gtid: "0-1-40".into(),
+            start_time: 0,
+            stop_time: 0,
+        }
+    }
+
+    /// Judge a MariaDB drill's report: `transactions` applied, the last committed at `at`.
+    fn run_binlog(transactions: Option<u64>, at: i64, stop_record: &str) -> Judged {
+        let c = coords();
+        let samples = HashMap::new();
+        let r = pb::DrillReport {
+            reached_target: true,
+            replay_lsn: "mysql-bin.000004".into(),
+            last_commit_at: at,
+            stop_record: stop_record.into(),
+            transactions_replayed: transactions,
+            last_event: "0-1-52".into(),
+            ..Default::default()
+        };
+        judge(
+            &Context {
+                target: T,
+                start: Start::Binlog {
+                    coords: &c,
+                    base_name: "mysql-bin",
+                },
+                switch_interval: Duration::from_secs(60),
+                checks: &[],
+                samples: &samples,
+                archived_before_target: Some(T / 1_000_000 - 20),
+                notes: "",
+            },
+            &r,
+        )
+    }
+
+    #[test]
+    fn a_binlog_replay_is_judged_on_what_it_applied() {
+        let j = run_binlog(Some(12), T - 2_000_000, "");
+        assert_eq!(j.state, DrillState::Passed, "{}", j.reason);
+        assert_eq!(j.evidence.wal_segments, 2);
+        let replayed = j
+            .evidence
+            .checks
+            .iter()
+            .find(|c| c.name == "binlog-replayed")
+            .unwrap();
+        assert!(
+            replayed.detail.contains("12 transaction(s)"),
+            "{replayed:?}"
+        );
+        assert!(replayed.detail.contains("0-1-52"), "{replayed:?}");
+
+        // Fabricated: nothing applied, though the log vouches that nothing came before the
+        // target.
+        let next = format!(
+            "replay stopped before the transaction of x, time {}",
+            pg_timestamp(T + 30_000_000)
+        );
+        let j = run_binlog(Some(0), 0, &next);
+        assert_eq!(j.state, DrillState::Failed);
+        assert!(j.reason.contains("applied no transaction"), "{}", j.reason);
+        // Fabricated: the last commit an hour before the target, nothing to show that none
+        // came between.
+        let j = run_binlog(Some(5), T - 3_600_000_000, "");
+        assert_eq!(j.state, DrillState::Failed);
+        assert!(j.reason.contains("does not show"), "{}", j.reason);
+        // A sandbox that does not say what it applied.
+        let j = run_binlog(None, T - 2_000_000, "");
+        assert_eq!(j.state, DrillState::Failed);
+        assert!(
+            j.reason.contains("cannot be judged on evidence"),
             "{}",
             j.reason
         );

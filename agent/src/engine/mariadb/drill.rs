@@ -112,7 +112,10 @@ async fn procedure(
     report.rto_ms = started.elapsed().as_millis() as u64;
     report.reached_target = true;
     report.replay_lsn = replay.files.last().cloned().unwrap_or_default();
-    report.last_commit_at = done.last_event_at * 1_000_000;
+    // What the replay really applied, for the controller to judge.
+    report.last_commit_at = done.last_transaction_at * 1_000_000;
+    report.transactions_replayed = Some(done.transactions);
+    report.last_event = done.gtid_position();
     // The first transaction the replay left out, in the form the controller reads.
     if replay.stop_before > 0
         && let Some(next) = next_transaction_at(&files, replay.stop_before)?

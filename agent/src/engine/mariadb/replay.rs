@@ -25,6 +25,9 @@ pub struct Replayed {
     pub transactions: u64,
     /// Unix seconds of the last replayed event; 0 when none was.
     pub last_event_at: i64,
+    /// Unix seconds of the last transaction replayed (its GTID or commit event), not of an
+    /// event around it (a binlog's format description or rotate); 0 when none was.
+    pub last_transaction_at: i64,
     /// domain -> "domain-server-seq" of the last transaction replayed in it.
     pub gtids: BTreeMap<u64, String>,
 }
@@ -176,8 +179,12 @@ fn follow(line: &str, seen: &mut Replayed) {
     if !rest.contains(" server id ") {
         return;
     }
-    if let Some(t) = event_time(rest) {
+    let t = event_time(rest);
+    if let Some(t) = t {
         seen.last_event_at = t;
+        if rest.contains("\tXid = ") && seen.transactions > 0 {
+            seen.last_transaction_at = t;
+        }
     }
     if let Some(g) = rest.split("GTID ").nth(1) {
         let gtid = g.split_whitespace().next().unwrap_or("");
@@ -189,6 +196,9 @@ fn follow(line: &str, seen: &mut Replayed) {
         ) {
             seen.gtids.insert(domain, gtid.to_string());
             seen.transactions += 1;
+            if let Some(t) = t {
+                seen.last_transaction_at = t;
+            }
         }
     }
 }
@@ -230,5 +240,25 @@ mod tests {
         assert_eq!(seen.transactions, 2);
         assert_eq!(seen.gtid_position(), "0-1-5,2-1-9");
         assert_eq!(utc(seen.last_event_at), "2026-11-26 14:02:10Z");
+        assert_eq!(utc(seen.last_transaction_at), "2026-11-26 14:02:10Z");
+        // A later rotate is an event, not a transaction.
+        follow(
+            "#261126 14:05:00 server id 1  end_log_pos 650 CRC32 0x1 \tRotate to mysql-bin.000002  pos: 4\n",
+            &mut seen,
+        );
+        assert_eq!(utc(seen.last_event_at), "2026-11-26 14:05:00Z");
+        assert_eq!(utc(seen.last_transaction_at), "2026-11-26 14:02:10Z");
+    }
+
+    #[test]
+    fn events_without_a_transaction_give_no_transaction_time() {
+        let mut seen = Replayed::default();
+        follow(
+            "#261126 14:00:00 server id 1  end_log_pos 256 CRC32 0x1 \tStart: binlog v 4\n",
+            &mut seen,
+        );
+        assert_eq!(seen.transactions, 0);
+        assert_eq!(seen.last_transaction_at, 0);
+        assert!(seen.last_event_at > 0);
     }
 }
