@@ -73,8 +73,9 @@ pub struct BackupFacts {
     pub kind: Kind,
     /// When it ended (unix seconds): the earliest point it restores to.
     pub stop: i64,
-    /// A base backup's first WAL segment (or binlog file); None for a logical backup, or a
-    /// base backup whose first log is not known.
+    /// A base backup's first WAL segment (or binlog file); None when it replays none (a
+    /// logical backup, a MariaDB backup taken with binary logging off). A name without a
+    /// position is a first log that is not known: nothing goes while it is kept.
     pub start_log: Option<LogFile>,
     pub in_use: bool,
 }
@@ -93,6 +94,28 @@ pub struct LogPos {
 pub struct LogFile {
     pub name: String,
     pub pos: Option<LogPos>,
+}
+
+impl LogFile {
+    /// An archived file as the catalog records it: its timeline, and its number when the
+    /// catalog has one. A `.partial` or backup history file (`SEGMENT.OFFSET.backup`) is
+    /// recorded without a number and sits where its name says; only a timeline history
+    /// file has no place.
+    pub fn placed(name: String, timeline: u32, number: Option<u64>, seg_size: u64) -> Self {
+        use tidemark_core::wal::WalName;
+        let number = number.or_else(|| match WalName::parse(&name, seg_size) {
+            Ok(
+                WalName::Segment { segno, .. }
+                | WalName::Partial { segno, .. }
+                | WalName::BackupHistory { segno, .. },
+            ) => Some(segno),
+            _ => None,
+        });
+        Self {
+            pos: number.map(|number| LogPos { timeline, number }),
+            name,
+        }
+    }
 }
 
 impl LogPos {
@@ -239,7 +262,7 @@ pub fn plan_logs(
         .collect();
     let unknown = kept
         .iter()
-        .find(|b| b.start_log.as_ref().and_then(|l| l.pos).is_none());
+        .find(|b| b.start_log.as_ref().is_some_and(|l| l.pos.is_none()));
     // Each kept base backup's start, oldest first.
     let mut starts: Vec<(LogPos, &str, i64)> = kept
         .iter()

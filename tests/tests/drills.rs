@@ -473,7 +473,7 @@ fn a_drill_loads_no_library_and_includes_no_file_planted_in_production() {
     let conf = f.pg.data.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str(&format!(
-        "include '{p}'\ninclude_if_exists '{p}'\ninclude_dir '{d}'\nShared_Preload_Libraries = 'tidemark_planted'\n",
+        "include '{p}'\ninclude'{p}'\ninclude_if_exists '{p}'\ninclude_dir '{d}'\nShared_Preload_Libraries = 'tidemark_planted'\n",
         p = planted.display(),
         d = f.dir.path().display()
     ));

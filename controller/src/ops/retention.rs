@@ -288,18 +288,7 @@ async fn plan_instance(state: &State, inst: &InstanceRow, in_use: &[i64]) -> Ops
         .await?
         .into_iter()
         .map(|(name, timeline, number)| {
-            // A backup history file (SEGMENT.OFFSET.backup) is stored without a number: it
-            // sits where its name says.
-            let number = number.or_else(|| {
-                match tidemark_core::wal::WalName::parse(&name, inst.segment_size()) {
-                    Ok(tidemark_core::wal::WalName::BackupHistory { segno, .. }) => Some(segno),
-                    _ => None,
-                }
-            });
-            retention::LogFile {
-                pos: number.map(|number| retention::LogPos { timeline, number }),
-                name,
-            }
+            retention::LogFile::placed(name, timeline, number, inst.segment_size())
         })
         .collect();
     let log_kind = inst.engine.log_kind();
@@ -383,16 +372,18 @@ async fn facts_of(
                 .catalog
                 .binlog_coordinates(b.id)
                 .await?
-                .map(|c| c.file)
-                .filter(|f| !f.is_empty())
-                .map(|name| retention::LogFile {
-                    pos: tidemark_core::binlog::sequence(&name, inst.binlog_base()).map(|number| {
-                        retention::LogPos {
+                // Binary logging off: the backup replays no binlog (None). The sequence
+                // number recorded with the backup, else the one its name gives.
+                .filter(|c| !c.file.is_empty())
+                .map(|c| retention::LogFile {
+                    pos: c
+                        .seq
+                        .or_else(|| tidemark_core::binlog::sequence(&c.file, inst.binlog_base()))
+                        .map(|number| retention::LogPos {
                             timeline: 0,
                             number,
-                        }
-                    }),
-                    name,
+                        }),
+                    name: c.file,
                 }),
             Engine::Postgresql => state.repo.catalog.base_backup(b.id).await?.map(|bb| {
                 let size = inst.segment_size();

@@ -318,7 +318,7 @@ fn wal_across_timelines_goes_only_when_no_base_backup_kept_replays_it() {
 
     // A base backup kept whose first segment is not known: nothing goes.
     let mut unknown = base(3, 0.5, "000000030000000000000041");
-    unknown.start_log = None;
+    unknown.start_log.as_mut().unwrap().pos = None;
     bases.push(unknown);
     let plan = plan_logs(&bases, &keep_all(&bases), &logs);
     assert!(deleted(&plan).is_empty());
@@ -353,4 +353,26 @@ fn binlogs_past_999999_are_compared_by_number() {
     assert!(logs[3].name < logs[0].name, "the names do sort wrongly");
     let plan = plan_logs(&[b], &decisions, &logs);
     assert_eq!(deleted(&plan), vec!["mysql-bin.999997"]);
+}
+
+/// What the catalog records without a number is placed by its name: a .partial file, a
+/// backup history file; a timeline history file has no place (it is always kept).
+#[test]
+fn files_recorded_without_a_number_are_placed_by_their_name() {
+    let seg = 16 << 20;
+    let placed = |name: &str, number| LogFile::placed(name.into(), 1, number, seg).pos;
+    let at = |number| {
+        Some(LogPos {
+            timeline: 1,
+            number,
+        })
+    };
+    assert_eq!(placed("000000010000000000000020.partial", None), at(0x20));
+    assert_eq!(
+        placed("000000010000000000000003.00000028.backup", None),
+        at(3)
+    );
+    assert_eq!(placed("00000002.history", None), None);
+    assert_eq!(placed("mysql-bin.000007", Some(7)), at(7));
+    assert_eq!(placed("mysql-bin.000007", None), None);
 }

@@ -115,7 +115,7 @@ async fn procedure(
     // What the replay really applied, for the controller to judge.
     report.last_commit_at = done.last_transaction_at * 1_000_000;
     report.transactions_replayed = Some(done.transactions);
-    report.last_event = done.gtid_position();
+    report.last_event = done.last_gtid.clone();
     // The first transaction the replay left out, in the form the controller reads.
     if replay.stop_before > 0
         && let Some(next) = next_transaction_at(&files, replay.stop_before)?

@@ -30,6 +30,8 @@ pub struct Replayed {
     pub last_transaction_at: i64,
     /// domain -> "domain-server-seq" of the last transaction replayed in it.
     pub gtids: BTreeMap<u64, String>,
+    /// The GTID of the last transaction replayed, whatever its domain; empty when none was.
+    pub last_gtid: String,
 }
 
 impl Replayed {
@@ -195,6 +197,7 @@ fn follow(line: &str, seen: &mut Replayed) {
             parts.next(),
         ) {
             seen.gtids.insert(domain, gtid.to_string());
+            seen.last_gtid = gtid.to_string();
             seen.transactions += 1;
             if let Some(t) = t {
                 seen.last_transaction_at = t;
@@ -239,6 +242,7 @@ mod tests {
         follow("# at 427\n", &mut seen);
         assert_eq!(seen.transactions, 2);
         assert_eq!(seen.gtid_position(), "0-1-5,2-1-9");
+        assert_eq!(seen.last_gtid, "2-1-9");
         assert_eq!(utc(seen.last_event_at), "2026-11-26 14:02:10Z");
         assert_eq!(utc(seen.last_transaction_at), "2026-11-26 14:02:10Z");
         // A later rotate is an event, not a transaction.

@@ -284,7 +284,13 @@ pub(super) fn disable_settings(pgdata: &Path, keys: &[&str], by: &str) -> Result
         let cleaned: Vec<String> = text
             .lines()
             .map(|l| {
-                let key = l.trim_start().split(['=', ' ', '\t']).next().unwrap_or("");
+                // A name ends where its characters do: PostgreSQL reads `include'/x'` and
+                // `name=value` with no space as well.
+                let line = l.trim_start();
+                let end = line
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                    .unwrap_or(line.len());
+                let key = &line[..end];
                 if keys.iter().any(|k| k.eq_ignore_ascii_case(key)) {
                     format!("# {l}    # disabled by {by}")
                 } else {
