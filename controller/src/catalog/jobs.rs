@@ -124,10 +124,11 @@ impl Catalog {
         Ok(())
     }
 
-    /// Does `agent` hold a physical restore of `instance` that is unfinished, or finished
-    /// after `since`? Such a restore may read the instance's WAL archive: recovery runs
-    /// during the job with --start, and after it when the operator starts the server.
-    pub async fn has_wal_grant(&self, agent: &str, instance: &str, since: i64) -> Result<bool> {
+    /// Does `agent` hold a physical restore of `instance` that is unfinished, or ended less
+    /// than [`super::RESTORE_GRANT_SECS`] ago? Such a restore may read the instance's WAL
+    /// archive: recovery runs during the job with --start, and after it when the operator
+    /// starts the server. (Retention holds the restore's backup by the same rule.)
+    pub async fn has_wal_grant(&self, agent: &str, instance: &str) -> Result<bool> {
         Ok(sqlx::query(
             "SELECT 1 FROM jobs WHERE agent = $1 AND kind = 'restore'
                AND source_instance = $2
@@ -135,7 +136,7 @@ impl Catalog {
         )
         .bind(agent)
         .bind(instance)
-        .bind(since)
+        .bind(now() - super::RESTORE_GRANT_SECS)
         .fetch_optional(&self.pool)
         .await?
         .is_some())

@@ -22,11 +22,6 @@ mod status;
 mod store_identity;
 mod verify;
 pub use verify::Held;
-
-/// How long after a restore job ends its agent may still fetch WAL (the operator may start
-/// the restored server later, or it was created with `--start` off), and so how long
-/// retention keeps the backup it restored and the WAL after it.
-pub const RESTORE_GRANT_SECS: i64 = 24 * 3600;
 mod wal;
 
 use std::path::Path;
@@ -48,6 +43,11 @@ pub use schedules::RunRow;
 pub use states::{BackupKind, BackupStatus, DrillState, Engine, JobState, RunState};
 pub use status::ArchiverRow;
 pub use wal::{WalFileRow, WalOutcome};
+
+/// How long after a restore job ends its agent may still fetch WAL (the operator may start
+/// the restored server later, or it was created with `--start` off), and so how long
+/// retention keeps the backup it restored and the WAL after it.
+const RESTORE_GRANT_SECS: i64 = 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

@@ -332,16 +332,8 @@ pub async fn fetch(
         }
         return streamed;
     }
-    let allowed = inst.agent == agent
-        || state
-            .repo
-            .catalog
-            .has_wal_grant(
-                agent,
-                &inst.name,
-                now() - crate::catalog::RESTORE_GRANT_SECS,
-            )
-            .await?;
+    let allowed =
+        inst.agent == agent || state.repo.catalog.has_wal_grant(agent, &inst.name).await?;
     if !allowed {
         return Err(OpsError::PermissionDenied(format!(
             "agent {agent} may read instance {}'s WAL only during a restore of it onto this host",
