@@ -813,6 +813,18 @@ impl Fleet {
         (out.json(), out.code)
     }
 
+    /// Start drill sandbox NAME on this host, dialing this fleet's controller.
+    pub fn start_sandbox(&self, name: &str) -> Sandbox {
+        Sandbox::start(
+            self.dir.path(),
+            &self.pki,
+            name,
+            &self.controller.url,
+            &self.admin,
+            None,
+        )
+    }
+
     /// Run a base backup of demo-pg to the end, asserting it succeeded; returns its JSON
     /// detail.
     pub fn base_backup(&self) -> Value {

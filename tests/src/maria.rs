@@ -185,6 +185,18 @@ pub struct MariaFleet {
 }
 
 impl MariaFleet {
+    /// Start drill sandbox NAME on this host, dialing this fleet's controller.
+    pub fn start_sandbox(&self, name: &str) -> crate::fleet::Sandbox {
+        crate::fleet::Sandbox::start(
+            self.dir.path(),
+            &self.pki,
+            name,
+            &self.controller.url,
+            &self.admin,
+            None,
+        )
+    }
+
     /// `instance_extra` goes into demo-mariadb's instance table, `controller_extra` into the
     /// controller's config.
     pub fn start(label: &str, instance_extra: &str, controller_extra: &str) -> Self {

@@ -66,20 +66,24 @@ fn drill(f: &Fleet, args: &[&str]) -> (Value, i32) {
     f.admin.drill_run("demo-pg", args)
 }
 
+/// A base backup, the markers, and a drill to the target between them that passes with
+/// the 50 rows before it.
+fn backup_and_drill_passes(f: &Fleet, sb: &Sandbox) {
+    f.base_backup();
+    let target = write_markers(f);
+    let (d, code) = drill(f, &["--target", &target]);
+    assert_eq!(code, 0, "{d:#}\nsandbox log:\n{}", sb.daemon.log_text());
+    assert_eq!(d["state"], "passed", "{d:#}");
+    assert_eq!(check(&d, "before-rows")["value"], "50");
+}
+
 fn drill_fleet(label: &str, extra: &str) -> (Fleet, Sandbox) {
     let f = Fleet::build(&FleetOpts {
         label,
         controller_extra: extra,
         ..Default::default()
     });
-    let sb = Sandbox::start(
-        f.dir.path(),
-        &f.pki,
-        "sb1",
-        &f.controller.url,
-        &f.admin,
-        None,
-    );
+    let sb = f.start_sandbox("sb1");
     f.pg.sql(
         "postgres",
         "CREATE TABLE markers (id serial PRIMARY KEY, phase text NOT NULL, n int NOT NULL)",
@@ -320,14 +324,7 @@ fn drills_of_all_instances_on_a_pool_of_one_run_one_after_the_other() {
         more_instances: &["demo-pg2"],
         ..Default::default()
     });
-    let _sb = Sandbox::start(
-        f.dir.path(),
-        &f.pki,
-        "sb1",
-        &f.controller.url,
-        &f.admin,
-        None,
-    );
+    let _sb = f.start_sandbox("sb1");
     let clusters: Vec<(&str, &tidemark_tests::pg::PgCluster)> = std::iter::once(("demo-pg", &f.pg))
         .chain(f.more.iter().map(|(n, c)| (n.as_str(), c)))
         .collect();
@@ -450,12 +447,7 @@ fn a_sandbox_cut_off_from_production_still_passes_a_drill() {
         "postgres",
         "CREATE TABLE markers (id serial PRIMARY KEY, phase text NOT NULL, n int NOT NULL)",
     );
-    f.base_backup();
-    let target = write_markers(&f);
-    let (d, code) = drill(&f, &["--target", &target]);
-    assert_eq!(code, 0, "{d:#}\nsandbox log:\n{}", sb.daemon.log_text());
-    assert_eq!(d["state"], "passed", "{d:#}");
-    assert_eq!(check(&d, "before-rows")["value"], "50");
+    backup_and_drill_passes(&f, &sb);
     assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
     drop(sb);
     f.dir.keep_if_asked();
@@ -488,11 +480,6 @@ fn a_drill_loads_no_library_and_includes_no_file_planted_in_production() {
         text.push_str(&format!("{name} = 'tidemark_planted'\n"));
     }
     std::fs::write(&auto, text).unwrap();
-    f.base_backup();
-    let target = write_markers(&f);
-    let (d, code) = drill(&f, &["--target", &target]);
-    assert_eq!(code, 0, "{d:#}\nsandbox log:\n{}", sb.daemon.log_text());
-    assert_eq!(d["state"], "passed", "{d:#}");
-    assert_eq!(check(&d, "before-rows")["value"], "50");
+    backup_and_drill_passes(&f, &sb);
     f.dir.keep_if_asked();
 }

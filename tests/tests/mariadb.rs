@@ -463,14 +463,7 @@ sql = "SELECT COUNT(*) FROM orders"
 expect = "nonzero"
 "#;
     let f = MariaFleet::start("my-drill", "archive-timeout = \"2s\"", checks);
-    let sb = tidemark_tests::fleet::Sandbox::start(
-        f.dir.path(),
-        &f.pki,
-        "sb1",
-        &f.controller.url,
-        &f.admin,
-        None,
-    );
+    let sb = f.start_sandbox("sb1");
     let agents = f.admin.json(&["agents"]);
     let offered = agents
         .as_array()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tidemark_tests::bin;
-use tidemark_tests::fleet::{Cli, Controller, Fleet, FleetOpts, Sandbox};
+use tidemark_tests::fleet::{Cli, Controller, Fleet, FleetOpts};
 use tidemark_tests::maria::MariaFleet;
 use tidemark_tests::pg::PgCluster;
 use tidemark_tests::process::{run, wait_for};
@@ -326,14 +326,7 @@ fn a_postgresql_fleet_with_a_sqlite_catalog_comes_back_from_a_snapshot_and_the_r
     drop(restored);
     // A drill to the same second passes on a sandbox: its base backup, WAL and keys all
     // came from the store.
-    let _sb = Sandbox::start(
-        f.dir.path(),
-        &f.pki,
-        "sb1",
-        &f.controller.url,
-        &f.admin,
-        None,
-    );
+    let _sb = f.start_sandbox("sb1");
     let (drill, code) = f.admin.drill_run("demo-pg", &["--target", &target]);
     assert_eq!(code, 0, "{drill:#}");
     assert_eq!(drill["state"], "passed", "{drill:#}");
