@@ -114,9 +114,9 @@ impl Catalog {
             .collect())
     }
 
-    /// Every archived WAL file or binlog of an instance: its name, timeline (0 for a
-    /// binlog) and segment or binlog number (None for a timeline history file, and for a
-    /// backup history file, which records none).
+    /// Every archived WAL file or binlog of an instance, by name: its name, timeline (0 for
+    /// a binlog) and segment or binlog number as recorded (None for a timeline history,
+    /// `.partial` or backup history file; see `retention::LogFile::placed`).
     pub async fn archived_log_positions(
         &self,
         instance: &str,
@@ -136,20 +136,6 @@ impl Catalog {
             )
         })
         .collect())
-    }
-
-    /// Every archived WAL file or binlog of an instance, by name.
-    #[cfg(test)]
-    pub async fn archived_log_names(&self, instance: &str) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query("SELECT name FROM wal_files WHERE instance = $1 ORDER BY name")
-                .bind(instance)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect(),
-        )
     }
 
     /// Apply one instance's plan in one transaction. What could have changed since the plan

@@ -5,6 +5,16 @@ use super::*;
 use crate::catalog::{CatalogError, ManifestEntry, NewChunk, test_catalog};
 use crate::store::PackLoc;
 
+/// The names of instance pg's archived files.
+async fn log_names(cat: &Catalog) -> Vec<String> {
+    cat.archived_log_positions("pg")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
 fn chunk(n: u8) -> ChunkId {
     ChunkId::of(&[n])
 }
@@ -119,7 +129,7 @@ async fn applying_expires_backups_and_deletes_logs_keeping_the_rows_as_history()
         1
     );
     assert_eq!(
-        cat.archived_log_names("pg").await.unwrap(),
+        log_names(&cat).await,
         vec!["000000010000000000000002".to_string()]
     );
     assert!(
@@ -151,7 +161,7 @@ async fn a_plan_whose_premises_changed_is_not_applied_at_all() {
             cat.manifest_page(old, "base", 0, 10).await.unwrap().len(),
             1
         );
-        assert_eq!(cat.archived_log_names("pg").await.unwrap().len(), 1);
+        assert_eq!(log_names(&cat).await.len(), 1);
     };
 
     // A restore of the backup was queued after the plan was made.
